@@ -1,0 +1,896 @@
+"""A deterministic simulator for the Raft core: N nodes, logical time, a hostile network.
+
+Every node is a :class:`~rsm_shm.raft.core.RawNode` over a
+:class:`~rsm_shm.raft.storage.MemoryStorage` and a tiny hash-chain state machine.  The
+simulator plays the runtime exactly as a real one must (see :class:`~rsm_shm.raft.types.Ready`):
+persist the snapshot, entries and hard state, then send the messages, then apply the
+committed entries (conf changes through ``apply_conf_change``) and serve reads, then
+``advance``.  Every message is encoded to bytes and decoded again on delivery, so the
+codec is exercised by every run.
+
+Nothing happens unless an *action* asks for it; actions are plain tuples so that a run
+can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim_random`):
+
+=========================  ==========================================================
+``("tick", id)``           one logical clock tick of node ``id``
+``("ready", id)``          handle node ``id``'s pending Ready (persist, send, apply)
+``("deliver", f, t, k)``   deliver the k-th oldest in-flight message from f to t
+                           (k > 0 reorders; not delivering a message delays it)
+``("drop", f, t, k)``      lose that message;  ``("dup", f, t, k)``: duplicate it
+``("propose", id)``        propose a fresh, unique command at node ``id``
+``("read", id)``           start a ReadIndex read with a fresh context at ``id``
+``("conf", id, changes)``  propose a ConfChange (``changes`` as in ConfChange)
+``("transfer", id, to)``   ask node ``id`` to transfer leadership to ``to``
+``("campaign", id)``       make node ``id`` campaign now
+``("compact", id)``        the application of ``id`` snapshots at its applied index and
+                           compacts its log there
+``("crash", id)``          node ``id`` loses everything not persisted (its RawNode, its
+                           state machine and any Ready not yet handled)
+``("restart", id)``        rebuild node ``id`` from its storage
+``("partition", groups)``  cut every link between different groups (tuple of tuples)
+``("heal",)``              remove every cut
+=========================  ==========================================================
+
+Safety (:mod:`rsm_shm.raft.sim_check`) is checked after every action; a breach raises
+:class:`~rsm_shm.raft.sim_check.SafetyViolation`.  The same seed and the same actions
+always produce the same run: :attr:`Simulator.digest` hashes the whole transcript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .codec import decode_conf_change, decode_message, encode_conf_change, encode_message
+from .sim_check import SafetyChecker, SafetyViolation
+from .storage import CompactedError, MemoryStorage, UnavailableError
+from .types import (
+    LOCAL_MESSAGES,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    Snapshot,
+)
+
+__all__ = [
+    "SimOptions",
+    "Simulator",
+    "SimNode",
+    "Network",
+    "StateMachine",
+    "LivenessViolation",
+    "format_message",
+    "format_entry",
+]
+
+# Election timeouts allowed for a leader to emerge once a majority is connected and the
+# network is perfect.  Randomised timeouts make a split vote possible but each further
+# round is ever less likely; 20 timeouts is far beyond anything a correct core needs.
+LEADER_ELECTION_TIMEOUTS = 20
+# Election timeouts allowed for an accepted proposal to commit on every member once a
+# stable leader exists on a perfect network.
+COMMIT_TIMEOUTS = 10
+# Upper bound of delivery/Ready rounds in one stabilize(); a correct core quiesces long
+# before (no ticks means no new heartbeats), so hitting it means a message storm.
+MAX_STABILIZE_ROUNDS = 10_000
+_DIGEST_SIZE = 32
+_SM_MAGIC = b"SM1"
+_SM_HEADER = struct.Struct(">3sQ32s")
+
+
+class LivenessViolation(Exception):
+    """A liveness property failed where it must hold (healed network, connected majority)."""
+
+    def __init__(self, prop: str, detail: str) -> None:
+        super().__init__(f"{prop}: {detail}")
+        self.prop = prop
+        self.detail = detail
+
+
+def _core():
+    # Imported lazily: the simulator module must import (for its checkers and tools)
+    # even in a tree where the core is being rewritten.
+    from . import core
+
+    return core
+
+
+# --------------------------------------------------------------------------- formatting
+def _short(data: bytes, limit: int = 12) -> str:
+    try:
+        s = data.decode("ascii")
+        if not s.isprintable():
+            raise ValueError
+    except (UnicodeDecodeError, ValueError):
+        s = data.hex()
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def format_entry(e: Entry) -> str:
+    """``term/index`` followed by the data (``CC[...]`` for a conf change, nothing for a
+    leader's no-op)."""
+    if e.type == EntryType.CONF_CHANGE:
+        try:
+            cc = decode_conf_change(e.data)
+            body = " CC" + format_conf_change(cc)
+        except ValueError:
+            body = " CC?" + e.data.hex()
+    elif e.data:
+        body = " " + _short(e.data)
+    else:
+        body = ""
+    return f"{e.term}/{e.index}{body}"
+
+
+_CC_LETTER = {ConfChangeType.ADD_NODE: "v", ConfChangeType.ADD_LEARNER: "l", ConfChangeType.REMOVE_NODE: "r"}
+
+
+def format_conf_change(cc: ConfChange) -> str:
+    if not cc.changes:
+        return "[leave-joint]"
+    return "[" + " ".join(f"{_CC_LETTER[ConfChangeType(t)]}{n}" for t, n in cc.changes) + "]"
+
+
+def format_conf_state(cs: ConfState) -> str:
+    def ids(t: Sequence[int]) -> str:
+        return "(" + " ".join(str(i) for i in sorted(t)) + ")"
+
+    s = f"voters={ids(cs.voters)}"
+    if cs.voters_outgoing:
+        s += f"&&{ids(cs.voters_outgoing)}"
+    if cs.learners:
+        s += f" learners={ids(cs.learners)}"
+    if cs.learners_next:
+        s += f" learners_next={ids(cs.learners_next)}"
+    if cs.auto_leave:
+        s += " autoleave"
+    return s
+
+
+def format_message(m: Message) -> str:
+    """One line per message, showing only the fields its kind uses."""
+    t = m.type
+    parts = [f"{m.frm}->{m.to} {t.name} term={m.term}"]
+    if t in (MessageType.VOTE, MessageType.PRE_VOTE, MessageType.APP):
+        parts.append(f"log={m.log_term}/{m.index}")
+    if t == MessageType.APP:
+        parts.append(f"commit={m.commit}")
+        if m.entries:
+            parts.append("[" + ", ".join(format_entry(e) for e in m.entries) + "]")
+    if t in (MessageType.APP_RESP, MessageType.READ_INDEX_RESP, MessageType.SNAP_RESP):
+        parts.append(f"index={m.index}")
+    if t == MessageType.HEARTBEAT:
+        parts.append(f"commit={m.commit}")
+    if m.reject:
+        parts.append(f"rejected hint={m.reject_hint}")
+        if t == MessageType.APP_RESP and m.log_term:
+            parts.append(f"hint_term={m.log_term}")
+    if t == MessageType.SNAP and m.snapshot is not None:
+        meta = m.snapshot.meta
+        parts.append(
+            f"snap={meta.term}/{meta.index} bytes={m.snap_offset}+{len(m.snapshot.data)}/{m.snap_total}"
+        )
+    if t == MessageType.SNAP_RESP:
+        parts.append(f"received={m.snap_offset}")
+    if m.context:
+        parts.append(f"ctx={_short(m.context, 16)}")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------- state machine
+class StateMachine:
+    """The application: a hash chain over applied commands.
+
+    Two replicas that applied the same entries have the same ``digest``; the snapshot is
+    ``(index, digest)`` padded with ``padding`` bytes so that snapshots span several
+    InstallSnapshot chunks when the chunk size is small.
+    """
+
+    def __init__(self, padding: int = 0) -> None:
+        self.index = 0
+        self.digest = bytes(_DIGEST_SIZE)
+        self.padding = padding
+        # digests of recent indexes, so a snapshot can be made at any index >= the last
+        # compaction point (the application snapshots at a past applied index)
+        self.history: Dict[int, bytes] = {0: self.digest}
+
+    def apply(self, e: Entry) -> None:
+        h = hashlib.sha256(self.digest)
+        h.update(struct.pack(">QB", e.index, int(e.type)))
+        h.update(e.data)
+        self.digest = h.digest()
+        self.index = e.index
+        self.history[e.index] = self.digest
+
+    def snapshot_data(self, index: int) -> bytes:
+        if index not in self.history:
+            raise ValueError(f"state machine has no state at index {index} (applied {self.index})")
+        return _SM_HEADER.pack(_SM_MAGIC, index, self.history[index]) + b"." * self.padding
+
+    def restore(self, data: bytes, index: int) -> None:
+        """Replace the state by snapshot ``data`` taken at ``index`` (empty data and index 0
+        mean the initial state)."""
+        if index == 0 and not data:
+            self.__init__(self.padding)
+            return
+        magic, idx, digest = _SM_HEADER.unpack_from(data)
+        if magic != _SM_MAGIC or idx != index:
+            raise ValueError(f"bad state machine snapshot: index {idx} for a snapshot at {index}")
+        self.index = idx
+        self.digest = digest
+        self.history = {idx: digest}
+
+    def prune(self, below: int) -> None:
+        for i in [i for i in self.history if i < below]:
+            del self.history[i]
+
+
+# ------------------------------------------------------------------------------ network
+@dataclass
+class InFlight:
+    seq: int
+    frm: int
+    to: int
+    data: bytes
+
+
+@dataclass
+class Network:
+    """In-flight messages (as bytes) and the current cuts.
+
+    A message across a cut is dropped when sent and when (if it was in flight when the
+    cut appeared) it would be delivered.  Messages to a crashed node are dropped on
+    delivery.
+    """
+
+    queue: List[InFlight] = field(default_factory=list)
+    cut: set = field(default_factory=set)
+    seq: int = 0
+    sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0
+
+    def connected(self, a: int, b: int) -> bool:
+        return (a, b) not in self.cut
+
+    def send(self, frm: int, to: int, data: bytes) -> bool:
+        self.sent += 1
+        self.bytes_sent += len(data)
+        if not self.connected(frm, to):
+            self.dropped += 1
+            return False
+        self.seq += 1
+        self.queue.append(InFlight(self.seq, frm, to, data))
+        return True
+
+    def between(self, frm: int, to: int) -> List[InFlight]:
+        return [f for f in self.queue if f.frm == frm and f.to == to]
+
+    def find(self, frm: int, to: int, k: int) -> Optional[InFlight]:
+        n = 0
+        for f in self.queue:
+            if f.frm == frm and f.to == to:
+                if n == k:
+                    return f
+                n += 1
+        return None
+
+    def remove(self, item: InFlight) -> None:
+        self.queue.remove(item)
+
+    def partition(self, groups: Sequence[Sequence[int]], everyone: Iterable[int]) -> None:
+        """Cut every link between nodes of different groups; nodes in no group are cut
+        from everybody."""
+        where: Dict[int, int] = {}
+        for g, ids in enumerate(groups):
+            for i in ids:
+                where[i] = g
+        nodes = sorted(set(everyone) | set(where))
+        lone = len(groups)
+        for a in nodes:
+            for b in nodes:
+                if a == b:
+                    continue
+                ga = where.get(a, lone + a)
+                gb = where.get(b, lone + b)
+                if ga != gb:
+                    self.cut.add((a, b))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+
+# -------------------------------------------------------------------------------- nodes
+@dataclass
+class SimOptions:
+    """Knobs of the simulated cluster (passed to every node's core Config)."""
+
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    lease_reads: bool = False
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_uncommitted_size: int = 0
+    snapshot_chunk_size: int = 64 * 1024
+    snapshot_padding: int = 0  # extra bytes in each app snapshot (to force chunking)
+
+    def config(self, applied: int):
+        core = _core()
+        read_only = core.ReadOnlyOption.LEASE_BASED if self.lease_reads else core.ReadOnlyOption.SAFE
+        return core.Config(
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            max_size_per_msg=self.max_size_per_msg,
+            max_inflight_msgs=self.max_inflight_msgs,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
+            read_only_option=read_only,
+            max_uncommitted_size=self.max_uncommitted_size,
+            snapshot_chunk_size=self.snapshot_chunk_size,
+            applied=applied,
+        )
+
+
+@dataclass
+class SimNode:
+    """One simulated server: its stable storage survives crashes, the rest does not."""
+
+    id: int
+    boot_voters: Tuple[int, ...]
+    storage: MemoryStorage
+    sm: StateMachine
+    raw: object = None  # RawNode, None while crashed
+    conf_state: ConfState = field(default_factory=ConfState)
+    # (index, conf state in force from that index on), to snapshot at a past index
+    conf_history: List[Tuple[int, ConfState]] = field(default_factory=list)
+    incarnation: int = 0
+    pending_reads: List[ReadState] = field(default_factory=list)
+    last_role: Optional[Tuple[int, int]] = None  # (leader, role) last reported
+
+    @property
+    def alive(self) -> bool:
+        return self.raw is not None
+
+    def conf_at(self, index: int) -> ConfState:
+        cs = self.conf_history[0][1] if self.conf_history else self.conf_state
+        for i, c in self.conf_history:
+            if i <= index:
+                cs = c
+        return cs
+
+
+def _term_of(storage: MemoryStorage) -> Callable[[int], Optional[int]]:
+    def term_of(i: int) -> Optional[int]:
+        try:
+            return storage.term(i)
+        except (CompactedError, UnavailableError):
+            return None
+
+    return term_of
+
+
+class Simulator:
+    """A cluster of simulated nodes driven by actions (see the module docstring).
+
+    ``out`` collects transcript lines (messages delivered, role changes, applied entries,
+    read results...); :attr:`digest` hashes every line ever emitted, for replay checks.
+    Pass ``verbose=False`` to keep only the digest (faster, for the fuzzer).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        options: Optional[SimOptions] = None,
+        checker: Optional[SafetyChecker] = None,
+        verbose: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.options = options or SimOptions()
+        self.checker = checker or SafetyChecker(check_reads=not self.options.lease_reads)
+        self.verbose = verbose
+        self.nodes: Dict[int, SimNode] = {}
+        self.net = Network()
+        self.out: List[str] = []
+        self._hash = hashlib.sha256()
+        self.actions: List[tuple] = []  # applied actions, for replay and shrinking
+        self.steps = 0
+        self._prop_seq = 0
+        self._read_seq = 0
+        self.accepted: List[Tuple[int, int, bytes]] = []  # (node, index, data) proposals accepted
+        self.applied_count = 0  # entries applied, summed over nodes
+        self.sent_by_type: Counter = Counter()  # messages sent, by MessageType name
+
+    # ---------------------------------------------------------------- transcript
+    def emit(self, line: str) -> None:
+        self._hash.update(line.encode())
+        self._hash.update(b"\n")
+        if self.verbose:
+            self.out.append(line)
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    # ------------------------------------------------------------------- building
+    def add_nodes(self, n: int, voters: Optional[Sequence[int]] = None) -> List[int]:
+        """Create ``n`` new nodes with the next free ids.  With ``voters`` None the new
+        nodes bootstrap a cluster of themselves plus ``voters``; see :meth:`add_node`."""
+        start = max(self.nodes, default=0) + 1
+        ids = list(range(start, start + n))
+        boot = tuple(voters) if voters is not None else tuple(ids)
+        for i in ids:
+            self.add_node(i, boot)
+        return ids
+
+    def add_node(self, nid: int, voters: Sequence[int] = (), storage: Optional[MemoryStorage] = None) -> SimNode:
+        """Create node ``nid``.  A node that bootstraps a cluster names its ``voters``; a
+        node joining an existing cluster (``voters`` empty) starts from a copy of the most
+        advanced snapshot of a live member, as a real deployment seeds a new server, so it
+        learns the configuration in force rather than guessing it."""
+        if nid < 1 or nid in self.nodes:
+            raise ValueError(f"node id {nid} is invalid or already used")
+        if storage is None:
+            storage = MemoryStorage() if voters else self._seed_storage()
+        node = SimNode(nid, tuple(voters), storage, StateMachine(self.options.snapshot_padding))
+        self.nodes[nid] = node
+        self._start(node)
+        return node
+
+    def _seed_storage(self) -> MemoryStorage:
+        donors = [n for n in self.nodes.values() if n.alive]
+        if not donors:
+            raise ValueError("no live node to seed a joining node from")
+        donor = max(donors, key=lambda n: (n.sm.index, -n.id))
+        snap = donor.storage.snapshot()
+        if donor.sm.index > snap.meta.index:
+            snap = self._take_snapshot(donor, donor.sm.index)
+        st = MemoryStorage()
+        if snap.meta.index > 0:
+            st.apply_snapshot(snap)
+            st.set_hard_state(HardState(term=snap.meta.term, vote=0, commit=snap.meta.index))
+        return st
+
+    def _start(self, node: SimNode) -> None:
+        core = _core()
+        snap = node.storage.snapshot()
+        node.sm = StateMachine(self.options.snapshot_padding)
+        node.sm.restore(snap.data, snap.meta.index)
+        if snap.meta.index > 0:
+            node.conf_state = snap.meta.conf_state
+        else:
+            node.conf_state = ConfState(voters=tuple(sorted(node.boot_voters)))
+        node.conf_history = [(snap.meta.index, node.conf_state)]
+        node.incarnation += 1
+        node.pending_reads = []
+        node.last_role = None
+        rng = random.Random(f"{self.seed}:{node.id}:{node.incarnation}")
+        node.raw = core.RawNode(
+            node.id, node.boot_voters, node.storage, self.options.config(snap.meta.index), rng
+        )
+        self.checker.node_restarted(node.id, snap.meta.index)
+
+    # ------------------------------------------------------------------- actions
+    def do(self, action: tuple) -> bool:
+        """Perform one action; return False (and do nothing) when it does not apply in
+        the current state (e.g. delivering a message that is not there).  Safety is
+        checked afterwards."""
+        kind = action[0]
+        fn = getattr(self, "_act_" + kind, None)
+        if fn is None:
+            raise ValueError(f"unknown simulator action {action!r}")
+        ok = fn(*action[1:])
+        if ok:
+            self.steps += 1
+            self.actions.append(action)
+            self.check()
+        return bool(ok)
+
+    def _live(self, nid: int) -> Optional[SimNode]:
+        n = self.nodes.get(nid)
+        return n if n is not None and n.alive else None
+
+    def _act_tick(self, nid: int) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        n.raw.tick()
+        return True
+
+    def _act_ready(self, nid: int) -> bool:
+        n = self._live(nid)
+        if n is None or not n.raw.has_ready():
+            return False
+        self.handle_ready(n)
+        return True
+
+    def _act_deliver(self, frm: int, to: int, k: int = 0) -> bool:
+        item = self.net.find(frm, to, k)
+        if item is None:
+            return False
+        self.net.remove(item)
+        self._deliver(item)
+        return True
+
+    def _act_drop(self, frm: int, to: int, k: int = 0) -> bool:
+        item = self.net.find(frm, to, k)
+        if item is None:
+            return False
+        self.net.remove(item)
+        self.net.dropped += 1
+        self.emit(f"drop {format_message(decode_message(item.data))}")
+        return True
+
+    def _act_dup(self, frm: int, to: int, k: int = 0) -> bool:
+        item = self.net.find(frm, to, k)
+        if item is None:
+            return False
+        self.net.send(item.frm, item.to, item.data)
+        self.emit(f"dup {format_message(decode_message(item.data))}")
+        return True
+
+    def _act_propose(self, nid: int, data: Optional[bytes] = None) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        if data is None:
+            self._prop_seq += 1
+            data = b"p%d" % self._prop_seq
+        core = _core()
+        try:
+            idx = n.raw.propose(data)
+        except core.NotLeaderError as e:
+            self.emit(f"{nid} propose {_short(data)}: not leader (hint {e.leader_hint})")
+            return True
+        except core.ProposalDroppedError as e:
+            self.emit(f"{nid} propose {_short(data)}: dropped ({e})")
+            return True
+        self.accepted.append((nid, idx, data))
+        self.emit(f"{nid} propose {_short(data)}: index {idx}")
+        return True
+
+    def _act_read(self, nid: int, ctx: Optional[bytes] = None) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        if ctx is None:
+            self._read_seq += 1
+            ctx = b"r%d" % self._read_seq
+        core = _core()
+        self.checker.read_issued(ctx)
+        try:
+            n.raw.read_index(ctx)
+        except (core.NotLeaderError, core.ProposalDroppedError) as e:
+            self.emit(f"{nid} read-index {_short(ctx)}: refused ({type(e).__name__})")
+            return True
+        self.emit(f"{nid} read-index {_short(ctx)}")
+        return True
+
+    def _act_conf(self, nid: int, changes: tuple, transition: int = 0) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        core = _core()
+        cc = ConfChange(tuple((ConfChangeType(t), i) for t, i in changes), b"", transition)
+        # A node added by this change must exist to catch up; it joins as a fresh server.
+        for t, i in cc.changes:
+            if t != ConfChangeType.REMOVE_NODE and i not in self.nodes:
+                self.add_node(i)
+                self.emit(f"new node {i}")
+        try:
+            idx = n.raw.propose_conf_change(cc)
+        except (core.NotLeaderError, core.ProposalDroppedError, ValueError) as e:
+            self.emit(f"{nid} conf-change {format_conf_change(cc)}: refused ({type(e).__name__}: {e})")
+            return True
+        self.emit(f"{nid} conf-change {format_conf_change(cc)}: index {idx}")
+        return True
+
+    def _act_transfer(self, nid: int, to: int) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        core = _core()
+        try:
+            n.raw.transfer_leadership(to)
+        except (core.NotLeaderError, ValueError) as e:
+            self.emit(f"{nid} transfer-leadership to {to}: refused ({type(e).__name__})")
+            return True
+        self.emit(f"{nid} transfer-leadership to {to}")
+        return True
+
+    def _act_campaign(self, nid: int) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        n.raw.campaign()
+        return True
+
+    def _act_compact(self, nid: int, index: Optional[int] = None) -> bool:
+        n = self.nodes.get(nid)
+        if n is None or not n.alive:
+            return False
+        idx = n.sm.index if index is None else index
+        if idx <= n.storage.snapshot().meta.index or idx > n.sm.index:
+            return False
+        self._take_snapshot(n, idx)
+        n.storage.compact(idx)
+        n.sm.prune(idx)
+        self.emit(f"{nid} compact {idx}: log now {n.storage.first_index()}..{n.storage.last_index()}")
+        return True
+
+    def _take_snapshot(self, n: SimNode, idx: int) -> Snapshot:
+        return n.storage.create_snapshot(idx, n.conf_at(idx), n.sm.snapshot_data(idx))
+
+    def _act_crash(self, nid: int) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        n.raw = None
+        self.emit(f"crash {nid}")
+        return True
+
+    def _act_restart(self, nid: int) -> bool:
+        n = self.nodes.get(nid)
+        if n is None or n.alive:
+            return False
+        self._start(n)
+        hs = n.storage.hard_state
+        self.emit(
+            f"restart {nid}: term={hs.term} vote={hs.vote} commit={hs.commit} "
+            f"log={n.storage.first_index()}..{n.storage.last_index()} applied={n.sm.index}"
+        )
+        return True
+
+    def _act_partition(self, groups: Tuple[Tuple[int, ...], ...]) -> bool:
+        self.net.heal()
+        self.net.partition(groups, self.nodes)
+        self.emit("partition " + " / ".join(" ".join(str(i) for i in g) for g in groups))
+        return True
+
+    def _act_heal(self) -> bool:
+        self.net.heal()
+        self.emit("heal")
+        return True
+
+    # ---------------------------------------------------------------- the runtime
+    def _deliver(self, item: InFlight) -> None:
+        m = decode_message(item.data)
+        n = self._live(item.to)
+        if n is None or not self.net.connected(item.frm, item.to):
+            self.net.dropped += 1
+            self.emit(f"lost {format_message(m)}")
+            return
+        self.emit(format_message(m))
+        n.raw.step(m)
+
+    def handle_ready(self, n: SimNode) -> None:
+        """Handle one Ready of ``n`` in the order a runtime must (see types.Ready)."""
+        rd = n.raw.ready()
+        st = n.storage
+        nid = n.id
+        if rd.soft_state is not None:
+            key = (rd.soft_state.leader, int(rd.soft_state.role))
+            if key != n.last_role:
+                n.last_role = key
+                self.emit(f"{nid} is {Role(rd.soft_state.role).name} (leader {rd.soft_state.leader})")
+        # 1. persist: snapshot, entries, hard state
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty():
+            st.apply_snapshot(snap)
+            self.emit(f"{nid} installs snapshot {snap.meta.term}/{snap.meta.index} {format_conf_state(snap.meta.conf_state)}")
+        if rd.entries:
+            st.append(rd.entries)
+            self.checker.observe_persisted(nid, list(rd.entries), _term_of(st))
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        # 2. send
+        for m in rd.messages:
+            if m.type in LOCAL_MESSAGES:
+                raise SafetyViolation("wire", f"node {nid} asked to send local message {m!r}")
+            if m.frm != nid:
+                raise SafetyViolation("wire", f"node {nid} sends a message claiming to be from {m.frm}: {m!r}")
+            self.sent_by_type[m.type.name] += 1
+            self.net.send(m.frm, m.to, encode_message(m))
+        # 3. apply
+        if snap is not None and not snap.is_empty():
+            n.sm.restore(snap.data, snap.meta.index)
+            n.conf_state = snap.meta.conf_state
+            n.conf_history = [(snap.meta.index, n.conf_state)]
+            self.checker.observe_snapshot_applied(nid, snap.meta.index)
+        if rd.committed_entries:
+            for e in rd.committed_entries:
+                self._apply(n, e)
+            first, last = rd.committed_entries[0], rd.committed_entries[-1]
+            if self.verbose:
+                ents = ", ".join(format_entry(e) for e in rd.committed_entries)
+                self.emit(f"{nid} applies [{ents}]")
+            else:
+                self.emit(f"{nid} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}")
+        for rs in rd.read_states:
+            n.pending_reads.append(rs)
+        self._serve_reads(n)
+        n.raw.advance(rd)
+        hs = st.hard_state
+        self.checker.observe_commit(nid, hs.term, min(hs.commit, st.last_index()), _term_of(st))
+
+    def _apply(self, n: SimNode, e: Entry) -> None:
+        self.checker.observe_apply(n.id, e)
+        n.sm.apply(e)
+        self.applied_count += 1
+        if e.type == EntryType.CONF_CHANGE:
+            cc = decode_conf_change(e.data)
+            cs = n.raw.apply_conf_change(cc)
+            n.conf_state = cs
+            n.conf_history.append((e.index, cs))
+            self.emit(f"{n.id} conf {format_conf_state(cs)}")
+
+    def _serve_reads(self, n: SimNode) -> None:
+        keep = []
+        for rs in n.pending_reads:
+            if rs.index <= n.sm.index:
+                self.checker.read_returned(n.id, rs.index, rs.context)
+                self.emit(f"{n.id} read {_short(rs.context)} at index {rs.index}: applied={n.sm.index}")
+            else:
+                keep.append(rs)
+        n.pending_reads = keep
+
+    # ------------------------------------------------------------------- checking
+    def check(self) -> None:
+        """Check the per-step safety properties over every live node."""
+        ck = self.checker
+        for nid in sorted(self.nodes):
+            n = self.nodes[nid]
+            if n.raw is None:
+                continue
+            st = n.raw.status()
+            ck.observe_role(nid, st.term, st.role)
+            if st.role == Role.LEADER and not n.raw.has_ready():
+                ck.check_leader_log(nid, st.term, _term_of(n.storage), n.storage.first_index() - 1)
+
+    # ------------------------------------------------------------- conveniences
+    def live_ids(self) -> List[int]:
+        return [i for i in sorted(self.nodes) if self.nodes[i].alive]
+
+    def status(self, nid: int):
+        n = self._live(nid)
+        if n is None:
+            raise ValueError(f"node {nid} is not running")
+        return n.raw.status()
+
+    def leader(self) -> Optional[int]:
+        """The live leader of the highest term, if any."""
+        best = None
+        for nid in self.live_ids():
+            st = self.nodes[nid].raw.status()
+            if st.role == Role.LEADER and (best is None or st.term > best[0]):
+                best = (st.term, nid)
+        return None if best is None else best[1]
+
+    def stabilize(self, ids: Optional[Iterable[int]] = None, max_rounds: int = MAX_STABILIZE_ROUNDS) -> int:
+        """Handle every Ready and deliver every message (oldest first) among ``ids`` (all
+        nodes by default) until nothing is left to do; messages to other nodes stay in
+        flight.  Returns the number of actions taken.  Raises LivenessViolation if the
+        cluster does not quiesce (a message storm without ticks is a bug)."""
+        only = None if ids is None else set(ids)
+        done = 0
+        for _ in range(max_rounds):
+            progressed = False
+            for nid in sorted(self.nodes):
+                if only is not None and nid not in only:
+                    continue
+                n = self.nodes[nid]
+                if n.alive and n.raw.has_ready():
+                    self.do(("ready", nid))
+                    done += 1
+                    progressed = True
+            batch = [
+                f for f in self.net.queue if only is None or (f.to in only and f.frm in only)
+            ]
+            for f in batch:
+                # Delivered in queue order, f is always the oldest left from f.frm to f.to.
+                self.do(("deliver", f.frm, f.to, 0))
+                done += 1
+                progressed = True
+            if not progressed:
+                return done
+        raise LivenessViolation("quiescence", f"no quiescence after {max_rounds} rounds of stabilize")
+
+    def members(self) -> List[int]:
+        """Voters and learners of the configuration of the current leader (or of the
+        lowest live node when there is no leader)."""
+        lid = self.leader()
+        ref = self.nodes[lid] if lid is not None else self.nodes[self.live_ids()[0]]
+        cs = ref.raw.status().conf_state
+        return sorted(set(cs.voters) | set(cs.voters_outgoing) | set(cs.learners) | set(cs.learners_next))
+
+    # ------------------------------------------------------------------ liveness
+    def check_liveness(self, proposals: int = 3) -> None:
+        """Restart every crashed node, heal the network, and require on a perfect
+        network: a leader within LEADER_ELECTION_TIMEOUTS election timeouts, and
+        ``proposals`` fresh proposals committed and applied by every member within
+        COMMIT_TIMEOUTS more.  Raises LivenessViolation otherwise."""
+        for nid in sorted(self.nodes):
+            if not self.nodes[nid].alive:
+                self.do(("restart", nid))
+        self.do(("heal",))
+        self.emit("liveness phase")
+        et = self.options.election_tick
+        lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
+        # Leave a joint configuration left behind by the chaos phase, so that every
+        # member's log must converge under one configuration.
+        lcs = self.nodes[lid].raw.status().conf_state
+        if lcs.voters_outgoing and not lcs.auto_leave:
+            self.do(("conf", lid, ()))
+        targets: List[Tuple[int, bytes]] = []
+        budget = COMMIT_TIMEOUTS * et
+        ticks = 0
+        while len(targets) < proposals:
+            lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
+            before = len(self.accepted)
+            self.do(("propose", lid))
+            if len(self.accepted) > before:
+                _, idx, data = self.accepted[-1]
+                targets.append((idx, data))
+            else:
+                self._tick_round()
+                ticks += 1
+                if ticks > budget:
+                    raise LivenessViolation("liveness-propose", f"leader {lid} keeps refusing proposals")
+            self.stabilize()
+        while True:
+            self.stabilize()
+            members = self.members()
+            if all(self._has_applied(m, idx, data) for m in members for idx, data in targets):
+                # Converged: every member applied the same state up to the same index.
+                top = max(self.nodes[m].sm.index for m in members)
+                digests = {self.nodes[m].sm.history.get(top) for m in members if self.nodes[m].sm.index == top}
+                if len(digests) > 1:
+                    raise LivenessViolation("convergence", f"members disagree on the state at {top}")
+                return
+            if ticks > budget:
+                lagging = {m: self.nodes[m].sm.index for m in members}
+                raise LivenessViolation(
+                    "liveness-commit",
+                    f"proposals {[(i, d) for i, d in targets]} not applied by every member "
+                    f"within {budget} ticks; applied indexes {lagging}",
+                )
+            self._tick_round()
+            ticks += 1
+
+    def _has_applied(self, nid: int, idx: int, data: bytes) -> bool:
+        rec = self.checker.applied_entries().get(idx)
+        if rec is None or rec[2] != data:
+            # the accepted proposal was replaced in the log: it did not commit
+            return False
+        return self.nodes[nid].sm.index >= idx
+
+    def _tick_round(self) -> None:
+        for nid in self.live_ids():
+            self.do(("tick", nid))
+
+    def _await_leader(self, max_ticks: int) -> int:
+        for _ in range(max_ticks + 1):
+            self.stabilize()
+            lid = self.leader()
+            if lid is not None:
+                members = [m for m in self.members() if self.nodes[m].alive]
+                if all(self.nodes[m].raw.status().leader == lid for m in members):
+                    return lid
+            self._tick_round()
+        raise LivenessViolation(
+            "liveness-election",
+            f"no leader acknowledged by every member within {max_ticks} ticks "
+            f"({max_ticks // self.options.election_tick} election timeouts)",
+        )

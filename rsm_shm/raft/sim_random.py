@@ -1,0 +1,308 @@
+"""Randomised runs of the Raft simulator: seeded schedules, replay and shrinking.
+
+:func:`run_seed` drives a :class:`~rsm_shm.raft.sim.Simulator` with actions drawn from a
+``random.Random(seed)`` under a :class:`FaultProfile` (message loss, duplication and
+reordering, partitions, crashes, conf changes, leadership transfers, compaction...), with
+safety checked after every action, then heals everything and checks liveness.  The run
+records its actions; :func:`replay` re-executes such a list and :func:`shrink` reduces a
+failing list (delta debugging) to a short one that still fails the same way -- the
+"minimal transcript" printed by ``tools/raft_fuzz.py``.
+
+The same (seed, steps, profile, options) always yields the same :attr:`RunResult.digest`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .sim import LivenessViolation, SimOptions, Simulator
+from .sim_check import SafetyViolation
+from .types import ConfChangeType, Role
+
+__all__ = ["FaultProfile", "RunResult", "random_action", "run_seed", "replay", "shrink", "PROFILES"]
+
+# Largest cluster a run may grow to through conf changes.
+MAX_NODES = 7
+# A run never removes voters below this count (smaller clusters stop being interesting).
+MIN_VOTERS = 3
+
+
+@dataclass(frozen=True)
+class FaultProfile:
+    """Relative weights of the random actions (0 disables one)."""
+
+    deliver: float = 40.0
+    ready: float = 25.0
+    tick: float = 12.0
+    reorder: float = 0.25  # probability that a delivery picks a random message, not the oldest
+    drop: float = 2.0
+    dup: float = 1.0
+    propose: float = 6.0
+    read: float = 1.5
+    campaign: float = 0.2
+    transfer: float = 0.3
+    compact: float = 0.6
+    crash: float = 0.4
+    restart: float = 2.0
+    partition: float = 0.3
+    heal: float = 0.8
+    conf: float = 0.3
+
+
+PROFILES: Dict[str, FaultProfile] = {
+    # everything at once
+    "chaos": FaultProfile(),
+    # no faults at all: a sanity baseline that must always commit
+    "calm": FaultProfile(drop=0, dup=0, reorder=0, crash=0, partition=0, conf=0, transfer=0, campaign=0),
+    # a lossy, reordering network, no crashes
+    "lossy": FaultProfile(drop=8, dup=3, reorder=0.6, crash=0, partition=0.5, conf=0),
+    # many crashes and restarts, few network faults
+    "crashy": FaultProfile(crash=2.0, restart=4.0, drop=0.5, partition=0.1),
+    # membership churn
+    "membership": FaultProfile(conf=2.0, transfer=0.8, crash=0.3, partition=0.2),
+}
+
+
+@dataclass
+class RunResult:
+    seed: int
+    steps: int
+    digest: str
+    actions: List[tuple]
+    violation: Optional[Exception] = None
+    committed: int = 0
+    applied: int = 0
+    reads: int = 0
+    transcript: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+def _pick_message(sim: Simulator, rng: random.Random, reorder: float) -> tuple:
+    q = sim.net.queue
+    f = q[rng.randrange(len(q))] if rng.random() < reorder else q[0]
+    k = 0
+    for g in q:
+        if g is f:
+            break
+        if g.frm == f.frm and g.to == f.to:
+            k += 1
+    return f.frm, f.to, k
+
+
+def _conf_action(sim: Simulator, rng: random.Random, nid: int) -> Optional[tuple]:
+    cs = sim.nodes[nid].conf_state
+    voters = sorted(cs.voters)
+    learners = sorted(cs.learners)
+    fresh = max(sim.nodes) + 1
+    choices: List[tuple] = []
+    if len(sim.nodes) < MAX_NODES:
+        choices.append(((int(ConfChangeType.ADD_LEARNER), fresh),))
+        choices.append(((int(ConfChangeType.ADD_NODE), fresh),))
+    for lrn in learners:
+        choices.append(((int(ConfChangeType.ADD_NODE), lrn),))
+    if len(voters) > MIN_VOTERS:
+        for v in voters:
+            choices.append(((int(ConfChangeType.REMOVE_NODE), v),))
+    if len(sim.nodes) < MAX_NODES and voters:
+        # joint consensus: replace a voter by a new one in one change
+        choices.append(
+            ((int(ConfChangeType.ADD_NODE), fresh), (int(ConfChangeType.REMOVE_NODE), rng.choice(voters)))
+        )
+    if cs.voters_outgoing:
+        choices.append(())  # leave joint
+    if not choices:
+        return None
+    return ("conf", nid, rng.choice(choices))
+
+
+def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Optional[tuple]:
+    """Draw one action applicable to the current state (None if nothing is possible)."""
+    ids = sorted(sim.nodes)
+    live = [i for i in ids if sim.nodes[i].alive]
+    dead = [i for i in ids if not sim.nodes[i].alive]
+    ready = [i for i in live if sim.nodes[i].raw.has_ready()]
+    kinds: List[Tuple[str, float]] = []
+    if sim.net.queue:
+        kinds += [("deliver", p.deliver), ("drop", p.drop), ("dup", p.dup)]
+    if ready:
+        kinds.append(("ready", p.ready))
+    if live:
+        kinds += [
+            ("tick", p.tick),
+            ("propose", p.propose),
+            ("read", p.read),
+            ("campaign", p.campaign),
+            ("transfer", p.transfer),
+            ("compact", p.compact),
+            ("conf", p.conf),
+        ]
+        # never crash the last live node: it keeps the run meaningful
+        if len(live) > 1:
+            kinds.append(("crash", p.crash))
+    if dead:
+        kinds.append(("restart", p.restart))
+    kinds += [("partition", p.partition), ("heal", p.heal if sim.net.cut else 0.0)]
+    total = sum(w for _, w in kinds)
+    if total <= 0:
+        return None
+    x = rng.random() * total
+    kind = kinds[-1][0]
+    for k, w in kinds:
+        if x < w:
+            kind = k
+            break
+        x -= w
+    if kind in ("deliver", "drop", "dup"):
+        return (kind,) + _pick_message(sim, rng, p.reorder if kind == "deliver" else 1.0)
+    if kind == "ready":
+        return ("ready", rng.choice(ready))
+    if kind == "restart":
+        return ("restart", rng.choice(dead))
+    if kind == "partition":
+        shuffled = ids[:]
+        rng.shuffle(shuffled)
+        cut = rng.randrange(1, len(shuffled)) if len(shuffled) > 1 else 1
+        return ("partition", (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:]))))
+    if kind == "heal":
+        return ("heal",)
+    # the rest act on a live node; proposals and membership mostly go to the leader
+    lead = sim.leader()
+    nid = lead if lead is not None and kind in ("propose", "conf", "transfer", "read") and rng.random() < 0.8 else rng.choice(live)
+    if kind == "transfer":
+        others = [i for i in ids if i != nid]
+        return ("transfer", nid, rng.choice(others)) if others else None
+    if kind == "conf":
+        return _conf_action(sim, rng, nid)
+    return (kind, nid)
+
+
+def _new_sim(seed: int, nodes: int, options: Optional[SimOptions], verbose: bool) -> Simulator:
+    sim = Simulator(seed=seed, options=options or SimOptions(election_tick=10), verbose=verbose)
+    sim.add_nodes(nodes)
+    return sim
+
+
+def run_seed(
+    seed: int,
+    steps: int = 1000,
+    nodes: int = 3,
+    profile: FaultProfile = PROFILES["chaos"],
+    options: Optional[SimOptions] = None,
+    liveness: bool = True,
+    verbose: bool = False,
+) -> RunResult:
+    """One randomised run; never raises for a Raft violation (see ``RunResult.violation``).
+    Exceptions raised by the core itself are reported as violations too: a core must not
+    crash on any schedule."""
+    rng = random.Random(seed)
+    sim = _new_sim(seed, nodes, options, verbose)
+    violation: Optional[Exception] = None
+    try:
+        for _ in range(steps):
+            a = random_action(sim, rng, profile)
+            if a is not None:
+                sim.do(a)
+        if liveness:
+            sim.check_liveness()
+    except (SafetyViolation, LivenessViolation) as e:
+        violation = e
+    except Exception as e:  # a crash of the core (or of the sim) is a finding as well
+        violation = e
+    return RunResult(
+        seed=seed,
+        steps=sim.steps,
+        digest=sim.digest,
+        actions=list(sim.actions),
+        violation=violation,
+        committed=sim.checker.committed_index,
+        applied=sim.applied_count,
+        reads=sim.checker.reads_checked,
+        transcript=sim.out,
+    )
+
+
+def replay(
+    actions: Sequence[tuple],
+    seed: int,
+    nodes: int = 3,
+    options: Optional[SimOptions] = None,
+    liveness: bool = True,
+    verbose: bool = True,
+) -> Tuple[Optional[Exception], Simulator]:
+    """Re-run ``actions`` (skipping those that no longer apply) on a fresh cluster;
+    return the violation (or None) and the simulator (for its transcript)."""
+    sim = _new_sim(seed, nodes, options, verbose)
+    try:
+        for a in actions:
+            sim.do(a)
+        if liveness:
+            sim.check_liveness()
+    except Exception as e:
+        return e, sim
+    return None, sim
+
+
+def _signature(e: Optional[Exception]) -> Optional[str]:
+    if e is None:
+        return None
+    prop = getattr(e, "prop", None)
+    return prop if prop is not None else type(e).__name__
+
+
+def shrink(
+    actions: Sequence[tuple],
+    seed: int,
+    nodes: int = 3,
+    options: Optional[SimOptions] = None,
+    liveness: bool = True,
+    budget: int = 2000,
+    progress: Optional[Callable[[int], None]] = None,
+) -> List[tuple]:
+    """Delta-debugging (ddmin) reduction of a failing action list: the result still fails
+    with the same property and no single removed chunk keeps it failing.  ``budget``
+    bounds the number of replays."""
+    want = _signature(replay(actions, seed, nodes, options, liveness, verbose=False)[0])
+    if want is None:
+        raise ValueError("the action list does not fail; nothing to shrink")
+    cur = list(actions)
+    runs = 0
+
+    def fails(cand: List[tuple]) -> bool:
+        nonlocal runs
+        runs += 1
+        return _signature(replay(cand, seed, nodes, options, liveness, verbose=False)[0]) == want
+
+    n = 2
+    while len(cur) >= 2 and runs < budget:
+        chunk = max(1, len(cur) // n)
+        reduced = False
+        for start in range(0, len(cur), chunk):
+            cand = cur[:start] + cur[start + chunk :]
+            if cand and fails(cand):
+                cur = cand
+                n = max(n - 1, 2)
+                reduced = True
+                if progress:
+                    progress(len(cur))
+                break
+            if runs >= budget:
+                break
+        if not reduced:
+            if chunk == 1:
+                break
+            n = min(len(cur), n * 2)
+    return cur
+
+
+def leaders_by_term(sim: Simulator) -> Dict[int, int]:
+    """Convenience for tests: the leader of each term observed so far."""
+    return dict(sim.checker.leaders)
+
+
+def role_of(sim: Simulator, nid: int) -> Role:
+    return Role(sim.status(nid).role)

@@ -1,0 +1,37 @@
+"""Build the cffi binding ``rsm_shm._native`` (API mode) from every C file in csrc/.
+
+Used by setup.py through ``cffi_modules``.  The declarations live in ``csrc/*.cdef``
+(one per concern, concatenated), the code in ``csrc/*.c`` minus the CPython fast-path
+module (``fastpath.c``, built separately by setup.py as ``rsm_shm._fast``).
+"""
+import glob
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
+
+# Sources shared by both extension modules; fastpath.c is the CPython-API one.
+SOURCES = sorted(
+    os.path.relpath(p, os.path.dirname(HERE))
+    for p in glob.glob(os.path.join(HERE, "*.c"))
+    if os.path.basename(p) != "fastpath.c"
+)
+
+ffibuilder = FFI()
+for cdef in sorted(glob.glob(os.path.join(HERE, "*.cdef"))):
+    with open(cdef) as f:
+        ffibuilder.cdef(f.read())
+
+_includes = "".join(f'#include "{os.path.basename(h)}"\n' for h in sorted(glob.glob(os.path.join(HERE, "*.h"))))
+ffibuilder.set_source(
+    "rsm_shm._native",
+    _includes,
+    sources=SOURCES,
+    include_dirs=["csrc"],
+    extra_compile_args=CFLAGS,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,96 @@
+/* rsm_common.c -- clocks, cached thread ids, liveness and the raw futex system calls. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "rsm_common.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t rsm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t rsm_slice_end(int64_t deadline_ns)
+{
+    int64_t end = rsm_now_ns() + RSM_SLICE_NS;
+    if (deadline_ns >= 0 && deadline_ns < end)
+        return deadline_ns;
+    return end;
+}
+
+/* Thread ids are cached because gettid() is a system call and the fast path must not make
+ * one.  A fork child inherits the forking thread's cache, so the atfork handler clears it. */
+static _Thread_local uint32_t cached_tid;
+static int32_t cached_pid;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void reset_after_fork(void)
+{
+    cached_tid = 0;
+    cached_pid = 0;
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, reset_after_fork);
+}
+
+uint32_t rsm_gettid(void)
+{
+    if (__builtin_expect(cached_tid == 0, 0)) {
+        pthread_once(&atfork_once, install_atfork);
+        cached_tid = (uint32_t)syscall(SYS_gettid);
+    }
+    return cached_tid;
+}
+
+int32_t rsm_getpid(void)
+{
+    if (__builtin_expect(cached_pid == 0, 0)) {
+        pthread_once(&atfork_once, install_atfork);
+        cached_pid = (int32_t)getpid();
+    }
+    return cached_pid;
+}
+
+int rsm_pid_alive(int32_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) == 0)
+        return 1;
+    return errno != ESRCH;
+}
+
+int rsm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns >= 0) {
+        ts.tv_sec = deadline_ns / 1000000000LL;
+        ts.tv_nsec = deadline_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute timeout on CLOCK_MONOTONIC (no FUTEX_CLOCK_REALTIME). */
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET, expected, tsp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0)
+        return 0;
+    if (errno == EAGAIN)
+        return 0;
+    return errno;
+}
+
+int rsm_futex_wake(_Atomic uint32_t *word, int n)
+{
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
+}

@@ -40,13 +40,15 @@ from __future__ import annotations
 
 import hashlib
 import random
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .codec import decode_conf_change, decode_message, encode_conf_change, encode_message
+from .codec import decode_conf_change, decode_message, encode_message
 from .sim_check import SafetyChecker, SafetyViolation
+from .sim_format import format_conf_change, format_conf_state, format_entry, format_message
+from .sim_format import short as _short
+from .sim_world import InFlight, Network, StateMachine
 from .storage import CompactedError, MemoryStorage, UnavailableError
 from .types import (
     LOCAL_MESSAGES,
@@ -56,8 +58,6 @@ from .types import (
     Entry,
     EntryType,
     HardState,
-    Message,
-    MessageType,
     ReadState,
     Role,
     Snapshot,
@@ -84,9 +84,6 @@ COMMIT_TIMEOUTS = 10
 # Upper bound of delivery/Ready rounds in one stabilize(); a correct core quiesces long
 # before (no ticks means no new heartbeats), so hitting it means a message storm.
 MAX_STABILIZE_ROUNDS = 10_000
-_DIGEST_SIZE = 32
-_SM_MAGIC = b"SM1"
-_SM_HEADER = struct.Struct(">3sQ32s")
 
 
 class LivenessViolation(Exception):
@@ -104,211 +101,6 @@ def _core():
     from . import core
 
     return core
-
-
-# --------------------------------------------------------------------------- formatting
-def _short(data: bytes, limit: int = 12) -> str:
-    try:
-        s = data.decode("ascii")
-        if not s.isprintable():
-            raise ValueError
-    except (UnicodeDecodeError, ValueError):
-        s = data.hex()
-    return s if len(s) <= limit else s[:limit] + "..."
-
-
-def format_entry(e: Entry) -> str:
-    """``term/index`` followed by the data (``CC[...]`` for a conf change, nothing for a
-    leader's no-op)."""
-    if e.type == EntryType.CONF_CHANGE:
-        try:
-            cc = decode_conf_change(e.data)
-            body = " CC" + format_conf_change(cc)
-        except ValueError:
-            body = " CC?" + e.data.hex()
-    elif e.data:
-        body = " " + _short(e.data)
-    else:
-        body = ""
-    return f"{e.term}/{e.index}{body}"
-
-
-_CC_LETTER = {ConfChangeType.ADD_NODE: "v", ConfChangeType.ADD_LEARNER: "l", ConfChangeType.REMOVE_NODE: "r"}
-
-
-def format_conf_change(cc: ConfChange) -> str:
-    if not cc.changes:
-        return "[leave-joint]"
-    return "[" + " ".join(f"{_CC_LETTER[ConfChangeType(t)]}{n}" for t, n in cc.changes) + "]"
-
-
-def format_conf_state(cs: ConfState) -> str:
-    def ids(t: Sequence[int]) -> str:
-        return "(" + " ".join(str(i) for i in sorted(t)) + ")"
-
-    s = f"voters={ids(cs.voters)}"
-    if cs.voters_outgoing:
-        s += f"&&{ids(cs.voters_outgoing)}"
-    if cs.learners:
-        s += f" learners={ids(cs.learners)}"
-    if cs.learners_next:
-        s += f" learners_next={ids(cs.learners_next)}"
-    if cs.auto_leave:
-        s += " autoleave"
-    return s
-
-
-def format_message(m: Message) -> str:
-    """One line per message, showing only the fields its kind uses."""
-    t = m.type
-    parts = [f"{m.frm}->{m.to} {t.name} term={m.term}"]
-    if t in (MessageType.VOTE, MessageType.PRE_VOTE, MessageType.APP):
-        parts.append(f"log={m.log_term}/{m.index}")
-    if t == MessageType.APP:
-        parts.append(f"commit={m.commit}")
-        if m.entries:
-            parts.append("[" + ", ".join(format_entry(e) for e in m.entries) + "]")
-    if t in (MessageType.APP_RESP, MessageType.READ_INDEX_RESP, MessageType.SNAP_RESP):
-        parts.append(f"index={m.index}")
-    if t == MessageType.HEARTBEAT:
-        parts.append(f"commit={m.commit}")
-    if m.reject:
-        parts.append(f"rejected hint={m.reject_hint}")
-        if t == MessageType.APP_RESP and m.log_term:
-            parts.append(f"hint_term={m.log_term}")
-    if t == MessageType.SNAP and m.snapshot is not None:
-        meta = m.snapshot.meta
-        parts.append(
-            f"snap={meta.term}/{meta.index} bytes={m.snap_offset}+{len(m.snapshot.data)}/{m.snap_total}"
-        )
-    if t == MessageType.SNAP_RESP:
-        parts.append(f"received={m.snap_offset}")
-    if m.context:
-        parts.append(f"ctx={_short(m.context, 16)}")
-    return " ".join(parts)
-
-
-# ----------------------------------------------------------------------- state machine
-class StateMachine:
-    """The application: a hash chain over applied commands.
-
-    Two replicas that applied the same entries have the same ``digest``; the snapshot is
-    ``(index, digest)`` padded with ``padding`` bytes so that snapshots span several
-    InstallSnapshot chunks when the chunk size is small.
-    """
-
-    def __init__(self, padding: int = 0) -> None:
-        self.index = 0
-        self.digest = bytes(_DIGEST_SIZE)
-        self.padding = padding
-        # digests of recent indexes, so a snapshot can be made at any index >= the last
-        # compaction point (the application snapshots at a past applied index)
-        self.history: Dict[int, bytes] = {0: self.digest}
-
-    def apply(self, e: Entry) -> None:
-        h = hashlib.sha256(self.digest)
-        h.update(struct.pack(">QB", e.index, int(e.type)))
-        h.update(e.data)
-        self.digest = h.digest()
-        self.index = e.index
-        self.history[e.index] = self.digest
-
-    def snapshot_data(self, index: int) -> bytes:
-        if index not in self.history:
-            raise ValueError(f"state machine has no state at index {index} (applied {self.index})")
-        return _SM_HEADER.pack(_SM_MAGIC, index, self.history[index]) + b"." * self.padding
-
-    def restore(self, data: bytes, index: int) -> None:
-        """Replace the state by snapshot ``data`` taken at ``index`` (empty data and index 0
-        mean the initial state)."""
-        if index == 0 and not data:
-            self.__init__(self.padding)
-            return
-        magic, idx, digest = _SM_HEADER.unpack_from(data)
-        if magic != _SM_MAGIC or idx != index:
-            raise ValueError(f"bad state machine snapshot: index {idx} for a snapshot at {index}")
-        self.index = idx
-        self.digest = digest
-        self.history = {idx: digest}
-
-    def prune(self, below: int) -> None:
-        for i in [i for i in self.history if i < below]:
-            del self.history[i]
-
-
-# ------------------------------------------------------------------------------ network
-@dataclass
-class InFlight:
-    seq: int
-    frm: int
-    to: int
-    data: bytes
-
-
-@dataclass
-class Network:
-    """In-flight messages (as bytes) and the current cuts.
-
-    A message across a cut is dropped when sent and when (if it was in flight when the
-    cut appeared) it would be delivered.  Messages to a crashed node are dropped on
-    delivery.
-    """
-
-    queue: List[InFlight] = field(default_factory=list)
-    cut: set = field(default_factory=set)
-    seq: int = 0
-    sent: int = 0
-    bytes_sent: int = 0
-    dropped: int = 0
-
-    def connected(self, a: int, b: int) -> bool:
-        return (a, b) not in self.cut
-
-    def send(self, frm: int, to: int, data: bytes) -> bool:
-        self.sent += 1
-        self.bytes_sent += len(data)
-        if not self.connected(frm, to):
-            self.dropped += 1
-            return False
-        self.seq += 1
-        self.queue.append(InFlight(self.seq, frm, to, data))
-        return True
-
-    def between(self, frm: int, to: int) -> List[InFlight]:
-        return [f for f in self.queue if f.frm == frm and f.to == to]
-
-    def find(self, frm: int, to: int, k: int) -> Optional[InFlight]:
-        n = 0
-        for f in self.queue:
-            if f.frm == frm and f.to == to:
-                if n == k:
-                    return f
-                n += 1
-        return None
-
-    def remove(self, item: InFlight) -> None:
-        self.queue.remove(item)
-
-    def partition(self, groups: Sequence[Sequence[int]], everyone: Iterable[int]) -> None:
-        """Cut every link between nodes of different groups; nodes in no group are cut
-        from everybody."""
-        where: Dict[int, int] = {}
-        for g, ids in enumerate(groups):
-            for i in ids:
-                where[i] = g
-        nodes = sorted(set(everyone) | set(where))
-        lone = len(groups)
-        for a in nodes:
-            for b in nodes:
-                if a == b:
-                    continue
-                ga = where.get(a, lone + a)
-                gb = where.get(b, lone + b)
-                if ga != gb:
-                    self.cut.add((a, b))
-
-    def heal(self) -> None:
-        self.cut.clear()
 
 
 # -------------------------------------------------------------------------------- nodes
@@ -414,11 +206,13 @@ class Simulator:
         self.sent_by_type: Counter = Counter()  # messages sent, by MessageType name
 
     # ---------------------------------------------------------------- transcript
-    def emit(self, line: str) -> None:
+    def emit(self, line: str, shown: Optional[str] = None) -> None:
+        """Add ``line`` to the transcript hash and (when verbose) to ``out``; ``shown``
+        replaces it in ``out`` when the readable form is too costly to hash every time."""
         self._hash.update(line.encode())
         self._hash.update(b"\n")
         if self.verbose:
-            self.out.append(line)
+            self.out.append(line if shown is None else shown)
 
     @property
     def digest(self) -> str:
@@ -713,11 +507,10 @@ class Simulator:
             for e in rd.committed_entries:
                 self._apply(n, e)
             first, last = rd.committed_entries[0], rd.committed_entries[-1]
+            shown = None
             if self.verbose:
-                ents = ", ".join(format_entry(e) for e in rd.committed_entries)
-                self.emit(f"{nid} applies [{ents}]")
-            else:
-                self.emit(f"{nid} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}")
+                shown = f"{nid} applies [" + ", ".join(format_entry(e) for e in rd.committed_entries) + "]"
+            self.emit(f"{nid} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}", shown)
         for rs in rd.read_states:
             n.pending_reads.append(rs)
         self._serve_reads(n)
@@ -825,7 +618,6 @@ class Simulator:
             if not self.nodes[nid].alive:
                 self.do(("restart", nid))
         self.do(("heal",))
-        self.emit("liveness phase")
         et = self.options.election_tick
         lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
         # Leave a joint configuration left behind by the chaos phase, so that every

@@ -180,7 +180,7 @@ class RawNode:
     def transfer_leadership(self, to: int) -> None:
         """Ask the leader to hand leadership to ``to`` (thesis §3.10).  Best effort:
         the transfer is aborted if ``to`` does not win within an election timeout."""
-        self.raft.step(Message(MessageType.TRANSFER_LEADER, to=self.raft.id, frm=to))
+        self.raft.step(Message(MessageType.TRANSFER_LEADER, to=self.raft.id, frm=self.raft.id, index=to))
 
     def report_unreachable(self, id: int) -> None:
         """The transport failed to reach ``id``: stop pipelining to it."""

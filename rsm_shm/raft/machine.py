@@ -278,6 +278,9 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         if t == MessageType.READ_INDEX:
             self.leader_read_index(m)
             return
+        if t == MessageType.TRANSFER_LEADER:
+            self.handle_transfer_leader(m.index)
+            return
         pr = self.trk.progress.get(m.frm)
         if pr is None:
             return
@@ -293,8 +296,6 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
             # The transport failed: the pipeline assumption no longer holds.
             if pr.state == ProgressState.REPLICATE:
                 pr.become_probe()
-        elif t == MessageType.TRANSFER_LEADER:
-            self.handle_transfer_leader(m)
 
     def step_follower(self, m: Message) -> None:
         t = m.type
@@ -311,9 +312,10 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
             self.lead = m.frm
             self.handle_snapshot_chunk(m)
         elif t == MessageType.TRANSFER_LEADER:
-            if self.lead == NONE:
-                return
-            self.send(Message(MessageType.TRANSFER_LEADER, to=self.lead, frm=m.frm, term=self.term))
+            if self.lead == NONE or m.frm != self.id:
+                return  # only our own requests are forwarded (no forwarding loops)
+            # forwarded with ourselves as sender; the target travels in ``index``
+            self.send(Message(MessageType.TRANSFER_LEADER, to=self.lead, frm=self.id, term=self.term, index=m.index))
         elif t == MessageType.TIMEOUT_NOW:
             # Leadership transfer: campaign at once, without pre-vote (the leader
             # asked us; we are not recovering from a partition).

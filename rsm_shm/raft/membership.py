@@ -135,12 +135,11 @@ class MembershipMixin:
         return True
 
     # ------------------------------------------------------------------ transfer
-    def handle_transfer_leader(self: "Raft", m: Message) -> None:
-        """Leader: start transferring leadership to ``m.frm`` (thesis §3.10)."""
-        pr = self.trk.progress.get(m.frm)
+    def handle_transfer_leader(self: "Raft", target: int) -> None:
+        """Leader: start transferring leadership to ``target`` (thesis §3.10)."""
+        pr = self.trk.progress.get(target)
         if pr is None or pr.is_learner:
             return
-        target = m.frm
         if self.lead_transferee != NONE:
             if self.lead_transferee == target:
                 return

@@ -36,7 +36,7 @@ class MessageType(enum.IntEnum):
     TIMEOUT_NOW = 11  # leadership transfer: "start an election now" (thesis §3.10)
     READ_INDEX = 12  # follower -> leader: "confirm leadership, tell me the commit index"
     READ_INDEX_RESP = 13
-    TRANSFER_LEADER = 14  # follower -> leader: "please transfer leadership to m.frm"
+    TRANSFER_LEADER = 14  # follower -> leader: "please transfer leadership to m.index"
     # local-only kinds
     HUP = 32  # start an election (campaign)
     BEAT = 33  # leader: broadcast heartbeats
@@ -212,6 +212,7 @@ class Message:
       snapshot index, ``snap_offset`` the number of contiguous bytes received so far.
     * READ_INDEX/READ_INDEX_RESP: ``context`` is the application's request context;
       ``index`` the read index in the response.
+    * TRANSFER_LEADER: ``index`` is the node leadership should go to.
     """
 
     type: MessageType

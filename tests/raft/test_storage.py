@@ -1,0 +1,125 @@
+"""MemoryStorage and its error contract (modelled on etcd's storage_test.go)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsm_shm.raft.storage import (
+    CompactedError,
+    MemoryStorage,
+    SnapOutOfDateError,
+    Storage,
+    UnavailableError,
+    limit_size,
+)
+from rsm_shm.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
+
+
+def store(*terms_from_3):
+    """Storage whose dummy entry is (index 3, term 3) followed by entries 4.. ."""
+    s = MemoryStorage()
+    s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
+    s.append([Entry(t, 4 + k) for k, t in enumerate(terms_from_3)])
+    return s
+
+
+def test_is_a_storage():
+    assert isinstance(MemoryStorage(), Storage)
+
+
+def test_empty_storage():
+    s = MemoryStorage()
+    assert s.first_index() == 1 and s.last_index() == 0
+    assert s.term(0) == 0
+    assert s.entries(1, 1) == []
+    hs, cs = s.initial_state()
+    assert hs == HardState() and cs == ConfState()
+
+
+def test_term():
+    s = store(4, 5)
+    with pytest.raises(CompactedError):
+        s.term(2)
+    assert s.term(3) == 3 and s.term(4) == 4 and s.term(5) == 5
+    with pytest.raises(UnavailableError):
+        s.term(6)
+
+
+def test_entries_and_limits():
+    s = store(4, 5, 6)
+    with pytest.raises(CompactedError):
+        s.entries(3, 5)
+    with pytest.raises(UnavailableError):
+        s.entries(4, 8)
+    assert [e.index for e in s.entries(4, 7)] == [4, 5, 6]
+    one = entry_size(Entry(4, 4))
+    assert [e.index for e in s.entries(4, 7, max_bytes=0)] == [4]  # at least one
+    assert [e.index for e in s.entries(4, 7, max_bytes=2 * one)] == [4, 5]
+    assert [e.index for e in s.entries(4, 7, max_bytes=2 * one + 1)] == [4, 5]
+    assert [e.index for e in s.entries(4, 7, max_bytes=3 * one)] == [4, 5, 6]
+    assert limit_size([], 0) == []
+
+
+def test_first_last_and_compact():
+    s = store(4, 5)
+    assert (s.first_index(), s.last_index()) == (4, 5)
+    s.compact(4)
+    assert (s.first_index(), s.last_index()) == (5, 5)
+    assert s.term(4) == 4
+    s.compact(2)  # at or below the offset: no-op
+    assert s.first_index() == 5
+    with pytest.raises(ValueError):
+        s.compact(6)
+
+
+def test_create_snapshot():
+    s = store(4, 5)
+    cs = ConfState((1, 2, 3))
+    snap = s.create_snapshot(4, cs, b"data")
+    assert snap.meta == SnapshotMeta(4, 4, cs) and snap.data == b"data"
+    assert s.snapshot() is snap
+    assert s.initial_state()[1] == cs
+    with pytest.raises(SnapOutOfDateError):
+        s.create_snapshot(3, cs, b"")
+    with pytest.raises(ValueError):
+        s.create_snapshot(9, cs, b"")
+
+
+def test_apply_snapshot():
+    s = MemoryStorage()
+    s.apply_snapshot(Snapshot(SnapshotMeta(4, 4, ConfState((1, 2)))))
+    assert (s.first_index(), s.last_index(), s.term(4)) == (5, 4, 4)
+    with pytest.raises(SnapOutOfDateError):
+        s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
+
+
+@pytest.mark.parametrize(
+    "ents,want",
+    [
+        ([Entry(3, 3), Entry(4, 4), Entry(5, 5)], [(3, 3), (4, 4), (5, 5)]),
+        ([Entry(3, 3), Entry(4, 4), Entry(6, 5)], [(3, 3), (4, 4), (6, 5)]),  # truncate 5
+        ([Entry(3, 3), Entry(4, 4), Entry(5, 5), Entry(5, 6)], [(3, 3), (4, 4), (5, 5), (5, 6)]),
+        ([Entry(3, 2), Entry(3, 3), Entry(5, 4)], [(3, 3), (5, 4)]),  # skips compacted
+        ([Entry(5, 4)], [(3, 3), (5, 4)]),
+        ([Entry(5, 6)], [(3, 3), (4, 4), (5, 5), (5, 6)]),
+    ],
+)
+def test_append(ents, want):
+    s = MemoryStorage()
+    s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
+    s.append([Entry(4, 4), Entry(5, 5)])
+    s.append(ents)
+    got = [(s.term(i), i) for i in range(s.first_index() - 1, s.last_index() + 1)]
+    assert [(t, i) for (t, i) in got] == [(t, i) for (t, i) in want]
+
+
+def test_append_gap_is_an_error():
+    s = store(4)
+    with pytest.raises(ValueError, match="missing"):
+        s.append([Entry(4, 7)])
+
+
+def test_hard_state():
+    s = MemoryStorage()
+    s.set_hard_state(HardState(3, 2, 0))
+    assert s.initial_state()[0] == HardState(3, 2, 0)

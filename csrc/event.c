@@ -15,10 +15,10 @@ void rsm_event_init(rsm_event *e, uint32_t word, uint32_t aux, uint32_t nslots)
     e->finisher_pid = 0;
 }
 
-static void wake_all(rsm_event *e)
+static void wake_all(rsm_event *e, uint32_t token)
 {
     if (atomic_load(&e->wq.nwaiters) > 0 || atomic_load(&e->wq.noverflow) > 0)
-        rsm_wq_wake(&e->wq, 0x7FFFFFFF, RSM_WAKE_FIFO, RSM_KIND_ANY, 0, NULL, 0);
+        rsm_wq_wake(&e->wq, 0x7FFFFFFF, RSM_WAKE_FIFO, RSM_KIND_ANY, token, NULL, 0);
 }
 
 void rsm_event_abandon(rsm_event *e, rsm_waiter *w)
@@ -46,6 +46,8 @@ static int wait_loop(rsm_event *e, rsm_waiter *w, uint32_t mask, uint32_t want, 
             continue;
         }
         int r = rsm_wq_wait(&e->wq, w, deadline_ns);
+        if (r == RSM_OK && w->token == RSM_TOKEN_SIGNAL)
+            return RSM_OK; /* woken by Event.set: True even if clear() followed (threading semantics) */
         if (r == RSM_OK)
             continue;
         if (r == RSM_TIMEOUT) {
@@ -71,7 +73,7 @@ void rsm_event_set(rsm_event *e)
 {
     if (atomic_exchange(&e->word, 1) == 1)
         return;
-    wake_all(e);
+    wake_all(e, RSM_TOKEN_SIGNAL);
 }
 
 void rsm_event_clear(rsm_event *e)
@@ -107,7 +109,7 @@ void rsm_gate_open(rsm_event *e)
 {
     atomic_store(&e->word, RSM_GATE_OPEN);
     atomic_fetch_add(&e->generation, 1);
-    wake_all(e);
+    wake_all(e, 0);
 }
 
 void rsm_gate_close(rsm_event *e)
@@ -137,7 +139,7 @@ int rsm_countdown_down(rsm_event *e, uint32_t n, int *reached_zero)
 void rsm_countdown_finish(rsm_event *e)
 {
     atomic_fetch_or(&e->word, RSM_COUNTDOWN_DONE);
-    wake_all(e);
+    wake_all(e, 0);
 }
 
 void rsm_countdown_reset(rsm_event *e, uint32_t count)

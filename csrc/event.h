@@ -17,6 +17,7 @@
 #define RSM_GATE_OPEN 0x80000000u
 #define RSM_COUNTDOWN_DONE 0x80000000u
 #define RSM_COUNT_MASK 0x7FFFFFFFu
+enum { RSM_TOKEN_SIGNAL = 4 };  /* wake token of Event.set (lock.h and sem.h define 0-3) */
 
 typedef struct rsm_event {
     _Atomic uint32_t word;

@@ -9,4 +9,5 @@
 #include "event.h"
 #include "once.h"
 #include "rwlock.h"
+#include "barrier.h"
 #endif

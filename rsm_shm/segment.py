@@ -1,0 +1,456 @@
+"""Named shared-memory segments: create, attach, validate, unlink.
+
+Every rsm_shm object lives in one POSIX shared-memory segment named ``rsm_shm.<name>``
+(``/dev/shm/rsm_shm.<name>`` on Linux) that starts with the header described field by
+field in ``csrc/segment.h``.  This module is the only code that creates, maps or unlinks
+segments.
+
+Design notes:
+
+* Segments are opened with ``shm_open`` and mapped with ``mmap`` directly instead of
+  through ``multiprocessing.shared_memory``: the latter registers every *attached*
+  segment with the resource tracker on Python < 3.13, which unlinks it when any attaching
+  process exits, and it offers no permission mode.  Nothing here touches the tracker.
+* Creation is race-safe.  ``create=None`` tries ``O_CREAT | O_EXCL`` and, on losing the
+  race, opens the winner's segment and waits on the header's ``initialized`` futex word.
+* Attaching validates everything before the body is used: magic, layout version, kind,
+  header and body sizes against the file size, and a CRC32 of the immutable header bytes.
+"""
+from __future__ import annotations
+
+import atexit
+import enum
+import itertools
+import mmap
+import os
+import re
+import secrets
+import stat
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import _posixshmem
+
+from . import _proc
+from ._errors import SegmentError
+from ._native import ffi, lib
+
+__all__ = [
+    "PREFIX",
+    "Kind",
+    "Segment",
+    "SegmentHeader",
+    "SegmentError",
+    "read_header",
+    "shm_path",
+    "validate_name",
+]
+
+PREFIX = "rsm_shm."
+SHM_DIR = "/dev/shm"
+HEADER_SIZE = lib.RSM_HEADER_SIZE
+MAGIC = lib.RSM_SEGMENT_MAGIC
+LAYOUT_VERSION = lib.RSM_LAYOUT_VERSION
+NPARAMS = lib.RSM_NPARAMS
+REF_NAME_MAX = lib.RSM_REF_NAME_MAX
+MAX_NAME_LEN = 200  # NAME_MAX is 255; leave room for the prefix
+MAX_BODY_SIZE = 1 << 40
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+# Header layout (csrc/segment.h); tests/test_layout.py checks it against the C struct.
+_HEADER = struct.Struct("<IHHIiQqIIII8Q128sI12x")
+_CRC_SPANS = ((0, 8), (12, 240))
+assert _HEADER.size == HEADER_SIZE  # internal invariant of this module, not a user check
+
+#: How long a loser of the creation race waits for the winner to publish the header.
+CREATE_WAIT_TIMEOUT = 10.0
+
+
+class Kind(enum.IntEnum):
+    """Segment kinds, the header's ``kind`` field (RSM_KIND_* in csrc/segment.h)."""
+
+    LOCK = lib.RSM_KIND_LOCK
+    RLOCK = lib.RSM_KIND_RLOCK
+    SEMAPHORE = lib.RSM_KIND_SEMAPHORE
+    BOUNDED_SEMAPHORE = lib.RSM_KIND_BOUNDED_SEMAPHORE
+    EVENT = lib.RSM_KIND_EVENT
+    AUTO_RESET_EVENT = lib.RSM_KIND_AUTO_RESET_EVENT
+    CONDITION = lib.RSM_KIND_CONDITION
+    BARRIER = lib.RSM_KIND_BARRIER
+    RWLOCK = lib.RSM_KIND_RWLOCK
+    GATE = lib.RSM_KIND_GATE
+    ONCE = lib.RSM_KIND_ONCE
+    COUNTDOWN = lib.RSM_KIND_COUNTDOWN
+    RING = lib.RSM_KIND_RING
+    QUEUE = lib.RSM_KIND_QUEUE
+    AUTOMATON = lib.RSM_KIND_AUTOMATON
+    RAFT_STATUS = lib.RSM_KIND_RAFT_STATUS
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    """A decoded, validated segment header."""
+
+    name: str
+    kind: Kind
+    version: int
+    initialized: int
+    creator_pid: int
+    creator_start: int
+    created: float  # seconds since the epoch
+    header_size: int
+    body_size: int
+    flags: int
+    params: tuple[int, ...]
+    ref_name: str
+
+    @property
+    def anonymous(self) -> bool:
+        return bool(self.flags & lib.RSM_SEG_ANONYMOUS)
+
+    @property
+    def creator_alive(self) -> bool:
+        return _proc.process_alive(self.creator_pid, self.creator_start)
+
+
+def validate_name(name: str) -> str:
+    """Check a user-visible object name; returns it.  Raises ValueError if unusable."""
+    if not isinstance(name, str):
+        raise TypeError(f"segment name must be a str, not {type(name).__name__}")
+    if name.startswith(PREFIX):
+        name = name[len(PREFIX):]  # accept the full /dev/shm name too
+    if not name:
+        raise ValueError("segment name must not be empty")
+    if len(name) > MAX_NAME_LEN:
+        raise ValueError(f"segment name is {len(name)} characters long; the limit is {MAX_NAME_LEN}")
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"invalid segment name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.' or '-')"
+        )
+    return name
+
+
+def shm_path(name: str) -> str:
+    """The file backing the named segment, e.g. /dev/shm/rsm_shm.jobs."""
+    return os.path.join(SHM_DIR, PREFIX + validate_name(name))
+
+
+def _crc(raw: bytes) -> int:
+    crc = 0
+    for lo, hi in _CRC_SPANS:
+        crc = zlib.crc32(raw[lo:hi], crc)
+    return crc
+
+
+def _decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = True) -> SegmentHeader:
+    """Decode and validate a header; raises SegmentError describing what is wrong."""
+    where = f"segment {name!r}"
+    if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
+        raise SegmentError(f"{where} is truncated: {file_size} bytes, a header needs {HEADER_SIZE}")
+    (magic, version, kind, initialized, creator_pid, creator_start, created_ns, header_size,
+     body_size, flags, nparams, *rest) = _HEADER.unpack_from(raw, 0)
+    params = tuple(rest[:NPARAMS])
+    ref_raw, crc = rest[NPARAMS], rest[NPARAMS + 1]
+    if magic != MAGIC:
+        raise SegmentError(f"{where} is not an rsm_shm segment (magic {magic:#010x})")
+    if version != LAYOUT_VERSION:
+        raise SegmentError(f"{where} has layout version {version}; this rsm_shm reads version {LAYOUT_VERSION}")
+    if check_ready and initialized != lib.RSM_INIT_READY:
+        state = {lib.RSM_INIT_BUILDING: "still being built", lib.RSM_INIT_FAILED: "marked failed by its creator"}
+        raise SegmentError(f"{where} is {state.get(initialized, f'in unknown state {initialized}')}")
+    if crc != _crc(raw[:HEADER_SIZE]):
+        raise SegmentError(f"{where} has a corrupt header (checksum mismatch)")
+    if header_size != HEADER_SIZE:
+        raise SegmentError(f"{where} has a corrupt header (header size {header_size})")
+    if header_size + body_size > file_size:
+        raise SegmentError(
+            f"{where} is truncated: header says {header_size + body_size} bytes, file has {file_size}"
+        )
+    try:
+        kind_enum = Kind(kind)
+    except ValueError:
+        raise SegmentError(f"{where} has an unknown kind {kind}") from None
+    if nparams > NPARAMS:
+        raise SegmentError(f"{where} has a corrupt header ({nparams} parameters)")
+    ref_name = ref_raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return SegmentHeader(
+        name=name, kind=kind_enum, version=version, initialized=initialized, creator_pid=creator_pid,
+        creator_start=creator_start, created=created_ns / 1e9, header_size=header_size,
+        body_size=body_size, flags=flags, params=params[:nparams], ref_name=ref_name,
+    )
+
+
+def read_header(name: str) -> SegmentHeader:
+    """Read and validate a segment's header without mapping it (for the CLI).
+
+    Raises FileNotFoundError if it does not exist and SegmentError if it is not a valid
+    rsm_shm segment.  Reads at most HEADER_SIZE bytes; never trusts the contents.
+    """
+    name = validate_name(name)
+    fd = os.open(os.path.join(SHM_DIR, PREFIX + name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        raw = os.pread(fd, HEADER_SIZE, 0)
+    finally:
+        os.close(fd)
+    return _decode_header(name, raw, st.st_size, check_ready=False)
+
+
+_anon_counter = itertools.count()
+_anon_lock = threading.Lock()
+_anon_owned: dict[str, int] = {}  # anonymous segments this process created -> creator pid
+
+
+def _unlink_anonymous_at_exit() -> None:
+    pid = os.getpid()
+    with _anon_lock:
+        names = [n for n, p in _anon_owned.items() if p == pid]
+        _anon_owned.clear()
+    for n in names:
+        try:
+            _posixshmem.shm_unlink("/" + PREFIX + n)
+        except OSError:
+            pass
+
+
+atexit.register(_unlink_anonymous_at_exit)
+
+
+def _anonymous_name() -> str:
+    return f"anon.{os.getpid()}.{next(_anon_counter)}.{secrets.token_hex(4)}"
+
+
+class Segment:
+    """One mapped rsm_shm segment.
+
+    ``create=None`` opens the segment if it exists and creates it otherwise (race-safe);
+    ``create=True`` must create it (``FileExistsError`` otherwise); ``create=False`` must
+    open an existing one (``FileNotFoundError`` otherwise).  ``name=None`` makes an
+    anonymous segment, unlinked when the creating process exits (or by ``rsm-shm gc`` if it
+    is killed).  Named segments live until ``unlink()``.
+
+    ``init(segment)`` fills a freshly created body before attachers can see it;
+    ``check(header)`` validates the parameters of an existing one (raise SegmentError).
+    """
+
+    def __init__(
+        self,
+        name: Optional[str],
+        kind: Kind,
+        body_size: int,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        params: Sequence[int] = (),
+        ref_name: str = "",
+        init: Optional[Callable[["Segment"], None]] = None,
+        check: Optional[Callable[[SegmentHeader], None]] = None,
+        body_size_of: Optional[Callable[[SegmentHeader], int]] = None,
+    ) -> None:
+        self._mmap: Optional[mmap.mmap] = None
+        self._buf = None
+        self._closed = True
+        if create not in (None, True, False):
+            raise TypeError(f"create must be None, True or False, not {create!r}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be a permission mode between 0 and 0o777, not {mode!r}")
+        if not isinstance(body_size, int) or not 0 <= body_size <= MAX_BODY_SIZE:
+            raise ValueError(f"segment body size {body_size!r} is out of range")
+        if len(params) > NPARAMS:
+            raise ValueError(f"at most {NPARAMS} parameters")
+        for p in params:
+            if not isinstance(p, int) or not 0 <= p < 1 << 64:
+                raise ValueError(f"segment parameter {p!r} is out of range")
+        ref = ref_name.encode()
+        if len(ref) >= REF_NAME_MAX:
+            raise ValueError(f"referenced name {ref_name!r} is too long")
+        anonymous = name is None
+        if anonymous:
+            if create is False:
+                raise ValueError("an anonymous object (name=None) can only be created")
+            name, create = _anonymous_name(), True
+        self.name: str = validate_name(name)  # type: ignore[arg-type]
+        self._shm_name = "/" + PREFIX + self.name
+        self.kind = Kind(kind)
+        self.created = False
+        if create is not False:
+            try:
+                fd = _posixshmem.shm_open(self._shm_name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode)
+            except FileExistsError:
+                if create:
+                    raise FileExistsError(f"rsm_shm segment {self.name!r} already exists") from None
+            else:
+                self._build(fd, body_size, mode, params, ref, anonymous, init)
+                return
+        try:
+            fd = _posixshmem.shm_open(self._shm_name, os.O_RDWR, 0)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no rsm_shm segment named {self.name!r}") from None
+        self._attach(fd, check, body_size_of)
+
+    # -- creation and attachment -------------------------------------------------------
+
+    def _build(self, fd, body_size, mode, params, ref, anonymous, init) -> None:
+        try:
+            os.fchmod(fd, mode)  # shm_open's mode is filtered by the umask
+            os.ftruncate(fd, HEADER_SIZE + body_size)
+            self._map(fd, HEADER_SIZE + body_size)
+        except BaseException:
+            os.close(fd)
+            _posixshmem.shm_unlink(self._shm_name)
+            raise
+        os.close(fd)
+        try:
+            flags = lib.RSM_SEG_ANONYMOUS if anonymous else 0
+            padded = list(params) + [0] * (NPARAMS - len(params))
+            fields = [MAGIC, LAYOUT_VERSION, int(self.kind), lib.RSM_INIT_BUILDING, os.getpid(),
+                      _proc.start_time(os.getpid()), time.time_ns(), HEADER_SIZE, body_size, flags,
+                      len(params), *padded, ref, 0]
+            raw = bytearray(_HEADER.pack(*fields))
+            struct.pack_into("<I", raw, 240, _crc(bytes(raw)))
+            self._mmap[:HEADER_SIZE] = bytes(raw)  # type: ignore[index]
+            self.header = _decode_header(self.name, bytes(raw), HEADER_SIZE + body_size, check_ready=False)
+            if init is not None:
+                init(self)
+        except BaseException:
+            lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_FAILED)
+            self.close()
+            _posixshmem.shm_unlink(self._shm_name)
+            raise
+        if anonymous:
+            with _anon_lock:
+                _anon_owned[self.name] = os.getpid()
+        self.created = True
+        lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
+        self.header = _decode_header(self.name, bytes(self._mmap[:HEADER_SIZE]), HEADER_SIZE + body_size)
+
+    def _attach(self, fd, check, body_size_of) -> None:
+        try:
+            deadline = time.monotonic() + CREATE_WAIT_TIMEOUT
+            size = os.fstat(fd).st_size
+            while size < HEADER_SIZE:
+                # The winner of the creation race has not sized the file yet.
+                if size == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                    size = os.fstat(fd).st_size
+                    continue
+                raise SegmentError(f"segment {self.name!r} is truncated: {size} bytes")
+            self._map(fd, size)
+        finally:
+            os.close(fd)
+        try:
+            hdr = self._header_ptr()
+            while True:
+                remaining = deadline - time.monotonic()
+                r = lib.rsm_segment_wait_ready(hdr, time.monotonic_ns() + int(max(remaining, 0) * 1e9))
+                if r == lib.RSM_OK:
+                    break
+                if r == lib.RSM_TIMEOUT:
+                    raw = bytes(self._mmap[:HEADER_SIZE])  # type: ignore[index]
+                    pid = struct.unpack_from("<i", raw, 12)[0]
+                    alive = "alive" if pid and _proc.process_alive(pid) else "dead"
+                    raise SegmentError(
+                        f"segment {self.name!r} was never finished by its creator (pid {pid}, {alive}); "
+                        f"remove it with `rsm-shm gc` or unlink it"
+                    )
+            self.header = _decode_header(self.name, bytes(self._mmap[:HEADER_SIZE]), size)  # type: ignore[index]
+            if self.header.kind != self.kind:
+                raise SegmentError(
+                    f"segment {self.name!r} holds a {self.header.kind.name}, not a {self.kind.name}"
+                )
+            if body_size_of is not None and self.header.body_size < body_size_of(self.header):
+                raise SegmentError(f"segment {self.name!r} is smaller than its parameters require")
+            if check is not None:
+                check(self.header)
+        except BaseException:
+            self.close()
+            raise
+
+    def _map(self, fd: int, size: int) -> None:
+        self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._buf = ffi.from_buffer(self._mmap)
+        self._closed = False
+        self.size = size
+
+    def _header_ptr(self):
+        return ffi.cast("rsm_segment_header *", self._buf)
+
+    # -- access ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"rsm_shm segment {self.name!r} is closed")
+
+    def body(self, ctype: str, offset: int = 0):
+        """A cffi pointer of type ``ctype`` (e.g. ``"rsm_lock *"``) at ``offset`` in the body."""
+        self._check_open()
+        return ffi.cast(ctype, self._buf + HEADER_SIZE + offset)
+
+    def body_address(self, offset: int = 0) -> int:
+        self._check_open()
+        return int(ffi.cast("uintptr_t", self._buf + HEADER_SIZE + offset))
+
+    def body_view(self) -> memoryview:
+        """A memoryview of the body (release it before close())."""
+        self._check_open()
+        return memoryview(self._mmap)[HEADER_SIZE:]  # type: ignore[index]
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the segment in this process (idempotent).  The segment itself remains."""
+        if self._closed and self._mmap is None:
+            return
+        self._closed = True
+        if self._buf is not None:
+            ffi.release(self._buf)
+            self._buf = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                # A caller still holds a body_view(); the mapping goes when it is released.
+                pass
+            self._mmap = None
+
+    def unlink(self) -> None:
+        """Remove the segment's name (idempotent); mappings stay valid until closed."""
+        try:
+            _posixshmem.shm_unlink(self._shm_name)
+        except FileNotFoundError:
+            pass
+        with _anon_lock:
+            _anon_owned.pop(self.name, None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.size} bytes"
+        return f"<Segment {self.name!r} {self.kind.name} {state}>"
+
+
+def list_segments(include_foreign: bool = False) -> Iterable[tuple[str, bool]]:
+    """Names in /dev/shm: (name, ours) pairs; ours = has our prefix.  For the CLI."""
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        path = os.path.join(SHM_DIR, entry)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+        except OSError:
+            continue
+        if entry.startswith(PREFIX):
+            out.append((entry[len(PREFIX):], True))
+        elif include_foreign:
+            out.append((entry, False))
+    return out

@@ -1,0 +1,208 @@
+"""What every primitive shares: its segment, pickling by name, deadlines, the slice loop.
+
+Blocking calls go to C one slice (at most ~50 ms) at a time.  Between slices Python runs
+signal handlers (so Ctrl-C raises KeyboardInterrupt in the waiter), applies policy (is
+the owner dead?), and calls again with the same absolute CLOCK_MONOTONIC deadline, so the
+remaining timeout carries over.  If anything raises between slices, the waiter leaves the
+wait queue through the primitive's ``abandon`` C call, which passes on any wake-up it had
+consumed: an interrupted waiter never swallows a notification.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from .. import _proc
+from .._native import ffi, lib
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
+
+__all__ = ["Policy", "SharedObject", "deadline_from_lock_args", "deadline_from_timeout", "run_blocking"]
+
+#: Default number of per-waiter slots; more concurrent waiters still work, without FIFO order.
+DEFAULT_MAX_WAITERS = 64
+#: Every how many slices a waiter frees the slots of dead waiters.
+REAP_EVERY_SLICES = 20
+
+
+class Policy(str, enum.Enum):
+    """Who gets a released lock or permit.
+
+    BARGING (default): the releaser wakes the oldest waiter, but a running thread may take
+    the lock first; best throughput.  FIFO: ownership is handed straight to the oldest
+    live waiter and newcomers queue behind; strict fairness, one context switch per hand-off.
+    LIFO: wake the newest waiter (its cache is warm); throughput over fairness.
+    """
+
+    BARGING = "barging"
+    FIFO = "fifo"
+    LIFO = "lifo"
+
+    @property
+    def code(self) -> int:
+        return {Policy.BARGING: lib.RSM_LOCK_BARGING, Policy.FIFO: lib.RSM_LOCK_FIFO,
+                Policy.LIFO: lib.RSM_LOCK_LIFO}[self]
+
+    @classmethod
+    def from_code(cls, code: int) -> "Policy":
+        for p in cls:
+            if p.code == code:
+                return p
+        raise SegmentError(f"unknown wake-up policy code {code}")
+
+
+def deadline_from_lock_args(blocking: bool, timeout: float) -> int:
+    """threading.Lock.acquire's argument rules -> absolute deadline in ns (0: try once, -1: none)."""
+    if not blocking:
+        if timeout != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        return 0
+    if timeout == -1:
+        return -1
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    return time.monotonic_ns() + max(int(timeout * 1e9), 1)
+
+
+def deadline_from_timeout(timeout: Optional[float]) -> int:
+    """Event.wait-style timeout (None: forever; <= 0: just check) -> absolute deadline in ns."""
+    if timeout is None:
+        return -1
+    if timeout <= 0:
+        return 0
+    return time.monotonic_ns() + max(int(timeout * 1e9), 1)
+
+
+def new_waiter():
+    w = ffi.new("rsm_waiter *")
+    w.slot = lib.RSM_WAITER_NONE
+    return w
+
+
+def run_blocking(
+    step: Callable[[Any, int], int],
+    abandon: Callable[[Any], None],
+    deadline: int,
+    queue=None,
+    on_slice: Optional[Callable[[Any], Optional[int]]] = None,
+) -> int:
+    """Call ``step(waiter, deadline)`` until it returns something other than RSM_SLICE.
+
+    ``on_slice(waiter)`` runs between slices (policy: owner death); returning a status
+    ends the loop with it.  ``queue`` (an rsm_waitq pointer) gets dead waiters reaped now
+    and then.  On any exception (KeyboardInterrupt) ``abandon(waiter)`` leaves the queue.
+    """
+    w = new_waiter()
+    slices = 0
+    try:
+        while True:
+            r = step(w, deadline)
+            if r != lib.RSM_SLICE:
+                return r
+            slices += 1
+            if queue is not None and slices % REAP_EVERY_SLICES == 0:
+                lib.rsm_wq_reap(queue)
+            if on_slice is not None:
+                r = on_slice(w)
+                if r is not None:
+                    return r
+    except BaseException:
+        abandon(w)
+        raise
+
+
+def owner_is_dead(tid: int) -> bool:
+    """Policy for owned primitives: the owner thread no longer exists (or is a zombie)."""
+    return tid != 0 and not _proc.task_alive(tid)
+
+
+def _attach(cls, name):
+    return cls(name, create=False)
+
+
+class SharedObject:
+    """Base of every primitive: one segment, a name, close()/unlink(), pickled as its name.
+
+    Subclasses set ``_kind`` and call ``_open_segment`` from ``__init__``.
+    """
+
+    _kind: Kind
+    _seg: Segment
+
+    def _open_segment(
+        self,
+        name: Optional[str],
+        create: Optional[bool],
+        mode: int,
+        body_size: int,
+        params: Sequence[int],
+        init: Callable[[Segment], None],
+        body_size_of: Callable[[SegmentHeader], int],
+        ref_name: str = "",
+        check: Optional[Callable[[SegmentHeader], None]] = None,
+    ) -> SegmentHeader:
+        self._seg = Segment(
+            name, self._kind, body_size, create=create, mode=mode, params=params, ref_name=ref_name,
+            init=init, check=check, body_size_of=body_size_of,
+        )
+        return self._seg.header
+
+    @property
+    def name(self) -> str:
+        """The object's name: pass it to the constructor in another process to attach."""
+        return self._seg.name
+
+    @property
+    def closed(self) -> bool:
+        return self._seg.closed
+
+    def close(self) -> None:
+        """Unmap the object in this process (idempotent).  Other processes are unaffected."""
+        self._seg.close()
+
+    def unlink(self) -> None:
+        """Remove the name so no new process can attach (idempotent); existing handles
+        keep working until closed."""
+        self._seg.unlink()
+
+    def __reduce__(self):
+        return (_attach, (type(self), self.name))
+
+    def _check_open(self) -> None:
+        if self._seg.closed:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
+
+    def __repr__(self) -> str:
+        if self._seg.closed:
+            return f"<rsm_shm.{type(self).__name__} {self.name!r} closed>"
+        try:
+            stats = self.statistics()  # type: ignore[attr-defined]
+        except Exception as e:  # a repr must never raise
+            stats = f"unreadable: {e}"
+        return f"<rsm_shm.{type(self).__name__} {self.name!r} {stats}>"
+
+
+def check_nslots(header: SegmentHeader, index: int = 0) -> int:
+    n = header.params[index] if len(header.params) > index else 0
+    if not 1 <= n <= lib.RSM_WQ_MAX_SLOTS:
+        raise SegmentError(f"segment {header.name!r} has an invalid wait-queue size {n}")
+    return n
+
+
+def validate_max_waiters(max_waiters: int) -> int:
+    if not isinstance(max_waiters, int) or not 1 <= max_waiters <= lib.RSM_WQ_MAX_SLOTS:
+        raise ValueError(f"max_waiters must be between 1 and {lib.RSM_WQ_MAX_SLOTS}, not {max_waiters!r}")
+    return max_waiters
+
+
+def pid_of(tid: int) -> int:
+    """The process (thread group) of a thread id, 0 if unknown."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+

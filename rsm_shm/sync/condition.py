@@ -1,0 +1,182 @@
+"""Condition: threading.Condition across processes, with exact notify(n) and FIFO wake-up.
+
+Each waiter holds its own slot in the condition's wait queue (csrc/waitq.c), enqueued
+while it still holds the lock; ``notify(n)`` wakes exactly the n oldest waiters.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, TypeVar, Union
+
+from .._native import lib
+from ..segment import Kind, SegmentError, SegmentHeader
+from . import _base
+from ._base import SharedObject
+from .lock import Lock, RLock
+
+__all__ = ["Condition"]
+
+T = TypeVar("T")
+_EMBEDDED, _EXTERNAL_LOCK, _EXTERNAL_RLOCK = 0, 1, 2
+
+
+def _align64(n: int) -> int:
+    return (n + 63) & ~63
+
+
+def wait_on(q, lock, timeout: Optional[float], owner_check: Callable[[], bool]) -> bool:
+    """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too)."""
+    if not owner_check():
+        raise RuntimeError("cannot wait on un-acquired lock")
+    deadline = _base.deadline_from_timeout(timeout)
+    w = _base.new_waiter()
+    lib.rsm_wq_enqueue(q, w, 0)  # before releasing the lock: notify() cannot miss us
+    if w.slot == lib.RSM_WAITER_OVERFLOW:
+        lib.rsm_wq_cancel(q, w)
+        raise RuntimeError("too many threads waiting on this condition; create it with a larger max_waiters")
+    saved = lock._release_save()
+    notified = False
+    try:
+        slices = 0
+        while True:
+            r = lib.rsm_wq_wait(q, w, deadline)
+            if r == lib.RSM_OK:
+                notified = True
+                break
+            if r == lib.RSM_TIMEOUT:
+                notified = lib.rsm_wq_cancel(q, w) == 1
+                break
+            if r != lib.RSM_SLICE:
+                raise RuntimeError(f"internal error {r} in Condition.wait")
+            slices += 1
+            if slices % _base.REAP_EVERY_SLICES == 0:
+                lib.rsm_wq_reap(q)
+    except BaseException:
+        if lib.rsm_wq_cancel(q, w) == 1:
+            lib.rsm_wq_notify(q, 1, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)  # pass the notification on
+        raise
+    finally:
+        lock._acquire_restore(saved)
+    return notified
+
+
+class Condition(SharedObject):
+    """A condition variable shared between threads and processes, like ``threading.Condition``.
+
+    ``Condition(name=None, lock=None, *, create=None, mode=0o600, max_waiters=64)``.
+    With ``lock=None`` the condition carries its own RLock inside its segment; otherwise
+    pass an :class:`rsm_shm.Lock` or :class:`rsm_shm.RLock` (its name is recorded, so
+    ``Condition(name)`` in another process finds it).
+
+    ``wait(timeout=None) -> bool`` (False on timeout), ``wait_for(predicate, timeout)``,
+    ``notify(n=1)`` and ``notify_all()`` have threading's semantics, including
+    RuntimeError when called without holding the lock.  ``notify(n)`` wakes exactly the
+    n longest-waiting threads (FIFO).  At most ``max_waiters`` threads may wait at once.
+    """
+
+    _kind = Kind.CONDITION
+
+    def __init__(self, name: Optional[str] = None, lock: Union[Lock, RLock, None] = None, *,
+                 create: Optional[bool] = None, mode: int = 0o600,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._owns_lock = False
+        if lock is not None and not isinstance(lock, (Lock, RLock)):
+            raise TypeError(f"lock must be an rsm_shm Lock or RLock, not {type(lock).__name__}")
+        nslots = _base.validate_max_waiters(max_waiters)
+        lock_off = _align64(lib.rsm_wq_size(nslots))
+        if lock is None:
+            how, ref, body = _EMBEDDED, "", lock_off + lib.rsm_lock_size(nslots)
+        else:
+            how = _EXTERNAL_RLOCK if isinstance(lock, RLock) else _EXTERNAL_LOCK
+            ref, body = lock.name, lock_off
+
+        def init(seg):
+            lib.rsm_wq_init(seg.body("rsm_waitq *"), nslots)
+            if how == _EMBEDDED:
+                lib.rsm_lock_init(seg.body("rsm_lock *", lock_off), lib.RSM_LOCK_BARGING, nslots)
+
+        def body_size_of(h: SegmentHeader) -> int:
+            n = _base.check_nslots(h)
+            off = _align64(lib.rsm_wq_size(n))
+            return off + (lib.rsm_lock_size(n) if h.params[1] == _EMBEDDED else 0)
+
+        hdr = self._open_segment(name, create, mode, body, (nslots, how), init, body_size_of, ref_name=ref)
+        self._q = self._seg.body("rsm_waitq *")
+        how = hdr.params[1]
+        if how == _EMBEDDED:
+            if lock is not None:
+                self.close()
+                raise ValueError(f"Condition {self.name!r} exists with its own lock; do not pass one")
+            self._lock = RLock._embedded(self._seg, self._seg.body("rsm_lock *", _align64(lib.rsm_wq_size(hdr.params[0]))))
+        elif how in (_EXTERNAL_LOCK, _EXTERNAL_RLOCK):
+            if lock is None:
+                cls = RLock if how == _EXTERNAL_RLOCK else Lock
+                lock = cls(hdr.ref_name, create=False)
+                self._owns_lock = True
+            elif lock.name != hdr.ref_name:
+                self.close()
+                raise ValueError(f"Condition {self.name!r} uses lock {hdr.ref_name!r}, not {lock.name!r}")
+            self._lock = lock
+        else:
+            self.close()
+            raise SegmentError(f"segment {self.name!r} has a corrupt condition header")
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+
+    @property
+    def lock(self) -> Union[Lock, RLock]:
+        return self._lock
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        self._check_open()
+        return wait_on(self._q, self._lock, timeout, self._lock._is_owned)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
+        """Wait until ``predicate()`` is true; returns its last value (falsy on timeout)."""
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake exactly min(n, waiting) of the longest-waiting threads."""
+        self._check_open()
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        if n > 0:
+            lib.rsm_wq_notify(self._q, min(n, 0x7FFFFFFF), lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)
+
+    def notify_all(self) -> None:
+        self.notify(0x7FFFFFFF)
+
+    @property
+    def waiters(self) -> int:
+        self._check_open()
+        return self._q.nwaiters
+
+    def statistics(self):
+        self._check_open()
+        return f"{self._q.nwaiters} waiting; lock {self._lock.statistics()}"
+
+    def close(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None and self._owns_lock:
+            lock.close()
+        super().close()
+

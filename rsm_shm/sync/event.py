@@ -1,0 +1,231 @@
+"""Event, Gate and Countdown: flags and counters that release every waiter at once.
+
+The algorithms are in csrc/event.c; each wait is a slice loop in Python (Ctrl-C works).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .. import _proc
+from .._native import ffi, lib
+from ..segment import Kind, SegmentHeader
+from . import _base
+from ._base import SharedObject
+
+__all__ = ["Event", "Gate", "Countdown", "EventStatistics"]
+
+
+@dataclass(frozen=True)
+class EventStatistics:
+    """Snapshot of an Event, Gate or Countdown."""
+
+    kind: str
+    is_set: bool          # Event: set; Gate: open; Countdown: done
+    count: int            # Gate: entries since opened; Countdown: remaining
+    waiters: int
+    generation: int
+
+    def __str__(self) -> str:
+        if self.kind == "event":
+            s = "set" if self.is_set else "clear"
+        elif self.kind == "gate":
+            s = f"{'open' if self.is_set else 'closed'}, {self.count} entered"
+        else:
+            s = "done" if self.is_set else f"{self.count} remaining"
+        if self.waiters:
+            s += f", {self.waiters} waiting"
+        return s
+
+
+def _body_size(header: SegmentHeader) -> int:
+    return lib.rsm_event_size(_base.check_nslots(header))
+
+
+class _EventBase(SharedObject):
+    _ptr = None
+    _stat_kind = "event"
+
+    def _open_event(self, name, create, mode, word, aux, max_waiters, extra_params=()) -> None:
+        nslots = _base.validate_max_waiters(max_waiters)
+
+        def init(seg):
+            lib.rsm_event_init(seg.body("rsm_event *"), word, aux, nslots)
+
+        self._open_segment(name, create, mode, lib.rsm_event_size(nslots), (nslots, aux, *extra_params),
+                           init, _body_size)
+        self._ptr = self._seg.body("rsm_event *")
+
+    def _wait(self, step, timeout: Optional[float], on_slice=None) -> bool:
+        self._check_open()
+        ptr = self._ptr
+        r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline_from_timeout(timeout),
+                               queue=ffi.addressof(ptr, "wq"), on_slice=on_slice)
+        if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
+            return r == lib.RSM_OK
+        raise RuntimeError(f"{self!r}: internal error {r}")
+
+    @property
+    def pending(self) -> int:
+        self._check_open()
+        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+
+    def _is_set(self) -> bool:
+        raise NotImplementedError
+
+    def statistics(self) -> EventStatistics:
+        self._check_open()
+        p = self._ptr
+        return EventStatistics(kind=self._stat_kind, is_set=self._is_set(), count=p.word & lib.RSM_COUNT_MASK,
+                               waiters=p.wq.nwaiters + p.wq.noverflow, generation=p.generation)
+
+
+class Event(_EventBase):
+    """A flag shared between threads and processes, like ``threading.Event``.
+
+    ``set()`` wakes every waiter; ``wait(timeout=None) -> bool`` returns True as soon as
+    the flag is set (at once if it already is) and False on timeout.  A waiter woken by
+    ``set()`` returns True even if ``clear()`` follows immediately.
+    """
+
+    _kind = Kind.EVENT
+
+    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_event(name, create, mode, 0, 0, max_waiters)
+
+    def is_set(self) -> bool:
+        self._check_open()
+        return self._ptr.word == 1
+
+    _is_set = is_set
+
+    def set(self) -> None:
+        self._check_open()
+        lib.rsm_event_set(self._ptr)
+
+    def clear(self) -> None:
+        self._check_open()
+        lib.rsm_event_clear(self._ptr)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the flag is set; True if it is (or was set while waiting), False on timeout."""
+        self._check_open()
+        ptr = self._ptr
+        return self._wait(lambda w, d: lib.rsm_event_wait(ptr, w, 1, 1, d), timeout)
+
+
+class Gate(_EventBase):
+    """A gate: closed until opened; ``wait()`` passes once it is open and counts the entry.
+
+    ``Gate(name=None, *, create=None, auto_close=0)``: with ``auto_close=N`` the N-th entry
+    after an ``open()`` closes the gate again in the same atomic step (exactly N pass).
+    ``entries`` counts entries since the gate last opened.  ``wait(timeout=None) -> bool``.
+    """
+
+    _kind = Kind.GATE
+    _stat_kind = "gate"
+
+    def __init__(self, name: Optional[str] = None, *, auto_close: int = 0, create: Optional[bool] = None,
+                 mode: int = 0o600, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        if not isinstance(auto_close, int) or not 0 <= auto_close <= lib.RSM_COUNT_MASK:
+            raise ValueError(f"auto_close must be between 0 and {lib.RSM_COUNT_MASK}")
+        self._open_event(name, create, mode, 0, auto_close, max_waiters)
+
+    def open(self) -> None:
+        """Open the gate (resetting the entry count) and wake every waiter."""
+        self._check_open()
+        lib.rsm_gate_open(self._ptr)
+
+    def close_gate(self) -> None:
+        """Close the gate; later waiters block until the next open()."""
+        self._check_open()
+        lib.rsm_gate_close(self._ptr)
+
+    def is_open(self) -> bool:
+        self._check_open()
+        return bool(self._ptr.word & lib.RSM_GATE_OPEN)
+
+    _is_set = is_open
+
+    @property
+    def entries(self) -> int:
+        self._check_open()
+        return self._ptr.word & lib.RSM_COUNT_MASK
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Pass through the gate: True once passed, False if it stayed closed until timeout."""
+        ptr = self._ptr
+        return self._wait(lambda w, d: lib.rsm_gate_enter(ptr, w, d), timeout)
+
+    enter = wait
+
+
+class Countdown(_EventBase):
+    """A countdown latch: ``count_down()`` n times releases every ``wait()``.
+
+    ``Countdown(name=None, *, count, action=None, create=None)``.  The call that takes the
+    count to zero runs ``action()`` (a callable given to that process's constructor) and
+    only then are the waiters released, so they see its effects.  If that process dies in
+    the action, waiters release themselves within a slice (~50 ms).  ``count_down(n)``
+    below zero raises ValueError; ``reset(count)`` rearms it.
+    """
+
+    _kind = Kind.COUNTDOWN
+    _stat_kind = "countdown"
+
+    def __init__(self, name: Optional[str] = None, *, count: int = 1, action: Optional[Callable[[], object]] = None,
+                 create: Optional[bool] = None, mode: int = 0o600,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
+            raise ValueError(f"count must be between 0 and {lib.RSM_COUNT_MASK}")
+        word = count if count else lib.RSM_COUNTDOWN_DONE
+        self._open_event(name, create, mode, word, 0, max_waiters, (count,))
+        self._action = action
+
+    @property
+    def count(self) -> int:
+        self._check_open()
+        return self._ptr.word & lib.RSM_COUNT_MASK
+
+    def done(self) -> bool:
+        self._check_open()
+        return bool(self._ptr.word & lib.RSM_COUNTDOWN_DONE)
+
+    _is_set = done
+
+    def count_down(self, n: int = 1) -> bool:
+        """Subtract ``n``; returns True if this call reached zero (and ran the action)."""
+        self._check_open()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("n must be one or more")
+        reached = ffi.new("int *")
+        if lib.rsm_countdown_down(self._ptr, n, reached) == lib.RSM_OVERFLOW:
+            raise ValueError(f"Countdown {self.name!r}: count_down({n}) exceeds the remaining count {self.count}")
+        if not reached[0]:
+            return False
+        try:
+            if self._action is not None:
+                self._action()
+        finally:
+            lib.rsm_countdown_finish(self._ptr)
+        return True
+
+    def reset(self, count: int) -> None:
+        self._check_open()
+        if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
+            raise ValueError(f"count must be between 0 and {lib.RSM_COUNT_MASK}")
+        lib.rsm_countdown_reset(self._ptr, count)
+
+    def _finisher_died(self, w) -> Optional[int]:
+        p = self._ptr
+        if p.word == 0 and p.finisher_pid and not _proc.process_alive(p.finisher_pid):
+            lib.rsm_countdown_finish(p)
+        return None
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the count reached zero and the action finished; False on timeout."""
+        ptr = self._ptr
+        done = lib.RSM_COUNTDOWN_DONE
+        return self._wait(lambda w, d: lib.rsm_event_wait(ptr, w, done, done, d), timeout,
+                          on_slice=self._finisher_died)

@@ -1,0 +1,322 @@
+"""Lock and RLock: threading's locks, in shared memory, robust against owner death.
+
+The algorithm (word layout, transitions, hand-off) is in csrc/lock.h and csrc/lock.c;
+this module holds the policy: argument rules, owner-death detection, and telling the
+new holder.
+
+Owner death: a waiter that sleeps through a slice (~50 ms) checks whether the owner
+thread still exists.  If not, exactly one waiter takes the lock over (one CAS in C) and
+is *told*: ``acquire()`` returns True, an :class:`OwnerDiedWarning` is issued naming the
+dead process, and ``recovered`` describes it until the holder releases.  If the warning
+is configured to raise, the lock is released again with the mark kept, so the next
+holder is told instead — even ``with lock:`` never leaves a lock held behind an
+exception raised out of ``__enter__``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+from .._errors import OwnerDiedWarning
+from .._fast import FastLock
+from .._native import ffi, lib
+from ..segment import Kind, SegmentHeader
+from . import _base
+from ._base import Policy, SharedObject
+
+__all__ = ["Lock", "RLock", "LockStatistics", "OwnerDied"]
+
+
+@dataclass(frozen=True)
+class OwnerDied:
+    """The previous owner that died holding the lock, as recorded at recovery."""
+
+    pid: int
+    tid: int
+
+
+@dataclass(frozen=True)
+class LockStatistics:
+    """A snapshot of a lock's shared state (what ``rsm-shm inspect`` shows)."""
+
+    locked: bool
+    owner_tid: int
+    owner_pid: int
+    owner_alive: Optional[bool]
+    count: int  # recursion depth (RLock), 1 for a held Lock
+    waiters: int
+    tag: int
+    policy: str
+    owner_died: bool
+    recovered: Optional[OwnerDied]
+
+    def __str__(self) -> str:
+        if not self.locked:
+            s = "unlocked"
+        else:
+            alive = {True: "alive", False: "dead", None: "?"}[self.owner_alive]
+            s = f"locked by {self.owner_pid}/{self.owner_tid} ({alive})"
+            if self.count > 1:
+                s += f" x{self.count}"
+        if self.waiters:
+            s += f", {self.waiters} waiting"
+        if self.owner_died:
+            s += ", previous owner died"
+        if self.tag:
+            s += f", tag={self.tag:#x}"
+        return s
+
+
+def _lock_body_size(header: SegmentHeader) -> int:
+    return lib.rsm_lock_size(_base.check_nslots(header))
+
+
+def _check_policy(header: SegmentHeader) -> None:
+    Policy.from_code(header.params[1] if len(header.params) > 1 else -1)
+
+
+def lock_statistics(ptr) -> LockStatistics:
+    """Decode an rsm_lock (shared with Condition/Barrier internals and the CLI)."""
+    word = ptr.word
+    tid = word & lib.RSM_TID_MASK
+    dead_tid = ptr.dead_tid
+    return LockStatistics(
+        locked=tid != 0,
+        owner_tid=tid,
+        owner_pid=(ptr.owner_pid or _base.pid_of(tid)) if tid else 0,
+        owner_alive=(not _base.owner_is_dead(tid)) if tid else None,
+        count=max(ptr.count, 1) if tid else 0,
+        waiters=ptr.wq.nwaiters + ptr.wq.noverflow,
+        tag=ptr.tag,
+        policy=Policy.from_code(ptr.policy).value,
+        owner_died=bool(word & lib.RSM_LOCK_OWNER_DIED),
+        recovered=OwnerDied(ptr.dead_pid, dead_tid) if dead_tid else None,
+    )
+
+
+class _LockCommon(SharedObject):
+    """Segment handling, tag, pending, statistics, owner-death policy for Lock and RLock."""
+
+    _ptr = None
+
+    def _open_lock(self, name, create, mode, policy, max_waiters) -> None:
+        policy = Policy(policy)
+        nslots = _base.validate_max_waiters(max_waiters)
+
+        def init(seg):
+            lib.rsm_lock_init(seg.body("rsm_lock *"), policy.code, nslots)
+
+        self._open_segment(name, create, mode, lib.rsm_lock_size(nslots), (nslots, policy.code), init,
+                           _lock_body_size, check=_check_policy)
+        self._ptr = self._seg.body("rsm_lock *")
+
+    # -- the seed's extras ---------------------------------------------------------------
+
+    @property
+    def tag(self) -> int:
+        """A 32-bit payload stored with the lock, free for the application (e.g. an epoch)."""
+        self._check_open()
+        return self._ptr.tag
+
+    @tag.setter
+    def tag(self, value: int) -> None:
+        self._check_open()
+        if not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise ValueError(f"tag must be an unsigned 32-bit integer, not {value!r}")
+        self._ptr.tag = value
+
+    @property
+    def pending(self) -> int:
+        """How many threads (in any process) are waiting to acquire the lock right now."""
+        self._check_open()
+        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+
+    @property
+    def policy(self) -> Policy:
+        return Policy.from_code(self._ptr.policy)
+
+    @property
+    def recovered(self) -> Optional[OwnerDied]:
+        """Set while the lock is held by a thread that took it over from a dead owner."""
+        self._check_open()
+        if self._ptr.word & lib.RSM_LOCK_OWNER_DIED and self._ptr.dead_tid:
+            return OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
+        return None
+
+    def statistics(self) -> LockStatistics:
+        self._check_open()
+        return lock_statistics(self._ptr)
+
+    def _is_owned(self) -> bool:
+        self._check_open()
+        return (self._ptr.word & lib.RSM_TID_MASK) == lib.rsm_gettid()
+
+    @classmethod
+    def _embedded(cls, seg, ptr):
+        """A handle on a lock living inside another object's segment (Condition, Barrier)."""
+        self = cls.__new__(cls)
+        self._seg = seg
+        self._ptr = ptr
+        if isinstance(self, FastLock):
+            self._bind(int(ffi.cast("uintptr_t", ptr)))
+        return self
+
+    # -- policy between slices -------------------------------------------------------------
+
+    def _on_slice(self, w) -> Optional[int]:
+        owner = self._ptr.word & lib.RSM_TID_MASK
+        if _base.owner_is_dead(owner):
+            r = lib.rsm_lock_recover(self._ptr, owner, w)
+            if r == lib.RSM_OWNER_DEAD:
+                return r
+        return None
+
+    def _tell(self, release_untold) -> None:
+        """Tell the new holder its predecessor died.  If telling raises, do not keep the lock."""
+        dead = OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
+        try:
+            warnings.warn(
+                OwnerDiedWarning(
+                    f"{type(self).__name__} {self.name!r}: the previous owner (pid {dead.pid}, tid {dead.tid}) "
+                    f"died holding it; the state it protects may be inconsistent"
+                ),
+                stacklevel=4,
+            )
+        except BaseException:
+            release_untold()
+            raise
+
+    def _acquired(self, r: int, release_untold) -> bool:
+        if r == lib.RSM_OK:
+            return True
+        if r == lib.RSM_OWNER_DEAD:
+            self._tell(release_untold)
+            return True
+        if r == lib.RSM_TIMEOUT:
+            return False
+        raise RuntimeError(f"{self!r}: internal error {r} while acquiring")
+
+
+class Lock(FastLock, _LockCommon):
+    """A primitive lock shared between threads and processes, like ``threading.Lock``.
+
+    ``Lock(name=None, *, create=None, mode=0o600, policy="barging", max_waiters=64)``
+
+    ``acquire(blocking=True, timeout=-1) -> bool`` and ``release()`` behave exactly as in
+    ``threading.Lock``: a non-blocking call with a timeout raises ValueError, a negative
+    timeout other than -1 raises ValueError, releasing an unlocked lock raises
+    RuntimeError.  Unlike ``threading.Lock`` (but like a mutex) only the owning thread may
+    release it — ownership is what makes owner-death recovery possible — so a release by
+    another thread raises RuntimeError too.
+
+    Fairness: see :class:`Policy`.  An uncontended acquire/release is one atomic
+    instruction each and no system call; a blocked waiter spins briefly (adaptively) and
+    then sleeps on a futex, waking at least every 50 ms to run signal handlers and to check
+    that the owner still lives.  If the owner was killed, one waiter takes the lock over
+    within about 0.1 s and is told (see module docs and :class:`OwnerDiedWarning`).
+    """
+
+    _kind = Kind.LOCK
+
+    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
+                 policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_lock(name, create, mode, policy, max_waiters)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)))
+
+    def _acquire_slow(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._check_open()
+        deadline = _base.deadline_from_lock_args(blocking, timeout)
+        ptr = self._ptr
+        r = _base.run_blocking(
+            lambda w, d: lib.rsm_lock_acquire(ptr, w, d),
+            lambda w: lib.rsm_lock_abandon(ptr, w),
+            deadline,
+            queue=ffi.addressof(ptr, "wq"),
+            on_slice=self._on_slice,
+        )
+        return self._acquired(r, lambda: lib.rsm_lock_release(ptr, 0))
+
+    def _release_slow(self) -> None:
+        self._check_open()
+        r = lib.rsm_lock_release(self._ptr, 1)
+        if r == lib.RSM_NOT_OWNER:
+            if not self._ptr.word & lib.RSM_TID_MASK:
+                raise RuntimeError("release unlocked lock")
+            raise RuntimeError(f"{self!r}: cannot release a lock held by another thread")
+
+    def locked(self) -> bool:
+        """True if some thread (in any process) holds the lock."""
+        self._check_open()
+        return (self._ptr.word & lib.RSM_TID_MASK) != 0
+
+    def close(self) -> None:
+        self._bind(0)  # the fast path must never touch an unmapped word
+        super().close()
+
+    def _release_save(self) -> int:
+        self.release()
+        return 1
+
+    def _acquire_restore(self, count: int) -> None:
+        self.acquire()
+
+    # FastLock provides acquire, release, __enter__, __exit__; these names document them.
+    acquire = FastLock.acquire
+    release = FastLock.release
+
+
+class RLock(_LockCommon):
+    """A reentrant lock shared between threads and processes, like ``threading.RLock``.
+
+    The owning thread may acquire it again; each acquire needs a matching release.
+    Releasing a lock this thread does not own raises RuntimeError ("cannot release
+    un-acquired lock").  Fairness and owner-death recovery are those of :class:`Lock`.
+    """
+
+    _kind = Kind.RLOCK
+    # One read-only waiter for the non-blocking first attempt: with deadline 0 the C code
+    # never enqueues, so it never writes to it and threads may share it.
+    _try_waiter = _base.new_waiter()
+
+    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
+                 policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_lock(name, create, mode, policy, max_waiters)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._check_open()
+        ptr = self._ptr
+        deadline = _base.deadline_from_lock_args(blocking, timeout)
+        r = lib.rsm_rlock_acquire(ptr, self._try_waiter, 0)
+        if r == lib.RSM_TIMEOUT and deadline != 0:
+            r = _base.run_blocking(
+                lambda w, d: lib.rsm_rlock_acquire(ptr, w, d),
+                lambda w: lib.rsm_lock_abandon(ptr, w),
+                deadline,
+                queue=ffi.addressof(ptr, "wq"),
+                on_slice=self._on_slice,
+            )
+        if r == lib.RSM_OVERFLOW:
+            raise OverflowError(f"{self!r}: recursion too deep")
+        return self._acquired(r, lambda: lib.rsm_rlock_release(ptr, 0))
+
+    def release(self) -> None:
+        self._check_open()
+        if lib.rsm_rlock_release(self._ptr, 1) == lib.RSM_NOT_OWNER:
+            raise RuntimeError("cannot release un-acquired lock")
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _release_save(self) -> int:
+        """Condition support: release every level; returns the depth to restore."""
+        count = ffi.new("uint32_t *")
+        if lib.rsm_rlock_release_all(self._ptr, count, 1) == lib.RSM_NOT_OWNER:
+            raise RuntimeError("cannot release un-acquired lock")
+        return count[0]
+
+    def _acquire_restore(self, count: int) -> None:
+        self.acquire()
+        self._ptr.count = count

@@ -1,0 +1,172 @@
+"""RWLock: many readers or one writer, writer-preferring by default (csrc/rwlock.c).
+
+The writer side is owned and robust like :class:`Lock`: if a writer is killed, a waiting
+writer takes the lock over (warned with OwnerDiedWarning) or, if only readers wait, the
+readers free it and the next writer is warned.  Read locks are not owned: a reader that
+is killed while holding a read lock leaves the reader count too high (documented limit).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from .._errors import OwnerDiedWarning
+from .._native import ffi, lib
+from ..segment import Kind, SegmentHeader
+from . import _base
+from ._base import SharedObject
+
+__all__ = ["RWLock", "RWLockStatistics"]
+
+WRITER_PREFERRING = "writer"
+READER_PREFERRING = "reader"
+
+
+@dataclass(frozen=True)
+class RWLockStatistics:
+    readers: int
+    writer_tid: int
+    writer_pid: int
+    writer_alive: Optional[bool]
+    waiting_readers: int
+    waiting_writers: int
+    prefer: str
+    owner_died: bool
+
+    def __str__(self) -> str:
+        if self.writer_tid:
+            alive = {True: "alive", False: "dead", None: "?"}[self.writer_alive]
+            s = f"write-locked by {self.writer_pid}/{self.writer_tid} ({alive})"
+            if self.readers:
+                s += f", draining {self.readers} readers"
+        elif self.readers:
+            s = f"read-locked by {self.readers}"
+        else:
+            s = "unlocked"
+        if self.waiting_readers or self.waiting_writers:
+            s += f", waiting: {self.waiting_readers} readers, {self.waiting_writers} writers"
+        return s
+
+
+def _body_size(header: SegmentHeader) -> int:
+    return lib.rsm_rwlock_size(_base.check_nslots(header))
+
+
+class RWLock(SharedObject):
+    """A reader-writer lock shared between threads and processes.
+
+    ``RWLock(name=None, *, prefer="writer", create=None, mode=0o600, max_waiters=64)``.
+    ``acquire_read/acquire_write(blocking=True, timeout=-1) -> bool`` follow
+    ``threading.Lock.acquire``'s argument rules; ``release_read()``/``release_write()``
+    raise RuntimeError when the caller holds no such lock.  ``read()`` and ``write()`` are
+    context managers (taking an optional timeout; TimeoutError if it passes).
+
+    prefer="writer" (default): once a writer waits, new readers wait too, and a releasing
+    writer hands over to the next writer, so writers never starve (readers may).
+    prefer="reader": writers wait until no reader is active.
+    """
+
+    _kind = Kind.RWLOCK
+
+    def __init__(self, name: Optional[str] = None, *, prefer: str = WRITER_PREFERRING,
+                 create: Optional[bool] = None, mode: int = 0o600,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        if prefer not in (WRITER_PREFERRING, READER_PREFERRING):
+            raise ValueError(f"prefer must be 'writer' or 'reader', not {prefer!r}")
+        policy = lib.RSM_RW_WRITER_PREF if prefer == WRITER_PREFERRING else lib.RSM_RW_READER_PREF
+        nslots = _base.validate_max_waiters(max_waiters)
+        self._open_segment(name, create, mode, lib.rsm_rwlock_size(nslots), (nslots, policy),
+                           lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots), _body_size)
+        self._ptr = self._seg.body("rsm_rwlock *")
+
+    def _run(self, step, deadline: int, as_writer: bool) -> int:
+        ptr = self._ptr
+
+        def on_slice(w):
+            writer = ptr.writer & lib.RSM_TID_MASK
+            if _base.owner_is_dead(writer):
+                r = lib.rsm_rwlock_recover(ptr, writer, 1 if as_writer else 0, w)
+                if r == lib.RSM_OK:
+                    warnings.warn(OwnerDiedWarning(
+                        f"RWLock {self.name!r}: writer pid {ptr.dead_pid} died holding it; freed it"), stacklevel=5)
+            return None
+
+        return _base.run_blocking(step, lambda w: lib.rsm_rwlock_abandon(ptr, w), deadline,
+                                  queue=ffi.addressof(ptr, "wq"), on_slice=on_slice)
+
+    def acquire_read(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._check_open()
+        ptr = self._ptr
+        r = self._run(lambda w, d: lib.rsm_rwlock_read_acquire(ptr, w, d),
+                      _base.deadline_from_lock_args(blocking, timeout), False)
+        return self._result(r, None)
+
+    def release_read(self) -> None:
+        self._check_open()
+        if lib.rsm_rwlock_read_release(self._ptr) == lib.RSM_NOT_OWNER:
+            raise RuntimeError(f"RWLock {self.name!r}: release_read() without a read lock held")
+
+    def acquire_write(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._check_open()
+        ptr = self._ptr
+        r = self._run(lambda w, d: lib.rsm_rwlock_write_acquire(ptr, w, d),
+                      _base.deadline_from_lock_args(blocking, timeout), True)
+        return self._result(r, lambda: lib.rsm_rwlock_write_release(ptr, 0))
+
+    def release_write(self) -> None:
+        self._check_open()
+        if lib.rsm_rwlock_write_release(self._ptr, 1) == lib.RSM_NOT_OWNER:
+            raise RuntimeError(f"RWLock {self.name!r}: release_write() by a thread that does not hold it")
+
+    def _result(self, r: int, release_untold) -> bool:
+        if r == lib.RSM_OK:
+            return True
+        if r == lib.RSM_TIMEOUT:
+            return False
+        if r == lib.RSM_OWNER_DEAD:
+            try:
+                warnings.warn(OwnerDiedWarning(
+                    f"RWLock {self.name!r}: the previous writer (pid {self._ptr.dead_pid}) died holding it; "
+                    f"the state it protects may be inconsistent"), stacklevel=3)
+            except BaseException:
+                if release_untold is not None:
+                    release_untold()
+                raise
+            return True
+        raise RuntimeError(f"{self!r}: internal error {r}")
+
+    @contextlib.contextmanager
+    def read(self, timeout: float = -1) -> Iterator[None]:
+        """``with rw.read():`` hold a read lock for the block (TimeoutError on timeout)."""
+        if not self.acquire_read(timeout=timeout):
+            raise TimeoutError(f"RWLock {self.name!r}: no read lock within {timeout} s")
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    @contextlib.contextmanager
+    def write(self, timeout: float = -1) -> Iterator[None]:
+        """``with rw.write():`` hold the write lock for the block (TimeoutError on timeout)."""
+        if not self.acquire_write(timeout=timeout):
+            raise TimeoutError(f"RWLock {self.name!r}: no write lock within {timeout} s")
+        try:
+            yield
+        finally:
+            self.release_write()
+
+    def statistics(self) -> RWLockStatistics:
+        self._check_open()
+        p = self._ptr
+        tid = p.writer & lib.RSM_TID_MASK
+        q = ffi.addressof(p, "wq")
+        return RWLockStatistics(
+            readers=p.readers, writer_tid=tid, writer_pid=p.writer_pid if tid else 0,
+            writer_alive=(not _base.owner_is_dead(tid)) if tid else None,
+            waiting_readers=lib.rsm_wq_count(q, 1 << lib.RSM_RW_KIND_READER),
+            waiting_writers=lib.rsm_wq_count(q, (1 << lib.RSM_RW_KIND_WRITER) | (1 << lib.RSM_RW_KIND_DRAIN)),
+            prefer=WRITER_PREFERRING if p.policy == lib.RSM_RW_WRITER_PREF else READER_PREFERRING,
+            owner_died=bool(p.writer & lib.RSM_LOCK_OWNER_DIED),
+        )

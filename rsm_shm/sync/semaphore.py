@@ -1,0 +1,199 @@
+"""Semaphore, BoundedSemaphore and AutoResetEvent (the algorithm: csrc/sem.c)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .._errors import DisabledError
+from .._native import ffi, lib
+from ..segment import Kind, SegmentError, SegmentHeader
+from . import _base
+from ._base import Policy, SharedObject
+
+__all__ = ["Semaphore", "BoundedSemaphore", "AutoResetEvent", "SemaphoreStatistics"]
+
+
+@dataclass(frozen=True)
+class SemaphoreStatistics:
+    value: int
+    max_value: Optional[int]
+    waiters: int
+    disabled: bool
+    policy: str
+
+    def __str__(self) -> str:
+        s = f"value={self.value}"
+        if self.max_value is not None:
+            s += f"/{self.max_value}"
+        if self.waiters:
+            s += f", {self.waiters} waiting"
+        if self.disabled:
+            s += ", disabled"
+        return s
+
+
+def _body_size(header: SegmentHeader) -> int:
+    return lib.rsm_sem_size(_base.check_nslots(header))
+
+
+class _SemaphoreBase(SharedObject):
+    _ptr = None
+
+    def _open_sem(self, name, create, mode, value, max_value, flags, policy, max_waiters) -> None:
+        if not isinstance(value, int) or value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        if value > lib.RSM_SEM_VALUE_MAX:
+            raise ValueError(f"semaphore initial value must be <= {lib.RSM_SEM_VALUE_MAX}")
+        policy = Policy(policy)
+        nslots = _base.validate_max_waiters(max_waiters)
+
+        def init(seg):
+            lib.rsm_sem_init(seg.body("rsm_sem *"), value, max_value, policy.code, flags, nslots)
+
+        def check(header: SegmentHeader) -> None:
+            Policy.from_code(header.params[1])
+
+        self._open_segment(name, create, mode, lib.rsm_sem_size(nslots), (nslots, policy.code, value, max_value),
+                           init, _body_size, check=check)
+        self._ptr = self._seg.body("rsm_sem *")
+        if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
+            raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
+
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+        """Decrement the value, waiting while it is zero; as ``threading.Semaphore.acquire``.
+
+        Returns True once decremented, False on timeout (or at once if ``blocking`` is
+        false and the value is zero).  Raises ValueError for a timeout with
+        ``blocking=False``, and :class:`DisabledError` if the semaphore is (or becomes,
+        while waiting) disabled.
+        """
+        self._check_open()
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        deadline = 0 if not blocking else _base.deadline_from_timeout(timeout)
+        if timeout is not None and timeout <= 0 and blocking:
+            deadline = 0
+        ptr = self._ptr
+        r = _base.run_blocking(
+            lambda w, d: lib.rsm_sem_acquire(ptr, w, d),
+            lambda w: lib.rsm_sem_abandon(ptr, w),
+            deadline,
+            queue=ffi.addressof(ptr, "wq"),
+        )
+        if r == lib.RSM_OK:
+            return True
+        if r == lib.RSM_TIMEOUT:
+            return False
+        if r == lib.RSM_DISABLED:
+            raise DisabledError(f"{type(self).__name__} {self.name!r} is disabled")
+        raise RuntimeError(f"{self!r}: internal error {r}")
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self, n: int = 1) -> None:
+        """Increment the value by ``n``, waking up to ``n`` waiters (as threading).
+
+        Raises ValueError if ``n < 1``, ValueError for a BoundedSemaphore released too
+        many times, DisabledError if disabled.
+        """
+        self._check_open()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("n must be one or more")
+        r = lib.rsm_sem_release(self._ptr, min(n, lib.RSM_SEM_VALUE_MAX))
+        if r == lib.RSM_OVERFLOW:
+            raise ValueError("Semaphore released too many times")
+        if r == lib.RSM_DISABLED:
+            raise DisabledError(f"{type(self).__name__} {self.name!r} is disabled")
+
+    def disable(self) -> None:
+        """Disable for good: every waiter wakes with DisabledError, later acquires and
+        releases fail fast.  Use it to shut a pool down without leaving anyone blocked."""
+        self._check_open()
+        lib.rsm_sem_disable(self._ptr)
+
+    @property
+    def disabled(self) -> bool:
+        self._check_open()
+        return bool(self._ptr.count & lib.RSM_SEM_DISABLED)
+
+    @property
+    def value(self) -> int:
+        """The current value (a snapshot)."""
+        self._check_open()
+        return lib.rsm_sem_value(self._ptr)
+
+    @property
+    def pending(self) -> int:
+        """How many threads are waiting right now."""
+        self._check_open()
+        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+
+    def statistics(self) -> SemaphoreStatistics:
+        self._check_open()
+        p = self._ptr
+        return SemaphoreStatistics(
+            value=p.count & lib.RSM_SEM_VALUE_MAX, max_value=p.max or None,
+            waiters=p.wq.nwaiters + p.wq.noverflow, disabled=bool(p.count & lib.RSM_SEM_DISABLED),
+            policy=Policy.from_code(p.policy).value,
+        )
+
+
+class Semaphore(_SemaphoreBase):
+    """A counting semaphore shared between threads and processes, like ``threading.Semaphore``.
+
+    ``Semaphore(name=None, *, value=1, create=None, mode=0o600, policy="barging", max_waiters=64)``.
+    ``value`` only applies when this call creates the semaphore.  Wake-up order follows
+    ``policy`` (see :class:`Policy`); with FIFO a released permit is handed to the oldest
+    waiter.  Permits are not owned, so a process killed while holding one does not give it
+    back (use a Lock where that matters).
+    """
+
+    _kind = Kind.SEMAPHORE
+
+    def __init__(self, name: Optional[str] = None, *, value: int = 1, create: Optional[bool] = None,
+                 mode: int = 0o600, policy: str = Policy.BARGING,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_sem(name, create, mode, value, 0, 0, policy, max_waiters)
+
+
+class BoundedSemaphore(_SemaphoreBase):
+    """A semaphore whose value may not exceed its initial value: ``release()`` beyond it
+    raises ValueError, as ``threading.BoundedSemaphore``."""
+
+    _kind = Kind.BOUNDED_SEMAPHORE
+
+    def __init__(self, name: Optional[str] = None, *, value: int = 1, create: Optional[bool] = None,
+                 mode: int = 0o600, policy: str = Policy.BARGING,
+                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_sem(name, create, mode, value, value, 0, policy, max_waiters)
+
+
+class AutoResetEvent(_SemaphoreBase):
+    """The seed's Event: ``set()`` lets exactly one ``wait()`` through, then resets itself.
+
+    A semaphore capped at 1: setting an already set event does nothing; ``wait(timeout)``
+    consumes the signal and returns True, or returns False on timeout.
+    """
+
+    _kind = Kind.AUTO_RESET_EVENT
+
+    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
+                 policy: str = Policy.FIFO, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+        self._open_sem(name, create, mode, 0, 1, lib.RSM_SEM_SATURATE, policy, max_waiters)
+
+    def set(self) -> None:
+        """Signal: wake one waiter (or let the next wait() through at once)."""
+        self.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for a signal and consume it; True if signalled, False on timeout."""
+        return self.acquire(True, timeout)
+
+    def is_set(self) -> bool:
+        return self.value > 0
+
+    def clear(self) -> None:
+        self.acquire(False)

@@ -177,8 +177,14 @@ class ReplicationMixin:
             pr.snap_next = pr.snap_acked
             pr.snap_empty_sent = False
             self._send_snapshot_chunks(m.frm, pr)
-        elif pr.match < self.raft_log.last_index() or pr.state == ProgressState.PROBE:
-            self.send_append(m.frm)
+        else:
+            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+                # The follower is alive but the window stays full: the messages in it
+                # were probably lost.  Free one slot so an append goes out; its reject
+                # (or ack) resynchronizes the pipeline (etcd's FreeFirstOne).
+                pr.inflights.free_first_one()
+            if pr.match < self.raft_log.last_index() or pr.state == ProgressState.PROBE:
+                self.send_append(m.frm)
         self.handle_read_ack(m)
 
     def handle_snapshot_response(self: "Raft", m: Message, pr: Progress) -> None:

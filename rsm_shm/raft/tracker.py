@@ -56,6 +56,10 @@ class Inflights:
         while q and q[0][0] <= to:
             self._bytes -= q.popleft()[1]
 
+    def free_first_one(self) -> None:
+        if self._q:
+            self._bytes -= self._q.popleft()[1]
+
     def full(self) -> bool:
         return len(self._q) >= self.size or (self.max_bytes > 0 and self._bytes >= self.max_bytes)
 

@@ -1,0 +1,84 @@
+"""Test fixtures shared by every test: unique segment names and /dev/shm hygiene.
+
+Every segment a test makes is named through the ``shm_name`` fixture, which embeds a
+per-run and per-test token; after each test (pass or fail) every segment carrying that
+test's token is unlinked, and the session checks /dev/shm holds nothing of ours that was
+not there when it started.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+
+import pytest
+
+SHM_DIR = "/dev/shm"
+PREFIX = "rsm_shm."
+RUN_TOKEN = f"t{os.getpid()}{secrets.token_hex(3)}"
+_test_counter = itertools.count()
+
+
+def _ours() -> set[str]:
+    try:
+        return {e for e in os.listdir(SHM_DIR) if e.startswith(PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+def _unlink_matching(token: str) -> list[str]:
+    removed = []
+    for entry in _ours():
+        if entry[len(PREFIX):].startswith(token):
+            try:
+                os.unlink(os.path.join(SHM_DIR, entry))
+                removed.append(entry)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dev_shm_is_left_as_found():
+    before = _ours()
+    yield
+    _unlink_matching(RUN_TOKEN)
+    # Anonymous segments of test processes that were killed (SIGKILL skips atexit).
+    for entry in _ours() - before:
+        parts = entry[len(PREFIX):].split(".")
+        if parts[0] == "anon" and len(parts) > 1 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            try:
+                os.unlink(os.path.join(SHM_DIR, entry))
+            except FileNotFoundError:
+                pass
+    leaked = _ours() - before
+    assert not leaked, f"the test session leaked segments: {sorted(leaked)}"
+
+
+@pytest.fixture
+def shm_token():
+    """The prefix every segment name of this test starts with."""
+    token = f"{RUN_TOKEN}.{next(_test_counter)}"
+    yield token
+    _unlink_matching(token + ".")
+
+
+@pytest.fixture
+def shm_name(shm_token):
+    """A factory of unique segment names for this test: shm_name() or shm_name("lock")."""
+    counter = itertools.count()
+
+    def make(label: str = "obj") -> str:
+        return f"{shm_token}.{label}{next(counter)}"
+
+    return make

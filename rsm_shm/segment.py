@@ -68,6 +68,8 @@ assert _HEADER.size == HEADER_SIZE  # internal invariant of this module, not a u
 
 #: How long a loser of the creation race waits for the winner to publish the header.
 CREATE_WAIT_TIMEOUT = 10.0
+#: How long a zero magic may stay zero before the segment is judged foreign.
+MAGIC_WAIT_TIMEOUT = 0.5
 
 
 class Kind(enum.IntEnum):
@@ -343,20 +345,7 @@ class Segment:
         finally:
             os.close(fd)
         try:
-            hdr = self._header_ptr()
-            while True:
-                remaining = deadline - time.monotonic()
-                r = lib.rsm_segment_wait_ready(hdr, time.monotonic_ns() + int(max(remaining, 0) * 1e9))
-                if r == lib.RSM_OK:
-                    break
-                if r == lib.RSM_TIMEOUT:
-                    raw = bytes(self._mmap[:HEADER_SIZE])  # type: ignore[index]
-                    pid = struct.unpack_from("<i", raw, 12)[0]
-                    alive = "alive" if pid and _proc.process_alive(pid) else "dead"
-                    raise SegmentError(
-                        f"segment {self.name!r} was never finished by its creator (pid {pid}, {alive}); "
-                        f"remove it with `rsm-shm gc` or unlink it"
-                    )
+            self._await_ready(deadline)
             self.header = _decode_header(self.name, bytes(self._mmap[:HEADER_SIZE]), size)  # type: ignore[index]
             if self.header.kind != self.kind:
                 raise SegmentError(
@@ -369,6 +358,32 @@ class Segment:
         except BaseException:
             self.close()
             raise
+
+    def _await_ready(self, deadline: float) -> None:
+        """Wait until the creator published the header; fail fast on foreign or orphaned ones."""
+        hdr = self._header_ptr()
+        magic_deadline = time.monotonic() + MAGIC_WAIT_TIMEOUT
+        while True:
+            magic, _, _, state, pid = struct.unpack_from("<IHHIi", self._mmap, 0)  # type: ignore[arg-type]
+            if magic != MAGIC:
+                # The winner writes the magic microseconds after sizing the file: a zero
+                # magic that stays zero, or any other value, is not ours.
+                if magic != 0 or time.monotonic() >= magic_deadline:
+                    raise SegmentError(f"segment {self.name!r} is not an rsm_shm segment (magic {magic:#010x})")
+                time.sleep(0.001)
+                continue
+            if state != lib.RSM_INIT_BUILDING:
+                return  # READY or FAILED: _decode_header reports the latter
+            if not _proc.process_alive(pid):
+                raise SegmentError(
+                    f"segment {self.name!r} was never finished by its creator (pid {pid}, dead); "
+                    f"remove it with `rsm-shm gc` or unlink it"
+                )
+            if time.monotonic() >= deadline:
+                raise SegmentError(
+                    f"segment {self.name!r} is still being built by pid {pid} after {CREATE_WAIT_TIMEOUT} s"
+                )
+            lib.rsm_segment_wait_ready(hdr, time.monotonic_ns() + int(max(deadline - time.monotonic(), 0) * 1e9))
 
     def _map(self, fd: int, size: int) -> None:
         self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)

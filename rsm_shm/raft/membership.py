@@ -61,7 +61,15 @@ class MembershipMixin:
     def apply_conf_change(self: "Raft", cc: ConfChange) -> ConfState:
         """Switch to the configuration ``cc`` produces.  Every node applies the same
         sequence of changes, so an invalid change is ignored identically everywhere
-        (the configuration stays as it is)."""
+        (the configuration stays as it is).
+
+        A node that has no configuration at all (built with no voters and no
+        snapshot) ignores changes: it cannot know the configuration they modify, and
+        guessing (e.g. "ADD_NODE self" on an empty set = a cluster of one) would split
+        the cluster.  Start a joining node with the voters it joins, or from a
+        snapshot."""
+        if not self.trk.config.voters():
+            return self.trk.conf_state()
         try:
             cfg, prs = self.compute_conf_change(cc)
         except ConfChangeError:

@@ -102,7 +102,8 @@ class Net:
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE and self.auto_conf:
                     n.apply_conf_change(decode_conf_change(e.data))
-                self.applied[i].append((e.index, e.term, e.data))
+                # conf changes are recorded without data so data() lists commands only
+                self.applied[i].append((e.index, e.term, b"" if e.type == EntryType.CONF_CHANGE else e.data))
             self.read_states[i].extend(rd.read_states)
             n.advance(rd)
 

@@ -29,7 +29,7 @@ EMPTY_OUTPUT = "ok"
 
 
 @dataclass
-class TestCase:
+class Case:
     """One command of a script: ``cmd`` and its arguments (``key=value`` ones go to
     ``kwargs``, the others stay positional in ``args``)."""
 
@@ -65,13 +65,13 @@ class ScriptError(ValueError):
     """The script itself is malformed."""
 
 
-def parse(path: str) -> Tuple[List[TestCase], List[str]]:
+def parse(path: str) -> Tuple[List[Case], List[str]]:
     """Parse a script; return its cases and the trailing comment lines."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    cases: List[TestCase] = []
+    cases: List[Case] = []
     leading: List[str] = []
     i = 0
     while i < len(lines):
@@ -93,12 +93,12 @@ def parse(path: str) -> Tuple[List[TestCase], List[str]]:
         words = text.split()
         args = [w for w in words[1:] if "=" not in w]
         kwargs = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-        cases.append(TestCase(path, start, text, words[0], args, kwargs, "\n".join(out), leading))
+        cases.append(Case(path, start, text, words[0], args, kwargs, "\n".join(out), leading))
         leading = []
     return cases, leading
 
 
-def run_file(path: str, handler: Callable[[TestCase], str]) -> None:
+def run_file(path: str, handler: Callable[[Case], str]) -> None:
     """Run every case of ``path`` through ``handler``; raise AssertionError on the first
     mismatch (all of them are computed and rewritten when RSM_REWRITE=1)."""
     cases, trailing = parse(path)
@@ -107,7 +107,9 @@ def run_file(path: str, handler: Callable[[TestCase], str]) -> None:
     for c in cases:
         actual = handler(c).rstrip("\n")
         # a blank line would end the case early when the file is read back
-        actual = "\n".join(ln if ln.strip() else "." for ln in actual.split("\n")) or EMPTY_OUTPUT
+        if not actual.strip():
+            actual = EMPTY_OUTPUT
+        actual = "\n".join(ln if ln.strip() else "." for ln in actual.split("\n"))
         if rewrite:
             chunks.extend(c.leading)
             chunks.extend([c.text, SEPARATOR, actual])

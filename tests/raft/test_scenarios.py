@@ -37,9 +37,11 @@ from typing import List, Optional
 
 import pytest
 
+pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
+
 sys.path.insert(0, os.path.dirname(__file__))
 
-from datadriven import TestCase, run_file  # noqa: E402
+from datadriven import Case, run_file  # noqa: E402
 
 from rsm_shm.raft.codec import decode_message  # noqa: E402
 
@@ -59,7 +61,7 @@ class Driver:
         self.sim: Optional[Simulator] = None
         self.sent = Counter()
 
-    def __call__(self, c: TestCase) -> str:
+    def __call__(self, c: Case) -> str:
         fn = getattr(self, "cmd_" + c.cmd.replace("-", "_"), None)
         if fn is None:
             raise ValueError(f"{c.pos}: unknown command {c.cmd!r}")
@@ -73,7 +75,7 @@ class Driver:
         return "\n".join(lines)
 
     # ------------------------------------------------------------- cluster
-    def cmd_add_nodes(self, c: TestCase) -> List[str]:
+    def cmd_add_nodes(self, c: Case) -> List[str]:
         from rsm_shm.raft.sim import SimOptions, format_conf_state
 
         n = c.int_arg(0)
@@ -105,10 +107,10 @@ class Driver:
             )
         return out
 
-    def _ids(self, c: TestCase) -> List[int]:
+    def _ids(self, c: Case) -> List[int]:
         return [int(a) for a in c.args]
 
-    def cmd_campaign(self, c: TestCase) -> None:
+    def cmd_campaign(self, c: Case) -> None:
         self.sim.do(("campaign", c.int_arg(0)))
 
     def _tick(self, nid: int, n: int) -> None:
@@ -116,48 +118,48 @@ class Driver:
             if not self.sim.do(("tick", nid)):
                 raise ValueError(f"cannot tick node {nid} (crashed?)")
 
-    def cmd_tick(self, c: TestCase) -> None:
+    def cmd_tick(self, c: Case) -> None:
         self._tick(c.int_arg(0), c.int_arg(1) if len(c.args) > 1 else 1)
 
-    def cmd_tick_election(self, c: TestCase) -> None:
+    def cmd_tick_election(self, c: Case) -> None:
         self._tick(c.int_arg(0), self.sim.options.election_tick)
 
-    def cmd_tick_heartbeat(self, c: TestCase) -> None:
+    def cmd_tick_heartbeat(self, c: Case) -> None:
         self._tick(c.int_arg(0), self.sim.options.heartbeat_tick)
 
-    def cmd_stabilize(self, c: TestCase) -> None:
+    def cmd_stabilize(self, c: Case) -> None:
         self.sim.stabilize(self._ids(c) or None)
 
-    def cmd_process_ready(self, c: TestCase) -> None:
+    def cmd_process_ready(self, c: Case) -> None:
         nid = c.int_arg(0)
         if not self.sim.do(("ready", nid)):
             self.sim.emit(f"{nid} has no Ready")
 
-    def cmd_deliver_msgs(self, c: TestCase) -> None:
+    def cmd_deliver_msgs(self, c: Case) -> None:
         nid = c.int_arg(0)
         drop = c.flag("drop", False)
         for f in [f for f in self.sim.net.queue if f.to == nid]:
             self.sim.do(("drop" if drop else "deliver", f.frm, f.to, 0))
 
-    def cmd_drop_msgs(self, c: TestCase) -> None:
+    def cmd_drop_msgs(self, c: Case) -> None:
         frm = int(c.kwargs["from"]) if "from" in c.kwargs else None
         to = int(c.kwargs["to"]) if "to" in c.kwargs else None
         for f in list(self.sim.net.queue):
             if (frm is None or f.frm == frm) and (to is None or f.to == to):
                 self.sim.do(("drop", f.frm, f.to, 0))
 
-    def cmd_pending(self, c: TestCase) -> List[str]:
+    def cmd_pending(self, c: Case) -> List[str]:
         from rsm_shm.raft.sim import format_message
 
         return [format_message(decode_message(f.data)) for f in self.sim.net.queue] or ["none"]
 
-    def cmd_propose(self, c: TestCase) -> None:
+    def cmd_propose(self, c: Case) -> None:
         self.sim.do(("propose", c.int_arg(0), c.args[1].encode()))
 
-    def cmd_read_index(self, c: TestCase) -> None:
+    def cmd_read_index(self, c: Case) -> None:
         self.sim.do(("read", c.int_arg(0), c.args[1].encode()))
 
-    def cmd_conf_change(self, c: TestCase) -> None:
+    def cmd_conf_change(self, c: Case) -> None:
         nid = c.int_arg(0)
         changes = []
         for a in c.args[1:]:
@@ -167,10 +169,10 @@ class Driver:
         transition = {"auto": 0, "implicit": 1, "explicit": 2}[c.kwargs.get("transition", "auto")]
         self.sim.do(("conf", nid, tuple(changes), transition))
 
-    def cmd_transfer_leadership(self, c: TestCase) -> None:
+    def cmd_transfer_leadership(self, c: Case) -> None:
         self.sim.do(("transfer", c.int_arg(0), c.int_arg(1)))
 
-    def cmd_partition(self, c: TestCase) -> None:
+    def cmd_partition(self, c: Case) -> None:
         groups, cur = [], []
         for a in c.args:
             if a == "/":
@@ -181,16 +183,16 @@ class Driver:
         groups.append(tuple(cur))
         self.sim.do(("partition", tuple(groups)))
 
-    def cmd_heal(self, c: TestCase) -> None:
+    def cmd_heal(self, c: Case) -> None:
         self.sim.do(("heal",))
 
-    def cmd_crash(self, c: TestCase) -> None:
+    def cmd_crash(self, c: Case) -> None:
         self.sim.do(("crash", c.int_arg(0)))
 
-    def cmd_restart(self, c: TestCase) -> None:
+    def cmd_restart(self, c: Case) -> None:
         self.sim.do(("restart", c.int_arg(0)))
 
-    def cmd_compact(self, c: TestCase) -> None:
+    def cmd_compact(self, c: Case) -> None:
         nid, idx = c.int_arg(0), c.int_arg(1)
         if not self.sim.do(("compact", nid, idx)):
             self.sim.emit(f"{nid} cannot compact at {idx}")
@@ -220,11 +222,11 @@ class Driver:
             line += " progress=" + ",".join(prs)
         return line
 
-    def cmd_status(self, c: TestCase) -> List[str]:
+    def cmd_status(self, c: Case) -> List[str]:
         ids = self._ids(c) or sorted(self.sim.nodes)
         return [self._status_line(i) for i in ids]
 
-    def cmd_raft_state(self, c: TestCase) -> List[str]:
+    def cmd_raft_state(self, c: Case) -> List[str]:
         from rsm_shm.raft.types import Role
 
         out = []
@@ -237,7 +239,7 @@ class Driver:
             out.append(f"{nid}: {Role(st.role).name} term={st.term} leader={st.leader}")
         return out
 
-    def cmd_log(self, c: TestCase) -> List[str]:
+    def cmd_log(self, c: Case) -> List[str]:
         from rsm_shm.raft.sim import format_entry
 
         nid = c.int_arg(0)
@@ -248,7 +250,7 @@ class Driver:
             out.append(" ".join(format_entry(e) for e in st.entries(st.first_index(), st.last_index() + 1)))
         return out
 
-    def cmd_stats(self, c: TestCase) -> List[str]:
+    def cmd_stats(self, c: Case) -> List[str]:
         now = self.sim.sent_by_type
         out = [f"{k}={now[k] - self.sent.get(k, 0)}" for k in sorted(now) if now[k] != self.sent.get(k, 0)]
         self.sent = Counter(now)

@@ -1,0 +1,120 @@
+"""Module-level worker functions for tests that start processes (spawn needs importable targets)."""
+from __future__ import annotations
+
+import os
+import time
+
+import rsm_shm
+
+
+def lock_increments(kind: str, lock_name: str, counter_name: str, n: int) -> None:
+    """n lock-protected read-modify-write increments of a counter kept in another lock's tag."""
+    cls = {"lock": rsm_shm.Lock, "rlock": rsm_shm.RLock}[kind]
+    lk = cls(lock_name, create=False)
+    counter = rsm_shm.Lock(counter_name, create=False)  # used only as shared storage (its tag)
+    for _ in range(n):
+        with lk:
+            counter.tag = counter.tag + 1
+    lk.close()
+    counter.close()
+
+
+def rlock_nested_increments(lock_name: str, counter_name: str, n: int) -> None:
+    lk = rsm_shm.RLock(lock_name, create=False)
+    counter = rsm_shm.Lock(counter_name, create=False)
+    for _ in range(n):
+        with lk:
+            with lk:
+                counter.tag = counter.tag + 1
+    lk.close()
+    counter.close()
+
+
+def rwlock_writes(rw_name: str, counter_name: str, n: int) -> None:
+    rw = rsm_shm.RWLock(rw_name, create=False)
+    counter = rsm_shm.Lock(counter_name, create=False)
+    for i in range(n):
+        if i % 4 == 0:
+            with rw.read():
+                _ = counter.tag
+        else:
+            with rw.write():
+                counter.tag = counter.tag + 1
+    rw.close()
+    counter.close()
+
+
+def semaphore_concurrency(sem_name: str, inside_name: str, max_name: str, n: int) -> None:
+    """Track how many are inside the semaphore at once (counters kept in lock tags, updated under a lock)."""
+    sem = rsm_shm.Semaphore(sem_name, create=False)
+    inside = rsm_shm.Lock(inside_name, create=False)
+    peak = rsm_shm.Lock(max_name, create=False)
+    for _ in range(n):
+        with sem:
+            with inside:
+                inside.tag += 1
+                if inside.tag > peak.tag:
+                    peak.tag = inside.tag
+            with inside:
+                inside.tag -= 1
+    for x in (sem, inside, peak):
+        x.close()
+
+
+def condition_producer(cond_name: str, box_name: str, n: int, start: int) -> None:
+    """Put n items into a one-slot box guarded by a Condition (box value in a lock's tag; 0 = empty)."""
+    cond = rsm_shm.Condition(cond_name, create=False)
+    box = rsm_shm.Lock(box_name, create=False)
+    for i in range(n):
+        with cond:
+            while box.tag != 0:
+                cond.wait()
+            box.tag = start + i
+            cond.notify_all()
+    cond.close()
+    box.close()
+
+
+def barrier_cycles(barrier_name: str, cycles: int) -> list[int]:
+    b = rsm_shm.Barrier(barrier_name, create=False)
+    indexes = [b.wait(timeout=60) for _ in range(cycles)]
+    b.close()
+    return indexes
+
+
+def hold_forever(kind: str, name: str, ready_name: str) -> None:
+    """Acquire, announce, then sleep until killed."""
+    obj = {"lock": rsm_shm.Lock, "rlock": rsm_shm.RLock, "rwlock": rsm_shm.RWLock}[kind](name, create=False)
+    if kind == "rwlock":
+        obj.acquire_write()
+    else:
+        obj.acquire()
+    rsm_shm.Event(ready_name, create=False).set()
+    while True:
+        time.sleep(1)
+
+
+def churn_until_killed(name: str, counter_name: str) -> None:
+    """Acquire/increment/release forever: SIGKILL lands at a random point."""
+    lk = rsm_shm.Lock(name, create=False)
+    counter = rsm_shm.Lock(counter_name, create=False)
+    while True:
+        with lk:
+            counter.tag = counter.tag + 1
+
+
+def once_runner(once_name: str, marker_name: str) -> bool:
+    once = rsm_shm.Once(once_name, create=False)
+    marker = rsm_shm.Lock(marker_name, create=False)
+
+    def fn():
+        with marker:
+            marker.tag += 1
+
+    return once.call(fn)
+
+
+def getpid_via(sem) -> int:
+    """Used with ProcessPoolExecutor: the handle arrives pickled, by name."""
+    sem.release()
+    return os.getpid()

@@ -1,0 +1,46 @@
+"""Regressions found by the randomized simulator, as shrunk action lists.
+
+Each case replays a minimal action list (from ``tools/raft_fuzz.py`` / ``shrink``) on a
+fresh cluster with the seed it was found with, then checks liveness.  A case marked
+``xfail(strict=True)`` documents a core bug that is not fixed yet: when the fix lands the
+test starts passing, strict xfail turns that into a failure, and the marker must go.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
+
+from rsm_shm.raft.sim_random import replay  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+# chaos profile, seed 38, 3 nodes (also seeds 17 and 32): node 3 leads, proposes, and
+# replaces itself by a new node 5 (joint C(1 2 3 -> 1 2 5)); node 3's application then
+# snapshots at index 2, before the conf change.  Node 2 receives that snapshot, becomes
+# leader after 3 leaves, and ships it to node 5, which is not in the snapshot's
+# configuration and (as in etcd) refuses to install it, answering APP_RESP index=1.  The
+# leader stays in the SNAPSHOT state and re-sends the same cached snapshot after every
+# heartbeat response forever, even after its application made a newer snapshot (at 8)
+# that node 5 would accept: node 5 never catches up.
+REFUSED_SNAPSHOT_ACTIONS = [
+    ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3),
+    ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3), ("tick", 3),
+    ("ready", 3), ("deliver", 3, 1, 0), ("ready", 1), ("deliver", 1, 3, 0), ("ready", 3),
+    ("deliver", 3, 1, 0), ("ready", 1), ("deliver", 1, 3, 0), ("ready", 3), ("propose", 3),
+    ("deliver", 3, 1, 0), ("ready", 1), ("deliver", 1, 3, 0), ("ready", 3),
+    ("deliver", 3, 1, 0), ("ready", 1), ("deliver", 1, 3, 0),
+    ("conf", 3, ((0, 5), (2, 3))), ("ready", 3), ("compact", 3),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a leader keeps re-sending a snapshot its follower refused (follower not "
+    "in the snapshot's ConfState) instead of falling back to probe and fetching the newer "
+    "storage snapshot; the follower never catches up",
+)
+def test_refused_snapshot_is_replaced_by_a_newer_one():
+    v, sim = replay(REFUSED_SNAPSHOT_ACTIONS, seed=38, nodes=3)
+    assert v is None, f"{v}\n" + "\n".join(sim.out[-30:])

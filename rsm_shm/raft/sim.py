@@ -432,7 +432,13 @@ class Simulator:
         if n is None:
             return False
         n.raw = None
-        self.emit(f"crash {nid}")
+        # Messages on their way to a dead process are lost with its connections; the ones
+        # it sent before dying are already out and stay in flight.
+        lost = [f for f in self.net.queue if f.to == nid]
+        for f in lost:
+            self.net.remove(f)
+        self.net.dropped += len(lost)
+        self.emit(f"crash {nid}" + (f" ({len(lost)} messages to it lost)" if lost else ""))
         return True
 
     def _act_restart(self, nid: int) -> bool:
@@ -496,7 +502,8 @@ class Simulator:
             if m.frm != nid:
                 raise SafetyViolation("wire", f"node {nid} sends a message claiming to be from {m.frm}: {m!r}")
             self.sent_by_type[m.type.name] += 1
-            self.net.send(m.frm, m.to, encode_message(m))
+            if not self.net.send(nid, m.to, encode_message(m)):
+                self.emit(f"cut {format_message(m)}")
         # 3. apply
         if snap is not None and not snap.is_empty():
             n.sm.restore(snap.data, snap.meta.index)
@@ -660,6 +667,13 @@ class Simulator:
                 )
             self._tick_round()
             ticks += 1
+            if ticks % et == 0:
+                # A runtime snapshots periodically.  That matters here: a member that joined
+                # after the leader's newest snapshot refuses that snapshot (it is not in its
+                # configuration, as in etcd) and can only catch up from a newer one.
+                lead = self.leader()
+                if lead is not None:
+                    self.do(("compact", lead))
 
     def _has_applied(self, nid: int, idx: int, data: bytes) -> bool:
         rec = self.checker.applied_entries().get(idx)

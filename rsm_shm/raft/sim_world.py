@@ -78,8 +78,8 @@ class Network:
     """In-flight messages (as bytes) and the current cuts.
 
     A message across a cut is dropped when sent and when (if it was in flight when the
-    cut appeared) it would be delivered.  Messages to a crashed node are dropped on
-    delivery.
+    cut appeared) it would be delivered.  The simulator drops the messages to a node
+    when it crashes (and any that reach a node while it is down).
     """
 
     queue: List[InFlight] = field(default_factory=list)

@@ -110,12 +110,14 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         return HardState(self.term, self.vote, self.raft_log.committed)
 
     def load_state(self, hs: HardState) -> None:
-        if hs.commit < self.raft_log.committed or hs.commit > self.raft_log.last_index():
+        if hs.commit > self.raft_log.last_index():
             raise ValueError(
-                f"hard state commit {hs.commit} is out of range "
-                f"[{self.raft_log.committed}, {self.raft_log.last_index()}]: storage is corrupt"
+                f"hard state commit {hs.commit} is past the last index {self.raft_log.last_index()}: "
+                "the log was truncated or lost after the hard state was persisted"
             )
-        self.raft_log.committed = hs.commit
+        # A commit below the snapshot index (hard state persisted before a snapshot
+        # was installed) is raised to it: a snapshot only holds committed entries.
+        self.raft_log.committed = max(hs.commit, self.raft_log.committed)
         self.term = hs.term
         self.vote = hs.vote
 

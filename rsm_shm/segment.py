@@ -256,6 +256,8 @@ class Segment:
         self._mmap: Optional[mmap.mmap] = None
         self._buf = None
         self._closed = True
+        self._use_lock = threading.Lock()
+        self._inflight = 0
         if create not in (None, True, False):
             raise TypeError(f"create must be None, True or False, not {create!r}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
@@ -420,11 +422,33 @@ class Segment:
 
     # -- lifetime ----------------------------------------------------------------------
 
+    def begin_use(self) -> None:
+        """Pin the mapping for a blocking call (C holds raw pointers into it meanwhile)."""
+        with self._use_lock:
+            if self._closed:
+                raise ValueError(f"rsm_shm segment {self.name!r} is closed")
+            self._inflight += 1
+
+    def end_use(self) -> None:
+        with self._use_lock:
+            self._inflight -= 1
+            unmap = self._closed and self._inflight == 0
+        if unmap:
+            self._unmap()
+
     def close(self) -> None:
-        """Unmap the segment in this process (idempotent).  The segment itself remains."""
-        if self._closed and self._mmap is None:
-            return
-        self._closed = True
+        """Unmap the segment in this process (idempotent).  The segment itself remains.
+
+        Threads of this process blocked in the object notice within a slice (~50 ms) and
+        raise ValueError; the mapping goes away when the last of them has left.
+        """
+        with self._use_lock:
+            self._closed = True
+            if self._inflight:
+                return
+        self._unmap()
+
+    def _unmap(self) -> None:
         if self._buf is not None:
             ffi.release(self._buf)
             self._buf = None

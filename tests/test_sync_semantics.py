@@ -281,7 +281,8 @@ def test_gate(make):
     _until(lambda: g.pending == 3)
     g.open()
     _until(lambda: len(out) == 2)
-    assert not g.is_open() and g.entries == 2 and g.pending == 1
+    _until(lambda: g.pending == 1)  # the third, woken by open(), found it closed and waits again
+    assert not g.is_open() and g.entries == 2
     g.open()
     for t in ts:
         t.join(30)
@@ -397,3 +398,28 @@ def _run(fn):
     if kind == "err":
         raise v
     return v
+
+
+def test_close_while_another_thread_waits(shm_name):
+    """close() must never unmap under a blocked C call: the waiter gets ValueError instead."""
+    lk = rsm_shm.Lock(shm_name(), create=True)
+    holder = rsm_shm.Lock(lk.name, create=False)
+    holder.acquire()
+    waiter = rsm_shm.Lock(lk.name, create=False)
+    errors = []
+
+    def wait():
+        try:
+            waiter.acquire(timeout=30)
+        except ValueError as e:
+            errors.append(e)
+
+    t = _start(wait)
+    _until(lambda: lk.pending == 1)
+    waiter.close()
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1 and "closed" in str(errors[0])
+    holder.release()
+    for x in (lk, holder):
+        x.close()
+    lk.unlink()

@@ -5,6 +5,20 @@ the style of etcd's raft: drive a :class:`~rsm_shm.raft.core.RawNode` with ``tic
 ``step()``, ``propose()``..., and act on its :class:`~rsm_shm.raft.types.Ready`.
 ``types``, ``codec`` and ``storage`` hold its values, wire format and storage interface.
 
+Modules of the core (standard library only; no I/O, clocks or threads):
+
+``types``        messages, entries, hard/soft state, ConfState, Snapshot, Ready
+``codec``        versioned binary wire format (never pickle), DecodeError
+``storage``      the Storage interface and its error contract; MemoryStorage
+``core``         RawNode (the entry point), Config, Status, errors
+``machine``      the Raft automaton: roles, ticks, message dispatch
+``election``     timeouts, pre-vote, campaigns, votes, leader stickiness
+``replication``  AppendEntries, heartbeats, chunked InstallSnapshot
+``membership``   conf changes (joint consensus, learners), snapshot install, transfer
+``readonly``     ReadIndex and lease-based reads
+``log``          the Raft log over unstable entries and Storage
+``tracker``, ``quorum``, ``confchange``   progress, quorum arithmetic, config changes
+
 Names are re-exported lazily so that ``import rsm_shm.raft`` stays cheap.
 """
 

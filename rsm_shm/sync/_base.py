@@ -85,21 +85,28 @@ def run_blocking(
     deadline: int,
     queue=None,
     on_slice: Optional[Callable[[Any], Optional[int]]] = None,
+    seg: Optional[Segment] = None,
 ) -> int:
     """Call ``step(waiter, deadline)`` until it returns something other than RSM_SLICE.
 
     ``on_slice(waiter)`` runs between slices (policy: owner death); returning a status
     ends the loop with it.  ``queue`` (an rsm_waitq pointer) gets dead waiters reaped now
     and then.  On any exception (KeyboardInterrupt) ``abandon(waiter)`` leaves the queue.
+    ``seg`` is pinned meanwhile, so close() from another thread cannot unmap under C;
+    that waiter raises ValueError at its next slice instead.
     """
     w = new_waiter()
     slices = 0
+    if seg is not None:
+        seg.begin_use()
     try:
         while True:
             r = step(w, deadline)
             if r != lib.RSM_SLICE:
                 return r
             slices += 1
+            if seg is not None and seg.closed:
+                raise ValueError(f"rsm_shm object {seg.name!r} was closed while this thread waited on it")
             if queue is not None and slices % REAP_EVERY_SLICES == 0:
                 lib.rsm_wq_reap(queue)
             if on_slice is not None:
@@ -109,6 +116,9 @@ def run_blocking(
     except BaseException:
         abandon(w)
         raise
+    finally:
+        if seg is not None:
+            seg.end_use()
 
 
 def owner_is_dead(tid: int) -> bool:

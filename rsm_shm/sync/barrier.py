@@ -77,7 +77,7 @@ class Barrier(SharedObject):
         self._timeout = timeout
 
     def _cond_wait(self, timeout: Optional[float]) -> bool:
-        return wait_on(self._q, self._lock, timeout, self._lock._is_owned)
+        return wait_on(self._q, self._lock, timeout, self._lock._is_owned, self._seg)
 
     def _notify_all(self) -> None:
         lib.rsm_wq_notify(self._q, 0x7FFFFFFF, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)

@@ -24,10 +24,18 @@ def _align64(n: int) -> int:
     return (n + 63) & ~63
 
 
-def wait_on(q, lock, timeout: Optional[float], owner_check: Callable[[], bool]) -> bool:
+def wait_on(q, lock, timeout: Optional[float], owner_check: Callable[[], bool], seg) -> bool:
     """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too)."""
     if not owner_check():
         raise RuntimeError("cannot wait on un-acquired lock")
+    seg.begin_use()
+    try:
+        return _wait_on(q, lock, timeout, seg)
+    finally:
+        seg.end_use()
+
+
+def _wait_on(q, lock, timeout: Optional[float], seg) -> bool:
     deadline = _base.deadline_from_timeout(timeout)
     w = _base.new_waiter()
     lib.rsm_wq_enqueue(q, w, 0)  # before releasing the lock: notify() cannot miss us
@@ -48,6 +56,8 @@ def wait_on(q, lock, timeout: Optional[float], owner_check: Callable[[], bool]) 
                 break
             if r != lib.RSM_SLICE:
                 raise RuntimeError(f"internal error {r} in Condition.wait")
+            if seg.closed:
+                raise ValueError(f"rsm_shm object {seg.name!r} was closed while this thread waited on it")
             slices += 1
             if slices % _base.REAP_EVERY_SLICES == 0:
                 lib.rsm_wq_reap(q)
@@ -135,7 +145,7 @@ class Condition(SharedObject):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         self._check_open()
-        return wait_on(self._q, self._lock, timeout, self._lock._is_owned)
+        return wait_on(self._q, self._lock, timeout, self._lock._is_owned, self._seg)
 
     def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
         """Wait until ``predicate()`` is true; returns its last value (falsy on timeout)."""

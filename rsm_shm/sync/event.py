@@ -60,7 +60,7 @@ class _EventBase(SharedObject):
         self._check_open()
         ptr = self._ptr
         r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline_from_timeout(timeout),
-                               queue=ffi.addressof(ptr, "wq"), on_slice=on_slice)
+                               queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
         if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
             return r == lib.RSM_OK
         raise RuntimeError(f"{self!r}: internal error {r}")

@@ -232,7 +232,7 @@ class Lock(FastLock, _LockCommon):
             lambda w, d: lib.rsm_lock_acquire(ptr, w, d),
             lambda w: lib.rsm_lock_abandon(ptr, w),
             deadline,
-            queue=ffi.addressof(ptr, "wq"),
+            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
             on_slice=self._on_slice,
         )
         return self._acquired(r, lambda: lib.rsm_lock_release(ptr, 0))
@@ -293,7 +293,7 @@ class RLock(_LockCommon):
                 lambda w, d: lib.rsm_rlock_acquire(ptr, w, d),
                 lambda w: lib.rsm_lock_abandon(ptr, w),
                 deadline,
-                queue=ffi.addressof(ptr, "wq"),
+                queue=ffi.addressof(ptr, "wq"), seg=self._seg,
                 on_slice=self._on_slice,
             )
         if r == lib.RSM_OVERFLOW:

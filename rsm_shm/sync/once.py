@@ -85,7 +85,7 @@ class Once(SharedObject):
             lambda w, d: lib.rsm_once_begin(ptr, w, d, run),
             lambda w: lib.rsm_wq_cancel(ffi.addressof(ptr, "wq"), w),
             _base.deadline_from_timeout(timeout),
-            queue=ffi.addressof(ptr, "wq"),
+            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
             on_slice=self._on_slice,
         )
         if r == lib.RSM_TIMEOUT:

@@ -94,7 +94,7 @@ class RWLock(SharedObject):
             return None
 
         return _base.run_blocking(step, lambda w: lib.rsm_rwlock_abandon(ptr, w), deadline,
-                                  queue=ffi.addressof(ptr, "wq"), on_slice=on_slice)
+                                  queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
 
     def acquire_read(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._check_open()

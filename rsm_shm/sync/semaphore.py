@@ -78,7 +78,7 @@ class _SemaphoreBase(SharedObject):
             lambda w, d: lib.rsm_sem_acquire(ptr, w, d),
             lambda w: lib.rsm_sem_abandon(ptr, w),
             deadline,
-            queue=ffi.addressof(ptr, "wq"),
+            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
         )
         if r == lib.RSM_OK:
             return True

@@ -1,0 +1,251 @@
+"""The automaton's shared status block: modes, exit kinds and the record the CLI shows.
+
+The block is one ``rsm_automaton`` (csrc/automaton.h, described there field by field) in
+a segment of kind AUTOMATON.  This module owns every read and write of it; the rest of
+the package goes through :class:`StatusBlock`.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import _proc
+from .._native import ffi, lib
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
+
+__all__ = ["Mode", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX", "ERROR_TEXT_MAX"]
+
+STATE_TEXT_MAX = lib.RSM_FSM_STATE_TEXT_MAX
+ERROR_TEXT_MAX = lib.RSM_FSM_ERROR_TEXT_MAX
+MODE_MASK = lib.RSM_FSM_MODE_MASK
+RESTART_PENDING = lib.RSM_FSM_RESTART_PENDING
+#: Header parameter slots of an AUTOMATON segment.
+PARAM_INBOX_CAPACITY = 0
+NPARAMS = 1
+
+
+class Mode(enum.IntEnum):
+    """Where an automaton is in its life (the mode word, RSM_FSM_* in csrc/automaton.h).
+
+    IDLE -> RUNNING -> SIGNALED -> DRAINING -> DEAD; IDLE -> SIGNALED when drained before it
+    started; any mode -> DEAD when a handler raises or the host process dies.
+    """
+
+    IDLE = lib.RSM_FSM_IDLE
+    RUNNING = lib.RSM_FSM_RUNNING
+    SIGNALED = lib.RSM_FSM_SIGNALED
+    DRAINING = lib.RSM_FSM_DRAINING
+    DEAD = lib.RSM_FSM_DEAD
+
+    @property
+    def accepts_commands(self) -> bool:
+        """True in the modes where post() is accepted (IDLE, RUNNING)."""
+        return self in (Mode.IDLE, Mode.RUNNING)
+
+
+class ExitKind(enum.IntEnum):
+    """How the last incarnation ended."""
+
+    NONE = lib.RSM_FSM_EXIT_NONE      # not ended
+    CLEAN = lib.RSM_FSM_EXIT_CLEAN    # drained, EXIT delivered
+    ERROR = lib.RSM_FSM_EXIT_ERROR    # a handler raised
+    KILLED = lib.RSM_FSM_EXIT_KILLED  # the host process died (SIGKILL, crash)
+
+
+class HostKind(enum.IntEnum):
+    NONE = lib.RSM_FSM_HOST_NONE
+    THREAD = lib.RSM_FSM_HOST_THREAD
+    PROCESS = lib.RSM_FSM_HOST_PROCESS
+
+
+@dataclass(frozen=True)
+class AutomatonStatistics:
+    """A snapshot of an automaton's status block (what ``rsm-shm inspect`` shows).
+
+    ``state`` is ``repr()`` of the handler's current state, truncated to STATE_TEXT_MAX
+    bytes; ``error`` is the text (a traceback) that ended it, empty if none.
+    ``inbox_depth`` is -1 when the inbox ring cannot be opened (removed, or being replaced).
+    """
+
+    name: str
+    mode: Mode
+    restart_pending: bool
+    exit_kind: ExitKind
+    host: HostKind
+    host_pid: int
+    host_alive: bool
+    generation: int
+    restarts: int
+    supervisor_pid: int
+    commands: int
+    transitions: int
+    dropped: int
+    inbox_depth: int
+    inbox_capacity: int
+    state: str
+    error: str
+    started: float  # seconds since the epoch, 0.0 if never started
+    ended: float    # seconds since the epoch, 0.0 while running
+
+    def __str__(self) -> str:
+        s = self.mode.name
+        if self.restart_pending:
+            s += " (restart pending)"
+        if self.mode is Mode.DEAD and self.exit_kind is not ExitKind.NONE:
+            s += f" ({self.exit_kind.name.lower()})"
+        s += f", state {self.state}, inbox {self.inbox_depth}/{self.inbox_capacity}, {self.commands} commands"
+        if self.host is not HostKind.NONE:
+            s += f", {self.host.name.lower()} host pid {self.host_pid}"
+        if self.restarts:
+            s += f", {self.restarts} restarts"
+        if self.dropped:
+            s += f", {self.dropped} dropped"
+        return s
+
+
+def _body_size(header: SegmentHeader) -> int:
+    return ffi.sizeof("rsm_automaton")
+
+
+def _check(header: SegmentHeader) -> None:
+    if len(header.params) < NPARAMS or header.params[PARAM_INBOX_CAPACITY] < 1:
+        raise SegmentError(f"automaton segment {header.name!r} has no valid inbox capacity")
+
+
+def _clamped_text(buf, length: int, size: int) -> str:
+    # The writer may have died mid-write: clamp, and decode leniently.
+    n = max(0, min(int(length), size))
+    return bytes(ffi.buffer(buf, n)).decode("utf-8", "replace")
+
+
+def _encode_text(text: str, size: int) -> bytes:
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= size:
+        return raw
+    # Keep the end of a long traceback (the exception itself) and mark the cut.
+    marker = b"...[truncated]...\n"
+    tail = raw[-(size - len(marker)):]
+    return marker + tail.decode("utf-8", "ignore").encode("utf-8")
+
+
+class StatusBlock:
+    """One mapped automaton status block (create or attach by name)."""
+
+    def __init__(self, name: Optional[str], *, create: Optional[bool], mode: int, inbox_capacity: int) -> None:
+        def init(seg: Segment) -> None:
+            p = seg.body("rsm_automaton *")
+            ffi.memmove(p, b"\0" * ffi.sizeof("rsm_automaton"), ffi.sizeof("rsm_automaton"))
+            p.mode = lib.RSM_FSM_IDLE
+
+        self.seg = Segment(name, Kind.AUTOMATON, ffi.sizeof("rsm_automaton"), create=create, mode=mode,
+                           params=(inbox_capacity,), init=init, check=_check, body_size_of=_body_size)
+        self.p = self.seg.body("rsm_automaton *")
+        self.inbox_capacity = int(self.seg.header.params[PARAM_INBOX_CAPACITY])
+
+    @property
+    def name(self) -> str:
+        return self.seg.name
+
+    # -- the mode word -------------------------------------------------------------------
+
+    def word(self) -> int:
+        return lib.rsm_fsm_load(self.p)
+
+    def mode(self) -> Mode:
+        return Mode(lib.rsm_fsm_load(self.p) & MODE_MASK)
+
+    def cas(self, expected: int, desired: int) -> bool:
+        return bool(lib.rsm_fsm_cas(self.p, expected, desired))
+
+    def wait_change(self, seen: int, deadline_ns: int) -> int:
+        """One slice of waiting for the word to leave ``seen``: RSM_OK, RSM_TIMEOUT or RSM_SLICE."""
+        return lib.rsm_fsm_wait(self.p, seen, deadline_ns)
+
+    # -- fields --------------------------------------------------------------------------
+
+    def set_host(self, kind: HostKind, pid: int, tid: int = 0) -> None:
+        p = self.p
+        p.host_kind = int(kind)
+        p.host_pid = pid
+        p.host_tid = tid
+        p.host_start = _proc.start_time(pid) if pid else 0
+
+    def begin_incarnation(self) -> None:
+        """The host is starting: clear what the previous incarnation left."""
+        p = self.p
+        p.exit_kind = lib.RSM_FSM_EXIT_NONE
+        p.started_ns = time.time_ns()
+        p.ended_ns = 0
+
+    def host_alive(self) -> bool:
+        """False only if the recorded host process is known to be gone (pid reuse guarded)."""
+        p = self.p
+        if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
+            return True
+        return _proc.process_alive(p.host_pid, p.host_start)
+
+    def host_maybe_alive(self) -> bool:
+        """A cheap liveness hint (one kill(pid, 0)); a zombie still counts as alive."""
+        p = self.p
+        if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
+            return True
+        return bool(lib.rsm_pid_alive(p.host_pid))
+
+    def supervisor_alive(self) -> bool:
+        p = self.p
+        return p.supervisor_pid > 0 and _proc.process_alive(p.supervisor_pid, p.supervisor_start)
+
+    def set_supervisor(self, pid: int) -> None:
+        self.p.supervisor_start = _proc.start_time(pid) if pid else 0
+        self.p.supervisor_pid = pid
+
+    def set_state_text(self, text: str) -> None:
+        raw = _encode_text(text, STATE_TEXT_MAX)
+        p = self.p
+        p.state_len = 0  # a reader racing the copy sees an empty text, not a torn one
+        ffi.memmove(p.state_text, raw, len(raw))
+        p.state_len = len(raw)
+
+    def state_text(self) -> str:
+        return _clamped_text(self.p.state_text, self.p.state_len, STATE_TEXT_MAX)
+
+    def set_error(self, kind: ExitKind, text: str) -> None:
+        """Record how this incarnation ended; publish it with a CAS to DEAD afterwards."""
+        raw = _encode_text(text, ERROR_TEXT_MAX)
+        p = self.p
+        p.error_len = 0
+        ffi.memmove(p.error_text, raw, len(raw))
+        p.error_len = len(raw)
+        p.exit_kind = int(kind)
+        p.ended_ns = time.time_ns()
+
+    def error_text(self) -> str:
+        return _clamped_text(self.p.error_text, self.p.error_len, ERROR_TEXT_MAX)
+
+    def exit_kind(self) -> ExitKind:
+        try:
+            return ExitKind(self.p.exit_kind)
+        except ValueError:
+            return ExitKind.KILLED  # hostile or torn memory: report the worst, never crash
+
+    def statistics(self, inbox_depth: int) -> AutomatonStatistics:
+        p = self.p
+        w = self.word()
+        try:
+            host = HostKind(p.host_kind)
+        except ValueError:
+            host = HostKind.NONE
+        return AutomatonStatistics(
+            name=self.name, mode=Mode(w & MODE_MASK), restart_pending=bool(w & RESTART_PENDING),
+            exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=self.host_alive(),
+            generation=p.generation, restarts=p.restarts, supervisor_pid=p.supervisor_pid,
+            commands=p.commands, transitions=p.transitions, dropped=p.dropped, inbox_depth=inbox_depth,
+            inbox_capacity=self.inbox_capacity, state=self.state_text(), error=self.error_text(),
+            started=p.started_ns / 1e9, ended=p.ended_ns / 1e9,
+        )
+
+    def close(self) -> None:
+        self.p = None
+        self.seg.close()

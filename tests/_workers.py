@@ -7,11 +7,20 @@ import time
 import rsm_shm
 
 
-def lock_increments(kind: str, lock_name: str, counter_name: str, n: int) -> None:
+def start_together(gate_name: str | None) -> None:
+    """Block until the test opens the start gate, so every worker contends from the first op."""
+    if gate_name:
+        gate = rsm_shm.Gate(gate_name, create=False)
+        assert gate.wait(60)
+        gate.close()
+
+
+def lock_increments(kind: str, lock_name: str, counter_name: str, n: int, gate_name: str | None = None) -> None:
     """n lock-protected read-modify-write increments of a counter kept in another lock's tag."""
     cls = {"lock": rsm_shm.Lock, "rlock": rsm_shm.RLock}[kind]
     lk = cls(lock_name, create=False)
     counter = rsm_shm.Lock(counter_name, create=False)  # used only as shared storage (its tag)
+    start_together(gate_name)
     for _ in range(n):
         with lk:
             counter.tag = counter.tag + 1

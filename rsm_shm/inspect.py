@@ -44,6 +44,7 @@ import psutil
 from . import _proc
 from ._native import lib
 from .segment import HEADER_SIZE, LAYOUT_VERSION, MAGIC, PREFIX, SHM_DIR, Kind, SegmentError, SegmentHeader, read_header
+from .segment import _decode_header  # the same validation read_header applies, on bytes already read
 
 __all__ = [
     "SCHEMA_VERSION", "Status", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
@@ -60,7 +61,7 @@ CORRUPT_GRACE_S = 60.0
 
 _MAPS_MARKER = b" " + SHM_DIR.encode() + b"/"
 _DELETED_SUFFIX = b" (deleted)"
-_MAGIC_VERSION = 6  # bytes holding magic (u32) and layout version (u16) at the header's start
+_UNBOUNDED_SIZE = 1 << 62  # a file size no header can exceed
 _INIT_NAMES = {lib.RSM_INIT_BUILDING: "building", lib.RSM_INIT_READY: "ready", lib.RSM_INIT_FAILED: "failed"}
 _SLOT_PHASES = {
     lib.RSM_SLOT_FREE: "free", lib.RSM_SLOT_CLAIMED: "claimed", lib.RSM_SLOT_WAITING: "waiting",
@@ -332,25 +333,31 @@ def _header_dict(h: SegmentHeader) -> dict:
     }
 
 
-def _classify_invalid(path: str, size: int) -> Status:
-    """Why a header failed validation, from its first bytes (never trusted beyond that)."""
+def _classify_invalid(name: str, path: str, size: int) -> Status:
+    """Why a header failed validation, from its first HEADER_SIZE bytes (never trusted)."""
     if size < HEADER_SIZE:
         return Status.TRUNCATED
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            raw = os.pread(fd, _MAGIC_VERSION, 0)
+            raw = os.pread(fd, HEADER_SIZE, 0)
         finally:
             os.close(fd)
     except OSError:
         return Status.CORRUPT
-    if len(raw) < _MAGIC_VERSION:
+    if len(raw) < HEADER_SIZE:
         return Status.TRUNCATED
     magic = int.from_bytes(raw[:4], "little")
     version = int.from_bytes(raw[4:6], "little")
     if magic == MAGIC and version != LAYOUT_VERSION:
         return Status.UNKNOWN_VERSION
-    return Status.CORRUPT
+    # A header that validates (checksum included) against an unbounded file size failed
+    # only because the file is shorter than it says.
+    try:
+        _decode_header(name, raw, _UNBOUNDED_SIZE, check_ready=False)
+    except SegmentError:
+        return Status.CORRUPT
+    return Status.TRUNCATED
 
 
 def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs: ProcessIndex) -> dict:
@@ -409,7 +416,7 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
         rec.update(status=Status.UNREADABLE.value, problem=f"cannot read it: {e.strerror}")
         return rec
     except (SegmentError, ValueError, OSError) as e:  # ValueError: a name we would never create
-        status = _classify_invalid(path, st.st_size) if isinstance(e, SegmentError) else Status.CORRUPT
+        status = _classify_invalid(name, path, st.st_size) if isinstance(e, SegmentError) else Status.CORRUPT
         if isinstance(e, OSError) and e.errno == errno.ENOENT:
             return None
         rec.update(status=status.value, problem=str(e))

@@ -170,6 +170,18 @@ def human_age(seconds: Optional[float]) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
+_MAX_STATE_CHARS = 160
+
+
+def printable(text: str, limit: Optional[int] = None) -> str:
+    """Text from shared memory made safe for a terminal: control characters (an escape
+    sequence planted by a hostile or buggy writer) are shown escaped, and long text cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if limit is not None and len(out) > limit:
+        out = out[: limit - 3] + "..."
+    return out
+
+
 def _creator_cell(rec: dict) -> str:
     c = rec.get("creator")
     if not c:
@@ -192,8 +204,8 @@ def _state_cell(rec: dict) -> str:
     if status == insp.Status.FOREIGN.value:
         return "foreign (not decoded)"
     if status in (insp.Status.OK.value, insp.Status.BUILDING.value, insp.Status.FAILED.value):
-        return rec.get("state") or "-"
-    return f"{status.upper()}: {rec.get('problem') or ''}".rstrip(": ")
+        return printable(rec.get("state") or "-", _MAX_STATE_CHARS)
+    return printable(f"{status.upper()}: {rec.get('problem') or ''}".rstrip(": "), _MAX_STATE_CHARS)
 
 
 def render_table(records: Sequence[dict]) -> str:
@@ -202,7 +214,7 @@ def render_table(records: Sequence[dict]) -> str:
     rows = [header]
     for r in records:
         kind = "foreign" if r.get("foreign") else (r.get("kind") or "?")
-        rows.append((r["name"], kind, human_size(r.get("size")), _creator_cell(r), _attached_cell(r),
+        rows.append((printable(r["name"]), kind, human_size(r.get("size")), _creator_cell(r), _attached_cell(r),
                      human_age(r.get("age")), _state_cell(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
@@ -237,15 +249,15 @@ def _detail_lines(detail: dict, indent: str = "  ") -> list[str]:
         else:
             if key == "tag" and isinstance(value, int):
                 value = f"{value} ({value:#x})"
-            out.append(f"{indent}{key}: {'-' if value is None else value}")
+            out.append(f"{indent}{key}: {'-' if value is None else printable(str(value))}")
     return out
 
 
 def render_inspect(rec: dict) -> str:
     lines = [
-        f"name:       {rec['name']}",
-        f"path:       {rec['path']}",
-        f"status:     {rec['status']}" + (f" -- {rec['problem']}" if rec.get("problem") else ""),
+        f"name:       {printable(rec['name'])}",
+        f"path:       {printable(rec['path'])}",
+        f"status:     {rec['status']}" + (f" -- {printable(rec['problem'])}" if rec.get("problem") else ""),
         f"kind:       {'foreign (not decoded)' if rec['foreign'] else rec.get('kind') or '?'}",
         f"size:       {human_size(rec.get('size'))} ({rec.get('size')} bytes, mode {rec.get('mode')}, "
         f"uid {rec.get('uid')})",
@@ -256,16 +268,16 @@ def render_inspect(rec: dict) -> str:
     if c:
         lines.append(f"creator:    pid {c['pid']} ({'alive' if c['alive'] else 'dead'}; start time {c['start']})")
     attached = rec.get("attached") or []
-    lines.append("attached:   " + (", ".join(f"{a['pid']} ({a['name']})" for a in attached) or "none"))
+    lines.append("attached:   " + (", ".join(f"{a['pid']} ({printable(a['name'])})" for a in attached) or "none"))
     if rec.get("unverified"):
         lines.append("unverified: could not read the maps of " + ", ".join(
-            f"{u['pid']} ({u['name']})" for u in rec["unverified"]))
+            f"{u['pid']} ({printable(u['name'])})" for u in rec["unverified"]))
     h = rec.get("header")
     if h:
         lines.append(f"header:     layout v{h['version']}, {h['initialized']}, body {h['body_size']} bytes, "
                      f"params {h['params']}, flags {h['flags']:#x}"
-                     + (", anonymous" if h["anonymous"] else "") + (f", ref {h['ref_name']}" if h["ref_name"] else ""))
-    lines.append(f"state:      {rec.get('state') or '-'}")
+                     + (", anonymous" if h["anonymous"] else "") + (f", ref {printable(h['ref_name'])}" if h["ref_name"] else ""))
+    lines.append(f"state:      {printable(rec.get('state') or '-')}")
     if rec.get("detail"):
         lines.append("detail:")
         lines.extend(_detail_lines(rec["detail"]))
@@ -394,9 +406,9 @@ def cmd_gc(args) -> int:
     if args.json:
         _emit_json(_doc("gc", procs, dry_run=args.dry_run, results=results))
     else:
-        width = max((len(r["name"]) for r in results), default=0)
+        width = max((len(printable(r["name"])) for r in results), default=0)
         for r in results:
-            print(f"{r['action']:<12}  {r['name']:<{width}}  {r['reason']}")
+            print(f"{r['action']:<12}  {printable(r['name']):<{width}}  {printable(r['reason'])}")
         counts = {a: sum(1 for r in results if r["action"] == a) for a in ("removed", "would-remove", "kept", "failed")}
         print(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "no rsm_shm segments")
     if any(r["action"] == "failed" for r in results):

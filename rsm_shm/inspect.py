@@ -201,7 +201,11 @@ def register(kind: Kind, attach: Callable[[str], Any], decode: Callable[[Any, Se
 def _plain(value: Any) -> Any:
     """A statistics record (frozen dataclass, possibly nested) as JSON-ready data."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, enum.IntEnum):
+        return value.name.lower()  # modes and kinds read better by name than by number
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):
@@ -288,6 +292,39 @@ for _kind, _cls in [(Kind.LOCK, "Lock"), (Kind.RLOCK, "RLock"), (Kind.SEMAPHORE,
     register(_kind, _attach_with(_cls), _stats_and_queue)
 register(Kind.CONDITION, _attach_with("Condition"), _decode_condition)
 register(Kind.BARRIER, _attach_with("Barrier"), _decode_barrier)
+
+
+# Kinds whose modules are younger than this one are registered on first use, and only if
+# their module imports: a half-finished module elsewhere must not break ``rsm-shm ls``.
+_LAZY_TRIED: set[Kind] = set()
+
+
+def _register_automaton() -> None:
+    from .fsm._status import StatusBlock
+
+    def attach(name: str):
+        # inbox_capacity only matters when creating; create=False never does.
+        return StatusBlock(name, create=False, mode=0o600, inbox_capacity=1)
+
+    def decode(block, header: SegmentHeader) -> dict:
+        # The inbox ring's depth needs the ring module; -1 means unknown (as fsm documents).
+        return _plain(block.statistics(-1))
+
+    register(Kind.AUTOMATON, attach, decode, lambda block, detail: str(block.statistics(-1)))
+
+
+_LAZY = {Kind.AUTOMATON: _register_automaton}
+
+
+def decoder_for(kind: Kind) -> Optional[KindDecoder]:
+    """The decoder of a kind, registering a lazily imported one on first use; None if none."""
+    if kind not in DECODERS and kind in _LAZY and kind not in _LAZY_TRIED:
+        _LAZY_TRIED.add(kind)
+        try:
+            _LAZY[kind]()
+        except Exception:  # ImportError, or an API that moved: list such segments undecoded
+            pass
+    return DECODERS.get(kind)
 
 
 # -- records ------------------------------------------------------------------------------
@@ -435,23 +472,27 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
         what = _INIT_NAMES.get(header.initialized, f"in unknown state {header.initialized}")
         rec.update(status=Status.FAILED.value, state=f"creation {what}")
         return rec
-    decoder = DECODERS.get(header.kind)
+    decoder = decoder_for(header.kind)
     if decoder is None:
         rec["state"] = f"no decoder for {kind_label(header.kind)} in this rsm_shm"
         return rec
-    if decode:
-        _decode_into(rec, name, header, decoder)
+    if decode and not _decode_into(rec, name, header, decoder):
+        return None
     return rec
 
 
-def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecoder) -> None:
+def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecoder) -> bool:
+    """Attach, decode, close.  False if the segment vanished meanwhile (drop the record)."""
     obj = None
     try:
         obj = decoder.attach(name)
         detail = decoder.decode(obj, header)
         rec.update(detail=detail, state=decoder.phrase(obj, detail))
     except FileNotFoundError as e:
-        rec.update(status=Status.UNDECODABLE.value, problem=f"vanished or missing a part: {e}")
+        if not os.path.exists(rec["path"]):
+            return False
+        # e.g. a Condition whose external lock segment was removed
+        rec.update(status=Status.UNDECODABLE.value, problem=f"a part is missing: {e}")
     except Exception as e:  # a hostile body must never crash the command
         rec.update(status=Status.UNDECODABLE.value, problem=f"{type(e).__name__}: {e}")
     finally:
@@ -460,6 +501,7 @@ def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecod
                 obj.close()
             except Exception:
                 pass
+    return True
 
 
 def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, names: Optional[list[str]] = None,

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..segment import PREFIX, SHM_DIR
 
-__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "RingClosed"]
+__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "unlink_generation", "release", "ring_closed_errors"]
 
 
 def _ring_module():
@@ -54,4 +54,21 @@ def remove_inboxes(name: str) -> int:
     return n
 
 
-RingClosed = None  # resolved lazily through ring_closed_errors()
+def unlink_generation(name: str, generation: int) -> None:
+    """Unlink one generation's ring (idempotent)."""
+    try:
+        os.unlink(os.path.join(SHM_DIR, PREFIX + inbox_name(name, generation)))
+    except FileNotFoundError:
+        pass
+
+
+def release(ring) -> None:
+    """Unmap a ring handle in this process without closing the ring for its other users."""
+    for method in ("release", "detach", "unmap"):
+        f = getattr(ring, method, None)
+        if callable(f):
+            f()
+            return
+    seg = getattr(ring, "_seg", None)
+    if seg is not None:
+        seg.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import _proc
 from .._native import ffi, lib
@@ -133,11 +133,17 @@ def _encode_text(text: str, size: int) -> bytes:
 class StatusBlock:
     """One mapped automaton status block (create or attach by name)."""
 
-    def __init__(self, name: Optional[str], *, create: Optional[bool], mode: int, inbox_capacity: int) -> None:
+    def __init__(self, name: Optional[str], *, create: Optional[bool], mode: int, inbox_capacity: int,
+                 on_create: Optional[Callable[[str, int], None]] = None) -> None:
+        """``on_create(name, inbox_capacity)`` runs when this call creates the block, before
+        any other process can attach to it (it creates the first inbox)."""
+
         def init(seg: Segment) -> None:
             p = seg.body("rsm_automaton *")
             ffi.memmove(p, b"\0" * ffi.sizeof("rsm_automaton"), ffi.sizeof("rsm_automaton"))
             p.mode = lib.RSM_FSM_IDLE
+            if on_create is not None:
+                on_create(seg.name, inbox_capacity)
 
         self.seg = Segment(name, Kind.AUTOMATON, ffi.sizeof("rsm_automaton"), create=create, mode=mode,
                            params=(inbox_capacity,), init=init, check=_check, body_size_of=_body_size)
@@ -180,18 +186,13 @@ class StatusBlock:
         p.ended_ns = 0
 
     def host_alive(self) -> bool:
-        """False only if the recorded host process is known to be gone (pid reuse guarded)."""
+        """False only if the recorded host process is known to be gone: it does not exist,
+        is a zombie, or its pid was reused (start time differs).  Thread hosts count as
+        alive while their process does."""
         p = self.p
-        if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
+        if p.host_kind == lib.RSM_FSM_HOST_NONE or p.host_pid <= 0:
             return True
         return _proc.process_alive(p.host_pid, p.host_start)
-
-    def host_maybe_alive(self) -> bool:
-        """A cheap liveness hint (one kill(pid, 0)); a zombie still counts as alive."""
-        p = self.p
-        if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
-            return True
-        return bool(lib.rsm_pid_alive(p.host_pid))
 
     def supervisor_alive(self) -> bool:
         p = self.p

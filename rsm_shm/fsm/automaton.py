@@ -1,0 +1,646 @@
+"""Automaton: a finite-state-machine actor whose inbox and status live in shared memory.
+
+An automaton is named.  Its status block (segment ``<name>``, kind AUTOMATON) holds the
+mode word and what the CLI shows; its inbox is a Ring (``<name>.inbox.<generation>``).
+Any process can attach by name to ``post()`` commands, ``drain()`` it, ``join()`` it or
+read ``statistics()``; only a handle built with a handler can ``start()`` a host for it.
+
+Commands are bytes (``bytes``, ``bytearray`` or ``memoryview``; a handler receives
+``bytes``).  The state is any Python value: it never leaves the host, so it need not be
+picklable for a thread host; for a process host the *initial* state and the handler are
+pickled to the child (``spawn`` pickles the handler by its import path).  ``repr()`` of the
+state, truncated, is published for the CLI whenever it changes.
+
+Failure model: a handler exception ends the automaton DEAD with the traceback recorded in
+shared memory; a process host that dies without ending (SIGKILL) is declared DEAD (KILLED)
+by whoever notices first (a joiner, a poster, the supervisor).  Commands still in the inbox
+of an incarnation that died are counted in ``dropped``, never delivered.  A command whose
+``post()`` raced with the death of the host (accepted by the ring just before the death was
+noticed) is lost with it: once the death is noticed, every post fails.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Iterable, Optional, Union
+
+from .. import _proc
+from .._native import lib
+from ..sync._base import deadline_from_timeout
+from . import _inbox
+from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
+from ._status import MODE_MASK, RESTART_PENDING, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
+from .errors import AutomatonClosedError, AutomatonFailed
+
+__all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
+
+#: Inbox size when none is given (as the Ring counts it).
+DEFAULT_INBOX_CAPACITY = 1 << 16
+#: Commands taken from the inbox per ring call.
+BATCH = 64
+#: How often an idle host looks at its mode word even without a ring wake-up (seconds):
+#: covers a drain() whose caller died between the mode change and closing the inbox.
+IDLE_POLL = 0.1
+#: A poster checks that a process host still lives at most this often (ns).
+LIVENESS_CHECK_NS = 5_000_000
+#: Host kinds accepted by start().
+HOSTS = ("thread", "process", "subprocess")
+DEFAULT_START_METHOD = "spawn"
+
+_IDLE, _RUNNING, _SIGNALED, _DRAINING, _DEAD = (int(m) for m in Mode)
+
+_local = threading.local()
+
+
+def current() -> "Automaton":
+    """The automaton whose handler is running on this thread (to post, schedule, drain).
+
+    Raises RuntimeError outside a handler.
+    """
+    a = getattr(_local, "automaton", None)
+    if a is None:
+        raise RuntimeError("rsm_shm.fsm.current() was called outside an automaton's handler")
+    return a
+
+
+def _attach(name: str) -> "Automaton":
+    return Automaton(name, create=False)
+
+
+class Automaton:
+    """A finite-state-machine actor: ``Automaton(name=None, handler=None, state=None, *,
+    create=None, capacity=DEFAULT_INBOX_CAPACITY, mode=0o600)``.
+
+    ``create`` follows the segments' rule (None: open or create; True: must create; False:
+    must exist).  A handle opened without a handler can post, drain, join and inspect, but
+    not start.  ``name=None`` makes an anonymous automaton, removed when this process exits.
+
+    The handler is called ``handler(state, op) -> next_state`` (see ``rsm_shm.fsm._core``
+    for the opcodes and the TRANSITION rule).  Handles pickle as their name.
+    """
+
+    def __init__(self, name: Optional[str] = None, handler: Optional[Handler] = None, state: Any = None, *,
+                 create: Optional[bool] = None, capacity: int = DEFAULT_INBOX_CAPACITY, mode: int = 0o600) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"an automaton handler must be callable, not {type(handler).__name__}")
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"inbox capacity must be a positive int, not {capacity!r}")
+        self._handler = handler
+        self._initial_state = state
+        self._inbox = None
+        self._inbox_gen = -1
+        self._host: Any = None  # threading.Thread, multiprocessing.Process or subprocess.Popen
+        self._host_kind: Optional[str] = None
+        self._start_method: Optional[str] = None
+        self._daemon = True
+        self._next_liveness_check = 0
+        self._status = StatusBlock(name, create=create, mode=mode, inbox_capacity=capacity,
+                                   on_create=self._create_first_inbox)
+
+    def _create_first_inbox(self, name: str, capacity: int) -> None:
+        # Runs before the status segment is published: attachers always find generation 0.
+        _inbox.remove_inboxes(name)  # a stale ring of an earlier automaton of this name
+        ring = _inbox.open_inbox(name, 0, capacity, create=True)
+        self._inbox, self._inbox_gen = ring, 0
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._status.name
+
+    @property
+    def mode(self) -> Mode:
+        self._check_open()
+        return self._status.mode()
+
+    @property
+    def closed(self) -> bool:
+        return self._status.seg.closed
+
+    def _check_open(self) -> None:
+        if self._status.seg.closed:
+            raise ValueError(f"Automaton {self._status.seg.name!r} is closed")
+
+    def __reduce__(self):
+        return (_attach, (self.name,))
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<rsm_shm.fsm.Automaton {self._status.seg.name!r} closed>"
+        try:
+            stats: object = self.statistics()
+        except Exception as e:  # a repr must never raise
+            stats = f"unreadable: {e}"
+        return f"<rsm_shm.fsm.Automaton {self.name!r} {stats}>"
+
+    # -- the inbox -----------------------------------------------------------------------
+
+    def _current_inbox(self, create: Optional[bool] = False):
+        """The ring of the current generation (re-opened after a restart), or None if gone."""
+        gen = self._status.p.generation
+        if gen != self._inbox_gen or self._inbox is None:
+            try:
+                ring = _inbox.open_inbox(self.name, gen, self._status.inbox_capacity, create=create)
+            except FileNotFoundError:
+                return None
+            self._inbox, self._inbox_gen = ring, gen
+        return self._inbox
+
+    def _accepting_inbox(self):
+        st = self._status
+        w = st.word()
+        m = w & MODE_MASK
+        if m != _IDLE and m != _RUNNING:
+            raise AutomatonClosedError(self.name, Mode(m), self._closed_detail(w))
+        now = time.monotonic_ns()
+        if now >= self._next_liveness_check:
+            self._next_liveness_check = now + LIVENESS_CHECK_NS
+            if self._host_died():
+                self._declare_host_dead()
+                w = st.word()
+                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w))
+        ring = self._current_inbox()
+        if ring is None:
+            raise AutomatonClosedError(self.name, Mode(st.word() & MODE_MASK), "its inbox ring is gone")
+        return ring
+
+    def _closed_detail(self, w: int) -> str:
+        if w & MODE_MASK != _DEAD:
+            return ""
+        if w & RESTART_PENDING:
+            return "its supervisor is restarting it"
+        kind = self._status.exit_kind()
+        return {ExitKind.CLEAN: "it was drained", ExitKind.ERROR: "its handler raised",
+                ExitKind.KILLED: "its host process died"}.get(kind, "")
+
+    def post(self, payload: Union[bytes, bytearray, memoryview], timeout: Optional[float] = None) -> None:
+        """Queue one command (bytes) for the handler; blocks while the inbox is full.
+
+        Raises AutomatonClosedError if the automaton is draining or dead (nothing queued),
+        queue.Full if the inbox stayed full for ``timeout`` seconds, TypeError for a
+        payload that is not bytes-like.
+        """
+        self._check_open()
+        ring = self._accepting_inbox()
+        closed = _inbox.ring_closed_errors()
+        try:
+            ring.put(payload, timeout=timeout)
+        except closed:
+            # Drained or died since we looked, or restarted into a new generation: look again.
+            ring2 = self._accepting_inbox()
+            if ring2 is ring:
+                w = self._status.word()
+                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w)) from None
+            ring2.put(payload, timeout=timeout)
+
+    def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
+        """post() without blocking: queue.Full at once if the inbox is full."""
+        self._check_open()
+        ring = self._accepting_inbox()
+        try:
+            ring.put_nowait(payload)
+        except _inbox.ring_closed_errors():
+            w = self._status.word()
+            raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w)) from None
+
+    def qsize(self) -> int:
+        """Commands waiting in the inbox (-1 if the inbox cannot be opened)."""
+        self._check_open()
+        ring = self._current_inbox()
+        return -1 if ring is None else ring.qsize()
+
+    # -- timers --------------------------------------------------------------------------
+
+    def after(self, delay: float, payload: bytes, timer=None):
+        """Post ``payload`` to this automaton after ``delay`` seconds (this process's shared
+        timer unless ``timer`` is given); returns the timer handle (``.cancel()``)."""
+        from .timer import default_timer
+
+        return (timer or default_timer()).schedule(delay, self, payload)
+
+    def drain_after(self, delay: float, timer=None):
+        """drain() this automaton after ``delay`` seconds; returns the timer handle."""
+        from .timer import default_timer
+
+        return (timer or default_timer()).schedule_drain(delay, self)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop taking commands and let the automaton finish: the handler gets DRAIN, every
+        command already queued, then EXIT, and the automaton ends DEAD (clean).
+
+        Returns at once (``join()`` waits); idempotent; a no-op on a dead automaton.  Posts
+        fail with AutomatonClosedError from the moment this returns.  Drained before it
+        started, an automaton delivers START, DRAIN, the queue and EXIT when started.
+        """
+        self._check_open()
+        st = self._status
+        while True:
+            w = st.word()
+            m = w & MODE_MASK
+            if m != _IDLE and m != _RUNNING:
+                break
+            if st.cas(w, _SIGNALED):
+                break
+        if st.word() & MODE_MASK in (_SIGNALED, _DRAINING):
+            ring = self._current_inbox()
+            if ring is not None:
+                ring.close()  # producers fail at once; the host's get() wakes up
+
+    def start(self, host: str = "thread", *, start_method: Optional[str] = None, daemon: bool = True) -> "Automaton":
+        """Start a host running the handler: ``host`` is "thread" (in this process),
+        "process" (a multiprocessing child; ``start_method`` spawn (default), fork or
+        forkserver) or "subprocess" (``python -m rsm_shm.fsm._host``; the handler must be
+        importable by name).  Returns self.
+
+        Raises RuntimeError if this handle has no handler or the automaton already has a
+        host or has ended.
+        """
+        self._check_open()
+        if self._handler is None:
+            raise RuntimeError(f"automaton {self.name!r}: this handle has no handler (it was attached by name)")
+        if host not in HOSTS:
+            raise ValueError(f"host must be one of {HOSTS}, not {host!r}")
+        st = self._status
+        w = st.word()
+        if w & MODE_MASK not in (_IDLE, _SIGNALED) or st.p.host_kind != lib.RSM_FSM_HOST_NONE:
+            raise RuntimeError(f"automaton {self.name!r} was already started ({Mode(w & MODE_MASK).name})")
+        self._host_kind, self._start_method, self._daemon = host, start_method, daemon
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        """Start a host for the current generation (start() and supervisor restarts)."""
+        st = self._status
+        st.begin_incarnation()
+        name, gen = self.name, st.p.generation
+        if self._host_kind == "thread":
+            st.set_host(HostKind.THREAD, os.getpid())
+            t = threading.Thread(target=_run_host, args=(name, gen, self._handler, self._initial_state),
+                                 name=f"automaton {name}", daemon=True)
+            self._host = t
+            t.start()
+            return
+        if self._host_kind == "process":
+            ctx = multiprocessing.get_context(self._start_method or DEFAULT_START_METHOD)
+            p = ctx.Process(target=_process_main, args=(name, gen, self._handler, self._initial_state),
+                            name=f"automaton {name}", daemon=self._daemon)
+            p.start()
+        else:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(x for x in sys.path if x)
+            p = subprocess.Popen([sys.executable, "-m", "rsm_shm.fsm._host", name, str(gen)],
+                                 stdin=subprocess.PIPE, env=env)
+            try:
+                p.stdin.write(pickle.dumps((self._handler, self._initial_state)))  # type: ignore[union-attr]
+                p.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass  # the child died at once; join() reports it
+        self._host = p
+        st.set_host(HostKind.PROCESS, p.pid)
+
+    # -- death detection -----------------------------------------------------------------
+
+    def _host_died(self) -> bool:
+        """True if the current host process is gone while the mode says it should run."""
+        st = self._status
+        if st.word() & MODE_MASK == _DEAD:
+            return False
+        h = self._host
+        if isinstance(h, subprocess.Popen):
+            if h.poll() is not None:  # reaps it: a zombie child would look alive
+                return True
+        elif h is not None and not isinstance(h, threading.Thread):
+            if h.exitcode is not None:
+                return True
+        return not st.host_alive()
+
+    def _host_exit_description(self) -> str:
+        h = self._host
+        code = None
+        if isinstance(h, subprocess.Popen):
+            code = h.poll()
+        elif h is not None and not isinstance(h, threading.Thread):
+            code = h.exitcode
+        pid = self._status.p.host_pid
+        if code is None:
+            return f"host process {pid} died"
+        if code < 0:
+            import signal
+
+            try:
+                sig = signal.Signals(-code).name
+            except ValueError:
+                sig = f"signal {-code}"
+            return f"host process {pid} was killed by {sig}"
+        return f"host process {pid} exited with status {code} without ending the automaton"
+
+    def _declare_host_dead(self) -> None:
+        """Record that the host process died and publish DEAD (KILLED), unless it ended."""
+        st = self._status
+        if st.host_alive() and not self._host_died():
+            return
+        text = f"automaton {self.name!r}: {self._host_exit_description()} " \
+               f"(generation {st.p.generation})"
+        _finish_dead(st, self._current_inbox(), ExitKind.KILLED, text, 0)
+
+    def check_host(self) -> bool:
+        """Declare the automaton DEAD if its host process died unnoticed; True if it did now.
+
+        join(), post() and supervisors call this; it is public for monitors.
+        """
+        self._check_open()
+        if self._host_died():
+            before = self._status.word()
+            self._declare_host_dead()
+            return self._status.word() != before
+        return False
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the automaton has ended for good; True if it ended cleanly (drained).
+
+        Returns False if ``timeout`` seconds passed first.  Raises AutomatonFailed (with the
+        recorded traceback or death report) if it ended by a handler exception or the death
+        of its host.  While a supervisor may restart it (DEAD with a restart pending), join
+        keeps waiting; if the supervisor's process died, the death is final.
+        """
+        self._check_open()
+        st = self._status
+        deadline = deadline_from_timeout(timeout)
+        while True:
+            w = st.word()
+            m = w & MODE_MASK
+            if m == _DEAD:
+                if not w & RESTART_PENDING or not st.supervisor_alive():
+                    return self._outcome()
+            elif self._host_died():
+                self._declare_host_dead()
+                continue
+            r = st.wait_change(w, deadline)
+            if r == lib.RSM_TIMEOUT:
+                return False
+
+    def _outcome(self) -> bool:
+        kind = self._status.exit_kind()
+        if kind is ExitKind.CLEAN:
+            return True
+        raise AutomatonFailed(self.name, kind, self._status.error_text() or "ended without a report")
+
+    def exception(self) -> Optional[AutomatonFailed]:
+        """The failure that ended it (None while running or if it ended cleanly)."""
+        self._check_open()
+        w = self._status.word()
+        if w & MODE_MASK != _DEAD or self._status.exit_kind() is ExitKind.CLEAN:
+            return None
+        return AutomatonFailed(self.name, self._status.exit_kind(), self._status.error_text())
+
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        """drain() then join(timeout)."""
+        self.drain()
+        return self.join(timeout)
+
+    # -- introspection and lifetime ------------------------------------------------------
+
+    def statistics(self) -> AutomatonStatistics:
+        """A frozen snapshot of the status block (mode, state, inbox depth, counters, error)."""
+        self._check_open()
+        try:
+            depth = self.qsize()
+        except Exception:
+            depth = -1
+        return self._status.statistics(depth)
+
+    def close(self) -> None:
+        """Unmap this handle (idempotent); the automaton itself is unaffected."""
+        ring, self._inbox = self._inbox, None
+        if ring is not None:
+            _inbox.release(ring)
+        self._status.close()
+
+    def unlink(self) -> None:
+        """Remove the automaton's names (status block and every inbox ring); idempotent.
+        Running hosts keep their mappings; nobody can attach any more."""
+        self._status.seg.unlink()
+        _inbox.remove_inboxes(self._status.seg.name)
+
+    def __enter__(self) -> "Automaton":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: int) -> bool:
+    """Publish the end of an incarnation: close its inbox, count what it leaves behind,
+    record the report, then CAS the mode to DEAD (with RESTART_PENDING if supervised and
+    the end was not clean).  False if it was already DEAD."""
+    if ring is not None:
+        try:
+            ring.close()
+            undelivered += max(ring.qsize(), 0)
+        except Exception:
+            pass
+    if st.word() & MODE_MASK == _DEAD:
+        return False
+    st.p.dropped += undelivered
+    pending = RESTART_PENDING if kind is not ExitKind.CLEAN and st.supervisor_alive() else 0
+    st.set_error(kind, text)
+    while True:
+        w = st.word()
+        if w & MODE_MASK == _DEAD:
+            return False
+        if st.cas(w, _DEAD | pending):
+            return True
+
+
+# -- hosts ---------------------------------------------------------------------------------
+
+
+def _run_host(name: str, generation: int, handler: Handler, state: Any) -> ExitKind:
+    """The host loop: deliver START, then commands until drained, then EXIT.
+
+    Runs on the host thread (thread host) or as the main of a host process.  Never raises:
+    how it ended is published in the status block.
+    """
+    a = Automaton(name, create=False)
+    st = a._status
+    try:
+        return _host_loop(a, st, generation, handler, state)
+    finally:
+        _local.automaton = None
+        a.close()
+
+
+def _claim(st: StatusBlock, name: str) -> None:
+    while True:
+        w = st.word()
+        m = w & MODE_MASK
+        if m == _IDLE:
+            if st.cas(w, _RUNNING):
+                return
+            continue
+        if m == _SIGNALED:
+            return  # drained before it started: START, DRAIN, the queue, EXIT
+        raise RuntimeError(f"automaton {name!r} is {Mode(m).name}: it cannot be started again")
+
+
+def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler, state: Any) -> ExitKind:
+    p = st.p
+    p.host_tid = threading.get_native_id()
+    if p.host_kind == lib.RSM_FSM_HOST_PROCESS and p.host_pid != os.getpid():
+        st.set_host(HostKind.PROCESS, os.getpid(), threading.get_native_id())
+    if p.generation != generation:
+        raise RuntimeError(f"automaton {a.name!r}: host started for generation {generation}, "
+                           f"status says {p.generation}")
+    _claim(st, a.name)
+    inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
+    closed = _inbox.ring_closed_errors()
+    _local.automaton = a
+
+    def publish(s: Any) -> None:
+        try:
+            text = repr(s)
+        except Exception as e:
+            text = f"<unrepresentable state: {type(e).__name__}>"
+        st.set_state_text(text)
+
+    machine = Machine(handler, state, on_change=publish)
+    batch: list = []
+    done = 0
+    try:
+        publish(state)
+        machine.deliver(START)
+        draining = False
+        while True:
+            w = st.word()
+            if not draining and w & MODE_MASK == _SIGNALED:
+                draining = True
+                st.cas(w, _DRAINING)
+                inbox.close()  # in case whoever drained us died before closing it
+                machine.deliver(DRAIN)
+            try:
+                batch = inbox.get_many(BATCH, timeout=IDLE_POLL)
+            except queue.Empty:
+                continue
+            except closed:
+                if not draining:
+                    # The inbox was closed directly (not through drain()): drain all the same.
+                    w = st.word()
+                    while w & MODE_MASK in (_IDLE, _RUNNING, _SIGNALED) and not st.cas(w, _DRAINING):
+                        w = st.word()
+                    draining = True
+                    machine.deliver(DRAIN)
+                    continue
+                break
+            done = 0
+            for payload in batch:
+                done += 1
+                machine.deliver(Op(Opcode.CMD, payload))
+            p.commands += done
+            p.transitions += machine.transitions
+            machine.transitions = 0
+            batch = []
+        final = machine.deliver(EXIT)
+        publish(final)  # EXIT has no TRANSITION: publish the final state here
+        p.transitions += machine.transitions
+        _finish_dead(st, inbox, ExitKind.CLEAN, "", 0)
+        return ExitKind.CLEAN
+    except BaseException as exc:
+        # Everything a handler raises ends the automaton; the report travels in the status
+        # block so that a joiner in any process can re-raise it.
+        if batch:
+            p.commands += done
+        p.transitions += machine.transitions
+        undelivered = max(len(batch) - done, 0)
+        text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
+                f"the handler raised {type(exc).__name__} in state {_safe_repr(machine.state)}\n"
+                + traceback.format_exc())
+        _finish_dead(st, inbox, ExitKind.ERROR, text, undelivered)
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt / SystemExit keep their meaning for the host
+        return ExitKind.ERROR
+    finally:
+        _inbox.release(inbox)
+
+
+def _safe_repr(x: Any, limit: int = 200) -> str:
+    try:
+        r = repr(x)
+    except Exception:
+        return "<unrepresentable>"
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+#: Exit status of a host process whose handler raised (the report is in shared memory).
+EXIT_STATUS_HANDLER_ERROR = 3
+
+
+def _process_main(name: str, generation: int, handler: Handler, state: Any) -> None:
+    """Main of a multiprocessing host."""
+    kind = _run_host(name, generation, handler, state)
+    if kind is not ExitKind.CLEAN:
+        sys.exit(EXIT_STATUS_HANDLER_ERROR)
+
+
+# -- posting by name -----------------------------------------------------------------------
+
+_handles: dict = {}
+_handles_lock = threading.Lock()
+
+
+def _forget_handles() -> None:
+    _handles.clear()
+
+
+os.register_at_fork(after_in_child=_forget_handles)
+
+
+def post(name: Union[str, Automaton], payload: Union[bytes, bytearray, memoryview],
+         timeout: Optional[float] = None) -> None:
+    """Post a command to the automaton called ``name`` from any process (handles are cached
+    per process).  Same errors as Automaton.post; FileNotFoundError if no such automaton."""
+    if isinstance(name, Automaton):
+        name.post(payload, timeout)
+        return
+    a = _handles.get(name)
+    if a is None or a.closed:
+        with _handles_lock:
+            a = _handles.get(name)
+            if a is None or a.closed:
+                a = _handles[name] = Automaton(name, create=False)
+    a.post(payload, timeout)
+
+
+def wait_all(automata: Iterable[Union[Automaton, str]], timeout: Optional[float] = None) -> bool:
+    """Wait until every automaton has ended for good (the seed's group guard).
+
+    Returns True when all ended cleanly and False if ``timeout`` passed first.  Failures do
+    not stop the wait: once all have ended, the first AutomatonFailed is raised (its
+    ``others`` attribute lists the rest).
+    """
+    handles = [a if isinstance(a, Automaton) else Automaton(a, create=False) for a in automata]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failures = []
+    for a in handles:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            if not a.join(left):
+                return False
+        except AutomatonFailed as e:
+            failures.append(e)
+    if failures:
+        first = failures[0]
+        first.others = failures[1:]  # type: ignore[attr-defined]
+        raise first
+    return True

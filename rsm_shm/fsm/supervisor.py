@@ -1,0 +1,216 @@
+"""Supervisor: restart automata that died, within a bounded restart policy.
+
+A supervisor is a thread in the process that owns the automata's handles (it needs their
+handlers to start new hosts).  It marks each automaton's status block as supervised, so
+an incarnation that dies (handler exception, or host process killed) publishes
+``DEAD | RESTART_PENDING`` instead of a final DEAD, and joiners keep waiting.  The
+supervisor then either restarts it -- a new generation with a fresh inbox ring, the
+*initial* state, START delivered again -- or, when the policy is exhausted, gives up and
+clears RESTART_PENDING: joiners then get the last failure.
+
+It polls (every POLL_INTERVAL) rather than sleeping on each automaton, so one thread
+watches any number of automata and also notices hosts killed by SIGKILL, which publish
+nothing.  If the supervisor's process dies, joiners see its pid gone and treat a pending
+restart as final.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from . import _inbox
+from ._status import MODE_MASK, RESTART_PENDING, ExitKind, HostKind, Mode
+from .automaton import Automaton
+
+__all__ = ["RestartPolicy", "Supervisor", "SupervisorStatistics"]
+
+#: How often the supervisor looks at its automata (seconds).
+POLL_INTERVAL = 0.01
+_DEAD = int(Mode.DEAD)
+_IDLE = int(Mode.IDLE)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """At most ``max_restarts`` restarts within any ``window`` seconds; the failure after
+    that is final.  ``max_restarts=0`` never restarts (supervision only reports)."""
+
+    max_restarts: int = 3
+    window: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be a non-negative int, not {self.max_restarts!r}")
+        if not self.window > 0:
+            raise ValueError(f"window must be positive, not {self.window!r}")
+
+
+@dataclass(frozen=True)
+class SupervisorStatistics:
+    watched: int
+    restarts: int
+    gave_up: int
+
+
+class _Watch:
+    __slots__ = ("automaton", "restarts")
+
+    def __init__(self, automaton: Automaton) -> None:
+        self.automaton = automaton
+        self.restarts: collections.deque = collections.deque()
+
+
+class Supervisor:
+    """Watch automata and restart the ones that die: ``Supervisor(policy=RestartPolicy())``.
+
+    ``watch(automaton)`` (a handle that has a handler, before or after ``start()``); the
+    automaton is restarted on the same kind of host it was started on.  ``close()`` stops
+    watching: pending restarts become final failures.
+    """
+
+    def __init__(self, policy: RestartPolicy = RestartPolicy(), *, name: str = "rsm_shm supervisor") -> None:
+        if not isinstance(policy, RestartPolicy):
+            raise TypeError(f"policy must be a RestartPolicy, not {type(policy).__name__}")
+        self.policy = policy
+        self._name = name
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._restarts = 0
+        self._gave_up = 0
+
+    def watch(self, automaton: Automaton) -> Automaton:
+        """Supervise ``automaton``; returns it.  Raises RuntimeError for a handle without a
+        handler (nothing to restart it with)."""
+        if automaton._handler is None:
+            raise RuntimeError(f"automaton {automaton.name!r}: a supervisor needs a handle that has a handler")
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError(f"{self._name} is closed")
+            automaton._status.set_supervisor(os.getpid())
+            self._watches[automaton.name] = _Watch(automaton)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+        return automaton
+
+    def unwatch(self, automaton: Automaton) -> None:
+        with self._lock:
+            w = self._watches.pop(automaton.name, None)
+        if w is not None:
+            self._release(w.automaton)
+
+    def _release(self, a: Automaton) -> None:
+        st = a._status
+        st.set_supervisor(0)
+        word = st.word()
+        if word & RESTART_PENDING:
+            st.cas(word, word & ~RESTART_PENDING)
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL):
+            with self._lock:
+                watches = list(self._watches.values())
+            for w in watches:
+                try:
+                    self._check(w)
+                except Exception as e:  # never let one automaton stop the others' supervision
+                    self._give_up(w, f"the supervisor failed to restart it: {type(e).__name__}: {e}")
+
+    def _check(self, w: _Watch) -> None:
+        a = w.automaton
+        if a.closed:
+            return
+        st = a._status
+        word = st.word()
+        if word & MODE_MASK != _DEAD:
+            if a._host_died():
+                a._declare_host_dead()
+            return
+        if not word & RESTART_PENDING:
+            return
+        now = time.monotonic()
+        while w.restarts and now - w.restarts[0] > self.policy.window:
+            w.restarts.popleft()
+        if len(w.restarts) >= self.policy.max_restarts:
+            self._give_up(w, f"{self._name} gave up: {len(w.restarts)} restarts within "
+                             f"{self.policy.window:g} s (policy {self.policy})")
+            return
+        w.restarts.append(now)
+        self._restart(a, word)
+
+    def _restart(self, a: Automaton, word: int) -> None:
+        st = a._status
+        _reap(a._host)
+        gen = st.p.generation + 1
+        # The new generation's ring exists before the status block names it.
+        _inbox.release(_inbox.open_inbox(a.name, gen, st.inbox_capacity, create=True))
+        st.p.generation = gen
+        st.p.restarts += 1
+        st.set_host(HostKind.NONE, 0)
+        if not st.cas(word, _IDLE):
+            raise RuntimeError(f"automaton {a.name!r} changed while being restarted")
+        _inbox.unlink_generation(a.name, gen - 1)
+        a._launch()
+        with self._lock:
+            self._restarts += 1
+
+    def _give_up(self, w: _Watch, note: str) -> None:
+        st = w.automaton._status
+        word = st.word()
+        if word & MODE_MASK != _DEAD or not word & RESTART_PENDING:
+            return
+        text = st.error_text()
+        st.set_error(st.exit_kind() if st.exit_kind() is not ExitKind.NONE else ExitKind.ERROR,
+                     f"{text.rstrip()}\n{note}\n")
+        st.cas(word, word & ~RESTART_PENDING)
+        with self._lock:
+            self._gave_up += 1
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def statistics(self) -> SupervisorStatistics:
+        with self._lock:
+            return SupervisorStatistics(watched=len(self._watches), restarts=self._restarts, gave_up=self._gave_up)
+
+    def close(self, timeout: Optional[float] = 5.0) -> None:
+        """Stop supervising (idempotent): pending restarts become final failures."""
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+        with self._lock:
+            watches = list(self._watches.values())
+            self._watches.clear()
+        for w in watches:
+            if not w.automaton.closed:
+                self._release(w.automaton)
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<rsm_shm.fsm.Supervisor {self._name!r} {self.statistics()} {self.policy}>"
+
+
+def _reap(host) -> None:
+    """Wait briefly for a dead host to finish (a thread ends right after publishing DEAD)."""
+    if host is None:
+        return
+    if hasattr(host, "join"):
+        host.join(1.0)
+    elif hasattr(host, "wait"):
+        try:
+            host.wait(1.0)
+        except Exception:
+            pass

@@ -1,0 +1,256 @@
+"""The timer service: post a command (or drain) to an automaton after a delay.
+
+One :class:`TimerService` is one thread holding a heap of deadlines; any number of
+automata share it (every process has a lazily started default one, ``default_timer()``,
+which handlers reach through ``current().after(...)``).  Deadlines are CLOCK_MONOTONIC;
+the thread sleeps on a condition variable until the earliest one, so a timer fires within
+the scheduling latency of one thread wake-up (tens of microseconds on an idle machine; see
+tools/bench_fsm.py for measured lateness).  A timer fires in the process that scheduled it,
+but its target can be an automaton hosted anywhere: firing is a post() by name.
+
+A timer whose post fails (the target drained or died meanwhile, or its inbox is full) is
+not retried: the failure is counted in ``statistics()`` and passed to ``on_error`` (by
+default logged as a warning on the ``rsm_shm.fsm`` logger).  Posting from the timer thread
+never blocks: a full inbox is a failure, so one slow automaton cannot delay the others.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+__all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
+
+log = logging.getLogger("rsm_shm.fsm")
+
+_PENDING, _FIRED, _CANCELLED = "pending", "fired", "cancelled"
+
+
+class TimerHandle:
+    """One scheduled timer: ``cancel()`` it, or read ``deadline`` (time.monotonic seconds)
+    and ``state`` ("pending", "fired", "cancelled")."""
+
+    __slots__ = ("id", "deadline_ns", "state", "_service", "_action", "_target", "_payload")
+
+    def __init__(self, service: "TimerService", id: int, deadline_ns: int, action: str, target: Any,
+                 payload: Any) -> None:
+        self.id = id
+        self.deadline_ns = deadline_ns
+        self.state = _PENDING
+        self._service = service
+        self._action = action
+        self._target = target
+        self._payload = payload
+
+    @property
+    def deadline(self) -> float:
+        return self.deadline_ns / 1e9
+
+    def cancel(self) -> bool:
+        """Cancel it; True if it had not fired yet (it never will), False otherwise."""
+        return self._service.cancel(self)
+
+    def __lt__(self, other: "TimerHandle") -> bool:  # heap order: deadline, then schedule order
+        return (self.deadline_ns, self.id) < (other.deadline_ns, other.id)
+
+    def __repr__(self) -> str:
+        return f"<TimerHandle {self.id} {self._action} {self.state} at {self.deadline:.6f}>"
+
+
+@dataclass(frozen=True)
+class TimerStatistics:
+    pending: int
+    fired: int
+    cancelled: int
+    failed: int
+    max_lateness: float  # seconds, the worst lateness seen when firing
+
+
+class TimerService:
+    """A timer thread shared by any number of automata.
+
+    ``schedule(delay, target, payload)`` posts ``payload`` to ``target`` (an Automaton or
+    its name) ``delay`` seconds from now; ``schedule_drain(delay, target)`` drains it;
+    ``call_later(delay, fn)`` runs ``fn()`` on the timer thread (keep it short).  All return
+    a TimerHandle.  ``close()`` stops the thread; pending timers are cancelled.
+    """
+
+    def __init__(self, name: str = "rsm_shm timer",
+                 on_error: Optional[Callable[[TimerHandle, BaseException], None]] = None) -> None:
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[TimerHandle] = []
+        self._ids = itertools.count(1)
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+        self._on_error = on_error
+        self._handles: dict[str, Any] = {}
+        self._fired = self._cancelled = self._failed = 0
+        self._max_late_ns = 0
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _add(self, delay: float, action: str, target: Any, payload: Any) -> TimerHandle:
+        if not isinstance(delay, (int, float)) or delay != delay or delay < 0:
+            raise ValueError(f"timer delay must be a non-negative number of seconds, not {delay!r}")
+        deadline = time.monotonic_ns() + int(delay * 1e9)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self._name} is closed")
+            h = TimerHandle(self, next(self._ids), deadline, action, target, payload)
+            heapq.heappush(self._heap, h)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            if self._heap[0] is h:
+                self._cond.notify()  # a new earliest deadline: the thread must re-arm
+        return h
+
+    def schedule(self, delay: float, target: Any, payload: Union[bytes, bytearray, memoryview]) -> TimerHandle:
+        """Post ``payload`` (bytes) to ``target`` (Automaton or name) after ``delay`` seconds."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
+        return self._add(delay, "post", target, bytes(payload))
+
+    def schedule_drain(self, delay: float, target: Any) -> TimerHandle:
+        """drain() ``target`` (Automaton or name) after ``delay`` seconds."""
+        return self._add(delay, "drain", target, None)
+
+    def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
+        """Run ``fn()`` on the timer thread after ``delay`` seconds (it must not block)."""
+        if not callable(fn):
+            raise TypeError("call_later needs a callable")
+        return self._add(delay, "call", fn, None)
+
+    def cancel(self, handle: TimerHandle) -> bool:
+        """Cancel a pending timer; True if it was pending (it will not fire)."""
+        with self._cond:
+            if handle.state != _PENDING:
+                return False
+            handle.state = _CANCELLED
+            self._cancelled += 1
+            # Left in the heap (removal is O(n)); the thread skips it when it comes up.
+            return True
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if self._closed:
+                        return
+                    heap = self._heap
+                    while heap and heap[0].state != _PENDING:
+                        heapq.heappop(heap)
+                    if not heap:
+                        cond.wait()
+                        continue
+                    wait_ns = heap[0].deadline_ns - time.monotonic_ns()
+                    if wait_ns > 0:
+                        cond.wait(wait_ns / 1e9)
+                        continue
+                    h = heapq.heappop(heap)
+                    h.state = _FIRED
+                    self._fired += 1
+                    late = -wait_ns
+                    if late > self._max_late_ns:
+                        self._max_late_ns = late
+                    break
+            self._fire(h)  # outside the lock: a post may take a moment
+
+    def _resolve(self, target: Any):
+        from .automaton import Automaton
+
+        if isinstance(target, Automaton):
+            return target
+        a = self._handles.get(target)
+        if a is None or a.closed:
+            a = self._handles[target] = Automaton(target, create=False)
+        return a
+
+    def _fire(self, h: TimerHandle) -> None:
+        try:
+            if h._action == "call":
+                h._target()
+            elif h._action == "drain":
+                self._resolve(h._target).drain()
+            else:
+                self._resolve(h._target).post_nowait(h._payload)
+        except Exception as e:
+            with self._cond:
+                self._failed += 1
+            if self._on_error is not None:
+                try:
+                    self._on_error(h, e)
+                except Exception:
+                    log.exception("%s: on_error callback raised", self._name)
+            else:
+                log.warning("%s: timer %d (%s to %r) failed: %s", self._name, h.id, h._action,
+                            getattr(h._target, "name", h._target), e)
+
+    # -- introspection and lifetime ------------------------------------------------------
+
+    def statistics(self) -> TimerStatistics:
+        with self._cond:
+            pending = sum(1 for h in self._heap if h.state == _PENDING)
+            return TimerStatistics(pending=pending, fired=self._fired, cancelled=self._cancelled,
+                                   failed=self._failed, max_lateness=self._max_late_ns / 1e9)
+
+    def close(self, timeout: Optional[float] = 5.0) -> None:
+        """Stop the thread (idempotent); pending timers are cancelled and never fire."""
+        with self._cond:
+            self._closed = True
+            for h in self._heap:
+                if h.state == _PENDING:
+                    h.state = _CANCELLED
+                    self._cancelled += 1
+            self._heap.clear()
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+        for a in self._handles.values():
+            a.close()
+        self._handles.clear()
+
+    def __enter__(self) -> "TimerService":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<rsm_shm.fsm.TimerService {self._name!r} {self.statistics()}>"
+
+
+_default: Optional[TimerService] = None
+_default_lock = threading.Lock()
+
+
+def default_timer() -> TimerService:
+    """This process's shared timer service (started on first use, rebuilt after fork)."""
+    global _default
+    t = _default
+    if t is None:
+        with _default_lock:
+            if _default is None:
+                _default = TimerService("rsm_shm default timer")
+            t = _default
+    return t
+
+
+def _reset_after_fork() -> None:
+    global _default, _default_lock
+    # The timer thread does not exist in a fork child, and its lock may be held.
+    _default = None
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

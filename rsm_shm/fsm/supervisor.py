@@ -169,7 +169,7 @@ class Supervisor:
             return
         text = st.error_text()
         st.set_error(st.exit_kind() if st.exit_kind() is not ExitKind.NONE else ExitKind.ERROR,
-                     f"{text.rstrip()}\n{note}\n")
+                     f"{note}\n{text}")  # the note first: the last line stays the error itself
         st.cas(word, word & ~RESTART_PENDING)
         with self._lock:
             self._gave_up += 1

@@ -1,0 +1,159 @@
+"""Supervised automata: restarts after a handler exception or a SIGKILL, the bounded
+restart policy, and what joiners see while a restart is pending."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("rsm_shm.ring", reason="the automata's inbox is a Ring (issue 4)")
+
+from rsm_shm.fsm import (
+    Automaton,
+    AutomatonClosedError,
+    AutomatonFailed,
+    ExitKind,
+    Mode,
+    Opcode,
+    RestartPolicy,
+    Supervisor,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+SLOW = 30.0
+
+
+def fragile(total, op):
+    """CMD b"<n>" adds n; b"boom" raises."""
+    if op.code is Opcode.CMD:
+        if op.payload == b"boom":
+            raise RuntimeError("fragile handler broke")
+        return total + int(op.payload)
+    return total
+
+
+def wait_for(a: Automaton, pred, timeout=SLOW):
+    deadline = time.monotonic() + timeout
+    while True:
+        s = a.statistics()
+        if pred(s):
+            return s
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached in time; last status: {s}")
+        time.sleep(0.005)
+
+
+def post_retrying(a: Automaton, payload: bytes, timeout=SLOW):
+    """Post, retrying while a restart is in progress (posts to a dead incarnation fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            a.post(payload)
+            return
+        except AutomatonClosedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_supervisor_restarts_after_handler_exception_then_gives_up(shm_name, host):
+    sup = Supervisor(RestartPolicy(max_restarts=2, window=60.0))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a)
+        a.start(host)
+        a.post(b"5")
+        a.post(b"boom")
+        s = wait_for(a, lambda s: s.restarts == 1 and s.mode is Mode.RUNNING)
+        assert s.generation == 1 and s.exit_kind is ExitKind.NONE
+        assert "fragile handler broke" in s.error  # the last failure stays visible
+        assert s.state == "0"  # restarted from the initial state
+        post_retrying(a, b"7")
+        wait_for(a, lambda s: s.state == "7")
+        assert a.join(0.05) is False  # alive and well: join keeps waiting
+        a.post(b"boom")
+        wait_for(a, lambda s: s.restarts == 2 and s.mode is Mode.RUNNING)
+        post_retrying(a, b"boom")
+        with pytest.raises(AutomatonFailed) as info:
+            a.join(SLOW)
+        assert info.value.kind is ExitKind.ERROR
+        assert "gave up" in info.value.text and "fragile handler broke" in info.value.text
+        s = a.statistics()
+        assert s.mode is Mode.DEAD and not s.restart_pending and s.restarts == 2
+        assert sup.statistics().restarts == 2 and sup.statistics().gave_up == 1
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()
+
+
+def test_supervisor_restarts_a_sigkilled_process_host(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=3, window=60.0))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a)
+        a.start("process")
+        a.post(b"1")
+        s = wait_for(a, lambda s: s.state == "1")
+        first_pid = s.host_pid
+        os.kill(first_pid, signal.SIGKILL)
+        s = wait_for(a, lambda s: s.restarts == 1 and s.mode is Mode.RUNNING)
+        assert s.host_pid != first_pid and s.host_alive
+        assert "SIGKILL" in s.error or "died" in s.error
+        post_retrying(a, b"2")
+        wait_for(a, lambda s: s.state == "2")
+        a.drain()
+        assert a.join(SLOW) is True
+        assert a.statistics().exit_kind is ExitKind.CLEAN
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()
+
+
+def test_zero_restart_policy_reports_like_an_unsupervised_automaton(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=0))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a).start("thread")
+        a.post(b"boom")
+        with pytest.raises(AutomatonFailed, match="fragile handler broke"):
+            a.join(SLOW)
+        assert a.statistics().restarts == 0
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()
+
+
+def test_a_closed_supervisor_makes_a_pending_restart_final(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=5))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a)
+        sup._stop.set()  # freeze the supervisor thread, keep the automaton marked supervised
+        sup._thread.join(5)
+        a.start("thread")
+        a.post(b"boom")
+        wait_for(a, lambda s: s.mode is Mode.DEAD and s.restart_pending)
+        assert a.join(0.1) is False  # a live supervisor may still restart it
+        sup.close()
+        with pytest.raises(AutomatonFailed):
+            a.join(SLOW)
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError):
+        RestartPolicy(max_restarts=-1)
+    with pytest.raises(ValueError):
+        RestartPolicy(window=0)
+    with pytest.raises(TypeError):
+        Supervisor(policy=3)  # type: ignore[arg-type]

@@ -1,0 +1,105 @@
+"""The timer service: ordering, cancellation, drains, failures, and one timer shared by
+many automata (lateness is measured by tools/bench_fsm.py, never asserted tightly)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("rsm_shm.ring", reason="the automata's inbox is a Ring (issue 4)")
+
+from rsm_shm.fsm import Automaton, Opcode, TimerService, default_timer
+
+pytestmark = pytest.mark.timeout(60)
+
+SLOW = 30.0
+
+
+def test_call_later_order_and_cancel():
+    fired = []
+    done = threading.Event()
+    with TimerService("test timer") as t:
+        t.call_later(0.03, lambda: fired.append("c"))
+        t.call_later(0.01, lambda: fired.append("a"))
+        t.call_later(0.02, lambda: fired.append("b"))
+        h = t.call_later(0.015, lambda: fired.append("cancelled"))
+        assert h.cancel() is True and h.cancel() is False
+        t.call_later(0.04, done.set)
+        assert done.wait(SLOW)
+        assert fired == ["a", "b", "c"]
+        s = t.statistics()
+        assert s.fired == 4 and s.cancelled == 1 and s.pending == 0 and s.failed == 0
+        with pytest.raises(ValueError):
+            t.call_later(-1, lambda: None)
+    with pytest.raises(RuntimeError, match="closed"):
+        t.call_later(0, lambda: None)
+
+
+def test_close_cancels_pending_timers():
+    fired = []
+    t = TimerService()
+    h = t.call_later(10, lambda: fired.append(1))
+    t.close()
+    assert h.state == "cancelled" and not fired
+
+
+def test_one_timer_serves_many_automata(shm_name):
+    received = {}
+    lock = threading.Lock()
+
+    def recorder(state, op):
+        if op.code is Opcode.CMD:
+            with lock:
+                received.setdefault(op.payload[:1], []).append(time.monotonic())
+        return state
+
+    autos = [Automaton(shm_name("t"), recorder, None, create=True).start("thread") for _ in range(5)]
+    t = TimerService()
+    try:
+        t0 = time.monotonic()
+        for i, a in enumerate(autos):
+            t.schedule(0.02 * (i + 1), a, bytes([65 + i]))
+            t.schedule(0.02 * (i + 1), a.name, bytes([65 + i]))  # by name works too
+        cancelled = t.schedule(0.01, autos[0], b"Z")
+        cancelled.cancel()
+        for i, a in enumerate(autos):
+            t.schedule_drain(0.02 * (i + 1) + 0.05, a)
+        for a in autos:
+            assert a.join(SLOW) is True
+        assert sorted(received) == [bytes([65 + i]) for i in range(5)]
+        for i in range(5):
+            times = received[bytes([65 + i])]
+            assert len(times) == 2
+            assert min(times) - t0 >= 0.02 * (i + 1)  # never early
+        assert b"Z" not in received
+    finally:
+        t.close()
+        for a in autos:
+            a.unlink()
+            a.close()
+
+
+def test_a_timer_to_a_dead_automaton_is_counted_not_silent(shm_name):
+    errors = []
+    a = Automaton(shm_name("t"), lambda s, op: s, None, create=True).start("thread")
+    t = TimerService(on_error=lambda h, e: errors.append(e))
+    try:
+        a.drain()
+        assert a.join(SLOW)
+        done = threading.Event()
+        t.schedule(0.0, a, b"late")
+        t.call_later(0.01, done.set)
+        assert done.wait(SLOW)
+        assert t.statistics().failed == 1
+        assert len(errors) == 1 and "dead" in str(errors[0])
+        with pytest.raises(TypeError):
+            t.schedule(0, a, "not bytes")  # type: ignore[arg-type]
+    finally:
+        t.close()
+        a.unlink()
+        a.close()
+
+
+def test_default_timer_is_shared():
+    assert default_timer() is default_timer()

@@ -114,7 +114,15 @@ HEADER::
     condition:    {"waiters", "queue", "lock": {"embedded", "name", "type", <lock fields>}}
     barrier:      {"state": "filling"|"draining"|"resetting"|"broken", "count", "parties",
                    "generation", "queue", "lock": {<lock fields>}}
+    automaton:    rsm_shm.fsm.AutomatonStatistics: {"name", "mode" ("idle"|"running"|"signaled"|
+                   "draining"|"dead"), "restart_pending", "exit_kind" ("none"|"clean"|"error"|
+                   "killed"), "host" ("none"|"thread"|"process"), "host_pid", "host_alive",
+                   "generation", "restarts", "supervisor_pid", "commands", "transitions",
+                   "dropped", "inbox_depth" (-1: unknown), "inbox_capacity", "state" (repr of
+                   the handler's state), "error", "started", "ended"}
     ring, queue:  see rsm_shm.inspect (added when rsm_shm.ring exists)
+
+Enumerations inside "detail" are lower-case names ("policy": "fifo", "mode": "running").
 
 Kinds without a decoder in this version have "detail": null and a "state" saying so.
 """

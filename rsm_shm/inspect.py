@@ -300,17 +300,15 @@ _LAZY_TRIED: set[Kind] = set()
 
 
 def _register_automaton() -> None:
-    from .fsm._status import StatusBlock
+    from .fsm import Automaton
 
     def attach(name: str):
-        # inbox_capacity only matters when creating; create=False never does.
-        return StatusBlock(name, create=False, mode=0o600, inbox_capacity=1)
+        # A handle without a handler: it can inspect but never starts anything, and
+        # create=False never initializes.  Its statistics() opens the inbox ring read-only
+        # in effect (create=False) and reports depth -1 when it cannot.
+        return Automaton(name, create=False)
 
-    def decode(block, header: SegmentHeader) -> dict:
-        # The inbox ring's depth needs the ring module; -1 means unknown (as fsm documents).
-        return _plain(block.statistics(-1))
-
-    register(Kind.AUTOMATON, attach, decode, lambda block, detail: str(block.statistics(-1)))
+    register(Kind.AUTOMATON, attach, lambda a, header: _plain(a.statistics()))
 
 
 _LAZY = {Kind.AUTOMATON: _register_automaton}

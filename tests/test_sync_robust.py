@@ -22,21 +22,6 @@ FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
 
 
-@pytest.fixture
-def objs(shm_name):
-    made = []
-
-    def make(cls, **kw):
-        o = cls(shm_name(cls.__name__), create=True, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.close()
-        o.unlink()
-
-
 def _holder(kind, name, ready):
     p = FORK.Process(target=_workers.hold_forever, args=(kind, name, ready.name))
     p.start()

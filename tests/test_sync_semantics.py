@@ -10,18 +10,8 @@ import rsm_shm
 
 
 @pytest.fixture
-def make(shm_name):
-    made = []
-
-    def factory(cls, **kw):
-        obj = cls(shm_name(cls.__name__), create=True, **kw)
-        made.append(obj)
-        return obj
-
-    yield factory
-    for obj in made:
-        obj.close()
-        obj.unlink()
+def make(objs):
+    return objs
 
 
 def _start(fn, *args):

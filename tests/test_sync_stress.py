@@ -39,21 +39,6 @@ def _run_all(target, argsets, timeout=240, before_join=None):
                 p.join()
 
 
-@pytest.fixture
-def objs(shm_name):
-    made = []
-
-    def make(cls, **kw):
-        o = cls(shm_name(cls.__name__), create=True, **kw)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.close()
-        o.unlink()
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("policy", ["barging", "fifo"])
 def test_lock_8_processes_exact_counter(objs, policy):

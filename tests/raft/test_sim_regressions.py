@@ -12,11 +12,12 @@ import pytest
 
 pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
 
+from rsm_shm.raft.sim import SimOptions  # noqa: E402
 from rsm_shm.raft.sim_random import replay  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
-# chaos profile, seed 38, 3 nodes (also seeds 17 and 32): node 3 leads, proposes, and
+# chaos profile, seed 38, 3 nodes, default SimOptions (also seeds 17 and 32): node 3 leads, proposes, and
 # replaces itself by a new node 5 (joint C(1 2 3 -> 1 2 5)); node 3's application then
 # snapshots at index 2, before the conf change.  Node 2 receives that snapshot, becomes
 # leader after 3 leaves, and ships it to node 5, which is not in the snapshot's
@@ -42,5 +43,5 @@ REFUSED_SNAPSHOT_ACTIONS = [
     "storage snapshot; the follower never catches up",
 )
 def test_refused_snapshot_is_replaced_by_a_newer_one():
-    v, sim = replay(REFUSED_SNAPSHOT_ACTIONS, seed=38, nodes=3)
+    v, sim = replay(REFUSED_SNAPSHOT_ACTIONS, seed=38, nodes=3, options=SimOptions())
     assert v is None, f"{v}\n" + "\n".join(sim.out[-30:])

@@ -98,9 +98,10 @@ def kind_label(kind: Kind) -> str:
 class ProcessIndex:
     """Which live processes map which /dev/shm files, from one scan of /proc.
 
-    ``unreadable`` holds processes whose maps could not be read (another user's, when not
-    running as root), with their real uid; :meth:`may_map` says which of them could have
-    mapped a given file, which ``gc`` must then treat as possibly attached.
+    ``unreadable`` holds processes whose maps could not be read (another user's when not
+    running as root; non-dumpable ones, such as a container's init, even for root), with
+    their real uid; :meth:`may_map` says which of them could have mapped a given file,
+    which ``gc`` then treats as possibly attached unless told to ignore them.
     """
 
     by_file: dict[tuple[int, int], set[int]]  # (st_dev, st_ino) -> pids

@@ -11,6 +11,8 @@ import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -439,3 +441,11 @@ def test_wait_all_reports_failures_after_everyone_ended(shm_name):
         for x in (good, bad):
             x.unlink()
             x.close()
+
+
+def test_the_pipeline_example_runs(shm_name):
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "actors_pipeline.py")
+    r = subprocess.run([sys.executable, example, shm_name("pipeline"), "300"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sum of squares 1..300 = 9045050 (expected 9045050, 300 values)" in r.stdout

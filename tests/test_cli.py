@@ -494,3 +494,31 @@ def test_not_found_exits_1(prefix):
     assert "no segment" in r.stderr
     run("ls", "--prefix", prefix, check_rc=1)
     assert run_json("ls", "--prefix", prefix, check_rc=1)["segments"] == []
+
+
+def _with_creator(raw: bytes, pid: int, start: int) -> bytes:
+    """A copy of a segment whose header names another creator, checksum recomputed as
+    csrc/segment.h specifies (CRC32 of bytes [0,8) + [12,240), stored at 240)."""
+    import struct
+    import zlib
+    out = bytearray(raw)
+    struct.pack_into("<iQ", out, 12, pid, start)
+    crc = zlib.crc32(bytes(out[12:240]), zlib.crc32(bytes(out[0:8])))
+    struct.pack_into("<I", out, 240, crc)
+    return bytes(out)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_creators_segment_alive(shm_name, prefix):
+    from rsm_shm import _proc
+    raw = _segment_bytes(shm_name, "Semaphore")
+    me = os.getpid()
+    real_start = _proc.start_time(me)
+    reused = shm_name("reused")
+    ours = shm_name("ours")
+    _write(reused, _with_creator(raw, me, real_start + 12345))  # "me", but a different start time
+    _write(ours, _with_creator(raw, me, real_start))
+    segs = by_name(run_json("ls", "--prefix", prefix))
+    assert segs[reused]["status"] == "ok" and segs[reused]["creator"]["alive"] is False
+    assert segs[ours]["creator"]["alive"] is True
+    results = {r["name"]: r["action"] for r in run_json("gc", "--prefix", prefix, "--ignore-unreadable")["results"]}
+    assert results == {reused: "removed", ours: "kept"}

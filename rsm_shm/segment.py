@@ -330,7 +330,7 @@ class Segment:
                 _anon_owned[self.name] = os.getpid()
         self.created = True
         lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
-        self.header = _decode_header(self.name, bytes(self._mmap[:HEADER_SIZE]), HEADER_SIZE + body_size)
+        self.header = _decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)
 
     def _attach(self, fd, check, body_size_of) -> None:
         try:
@@ -348,7 +348,7 @@ class Segment:
             os.close(fd)
         try:
             self._await_ready(deadline)
-            self.header = _decode_header(self.name, bytes(self._mmap[:HEADER_SIZE]), size)  # type: ignore[index]
+            self.header = _decode_header(self.name, self._header_bytes(), size)
             if self.header.kind != self.kind:
                 raise SegmentError(
                     f"segment {self.name!r} holds a {self.header.kind.name}, not a {self.kind.name}"
@@ -393,6 +393,10 @@ class Segment:
         self._closed = False
         self.size = size
 
+    def _header_bytes(self) -> bytes:
+        assert self._mmap is not None  # internal: only called while mapped
+        return bytes(self._mmap[:HEADER_SIZE])
+
     def _header_ptr(self):
         return ffi.cast("rsm_segment_header *", self._buf)
 
@@ -418,7 +422,8 @@ class Segment:
     def body_view(self) -> memoryview:
         """A memoryview of the body (release it before close())."""
         self._check_open()
-        return memoryview(self._mmap)[HEADER_SIZE:]  # type: ignore[index]
+        assert self._mmap is not None  # internal: _check_open() passed
+        return memoryview(self._mmap)[HEADER_SIZE:]
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -110,9 +110,9 @@ def run_blocking(
             if queue is not None and slices % REAP_EVERY_SLICES == 0:
                 lib.rsm_wq_reap(queue)
             if on_slice is not None:
-                r = on_slice(w)
-                if r is not None:
-                    return r
+                decided = on_slice(w)
+                if decided is not None:
+                    return decided
     except BaseException:
         abandon(w)
         raise

@@ -5,7 +5,7 @@ The algorithms are in csrc/event.c; each wait is a slice loop in Python (Ctrl-C 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import _proc
 from .._native import ffi, lib
@@ -43,7 +43,7 @@ def _body_size(header: SegmentHeader) -> int:
 
 
 class _EventBase(SharedObject):
-    _ptr = None
+    _ptr: Any  # cffi pointer to the C struct in the segment
     _stat_kind = "event"
 
     def _open_event(self, name, create, mode, word, aux, max_waiters, extra_params=()) -> None:

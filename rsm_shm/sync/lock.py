@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from .._errors import OwnerDiedWarning
 from .._fast import FastLock
@@ -98,7 +98,7 @@ def lock_statistics(ptr) -> LockStatistics:
 class _LockCommon(SharedObject):
     """Segment handling, tag, pending, statistics, owner-death policy for Lock and RLock."""
 
-    _ptr = None
+    _ptr: Any  # cffi pointer to the C struct in the segment
 
     def _open_lock(self, name, create, mode, policy, max_waiters) -> None:
         policy = Policy(policy)

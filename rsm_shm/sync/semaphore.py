@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from .._errors import DisabledError
 from .._native import ffi, lib
@@ -37,7 +37,7 @@ def _body_size(header: SegmentHeader) -> int:
 
 
 class _SemaphoreBase(SharedObject):
-    _ptr = None
+    _ptr: Any  # cffi pointer to the C struct in the segment
 
     def _open_sem(self, name, create, mode, value, max_value, flags, policy, max_waiters) -> None:
         if not isinstance(value, int) or value < 0:

@@ -217,7 +217,7 @@ def test_drain_with_a_full_inbox_delivers_every_command_then_exit(shm_name):
         log.append(op)
         return state
 
-    capacity = 64
+    capacity = 4096  # bytes: a few hundred small commands
     a = Automaton(shm_name("fsm"), h, None, create=True, capacity=capacity)
     try:
         n = 0

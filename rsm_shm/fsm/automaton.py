@@ -41,8 +41,9 @@ from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
 
-#: Inbox size when none is given (as the Ring counts it).
-DEFAULT_INBOX_CAPACITY = 1 << 16
+#: Inbox size in bytes when none is given (the Ring's capacity: each command takes its
+#: payload plus a 16-byte record header, rounded up to 16 bytes).
+DEFAULT_INBOX_CAPACITY = 1 << 18
 #: Commands taken from the inbox per ring call.
 BATCH = 64
 #: How often an idle host looks at its mode word even without a ring wake-up (seconds):
@@ -189,27 +190,26 @@ class Automaton:
         payload that is not bytes-like.
         """
         self._check_open()
-        ring = self._accepting_inbox()
         closed = _inbox.ring_closed_errors()
-        try:
-            ring.put(payload, timeout=timeout)
-        except closed:
-            # Drained or died since we looked, or restarted into a new generation: look again.
-            ring2 = self._accepting_inbox()
-            if ring2 is ring:
+        ring = None
+        while True:
+            fresh = self._accepting_inbox()
+            if fresh is ring:
+                # The ring we just failed on is still the current one: it was closed by a
+                # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
-                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w)) from None
-            ring2.put(payload, timeout=timeout)
+                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK),
+                                           self._closed_detail(w) or "its inbox is closed")
+            ring = fresh
+            try:
+                ring.put(payload, timeout=timeout)
+                return
+            except closed:
+                continue  # drained or died since we looked, or restarted: look again
 
     def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
         """post() without blocking: queue.Full at once if the inbox is full."""
-        self._check_open()
-        ring = self._accepting_inbox()
-        try:
-            ring.put_nowait(payload)
-        except _inbox.ring_closed_errors():
-            w = self._status.word()
-            raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w)) from None
+        self.post(payload, timeout=0)
 
     def qsize(self) -> int:
         """Commands waiting in the inbox (-1 if the inbox cannot be opened)."""
@@ -392,6 +392,13 @@ class Automaton:
                 return False
 
     def _outcome(self) -> bool:
+        h = self._host
+        if h is not None and not isinstance(h, threading.Thread):
+            # Reap an ended host process without blocking (it exits right after DEAD).
+            if isinstance(h, subprocess.Popen):
+                h.poll()
+            else:
+                h.exitcode  # noqa: B018 -- the property polls waitpid
         kind = self._status.exit_kind()
         if kind is ExitKind.CLEAN:
             return True

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import secrets
 
+import psutil
 import pytest
+
+from rsm_shm.segment import read_header
 
 SHM_DIR = "/dev/shm"
 PREFIX = "rsm_shm."
 RUN_TOKEN = f"t{os.getpid()}{secrets.token_hex(3)}"
 _test_counter = itertools.count()
-_OTHER_RUN = re.compile(r"t\d+[0-9a-f]{6}\.")
 
 
 def _ours() -> set[str]:
@@ -63,9 +64,21 @@ def _dev_shm_is_left_as_found():
                 os.unlink(os.path.join(SHM_DIR, entry))
             except FileNotFoundError:
                 pass
-    # Segments of other test runs going on at the same time (other developers' sessions)
-    # carry their own run token: not ours to judge.
-    leaked = {e for e in _ours() - before if not _OTHER_RUN.match(e[len(PREFIX):]) or e.startswith(PREFIX + RUN_TOKEN)}
+    # Judge only what this session made: its token, or a creator that is this process or
+    # one of its live descendants.  Other runs on the same machine are not ours to judge.
+    mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+    leaked = set()
+    for entry in _ours() - before:
+        name = entry[len(PREFIX):]
+        if name.startswith(RUN_TOKEN):
+            leaked.add(entry)
+            continue
+        try:
+            creator = read_header(name).creator_pid
+        except (OSError, ValueError):
+            continue
+        if creator in mine:
+            leaked.add(entry)
     assert not leaked, f"the test session leaked segments: {sorted(leaked)}"
 
 

@@ -8,6 +8,7 @@ condition queue with exact, FIFO wake-ups.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .._errors import BrokenBarrierError
@@ -18,7 +19,7 @@ from ._base import SharedObject
 from .condition import _align64, wait_on
 from .lock import Lock
 
-__all__ = ["Barrier", "BrokenBarrierError"]
+__all__ = ["Barrier", "BarrierStatistics", "BrokenBarrierError"]
 
 FILLING = lib.RSM_BARRIER_FILLING
 DRAINING = lib.RSM_BARRIER_DRAINING
@@ -174,8 +175,20 @@ class Barrier(SharedObject):
         self._check_open()
         return self._b.state == BROKEN
 
-    def statistics(self) -> str:
+    def statistics(self) -> "BarrierStatistics":
         self._check_open()
         names = {FILLING: "filling", DRAINING: "draining", RESETTING: "resetting", BROKEN: "broken"}
         b = self._b
-        return (f"{names.get(b.state, b.state)}, {b.count}/{b.parties} waiting, generation {b.generation}")
+        return BarrierStatistics(state=names.get(b.state, f"unknown({b.state})"), waiting=b.count,
+                                 parties=b.parties, generation=b.generation)
+
+
+@dataclass(frozen=True)
+class BarrierStatistics:
+    state: str        # filling, draining, resetting or broken
+    waiting: int      # threads inside wait()
+    parties: int
+    generation: int   # completed cycles
+
+    def __str__(self) -> str:
+        return f"{self.state}, {self.waiting}/{self.parties} waiting, generation {self.generation}"

@@ -6,15 +6,16 @@ while it still holds the lock; ``notify(n)`` wakes exactly the n oldest waiters.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar, Union
 
 from .._native import lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
 from ._base import SharedObject
-from .lock import Lock, RLock
+from .lock import Lock, LockStatistics, RLock
 
-__all__ = ["Condition"]
+__all__ = ["Condition", "ConditionStatistics"]
 
 T = TypeVar("T")
 _EMBEDDED, _EXTERNAL_LOCK, _EXTERNAL_RLOCK = 0, 1, 2
@@ -180,13 +181,22 @@ class Condition(SharedObject):
         self._check_open()
         return self._q.nwaiters
 
-    def statistics(self):
+    def statistics(self) -> "ConditionStatistics":
         self._check_open()
-        return f"{self._q.nwaiters} waiting; lock {self._lock.statistics()}"
+        return ConditionStatistics(waiters=self._q.nwaiters, lock=self._lock.statistics())
 
     def close(self) -> None:
         lock = getattr(self, "_lock", None)
         if lock is not None and self._owns_lock:
             lock.close()
         super().close()
+
+
+@dataclass(frozen=True)
+class ConditionStatistics:
+    waiters: int            # threads in wait()
+    lock: LockStatistics    # the underlying lock
+
+    def __str__(self) -> str:
+        return f"{self.waiters} waiting; lock {self.lock}"
 

@@ -29,14 +29,15 @@ def inbox_name(name: str, generation: int) -> str:
 def open_inbox(name: str, generation: int, capacity: int, *, create: Optional[bool]):
     """Open (create=False), create (True) or open-or-create (None) one generation's ring."""
     ring = _ring_module()
-    return ring.Ring(inbox_name(name, generation), capacity=capacity, create=create)
+    # One consumer (the host thread), any number of producers: the ring's lock-free
+    # consumer path.  Each generation is a new ring, so a restarted host never competes
+    # with the role of the one before it.
+    return ring.Ring(inbox_name(name, generation), capacity=capacity, consumers=1, create=create)
 
 
 def ring_closed_errors() -> tuple:
     """The exceptions a Ring raises for 'closed' (put) and 'closed and empty' (get)."""
-    ring = _ring_module()
-    return tuple(getattr(ring, n) for n in ("RingClosed", "Closed", "EndOfStream", "RingClosedError")
-                 if isinstance(getattr(ring, n, None), type))
+    return (_ring_module().Closed,)  # EndOfStream (get on a closed, drained ring) is a Closed
 
 
 def remove_inboxes(name: str) -> int:
@@ -64,11 +65,4 @@ def unlink_generation(name: str, generation: int) -> None:
 
 def release(ring) -> None:
     """Unmap a ring handle in this process without closing the ring for its other users."""
-    for method in ("release", "detach", "unmap"):
-        f = getattr(ring, method, None)
-        if callable(f):
-            f()
-            return
-    seg = getattr(ring, "_seg", None)
-    if seg is not None:
-        seg.close()
+    ring.detach()

@@ -63,7 +63,8 @@ _local = threading.local()
 def current() -> "Automaton":
     """The automaton whose handler is running on this thread (to post, schedule, drain).
 
-    Raises RuntimeError outside a handler.
+    It is the host's own handle: use it inside the handler, do not keep it or hand it to
+    another thread (the host closes it when it ends).  Raises RuntimeError outside a handler.
     """
     a = getattr(_local, "automaton", None)
     if a is None:
@@ -636,16 +637,26 @@ def wait_all(automata: Iterable[Union[Automaton, str]], timeout: Optional[float]
     not stop the wait: once all have ended, the first AutomatonFailed is raised (its
     ``others`` attribute lists the rest).
     """
-    handles = [a if isinstance(a, Automaton) else Automaton(a, create=False) for a in automata]
+    opened = []
+    handles = []
+    for a in automata:
+        if not isinstance(a, Automaton):
+            a = Automaton(a, create=False)
+            opened.append(a)
+        handles.append(a)
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = []
-    for a in handles:
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        try:
-            if not a.join(left):
-                return False
-        except AutomatonFailed as e:
-            failures.append(e)
+    try:
+        for a in handles:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                if not a.join(left):
+                    return False
+            except AutomatonFailed as e:
+                failures.append(e)
+    finally:
+        for a in opened:
+            a.close()
     if failures:
         first = failures[0]
         first.others = failures[1:]  # type: ignore[attr-defined]

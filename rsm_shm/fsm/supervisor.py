@@ -69,7 +69,8 @@ class Supervisor:
 
     ``watch(automaton)`` (a handle that has a handler, before or after ``start()``); the
     automaton is restarted on the same kind of host it was started on.  ``close()`` stops
-    watching: pending restarts become final failures.
+    watching: pending restarts become final failures.  The supervisor thread uses the
+    handles it watches: ``unwatch()`` a handle (or close the supervisor) before closing it.
     """
 
     def __init__(self, policy: RestartPolicy = RestartPolicy(), *, name: str = "rsm_shm supervisor") -> None:
@@ -158,9 +159,9 @@ class Supervisor:
         if not st.cas(word, _IDLE):
             raise RuntimeError(f"automaton {a.name!r} changed while being restarted")
         _inbox.unlink_generation(a.name, gen - 1)
-        a._launch()
         with self._lock:
             self._restarts += 1
+        a._launch()
 
     def _give_up(self, w: _Watch, note: str) -> None:
         st = w.automaton._status
@@ -170,9 +171,9 @@ class Supervisor:
         text = st.error_text()
         st.set_error(st.exit_kind() if st.exit_kind() is not ExitKind.NONE else ExitKind.ERROR,
                      f"{note}\n{text}")  # the note first: the last line stays the error itself
-        st.cas(word, word & ~RESTART_PENDING)
         with self._lock:
-            self._gave_up += 1
+            self._gave_up += 1  # counted before joiners can wake
+        st.cas(word, word & ~RESTART_PENDING)
 
     # -- lifetime ------------------------------------------------------------------------
 

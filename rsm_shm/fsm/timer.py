@@ -115,11 +115,11 @@ class TimerService:
         """Post ``payload`` (bytes) to ``target`` (Automaton or name) after ``delay`` seconds."""
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
-        return self._add(delay, "post", target, bytes(payload))
+        return self._add(delay, "post", getattr(target, "name", target), bytes(payload))
 
     def schedule_drain(self, delay: float, target: Any) -> TimerHandle:
         """drain() ``target`` (Automaton or name) after ``delay`` seconds."""
-        return self._add(delay, "drain", target, None)
+        return self._add(delay, "drain", getattr(target, "name", target), None)
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
         """Run ``fn()`` on the timer thread after ``delay`` seconds (it must not block)."""
@@ -168,8 +168,11 @@ class TimerService:
     def _resolve(self, target: Any):
         from .automaton import Automaton
 
+        # Always this thread's own handle, opened by name: a handle passed in belongs to
+        # another thread (a host closes its handle when it ends), and using a handle while
+        # its owner unmaps it would touch unmapped memory.
         if isinstance(target, Automaton):
-            return target
+            target = target.name
         a = self._handles.get(target)
         if a is None or a.closed:
             a = self._handles[target] = Automaton(target, create=False)

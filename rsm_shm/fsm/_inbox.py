@@ -11,15 +11,10 @@ import glob
 import os
 from typing import Optional
 
+from ..ring import Closed, Ring  # Closed on put; EndOfStream (a Closed) on a drained get
 from ..segment import PREFIX, SHM_DIR
 
-__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "unlink_generation", "release", "ring_closed_errors"]
-
-
-def _ring_module():
-    from .. import ring  # imported late: the ring layer is optional until first use
-
-    return ring
+__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "unlink_generation", "release", "Closed"]
 
 
 def inbox_name(name: str, generation: int) -> str:
@@ -28,16 +23,12 @@ def inbox_name(name: str, generation: int) -> str:
 
 def open_inbox(name: str, generation: int, capacity: int, *, create: Optional[bool]):
     """Open (create=False), create (True) or open-or-create (None) one generation's ring."""
-    ring = _ring_module()
     # One consumer (the host thread), any number of producers: the ring's lock-free
     # consumer path.  Each generation is a new ring, so a restarted host never competes
     # with the role of the one before it.
-    return ring.Ring(inbox_name(name, generation), capacity=capacity, consumers=1, create=create)
+    return Ring(inbox_name(name, generation), capacity=capacity, consumers=1, create=create)
 
 
-def ring_closed_errors() -> tuple:
-    """The exceptions a Ring raises for 'closed' (put) and 'closed and empty' (get)."""
-    return (_ring_module().Closed,)  # EndOfStream (get on a closed, drained ring) is a Closed
 
 
 def remove_inboxes(name: str) -> int:

@@ -36,7 +36,7 @@ from .._native import lib
 from ..sync._base import deadline_from_timeout
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
-from ._status import MODE_MASK, RESTART_PENDING, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
+from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
 from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
@@ -56,6 +56,7 @@ HOSTS = ("thread", "process", "subprocess")
 DEFAULT_START_METHOD = "spawn"
 
 _IDLE, _RUNNING, _SIGNALED, _DRAINING, _DEAD = (int(m) for m in Mode)
+_fsm_load = lib.rsm_fsm_load
 
 _local = threading.local()
 
@@ -190,9 +191,22 @@ class Automaton:
         queue.Full if the inbox stayed full for ``timeout`` seconds, TypeError for a
         payload that is not bytes-like.
         """
+        # Fast path: the mode accepts commands, the cached ring is the current generation's
+        # and the liveness check is not due: one mode load, one field read, one ring put.
+        ring = self._inbox
+        p = self._status.p
+        if ring is not None and p is not None:
+            if (_fsm_load(p) & MODE_MASK) <= _RUNNING and p.generation == self._inbox_gen \
+                    and time.monotonic_ns() < self._next_liveness_check:
+                try:
+                    ring.put(payload, timeout)
+                    return
+                except _inbox.Closed:
+                    pass
+        self._post_slow(payload, timeout, None)
+
+    def _post_slow(self, payload, timeout: Optional[float], ring) -> None:
         self._check_open()
-        closed = _inbox.ring_closed_errors()
-        ring = None
         while True:
             fresh = self._accepting_inbox()
             if fresh is ring:
@@ -203,9 +217,9 @@ class Automaton:
                                            self._closed_detail(w) or "its inbox is closed")
             ring = fresh
             try:
-                ring.put(payload, timeout=timeout)
+                ring.put(payload, timeout)
                 return
-            except closed:
+            except _inbox.Closed:
                 continue  # drained or died since we looked, or restarted: look again
 
     def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
@@ -513,22 +527,30 @@ def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler,
                            f"status says {p.generation}")
     _claim(st, a.name)
     inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
-    closed = _inbox.ring_closed_errors()
     _local.automaton = a
 
-    def publish(s: Any) -> None:
-        try:
-            text = repr(s)
-        except Exception as e:
-            text = f"<unrepresentable state: {type(e).__name__}>"
-        st.set_state_text(text)
+    machine = Machine(handler, state)
+    shown: list = [_NOTHING]  # the state object whose repr the status block shows
 
-    machine = Machine(handler, state, on_change=publish)
+    def sync() -> None:
+        # Counters and the state text are published once per batch, not per command: the
+        # CLI view lags by at most one batch, and a busy host does not pay a repr() for
+        # every transition.  (A state mutated in place, same object, shows at its next
+        # replacement: the TRANSITION rule does not see in-place changes either.)
+        if machine.transitions:
+            p.transitions += machine.transitions
+            machine.transitions = 0
+        s = machine.state
+        if s is not shown[0]:
+            shown[0] = s
+            st.set_state_text(_safe_repr(s, STATE_TEXT_MAX))
+
     batch: list = []
     done = 0
     try:
-        publish(state)
+        sync()
         machine.deliver(START)
+        sync()
         draining = False
         while True:
             w = st.word()
@@ -537,11 +559,12 @@ def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler,
                 st.cas(w, _DRAINING)
                 inbox.close()  # in case whoever drained us died before closing it
                 machine.deliver(DRAIN)
+                sync()
             try:
                 batch = inbox.get_many(BATCH, timeout=IDLE_POLL)
             except queue.Empty:
                 continue
-            except closed:
+            except _inbox.Closed:
                 if not draining:
                     # The inbox was closed directly (not through drain()): drain all the same.
                     w = st.word()
@@ -549,19 +572,18 @@ def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler,
                         w = st.word()
                     draining = True
                     machine.deliver(DRAIN)
+                    sync()
                     continue
                 break
             done = 0
             for payload in batch:
                 done += 1
-                machine.deliver(Op(Opcode.CMD, payload))
+                machine.deliver(Op(_CMD, payload))
             p.commands += done
-            p.transitions += machine.transitions
-            machine.transitions = 0
             batch = []
-        final = machine.deliver(EXIT)
-        publish(final)  # EXIT has no TRANSITION: publish the final state here
-        p.transitions += machine.transitions
+            sync()
+        machine.deliver(EXIT)
+        sync()
         _finish_dead(st, inbox, ExitKind.CLEAN, "", 0)
         return ExitKind.CLEAN
     except BaseException as exc:
@@ -569,11 +591,14 @@ def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler,
         # block so that a joiner in any process can re-raise it.
         if batch:
             p.commands += done
-        p.transitions += machine.transitions
         undelivered = max(len(batch) - done, 0)
         text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
                 f"the handler raised {type(exc).__name__} in state {_safe_repr(machine.state)}\n"
                 + traceback.format_exc())
+        try:
+            sync()
+        except Exception:
+            pass  # the report matters more than the state text
         _finish_dead(st, inbox, ExitKind.ERROR, text, undelivered)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt / SystemExit keep their meaning for the host
@@ -582,11 +607,15 @@ def _host_loop(a: Automaton, st: StatusBlock, generation: int, handler: Handler,
         _inbox.release(inbox)
 
 
+_NOTHING = object()
+_CMD = Opcode.CMD
+
+
 def _safe_repr(x: Any, limit: int = 200) -> str:
     try:
         r = repr(x)
-    except Exception:
-        return "<unrepresentable>"
+    except Exception as e:
+        return f"<unrepresentable state: {type(e).__name__}>"
     return r if len(r) <= limit else r[:limit] + "..."
 
 

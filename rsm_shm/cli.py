@@ -112,7 +112,7 @@ HEADER::
     rwlock:       {"readers", "writer_tid", "writer_pid", "writer_alive", "waiting_readers",
                    "waiting_writers", "prefer", "owner_died", "queue"}
     condition:    {"waiters", "queue", "lock": {"embedded", "name", "type", <lock fields>}}
-    barrier:      {"state": "filling"|"draining"|"resetting"|"broken", "count", "parties",
+    barrier:      {"state": "filling"|"draining"|"resetting"|"broken", "waiting", "parties",
                    "generation", "queue", "lock": {<lock fields>}}
     automaton:    rsm_shm.fsm.AutomatonStatistics: {"name", "mode" ("idle"|"running"|"signaled"|
                    "draining"|"dead"), "restart_pending", "exit_kind" ("none"|"clean"|"error"|

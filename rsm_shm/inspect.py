@@ -256,27 +256,21 @@ def _decode_condition(obj, header: SegmentHeader) -> dict:
     from .sync.condition import _EMBEDDED
     lock = obj._lock
     embedded = header.params[1] == _EMBEDDED if len(header.params) > 1 else False
-    return {
-        "waiters": int(obj._q.nwaiters),
-        "queue": decode_waitq(obj._q, _nslots(header)),
-        "lock": {
-            "embedded": embedded, "name": None if embedded else header.ref_name,
-            "type": type(lock).__name__, **_plain(lock.statistics()),
-            "queue": decode_waitq(lock._ptr.wq, _nslots(header) if embedded else _nslots(lock._seg.header)),
-        },
+    detail = _plain(obj.statistics())  # {"waiters", "lock": {...}}
+    detail["queue"] = decode_waitq(obj._q, _nslots(header))
+    detail["lock"] = {
+        "embedded": embedded, "name": None if embedded else header.ref_name, "type": type(lock).__name__,
+        **detail["lock"],
+        "queue": decode_waitq(lock._ptr.wq, _nslots(header) if embedded else _nslots(lock._seg.header)),
     }
+    return detail
 
 
 def _decode_barrier(obj, header: SegmentHeader) -> dict:
-    from .sync import barrier as b
-    names = {b.FILLING: "filling", b.DRAINING: "draining", b.RESETTING: "resetting", b.BROKEN: "broken"}
-    raw = obj._b
-    state = int(raw.state)
-    return {
-        "state": names.get(state, f"unknown({state})"), "count": int(raw.count), "parties": int(raw.parties),
-        "generation": int(raw.generation), "queue": decode_waitq(obj._q, _nslots(header)),
-        "lock": {**_plain(obj._lock.statistics()), "queue": decode_waitq(obj._lock._ptr.wq, _nslots(header))},
-    }
+    detail = _plain(obj.statistics())  # {"state", "waiting", "parties", "generation"}
+    detail["queue"] = decode_waitq(obj._q, _nslots(header))
+    detail["lock"] = {**_plain(obj._lock.statistics()), "queue": decode_waitq(obj._lock._ptr.wq, _nslots(header))}
+    return detail
 
 
 def _attach_with(class_name: str) -> Callable[[str], Any]:

@@ -449,3 +449,79 @@ def test_the_pipeline_example_runs(shm_name):
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sum of squares 1..300 = 9045050 (expected 9045050, 300 values)" in r.stdout
+
+
+def test_a_poster_blocked_on_a_full_inbox_learns_that_the_host_was_killed(shm_name):
+    a = Automaton(shm_name("fsm"), sleepy, 0, create=True, capacity=1024)
+    try:
+        a.start("process")
+        errors = []
+
+        def flood():
+            other = Automaton(a.name, create=False)  # no Process object: only /proc to go by
+            try:
+                for _ in range(100_000):
+                    other.post(b"x" * 64)
+            except AutomatonClosedError as e:
+                errors.append(e)
+            finally:
+                other.close()
+
+        t = threading.Thread(target=flood)
+        t.start()
+        wait_until(lambda: a.statistics().commands > 0)
+        time.sleep(0.05)  # the flooder is blocked on the full inbox by now
+        os.kill(a.statistics().host_pid, signal.SIGKILL)
+        t.join(SLOW)
+        assert not t.is_alive()
+        assert len(errors) == 1 and "died" in str(errors[0])
+        with pytest.raises(AutomatonFailed):
+            a.join(SLOW)
+    finally:
+        a.unlink()
+        a.close()
+
+
+def stress_counter(state, op):
+    """State: (count, {producer: last seq}, in_order).  CMD b"<producer>:<seq>"."""
+    if op.code is Opcode.CMD:
+        count, last, ok = state
+        who, seq = op.payload.split(b":")
+        seq = int(seq)
+        ok = ok and seq == last.get(who, -1) + 1
+        last = dict(last)
+        last[who] = seq
+        return (count + 1, last, ok)
+    return state
+
+
+def _stress_producer(name, who, n):
+    a = Automaton(name, create=False)
+    for i in range(n):
+        a.post(b"%s:%d" % (who, i))
+    a.close()
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_many_producer_processes_one_automaton_exact_count_and_per_producer_order(shm_name, start_method):
+    import multiprocessing
+
+    producers, n = 4, 1500
+    a = Automaton(shm_name("stress"), stress_counter, (0, {}, True), create=True, capacity=4096)
+    try:
+        a.start("process", start_method=start_method)
+        ctx = multiprocessing.get_context(start_method)
+        procs = [ctx.Process(target=_stress_producer, args=(a.name, b"p%d" % i, n)) for i in range(producers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(SLOW)
+            assert p.exitcode == 0
+        a.drain()
+        assert a.join(SLOW) is True
+        s = a.statistics()
+        assert s.commands == producers * n
+        assert s.state.startswith(f"({producers * n}, ") and s.state.endswith("True)")
+    finally:
+        a.unlink()
+        a.close()

@@ -49,6 +49,8 @@ BATCH = 64
 #: How often an idle host looks at its mode word even without a ring wake-up (seconds):
 #: covers a drain() whose caller died between the mode change and closing the inbox.
 IDLE_POLL = 0.1
+#: A poster blocked on a full inbox checks the host's liveness this often (seconds).
+POST_SLICE = 0.1
 #: A poster checks that a process host still lives at most this often (ns).
 LIVENESS_CHECK_NS = 5_000_000
 #: Host kinds accepted by start().
@@ -192,35 +194,44 @@ class Automaton:
         payload that is not bytes-like.
         """
         # Fast path: the mode accepts commands, the cached ring is the current generation's
-        # and the liveness check is not due: one mode load, one field read, one ring put.
+        # and the liveness check is not due: one mode load, one field read, one ring put
+        # that never blocks (a full inbox goes the slow way, which watches the host).
         ring = self._inbox
         p = self._status.p
         if ring is not None and p is not None:
             if (_fsm_load(p) & MODE_MASK) <= _RUNNING and p.generation == self._inbox_gen \
                     and time.monotonic_ns() < self._next_liveness_check:
                 try:
-                    ring.put(payload, timeout)
+                    ring.put(payload, 0)
                     return
-                except _inbox.Closed:
+                except (queue.Full, _inbox.Closed):
                     pass
-        self._post_slow(payload, timeout, None)
+        self._post_slow(payload, timeout)
 
-    def _post_slow(self, payload, timeout: Optional[float], ring) -> None:
+    def _post_slow(self, payload, timeout: Optional[float]) -> None:
         self._check_open()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        failed = None  # the ring whose put raised Closed
         while True:
-            fresh = self._accepting_inbox()
-            if fresh is ring:
+            ring = self._accepting_inbox()  # raises if draining or dead (host death included)
+            if ring is failed:
                 # The ring we just failed on is still the current one: it was closed by a
                 # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
                 raise AutomatonClosedError(self.name, Mode(w & MODE_MASK),
                                            self._closed_detail(w) or "its inbox is closed")
-            ring = fresh
+            # Block one slice at a time, so that a poster waiting on the full inbox of a
+            # host that was killed notices the death instead of waiting forever.
+            left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
-                ring.put(payload, timeout)
+                ring.put(payload, left)
                 return
             except _inbox.Closed:
-                continue  # drained or died since we looked, or restarted: look again
+                failed = ring  # drained or died since we looked, or restarted: look again
+            except queue.Full:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                self._next_liveness_check = 0  # check the host before the next slice
 
     def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
         """post() without blocking: queue.Full at once if the inbox is full."""

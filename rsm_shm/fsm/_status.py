@@ -66,7 +66,9 @@ class AutomatonStatistics:
 
     ``state`` is ``repr()`` of the handler's current state, truncated to STATE_TEXT_MAX
     bytes; ``error`` is the text (a traceback) that ended it, empty if none.
-    ``inbox_depth`` is -1 when the inbox ring cannot be opened (removed, or being replaced).
+    ``inbox_depth`` (commands queued) is -1 when unknown: the inbox ring cannot be opened
+    (removed, or being replaced) or the reader did not look.  ``inbox_capacity`` is the
+    ring's size in bytes (each command takes its length plus 16, rounded up to 16).
     """
 
     name: str
@@ -95,7 +97,8 @@ class AutomatonStatistics:
             s += " (restart pending)"
         if self.mode is Mode.DEAD and self.exit_kind is not ExitKind.NONE:
             s += f" ({self.exit_kind.name.lower()})"
-        s += f", state {self.state}, inbox {self.inbox_depth}/{self.inbox_capacity}, {self.commands} commands"
+        depth = "?" if self.inbox_depth < 0 else str(self.inbox_depth)
+        s += f", state {self.state}, {depth} queued ({_size(self.inbox_capacity)} inbox), {self.commands} commands"
         if self.host is not HostKind.NONE:
             s += f", {self.host.name.lower()} host pid {self.host_pid}"
         if self.restarts:
@@ -103,6 +106,15 @@ class AutomatonStatistics:
         if self.dropped:
             s += f", {self.dropped} dropped"
         return s
+
+
+def _size(n: int) -> str:
+    x = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if x < 1024:
+            return f"{x:g} {unit}" if unit == "B" else f"{x:.3g} {unit}"
+        x /= 1024
+    return f"{x:.3g} GiB"
 
 
 def _body_size(header: SegmentHeader) -> int:
@@ -231,7 +243,25 @@ class StatusBlock:
         except ValueError:
             return ExitKind.KILLED  # hostile or torn memory: report the worst, never crash
 
-    def statistics(self, inbox_depth: int) -> AutomatonStatistics:
+    def inbox_depth(self) -> int:
+        """Commands queued in the current generation's inbox; -1 if it cannot be read."""
+        try:
+            from ._inbox import open_inbox, release
+
+            ring = open_inbox(self.name, self.p.generation, self.inbox_capacity, create=False)
+        except Exception:
+            return -1
+        try:
+            return ring.qsize()
+        except Exception:
+            return -1
+        finally:
+            release(ring)
+
+    def statistics(self, inbox_depth: Optional[int] = None) -> AutomatonStatistics:
+        """The record; ``inbox_depth=None`` opens the inbox ring to count (-1 if it can't)."""
+        if inbox_depth is None:
+            inbox_depth = self.inbox_depth()
         p = self.p
         w = self.word()
         try:

@@ -36,7 +36,8 @@ from .._native import lib
 from ..sync._base import deadline_from_timeout
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
-from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
+from ._status import (MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode,
+                      StatusBlock)
 from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
@@ -318,7 +319,8 @@ class Automaton:
             return
         if self._host_kind == "process":
             ctx = multiprocessing.get_context(self._start_method or DEFAULT_START_METHOD)
-            p = ctx.Process(target=_process_main, args=(name, gen, self._handler, self._initial_state),
+            args = (name, gen, self._handler, self._initial_state)
+            p = ctx.Process(target=_process_main, args=args,  # type: ignore[attr-defined]
                             name=f"automaton {name}", daemon=self._daemon)
             p.start()
         else:

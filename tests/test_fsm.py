@@ -525,3 +525,23 @@ def test_many_producer_processes_one_automaton_exact_count_and_per_producer_orde
     finally:
         a.unlink()
         a.close()
+
+
+def test_an_anonymous_automaton_leaves_nothing_behind():
+    code = (
+        "import os\n"
+        "from rsm_shm.fsm import Automaton\n"
+        "a = Automaton(None, lambda s, op: s, 0).start('thread')\n"
+        "a.post(b'1'); a.drain(); assert a.join(10)\n"
+        "print(os.getpid(), a.name)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid, name = r.stdout.split()
+    assert name.startswith(f"anon.{pid}.")
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.anon.{pid}.")]
+
+
+def test_names_too_long_for_the_inbox_are_refused():
+    with pytest.raises(ValueError, match="too long"):
+        Automaton("x" * 190, lambda s, op: s, 0)

@@ -20,6 +20,7 @@ noticed) is lost with it: once the death is noticed, every post fails.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import pickle
@@ -33,6 +34,7 @@ from typing import Any, Iterable, Optional, Union
 
 from .. import _proc
 from .._native import lib
+from ..segment import MAX_NAME_LEN, validate_name
 from ..sync._base import deadline_from_timeout
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
@@ -54,6 +56,8 @@ IDLE_POLL = 0.1
 POST_SLICE = 0.1
 #: A poster checks that a process host still lives at most this often (ns).
 LIVENESS_CHECK_NS = 5_000_000
+#: Characters an automaton's name leaves for its inbox suffix (".inbox.<generation>").
+INBOX_SUFFIX_ROOM = 24
 #: Host kinds accepted by start().
 HOSTS = ("thread", "process", "subprocess")
 DEFAULT_START_METHOD = "spawn"
@@ -74,6 +78,11 @@ def current() -> "Automaton":
     if a is None:
         raise RuntimeError("rsm_shm.fsm.current() was called outside an automaton's handler")
     return a
+
+
+def _remove_anonymous(pid: int, name: str) -> None:
+    if os.getpid() == pid:  # not in fork children, which inherit the atexit list
+        _inbox.remove_inboxes(name)
 
 
 def _attach(name: str) -> "Automaton":
@@ -107,8 +116,15 @@ class Automaton:
         self._start_method: Optional[str] = None
         self._daemon = True
         self._next_liveness_check = 0
+        if name is not None and len(validate_name(name)) > MAX_NAME_LEN - INBOX_SUFFIX_ROOM:
+            raise ValueError(f"automaton name {name!r} is too long: its inbox rings need "
+                             f"{INBOX_SUFFIX_ROOM} more characters within the {MAX_NAME_LEN}-character limit")
         self._status = StatusBlock(name, create=create, mode=mode, inbox_capacity=capacity,
                                    on_create=self._create_first_inbox)
+        if self._status.seg.created and self._status.seg.header.anonymous:
+            # The status block of an anonymous automaton goes when this process exits; its
+            # inbox rings are named after it and must go with it.
+            atexit.register(_remove_anonymous, os.getpid(), self._status.seg.name)
 
     def _create_first_inbox(self, name: str, capacity: int) -> None:
         # Runs before the status segment is published: attachers always find generation 0.

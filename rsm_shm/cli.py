@@ -120,7 +120,11 @@ HEADER::
                    "generation", "restarts", "supervisor_pid", "commands", "transitions",
                    "dropped", "inbox_depth" (-1: unknown), "inbox_capacity", "state" (repr of
                    the handler's state), "error", "started", "ended"}
-    ring, queue:  see rsm_shm.inspect (added when rsm_shm.ring exists)
+    ring, queue:  rsm_shm.ring.RingStatistics: {"capacity", "max_message", "used_bytes",
+                   "messages", "head", "read", "tail", "closed", "blocked_producers",
+                   "blocked_consumers", "single_producer", "single_consumer"}, plus
+                   "fill" (percent of capacity used, float), "consumer_queue": QUEUE,
+                   "producer_queue": QUEUE (a producer's slot kind is its size class)
 
 Enumerations inside "detail" are lower-case names ("policy": "fifo", "mode": "running").
 
@@ -235,6 +239,9 @@ def _when(t: Optional[float]) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+_QUEUE_KEYS = {"nslots", "nwaiters", "noverflow", "slots"}
+
+
 def _queue_lines(q: dict, indent: str) -> list[str]:
     out = [f"{indent}{q['nwaiters']} waiting in slots, {q['noverflow']} overflowed, {q['nslots']} slots"]
     if q["slots"]:
@@ -248,8 +255,8 @@ def _queue_lines(q: dict, indent: str) -> list[str]:
 def _detail_lines(detail: dict, indent: str = "  ") -> list[str]:
     out = []
     for key, value in detail.items():
-        if key == "queue" and isinstance(value, dict):
-            out.append(f"{indent}wait queue:")
+        if isinstance(value, dict) and _QUEUE_KEYS <= set(value):
+            out.append(f"{indent}{key.replace('_', ' ').replace('queue', 'wait queue')}:")
             out.extend(_queue_lines(value, indent + "  "))
         elif isinstance(value, dict):
             out.append(f"{indent}{key}:")

@@ -182,21 +182,27 @@ class KindDecoder:
 
     ``attach(name)`` returns a handle opened with ``create=False``; ``decode(handle,
     header)`` returns a JSON-ready dict; ``phrase(handle, detail)`` the one-phrase state
-    for ``ls``.  The handle's ``close()`` is called right after, whatever happens.
+    for ``ls``; ``release(handle)`` unmaps it in this process only, right after, whatever
+    happens.  Mind the kinds whose ``close()`` is not that: ``Ring.close()`` ends the
+    stream for every process, so a ring is released with ``detach()``.
     """
 
     attach: Callable[[str], Any]
     decode: Callable[[Any, SegmentHeader], dict]
     phrase: Callable[[Any, dict], str]
+    release: Callable[[Any], None]
 
 
 DECODERS: dict[Kind, KindDecoder] = {}
 
 
 def register(kind: Kind, attach: Callable[[str], Any], decode: Callable[[Any, SegmentHeader], dict],
-             phrase: Optional[Callable[[Any, dict], str]] = None) -> None:
-    """Add (or replace) the decoder of a kind.  ``phrase`` defaults to ``str(handle.statistics())``."""
-    DECODERS[Kind(kind)] = KindDecoder(attach, decode, phrase or (lambda obj, detail: str(obj.statistics())))
+             phrase: Optional[Callable[[Any, dict], str]] = None,
+             release: Optional[Callable[[Any], None]] = None) -> None:
+    """Add (or replace) the decoder of a kind.  ``phrase`` defaults to
+    ``str(handle.statistics())``, ``release`` to ``handle.close()``."""
+    DECODERS[Kind(kind)] = KindDecoder(attach, decode, phrase or (lambda obj, detail: str(obj.statistics())),
+                                       release or (lambda obj: obj.close()))
 
 
 def _plain(value: Any) -> Any:
@@ -306,7 +312,35 @@ def _register_automaton() -> None:
     register(Kind.AUTOMATON, attach, lambda a, header: _plain(a.statistics()))
 
 
-_LAZY = {Kind.AUTOMATON: _register_automaton}
+_PERCENT = 100.0
+
+
+def _decode_ring(ring, header: SegmentHeader) -> dict:
+    stats = ring.statistics()
+    detail = _plain(stats)
+    detail["fill"] = round(_PERCENT * stats.used_bytes / stats.capacity, 1) if stats.capacity else 0.0
+    nslots = _nslots(header)
+    detail["consumer_queue"] = decode_waitq(ring._cwq, nslots)
+    detail["producer_queue"] = decode_waitq(ring._pwq, nslots)
+    return detail
+
+
+def _ring_phrase(ring, detail: dict) -> str:
+    # "37% full, N->1, 12 messages, 4096/65536 bytes, 2 producers blocked, closed"
+    return f"{detail['fill']:.0f}% full, {ring.statistics()}"
+
+
+def _register_rings() -> None:
+    from .ring import Queue, Ring
+
+    # detach(), never close(): Ring.close() would end the stream for every process.
+    register(Kind.RING, lambda name: Ring(name, create=False), _decode_ring, _ring_phrase,
+             lambda ring: ring.detach())
+    register(Kind.QUEUE, lambda name: Queue(name, create=False).ring, _decode_ring, _ring_phrase,
+             lambda ring: ring.detach())
+
+
+_LAZY = {Kind.AUTOMATON: _register_automaton, Kind.RING: _register_rings, Kind.QUEUE: _register_rings}
 
 
 def decoder_for(kind: Kind) -> Optional[KindDecoder]:
@@ -491,7 +525,7 @@ def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecod
     finally:
         if obj is not None:
             try:
-                obj.close()
+                decoder.release(obj)
             except Exception:
                 pass
     return True

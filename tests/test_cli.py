@@ -66,6 +66,25 @@ CHILD = textwrap.dedent(r"""
         lock = rsm_shm.Lock(p + "live_lock", create=True)
         lock.acquire()
         keep += [lock, rsm_shm.Event(p + "shared", create=False)]
+    elif mode == "ring":
+        from rsm_shm import ring
+        r = ring.Ring(p + "ring", capacity=4096, create=True)
+        q = ring.Queue(p + "queue", capacity=4096, create=True)
+        closed = ring.Ring(p + "closed", capacity=1024, create=True)
+        closed.close()
+        q.put({"answer": 42})
+        for _ in range(10):
+            r.put(b"x" * 100)  # 10 records of 128 bytes (16-byte header, 16-byte aligned)
+        def producer():
+            try:
+                r.put(b"y" * 3000, timeout=%(timeout)s)  # does not fit: blocks
+            except Exception:
+                pass
+        threading.Thread(target=producer, daemon=True).start()
+        deadline = time.monotonic() + %(timeout)s
+        while r.statistics().blocked_producers < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        keep += [r, q, closed]
     print("ready", flush=True)
     sys.stdin.read()  # until the test closes our stdin (or dies)
     os._exit(0)
@@ -522,3 +541,26 @@ def test_a_reused_pid_does_not_keep_a_dead_creators_segment_alive(shm_name, pref
     assert segs[ours]["creator"]["alive"] is True
     results = {r["name"]: r["action"] for r in run_json("gc", "--prefix", prefix, "--ignore-unreadable")["results"]}
     assert results == {reused: "removed", ours: "kept"}
+
+
+def test_rings_and_queues_of_another_process(children, prefix):
+    ring_mod = pytest.importorskip("rsm_shm.ring")
+    child = children.start("ring", prefix)
+    segs = {name[len(prefix):]: s for name, s in by_name(run_json("ls", "--prefix", prefix, script=True)).items()}
+    assert {k: s["kind"] for k, s in segs.items()} == {"ring": "ring", "queue": "queue", "closed": "ring"}
+    ring = segs["ring"]
+    assert ring["status"] == "ok", ring["problem"]
+    assert ring["detail"]["messages"] == 10 and ring["detail"]["used_bytes"] == 1280
+    assert ring["detail"]["blocked_producers"] == 1 and ring["detail"]["fill"] == 31.2
+    assert [w["pid"] for w in ring["detail"]["producer_queue"]["slots"]] == [child.pid]
+    assert ring["state"].startswith("31% full") and "1 producers blocked" in ring["state"]
+    assert segs["queue"]["detail"]["messages"] == 1
+    assert segs["closed"]["detail"]["closed"] is True and segs["closed"]["state"].endswith("closed")
+    assert "producer wait queue" in run("inspect", prefix + "ring").stdout
+
+    # Looking never changes a ring: it is not closed, and its messages are all still there.
+    r = ring_mod.Ring(prefix + "ring", create=False)
+    try:
+        assert not r.closed and r.qsize() == 10
+    finally:
+        r.detach()

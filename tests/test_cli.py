@@ -85,6 +85,17 @@ CHILD = textwrap.dedent(r"""
         while r.statistics().blocked_producers < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
         keep += [r, q, closed]
+    elif mode == "automaton":
+        from rsm_shm.fsm import Automaton, Opcode
+        def handler(n, op):
+            return n + 1 if op.code is Opcode.CMD else n
+        a = Automaton(p + "auto", handler, 0, create=True).start("thread")
+        for _ in range(3):
+            a.post(b"+")
+        deadline = time.monotonic() + %(timeout)s
+        while a.statistics().commands < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        keep.append(a)
     print("ready", flush=True)
     sys.stdin.read()  # until the test closes our stdin (or dies)
     os._exit(0)
@@ -564,3 +575,17 @@ def test_rings_and_queues_of_another_process(children, prefix):
         assert not r.closed and r.qsize() == 10
     finally:
         r.detach()
+
+
+def test_automaton_of_another_process(children, prefix):
+    pytest.importorskip("rsm_shm.ring")
+    pytest.importorskip("rsm_shm.fsm")
+    child = children.start("automaton", prefix)
+    segs = by_name(run_json("ls", "--prefix", prefix))
+    auto = segs[prefix + "auto"]
+    assert auto["kind"] == "automaton" and auto["status"] == "ok", auto["problem"]
+    assert auto["detail"]["mode"] == "running" and auto["detail"]["commands"] == 3
+    assert auto["detail"]["state"] == "3" and auto["detail"]["host_pid"] == child.pid
+    assert auto["state"].startswith("RUNNING")
+    inbox = segs[prefix + "auto.inbox.0"]
+    assert inbox["kind"] == "ring" and inbox["detail"]["single_consumer"] is True

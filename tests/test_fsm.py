@@ -545,3 +545,14 @@ def test_an_anonymous_automaton_leaves_nothing_behind():
 def test_names_too_long_for_the_inbox_are_refused():
     with pytest.raises(ValueError, match="too long"):
         Automaton("x" * 190, lambda s, op: s, 0)
+
+
+def test_the_benchmark_runs_quick():
+    tool = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "bench_fsm.py")
+    r = subprocess.run([sys.executable, tool, "--quick", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import json
+
+    res = json.loads(r.stdout)
+    assert res["stream_cmds_per_s"] > 0 and res["ping_pong_round_trips_per_s"] > 0
+    assert set(res["timers"]) == {"sleep", "fire", "delivered"}

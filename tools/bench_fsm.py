@@ -10,10 +10,12 @@ Measures, each in fresh spawned processes:
              round-trip time.
 * the same two patterns between two plain processes over multiprocessing.Queue (the
   peer), for the ratio;
-* timer lateness: K timers at random delays (10-60 ms) on one TimerService.  "fire" is
-  measured on the timer thread (``call_later``); "delivered" is measured in the handler of
-  a process-hosted automaton (timer -> post -> inbox -> handler), as now - deadline on the
-  shared CLOCK_MONOTONIC.  Median, p99 and max.
+* timer lateness: K timers on one TimerService, due at random times spread over
+  K * 0.5 ms (at least 50 ms) starting 0.3 s after they are scheduled.  "fire" is measured
+  on the timer thread (``call_later``); "delivered" in the handler of a process-hosted
+  automaton (timer -> post -> inbox -> handler), as now - deadline on the shared
+  CLOCK_MONOTONIC.  Median, p99 and max.  "sleep" is the floor under the same load: one
+  plain thread time.sleep()ing to each deadline in turn (no timer service at all).
 
 Timestamps cross processes through CLOCK_MONOTONIC (time.monotonic_ns), which is
 system-wide on Linux.  Numbers depend on the machine and its load; run it on an idle box.
@@ -33,6 +35,7 @@ import threading
 import time
 
 from rsm_shm.fsm import Automaton, Opcode, TimerService, current, post, wait_all
+from rsm_shm.ring import Ring
 
 _TS = struct.Struct("<q")
 
@@ -84,12 +87,18 @@ def pinger(state, op):
     return state
 
 
-def lateness_reporter(collector, op):
-    """On CMD (a deadline), posts now - deadline (ns) to the collector."""
+_rings: dict = {}
+
+
+def lateness_reporter(ring_name, op):
+    """On CMD (a deadline), puts now - deadline (ns) on the ring ``ring_name``."""
     if op.code is Opcode.CMD:
         late = time.monotonic_ns() - _TS.unpack(op.payload)[0]
-        post(collector, _TS.pack(late))
-    return collector
+        ring = _rings.get(ring_name)
+        if ring is None:
+            ring = _rings[ring_name] = Ring(ring_name, create=False)
+        ring.put(_TS.pack(late))
+    return ring_name
 
 
 # -- the runs ------------------------------------------------------------------------------
@@ -204,51 +213,60 @@ def _percentiles(values_ns: list) -> dict:
     }
 
 
-def bench_timers(k: int, seed: int = 1) -> dict:
+#: Timers are scheduled this long before the first one is due, so that the scheduling loop
+#: (this thread holding the GIL) is over when they fire: the run measures firing.
+TIMER_SETUP = 0.3
+#: Timers are spread uniformly over this many seconds per timer (2 per ms).
+TIMER_SPREAD_PER_TIMER = 0.0005
+
+
+def _deadlines(k: int, seed: int) -> list:
     rng = random.Random(seed)
-    # Deadlines start 10 ms out so that scheduling all K timers (this thread holding the GIL)
-    # is over before the first one is due: the run measures firing, not the set-up burst.
-    delays = [rng.uniform(0.01, 0.06) for _ in range(k)]
+    base = time.monotonic_ns() + int(TIMER_SETUP * 1e9)
+    spread = max(0.05, k * TIMER_SPREAD_PER_TIMER)
+    return [base + int(rng.uniform(0, spread) * 1e9) for _ in range(k)]
+
+
+def bench_sleep_baseline(k: int, seed: int = 1) -> dict:
+    """The floor: one thread sleeping (time.sleep) until each of the same deadlines in turn."""
+    late = []
+    for dl in sorted(_deadlines(k, seed)):
+        wait = dl - time.monotonic_ns()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+        late.append(time.monotonic_ns() - dl)
+    return _percentiles(late)
+
+
+def bench_timers(k: int, seed: int = 1) -> dict:
     # fire: lateness on the timer thread itself
-    fire = []
+    fire: list = []
     done = threading.Event()
     with TimerService("bench timer") as t:
-        for d in delays:
-            deadline = time.monotonic_ns() + int(d * 1e9)
-            t.call_later(d, lambda dl=deadline: (fire.append(time.monotonic_ns() - dl),
-                                                 len(fire) == k and done.set()))
+        for dl in _deadlines(k, seed):
+            t.call_later((dl - time.monotonic_ns()) / 1e9,
+                         lambda dl=dl: (fire.append(time.monotonic_ns() - dl), len(fire) == k and done.set()))
         done.wait(60)
-    # delivered: timer -> post -> process-hosted handler
+    # delivered: timer -> post -> process-hosted handler, which reports through a plain ring
+    (nr, nout) = _names("timers", "reporter", "out")
+    out = Ring(nout, capacity=1 << 20, create=True)
+    reporter = Automaton(nr, lateness_reporter, nout, create=True).start("process")
     late = []
-    got_all = threading.Event()
-
-    def collect(state, op):
-        if op.code is Opcode.CMD:
-            late.append(_TS.unpack(op.payload)[0])
-            if len(late) == k:
-                got_all.set()
-        return state
-
-    nc, nr = _names("timers", "collector", "reporter")
-    collector = Automaton(nc, collect, None, create=True).start("thread")
-    reporter = Automaton(nr, lateness_reporter, nc, create=True).start("process")
     try:
         reporter.post(_TS.pack(time.monotonic_ns()))  # warm-up: the host is up and the path is hot
-        while not late:
-            time.sleep(0.001)
-        late.clear()
+        out.get(timeout=60)
         with TimerService("bench timer 2") as t:
-            for d in delays:
-                deadline = time.monotonic_ns() + int(d * 1e9)
-                t.schedule(d, reporter, _TS.pack(deadline))
-            got_all.wait(60)
+            for dl in _deadlines(k, seed):
+                t.schedule((dl - time.monotonic_ns()) / 1e9, reporter, _TS.pack(dl))
+            for _ in range(k):
+                late.append(_TS.unpack(out.get(timeout=60))[0])
         reporter.drain()
         reporter.join(60)
-        collector.drain()
-        collector.join(60)
     finally:
-        _cleanup([collector, reporter])
-    return {"fire": _percentiles(fire), "delivered": _percentiles(late)}
+        _cleanup([reporter])
+        out.unlink()
+        out.detach()
+    return {"sleep": bench_sleep_baseline(k, seed), "fire": _percentiles(fire), "delivered": _percentiles(late)}
 
 
 def main(argv=None) -> int:
@@ -279,8 +297,9 @@ def main(argv=None) -> int:
     print(f"  stream     {s:12,.0f} commands/s   multiprocessing.Queue {ms:12,.0f} msgs/s   ratio {s / ms:5.2f}x")
     print(f"  ping-pong  {p:12,.0f} round trips/s ({1e6 / p:6.1f} us each)   "
           f"multiprocessing.Queue {mp:10,.0f}/s   ratio {p / mp:5.2f}x")
-    print(f"timer lateness ({args.timers} timers, delays 10-60 ms):")
-    for key in ("fire", "delivered"):
+    spread = max(0.05, args.timers * TIMER_SPREAD_PER_TIMER)
+    print(f"timer lateness ({args.timers} timers spread over {spread:g} s):")
+    for key in ("sleep", "fire", "delivered"):
         t = res["timers"][key]
         print(f"  {key:10s} median {t['median_ms']:7.3f} ms   p99 {t['p99_ms']:7.3f} ms   max {t['max_ms']:7.3f} ms")
     return 0

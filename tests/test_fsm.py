@@ -261,6 +261,8 @@ def test_misuse_is_reported(shm_name):
         with pytest.raises(RuntimeError, match="no handler"):
             other.start()
         other.close()
+        with pytest.raises(TypeError, match="pickle"):
+            Automaton(shm_name("fsm"), lambda s, op: s, 0, create=True).start("process")
         a.start("thread")
         with pytest.raises(RuntimeError, match="already started"):
             a.start("thread")

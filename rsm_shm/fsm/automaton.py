@@ -338,14 +338,23 @@ class Automaton:
             args = (name, gen, self._handler, self._initial_state)
             p = ctx.Process(target=_process_main, args=args,  # type: ignore[attr-defined]
                             name=f"automaton {name}", daemon=self._daemon)
-            p.start()
+            try:
+                p.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                raise TypeError(f"automaton {name!r}: a process host needs a handler and an initial state that "
+                                f"pickle (a module-level function, not a lambda or a closure): {e}") from e
         else:
+            try:
+                blob = pickle.dumps((self._handler, self._initial_state))
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                raise TypeError(f"automaton {name!r}: a subprocess host needs a handler and an initial state that "
+                                f"pickle (an importable module-level function): {e}") from e
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(x for x in sys.path if x)
             p = subprocess.Popen([sys.executable, "-m", "rsm_shm.fsm._host", name, str(gen)],
                                  stdin=subprocess.PIPE, env=env)
             try:
-                p.stdin.write(pickle.dumps((self._handler, self._initial_state)))  # type: ignore[union-attr]
+                p.stdin.write(blob)  # type: ignore[union-attr]
                 p.stdin.close()  # type: ignore[union-attr]
             except BrokenPipeError:
                 pass  # the child died at once; join() reports it

@@ -17,7 +17,7 @@ def main(argv: list) -> int:
               file=sys.stderr)
         return 2
     from ._status import ExitKind
-    from .automaton import EXIT_STATUS_HANDLER_ERROR, _run_host
+    from ._runner import EXIT_STATUS_HANDLER_ERROR, _run_host
 
     try:
         handler, state = pickle.loads(sys.stdin.buffer.read())
@@ -34,7 +34,8 @@ def _report_load_failure(name: str) -> None:
     import traceback
 
     from ._status import ExitKind
-    from .automaton import Automaton, _finish_dead
+    from ._runner import _finish_dead
+    from .automaton import Automaton
 
     text = (f"automaton {name!r}: the subprocess host could not load the handler and initial state "
             f"(a subprocess host needs a handler importable by name, not one defined in __main__)\n"

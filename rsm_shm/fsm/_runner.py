@@ -1,0 +1,218 @@
+"""The host side of an automaton: the loop that feeds the handler, and how an incarnation ends.
+
+A host is a thread (Automaton.start("thread")), a multiprocessing child ("process") or a
+``python -m rsm_shm.fsm._host`` subprocess; all of them run :func:`_run_host`, which
+claims the automaton (IDLE -> RUNNING), delivers START, then the inbox in batches, DRAIN
+when a drain is requested, EXIT once the inbox is finished, and publishes how it ended
+(:func:`_finish_dead`).  It never raises for a handler error: the traceback is published
+in the status block for whoever joins, in any process.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from . import _inbox
+from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
+from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock
+from .._native import lib
+
+if TYPE_CHECKING:
+    from .automaton import Automaton
+
+__all__ = ["current", "EXIT_STATUS_HANDLER_ERROR"]
+
+#: Commands taken from the inbox per ring call.
+BATCH = 64
+#: How often an idle host looks at its mode word even without a ring wake-up (seconds):
+#: covers a drain() whose caller died between the mode change and closing the inbox.
+IDLE_POLL = 0.1
+
+_IDLE, _RUNNING, _SIGNALED, _DRAINING, _DEAD = (int(m) for m in Mode)
+
+_local = threading.local()
+
+
+def current() -> "Automaton":
+    """The automaton whose handler is running on this thread (to post, schedule, drain).
+
+    It is the host's own handle: use it inside the handler, do not keep it or hand it to
+    another thread (the host closes it when it ends).  Raises RuntimeError outside a handler.
+    """
+    a = getattr(_local, "automaton", None)
+    if a is None:
+        raise RuntimeError("rsm_shm.fsm.current() was called outside an automaton's handler")
+    return a
+
+
+def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: int) -> bool:
+    """Publish the end of an incarnation: close its inbox, count what it leaves behind,
+    record the report, then CAS the mode to DEAD (with RESTART_PENDING if supervised and
+    the end was not clean).  False if it was already DEAD."""
+    if ring is not None:
+        try:
+            ring.close()
+            undelivered += max(ring.qsize(), 0)
+        except Exception:
+            pass
+    if st.word() & MODE_MASK == _DEAD:
+        return False
+    st.p.dropped += undelivered
+    pending = RESTART_PENDING if kind is not ExitKind.CLEAN and st.supervisor_alive() else 0
+    st.set_error(kind, text)
+    while True:
+        w = st.word()
+        if w & MODE_MASK == _DEAD:
+            return False
+        if st.cas(w, _DEAD | pending):
+            return True
+
+
+# -- hosts ---------------------------------------------------------------------------------
+
+
+def _run_host(name: str, generation: int, handler: Handler, state: Any) -> ExitKind:
+    """The host loop: deliver START, then commands until drained, then EXIT.
+
+    Runs on the host thread (thread host) or as the main of a host process.  Never raises:
+    how it ended is published in the status block.
+    """
+    from .automaton import Automaton
+
+    a = Automaton(name, create=False)
+    st = a._status
+    try:
+        return _host_loop(a, st, generation, handler, state)
+    finally:
+        _local.automaton = None
+        a.close()
+
+
+def _claim(st: StatusBlock, name: str) -> None:
+    while True:
+        w = st.word()
+        m = w & MODE_MASK
+        if m == _IDLE:
+            if st.cas(w, _RUNNING):
+                return
+            continue
+        if m == _SIGNALED:
+            return  # drained before it started: START, DRAIN, the queue, EXIT
+        raise RuntimeError(f"automaton {name!r} is {Mode(m).name}: it cannot be started again")
+
+
+def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handler, state: Any) -> ExitKind:
+    p = st.p
+    p.host_tid = threading.get_native_id()
+    if p.host_kind == lib.RSM_FSM_HOST_PROCESS and p.host_pid != os.getpid():
+        st.set_host(HostKind.PROCESS, os.getpid(), threading.get_native_id())
+    if p.generation != generation:
+        raise RuntimeError(f"automaton {a.name!r}: host started for generation {generation}, "
+                           f"status says {p.generation}")
+    _claim(st, a.name)
+    inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
+    _local.automaton = a
+
+    machine = Machine(handler, state)
+    shown: list = [_NOTHING]  # the state object whose repr the status block shows
+
+    def sync() -> None:
+        # Counters and the state text are published once per batch, not per command: the
+        # CLI view lags by at most one batch, and a busy host does not pay a repr() for
+        # every transition.  (A state mutated in place, same object, shows at its next
+        # replacement: the TRANSITION rule does not see in-place changes either.)
+        if machine.transitions:
+            p.transitions += machine.transitions
+            machine.transitions = 0
+        s = machine.state
+        if s is not shown[0]:
+            shown[0] = s
+            st.set_state_text(_safe_repr(s, STATE_TEXT_MAX))
+
+    batch: list = []
+    done = 0
+    try:
+        sync()
+        machine.deliver(START)
+        sync()
+        draining = False
+        while True:
+            w = st.word()
+            if not draining and w & MODE_MASK == _SIGNALED:
+                draining = True
+                st.cas(w, _DRAINING)
+                inbox.close()  # in case whoever drained us died before closing it
+                machine.deliver(DRAIN)
+                sync()
+            try:
+                batch = inbox.get_many(BATCH, timeout=IDLE_POLL)
+            except queue.Empty:
+                continue
+            except _inbox.Closed:
+                if not draining:
+                    # The inbox was closed directly (not through drain()): drain all the same.
+                    w = st.word()
+                    while w & MODE_MASK in (_IDLE, _RUNNING, _SIGNALED) and not st.cas(w, _DRAINING):
+                        w = st.word()
+                    draining = True
+                    machine.deliver(DRAIN)
+                    sync()
+                    continue
+                break
+            done = 0
+            for payload in batch:
+                done += 1
+                machine.deliver(Op(_CMD, payload))
+            p.commands += done
+            batch = []
+            sync()
+        machine.deliver(EXIT)
+        sync()
+        _finish_dead(st, inbox, ExitKind.CLEAN, "", 0)
+        return ExitKind.CLEAN
+    except BaseException as exc:
+        # Everything a handler raises ends the automaton; the report travels in the status
+        # block so that a joiner in any process can re-raise it.
+        if batch:
+            p.commands += done
+        undelivered = max(len(batch) - done, 0)
+        text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
+                f"the handler raised {type(exc).__name__} in state {_safe_repr(machine.state)}\n"
+                + traceback.format_exc())
+        try:
+            sync()
+        except Exception:
+            pass  # the report matters more than the state text
+        _finish_dead(st, inbox, ExitKind.ERROR, text, undelivered)
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt / SystemExit keep their meaning for the host
+        return ExitKind.ERROR
+    finally:
+        _inbox.release(inbox)
+
+
+_NOTHING = object()
+_CMD = Opcode.CMD
+
+
+def _safe_repr(x: Any, limit: int = 200) -> str:
+    try:
+        r = repr(x)
+    except Exception as e:
+        return f"<unrepresentable state: {type(e).__name__}>"
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+#: Exit status of a host process whose handler raised (the report is in shared memory).
+EXIT_STATUS_HANDLER_ERROR = 3
+
+
+def _process_main(name: str, generation: int, handler: Handler, state: Any) -> None:
+    """Main of a multiprocessing host."""
+    kind = _run_host(name, generation, handler, state)
+    if kind is not ExitKind.CLEAN:
+        sys.exit(EXIT_STATUS_HANDLER_ERROR)

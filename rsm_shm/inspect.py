@@ -251,8 +251,19 @@ def _nslots(header: SegmentHeader) -> int:
     return header.params[0] if header.params else 0
 
 
+def _check_queues(*queues_and_sizes) -> None:
+    """Refuse to decode when a wait queue's own ``nslots`` disagrees with the size the
+    header validated: C walks (``rsm_wq_count`` in RWLock.statistics) trust that field up
+    to RSM_WQ_MAX_SLOTS, i.e. past the end of a smaller mapping (SIGBUS).  Checked
+    before anything else reads the body."""
+    for q, expected in queues_and_sizes:
+        if int(q.nslots) != int(expected):
+            raise SegmentError(f"corrupt wait queue: it claims {int(q.nslots)} slots, the header {int(expected)}")
+
+
 def _stats_and_queue(obj, header: SegmentHeader) -> dict:
     """The primitives whose ``_ptr`` struct carries its wait queue as ``wq``."""
+    _check_queues((obj._ptr.wq, _nslots(header)))
     detail = _plain(obj.statistics())
     detail["queue"] = decode_waitq(obj._ptr.wq, _nslots(header))
     return detail
@@ -262,6 +273,8 @@ def _decode_condition(obj, header: SegmentHeader) -> dict:
     from .sync.condition import _EMBEDDED
     lock = obj._lock
     embedded = header.params[1] == _EMBEDDED if len(header.params) > 1 else False
+    _check_queues((obj._q, _nslots(header)),
+                  (lock._ptr.wq, _nslots(header) if embedded else _nslots(lock._seg.header)))
     detail = _plain(obj.statistics())  # {"waiters", "lock": {...}}
     detail["queue"] = decode_waitq(obj._q, _nslots(header))
     detail["lock"] = {
@@ -273,6 +286,7 @@ def _decode_condition(obj, header: SegmentHeader) -> dict:
 
 
 def _decode_barrier(obj, header: SegmentHeader) -> dict:
+    _check_queues((obj._q, _nslots(header)), (obj._lock._ptr.wq, _nslots(header)))
     detail = _plain(obj.statistics())  # {"state", "waiting", "parties", "generation"}
     detail["queue"] = decode_waitq(obj._q, _nslots(header))
     detail["lock"] = {**_plain(obj._lock.statistics()), "queue": decode_waitq(obj._lock._ptr.wq, _nslots(header))}
@@ -316,10 +330,11 @@ _PERCENT = 100.0
 
 
 def _decode_ring(ring, header: SegmentHeader) -> dict:
+    nslots = _nslots(header)
+    _check_queues((ring._cwq, nslots), (ring._pwq, nslots))
     stats = ring.statistics()
     detail = _plain(stats)
     detail["fill"] = round(_PERCENT * stats.used_bytes / stats.capacity, 1) if stats.capacity else 0.0
-    nslots = _nslots(header)
     detail["consumer_queue"] = decode_waitq(ring._cwq, nslots)
     detail["producer_queue"] = decode_waitq(ring._pwq, nslots)
     return detail

@@ -364,7 +364,10 @@ def test_corrupt_truncated_and_unknown_version_segments_are_reported_not_trusted
     hostile[256:] = b"\xff" * (len(lock) - 256)  # valid header, garbage body (bad policy code)
     hostile_q = bytearray(hostile)
     struct.pack_into("<I", hostile_q, 256 + 24, 0)  # a valid policy, so it decodes: garbage counts and slots
+    rwlock = bytearray(_segment_bytes(shm_name, "RWLock"))
+    struct.pack_into("<I", rwlock, 256 + 32 + 12, 4096)  # wq.nslots: 4096 slots past a 64-slot mapping
     cases = {
+        "rwlock_q": (bytes(rwlock), None, "undecodable"),  # once a SIGBUS in RWLock.statistics
         "garbage": (os.urandom(1000), None, "corrupt"),
         "tiny": (b"RSM1", None, "truncated"),
         "empty": (b"", None, "truncated"),
@@ -391,6 +394,7 @@ def test_corrupt_truncated_and_unknown_version_segments_are_reported_not_trusted
             assert seg["problem"] and seg["creator"] is None and seg["detail"] is None
     assert segs[names["hostile"]]["kind"] == "lock" and segs[names["hostile"]]["detail"] is None
     assert "policy" in segs[names["hostile"]]["problem"]
+    assert "wait queue" in segs[names["rwlock_q"]]["problem"]
     garbage_q = segs[names["hostile_q"]]["detail"]["queue"]
     assert garbage_q["nslots"] == 64  # the queue's own nslots (0xffffffff) is not trusted
     assert all(slot["alive"] is False for slot in garbage_q["slots"])

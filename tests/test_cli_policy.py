@@ -103,3 +103,116 @@ def test_scan_is_fast_enough_to_run_once_per_command():
     t0 = time.monotonic()
     procs = insp.scan_processes()
     assert procs.scanned > 0 and time.monotonic() - t0 < 5.0
+
+
+# -- hostile segments: a header that validates in front of an arbitrary body --------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from rsm_shm import segment as seg_mod  # noqa: E402
+
+
+FORGED_OUTCOMES: dict[str, int] = {}
+
+
+def _forged(kind: int, params: list[int], body: bytes, initialized: int) -> bytes:
+    """A header that passes every check of segment.read_header (checksum included)."""
+    padded = params + [0] * (seg_mod.NPARAMS - len(params))
+    raw = bytearray(seg_mod._HEADER.pack(
+        seg_mod.MAGIC, seg_mod.LAYOUT_VERSION, kind, initialized, 1, 1, time.time_ns(), seg_mod.HEADER_SIZE,
+        len(body), 0, len(params), *padded, b"", 0))
+    raw[240:244] = seg_mod._crc(bytes(raw)).to_bytes(4, "little")
+    return bytes(raw) + body
+
+
+_NSLOTS = st.one_of(st.integers(1, 8), st.integers(0, 70), st.sampled_from([4096, 5000, 2**32 - 1]))
+_PARAM = st.one_of(st.integers(0, 3), st.sampled_from([64, 1024, 4096, 1 << 20, 2**32 - 1, 2**64 - 1]),
+                   st.integers(0, 2**64 - 1))
+# Bodies: mostly big enough for the kind's layout (so the decoders really run on them),
+# filled with noise, all-ones, or zeros with a few hostile words.
+_BODY = st.one_of(
+    st.integers(0, 12000).map(lambda n: os.urandom(n)),
+    st.integers(0, 12000).map(lambda n: b"\xff" * n),
+    st.lists(st.tuples(st.integers(0, 2999), st.integers(0, 2**32 - 1)), max_size=12).map(
+        lambda words: _poke(bytearray(12000), words)),
+)
+
+
+def _poke(buf: bytearray, words) -> bytes:
+    for index, value in words:
+        buf[index * 4:index * 4 + 4] = value.to_bytes(4, "little")
+    return bytes(buf)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from([k.value for k in Kind]),
+       params=st.tuples(_NSLOTS, st.lists(_PARAM, max_size=3)).map(lambda t: [t[0], *t[1]]),
+       body=_BODY, initialized=st.sampled_from([1, 1, 1, 1, 0, 2, 7]))
+def test_forged_headers_with_hostile_bodies_never_crash_the_decoders(shm_name, kind, params, body, initialized):
+    name = shm_name("forged")
+    path = f"/dev/shm/rsm_shm.{name}"
+    with open(path, "wb") as f:
+        f.write(_forged(kind, params, body, initialized))
+    try:
+        rec = insp.describe("rsm_shm." + name, False, insp.ProcessIndex({}, {}, 0, 0.0))
+        assert rec is not None and rec["status"] in {s.value for s in insp.Status}
+        FORGED_OUTCOMES[rec["status"]] = FORGED_OUTCOMES.get(rec["status"], 0) + 1
+        cli.render_inspect(rec)
+        cli.render_table([rec])
+    finally:
+        os.unlink(path)
+
+
+_TEMPLATES: dict[str, bytes] = {}
+_FACTORIES = {
+    "Lock": lambda n: rsm_shm.Lock(n, max_waiters=4), "RLock": lambda n: rsm_shm.RLock(n, max_waiters=4),
+    "Semaphore": lambda n: rsm_shm.Semaphore(n, value=2, max_waiters=4),
+    "Event": lambda n: rsm_shm.Event(n, max_waiters=4), "Gate": lambda n: rsm_shm.Gate(n, max_waiters=4),
+    "Countdown": lambda n: rsm_shm.Countdown(n, count=3, max_waiters=4), "Once": lambda n: rsm_shm.Once(n, max_waiters=4),
+    "RWLock": lambda n: rsm_shm.RWLock(n, max_waiters=4), "Condition": lambda n: rsm_shm.Condition(n, max_waiters=4),
+    "Barrier": lambda n: rsm_shm.Barrier(n, parties=2, max_waiters=4),
+}
+try:
+    from rsm_shm import ring as _ring_mod
+    _FACTORIES["Ring"] = lambda n: _ring_mod.Ring(n, capacity=256, max_waiters=4)
+except ImportError:  # the ring module lands separately
+    pass
+
+
+def _template(shm_name, kind: str) -> bytes:
+    if kind not in _TEMPLATES:
+        obj = _FACTORIES[kind](shm_name("tpl"))
+        try:
+            with open(f"/dev/shm/rsm_shm.{obj.name}", "rb") as f:
+                _TEMPLATES[kind] = f.read()
+        finally:
+            (obj.detach if kind == "Ring" else obj.close)()
+            obj.unlink()
+    return _TEMPLATES[kind]
+
+
+_WORD = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 64, 4096, 5000, 0x3FFFFFFF, 0x40000000, 0x80000000,
+                                   0xFFFFFFFF, os.getpid()]), st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(sorted(_FACTORIES)), pokes=st.lists(st.tuples(st.integers(0, 10**6), _WORD),
+                                                                min_size=1, max_size=8))
+def test_real_segments_with_corrupted_bodies_never_crash_the_decoders(shm_name, kind, pokes):
+    raw = bytearray(_template(shm_name, kind))
+    nwords = (len(raw) - seg_mod.HEADER_SIZE) // 4
+    for index, value in pokes:
+        at = seg_mod.HEADER_SIZE + (index % nwords) * 4
+        raw[at:at + 4] = value.to_bytes(4, "little")
+    name = shm_name("mutant")
+    path = f"/dev/shm/rsm_shm.{name}"
+    with open(path, "wb") as f:
+        f.write(raw)
+    try:
+        rec = insp.describe("rsm_shm." + name, False, insp.ProcessIndex({}, {}, 0, 0.0))
+        assert rec is not None and rec["status"] in ("ok", "undecodable")
+        FORGED_OUTCOMES["mutant " + rec["status"]] = FORGED_OUTCOMES.get("mutant " + rec["status"], 0) + 1
+        cli.render_inspect(rec)
+        cli.render_table([rec])
+    finally:
+        os.unlink(path)

@@ -558,3 +558,62 @@ def test_the_benchmark_runs_quick():
     res = json.loads(r.stdout)
     assert res["stream_cmds_per_s"] > 0 and res["ping_pong_round_trips_per_s"] > 0
     assert set(res["timers"]) == {"sleep", "fire", "delivered"}
+
+
+def test_a_drain_whose_caller_died_before_closing_the_inbox_still_finishes(shm_name):
+    log = []
+
+    def h(state, op):
+        log.append(op.code)
+        return state
+
+    a = Automaton(shm_name("fsm"), h, None, create=True).start("thread")
+    try:
+        wait_until(lambda: a.mode is Mode.RUNNING)
+        # What a drainer killed between its two steps leaves: SIGNALED, inbox still open.
+        assert a._status.cas(int(Mode.RUNNING), int(Mode.SIGNALED))
+        assert a.join(SLOW) is True
+        assert log == [Opcode.START, Opcode.DRAIN, Opcode.EXIT]
+    finally:
+        a.unlink()
+        a.close()
+
+
+def test_an_inbox_closed_behind_our_back_drains_the_automaton(shm_name):
+    from rsm_shm.ring import Ring
+
+    log = []
+
+    def h(state, op):
+        log.append(op.code)
+        return state
+
+    a = Automaton(shm_name("fsm"), h, None, create=True).start("thread")
+    try:
+        a.post(b"1")
+        ring = Ring(a.name + ".inbox.0", create=False)
+        ring.close()
+        ring.detach()
+        assert a.join(SLOW) is True
+        assert log[0] is Opcode.START and log[-2:] == [Opcode.DRAIN, Opcode.EXIT]
+        assert log.count(Opcode.CMD) == 1
+    finally:
+        a.unlink()
+        a.close()
+
+
+def test_join_is_interruptible(shm_name):
+    a = Automaton(shm_name("fsm"), adder, 0, create=True).start("thread")
+    try:
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            a.join(SLOW)
+        assert time.monotonic() - t0 < SLOW / 2
+        timer.join()
+        a.drain()
+        assert a.join(SLOW)
+    finally:
+        a.unlink()
+        a.close()

@@ -157,3 +157,46 @@ def test_policy_validation():
         RestartPolicy(window=0)
     with pytest.raises(TypeError):
         Supervisor(policy=3)  # type: ignore[arg-type]
+
+
+def test_drain_makes_a_pending_restart_final(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=5))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a)
+        sup._stop.set()  # freeze the supervisor so the pending restart stays pending
+        sup._thread.join(5)
+        a.start("thread")
+        a.post(b"boom")
+        wait_for(a, lambda s: s.mode is Mode.DEAD and s.restart_pending)
+        a.drain()
+        assert not a.statistics().restart_pending
+        with pytest.raises(AutomatonFailed, match="fragile handler broke"):
+            a.join(SLOW)
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()
+
+
+def draining_breaks(state, op):
+    if op.code is Opcode.DRAIN:
+        raise RuntimeError("broke while draining")
+    return state
+
+
+def test_a_failure_while_draining_is_not_restarted(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=5))
+    a = Automaton(shm_name("sup"), draining_breaks, 0, create=True)
+    try:
+        sup.watch(a).start("thread")
+        a.drain()
+        with pytest.raises(AutomatonFailed, match="broke while draining"):
+            a.join(SLOW)
+        time.sleep(0.05)  # a few supervisor polls
+        s = a.statistics()
+        assert s.restarts == 0 and s.mode is Mode.DEAD and not s.restart_pending
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()

@@ -52,7 +52,8 @@ def current() -> "Automaton":
 def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: int) -> bool:
     """Publish the end of an incarnation: close its inbox, count what it leaves behind,
     record the report, then CAS the mode to DEAD (with RESTART_PENDING if supervised and
-    the end was not clean).  False if it was already DEAD."""
+    the end was not clean and it was not draining: a drained automaton is never
+    restarted).  False if it was already DEAD."""
     if ring is not None:
         try:
             ring.close()
@@ -62,12 +63,14 @@ def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: 
     if st.word() & MODE_MASK == _DEAD:
         return False
     st.p.dropped += undelivered
-    pending = RESTART_PENDING if kind is not ExitKind.CLEAN and st.supervisor_alive() else 0
+    restartable = kind is not ExitKind.CLEAN and st.supervisor_alive()
     st.set_error(kind, text)
     while True:
         w = st.word()
-        if w & MODE_MASK == _DEAD:
+        m = w & MODE_MASK
+        if m == _DEAD:
             return False
+        pending = RESTART_PENDING if restartable and m in (_IDLE, _RUNNING) else 0
         if st.cas(w, _DEAD | pending):
             return True
 

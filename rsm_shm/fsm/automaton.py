@@ -260,15 +260,21 @@ class Automaton:
         """Stop taking commands and let the automaton finish: the handler gets DRAIN, every
         command already queued, then EXIT, and the automaton ends DEAD (clean).
 
-        Returns at once (``join()`` waits); idempotent; a no-op on a dead automaton.  Posts
-        fail with AutomatonClosedError from the moment this returns.  Drained before it
-        started, an automaton delivers START, DRAIN, the queue and EXIT when started.
+        Returns at once (``join()`` waits); idempotent.  Posts fail with
+        AutomatonClosedError from the moment this returns.  Drained before it started, an
+        automaton delivers START, DRAIN, the queue and EXIT when started.  On a dead
+        automaton it only makes the death final: a supervisor will not restart it (nor one
+        that fails while draining).
         """
         self._check_open()
         st = self._status
         while True:
             w = st.word()
             m = w & MODE_MASK
+            if m == _DEAD and w & RESTART_PENDING:
+                if st.cas(w, w & ~RESTART_PENDING):
+                    break
+                continue
             if m != _IDLE and m != _RUNNING:
                 break
             if st.cas(w, _SIGNALED):

@@ -150,14 +150,23 @@ class Supervisor:
     def _restart(self, a: Automaton, word: int) -> None:
         st = a._status
         _reap(a._host)
-        gen = st.p.generation + 1
-        # The new generation's ring exists before the status block names it.
+        p = st.p
+        gen = p.generation + 1
+        # The new generation's ring exists before the status block names it, and the dead
+        # host is forgotten before IDLE is published (else a joiner would see a dead host
+        # "running" and declare it killed again).
         _inbox.release(_inbox.open_inbox(a.name, gen, st.inbox_capacity, create=True))
-        st.p.generation = gen
-        st.p.restarts += 1
+        old_host = (p.host_kind, p.host_pid, p.host_tid, p.host_start)
+        p.generation = gen
+        p.restarts += 1
         st.set_host(HostKind.NONE, 0)
         if not st.cas(word, _IDLE):
-            raise RuntimeError(f"automaton {a.name!r} changed while being restarted")
+            # drain() made the death final meanwhile: undo, the automaton stays DEAD.
+            p.host_kind, p.host_pid, p.host_tid, p.host_start = old_host
+            p.restarts -= 1
+            p.generation = gen - 1
+            _inbox.unlink_generation(a.name, gen)
+            return
         _inbox.unlink_generation(a.name, gen - 1)
         with self._lock:
             self._restarts += 1

@@ -362,8 +362,9 @@ def test_corrupt_truncated_and_unknown_version_segments_are_reported_not_trusted
     lock = _segment_bytes(shm_name, "Lock")
     hostile = bytearray(lock)
     hostile[256:] = b"\xff" * (len(lock) - 256)  # valid header, garbage body (bad policy code)
+    struct.pack_into("<I", hostile, 256 + 32 + 12, 64)  # but the right wq.nslots
     hostile_q = bytearray(hostile)
-    struct.pack_into("<I", hostile_q, 256 + 24, 0)  # a valid policy, so it decodes: garbage counts and slots
+    struct.pack_into("<I", hostile_q, 256 + 24, 0)  # and a valid policy: decodes garbage counts and slots
     rwlock = bytearray(_segment_bytes(shm_name, "RWLock"))
     struct.pack_into("<I", rwlock, 256 + 32 + 12, 4096)  # wq.nslots: 4096 slots past a 64-slot mapping
     cases = {
@@ -396,8 +397,8 @@ def test_corrupt_truncated_and_unknown_version_segments_are_reported_not_trusted
     assert "policy" in segs[names["hostile"]]["problem"]
     assert "wait queue" in segs[names["rwlock_q"]]["problem"]
     garbage_q = segs[names["hostile_q"]]["detail"]["queue"]
-    assert garbage_q["nslots"] == 64  # the queue's own nslots (0xffffffff) is not trusted
-    assert all(slot["alive"] is False for slot in garbage_q["slots"])
+    assert garbage_q["nslots"] == 64 and len(garbage_q["slots"]) == 64
+    assert all(slot["alive"] is False and slot["phase"] == "unknown(15)" for slot in garbage_q["slots"])
     assert segs[names["building"]]["state"] == "being created"  # its "creator" is this test process
     assert elapsed < 10
     text = run("ls", "--prefix", prefix).stdout

@@ -117,7 +117,14 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
         raise RuntimeError(f"automaton {a.name!r}: host started for generation {generation}, "
                            f"status says {p.generation}")
     _claim(st, a.name)
-    inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
+    # From here on the automaton is ours: whatever happens must end in a published DEAD.
+    try:
+        inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
+    except Exception as exc:
+        _finish_dead(st, None, ExitKind.ERROR,
+                     f"automaton {a.name!r} (pid {os.getpid()}): its host could not open the inbox: "
+                     f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(), 0)
+        return ExitKind.ERROR
     _local.automaton = a
 
     machine = Machine(handler, state)

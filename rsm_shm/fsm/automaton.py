@@ -9,7 +9,9 @@ Commands are bytes (``bytes``, ``bytearray`` or ``memoryview``; a handler receiv
 ``bytes``).  The state is any Python value: it never leaves the host, so it need not be
 picklable for a thread host; for a process host the *initial* state and the handler are
 pickled to the child (``spawn`` pickles the handler by its import path).  ``repr()`` of the
-state, truncated, is published for the CLI whenever it changes.
+state, truncated, is published for the CLI after START, DRAIN, EXIT and every batch of
+commands that replaced the state object (a state mutated in place shows at its next
+replacement).
 
 Failure model: a handler exception ends the automaton DEAD with the traceback recorded in
 shared memory; a process host that dies without ending (SIGKILL) is declared DEAD (KILLED)

@@ -67,16 +67,17 @@ from rsm_shm import OwnerDiedWarning  # noqa: E402
 try:
     import posix_ipc
 except ImportError:  # optional peer
-    posix_ipc = None
+    posix_ipc = None  # type: ignore[assignment]
 try:
     import filelock
 except ImportError:  # optional peer
-    filelock = None
+    filelock = None  # type: ignore[assignment]
 
 # fork: multiprocessing's primitives reach children only by inheritance, and every
 # candidate should pay the same process start-up (which is never inside a timed region).
 CTX = multiprocessing.get_context("fork")
 
+Row = Dict[str, Any]  # one line of a result table (also what --json writes)
 SECTIONS = ("uncontended", "contended", "pingpong", "recovery")
 NS_PER_S = 1_000_000_000
 P99 = 0.99
@@ -203,7 +204,7 @@ def fmt_rate(ops: Optional[float]) -> str:
     return "-" if ops is None else f"{ops / 1e6:.3f} M/s"
 
 
-def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def ratio(a: Any, b: Any) -> Optional[float]:
     return a / b if a is not None and b else None
 
 
@@ -367,7 +368,7 @@ def bench_uncontended(prof: Profile, res: Resources) -> Dict[str, Any]:
         gc.enable()
     loop_ns = statistics.median(empty)
 
-    rows = []
+    rows: List[Row] = []
     for case in cases:
         raw = statistics.median(case.samples)
         rows.append({"group": case.group, "label": case.label, "raw_ns": raw, "net_ns": max(raw - loop_ns, 0.0),
@@ -458,7 +459,8 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
         return {"error": err}
     elapsed = max(times[1::2]) - min(times[0::2])
     return {"ops_per_s": nproc * n * NS_PER_S / elapsed, "elapsed_ns": elapsed,
-            "start_skew_ns": max(times[0::2]) - min(times[0::2]), "exact": counter.value == nproc * n,
+            "start_skew_ns": max(times[0::2]) - min(times[0::2]),
+            "finish_spread": (max(times[1::2]) - min(times[1::2])) / elapsed, "exact": counter.value == nproc * n,
             "counter": counter.value, "expected": nproc * n}
 
 
@@ -472,7 +474,7 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
             for case in cases:
                 n = prof.contend_ops // (prof.slow_divisor if case.slow else 1)
                 samples[(case.label, nproc)].append(_contend_once(case, nproc, n, res))
-    rows = []
+    rows: List[Row] = []
     for nproc in nprocs:
         for case in cases:
             runs = samples[(case.label, nproc)]
@@ -484,6 +486,8 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
                          "min_ops_per_s": min(good) if good else None, "max_ops_per_s": max(good) if good else None,
                          "ops_per_process": prof.contend_ops // (prof.slow_divisor if case.slow else 1),
                          "run_ns": statistics.median(s["elapsed_ns"] for s in runs if "elapsed_ns" in s) if good else None,
+                         "finish_spread": statistics.median(s["finish_spread"] for s in runs if "finish_spread" in s)
+                         if good else None,
                          "exact": not inexact and not errors, "errors": errors, "inexact": inexact})
     for row in rows:
         ref = next(r["ops_per_s"] for r in rows if r["nproc"] == row["nproc"] and r["label"] == "mp.Lock")
@@ -498,10 +502,13 @@ def print_contended(r: Dict[str, Any]) -> None:
     for x in r["rows"]:
         check = "exact" if x["exact"] else "WRONG: " + "; ".join(x["errors"] + x["inexact"])
         spread = f"[{fmt_rate(x['min_ops_per_s'])}..{fmt_rate(x['max_ops_per_s'])}]" if x["ops_per_s"] else ""
+        finish = "-" if x["finish_spread"] is None else f"{100 * x['finish_spread']:.0f}%"
         rows.append([x["label"], str(x["nproc"]), str(x["ops_per_process"]), fmt_ns(x["run_ns"]),
-                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), check])
-    print_table(["candidate", "procs", "N/proc", "run", "throughput", "spread", "x mp (higher=better)", "counter"],
-                rows)
+                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, check])
+    print_table(["candidate", "procs", "N/proc", "run", "throughput", "spread", "x mp (higher=better)",
+                 "finish spread", "counter"], rows)
+    print("   finish spread: (last finish - first finish) / run time; near 0% = the processes shared the lock,"
+          " near 50%+ = one process kept it while the others waited")
 
 
 # ==========================================================================================
@@ -614,7 +621,8 @@ def _pingpong_once(case: PingPongCase, cpus: Tuple[Optional[int], Optional[int]]
     n = prof.pingpong_warmup + prof.pingpong_rounds
     ready, go = CTX.Semaphore(0), CTX.Event()
     rts = CTX.RawArray("q", n)
-    procs = [(_pinger, (pinger_make, n, cpus[0], rts, ready, go)), (_ponger, (ponger_make, n, cpus[1], ready, go))]
+    procs: List[Tuple[Callable, tuple]] = [(_pinger, (pinger_make, n, cpus[0], rts, ready, go)),
+                                           (_ponger, (ponger_make, n, cpus[1], ready, go))]
     err = run_children(procs, ready, go, 2, progress=lambda: _filled(rts))
     res.dispose()
     if err:
@@ -639,7 +647,7 @@ def bench_pingpong(prof: Profile, res: Resources) -> Dict[str, Any]:
             progress(f"ping-pong round {rnd + 1}/{prof.repeat}, {pname}")
             for case in cases:
                 samples[(pname, case.label)].append(_pingpong_once(case, pcpus, prof, res))
-    rows = []
+    rows: List[Row] = []
     for pname, pcpus in placements:
         for case in cases:
             runs = samples[(pname, case.label)]
@@ -774,7 +782,7 @@ def _recover_once(case: RecoveryCase, prof: Profile, res: Resources, rng: random
         # Kill at a random moment of the waiter's slice: the recovery latency depends on it.
         time.sleep(rng.uniform(0.0, SLICE_S))
         t_kill = time.monotonic_ns()
-        os.kill(holder.pid, signal.SIGKILL)
+        os.kill(holder.pid or 0, signal.SIGKILL)  # pid is set: start() returned
         th.join(timeout + 1.0)
         if th.is_alive():
             return {"error": "the waiter is still blocked past its timeout"}
@@ -793,7 +801,7 @@ def _recover_once(case: RecoveryCase, prof: Profile, res: Resources, rng: random
 def bench_recovery(prof: Profile, res: Resources) -> Dict[str, Any]:
     rng = random.Random(2)
     cases = recovery_cases()
-    rows = []
+    rows: List[Row] = []
     with warnings.catch_warnings(record=True) as caught:
         # Recorded, not printed: a recovery tells its holder through OwnerDiedWarning.
         warnings.simplefilter("always", OwnerDiedWarning)
@@ -864,6 +872,11 @@ def check_targets(results: Dict[str, Any]) -> List[Check]:
         v = ratio(four and four["ops_per_s"], two and two["ops_per_s"])
         checks.append(Check("no collapse at 4 processes", f"rsm 4-proc >= {COLLAPSE_MIN_RATIO}x rsm 2-proc throughput",
                             fmt_ratio(v), None if v is None else v >= COLLAPSE_MIN_RATIO))
+        two = _find(c["rows"], label="rsm Lock (fifo)", nproc=2)
+        four = _find(c["rows"], label="rsm Lock (fifo)", nproc=4)
+        v = ratio(four and four["ops_per_s"], two and two["ops_per_s"])
+        checks.append(Check("fifo policy at 4 processes (no target)", "rsm fifo 4-proc / 2-proc throughput",
+                            fmt_ratio(v), None))
         exact = all(r["exact"] for r in c["rows"])
         checks.append(Check("contended counters exact (correctness)", "every run", "yes" if exact else "NO", exact))
     p = results.get("pingpong")
@@ -925,6 +938,20 @@ BENCHES = {
 }
 
 
+def revision() -> str:
+    """The commit measured, marked '+dirty' if rsm_shm/ or csrc/ differ from it."""
+    import subprocess
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rsm_shm", "csrc"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 def machine() -> Dict[str, Any]:
     try:
         load = os.getloadavg()
@@ -933,7 +960,7 @@ def machine() -> Dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
             "affinity": sorted(os.sched_getaffinity(0)), "loadavg_at_start": load,
             "peers": {"posix_ipc": getattr(posix_ipc, "VERSION", None), "filelock": getattr(filelock, "__version__", None)},
-            "rsm_shm": rsm_shm.__version__}
+            "rsm_shm": rsm_shm.__version__, "revision": revision()}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -961,7 +988,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prof = Profile(**{**asdict(prof), "repeat": args.repeat})
     meta = machine()
     print(f"bench_sync: python {meta['python']}, {meta['cpus']} CPUs (affinity {meta['affinity']}), "
-          f"load {meta['loadavg_at_start']}, profile {'quick' if args.quick else 'full'}, repeat {prof.repeat}")
+          f"load {meta['loadavg_at_start']}, rsm_shm {meta['revision']}, profile {'quick' if args.quick else 'full'}, repeat {prof.repeat}")
     print(f"command: python tools/bench_sync.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     results: Dict[str, Any] = {"meta": {**meta, "profile": asdict(prof), "argv": sys.argv[1:]}}
     started = time.monotonic()

@@ -617,3 +617,24 @@ def test_join_is_interruptible(shm_name):
     finally:
         a.unlink()
         a.close()
+
+
+def test_a_handler_cannot_join_its_own_automaton(shm_name):
+    errors = []
+
+    def h(state, op):
+        if op.code is Opcode.START:
+            try:
+                current().join(1)
+            except RuntimeError as e:
+                errors.append(e)
+        return state
+
+    a = Automaton(shm_name("fsm"), h, None, create=True).start("thread")
+    try:
+        a.drain()
+        assert a.join(SLOW) is True
+        assert len(errors) == 1 and "itself" in str(errors[0])
+    finally:
+        a.unlink()
+        a.close()

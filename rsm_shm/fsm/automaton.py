@@ -39,6 +39,7 @@ from ..sync._base import deadline_from_timeout
 from . import _inbox
 from ._core import Handler
 from ._runner import _finish_dead, _process_main, _run_host, current
+from ._runner import _local as _runner_local
 from ._status import MODE_MASK, RESTART_PENDING, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
 from .errors import AutomatonClosedError, AutomatonFailed
 
@@ -416,6 +417,9 @@ class Automaton:
         keeps waiting; if the supervisor's process died, the death is final.
         """
         self._check_open()
+        me = getattr(_runner_local, "automaton", None)
+        if me is not None and me.name == self.name:
+            raise RuntimeError(f"automaton {self.name!r} cannot join itself from its own handler (it would never end)")
         st = self._status
         deadline = deadline_from_timeout(timeout)
         while True:

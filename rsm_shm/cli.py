@@ -510,6 +510,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     if getattr(args, "prefix", None) is not None and ("/" in args.prefix or not args.prefix):
         parser.error(f"--prefix {args.prefix!r}: must be a non-empty name prefix without '/'")
+    if getattr(args, "names", None) and (args.prefix is not None or args.all):
+        parser.error("watch: give segment NAMEs or --prefix/--all, not both")
     try:
         return args.func(args)
     except BrokenPipeError:

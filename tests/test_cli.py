@@ -517,7 +517,7 @@ def test_kind_without_decoder_is_listed_with_its_header(shm_name):
 
 @pytest.mark.parametrize("args", [
     [], ["inspect"], ["watch", "--interval", "0"], ["watch", "--count", "0"], ["watch", "--interval", "nan"],
-    ["gc", "--prefix", ""], ["ls", "--bogus"], ["inspect", "../etc"],
+    ["gc", "--prefix", ""], ["ls", "--bogus"], ["inspect", "../etc"], ["watch", "x", "--prefix", "x"],
 ])
 def test_usage_errors_exit_2(args):
     r = run(*args, check_rc=2)

@@ -193,6 +193,7 @@ class RawNode:
     # ------------------------------------------------------------------ outputs
     def has_ready(self) -> bool:
         r = self.raft
+        r.flush_appends()
         if r.soft_state() != self._prev_soft:
             return True
         hs = r.hard_state()
@@ -211,6 +212,7 @@ class RawNode:
         if self._pending_ready is not None:
             raise RuntimeError("ready() called again before advance()")
         r = self.raft
+        r.flush_appends()
         log = r.raft_log
         rd = Ready(
             entries=log.unstable_entries(),

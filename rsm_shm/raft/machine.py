@@ -83,6 +83,7 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.election_timeout
         self.snap_buffer = None  # (key, bytearray) of a snapshot being received
+        self.append_pending = False  # proposals not yet broadcast (see flush_appends)
 
         hs, cs = storage.initial_state()
         if cs.is_empty():
@@ -203,6 +204,10 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
                 self.abort_leader_transfer()
         if self.role != Role.LEADER:
             return
+        # An auto-leave that could not be proposed when the joint config was applied
+        # (a leadership transfer was in progress, or the uncommitted-size limit was
+        # reached) is retried here.
+        self.maybe_auto_leave_joint()
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             self.step(Message(MessageType.BEAT, to=self.id, frm=self.id))
@@ -383,8 +388,22 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         last = self.raft_log.last_index()
         if cc_at is not None:
             self.pending_conf_index = last - len(es) + 1 + cc_at
-        self.bcast_append()
+        # Batching: proposals made before the next Ready are sent together (one
+        # AppendEntries per follower, up to max_size_per_msg) by flush_appends().
+        self.append_pending = True
         return last
+
+    def flush_appends(self) -> None:
+        """Send the entries proposed since the last Ready (called by RawNode before
+        building a Ready)."""
+        if not self.append_pending:
+            return
+        self.append_pending = False
+        if self.role != Role.LEADER:
+            return
+        for i, _ in self.trk.visit():
+            if i != self.id:
+                self.maybe_send_append(i, False)
 
     def on_applied(self, old_applied: int) -> None:
         if self.raft_log.applied > old_applied:

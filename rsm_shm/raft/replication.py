@@ -146,7 +146,15 @@ class ReplicationMixin:
                 self.send_append(m.frm)
             return
         old_paused = pr.is_paused()
-        if pr.maybe_update(m.index) or (pr.match == m.index and pr.state == ProgressState.PROBE):
+        updated = pr.maybe_update(m.index)
+        if (
+            updated
+            or (pr.match == m.index and pr.state == ProgressState.PROBE)
+            # The follower already holds everything the snapshot in transfer covers
+            # (e.g. it was installed from elsewhere, or we compacted past an older
+            # snapshot we were still sending): stop that transfer.
+            or (pr.state == ProgressState.SNAPSHOT and m.index >= pr.pending_snapshot)
+        ):
             if pr.state == ProgressState.PROBE:
                 pr.become_replicate()
             elif pr.state == ProgressState.SNAPSHOT:

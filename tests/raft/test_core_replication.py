@@ -42,6 +42,7 @@ def test_pipelining_sends_several_appends_before_any_ack():
     net.tick(1)
     for k in range(5):
         net.nodes[1].propose(b"p%d" % k)
+        net.process(1)  # a Ready per proposal: each goes out at once
     q = net.take()
     apps = [m for m in q if m.type == MessageType.APP and m.to == 2]
     assert len(apps) == 5
@@ -56,11 +57,25 @@ def test_inflight_window_limits_pipeline():
     net.elect(1)
     for k in range(5):
         net.nodes[1].propose(b"p%d" % k)
+        net.process(1)
     q = net.take()
     assert len([m for m in q if m.type == MessageType.APP and m.to == 2]) == 2
     net.queue = q
     net.stabilize()
     assert all(net.status(i).commit == 6 for i in net.ids)
+
+
+def test_proposals_before_a_ready_are_batched():
+    net = Net(3)
+    net.elect(1)
+    for k in range(50):
+        net.nodes[1].propose(b"b%d" % k)
+    q = net.take()
+    apps = [m for m in q if m.type == MessageType.APP and m.to == 2]
+    assert len(apps) == 1 and len(apps[0].entries) == 50
+    net.queue = q
+    net.stabilize()
+    assert net.data(3) == [b"b%d" % k for k in range(50)]
 
 
 def test_batching_respects_max_size_per_msg():

@@ -11,16 +11,31 @@ Quick start::
 
     from rsm_shm.fsm import Automaton, Opcode
 
-    def counter(n, op):
+    def counter(n, op):                 # module level: a process host imports it
         if op.code is Opcode.CMD:
             return n + int(op.payload)
         return n
 
     a = Automaton("counter", counter, 0).start("process")
-    a.post(b"5")
-    a.drain()
-    a.join()          # True; AutomatonFailed if the handler raised or the host was killed
+    a.post(b"5")                        # from any process: rsm_shm.fsm.post("counter", b"5")
+    a.drain()                           # no more commands; finish the inbox, then EXIT
+    a.join()                            # True; AutomatonFailed if the handler raised or the host was killed
     a.unlink()
+
+The contract, in short:
+
+* Opcodes (``op.code``): START first; CMD per command (``op.payload``: bytes); TRANSITION
+  after any operation that changed the state (``op.previous``: the state before); DRAIN
+  once a drain is requested; EXIT last.  See ``rsm_shm.fsm._core``.
+* Commands are bytes.  The state is any Python value and stays in the host; a process
+  host receives the handler and *initial* state by pickle.  ``repr(state)`` (truncated)
+  is published for ``rsm-shm ls/inspect`` together with the mode and the inbox depth.
+* Posting to a draining or dead automaton raises AutomatonClosedError; nothing is queued.
+* A handler exception, or the death of a process host (SIGKILL included; detected by pid
+  and start time), ends the automaton DEAD with a report that ``join()`` raises as
+  AutomatonFailed in any process.  Commands left in its inbox are counted as dropped.
+* Timers fire on a thread of the process that scheduled them (``default_timer()`` is
+  shared by everything in a process); the target may live in any process.
 """
 from ._core import MAX_TRANSITION_CHAIN, Op, Opcode, TransitionLoopError
 from ._status import AutomatonStatistics, ExitKind, HostKind, Mode

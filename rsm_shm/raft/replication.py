@@ -14,7 +14,10 @@ from .types import Message, MessageType, Snapshot, entry_size
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Raft
 
-__all__ = ["ReplicationMixin"]
+__all__ = ["ReplicationMixin", "SNAPSHOT_REFUSED"]
+
+# Context of a SNAP_RESP by which a follower refuses a snapshot it cannot install.
+SNAPSHOT_REFUSED = b"refused"
 
 
 class ReplicationMixin:
@@ -201,6 +204,14 @@ class ReplicationMixin:
         pr.recent_active = True
         if pr.state != ProgressState.SNAPSHOT or pr.snap is None or m.index != pr.snap.meta.index:
             return  # stale
+        if m.reject and m.context == SNAPSHOT_REFUSED:
+            # The follower cannot use this snapshot.  Probe again after the next
+            # heartbeat response; the probe finds the log compacted and starts over
+            # with the newest snapshot in storage.
+            pr.pending_snapshot = 0
+            pr.become_probe()
+            pr.msg_app_flow_paused = True
+            return
         if m.reject:
             pr.snap_acked = pr.snap_next = min(m.snap_offset, len(pr.snap.data))
             pr.snap_empty_sent = False
@@ -269,6 +280,24 @@ class ReplicationMixin:
             self.raft_log.commit_to(min(max(meta.index, self.raft_log.committed), self.raft_log.last_index()))
             self.send(
                 Message(MessageType.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.raft_log.committed)
+            )
+            return
+        cs = meta.conf_state
+        if self.id not in cs.voters and self.id not in cs.learners and self.id not in cs.voters_outgoing:
+            # A snapshot of a configuration without us (we were added after it was
+            # taken, or removed before): refuse it at once, as etcd does, and tell the
+            # leader so that it falls back to probing and fetches a newer snapshot.
+            self.snap_buffer = None
+            self.send(
+                Message(
+                    MessageType.SNAP_RESP,
+                    to=m.frm,
+                    frm=self.id,
+                    term=self.term,
+                    index=meta.index,
+                    reject=True,
+                    context=SNAPSHOT_REFUSED,
+                )
             )
             return
         key = (m.frm, m.term, meta.index, meta.term, m.snap_total)

@@ -209,7 +209,10 @@ class Message:
     * HEARTBEAT/HEARTBEAT_RESP: ``context`` carries the ReadIndex round (8 bytes) or empty.
     * SNAP: ``snapshot`` holds the metadata and one chunk of data starting at byte
       ``snap_offset`` of a ``snap_total``-byte snapshot.  SNAP_RESP: ``index`` is the
-      snapshot index, ``snap_offset`` the number of contiguous bytes received so far.
+      snapshot index, ``snap_offset`` the number of contiguous bytes received so far
+      (``reject``: restart the transfer at ``snap_offset``; ``reject`` with context
+      ``b"refused"``: the follower is not in the snapshot's configuration and will
+      not install it).
     * READ_INDEX/READ_INDEX_RESP: ``context`` is the application's request context;
       ``index`` the read index in the response.
     * TRANSFER_LEADER: ``index`` is the node leadership should go to.

@@ -7,7 +7,7 @@ from core_net import Net, cfg
 
 from rsm_shm.raft.storage import SnapshotTemporarilyUnavailable
 from rsm_shm.raft.tracker import ProgressState
-from rsm_shm.raft.types import MessageType, Role
+from rsm_shm.raft.types import ConfChange, ConfChangeType, MessageType, Role
 
 
 def compact(net: Net, i: int, data: bytes) -> int:
@@ -188,3 +188,27 @@ def test_snapshot_chunk_from_stale_term_ignored():
     net.tick(2)
     net.filter = None
     assert net.role(1) == Role.LEADER
+
+
+def test_refused_snapshot_is_replaced_by_a_newer_one():
+    """A node added after the leader's last snapshot refuses that snapshot (it is not in
+    its configuration); the leader falls back to probing and, once its application
+    made a newer snapshot, sends that one (regression found by the simulator)."""
+    net = Net(3)
+    net.elect(1)
+    for k in range(5):
+        net.nodes[1].propose(b"e%d" % k)
+    net.stabilize()
+    compact(net, 1, b"old")
+    net.add_node(4)  # joins with no configuration: it needs a snapshot
+    net.nodes[1].propose_conf_change(ConfChange(((ConfChangeType.ADD_NODE, 4),)))
+    net.tick(3)
+    refusals = [m for m in net.sent if m.type == MessageType.SNAP_RESP and m.context == b"refused"]
+    assert refusals and net.stores[4].snapshot().meta.index == 0
+    idx = compact(net, 1, b"new")
+    net.tick(3)
+    assert net.stores[4].snapshot().meta.index == idx and net.stores[4].snapshot().data == b"new"
+    assert net.status(4).conf_state.voters == (1, 2, 3, 4)
+    net.nodes[1].propose(b"caught up")
+    net.stabilize()
+    assert net.data(4)[-1] == b"caught up"

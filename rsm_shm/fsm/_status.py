@@ -190,12 +190,15 @@ class StatusBlock:
         p.host_tid = tid
         p.host_start = _proc.start_time(pid) if pid else 0
 
-    def begin_incarnation(self) -> None:
-        """The host is starting: clear what the previous incarnation left."""
+    def begin_incarnation(self, state_text: str) -> None:
+        """A host is being started: clear what the previous incarnation left and show the
+        initial state (before the host can publish RUNNING, so no reader pairs the new
+        mode with the old state)."""
         p = self.p
         p.exit_kind = lib.RSM_FSM_EXIT_NONE
         p.started_ns = time.time_ns()
         p.ended_ns = 0
+        self.set_state_text(state_text)
 
     def host_alive(self) -> bool:
         """False only if the recorded host process is known to be gone: it does not exist,

@@ -38,9 +38,10 @@ from ..segment import MAX_NAME_LEN, validate_name
 from ..sync._base import deadline_from_timeout
 from . import _inbox
 from ._core import Handler
-from ._runner import _finish_dead, _process_main, _run_host, current
+from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
 from ._runner import _local as _runner_local
-from ._status import MODE_MASK, RESTART_PENDING, AutomatonStatistics, ExitKind, HostKind, Mode, StatusBlock
+from ._status import (MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode,
+                      StatusBlock)
 from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
@@ -312,7 +313,7 @@ class Automaton:
     def _launch(self) -> None:
         """Start a host for the current generation (start() and supervisor restarts)."""
         st = self._status
-        st.begin_incarnation()
+        st.begin_incarnation(_safe_repr(self._initial_state, STATE_TEXT_MAX))
         name, gen = self.name, st.p.generation
         if self._host_kind == "thread":
             st.set_host(HostKind.THREAD, os.getpid())

@@ -36,6 +36,11 @@ from .types import Entry, EntryType, Role
 
 __all__ = ["SafetyViolation", "SafetyChecker"]
 
+# How far below its commit index a node's committed entries are re-compared with the
+# recorded ones at each observation (the newest ones are where divergence shows first;
+# rescanning the whole committed log at every step would make long runs quadratic).
+COMMIT_RECHECK_WINDOW = 64
+
 
 class SafetyViolation(Exception):
     """A Raft safety property failed.  ``prop`` names the property (a short tag such as
@@ -134,7 +139,7 @@ class SafetyChecker:
                 self._committed[i] = (t, node_term)
                 self._committed_order.append(i)
         # Cross-check what this node believes committed against what others did.
-        lo = max(1, upto - 64)  # bounded: a full rescan each step would be quadratic
+        lo = max(1, upto - COMMIT_RECHECK_WINDOW)
         for i in range(lo, upto + 1):
             rec = self._committed.get(i)
             if rec is None:

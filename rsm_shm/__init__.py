@@ -24,6 +24,7 @@ from .sync import (
     RWLock,
     Semaphore,
 )
+from .ring import Queue, Ring  # noqa: E402  (issue 4: shared-memory rings)
 
 __version__ = "0.1.0"
 
@@ -32,3 +33,4 @@ __all__ = [
     "DisabledError", "Event", "Gate", "Lock", "Once", "OwnerDied", "OwnerDiedWarning", "Policy", "RLock",
     "RWLock", "RsmError", "SegmentError", "Semaphore",
 ]
+__all__ += ["Queue", "Ring"]

@@ -1,0 +1,660 @@
+"""Shared-memory rings: ``Ring`` (byte messages) and ``Queue`` (Python objects).
+
+A ring is a bounded queue of variable-length byte messages in one named segment, usable
+by threads and by unrelated processes.  The algorithm and the shared layout (record
+headers, positions, the reservation lock, crash recovery) are specified in
+``csrc/ring.h``; this module holds the policy: arguments, timeouts, judging whether a
+stuck peer is dead, and mapping outcomes to exceptions.
+
+Semantics in short:
+
+* ``put`` blocks while the ring has no room, ``get`` while it is empty; ``timeout=None``
+  waits forever, ``timeout=0`` tries once, otherwise up to ``timeout`` seconds
+  (CLOCK_MONOTONIC), then ``queue.Full`` / ``queue.Empty``.  Every wait returns to Python
+  at least every ~50 ms, so Ctrl-C interrupts it with KeyboardInterrupt and leaves the ring
+  consistent (the interrupted call did not happen).
+* Delivery is exactly-once and in order: messages leave in the order their puts reserved
+  space; with several consumers each message goes to exactly one of them.
+* ``close()`` ends the stream for every process: puts fail with :class:`Closed` at once,
+  gets return what is left and then raise :class:`EndOfStream`; blocked callers wake up.
+* Crash safety: a producer killed in the middle of a put leaves no torn message (its
+  record is skipped once its death is seen, after one ~50 ms slice); a consumer killed in
+  the middle of a get never handed the message to Python, so another consumer gets it.
+* ``producers=1`` / ``consumers=1`` at creation select lock-free single-producer /
+  single-consumer paths; the first thread that puts (gets) then holds that role until it
+  exits or calls :meth:`Ring.detach`.  Another live thread trying is a RuntimeError.
+"""
+from __future__ import annotations
+
+import pickle
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional
+
+from . import _proc
+from ._errors import RsmError, SegmentError
+from ._native import ffi, lib
+from .segment import Kind, SegmentHeader
+from .sync import _base
+from .sync._base import SharedObject
+
+__all__ = ["Ring", "Queue", "RingStatistics", "Closed", "EndOfStream", "DEFAULT_CAPACITY"]
+
+#: Default data-area size: 1 MiB.
+DEFAULT_CAPACITY = 1 << 20
+#: Per-thread receive buffer to start with; grown when a larger message arrives.
+_INITIAL_BUFFER = 1 << 16
+#: How many stuck claims of dead consumers one slice looks at.
+_MAX_CLAIMS = 16
+#: Bytes a record takes beyond its payload (header, alignment): see csrc/ring.h.
+RECORD_HEADER = lib.RSM_REC_HEADER
+RECORD_ALIGN = lib.RSM_REC_ALIGN
+
+_OK = lib.RSM_OK
+_WOULDBLOCK = lib.RSM_WOULDBLOCK
+_TIMEOUT = lib.RSM_TIMEOUT
+_CLOSED = lib.RSM_CLOSED
+_OVERFLOW = lib.RSM_OVERFLOW
+_RETRY = lib.RSM_RETRY
+_put1 = lib.rsm_ring_put1
+_get1 = lib.rsm_ring_get1
+_unpack = ffi.unpack
+
+
+class Closed(RsmError, ValueError):
+    """The ring was closed with :meth:`Ring.close`: no more messages may be put.
+
+    A ValueError, like putting to a closed ``multiprocessing.Queue``.
+    """
+
+
+class EndOfStream(Closed, EOFError):
+    """The ring is closed and every message put before the close has been taken.
+
+    Raised by ``get``/``get_many`` instead of blocking; also an EOFError.
+    """
+
+
+@dataclass(frozen=True)
+class RingStatistics:
+    """A snapshot of a ring's shared state (what ``rsm-shm inspect`` shows)."""
+
+    capacity: int           # data-area bytes
+    max_message: int        # the largest payload that can ever be put
+    used_bytes: int         # tail - head: records not yet freed, headers included
+    messages: int           # put and not yet taken (approximate while others run)
+    head: int               # byte positions, growing forever (see csrc/ring.h)
+    read: int
+    tail: int
+    closed: bool
+    blocked_producers: int
+    blocked_consumers: int
+    single_producer: bool
+    single_consumer: bool
+
+    def __str__(self) -> str:
+        mode = ("1" if self.single_producer else "N") + "->" + ("1" if self.single_consumer else "N")
+        s = f"{mode}, {self.messages} messages, {self.used_bytes}/{self.capacity} bytes"
+        if self.blocked_producers:
+            s += f", {self.blocked_producers} producers blocked"
+        if self.blocked_consumers:
+            s += f", {self.blocked_consumers} consumers blocked"
+        if self.closed:
+            s += ", closed"
+        return s
+
+
+def _validate_timeout(timeout: Optional[float]) -> int:
+    """queue.Queue's rules -> absolute deadline (ns; 0: try once; -1: forever)."""
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return _base.deadline_from_timeout(timeout)
+
+
+def record_size(payload: int) -> int:
+    """Bytes of the data area one message of ``payload`` bytes occupies."""
+    return (RECORD_HEADER + payload + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+
+
+def _body_size(header: SegmentHeader) -> int:
+    nslots = _base.check_nslots(header, 0)
+    capacity = header.params[1] if len(header.params) > 1 else 0
+    if not lib.RSM_RING_MIN_CAPACITY <= capacity <= lib.RSM_RING_MAX_CAPACITY or capacity & (capacity - 1):
+        raise SegmentError(f"segment {header.name!r} has an invalid ring capacity {capacity}")
+    return lib.rsm_ring_size(capacity, nslots)
+
+
+class Ring(SharedObject):
+    """A bounded multi-producer multi-consumer queue of byte messages in shared memory.
+
+    ``Ring(name=None, *, capacity=1 MiB, producers=None, consumers=None, create=None,
+    mode=0o600, max_waiters=64)``.  ``capacity`` (a power of two, >= 64) is the size of
+    the data area; each message takes its length plus a 16-byte header, rounded up to 16,
+    so the largest message is ``capacity - 16`` bytes (:attr:`max_message`).  Larger ones
+    fail at once with ValueError.  ``producers=1`` / ``consumers=1`` select the lock-free
+    single-producer / single-consumer paths (see the module docstring); the creation
+    arguments only apply when this call creates the ring.  ``max_waiters`` bounds the FIFO
+    wait slots per side (more waiters still work, without FIFO order).
+
+    The ring pickles as its name.  ``close()`` ends the stream for everyone; ``detach()``
+    unmaps it in this process only; ``unlink()`` removes the name.
+    """
+
+    _kind = Kind.RING
+    _ptr = None
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        producers: Optional[int] = None,
+        consumers: Optional[int] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
+        if not isinstance(capacity, int) or capacity & (capacity - 1) or not (
+            lib.RSM_RING_MIN_CAPACITY <= capacity <= lib.RSM_RING_MAX_CAPACITY
+        ):
+            raise ValueError(
+                f"capacity must be a power of two between {lib.RSM_RING_MIN_CAPACITY} and "
+                f"{lib.RSM_RING_MAX_CAPACITY}, not {capacity!r}"
+            )
+        for label, n in (("producers", producers), ("consumers", consumers)):
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise ValueError(f"{label} must be None (any number) or a positive count, not {n!r}")
+        nslots = _base.validate_max_waiters(max_waiters)
+        flags = (lib.RSM_RING_SINGLE_PRODUCER if producers == 1 else 0) | (
+            lib.RSM_RING_SINGLE_CONSUMER if consumers == 1 else 0
+        )
+
+        def init(seg):
+            if lib.rsm_ring_init(seg.body("rsm_ring *"), capacity, flags, nslots) != _OK:
+                raise ValueError("invalid ring parameters")
+
+        self._open_segment(name, create, mode, lib.rsm_ring_size(capacity, nslots), (nslots, capacity, flags),
+                           init, _body_size)
+        ptr = self._seg.body("rsm_ring *")
+        if lib.rsm_ring_check(ptr, self._seg.header.body_size) != _OK or ptr.capacity != self._seg.header.params[1]:
+            self._seg.close()
+            raise SegmentError(f"segment {self.name!r} holds a corrupt ring control block")
+        self._ptr = ptr
+        self._cwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.cwq_offset)
+        self._pwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.pwq_offset)
+        self._capacity = ptr.capacity
+        self._max_message = lib.rsm_ring_max_message(ptr)
+        self._local = threading.local()
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Bytes in the data area (headers included: see :func:`record_size`)."""
+        return self._capacity
+
+    @property
+    def max_message(self) -> int:
+        """The largest payload ``put`` accepts: ``capacity - 16``."""
+        return self._max_message
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (in any process)."""
+        self._check_open()
+        return bool(self._ptr.tail & lib.RSM_RING_TAIL_CLOSED)
+
+    @property
+    def detached(self) -> bool:
+        """True once :meth:`detach` unmapped the ring in this process."""
+        return self._seg.closed
+
+    # -- buffers -------------------------------------------------------------------------
+
+    def _buffer(self, need: int = 0):
+        """This thread's receive buffer (the C call runs without the GIL: one per thread)."""
+        local = self._local
+        try:
+            buf, size = local.buf
+        except AttributeError:
+            size = 0
+        if size < need or size == 0:
+            size = max(need, min(_INITIAL_BUFFER, self._max_message), 1)
+            buf = ffi.new("char[]", size)
+            local.buf = (buf, size)
+        return buf, size
+
+    # -- put -----------------------------------------------------------------------------
+
+    def put(self, data, timeout: Optional[float] = None) -> None:
+        """Append one message (bytes, bytearray, memoryview or any contiguous buffer).
+
+        Blocks while there is no room: ``timeout=None`` forever, ``0`` not at all, else up
+        to ``timeout`` seconds, then raises ``queue.Full``.  Raises :class:`Closed` if the
+        ring is closed (also while waiting), ValueError if the message is larger than
+        :attr:`max_message`, RuntimeError if the ring is single-producer and another live
+        thread is its producer.
+        """
+        ptr = self._ptr
+        if type(data) is bytes and ptr is not None:
+            r = _put1(ptr, data, len(data))
+            if r == _OK:
+                return
+        else:
+            r = _RETRY
+        self._put_slow(data, timeout, r)
+
+    def put_nowait(self, data) -> None:
+        """``put(data, timeout=0)``: raises ``queue.Full`` at once if there is no room."""
+        self.put(data, 0)
+
+    def _put_slow(self, data, timeout, first) -> None:
+        self._check_open()
+        buf = data if type(data) is bytes else ffi.from_buffer(data)
+        n = len(buf)
+        if n > self._max_message:
+            raise ValueError(
+                f"a {n}-byte message can never fit in {self._describe()} "
+                f"(max_message is {self._max_message} bytes)"
+            )
+        if first == _CLOSED:
+            raise Closed(f"{self._describe()} is closed")
+        deadline = _validate_timeout(timeout)
+        if first == _WOULDBLOCK and deadline == 0:
+            raise queue.Full
+        ptr = self._ptr
+        op = ffi.new("rsm_ring_op *")
+        r = self._run(lambda w, d: lib.rsm_ring_put(ptr, w, buf, n, d, op), lib.RSM_RING_ROLE_PRODUCER, deadline, op)
+        self._raise_put(r)
+
+    def put_many(self, items: Iterable, timeout: Optional[float] = None) -> None:
+        """Append several messages in order with one C call per batch that fits.
+
+        Blocks like :meth:`put` for whatever does not fit yet.  On timeout raises
+        ``queue.Full`` whose ``sent`` attribute counts the messages that were put (a prefix
+        of ``items``).  Raises ValueError before putting anything if one is too large.
+        """
+        self._check_open()
+        items = [i if type(i) is bytes else bytes(i) for i in items]
+        if not items:
+            return
+        lens = ffi.new("uint32_t[]", [len(i) for i in items])
+        biggest = max(lens)
+        if biggest > self._max_message:
+            raise ValueError(
+                f"a {biggest}-byte message can never fit in {self._describe()} "
+                f"(max_message is {self._max_message} bytes)"
+            )
+        data = b"".join(items)
+        ptr, count = self._ptr, len(items)
+        op = ffi.new("rsm_ring_op *")
+        r = lib.rsm_ring_put_many(ptr, ffi.NULL, data, lens, count, 0, op)
+        if r == _TIMEOUT and timeout != 0:
+            deadline = _validate_timeout(timeout)
+            r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
+                          lib.RSM_RING_ROLE_PRODUCER, deadline, op)
+        if r == _TIMEOUT:
+            exc = queue.Full(f"{op.done} of {count} messages put")
+            exc.sent = op.done  # type: ignore[attr-defined]
+            raise exc
+        self._raise_put(r)
+
+    def _raise_put(self, r: int) -> None:
+        if r == _OK:
+            return
+        if r == _TIMEOUT:
+            raise queue.Full
+        if r == _CLOSED:
+            raise Closed(f"{self._describe()} is closed")
+        if r == lib.RSM_INVAL:
+            raise ValueError(f"message too large for {self._describe()}, or the ring is corrupt")
+        raise RuntimeError(f"{self!r}: internal error {r}")
+
+    # -- get -----------------------------------------------------------------------------
+
+    def get(self, timeout: Optional[float] = None) -> bytes:
+        """Remove and return the oldest message.
+
+        Blocks while the ring is empty: ``timeout=None`` forever, ``0`` not at all, else up
+        to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`EndOfStream`
+        once the ring is closed and drained (also while waiting), RuntimeError if the ring
+        is single-consumer and another live thread is its consumer.
+        """
+        ptr = self._ptr
+        if ptr is not None:
+            local = self._local
+            try:
+                buf, size = local.buf
+            except AttributeError:
+                buf, size = self._buffer()
+            n = _get1(ptr, buf, size)
+            if n >= 0:
+                return _unpack(buf, n)
+            return self._get_slow(timeout, -n)
+        self._check_open()
+        raise AssertionError("unreachable")
+
+    def get_nowait(self) -> bytes:
+        """``get(timeout=0)``: raises ``queue.Empty`` at once if there is nothing."""
+        return self.get(0)
+
+    def _get_slow(self, timeout, first) -> bytes:
+        if first == _CLOSED:
+            raise EndOfStream(f"{self._describe()} is closed and drained")
+        deadline = _validate_timeout(timeout)
+        if first == _WOULDBLOCK and deadline == 0:
+            raise queue.Empty
+        ptr = self._ptr
+        op = ffi.new("rsm_ring_op *")
+        while True:
+            buf, size = self._buffer()
+            r = self._run(lambda w, d: lib.rsm_ring_get(ptr, w, buf, size, d, op), lib.RSM_RING_ROLE_CONSUMER,
+                          deadline, op, buf=(buf, size))
+            if r == _OK:
+                return _unpack(buf, op.len)
+            if r == _OVERFLOW:
+                self._buffer(op.len)
+                continue
+            self._raise_get(r)
+
+    def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
+        """Remove and return up to ``max_items`` messages (at least one), oldest first.
+
+        Blocks only until the first message is there (as :meth:`get`, raising
+        ``queue.Empty`` on timeout and :class:`EndOfStream` when closed and drained), then
+        takes whatever else is ready, up to ``max_items`` and the receive buffer's size.
+        """
+        if not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"max_items must be a positive int, not {max_items!r}")
+        self._check_open()
+        ptr = self._ptr
+        local = self._local
+        lens = getattr(local, "lens", None)
+        if lens is None or len(lens) < max_items:
+            lens = local.lens = ffi.new("uint32_t[]", max_items)
+        op = ffi.new("rsm_ring_op *")
+        buf, size = self._buffer()
+        r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
+        if r == _TIMEOUT and timeout != 0:
+            deadline = _validate_timeout(timeout)
+            while True:
+                buf, size = self._buffer()
+                r = self._run(lambda w, d: lib.rsm_ring_get_many(ptr, w, buf, size, lens, max_items, d, op),
+                              lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), many=lens)
+                if r != _OVERFLOW:
+                    break
+                self._buffer(op.len)
+        while r == _OVERFLOW:  # the non-blocking try met a message larger than the buffer
+            buf, size = self._buffer(op.len)
+            r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
+        if r != _OK:
+            self._raise_get(r)
+        count = op.done
+        if count == 1:
+            return [_unpack(buf, lens[0])]
+        data = _unpack(buf, op.len)
+        out = []
+        off = 0
+        for n in ffi.unpack(lens, count):
+            out.append(data[off:off + n])
+            off += n
+        return out
+
+    def _raise_get(self, r: int):
+        if r == _TIMEOUT:
+            raise queue.Empty
+        if r == _CLOSED:
+            raise EndOfStream(f"{self._describe()} is closed and drained")
+        raise RuntimeError(f"{self!r}: internal error {r} (corrupt ring?)")
+
+    # -- blocking, roles and recovery ----------------------------------------------------
+
+    def _run(self, step, role, deadline, op, buf=None, many=None) -> int:
+        """run_blocking with this ring's policy: judge stuck peers between slices."""
+        ptr = self._ptr
+        q = self._pwq if role == lib.RSM_RING_ROLE_PRODUCER else self._cwq
+        abandon = lambda w: lib.rsm_ring_abandon(ptr, w, role)  # noqa: E731
+
+        def on_slice(w):
+            self._judge(op)
+            if buf is not None and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
+                r = self._reclaim(op, buf)
+                if r is not None:
+                    abandon(w)
+                    if many is not None and r == _OK:
+                        many[0] = op.len
+                        op.done = 1
+                    return r
+            return None
+
+        for _ in range(3):
+            r = _base.run_blocking(step, abandon, deadline, queue=q, on_slice=on_slice)
+            if r != lib.RSM_NOT_OWNER:
+                return r
+            owner = op.suspect_pid
+            if owner and not _proc.task_alive(owner):
+                lib.rsm_ring_repair(ptr, lib.RSM_SUSPECT_ROLE, role, owner)
+                continue
+            which = "producer" if role == lib.RSM_RING_ROLE_PRODUCER else "consumer"
+            raise RuntimeError(
+                f"{self._describe()} is single-{which} and thread {owner} (process "
+                f"{_base.pid_of(owner) or '?'}) is its {which}; create it without "
+                f"{which}s=1 to share the role"
+            )
+        return r
+
+    def _judge(self, op) -> None:
+        """Between slices: if what blocks us is a dead process, repair the ring."""
+        suspect, pid = op.suspect, op.suspect_pid
+        if suspect in (lib.RSM_SUSPECT_PLOCK, lib.RSM_SUSPECT_RESERVED) and pid > 0:
+            if not _proc.process_alive(pid):
+                lib.rsm_ring_repair(self._ptr, suspect, op.suspect_pos, pid)
+
+    def _reclaim(self, op, buf) -> Optional[int]:
+        """Deliver a message claimed by a consumer that died before returning it."""
+        pos = ffi.new("uint64_t[]", _MAX_CLAIMS)
+        pids = ffi.new("int32_t[]", _MAX_CLAIMS)
+        n = lib.rsm_ring_claims(self._ptr, pos, pids, _MAX_CLAIMS)
+        for i in range(n):
+            if pids[i] > 0 and not _proc.process_alive(pids[i]):
+                b, size = buf
+                r = lib.rsm_ring_reclaim(self._ptr, pos[i], pids[i], b, size, op)
+                if r == _OK:
+                    return r
+                # OVERFLOW: the caller's buffer is too small; a later slice retries with
+                # a grown one (the message stays claimed by the dead consumer until then).
+                if r == _OVERFLOW:
+                    self._buffer(op.len)
+        return None
+
+    # -- state ---------------------------------------------------------------------------
+
+    def qsize(self) -> int:
+        """Messages put and not yet taken (a snapshot; approximate while others run)."""
+        self._check_open()
+        p = self._ptr
+        n = p.nput - p.nget
+        return n if n > 0 else 0
+
+    def empty(self) -> bool:
+        """True if there is nothing to get right now (a snapshot)."""
+        self._check_open()
+        p = self._ptr
+        tail = p.tail & ~(RECORD_ALIGN - 1)
+        nxt = p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read
+        return nxt >= tail
+
+    def full(self) -> bool:
+        """True if not even an empty message fits right now (a snapshot)."""
+        self._check_open()
+        p = self._ptr
+        return (p.tail & ~(RECORD_ALIGN - 1)) - p.head + record_size(0) > self._capacity
+
+    def statistics(self) -> RingStatistics:
+        self._check_open()
+        p = self._ptr
+        tail = p.tail & ~(RECORD_ALIGN - 1)
+        return RingStatistics(
+            capacity=self._capacity, max_message=self._max_message, used_bytes=tail - p.head,
+            messages=max(p.nput - p.nget, 0), head=p.head,
+            read=p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read, tail=tail,
+            closed=bool(p.tail & lib.RSM_RING_TAIL_CLOSED),
+            blocked_producers=self._pwq.nwaiters + self._pwq.noverflow,
+            blocked_consumers=self._cwq.nwaiters + self._cwq.noverflow,
+            single_producer=bool(p.flags & lib.RSM_RING_SINGLE_PRODUCER),
+            single_consumer=bool(p.flags & lib.RSM_RING_SINGLE_CONSUMER),
+        )
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the stream for every process (idempotent): puts raise :class:`Closed` from
+        now on, gets drain what is left and then raise :class:`EndOfStream`, and blocked
+        callers wake.  The ring stays mapped; see :meth:`detach` and :meth:`unlink`."""
+        self._check_open()
+        lib.rsm_ring_close(self._ptr)
+
+    def detach(self) -> None:
+        """Unmap the ring in this process (idempotent), giving up this thread's
+        single-producer/consumer roles.  Other processes are unaffected."""
+        if self._seg.closed:
+            return
+        lib.rsm_ring_release_roles(self._ptr)
+        self._ptr = None
+        self._seg.close()
+
+
+class _ObjectRing(Ring):
+    """The ring under a :class:`Queue`: a segment of kind QUEUE, so that a Queue's ring is
+    never attached as a plain Ring (its messages are pickles)."""
+
+    _kind = Kind.QUEUE
+
+
+def _attach_queue(name: str, serializer) -> "Queue":
+    return Queue(name, create=False, serializer=pickle if serializer is None else serializer)
+
+
+class Queue:
+    """``multiprocessing.Queue``'s API carrying Python objects over a :class:`Ring`.
+
+    ``Queue(name=None, maxsize=0, *, capacity=1 MiB, serializer=pickle, producers=None,
+    consumers=None, create=None, mode=0o600)``.  Objects are serialized in the caller
+    (``serializer.dumps`` in ``put``, ``serializer.loads`` in ``get``), so a put of an
+    unpicklable object raises right there and nothing is enqueued.  The serializer is any
+    object with ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``.
+
+    **Security**: pickle runs arbitrary code while loading.  Share a pickle Queue only
+    between processes that trust each other completely (same user, same application).
+
+    Bounds are in bytes (``capacity``), not items: ``maxsize`` is accepted for
+    compatibility and must be 0.  ``close()`` ends the stream for every process (unlike
+    multiprocessing, where it only stops the calling process): ``put`` then raises
+    :class:`Closed` (a ValueError, as multiprocessing's), ``get`` drains and then raises
+    :class:`EndOfStream`.  The queue pickles as its name (and serializer).
+    """
+
+    def __init__(self, name: Optional[str] = None, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY,
+                 serializer: Any = pickle, producers: Optional[int] = None, consumers: Optional[int] = None,
+                 create: Optional[bool] = None, mode: int = 0o600) -> None:
+        if maxsize:
+            raise ValueError("rsm_shm.Queue is bounded by capacity (bytes), not maxsize: pass maxsize=0")
+        if not (callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))):
+            raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
+        self._serializer = serializer
+        self._dumps = serializer.dumps if serializer is not pickle else _pickle_dumps
+        self._loads = serializer.loads
+        self._ring = _ObjectRing(name, capacity=capacity, producers=producers, consumers=consumers,
+                                 create=create, mode=mode)
+
+    @property
+    def name(self) -> str:
+        return self._ring.name
+
+    @property
+    def ring(self) -> Ring:
+        """The underlying ring (of kind QUEUE)."""
+        return self._ring
+
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Serialize ``obj`` here and append it; as ``multiprocessing.Queue.put``.
+
+        ``block=False`` (or ``timeout``) -> ``queue.Full`` when there is no room.  Raises
+        whatever the serializer raises, ValueError for an object whose serialized form
+        exceeds the ring's max_message, :class:`Closed` once closed.
+        """
+        data = self._dumps(obj)
+        ring = self._ring
+        ptr = ring._ptr
+        if type(data) is bytes and ptr is not None and _put1(ptr, data, len(data)) == _OK:
+            return
+        ring.put(data, timeout if block else 0)
+
+    def put_nowait(self, obj: Any) -> None:
+        self.put(obj, False)
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Remove, deserialize and return the oldest object; as ``multiprocessing.Queue.get``.
+
+        ``block=False`` (or ``timeout``) -> ``queue.Empty``; :class:`EndOfStream` once the
+        queue is closed and drained.
+        """
+        return self._loads(self._ring.get(timeout if block else 0))
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def put_many(self, objs: Iterable[Any], timeout: Optional[float] = None) -> None:
+        """Serialize and append several objects in order (see :meth:`Ring.put_many`)."""
+        dumps = self._dumps
+        self._ring.put_many([dumps(o) for o in objs], timeout)
+
+    def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[Any]:
+        """Remove and return up to ``max_items`` objects (see :meth:`Ring.get_many`)."""
+        loads = self._loads
+        return [loads(b) for b in self._ring.get_many(max_items, timeout)]
+
+    def qsize(self) -> int:
+        return self._ring.qsize()
+
+    def empty(self) -> bool:
+        return self._ring.empty()
+
+    def full(self) -> bool:
+        return self._ring.full()
+
+    def close(self) -> None:
+        """End the stream for every process (see the class docstring)."""
+        self._ring.close()
+
+    def join_thread(self) -> None:
+        """Nothing to join: puts are synchronous (multiprocessing compatibility)."""
+
+    def cancel_join_thread(self) -> None:
+        """No feeder thread to cancel (multiprocessing compatibility)."""
+
+    def statistics(self) -> RingStatistics:
+        return self._ring.statistics()
+
+    def detach(self) -> None:
+        self._ring.detach()
+
+    def unlink(self) -> None:
+        self._ring.unlink()
+
+    def __reduce__(self):
+        # The pickle module itself cannot be pickled: None stands for the default.
+        return (_attach_queue, (self.name, None if self._serializer is pickle else self._serializer))
+
+    def __repr__(self) -> str:
+        return repr(self._ring).replace("_ObjectRing", "Queue", 1)
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)

@@ -19,8 +19,10 @@ This module turns the files in /dev/shm into plain, JSON-ready records (dicts) t
 * **Decoders** (:data:`DECODERS`): one small entry per kind: how to attach (the kind's
   class with ``create=False``, which neither initializes nor unlinks anything), how to
   decode the attached object into a dict, and the one-phrase state.  The handle is
-  closed right after decoding.  A kind without an entry is listed with its header only.
-  To support a new kind, call :func:`register` (see the ring entry at the bottom).
+  released right after decoding.  A kind without an entry is listed with its header
+  only.  To support a new kind, call :func:`register`; kinds whose modules are younger
+  than this one (rings, automata) are registered lazily on first use, so a missing or
+  half-finished module only leaves its segments undecoded (see ``_register_rings``).
 
 Failure modes: every per-segment problem (vanished, unreadable, corrupt, truncated,
 unknown layout version, a body that does not decode) becomes a status in the record; no
@@ -48,7 +50,7 @@ from .segment import _decode_header  # the same validation read_header applies, 
 
 __all__ = [
     "SCHEMA_VERSION", "Status", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
-    "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label",
+    "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label", "decoder_for", "decode_waitq",
 ]
 
 #: Version of the JSON records produced here (documented in rsm_shm/cli.py).  Bump it on

@@ -48,3 +48,25 @@ def test_fresh_simulator_is_quiet():
     # nothing happens without ticks or a campaign: no leader, no messages
     assert sim.leader() is None
     assert not sim.net.queue
+
+
+def test_same_run_in_another_process_with_another_hash_seed():
+    # set/dict iteration must not leak into the schedule: replay in fresh interpreters
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from rsm_shm.raft.sim_random import run_seed, PROFILES;"
+        "print(run_seed(5, steps=300, nodes=5, profile=PROFILES['membership']).digest)"
+    )
+    root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+    digests = set()
+    for hash_seed in ("1", "977"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(root), env.get("PYTHONPATH")) if p)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    digests.add(run_seed(5, steps=300, nodes=5, profile=PROFILES["membership"]).digest)
+    assert len(digests) == 1

@@ -924,6 +924,9 @@ def print_checks(checks: List[Check]) -> None:
     print("\n== Targets (issue 2), as ratios measured in this run")
     rows = [["PASS" if c.ok else ("FAIL" if c.ok is False else "info"), c.name, c.target, c.measured] for c in checks]
     print_table(["", "check", "target", "measured"], rows)
+    if any(c.name.startswith("sleeping path") for c in checks):
+        print("   sleeping path: measured with both processes on one CPU, where a spinning waiter can never catch"
+              " its wake-up (rsm cannot turn its spin off from Python); spinning path: one process per CPU.")
 
 
 # ==========================================================================================

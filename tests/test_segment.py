@@ -241,3 +241,26 @@ def test_use_after_close_raises(shm_name):
         lk.release()
     assert "closed" in repr(lk)
     lk.unlink()
+
+
+@pytest.mark.parametrize("cls,queue_offset", [
+    (rsm_shm.Lock, ffi.offsetof("rsm_lock", "wq")),
+    (rsm_shm.Semaphore, ffi.offsetof("rsm_sem", "wq")),
+    (rsm_shm.Event, ffi.offsetof("rsm_event", "wq")),
+    (rsm_shm.RWLock, ffi.offsetof("rsm_rwlock", "wq")),
+    (rsm_shm.Condition, 0),
+])
+def test_corrupt_wait_queue_size_is_rejected(shm_name, cls, queue_offset):
+    """C walks q->nslots slots: a corrupt count must be caught before any C call (SIGBUS)."""
+    name = shm_name()
+    obj = cls(name, create=True)
+    path = segment.shm_path(name)
+    try:
+        with open(path, "r+b") as f:
+            f.seek(HEADER_SIZE + queue_offset + ffi.offsetof("rsm_waitq", "nslots"))
+            f.write(struct.pack("<I", 4096))
+        with pytest.raises(SegmentError, match="wait queue"):
+            cls(name, create=False)
+    finally:
+        obj.close()
+        obj.unlink()

@@ -178,6 +178,18 @@ class SharedObject:
     def __reduce__(self):
         return (_attach, (type(self), self.name))
 
+    def _check_queues(self, *queues) -> None:
+        """The slot count inside each wait queue must be the one the (CRC-checked) header
+        sized the segment for: C walks that many slots, so a corrupt count would read past
+        the mapping.  Raises SegmentError (and closes) on mismatch."""
+        want = self._seg.header.params[0]
+        for q in queues:
+            if q.nslots != want:
+                self._seg.close()
+                raise SegmentError(
+                    f"segment {self.name!r} is corrupt: a wait queue claims {q.nslots} slots, the header {want}"
+                )
+
     def _check_open(self) -> None:
         if self._seg.closed:
             raise ValueError(f"{type(self).__name__} {self.name!r} is closed")

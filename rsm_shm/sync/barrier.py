@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .._errors import BrokenBarrierError
-from .._native import lib
+from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
 from ._base import SharedObject
@@ -74,6 +74,7 @@ class Barrier(SharedObject):
             raise SegmentError(f"segment {self.name!r} has a corrupt barrier")
         self._lock = Lock._embedded(self._seg, self._seg.body("rsm_lock *", lock_off))
         self._q = self._seg.body("rsm_waitq *", q_off)
+        self._check_queues(self._q, ffi.addressof(self._lock._ptr, "wq"))
         self._action = action
         self._timeout = timeout
 

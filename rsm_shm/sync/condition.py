@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar, Union
 
-from .._native import lib
+from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
 from ._base import SharedObject
@@ -113,12 +113,14 @@ class Condition(SharedObject):
 
         hdr = self._open_segment(name, create, mode, body, (nslots, how), init, body_size_of, ref_name=ref)
         self._q = self._seg.body("rsm_waitq *")
+        self._check_queues(self._q)
         how = hdr.params[1]
         if how == _EMBEDDED:
             if lock is not None:
                 self.close()
                 raise ValueError(f"Condition {self.name!r} exists with its own lock; do not pass one")
             self._lock = RLock._embedded(self._seg, self._seg.body("rsm_lock *", _align64(lib.rsm_wq_size(hdr.params[0]))))
+            self._check_queues(ffi.addressof(self._lock._ptr, "wq"))
         elif how in (_EXTERNAL_LOCK, _EXTERNAL_RLOCK):
             if lock is None:
                 cls = RLock if how == _EXTERNAL_RLOCK else Lock

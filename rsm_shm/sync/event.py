@@ -55,6 +55,7 @@ class _EventBase(SharedObject):
         self._open_segment(name, create, mode, lib.rsm_event_size(nslots), (nslots, aux, *extra_params),
                            init, _body_size)
         self._ptr = self._seg.body("rsm_event *")
+        self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     def _wait(self, step, timeout: Optional[float], on_slice=None) -> bool:
         self._check_open()

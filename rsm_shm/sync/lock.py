@@ -110,6 +110,7 @@ class _LockCommon(SharedObject):
         self._open_segment(name, create, mode, lib.rsm_lock_size(nslots), (nslots, policy.code), init,
                            _lock_body_size, check=_check_policy)
         self._ptr = self._seg.body("rsm_lock *")
+        self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     # -- the seed's extras ---------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class Once(SharedObject):
         self._open_segment(name, create, mode, lib.rsm_once_size(nslots), (nslots,),
                            lambda seg: lib.rsm_once_init(seg.body("rsm_once *"), nslots), _body_size)
         self._ptr = self._seg.body("rsm_once *")
+        self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     @property
     def done(self) -> bool:

@@ -80,6 +80,7 @@ class RWLock(SharedObject):
         self._open_segment(name, create, mode, lib.rsm_rwlock_size(nslots), (nslots, policy),
                            lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots), _body_size)
         self._ptr = self._seg.body("rsm_rwlock *")
+        self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     def _run(self, step, deadline: int, as_writer: bool) -> int:
         ptr = self._ptr

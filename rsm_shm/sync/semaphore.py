@@ -56,6 +56,7 @@ class _SemaphoreBase(SharedObject):
         self._open_segment(name, create, mode, lib.rsm_sem_size(nslots), (nslots, policy.code, value, max_value),
                            init, _body_size, check=check)
         self._ptr = self._seg.body("rsm_sem *")
+        self._check_queues(ffi.addressof(self._ptr, "wq"))
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
             raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
 

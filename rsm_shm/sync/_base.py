@@ -184,10 +184,11 @@ class SharedObject:
         the mapping.  Raises SegmentError (and closes) on mismatch."""
         want = self._seg.header.params[0]
         for q in queues:
-            if q.nslots != want:
+            claimed = int(q.nslots)
+            if claimed != want:
                 self._seg.close()
                 raise SegmentError(
-                    f"segment {self.name!r} is corrupt: a wait queue claims {q.nslots} slots, the header {want}"
+                    f"segment {self.name!r} is corrupt: a wait queue claims {claimed} slots, the header {want}"
                 )
 
     def _check_open(self) -> None:

@@ -638,3 +638,22 @@ def test_a_handler_cannot_join_its_own_automaton(shm_name):
     finally:
         a.unlink()
         a.close()
+
+
+def test_post_by_name_follows_an_automaton_created_again_under_the_same_name(shm_name):
+    name = shm_name("again")
+    first = Automaton(name, adder, 0, create=True).start("thread")
+    post(name, b"1")  # caches a handle on the first one
+    first.drain()
+    assert first.join(SLOW)
+    first.unlink()
+    first.close()
+    second = Automaton(name, adder, 100, create=True).start("thread")
+    try:
+        post(name, b"2")  # the cached handle says DEAD: the new automaton gets it
+        second.drain()
+        assert second.join(SLOW)
+        assert second.statistics().state == "102"
+    finally:
+        second.unlink()
+        second.close()

@@ -519,7 +519,31 @@ def post(name: Union[str, Automaton], payload: Union[bytes, bytearray, memoryvie
             a = _handles.get(name)
             if a is None or a.closed:
                 a = _handles[name] = Automaton(name, create=False)
-    a.post(payload, timeout)
+    try:
+        a.post(payload, timeout)
+    except AutomatonClosedError:
+        # The cached handle may map an automaton that was since removed and created anew
+        # under the same name: if so, post to the new one.
+        fresh = _replaced(a)
+        if fresh is None:
+            raise
+        with _handles_lock:
+            _handles[name] = fresh
+        fresh.post(payload, timeout)
+
+
+def _replaced(a: Automaton) -> Optional[Automaton]:
+    """A handle on the automaton now called ``a.name`` if it is another one than ``a``'s
+    (unlinked and created again), else None."""
+    try:
+        fresh = Automaton(a.name, create=False)
+    except (FileNotFoundError, ValueError):
+        return None
+    if fresh._status.seg.header.created == a._status.seg.header.created and \
+            fresh._status.seg.header.creator_pid == a._status.seg.header.creator_pid:
+        fresh.close()
+        return None
+    return fresh
 
 
 def wait_all(automata: Iterable[Union[Automaton, str]], timeout: Optional[float] = None) -> bool:

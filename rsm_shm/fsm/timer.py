@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+from .errors import AutomatonClosedError
+
 __all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
 
 log = logging.getLogger("rsm_shm.fsm")
@@ -165,27 +167,36 @@ class TimerService:
                     break
             self._fire(h)  # outside the lock: a post may take a moment
 
-    def _resolve(self, target: Any):
+    def _resolve(self, name: str):
+        # Always this thread's own handle, opened by name (schedule() keeps names only): a
+        # handle passed in belongs to another thread (a host closes its handle when it
+        # ends), and using a handle while its owner unmaps it would touch unmapped memory.
         from .automaton import Automaton
 
-        # Always this thread's own handle, opened by name: a handle passed in belongs to
-        # another thread (a host closes its handle when it ends), and using a handle while
-        # its owner unmaps it would touch unmapped memory.
-        if isinstance(target, Automaton):
-            target = target.name
-        a = self._handles.get(target)
+        a = self._handles.get(name)
         if a is None or a.closed:
-            a = self._handles[target] = Automaton(target, create=False)
+            a = self._handles[name] = Automaton(name, create=False)
         return a
 
     def _fire(self, h: TimerHandle) -> None:
+        from .automaton import _replaced
+
         try:
             if h._action == "call":
                 h._target()
             elif h._action == "drain":
                 self._resolve(h._target).drain()
             else:
-                self._resolve(h._target).post_nowait(h._payload)
+                a = self._resolve(h._target)
+                try:
+                    a.post_nowait(h._payload)
+                except AutomatonClosedError:
+                    fresh = _replaced(a)  # removed and created again under the same name?
+                    if fresh is None:
+                        raise
+                    a.close()
+                    self._handles[h._target] = fresh
+                    fresh.post_nowait(h._payload)
         except Exception as e:
             with self._cond:
                 self._failed += 1

@@ -657,3 +657,28 @@ def test_post_by_name_follows_an_automaton_created_again_under_the_same_name(shm
     finally:
         second.unlink()
         second.close()
+
+
+def test_kill_a_stuck_process_host(shm_name):
+    a = Automaton(shm_name("fsm"), sleepy, 0, create=True)
+    try:
+        a.start("process")
+        a.post(b"x")
+        wait_until(lambda: a.statistics().commands == 1)
+        a.kill()
+        assert a.mode is Mode.DEAD
+        with pytest.raises(AutomatonFailed, match="SIGKILL"):
+            a.join(SLOW)
+        a.kill()  # idempotent on a dead automaton
+    finally:
+        a.unlink()
+        a.close()
+    t = Automaton(shm_name("fsm"), adder, 0, create=True).start("thread")
+    try:
+        with pytest.raises(RuntimeError, match="no host process"):
+            t.kill()
+        t.drain()
+        assert t.join(SLOW)
+    finally:
+        t.unlink()
+        t.close()

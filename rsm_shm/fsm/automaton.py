@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -377,8 +378,6 @@ class Automaton:
         if code is None:
             return f"host process {pid} died"
         if code < 0:
-            import signal
-
             try:
                 sig = signal.Signals(-code).name
             except ValueError:
@@ -406,6 +405,33 @@ class Automaton:
             self._declare_host_dead()
             return self._status.word() != before
         return False
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL the host process (for a handler stuck for good) and publish the death:
+        the automaton ends DEAD (KILLED) as if the process had been killed from outside,
+        and a supervisor restarts it.  Raises RuntimeError for a thread host (a thread
+        cannot be killed) and TimeoutError if the process is still there after ``timeout``.
+        """
+        self._check_open()
+        st = self._status
+        p = st.p
+        if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
+            raise RuntimeError(f"automaton {self.name!r} has no host process to kill")
+        if st.word() & MODE_MASK == _DEAD:
+            return
+        if st.host_alive():  # checks the start time: never signal a recycled pid
+            try:
+                os.kill(p.host_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while not self._host_died():
+            if st.word() & MODE_MASK == _DEAD:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"automaton {self.name!r}: host process {p.host_pid} survived SIGKILL")
+            time.sleep(0.001)
+        self._declare_host_dead()
 
     # -- waiting -------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ with a note.  Four measurements, each repeated ``--repeat`` times with the candi
 interleaved round by round (the machine is small and shared: a noisy second hits every
 candidate alike); the tables show medians:
 
-1. *Uncontended* acquire+release, ns per pair, in one process.  ``net`` subtracts the
-   cost of the empty ``for`` loop measured in the same round; ratios use ``net``.
+1. *Uncontended* acquire+release, ns per pair, in one process, timed in thread CPU time
+   (immune to preemption).  ``net`` subtracts the cost of the empty ``for`` loop measured
+   in the same round; ratios use ``net``.
 2. *Contended* lock throughput: 2 and 4 processes each do N times acquire / increment a
    shared counter / release; total operations per second from the first start to the
    last finish; the counter must end exactly at processes x N.
@@ -277,27 +278,32 @@ class UncontendedCase:
     iterations: int = 0
 
 
+# CPU time of this thread, not wall time: on a shared machine a loop of a few ms is often
+# preempted, which would bill someone else's time slice to whichever candidate was running.
+_cpu_ns = time.thread_time_ns
+
+
 def _loop_pairs(acquire, release, n: int) -> int:
-    t0 = time.perf_counter_ns()
+    t0 = _cpu_ns()
     for _ in range(n):
         acquire()
         release()
-    return time.perf_counter_ns() - t0
+    return _cpu_ns() - t0
 
 
 def _loop_with(lock, n: int) -> int:
-    t0 = time.perf_counter_ns()
+    t0 = _cpu_ns()
     for _ in range(n):
         with lock:
             pass
-    return time.perf_counter_ns() - t0
+    return _cpu_ns() - t0
 
 
 def _loop_empty(n: int) -> int:
-    t0 = time.perf_counter_ns()
+    t0 = _cpu_ns()
     for _ in range(n):
         pass
-    return time.perf_counter_ns() - t0
+    return _cpu_ns() - t0
 
 
 def _pair(obj, acquire: str = "acquire", release: str = "release"):
@@ -386,7 +392,7 @@ def bench_uncontended(prof: Profile, res: Resources) -> Dict[str, Any]:
 
 
 def print_uncontended(r: Dict[str, Any]) -> None:
-    print("\n== 1. Uncontended acquire+release (one process; ns per pair, median of rounds)")
+    print("\n== 1. Uncontended acquire+release (one process; CPU ns per pair, median of rounds)")
     print(f"   empty-loop overhead per iteration: {r['loop_ns']:.1f} ns (subtracted in 'net';"
           f" ratios use net)")
     rows = [[x["group"], x["label"], f"{x['raw_ns']:.1f}", f"{x['net_ns']:.1f}", fmt_ratio(x["vs_mp"]),

@@ -684,9 +684,13 @@ def print_pingpong(r: Dict[str, Any]) -> None:
           f" {r['warmup']} warm-up; median over runs of the run's median / p99)")
     rows = []
     for x in r["rows"]:
+        meds = x["run_medians_ns"]
+        spread = f"[{fmt_ns(min(meds))}..{fmt_ns(max(meds))}]" if meds else ""
         rows.append([f"{x['placement']} cpus={','.join(map(str, x['cpus']))}", x["label"], fmt_ns(x["median_ns"]),
-                     fmt_ns(x["p99_ns"]), fmt_ratio(x["vs_mp"]), _failures(x["errors"], x["runs"])])
-    print_table(["placement", "candidate", "median RT", "p99 RT", "x mp (lower=better)", ""], rows)
+                     spread, fmt_ns(x["p99_ns"]), fmt_ratio(x["vs_mp"]), _failures(x["errors"], x["runs"])])
+    print_table(["placement", "candidate", "median RT", "run medians", "p99 RT", "x mp (lower=better)", ""], rows)
+    print("   run medians [min..max]: a wide range means the runs settled in different states (e.g. an"
+          " adaptive spin that sometimes catches its wake-up and sometimes never does)")
     for n in r["notes"]:
         print(f"   note: {n}")
 

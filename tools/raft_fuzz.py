@@ -12,7 +12,8 @@ and its transcript, ready to paste into a regression test::
     python tools/raft_fuzz.py --seeds 500 --steps 3000 --profile lossy
     python tools/raft_fuzz.py --replay 1234 --profile chaos   # one seed, verbose
 
-Exit status: 0 when no violation was found, 1 otherwise, 2 on bad usage.
+Ctrl-C (or SIGTERM) stops the run and still prints the summary and the reports.  Exit status: 0 when
+no violation was found, 1 otherwise, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from typing import List, Optional, Tuple
@@ -30,6 +32,15 @@ from rsm_shm.raft.sim_random import PROFILES, replay, run_seed, shrink  # noqa: 
 
 PROGRESS_SECONDS = 5.0
 TRANSCRIPT_TAIL = 400  # lines of the minimal transcript printed
+
+
+def _ignore_sigint() -> None:
+    # workers leave Ctrl-C to the parent, which stops them and prints what it found
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _profile_for(seed: int, name: str) -> str:
@@ -118,7 +129,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"raft_fuzz: seeds from {args.start}, {args.steps} steps each, profile={args.profile}, "
           f"{args.procs} processes", flush=True)
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(args.procs) as pool:
+    interrupted = False
+    pool = ctx.Pool(args.procs, initializer=_ignore_sigint)
+    # Ctrl-C and SIGTERM both end the run with a summary (a background job started by a
+    # non-interactive shell inherits SIGINT ignored, hence the explicit handlers).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
         for seed, pname, steps, comm, err, actions, known in pool.imap_unordered(_work, jobs(), chunksize=4):
             done_seeds += 1
             done_steps += steps
@@ -136,10 +153,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"committed={committed:,} violations={len(found)} known={len(known_hits)}", flush=True)
             if (done_steps >= args.steps_total or len(found) >= args.max_violations
                     or (args.time_limit is not None and now - t0 >= args.time_limit)):
-                pool.terminate()
                 break
+    except KeyboardInterrupt:
+        # Ctrl-C: stop the workers, then still print the summary and the reports
+        interrupted = True
+    finally:
+        pool.terminate()
+        pool.join()
     el = time.monotonic() - t0
-    print(f"done: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s ({done_steps / max(el, 1e-9):,.0f} steps/s), "
+    print(f"{'interrupted' if interrupted else 'done'}: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s ({done_steps / max(el, 1e-9):,.0f} steps/s), "
           f"violations={len(found)}", flush=True)
     if known_hits:
         print(f"seeds stalled by known core issues (not counted; --report-known to shrink them): {known_hits}")

@@ -165,6 +165,19 @@ class SimNode:
         return cs
 
 
+def _term_and_role(raw) -> Tuple[int, int]:
+    """(term, role) of a RawNode.  ``status()`` builds a full record (progress, conf
+    state) and dominates the cost of checking every node after every step, so read the
+    two fields directly when the core exposes them, else fall back to the contract."""
+    r = getattr(raw, "raft", None)
+    term = getattr(r, "term", None)
+    role = getattr(r, "role", None)
+    if isinstance(term, int) and role is not None:
+        return term, role
+    st = raw.status()
+    return st.term, st.role
+
+
 def _term_of(storage: MemoryStorage) -> Callable[[int], Optional[int]]:
     def term_of(i: int) -> Optional[int]:
         try:
@@ -507,6 +520,7 @@ class Simulator:
             st.append(rd.entries)
             self.checker.observe_persisted(nid, list(rd.entries), _term_of(st))
         if rd.hard_state is not None:
+            self.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
             st.set_hard_state(rd.hard_state)
         # 2. send
         for m in rd.messages:
@@ -567,10 +581,10 @@ class Simulator:
             n = self.nodes[nid]
             if n.raw is None:
                 continue
-            st = n.raw.status()
-            ck.observe_role(nid, st.term, st.role)
-            if st.role == Role.LEADER and not n.raw.has_ready():
-                ck.check_leader_log(nid, st.term, _term_of(n.storage), n.storage.first_index() - 1)
+            term, role = _term_and_role(n.raw)
+            ck.observe_role(nid, term, role)
+            if role == Role.LEADER and not n.raw.has_ready():
+                ck.check_leader_log(nid, term, _term_of(n.storage), n.storage.first_index() - 1)
 
     # ------------------------------------------------------------- conveniences
     def live_ids(self) -> List[int]:

@@ -17,6 +17,8 @@ Figure 3) fails:
   term of that node at that time over-approximates the commit term, which only weakens
   the check (it never raises a false alarm).
 * **State machine safety** -- no two nodes apply different entries at the same index.
+* **Persistent state** -- the persisted term and commit index never go back, and a
+  vote once persisted is never changed within its term (:meth:`observe_hard_state`).
 * **Applied monotonicity** -- within one incarnation of a node, committed entries are
   applied in order without gaps, and the applied index never goes backwards.  A crash
   loses the volatile state machine; the restarted node resumes from its snapshot.
@@ -96,6 +98,22 @@ class SafetyChecker:
         if prev != node:
             raise SafetyViolation(
                 "election-safety", f"two leaders in term {term}: node {prev} and node {node}"
+            )
+
+    # ------------------------------------------------------------------- hard state
+    def observe_hard_state(self, node: int, old, new) -> None:
+        """``node`` persists hard state ``new`` over ``old``: the term never goes back, a
+        vote once cast in a term never changes (one vote per term, Figure 2), and the
+        commit index never goes back."""
+        if new.term < old.term:
+            raise SafetyViolation("term-monotonic", f"node {node} persists term {new.term} after {old.term}")
+        if new.term == old.term and old.vote != 0 and new.vote != old.vote:
+            raise SafetyViolation(
+                "vote-once", f"node {node} changes its vote in term {new.term} from {old.vote} to {new.vote}"
+            )
+        if new.commit < old.commit:
+            raise SafetyViolation(
+                "commit-monotonic", f"node {node} persists commit {new.commit} after {old.commit}"
             )
 
     # ---------------------------------------------------------------------- log matching

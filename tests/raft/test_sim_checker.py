@@ -137,3 +137,19 @@ def test_stale_lease_read_tolerated_when_disabled():
     ck.read_issued(b"r")
     ck.read_returned(1, 0, b"r")
     assert ck.reads_checked == 1
+
+
+def test_hard_state_must_not_go_back():
+    from rsm_shm.raft.types import HardState
+
+    ck = SafetyChecker()
+    ck.observe_hard_state(1, HardState(1, 0, 0), HardState(1, 2, 0))  # first vote in term 1
+    ck.observe_hard_state(1, HardState(1, 2, 0), HardState(2, 0, 0))  # new term: vote reset
+    for old, new, prop in [
+        (HardState(3, 1, 5), HardState(2, 1, 5), "term-monotonic"),
+        (HardState(3, 1, 5), HardState(3, 2, 5), "vote-once"),
+        (HardState(3, 1, 5), HardState(3, 1, 4), "commit-monotonic"),
+    ]:
+        with pytest.raises(SafetyViolation) as ei:
+            ck.observe_hard_state(1, old, new)
+        assert ei.value.prop == prop

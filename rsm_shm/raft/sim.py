@@ -31,9 +31,16 @@ can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim_random`):
 ``("heal",)``              remove every cut
 =========================  ==========================================================
 
+``("conf", ...)`` that adds an unknown id first creates that server.  A server joining a
+running cluster starts from a copy of the most advanced live member's snapshot (taken at
+its applied index), as a real deployment seeds a new server: the configuration is not
+in the log (bootstrap voters are given to ``RawNode``), so an empty newcomer could not
+learn it.  A crash drops the messages in flight to the crashed node.
+
 Safety (:mod:`rsm_shm.raft.sim_check`) is checked after every action; a breach raises
-:class:`~rsm_shm.raft.sim_check.SafetyViolation`.  The same seed and the same actions
-always produce the same run: :attr:`Simulator.digest` hashes the whole transcript.
+:class:`~rsm_shm.raft.sim_check.SafetyViolation`.  :meth:`Simulator.check_liveness` heals
+everything and checks liveness.  The same seed and the same actions always produce the
+same run: :attr:`Simulator.digest` hashes the whole transcript.
 """
 
 from __future__ import annotations
@@ -237,8 +244,9 @@ class Simulator:
 
     # ------------------------------------------------------------------- building
     def add_nodes(self, n: int, voters: Optional[Sequence[int]] = None) -> List[int]:
-        """Create ``n`` new nodes with the next free ids.  With ``voters`` None the new
-        nodes bootstrap a cluster of themselves plus ``voters``; see :meth:`add_node`."""
+        """Create ``n`` new nodes with the next free ids that bootstrap a cluster whose
+        voters are ``voters`` (default: the new nodes themselves); see :meth:`add_node`
+        for a node joining an existing cluster."""
         start = max(self.nodes, default=0) + 1
         ids = list(range(start, start + n))
         boot = tuple(voters) if voters is not None else tuple(ids)
@@ -523,6 +531,7 @@ class Simulator:
             self.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
             st.set_hard_state(rd.hard_state)
         # 2. send
+        unreachable = set()
         for m in rd.messages:
             if m.type in LOCAL_MESSAGES:
                 raise SafetyViolation("wire", f"node {nid} asked to send local message {m!r}")
@@ -531,6 +540,7 @@ class Simulator:
             self.sent_by_type[m.type.name] += 1
             if not self.net.send(nid, m.to, encode_message(m)):
                 self.emit(f"cut {format_message(m)}")
+                unreachable.add(m.to)
         # 3. apply
         if snap is not None and not snap.is_empty():
             n.sm.restore(snap.data, snap.meta.index)
@@ -549,6 +559,10 @@ class Simulator:
             n.pending_reads.append(rs)
         self._serve_reads(n)
         n.raw.advance(rd)
+        # A transport that cannot reach a peer says so (etcd's ReportUnreachable): the
+        # leader stops pipelining to it and probes instead.
+        for peer in sorted(unreachable):
+            n.raw.report_unreachable(peer)
         hs = st.hard_state
         self.checker.observe_commit(nid, hs.term, min(hs.commit, st.last_index()), _term_of(st))
 

@@ -20,7 +20,7 @@ from rsm_shm.raft.sim_random import PROFILES, replay, run_seed, shrink
 
 SLOW = os.environ.get("RSM_SLOW") == "1"
 # CI: seeds per profile and steps per seed (short runs, many schedules)
-CI_SEEDS = int(os.environ.get("RSM_SIM_SEEDS", "400"))
+CI_SEEDS = int(os.environ.get("RSM_SIM_SEEDS", "600"))
 CI_STEPS = 200
 # slow set
 SLOW_SEEDS = 400

@@ -12,7 +12,8 @@ Commands (ids are node ids; every command prints what happened during it, or ``o
                                   (only among the given nodes, if any)
     process-ready ID              handle one Ready of ID
     deliver-msgs ID [drop=true]   deliver (or drop) every in-flight message to ID
-    drop-msgs [from=ID] [to=ID]   drop in-flight messages
+    drop-msgs [from=ID] [to=ID] [nth=N]
+                                  drop in-flight messages (only the N-th match, from 0)
     pending                       list in-flight messages
     propose ID DATA
     read-index ID CTX
@@ -144,9 +145,13 @@ class Driver:
     def cmd_drop_msgs(self, c: Case) -> None:
         frm = int(c.kwargs["from"]) if "from" in c.kwargs else None
         to = int(c.kwargs["to"]) if "to" in c.kwargs else None
-        for f in list(self.sim.net.queue):
-            if (frm is None or f.frm == frm) and (to is None or f.to == to):
-                self.sim.do(("drop", f.frm, f.to, 0))
+        nth = int(c.kwargs["nth"]) if "nth" in c.kwargs else None
+        matching = [f for f in self.sim.net.queue if (frm is None or f.frm == frm) and (to is None or f.to == to)]
+        if nth is not None:
+            matching = matching[nth : nth + 1]
+        for f in matching:
+            k = self.sim.net.between(f.frm, f.to).index(f)
+            self.sim.do(("drop", f.frm, f.to, k))
 
     def cmd_pending(self, c: Case) -> List[str]:
         from rsm_shm.raft.sim import format_message

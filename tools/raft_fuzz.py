@@ -161,7 +161,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         pool.terminate()
         pool.join()
     el = time.monotonic() - t0
-    print(f"{'interrupted' if interrupted else 'done'}: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s ({done_steps / max(el, 1e-9):,.0f} steps/s), "
+    state = "interrupted" if interrupted else "done"
+    print(f"{state}: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s "
+          f"({done_steps / max(el, 1e-9):,.0f} steps/s), "
           f"violations={len(found)}", flush=True)
     if known_hits:
         print(f"seeds stalled by known core issues (not counted; --report-known to shrink them): {known_hits}")

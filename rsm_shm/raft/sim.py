@@ -523,7 +523,8 @@ class Simulator:
         snap = rd.snapshot
         if snap is not None and not snap.is_empty():
             st.apply_snapshot(snap)
-            self.emit(f"{nid} installs snapshot {snap.meta.term}/{snap.meta.index} {format_conf_state(snap.meta.conf_state)}")
+            meta = snap.meta
+            self.emit(f"{nid} installs snapshot {meta.term}/{meta.index} {format_conf_state(meta.conf_state)}")
         if rd.entries:
             st.append(rd.entries)
             self.checker.observe_persisted(nid, list(rd.entries), _term_of(st))

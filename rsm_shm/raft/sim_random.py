@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .sim import LivenessViolation, SimOptions, Simulator
 from .sim_check import SafetyViolation
-from .types import ConfChangeType, Role
+from .types import ConfChangeType
 
 __all__ = ["FaultProfile", "RunResult", "random_action", "run_seed", "replay", "shrink", "PROFILES", "options_for_seed"]
 
@@ -27,6 +27,9 @@ __all__ = ["FaultProfile", "RunResult", "random_action", "run_seed", "replay", "
 MAX_NODES = 7
 # A run never removes voters below this count (smaller clusters stop being interesting).
 MIN_VOTERS = 3
+# Share of client requests (proposals, reads, conf changes, transfers) sent to the
+# current leader; the rest go to a random node and mostly bounce.
+TO_LEADER = 0.8
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,8 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
         return ("heal",)
     # the rest act on a live node; proposals and membership mostly go to the leader
     lead = sim.leader()
-    nid = lead if lead is not None and kind in ("propose", "conf", "transfer", "read") and rng.random() < 0.8 else rng.choice(live)
+    to_leader = lead is not None and kind in ("propose", "conf", "transfer", "read") and rng.random() < TO_LEADER
+    nid = lead if to_leader else rng.choice(live)
     if kind == "transfer":
         others = [i for i in ids if i != nid]
         return ("transfer", nid, rng.choice(others)) if others else None
@@ -338,12 +342,3 @@ def shrink(
                 break
             n = min(len(cur), n * 2)
     return cur
-
-
-def leaders_by_term(sim: Simulator) -> Dict[int, int]:
-    """Convenience for tests: the leader of each term observed so far."""
-    return dict(sim.checker.leaders)
-
-
-def role_of(sim: Simulator, nid: int) -> Role:
-    return Role(sim.status(nid).role)

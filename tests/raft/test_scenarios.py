@@ -62,10 +62,22 @@ class Driver:
         self.sim: Optional[Simulator] = None
         self.sent = Counter()
 
+    # key=value arguments each command accepts (a typo must fail, not be ignored)
+    KWARGS = {
+        "add-nodes": {"election", "heartbeat", "pre-vote", "check-quorum", "lease", "chunk", "padding",
+                      "inflight", "max-msg", "seed"},
+        "deliver-msgs": {"drop"},
+        "drop-msgs": {"from", "to", "nth"},
+        "conf-change": {"transition"},
+    }
+
     def __call__(self, c: Case) -> str:
         fn = getattr(self, "cmd_" + c.cmd.replace("-", "_"), None)
         if fn is None:
             raise ValueError(f"{c.pos}: unknown command {c.cmd!r}")
+        unknown = set(c.kwargs) - self.KWARGS.get(c.cmd, set())
+        if unknown:
+            raise ValueError(f"{c.pos}: {c.cmd} does not take {sorted(unknown)}")
         if c.cmd != "add-nodes" and self.sim is None:
             raise ValueError(f"{c.pos}: add-nodes must come first")
         mark = len(self.sim.out) if self.sim is not None else 0

@@ -490,6 +490,7 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
             rows.append({"label": case.label, "nproc": nproc,
                          "ops_per_s": statistics.median(good) if good else None,
                          "min_ops_per_s": min(good) if good else None, "max_ops_per_s": max(good) if good else None,
+                         "runs_ops_per_s": good,
                          "ops_per_process": prof.contend_ops // (prof.slow_divisor if case.slow else 1),
                          "run_ns": statistics.median(s["elapsed_ns"] for s in runs if "elapsed_ns" in s) if good else None,
                          "finish_spread": statistics.median(s["finish_spread"] for s in runs if "finish_spread" in s)

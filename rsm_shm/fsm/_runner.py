@@ -16,10 +16,10 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from .._native import lib
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
 from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock
-from .._native import lib
 
 if TYPE_CHECKING:
     from .automaton import Automaton

@@ -200,3 +200,20 @@ def test_a_failure_while_draining_is_not_restarted(shm_name):
         sup.close()
         a.unlink()
         a.close()
+
+
+def test_unwatch_makes_the_handle_free_to_close(shm_name):
+    sup = Supervisor(RestartPolicy(max_restarts=5))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        sup.watch(a).start("thread")
+        sup.unwatch(a)
+        assert a.statistics().supervisor_pid == 0
+        a.post(b"boom")  # unsupervised now: the failure is final
+        with pytest.raises(AutomatonFailed):
+            a.join(SLOW)
+        assert a.statistics().restarts == 0
+    finally:
+        sup.close()
+        a.unlink()
+        a.close()

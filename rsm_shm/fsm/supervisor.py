@@ -78,7 +78,8 @@ class Supervisor:
             raise TypeError(f"policy must be a RestartPolicy, not {type(policy).__name__}")
         self.policy = policy
         self._name = name
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the watch list and the counters
+        self._busy = threading.Lock()  # held while the thread checks or restarts one automaton
         self._watches: dict[str, _Watch] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -101,10 +102,13 @@ class Supervisor:
         return automaton
 
     def unwatch(self, automaton: Automaton) -> None:
-        with self._lock:
-            w = self._watches.pop(automaton.name, None)
-        if w is not None:
-            self._release(w.automaton)
+        """Stop supervising ``automaton`` (a pending restart becomes final).  Returns once
+        the supervisor thread no longer uses the handle: it may be closed then."""
+        with self._busy:  # waits for a check or restart of it in progress
+            with self._lock:
+                w = self._watches.pop(automaton.name, None)
+            if w is not None and not w.automaton.closed:
+                self._release(w.automaton)
 
     def _release(self, a: Automaton) -> None:
         st = a._status
@@ -120,10 +124,13 @@ class Supervisor:
             with self._lock:
                 watches = list(self._watches.values())
             for w in watches:
-                try:
-                    self._check(w)
-                except Exception as e:  # never let one automaton stop the others' supervision
-                    self._give_up(w, f"the supervisor failed to restart it: {type(e).__name__}: {e}")
+                with self._busy:
+                    if self._watches.get(w.automaton.name) is not w:
+                        continue  # unwatched meanwhile
+                    try:
+                        self._check(w)
+                    except Exception as e:  # never let one automaton stop the others' supervision
+                        self._give_up(w, f"the supervisor failed to restart it: {type(e).__name__}: {e}")
 
     def _check(self, w: _Watch) -> None:
         a = w.automaton

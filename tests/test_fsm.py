@@ -471,8 +471,11 @@ def test_a_poster_blocked_on_a_full_inbox_learns_that_the_host_was_killed(shm_na
 
         t = threading.Thread(target=flood)
         t.start()
-        wait_until(lambda: a.statistics().commands > 0)
-        time.sleep(0.05)  # the flooder is blocked on the full inbox by now
+        from rsm_shm.ring import Ring
+
+        inbox = Ring(a.name + ".inbox.0", create=False)
+        wait_until(lambda: inbox.statistics().blocked_producers >= 1)  # the flooder waits for room
+        inbox.detach()
         os.kill(a.statistics().host_pid, signal.SIGKILL)
         t.join(SLOW)
         assert not t.is_alive()

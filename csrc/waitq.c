@@ -237,6 +237,11 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
 {
     int woken = 0;
     uint32_t nslots = rsm_wq_nslots(q);
+    /* Only waiters that arrived before this call are candidates: a waiter woken here may
+     * come straight back (Event: wait, clear, wait again) and must not be woken again by
+     * the same set().  Later arrivals re-check the condition themselves (Dekker), so
+     * skipping them loses nothing, and the loop is bounded. */
+    uint64_t ticket_limit = atomic_load(&q->next_ticket);
     if (atomic_load(&q->noverflow) > 0)
         wake_overflow(q);
     while (woken < n && atomic_load(&q->nwaiters) > 0) {
@@ -251,6 +256,8 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
             if (!(kind_mask & (1u << rsm_slot_kind(st))))
                 continue;
             uint64_t t = atomic_load_explicit(&q->slots[i].ticket, memory_order_relaxed);
+            if (t >= ticket_limit)
+                continue;
             if (best < 0 || (order == RSM_WAKE_FIFO ? t < best_ticket : t > best_ticket)) {
                 best = (int32_t)i;
                 best_ticket = t;

@@ -127,3 +127,20 @@ def getpid_via(sem) -> int:
     """Used with ProcessPoolExecutor: the handle arrives pickled, by name."""
     sem.release()
     return os.getpid()
+
+
+def event_pingpong_b(e1_name: str, e2_name: str, seq_name: str, rounds: int) -> int:
+    """Side B of an Event ping-pong: every wake must correspond to a new set() by A."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    e1, e2 = rsm_shm.Event(e1_name, create=False), rsm_shm.Event(e2_name, create=False)
+    seq = rsm_shm.Lock(seq_name, create=False)
+    spurious, last = 0, 0
+    for _ in range(rounds):
+        if not e1.wait(30):
+            raise TimeoutError("A never set e1")
+        e1.clear()
+        if seq.tag == last:
+            spurious += 1  # woken without a new set(): the bug this test guards against
+        last = seq.tag
+        e2.set()
+    return spurious

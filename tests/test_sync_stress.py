@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import pytest
 
@@ -116,3 +117,23 @@ def test_barrier_many_generations(objs):
     for cycle in range(cycles):
         assert sorted(r[cycle] for r in results) == list(range(parties))
     assert b.n_waiting == 0 and not b.broken
+
+
+@pytest.mark.timeout(300)
+def test_event_pingpong_no_stale_wakeups(objs):
+    """A set() must not wake a waiter that started waiting after it (seen on one shared CPU:
+    the woken side cleared, waited again, and the same set() woke it a second time)."""
+    e1, e2, seq = objs(rsm_shm.Event), objs(rsm_shm.Event), objs(rsm_shm.Lock)
+    rounds = 3000
+    with FORK.Pool(1) as pool:
+        result = pool.apply_async(_workers.event_pingpong_b, (e1.name, e2.name, seq.name, rounds))
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        try:
+            for i in range(1, rounds + 1):
+                seq.tag = i
+                e1.set()
+                assert e2.wait(30), f"B stalled at round {i}"
+                e2.clear()
+        finally:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        assert result.get(60) == 0

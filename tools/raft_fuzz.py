@@ -61,13 +61,14 @@ def _report(seed: int, pname: str, nodes: int, err: str, actions: List[tuple], b
     print(f"\n=== VIOLATION seed={seed} profile={pname} nodes={nodes}\n{err}", flush=True)
     print(f"shrinking {len(actions)} actions (budget {budget} replays)...", flush=True)
     try:
-        small = shrink(actions, seed, nodes, budget=budget)
+        small = shrink(actions, seed, nodes, budget=budget, profile=PROFILES[pname])
     except ValueError as e:  # did not reproduce from the action list alone
         print(f"could not shrink: {e}", flush=True)
         small = actions
-    v, sim = replay(small, seed, nodes)
+    v, sim = replay(small, seed, nodes, profile=PROFILES[pname])
     print(f"minimal action list ({len(small)} actions), replay with "
-          f"rsm_shm.raft.sim_random.replay(actions, seed={seed}, nodes={nodes}):")
+          f"rsm_shm.raft.sim_random.replay(actions, seed={seed}, nodes={nodes}, "
+          f"profile=PROFILES[{pname!r}]):")
     print("actions = [")
     for a in small:
         print(f"    {a!r},")

@@ -13,6 +13,7 @@ can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim_random`):
 
 =========================  ==========================================================
 ``("tick", id)``           one logical clock tick of node ``id``
+``("tick_all",)``          one tick of every live node (synchronised clocks)
 ``("ready", id)``          handle node ``id``'s pending Ready (persist, send, apply)
 ``("deliver", f, t, k)``   deliver the k-th oldest in-flight message from f to t
                            (k > 0 reorders; not delivering a message delays it)
@@ -326,6 +327,12 @@ class Simulator:
         if n is None:
             return False
         n.raw.tick()
+        return True
+
+    def _act_tick_all(self) -> bool:
+        for n in self.nodes.values():
+            if n.alive:
+                n.raw.tick()
         return True
 
     def _act_ready(self, nid: int) -> bool:

@@ -13,12 +13,13 @@ The same (seed, steps, profile, options) always yields the same :attr:`RunResult
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .sim import LivenessViolation, SimOptions, Simulator
-from .sim_check import SafetyViolation
+from .sim_check import SafetyChecker, SafetyViolation
 from .types import ConfChangeType
 
 __all__ = ["FaultProfile", "RunResult", "random_action", "run_seed", "replay", "shrink", "PROFILES", "options_for_seed"]
@@ -52,6 +53,12 @@ class FaultProfile:
     partition: float = 0.3
     heal: float = 0.8
     conf: float = 0.3
+    # Every tick ticks all live nodes at once (synchronised clocks) instead of one node.
+    sync_ticks: bool = False
+    # Lease-based reads (check-quorum forced on), whose linearizability is checked: only
+    # meaningful with synchronised clocks and no forced campaigns (``campaign`` = 0),
+    # which is the clock assumption lease reads are documented to rest on.
+    lease_reads: bool = False
 
 
 PROFILES: Dict[str, FaultProfile] = {
@@ -65,6 +72,8 @@ PROFILES: Dict[str, FaultProfile] = {
     "crashy": FaultProfile(crash=2.0, restart=4.0, drop=0.5, partition=0.1),
     # membership churn
     "membership": FaultProfile(conf=2.0, transfer=0.8, crash=0.3, partition=0.2),
+    # lease-based reads under synchronised clocks, with crashes, partitions, transfers
+    "lease": FaultProfile(sync_ticks=True, lease_reads=True, campaign=0, read=6.0, crash=1.0, partition=1.0),
 }
 
 
@@ -175,6 +184,8 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
         return ("partition", (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:]))))
     if kind == "heal":
         return ("heal",)
+    if kind == "tick" and p.sync_ticks:
+        return ("tick_all",)
     # the rest act on a live node; proposals and membership mostly go to the leader
     lead = sim.leader()
     to_leader = lead is not None and kind in ("propose", "conf", "transfer", "read") and rng.random() < TO_LEADER
@@ -206,8 +217,15 @@ def options_for_seed(seed: int) -> SimOptions:
     )
 
 
-def _new_sim(seed: int, nodes: int, options: Optional[SimOptions], verbose: bool) -> Simulator:
-    sim = Simulator(seed=seed, options=options or options_for_seed(seed), verbose=verbose)
+def _new_sim(
+    seed: int, nodes: int, options: Optional[SimOptions], verbose: bool, profile: Optional[FaultProfile] = None
+) -> Simulator:
+    opts = options or options_for_seed(seed)
+    if profile is not None and profile.lease_reads:
+        opts = dataclasses.replace(opts, lease_reads=True, check_quorum=True)
+    # lease reads are checked only where their clock assumption holds
+    check_reads = not opts.lease_reads or (profile is not None and profile.sync_ticks and not profile.campaign)
+    sim = Simulator(seed=seed, options=opts, checker=SafetyChecker(check_reads=check_reads), verbose=verbose)
     sim.add_nodes(nodes)
     return sim
 
@@ -225,7 +243,7 @@ def run_seed(
     Exceptions raised by the core itself are reported as violations too: a core must not
     crash on any schedule."""
     rng = random.Random(seed)
-    sim = _new_sim(seed, nodes, options, verbose)
+    sim = _new_sim(seed, nodes, options, verbose, profile)
     violation: Optional[Exception] = None
     try:
         for _ in range(steps):
@@ -278,10 +296,12 @@ def replay(
     options: Optional[SimOptions] = None,
     liveness: bool = True,
     verbose: bool = True,
+    profile: Optional[FaultProfile] = None,
 ) -> Tuple[Optional[Exception], Simulator]:
-    """Re-run ``actions`` (skipping those that no longer apply) on a fresh cluster;
-    return the violation (or None) and the simulator (for its transcript)."""
-    sim = _new_sim(seed, nodes, options, verbose)
+    """Re-run ``actions`` (skipping those that no longer apply) on a fresh cluster set up
+    as :func:`run_seed` sets it up for ``seed`` and ``profile``; return the violation (or
+    None) and the simulator (for its transcript)."""
+    sim = _new_sim(seed, nodes, options, verbose, profile)
     try:
         for a in actions:
             sim.do(a)
@@ -307,11 +327,12 @@ def shrink(
     liveness: bool = True,
     budget: int = 2000,
     progress: Optional[Callable[[int], None]] = None,
+    profile: Optional[FaultProfile] = None,
 ) -> List[tuple]:
     """Delta-debugging (ddmin) reduction of a failing action list: the result still fails
     with the same property and no single removed chunk keeps it failing.  ``budget``
     bounds the number of replays."""
-    want = _signature(replay(actions, seed, nodes, options, liveness, verbose=False)[0])
+    want = _signature(replay(actions, seed, nodes, options, liveness, False, profile)[0])
     if want is None:
         raise ValueError("the action list does not fail; nothing to shrink")
     cur = list(actions)
@@ -320,7 +341,7 @@ def shrink(
     def fails(cand: List[tuple]) -> bool:
         nonlocal runs
         runs += 1
-        return _signature(replay(cand, seed, nodes, options, liveness, verbose=False)[0]) == want
+        return _signature(replay(cand, seed, nodes, options, liveness, False, profile)[0]) == want
 
     n = 2
     while len(cur) >= 2 and runs < budget:

@@ -20,7 +20,7 @@ from rsm_shm.raft.sim_random import PROFILES, replay, run_seed, shrink
 
 SLOW = os.environ.get("RSM_SLOW") == "1"
 # CI: seeds per profile and steps per seed (short runs, many schedules)
-CI_SEEDS = int(os.environ.get("RSM_SIM_SEEDS", "600"))
+CI_SEEDS = int(os.environ.get("RSM_SIM_SEEDS", "500"))
 CI_STEPS = 200
 # slow set
 SLOW_SEEDS = 400
@@ -38,8 +38,8 @@ def _run_many(profile: str, seeds: range, steps: int, nodes: int) -> int:
             known.append((seed, r.known_issue))
             continue
         if not r.ok:
-            small = shrink(r.actions, seed, nodes, budget=300)
-            v, sim = replay(small, seed, nodes)
+            small = shrink(r.actions, seed, nodes, budget=300, profile=PROFILES[profile])
+            v, sim = replay(small, seed, nodes, profile=PROFILES[profile])
             tail = "\n".join(sim.out[-80:])
             pytest.fail(
                 f"seed {seed} profile {profile} nodes {nodes}: {type(r.violation).__name__}: {r.violation}\n"

@@ -685,3 +685,30 @@ def test_kill_a_stuck_process_host(shm_name):
     finally:
         t.unlink()
         t.close()
+
+
+def test_post_many(shm_name):
+    log = []
+
+    def h(state, op):
+        if op.code is Opcode.CMD:
+            log.append(op.payload)
+        return state
+
+    a = Automaton(shm_name("fsm"), h, None, create=True, capacity=1024)
+    try:
+        a.post_many([b"a", bytearray(b"b"), memoryview(b"c")])
+        with pytest.raises(queue.Full) as info:
+            a.post_many([b"x" * 100] * 50, timeout=0.05)  # 50 * 128 bytes cannot fit in 1 KiB
+        sent = info.value.sent
+        assert 0 < sent < 50
+        a.start("thread")
+        a.post_many([b"%d" % i for i in range(500)])  # more than fits at once: waits for room
+        a.drain()
+        with pytest.raises(AutomatonClosedError):
+            a.post_many([b"late"])
+        assert a.join(SLOW)
+        assert log == [b"a", b"b", b"c"] + [b"x" * 100] * sent + [b"%d" % i for i in range(500)]
+    finally:
+        a.unlink()
+        a.close()

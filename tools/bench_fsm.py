@@ -6,6 +6,7 @@ Measures, each in fresh spawned processes:
 
 * stream:    automaton A (process) posts N commands to automaton B (process) as fast as its
              inbox allows; B counts them.  Rate = N / (B's last command - A's first post).
+             Once with post() per command, once with post_many() in batches of 64.
 * ping-pong: A and B (processes) bounce a counter N times; round trips/s and the mean
              round-trip time.
 * the same two patterns between two plain processes over multiprocessing.Queue (the
@@ -53,6 +54,26 @@ def streamer(state, op):
         payload = b"x" * 8
         for _ in range(n - 1):
             p.post(payload)
+        p.drain()
+        current().drain()
+    return state
+
+
+#: Commands per post_many() call in the batched stream run.
+POST_BATCH = 64
+
+
+def batch_streamer(state, op):
+    """As streamer, with post_many() in batches of POST_BATCH."""
+    peer, n = state
+    if op.code is Opcode.START:
+        p = Automaton(peer, create=False)
+        p.post(_TS.pack(time.monotonic_ns()))
+        batch = [b"x" * 8] * POST_BATCH
+        left = n - 1
+        while left > 0:
+            p.post_many(batch[:left])
+            left -= min(left, POST_BATCH)
         p.drain()
         current().drain()
     return state
@@ -115,10 +136,10 @@ def _cleanup(autos) -> None:
         a.close()
 
 
-def bench_stream(n: int) -> float:
+def bench_stream(n: int, batched: bool = False) -> float:
     na, nb = _names("stream", "a", "b")
     b = Automaton(nb, counter, (0, 0, 0), create=True)
-    a = Automaton(na, streamer, (nb, n), create=True)
+    a = Automaton(na, batch_streamer if batched else streamer, (nb, n), create=True)
     try:
         b.start("process")
         a.start("process")
@@ -281,6 +302,7 @@ def main(argv=None) -> int:
         args.commands, args.rounds, args.timers = 5000, 1000, 200
     res = {
         "stream_cmds_per_s": bench_stream(args.commands),
+        "stream_batched_cmds_per_s": bench_stream(args.commands, batched=True),
         "mpq_stream_msgs_per_s": bench_mpq_stream(args.commands),
         "ping_pong_round_trips_per_s": bench_ping_pong(args.rounds),
         "mpq_ping_pong_round_trips_per_s": bench_mpq_ping_pong(args.rounds),
@@ -295,6 +317,9 @@ def main(argv=None) -> int:
     p, mp = res["ping_pong_round_trips_per_s"], res["mpq_ping_pong_round_trips_per_s"]
     print(f"two process-hosted automata ({args.commands} streamed commands, {args.rounds} ping-pong commands):")
     print(f"  stream     {s:12,.0f} commands/s   multiprocessing.Queue {ms:12,.0f} msgs/s   ratio {s / ms:5.2f}x")
+    sb = res["stream_batched_cmds_per_s"]
+    print(f"  stream     {sb:12,.0f} commands/s   with post_many({POST_BATCH})"
+          f"{'':20s}ratio {sb / ms:5.2f}x")
     print(f"  ping-pong  {p:12,.0f} round trips/s ({1e6 / p:6.1f} us each)   "
           f"multiprocessing.Queue {mp:10,.0f}/s   ratio {p / mp:5.2f}x")
     spread = max(0.05, args.timers * TIMER_SPREAD_PER_TIMER)

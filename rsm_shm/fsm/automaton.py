@@ -234,6 +234,40 @@ class Automaton:
                     raise
                 self._next_liveness_check = 0  # check the host before the next slice
 
+    def post_many(self, payloads: Iterable[Union[bytes, bytearray, memoryview]],
+                  timeout: Optional[float] = None) -> None:
+        """Queue several commands in order, with one ring call per batch that fits.
+
+        Blocks while the inbox is full, like post().  On timeout raises queue.Full whose
+        ``sent`` attribute counts the commands queued (a prefix).  If the automaton starts
+        draining or dies meanwhile, raises AutomatonClosedError; a prefix of the commands
+        may have been queued (and is delivered, or counted as dropped, like any other).
+        """
+        self._check_open()
+        items = [b if type(b) is bytes else bytes(b) for b in payloads]
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        sent = 0
+        failed = None
+        while sent < len(items):
+            ring = self._accepting_inbox()
+            if ring is failed:
+                w = self._status.word()
+                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK),
+                                           self._closed_detail(w) or "its inbox is closed")
+            left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
+            try:
+                ring.put_many(items[sent:], left)
+                return
+            except _inbox.Closed:
+                failed = ring
+            except queue.Full as e:
+                sent += getattr(e, "sent", 0)
+                if deadline is not None and time.monotonic() >= deadline:
+                    full = queue.Full(f"{sent} of {len(items)} commands queued")
+                    full.sent = sent  # type: ignore[attr-defined]
+                    raise full from None
+                self._next_liveness_check = 0
+
     def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
         """post() without blocking: queue.Full at once if the inbox is full."""
         self.post(payload, timeout=0)

@@ -55,6 +55,8 @@ DRAIN = Op(Opcode.DRAIN)
 EXIT = Op(Opcode.EXIT)
 
 Handler = Callable[[Any, Op], Any]
+_EXIT = Opcode.EXIT
+_TRANSITION = Opcode.TRANSITION
 
 
 class TransitionLoopError(RuntimeError):
@@ -90,22 +92,23 @@ class Machine:
 
     def deliver(self, op: Op) -> Any:
         """Call the handler with ``op``, then the TRANSITION chain; returns the new state."""
+        handler = self.handler
         old = self.state
-        new = self.handler(old, op)
+        new = handler(old, op)
         self.state = new
-        if op.code is Opcode.EXIT:
-            return new  # nothing is delivered after EXIT
+        if new is old or op.code is _EXIT:
+            return new  # unchanged (the common case), or EXIT: nothing follows it
         chain = 0
         while _changed(old, new):
             chain += 1
             if chain > MAX_TRANSITION_CHAIN:
                 raise TransitionLoopError(
-                    f"handler {getattr(self.handler, '__qualname__', self.handler)!r} changed the state on "
+                    f"handler {getattr(handler, '__qualname__', handler)!r} changed the state on "
                     f"{MAX_TRANSITION_CHAIN} TRANSITIONs in a row (last: {old!r} -> {new!r})"
                 )
             self.transitions += 1
             if self._on_change is not None:
                 self._on_change(new)
-            old, new = new, self.handler(new, Op(Opcode.TRANSITION, b"", old))
+            old, new = new, handler(new, Op(_TRANSITION, b"", old))
             self.state = new
         return new

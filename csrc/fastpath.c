@@ -1,4 +1,11 @@
-/* fastpath.c -- rsm_shm._fast: GIL-holding entry points for the uncontended Lock path.
+/* fastpath.c -- rsm_shm._fast: CPython entry points for the hottest paths.
+ *
+ * FastLock: the uncontended Lock path, with the GIL held.
+ * FastSem / FastEvent: Semaphore-family and Event calls done entirely in C: the
+ * non-blocking attempt with the GIL held, then the slice loop with the GIL released
+ * around each futex wait and PyErr_CheckSignals() between slices (Ctrl-C).  The
+ * algorithms stay in sem.c / event.c; this file only moves the Python glue into C,
+ * because a wake-up round trip through cffi and a Python slice loop cost ~5 us.
  *
  * A cffi call releases and retakes the GIL around every call (~48 ns here); an
  * uncontended acquire is one CAS (~5 ns).  So Lock derives from this small CPython type,
@@ -10,7 +17,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "event.h"
 #include "lock.h"
+#include "sem.h"
+
+#include <math.h>
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
@@ -106,6 +118,391 @@ static PyTypeObject FastLockType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---- FastSem / FastEvent ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    void *obj;          /* rsm_sem * or rsm_event *; NULL when closed */
+    PyObject *seg;      /* the rsm_shm.segment.Segment: pinned around blocking calls */
+} FastWait;
+
+static PyObject *str_begin_use, *str_end_use, *str_fail;
+
+#define REAP_EVERY_SLICES 20
+
+/* Parse threading-style timeout: None -> no deadline; else seconds (<= 0: try once). */
+static int deadline_from(PyObject *timeout, int64_t *deadline)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *deadline = -1;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(t)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    if (t <= 0) {
+        *deadline = 0;
+        return 0;
+    }
+    if (t > 1e9) { /* about 31 years: treat as forever rather than overflow */
+        *deadline = -1;
+        return 0;
+    }
+    int64_t ns = (int64_t)(t * 1e9);
+    *deadline = rsm_now_ns() + (ns > 0 ? ns : 1);
+    return 0;
+}
+
+/* Hand a status to the Python side, which raises the right exception. */
+static PyObject *fail(PyObject *self, int code)
+{
+    PyObject *c = PyLong_FromLong(code);
+    if (!c)
+        return NULL;
+    PyObject *r = PyObject_CallMethodOneArg(self, str_fail, c);
+    Py_DECREF(c);
+    return r;
+}
+
+typedef int (*wait_step)(void *obj, rsm_waiter *w, int64_t deadline);
+typedef void (*wait_abandon)(void *obj, rsm_waiter *w);
+
+static int sem_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_sem_acquire((rsm_sem *)obj, w, d); }
+static void sem_abandon(void *obj, rsm_waiter *w) { rsm_sem_abandon((rsm_sem *)obj, w); }
+static int event_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_event_wait((rsm_event *)obj, w, 1, 1, d); }
+static void event_abandon(void *obj, rsm_waiter *w) { rsm_event_abandon((rsm_event *)obj, w); }
+
+/* The slice loop of run_blocking (rsm_shm/sync/_base.py), in C.  Returns the final
+ * status, or -1 with a Python exception set. */
+static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, rsm_waitq *q, int64_t deadline)
+{
+    rsm_waiter w;
+    memset(&w, 0, sizeof w);
+    w.slot = RSM_WAITER_NONE;
+    PyObject *seg = Py_NewRef(self->seg); /* close() may drop self->seg while we wait */
+    PyObject *r = PyObject_CallMethodNoArgs(seg, str_begin_use);
+    if (!r) {
+        Py_DECREF(seg);
+        return -1;
+    }
+    Py_DECREF(r);
+    void *obj = self->obj;
+    int status, slices = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        status = step(obj, &w, deadline);
+        Py_END_ALLOW_THREADS
+        if (status != RSM_SLICE)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            abandon(obj, &w);
+            status = -1;
+            break;
+        }
+        if (self->obj == NULL) { /* closed by another thread while we waited */
+            abandon(obj, &w);
+            PyErr_SetString(PyExc_ValueError, "rsm_shm object was closed while this thread waited on it");
+            status = -1;
+            break;
+        }
+        if (++slices % REAP_EVERY_SLICES == 0)
+            rsm_wq_reap(q);
+    }
+    PyObject *exc = NULL, *val = NULL, *tb = NULL;
+    if (status < 0)
+        PyErr_Fetch(&exc, &val, &tb);
+    r = PyObject_CallMethodNoArgs(seg, str_end_use);
+    Py_DECREF(seg);
+    Py_XDECREF(r);
+    if (status < 0)
+        PyErr_Restore(exc, val, tb);
+    else if (!r)
+        return -1;
+    return status;
+}
+
+static int parse_blocking_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                  int *blocking, PyObject **timeout)
+{
+    *blocking = 1;
+    *timeout = Py_None;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return -1;
+    }
+    if (nargs >= 1 && (*blocking = PyObject_IsTrue(args[0])) < 0)
+        return -1;
+    if (nargs == 2)
+        *timeout = args[1];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *val = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(key, "blocking") == 0 && nargs < 1) {
+            if ((*blocking = PyObject_IsTrue(val)) < 0)
+                return -1;
+        } else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0 && nargs < 2) {
+            *timeout = val;
+        } else {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Parse `(timeout=None)`, positional or keyword; *timeout stays NULL when absent. */
+static int parse_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **timeout)
+{
+    *timeout = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument (timeout)");
+        return -1;
+    }
+    if (nargs == 1)
+        *timeout = args[0];
+    else if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
+            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return -1;
+        }
+        *timeout = args[0];
+    }
+    return 0;
+}
+
+static PyObject *sem_result(FastWait *self, int r)
+{
+    if (r == RSM_OK)
+        Py_RETURN_TRUE;
+    if (r == RSM_TIMEOUT)
+        Py_RETURN_FALSE;
+    return fail((PyObject *)self, r);
+}
+
+static PyObject *sem_acquire_deadline(FastWait *self, int64_t deadline)
+{
+    static const rsm_waiter try_waiter = {.slot = RSM_WAITER_NONE};
+    rsm_waiter w = try_waiter; /* with deadline 0 the C code never enqueues */
+    int r = rsm_sem_acquire((rsm_sem *)self->obj, &w, 0);
+    if (r != RSM_TIMEOUT || deadline == 0)
+        return sem_result(self, r);
+    r = blocking_loop(self, sem_step, sem_abandon, &((rsm_sem *)self->obj)->wq, deadline);
+    return r < 0 ? NULL : sem_result(self, r);
+}
+
+static PyObject *FastSem_acquire(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    int blocking;
+    PyObject *timeout;
+    int64_t deadline;
+    if (parse_blocking_timeout(args, nargs, kwnames, &blocking, &timeout) < 0)
+        return NULL;
+    if (!blocking && timeout != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "can't specify timeout for non-blocking acquire");
+        return NULL;
+    }
+    if (!blocking)
+        deadline = 0;
+    else if (deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    return sem_acquire_deadline(self, deadline);
+}
+
+static PyObject *FastSem_wait(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    PyObject *timeout;
+    int64_t deadline;
+    if (parse_timeout(args, nargs, kwnames, &timeout) < 0 || deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    return sem_acquire_deadline(self, deadline);
+}
+
+static PyObject *FastSem_enter(FastWait *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    return sem_acquire_deadline(self, -1);
+}
+
+static PyObject *FastSem_release(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    long n = 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "release() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        if (!PyLong_Check(args[0])) {
+            PyErr_SetString(PyExc_TypeError, "n must be an integer");
+            return NULL;
+        }
+        n = PyLong_AsLong(args[0]);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (n < 1) {
+            PyErr_SetString(PyExc_ValueError, "n must be one or more");
+            return NULL;
+        }
+        if (n > (long)RSM_SEM_VALUE_MAX)
+            n = (long)RSM_SEM_VALUE_MAX;
+    }
+    int r = rsm_sem_release((rsm_sem *)self->obj, (uint32_t)n);
+    if (r != RSM_OK)
+        return fail((PyObject *)self, r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastSem_exit(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return FastSem_release(self, NULL, 0);
+}
+
+static PyObject *FastEvent_wait(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    rsm_event *e = (rsm_event *)self->obj;
+    PyObject *timeout;
+    int64_t deadline;
+    if (parse_timeout(args, nargs, kwnames, &timeout) < 0)
+        return NULL;
+    if (atomic_load(&e->word) == 1)
+        Py_RETURN_TRUE;
+    if (deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    if (deadline == 0)
+        Py_RETURN_FALSE;
+    int r = blocking_loop(self, event_step, event_abandon, &e->wq, deadline);
+    if (r < 0)
+        return NULL;
+    if (r == RSM_OK)
+        Py_RETURN_TRUE;
+    if (r == RSM_TIMEOUT)
+        Py_RETURN_FALSE;
+    return fail((PyObject *)self, r);
+}
+
+static PyObject *FastEvent_set(FastWait *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    rsm_event_set((rsm_event *)self->obj);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastEvent_clear(FastWait *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    rsm_event_clear((rsm_event *)self->obj);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastEvent_is_set(FastWait *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    return PyBool_FromLong(atomic_load(&((rsm_event *)self->obj)->word) == 1);
+}
+
+/* _bind(address, segment) / _bind(0, None): point at the struct inside the mapping. */
+static PyObject *FastWait_bind(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, segment)");
+        return NULL;
+    }
+    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
+    if (addr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (addr % 64 != 0) {
+        PyErr_SetString(PyExc_ValueError, "misaligned object address");
+        return NULL;
+    }
+    self->obj = (void *)(uintptr_t)addr;
+    Py_XSETREF(self->seg, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static int FastWait_traverse(FastWait *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->seg);
+    return 0;
+}
+
+static int FastWait_clear_refs(FastWait *self)
+{
+    Py_CLEAR(self->seg);
+    return 0;
+}
+
+static void FastWait_dealloc(FastWait *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastWait_clear_refs(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef FastSem_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))FastSem_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=None) -> bool"},
+    {"release", (PyCFunction)(void (*)(void))FastSem_release, METH_FASTCALL, "release(n=1)"},
+    {"_wait", (PyCFunction)(void (*)(void))FastSem_wait, METH_FASTCALL | METH_KEYWORDS, "_wait(timeout=None) -> bool"},
+    {"__enter__", (PyCFunction)FastSem_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))FastSem_exit, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastWait_bind, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef FastEvent_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))FastEvent_wait, METH_FASTCALL | METH_KEYWORDS, "wait(timeout=None) -> bool"},
+    {"set", (PyCFunction)FastEvent_set, METH_NOARGS, "set()"},
+    {"clear", (PyCFunction)FastEvent_clear, METH_NOARGS, "clear()"},
+    {"is_set", (PyCFunction)FastEvent_is_set, METH_NOARGS, "is_set() -> bool"},
+    {"_bind", (PyCFunction)(void (*)(void))FastWait_bind, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastSemType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rsm_shm._fast.FastSem",
+    .tp_basicsize = sizeof(FastWait),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "C entry points of rsm_shm's semaphores (internal).",
+    .tp_methods = FastSem_methods,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)FastWait_traverse,
+    .tp_clear = (inquiry)FastWait_clear_refs,
+    .tp_dealloc = (destructor)FastWait_dealloc,
+};
+
+static PyTypeObject FastEventType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rsm_shm._fast.FastEvent",
+    .tp_basicsize = sizeof(FastWait),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "C entry points of rsm_shm.Event (internal).",
+    .tp_methods = FastEvent_methods,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)FastWait_traverse,
+    .tp_clear = (inquiry)FastWait_clear_refs,
+    .tp_dealloc = (destructor)FastWait_dealloc,
+};
+
 static struct PyModuleDef fastmodule = {
     PyModuleDef_HEAD_INIT,
     .m_name = "rsm_shm._fast",
@@ -117,16 +514,19 @@ PyMODINIT_FUNC PyInit__fast(void)
 {
     str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
     str_release_slow = PyUnicode_InternFromString("_release_slow");
-    if (!str_acquire_slow || !str_release_slow)
+    str_begin_use = PyUnicode_InternFromString("begin_use");
+    str_end_use = PyUnicode_InternFromString("end_use");
+    str_fail = PyUnicode_InternFromString("_fail");
+    if (!str_acquire_slow || !str_release_slow || !str_begin_use || !str_end_use || !str_fail)
         return NULL;
-    if (PyType_Ready(&FastLockType) < 0)
+    if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastmodule);
     if (!m)
         return NULL;
-    Py_INCREF(&FastLockType);
-    if (PyModule_AddObject(m, "FastLock", (PyObject *)&FastLockType) < 0) {
-        Py_DECREF(&FastLockType);
+    if (PyModule_AddObjectRef(m, "FastLock", (PyObject *)&FastLockType) < 0 ||
+        PyModule_AddObjectRef(m, "FastSem", (PyObject *)&FastSemType) < 0 ||
+        PyModule_AddObjectRef(m, "FastEvent", (PyObject *)&FastEventType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,7 +15,8 @@ void rsm_lock_init(rsm_lock *l, uint32_t policy, uint32_t nslots)
     l->count = 0;
     l->dead_tid = 0;
     l->dead_pid = 0;
-    l->policy = policy;
+    l->policy = (uint16_t)policy;
+    l->spinning = 0;
     l->spin_ns = RSM_SPIN_MAX_NS / 4;
 }
 
@@ -95,10 +96,17 @@ int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns)
         }
         if (!spun && owner != 0) {
             spun = 1;
-            adapt(l, rsm_spin_while(&l->word, v, atomic_load_explicit(&l->spin_ns, memory_order_relaxed)));
-            continue;
+            /* One spinner at a time: with more waiters than CPUs, extra spinners only push
+             * the owner off its CPU.  The others go straight to sleep. */
+            uint16_t idle = 0;
+            if (atomic_compare_exchange_strong(&l->spinning, &idle, 1)) {
+                adapt(l, rsm_spin_while(&l->word, v, atomic_load_explicit(&l->spin_ns, memory_order_relaxed)));
+                atomic_store(&l->spinning, 0);
+                continue;
+            }
         }
         if (w->slot == RSM_WAITER_NONE) {
+            w->nospin = 1; /* a lock waiter spins on the word (above), not on its slot */
             rsm_wq_enqueue(&l->wq, w, 0);
             continue; /* re-check the word after publishing (Dekker) */
         }
@@ -106,8 +114,8 @@ int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns)
         if (r == RSM_OK) {
             if (w->token == RSM_TOKEN_HANDOFF)
                 return took(l, atomic_load(&l->word));
-            w->nospin = 0;
-            continue; /* barging: compete again */
+            spun = 0; /* barging: compete again, with one more spin if the word is busy */
+            continue;
         }
         if (r == RSM_TIMEOUT) {
             if (leave_queue(l, w))

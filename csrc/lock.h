@@ -36,7 +36,8 @@ typedef struct rsm_lock {
     _Atomic uint32_t count;     /* RLock recursion depth; written only by the owner */
     _Atomic uint32_t dead_tid;  /* last owner whose death was recovered (0: none) */
     _Atomic int32_t dead_pid;   /* its process */
-    uint32_t policy;            /* RSM_LOCK_BARGING / FIFO / LIFO, fixed at creation */
+    uint16_t policy;            /* RSM_LOCK_BARGING / FIFO / LIFO, fixed at creation */
+    _Atomic uint16_t spinning;  /* 1 while a waiter spins on the word: others sleep at once */
     _Atomic uint32_t spin_ns;   /* adaptive spin before queueing */
     rsm_waitq wq;               /* must stay last: followed by the slots */
 } rsm_lock;

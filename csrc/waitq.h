@@ -55,7 +55,7 @@ typedef struct rsm_waitq {
     uint32_t nslots;               /* fixed at creation; readers clamp it to RSM_WQ_MAX_SLOTS */
     _Atomic uint64_t next_ticket;
     _Atomic uint32_t spin_ns;      /* adaptive spin budget before sleeping (see rsm_wq_wait) */
-    uint32_t _reserved;
+    _Atomic uint32_t waker_cpu;    /* 1 + the CPU of the last waker: a waiter on that CPU skips spinning */
     rsm_wslot slots[];
 } rsm_waitq;
 
@@ -64,6 +64,9 @@ typedef struct rsm_waitq {
  * caught the wake, halved when the waiter had to sleep anyway, kept within these bounds. */
 #define RSM_SPIN_MIN_NS 500u
 #define RSM_SPIN_MAX_NS 20000u
+/* At the floor the budget can no longer learn that spinning would pay (a wake from an idle
+ * CPU costs more than the floor): every RSM_SPIN_PROBE_EVERY-th wait spins the maximum. */
+#define RSM_SPIN_PROBE_EVERY 64u
 
 RSM_STATIC_ASSERT(sizeof(rsm_wslot) == 32, "rsm_wslot layout");
 RSM_STATIC_ASSERT(offsetof(rsm_wslot, ticket) == 16, "rsm_wslot.ticket offset");

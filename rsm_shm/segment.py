@@ -256,8 +256,8 @@ class Segment:
         self._mmap: Optional[mmap.mmap] = None
         self._buf = None
         self._closed = True
-        self._use_lock = threading.Lock()
-        self._inflight = 0
+        self._unmap_lock = threading.Lock()
+        self._pins: list[None] = []
         if create not in (None, True, False):
             raise TypeError(f"create must be None, True or False, not {create!r}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
@@ -428,18 +428,26 @@ class Segment:
     # -- lifetime ----------------------------------------------------------------------
 
     def begin_use(self) -> None:
-        """Pin the mapping for a blocking call (C holds raw pointers into it meanwhile)."""
-        with self._use_lock:
-            if self._closed:
-                raise ValueError(f"rsm_shm segment {self.name!r} is closed")
-            self._inflight += 1
+        """Pin the mapping for a blocking call (C holds raw pointers into it meanwhile).
+
+        The pins are a list because list.append/pop are single atomic steps under the GIL:
+        cheaper than a lock on the wake-up path, which calls this twice per blocking call.
+        """
+        self._pins.append(None)
+        if self._closed:
+            self._pins.pop()
+            self._maybe_unmap()
+            raise ValueError(f"rsm_shm segment {self.name!r} is closed")
 
     def end_use(self) -> None:
-        with self._use_lock:
-            self._inflight -= 1
-            unmap = self._closed and self._inflight == 0
-        if unmap:
-            self._unmap()
+        self._pins.pop()
+        if self._closed and not self._pins:
+            self._maybe_unmap()
+
+    def _maybe_unmap(self) -> None:
+        with self._unmap_lock:
+            if not self._pins:
+                self._unmap()
 
     def close(self) -> None:
         """Unmap the segment in this process (idempotent).  The segment itself remains.
@@ -447,11 +455,9 @@ class Segment:
         Threads of this process blocked in the object notice within a slice (~50 ms) and
         raise ValueError; the mapping goes away when the last of them has left.
         """
-        with self._use_lock:
-            self._closed = True
-            if self._inflight:
-                return
-        self._unmap()
+        self._closed = True
+        if not self._pins:
+            self._maybe_unmap()
 
     def _unmap(self) -> None:
         if self._buf is not None:

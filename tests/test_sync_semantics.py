@@ -32,6 +32,9 @@ def _until(pred, timeout=10.0):
 def test_event(make):
     e = make(rsm_shm.Event)
     assert not e.is_set() and e.wait(0) is False and e.wait(0.05) is False
+    assert e.wait(timeout=0.01) is False
+    with pytest.raises(TypeError):
+        e.wait(tmeout=1)
     results = []
     ts = [_start(lambda: results.append(e.wait(30))) for _ in range(5)]
     _until(lambda: e.pending == 5)
@@ -57,6 +60,7 @@ def test_event_wait_true_even_if_cleared_right_after_set(make):
 
 def test_auto_reset_event_lets_one_through(make):
     a = make(rsm_shm.AutoResetEvent)
+    assert a.wait(timeout=0.01) is False
     a.set()
     a.set()  # capped at 1
     assert a.wait(0) is True

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .. import _proc
+from .._fast import FastEvent
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
@@ -81,7 +82,7 @@ class _EventBase(SharedObject):
                                waiters=p.wq.nwaiters + p.wq.noverflow, generation=p.generation)
 
 
-class Event(_EventBase):
+class Event(FastEvent, _EventBase):
     """A flag shared between threads and processes, like ``threading.Event``.
 
     ``set()`` wakes every waiter; ``wait(timeout=None) -> bool`` returns True as soon as
@@ -94,26 +95,24 @@ class Event(_EventBase):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_event(name, create, mode, 0, 0, max_waiters)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
 
-    def is_set(self) -> bool:
-        self._check_open()
-        return self._ptr.word == 1
+    # wait(timeout=None) -> bool, set(), clear(), is_set() come from FastEvent
+    # (csrc/fastpath.c): the check with the GIL held, then the slice loop in C.
+    wait = FastEvent.wait
+    set = FastEvent.set
+    clear = FastEvent.clear
+    is_set = FastEvent.is_set
+    _is_set = FastEvent.is_set
 
-    _is_set = is_set
+    def _fail(self, code: int):
+        if code == lib.RSM_CLOSED:
+            raise ValueError(f"Event {self.name!r} is closed")
+        raise RuntimeError(f"{self!r}: internal error {code}")
 
-    def set(self) -> None:
-        self._check_open()
-        lib.rsm_event_set(self._ptr)
-
-    def clear(self) -> None:
-        self._check_open()
-        lib.rsm_event_clear(self._ptr)
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until the flag is set; True if it is (or was set while waiting), False on timeout."""
-        self._check_open()
-        ptr = self._ptr
-        return self._wait(lambda w, d: lib.rsm_event_wait(ptr, w, 1, 1, d), timeout)
+    def close(self) -> None:
+        self._bind(0, None)
+        super().close()
 
 
 class Gate(_EventBase):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .._errors import DisabledError
+from .._fast import FastSem
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
@@ -36,7 +37,7 @@ def _body_size(header: SegmentHeader) -> int:
     return lib.rsm_sem_size(_base.check_nslots(header))
 
 
-class _SemaphoreBase(SharedObject):
+class _SemaphoreBase(FastSem, SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
 
     def _open_sem(self, name, create, mode, value, max_value, flags, policy, max_waiters) -> None:
@@ -57,57 +58,33 @@ class _SemaphoreBase(SharedObject):
                            init, _body_size, check=check)
         self._ptr = self._seg.body("rsm_sem *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
             raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
 
-    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
-        """Decrement the value, waiting while it is zero; as ``threading.Semaphore.acquire``.
+    # acquire(blocking=True, timeout=None) -> bool, release(n=1), __enter__ and __exit__
+    # come from FastSem (csrc/fastpath.c): the attempt with the GIL held, then the slice
+    # loop in C.  Semantics, as threading.Semaphore: acquire decrements the value, waiting
+    # while it is zero; True once decremented, False on timeout (or at once when not
+    # blocking); ValueError for a timeout with blocking=False.  release(n) adds n and wakes
+    # up to n waiters; ValueError if n < 1.  DisabledError once disable() was called;
+    # BoundedSemaphore.release beyond the initial value raises ValueError.
+    acquire = FastSem.acquire
+    release = FastSem.release
 
-        Returns True once decremented, False on timeout (or at once if ``blocking`` is
-        false and the value is zero).  Raises ValueError for a timeout with
-        ``blocking=False``, and :class:`DisabledError` if the semaphore is (or becomes,
-        while waiting) disabled.
-        """
-        self._check_open()
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
-        deadline = 0 if not blocking else _base.deadline_from_timeout(timeout)
-        if timeout is not None and timeout <= 0 and blocking:
-            deadline = 0
-        ptr = self._ptr
-        r = _base.run_blocking(
-            lambda w, d: lib.rsm_sem_acquire(ptr, w, d),
-            lambda w: lib.rsm_sem_abandon(ptr, w),
-            deadline,
-            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
-        )
-        if r == lib.RSM_OK:
-            return True
-        if r == lib.RSM_TIMEOUT:
-            return False
-        if r == lib.RSM_DISABLED:
+    def _fail(self, code: int):
+        """Called by the C entry points: turn a status into the exception it means."""
+        if code == lib.RSM_DISABLED:
             raise DisabledError(f"{type(self).__name__} {self.name!r} is disabled")
-        raise RuntimeError(f"{self!r}: internal error {r}")
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def release(self, n: int = 1) -> None:
-        """Increment the value by ``n``, waking up to ``n`` waiters (as threading).
-
-        Raises ValueError if ``n < 1``, ValueError for a BoundedSemaphore released too
-        many times, DisabledError if disabled.
-        """
-        self._check_open()
-        if not isinstance(n, int) or n < 1:
-            raise ValueError("n must be one or more")
-        r = lib.rsm_sem_release(self._ptr, min(n, lib.RSM_SEM_VALUE_MAX))
-        if r == lib.RSM_OVERFLOW:
+        if code == lib.RSM_OVERFLOW:
             raise ValueError("Semaphore released too many times")
-        if r == lib.RSM_DISABLED:
-            raise DisabledError(f"{type(self).__name__} {self.name!r} is disabled")
+        if code == lib.RSM_CLOSED:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
+        raise RuntimeError(f"{self!r}: internal error {code}")
+
+    def close(self) -> None:
+        self._bind(0, None)  # the C entry points must never touch an unmapped struct
+        super().close()
 
     def disable(self) -> None:
         """Disable for good: every waiter wakes with DisabledError, later acquires and
@@ -185,13 +162,10 @@ class AutoResetEvent(_SemaphoreBase):
                  policy: str = Policy.FIFO, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_sem(name, create, mode, 0, 1, lib.RSM_SEM_SATURATE, policy, max_waiters)
 
-    def set(self) -> None:
-        """Signal: wake one waiter (or let the next wait() through at once)."""
-        self.release()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for a signal and consume it; True if signalled, False on timeout."""
-        return self.acquire(True, timeout)
+    #: set(): signal: wake one waiter (or let the next wait() through at once).
+    set = FastSem.release
+    #: wait(timeout=None) -> bool: wait for a signal and consume it; False on timeout.
+    wait = FastSem._wait
 
     def is_set(self) -> bool:
         return self.value > 0

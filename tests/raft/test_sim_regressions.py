@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
 
 from rsm_shm.raft.sim import SimOptions  # noqa: E402
+from rsm_shm.raft.sim_check import SafetyViolation  # noqa: E402
 from rsm_shm.raft.sim_random import replay  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,3 +44,45 @@ def test_refused_snapshot_is_replaced_by_a_newer_one():
     assert v is None, f"{v}\n" + "\n".join(sim.out[-30:])
     # the schedule still reaches the interesting case: a snapshot sent to a non-member
     assert sim.refused_snapshots, "the replay no longer sends node 5 a snapshot it must refuse"
+
+
+def _isolated_lease_leader_keeps_reading():
+    """Three nodes with lease-based reads and perfectly synchronised clocks (every node
+    ticks together).  Leader 1 is cut off from 2 and 3; each tick 1 is asked for a read
+    and the majority side, once it has a leader, commits a write."""
+    from rsm_shm.raft.sim import Simulator
+    from rsm_shm.raft.sim_check import SafetyChecker
+    from rsm_shm.raft.types import Role
+
+    sim = Simulator(seed=0, options=SimOptions(lease_reads=True), checker=SafetyChecker(check_reads=True))
+    sim.add_nodes(3)
+    sim.do(("campaign", 1))
+    sim.stabilize()
+    sim.do(("partition", ((1,), (2, 3))))
+    for _ in range(4 * sim.options.election_tick):
+        sim.do(("tick_all",))
+        sim.stabilize([2, 3])
+        sim.stabilize([1])
+        for nid in (2, 3):
+            if sim.status(nid).role == Role.LEADER:
+                sim.do(("propose", nid))
+                sim.stabilize([2, 3])
+        sim.do(("read", 1))
+        sim.stabilize([1])
+    return sim
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=SafetyViolation,
+    reason="core bug: LEASE_BASED reads are stale even with synchronised clocks -- the lease is "
+    "bounded by the check-quorum window (up to 2 election timeouts after the last quorum "
+    "contact), while the other side can elect a leader after 1 (etcd-io/raft#166)",
+)
+def test_lease_reads_stop_before_another_leader_can_be_elected():
+    # Found by the simulator: with the partition at tick 0, nodes 2/3 elect a leader and
+    # commit around tick 15 while node 1 still answers lease reads at its old commit
+    # index until its second check-quorum (tick <= 20).  A safe lease must expire
+    # before any follower's election timer can (thesis §6.4.1: start + election
+    # timeout, counted from when the acknowledged heartbeats were sent).
+    _isolated_lease_leader_keeps_reading()

@@ -217,3 +217,28 @@ def test_unwatch_makes_the_handle_free_to_close(shm_name):
         sup.close()
         a.unlink()
         a.close()
+
+
+def test_a_pending_restart_is_final_once_the_supervisor_process_died(shm_name):
+    import subprocess
+    import sys
+
+    # A stand-in supervisor process: alive when the automaton fails, killed afterwards.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    try:
+        a._status.set_supervisor(stand_in.pid)
+        a.start("thread")
+        a.post(b"boom")
+        wait_for(a, lambda s: s.mode is Mode.DEAD and s.restart_pending)
+        assert a.join(0.1) is False  # its supervisor lives: a restart may come
+        stand_in.kill()
+        stand_in.wait()
+        with pytest.raises(AutomatonFailed, match="fragile handler broke"):
+            a.join(SLOW)
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+            stand_in.wait()
+        a.unlink()
+        a.close()

@@ -124,9 +124,10 @@ typedef struct {
     PyObject_HEAD
     void *obj;          /* rsm_sem * or rsm_event *; NULL when closed */
     PyObject *seg;      /* the rsm_shm.segment.Segment: pinned around blocking calls */
+    PyObject *pins;     /* seg._pins, the list of pins */
 } FastWait;
 
-static PyObject *str_begin_use, *str_end_use, *str_fail;
+static PyObject *str_end_use_unmap, *str_fail, *str_pins;
 
 #define REAP_EVERY_SLICES 20
 
@@ -183,13 +184,18 @@ static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, r
     rsm_waiter w;
     memset(&w, 0, sizeof w);
     w.slot = RSM_WAITER_NONE;
+    /* Pin the mapping (Segment._pins, see segment.py begin_use): list append/pop are what
+     * begin_use/end_use do, done here without two Python calls on the wake-up path. */
     PyObject *seg = Py_NewRef(self->seg); /* close() may drop self->seg while we wait */
-    PyObject *r = PyObject_CallMethodNoArgs(seg, str_begin_use);
-    if (!r) {
+    PyObject *pins = self->pins ? Py_NewRef(self->pins) : NULL;
+    if (!pins || PyList_Append(pins, Py_None) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "rsm_shm object is closed");
+        Py_XDECREF(pins);
         Py_DECREF(seg);
         return -1;
     }
-    Py_DECREF(r);
+    PyObject *r;
     void *obj = self->obj;
     int status, slices = 0;
     for (;;) {
@@ -215,12 +221,19 @@ static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, r
     PyObject *exc = NULL, *val = NULL, *tb = NULL;
     if (status < 0)
         PyErr_Fetch(&exc, &val, &tb);
-    r = PyObject_CallMethodNoArgs(seg, str_end_use);
+    Py_ssize_t n = PyList_GET_SIZE(pins);
+    int ok = n > 0 && PyList_SetSlice(pins, n - 1, n, NULL) == 0;
+    r = Py_NewRef(Py_None);
+    if (ok && self->obj == NULL && PyList_GET_SIZE(pins) == 0) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodNoArgs(seg, str_end_use_unmap); /* closed meanwhile: last one out unmaps */
+    }
+    Py_DECREF(pins);
     Py_DECREF(seg);
     Py_XDECREF(r);
     if (status < 0)
         PyErr_Restore(exc, val, tb);
-    else if (!r)
+    else if (!ok || !r)
         return -1;
     return status;
 }
@@ -433,20 +446,34 @@ static PyObject *FastWait_bind(FastWait *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "misaligned object address");
         return NULL;
     }
+    PyObject *pins = NULL;
+    if (args[1] != Py_None) {
+        pins = PyObject_GetAttr(args[1], str_pins);
+        if (!pins)
+            return NULL;
+        if (!PyList_CheckExact(pins)) {
+            Py_DECREF(pins);
+            PyErr_SetString(PyExc_TypeError, "segment._pins must be a list");
+            return NULL;
+        }
+    }
     self->obj = (void *)(uintptr_t)addr;
     Py_XSETREF(self->seg, Py_NewRef(args[1]));
+    Py_XSETREF(self->pins, pins);
     Py_RETURN_NONE;
 }
 
 static int FastWait_traverse(FastWait *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->seg);
+    Py_VISIT(self->pins);
     return 0;
 }
 
 static int FastWait_clear_refs(FastWait *self)
 {
     Py_CLEAR(self->seg);
+    Py_CLEAR(self->pins);
     return 0;
 }
 
@@ -514,10 +541,10 @@ PyMODINIT_FUNC PyInit__fast(void)
 {
     str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
     str_release_slow = PyUnicode_InternFromString("_release_slow");
-    str_begin_use = PyUnicode_InternFromString("begin_use");
-    str_end_use = PyUnicode_InternFromString("end_use");
+    str_end_use_unmap = PyUnicode_InternFromString("_maybe_unmap");
     str_fail = PyUnicode_InternFromString("_fail");
-    if (!str_acquire_slow || !str_release_slow || !str_begin_use || !str_end_use || !str_fail)
+    str_pins = PyUnicode_InternFromString("_pins");
+    if (!str_acquire_slow || !str_release_slow || !str_end_use_unmap || !str_fail || !str_pins)
         return NULL;
     if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
         return NULL;

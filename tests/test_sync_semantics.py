@@ -394,26 +394,38 @@ def _run(fn):
     return v
 
 
-def test_close_while_another_thread_waits(shm_name):
+@pytest.mark.parametrize("cls,block", [
+    (rsm_shm.Lock, lambda o: o.acquire(timeout=30)),            # Python slice loop
+    (rsm_shm.Semaphore, lambda o: o.acquire(timeout=30)),       # C slice loop (fastpath.c)
+    (rsm_shm.Event, lambda o: o.wait(30)),                      # C slice loop (fastpath.c)
+])
+def test_close_while_another_thread_waits(shm_name, cls, block):
     """close() must never unmap under a blocked C call: the waiter gets ValueError instead."""
-    lk = rsm_shm.Lock(shm_name(), create=True)
-    holder = rsm_shm.Lock(lk.name, create=False)
-    holder.acquire()
-    waiter = rsm_shm.Lock(lk.name, create=False)
+    obj = cls(shm_name(), create=True)
+    if cls is rsm_shm.Lock:
+        holder = cls(obj.name, create=False)
+        holder.acquire()
+    elif cls is rsm_shm.Semaphore:
+        obj.acquire()
+    waiter = cls(obj.name, create=False)
     errors = []
 
     def wait():
         try:
-            waiter.acquire(timeout=30)
+            block(waiter)
         except ValueError as e:
             errors.append(e)
 
     t = _start(wait)
-    _until(lambda: lk.pending == 1)
+    _until(lambda: obj.pending == 1)
     waiter.close()
     t.join(10)
     assert not t.is_alive() and len(errors) == 1 and "closed" in str(errors[0])
-    holder.release()
-    for x in (lk, holder):
-        x.close()
-    lk.unlink()
+    assert waiter._seg._mmap is None  # the last thread out unmapped it
+    with pytest.raises(ValueError, match="closed"):
+        block(waiter)
+    if cls is rsm_shm.Lock:
+        holder.release()
+        holder.close()
+    obj.close()
+    obj.unlink()

@@ -1,0 +1,20 @@
+"""The benchmarks stay runnable: a smoke run of each (no speed is asserted here)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.timeout(240)
+def test_bench_sync_smoke():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_sync.py"), "--quick", "--only", "uncontended,recovery"],
+        capture_output=True, text=True, timeout=230,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "rsm Lock" in out.stdout and "recovery" in out.stdout

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("rsm_shm.ring", reason="the automata's inbox is a Ring (issue 4)")
 
-from rsm_shm.fsm import Automaton, Opcode, TimerService, default_timer
+from rsm_shm.fsm import Automaton, Opcode, TimerService, current, default_timer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,3 +105,52 @@ def test_a_timer_to_a_dead_automaton_is_counted_not_silent(shm_name):
 
 def test_default_timer_is_shared():
     assert default_timer() is default_timer()
+
+
+def ticker(state, op):
+    """Counts b"tick" commands; at 5 it cancels nothing and drains itself."""
+    if op.code is Opcode.START:
+        current().every(0.01, b"tick")
+        return 0
+    if op.code is Opcode.CMD and op.payload == b"tick":
+        if state + 1 == 5:
+            current().drain()
+        return state + 1
+    return state
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_periodic_ticks_stop_when_the_automaton_drains(shm_name, host):
+    a = Automaton(shm_name("tick"), ticker, None, create=True).start(host)
+    try:
+        assert a.join(SLOW) is True
+        assert a.statistics().state == "5"
+    finally:
+        a.unlink()
+        a.close()
+
+
+def test_periodic_timer_does_not_drift_and_cancels(shm_name):
+    missing = shm_name("missing")
+    times = []
+    with TimerService() as t:
+        h = t.call_later(0, lambda: None)  # warm the thread up
+        start = time.monotonic_ns()
+        h = t.schedule_every(0.01, missing, b"x", first=0.01)
+        h2 = t._add(0.01, "call", lambda: times.append(time.monotonic_ns()), None, 0.01)
+        deadline = time.monotonic() + SLOW
+        while len(times) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        h2.cancel()
+        assert h2.state == "cancelled" and h2.fired >= 10
+        # Deadlines are start + k * interval: the k-th firing is never early.
+        for k, ts in enumerate(times[:10], 1):
+            assert ts >= start + k * 10_000_000 - 1_000_000  # (start was read just before scheduling)
+        # The timer to a missing automaton cancelled itself after its first failure.
+        while h.state != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert h.state == "cancelled" and h.fired == 1
+        with pytest.raises(ValueError):
+            t.schedule_every(0, "x", b"x")
+        with pytest.raises(ValueError, match="invalid segment name"):
+            t.schedule(1, "no such automaton", b"x")  # refused when scheduled, not when fired

@@ -287,6 +287,13 @@ class Automaton:
 
         return (timer or default_timer()).schedule(delay, self, payload)
 
+    def every(self, interval: float, payload: bytes, timer=None):
+        """Post ``payload`` to this automaton every ``interval`` seconds until the handle is
+        cancelled or the automaton stops accepting commands (see TimerService.schedule_every)."""
+        from .timer import default_timer
+
+        return (timer or default_timer()).schedule_every(interval, self, payload)
+
     def drain_after(self, delay: float, timer=None):
         """drain() this automaton after ``delay`` seconds; returns the timer handle."""
         from .timer import default_timer

@@ -34,16 +34,20 @@ _PENDING, _FIRED, _CANCELLED = "pending", "fired", "cancelled"
 
 
 class TimerHandle:
-    """One scheduled timer: ``cancel()`` it, or read ``deadline`` (time.monotonic seconds)
-    and ``state`` ("pending", "fired", "cancelled")."""
+    """One scheduled timer: ``cancel()`` it, or read ``deadline`` (time.monotonic seconds,
+    the next one for a periodic timer), ``state`` ("pending", "fired", "cancelled"; a
+    periodic timer stays pending until cancelled) and ``fired`` (how many times)."""
 
-    __slots__ = ("id", "deadline_ns", "state", "_service", "_action", "_target", "_payload")
+    __slots__ = ("id", "deadline_ns", "interval_ns", "state", "fired", "_service", "_action", "_target",
+                 "_payload")
 
     def __init__(self, service: "TimerService", id: int, deadline_ns: int, action: str, target: Any,
-                 payload: Any) -> None:
+                 payload: Any, interval_ns: int = 0) -> None:
         self.id = id
         self.deadline_ns = deadline_ns
+        self.interval_ns = interval_ns
         self.state = _PENDING
+        self.fired = 0
         self._service = service
         self._action = action
         self._target = target
@@ -78,6 +82,7 @@ class TimerService:
 
     ``schedule(delay, target, payload)`` posts ``payload`` to ``target`` (an Automaton or
     its name) ``delay`` seconds from now; ``schedule_drain(delay, target)`` drains it;
+    ``schedule_every(interval, target, payload)`` posts it periodically (ticks);
     ``call_later(delay, fn)`` runs ``fn()`` on the timer thread (keep it short).  All return
     a TimerHandle.  ``close()`` stops the thread; pending timers are cancelled.
     """
@@ -97,14 +102,14 @@ class TimerService:
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _add(self, delay: float, action: str, target: Any, payload: Any) -> TimerHandle:
+    def _add(self, delay: float, action: str, target: Any, payload: Any, interval: float = 0.0) -> TimerHandle:
         if not isinstance(delay, (int, float)) or delay != delay or delay < 0:
             raise ValueError(f"timer delay must be a non-negative number of seconds, not {delay!r}")
         deadline = time.monotonic_ns() + int(delay * 1e9)
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self._name} is closed")
-            h = TimerHandle(self, next(self._ids), deadline, action, target, payload)
+            h = TimerHandle(self, next(self._ids), deadline, action, target, payload, int(interval * 1e9))
             heapq.heappush(self._heap, h)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -117,11 +122,25 @@ class TimerService:
         """Post ``payload`` (bytes) to ``target`` (Automaton or name) after ``delay`` seconds."""
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
-        return self._add(delay, "post", getattr(target, "name", target), bytes(payload))
+        return self._add(delay, "post", _target_name(target), bytes(payload))
+
+    def schedule_every(self, interval: float, target: Any, payload: Union[bytes, bytearray, memoryview],
+                       first: Optional[float] = None) -> TimerHandle:
+        """Post ``payload`` to ``target`` every ``interval`` seconds (the first time after
+        ``first``, default ``interval``) until cancelled -- a tick.  Deadlines do not drift
+        (each is the previous one plus ``interval``); ticks missed while the timer thread
+        was held up are skipped, not bunched.  The timer cancels itself when its target
+        stops accepting commands (drained, dead or removed)."""
+        if not isinstance(interval, (int, float)) or not interval > 0:
+            raise ValueError(f"a periodic timer needs a positive interval, not {interval!r}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
+        return self._add(interval if first is None else first, "post", _target_name(target), bytes(payload),
+                         interval)
 
     def schedule_drain(self, delay: float, target: Any) -> TimerHandle:
         """drain() ``target`` (Automaton or name) after ``delay`` seconds."""
-        return self._add(delay, "drain", getattr(target, "name", target), None)
+        return self._add(delay, "drain", _target_name(target), None)
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
         """Run ``fn()`` on the timer thread after ``delay`` seconds (it must not block)."""
@@ -159,11 +178,19 @@ class TimerService:
                         cond.wait(wait_ns / 1e9)
                         continue
                     h = heapq.heappop(heap)
-                    h.state = _FIRED
+                    h.fired += 1
                     self._fired += 1
                     late = -wait_ns
                     if late > self._max_late_ns:
                         self._max_late_ns = late
+                    if h.interval_ns:
+                        # Periodic: re-arm before firing (a cancel() from here on sticks).
+                        # The next deadline after now on the grid deadline + k * interval:
+                        # no drift, and ticks missed while we were held up are skipped.
+                        h.deadline_ns += (late // h.interval_ns + 1) * h.interval_ns
+                        heapq.heappush(heap, h)
+                    else:
+                        h.state = _FIRED
                     break
             self._fire(h)  # outside the lock: a post may take a moment
 
@@ -200,6 +227,8 @@ class TimerService:
         except Exception as e:
             with self._cond:
                 self._failed += 1
+            if h.interval_ns and isinstance(e, (AutomatonClosedError, FileNotFoundError)):
+                self.cancel(h)  # its target is gone for good: stop ticking
             if self._on_error is not None:
                 try:
                     self._on_error(h, e)
@@ -242,6 +271,13 @@ class TimerService:
 
     def __repr__(self) -> str:
         return f"<rsm_shm.fsm.TimerService {self._name!r} {self.statistics()}>"
+
+
+def _target_name(target: Any) -> str:
+    """An Automaton or a name -> the (validated) name; timers keep names, not handles."""
+    from ..segment import validate_name
+
+    return validate_name(getattr(target, "name", target))
 
 
 _default: Optional[TimerService] = None

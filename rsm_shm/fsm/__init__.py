@@ -34,8 +34,9 @@ The contract, in short:
 * A handler exception, or the death of a process host (SIGKILL included; detected by pid
   and start time), ends the automaton DEAD with a report that ``join()`` raises as
   AutomatonFailed in any process.  Commands left in its inbox are counted as dropped.
-* Timers fire on a thread of the process that scheduled them (``default_timer()`` is
-  shared by everything in a process); the target may live in any process.
+* Timers (one-shot, periodic ticks, delayed drains) fire on a thread of the process that
+  scheduled them (``default_timer()`` is shared by everything in a process); the target
+  may live in any process.  A Supervisor restarts failed automata within a RestartPolicy.
 """
 from ._core import MAX_TRANSITION_CHAIN, Op, Opcode, TransitionLoopError
 from ._status import AutomatonStatistics, ExitKind, HostKind, Mode

@@ -62,8 +62,10 @@ def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: 
             pass
     if st.word() & MODE_MASK == _DEAD:
         return False
-    st.p.dropped += undelivered
     restartable = kind is not ExitKind.CLEAN and st.supervisor_alive()
+    # Two processes noticing the same dead host may both get here: both write a report
+    # (the same facts), only one wins the CAS, and only the winner counts the dropped
+    # commands, so they are counted once.  (The counter lags DEAD by a few instructions.)
     st.set_error(kind, text)
     while True:
         w = st.word()
@@ -72,6 +74,7 @@ def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: 
             return False
         pending = RESTART_PENDING if restartable and m in (_IDLE, _RUNNING) else 0
         if st.cas(w, _DEAD | pending):
+            st.p.dropped += undelivered
             return True
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._native import lib
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
-from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock
+from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock, mode_of
 
 if TYPE_CHECKING:
     from .automaton import Automaton
@@ -108,7 +108,7 @@ def _claim(st: StatusBlock, name: str) -> None:
             continue
         if m == _SIGNALED:
             return  # drained before it started: START, DRAIN, the queue, EXIT
-        raise RuntimeError(f"automaton {name!r} is {Mode(m).name}: it cannot be started again")
+        raise RuntimeError(f"automaton {name!r} is {mode_of(w, name).name}: it cannot be started again")
 
 
 def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handler, state: Any) -> ExitKind:

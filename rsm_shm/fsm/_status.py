@@ -15,7 +15,8 @@ from .. import _proc
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
-__all__ = ["Mode", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX", "ERROR_TEXT_MAX"]
+__all__ = ["Mode", "mode_of", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX",
+           "ERROR_TEXT_MAX"]
 
 STATE_TEXT_MAX = lib.RSM_FSM_STATE_TEXT_MAX
 ERROR_TEXT_MAX = lib.RSM_FSM_ERROR_TEXT_MAX
@@ -43,6 +44,14 @@ class Mode(enum.IntEnum):
     def accepts_commands(self) -> bool:
         """True in the modes where post() is accepted (IDLE, RUNNING)."""
         return self in (Mode.IDLE, Mode.RUNNING)
+
+
+def mode_of(word: int, name: str) -> Mode:
+    """The mode in a mode word; SegmentError if the word is not one we write (corrupt)."""
+    try:
+        return Mode(word & MODE_MASK)
+    except ValueError:
+        raise SegmentError(f"automaton {name!r} has a corrupt status block (mode word {word:#x})") from None
 
 
 class ExitKind(enum.IntEnum):
@@ -172,7 +181,7 @@ class StatusBlock:
         return lib.rsm_fsm_load(self.p)
 
     def mode(self) -> Mode:
-        return Mode(lib.rsm_fsm_load(self.p) & MODE_MASK)
+        return mode_of(lib.rsm_fsm_load(self.p), self.name)
 
     def cas(self, expected: int, desired: int) -> bool:
         return bool(lib.rsm_fsm_cas(self.p, expected, desired))
@@ -272,7 +281,7 @@ class StatusBlock:
         except ValueError:
             host = HostKind.NONE
         return AutomatonStatistics(
-            name=self.name, mode=Mode(w & MODE_MASK), restart_pending=bool(w & RESTART_PENDING),
+            name=self.name, mode=mode_of(w, self.name), restart_pending=bool(w & RESTART_PENDING),
             exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=self.host_alive(),
             generation=p.generation, restarts=p.restarts, supervisor_pid=p.supervisor_pid,
             commands=p.commands, transitions=p.transitions, dropped=p.dropped, inbox_depth=inbox_depth,

@@ -42,7 +42,7 @@ from ._core import Handler
 from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
 from ._runner import _local as _runner_local
 from ._status import (MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode,
-                      StatusBlock)
+                      StatusBlock, mode_of)
 from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
@@ -165,17 +165,17 @@ class Automaton:
         w = st.word()
         m = w & MODE_MASK
         if m != _IDLE and m != _RUNNING:
-            raise AutomatonClosedError(self.name, Mode(m), self._closed_detail(w))
+            raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
         now = time.monotonic_ns()
         if now >= self._next_liveness_check:
             self._next_liveness_check = now + LIVENESS_CHECK_NS
             if self._host_died():
                 self._declare_host_dead()
                 w = st.word()
-                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK), self._closed_detail(w))
+                raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
         ring = self._current_inbox()
         if ring is None:
-            raise AutomatonClosedError(self.name, Mode(st.word() & MODE_MASK), "its inbox ring is gone")
+            raise AutomatonClosedError(self.name, mode_of(st.word(), self.name), "its inbox ring is gone")
         return ring
 
     def _closed_detail(self, w: int) -> str:
@@ -219,7 +219,7 @@ class Automaton:
                 # The ring we just failed on is still the current one: it was closed by a
                 # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
-                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK),
+                raise AutomatonClosedError(self.name, mode_of(w, self.name),
                                            self._closed_detail(w) or "its inbox is closed")
             # Block one slice at a time, so that a poster waiting on the full inbox of a
             # host that was killed notices the death instead of waiting forever.
@@ -252,7 +252,7 @@ class Automaton:
             ring = self._accepting_inbox()
             if ring is failed:
                 w = self._status.word()
-                raise AutomatonClosedError(self.name, Mode(w & MODE_MASK),
+                raise AutomatonClosedError(self.name, mode_of(w, self.name),
                                            self._closed_detail(w) or "its inbox is closed")
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
@@ -347,7 +347,7 @@ class Automaton:
         st = self._status
         w = st.word()
         if w & MODE_MASK not in (_IDLE, _SIGNALED) or st.p.host_kind != lib.RSM_FSM_HOST_NONE:
-            raise RuntimeError(f"automaton {self.name!r} was already started ({Mode(w & MODE_MASK).name})")
+            raise RuntimeError(f"automaton {self.name!r} was already started ({mode_of(w, self.name).name})")
         self._host_kind, self._start_method, self._daemon = host, start_method, daemon
         self._launch()
         return self

@@ -154,3 +154,13 @@ def test_periodic_timer_does_not_drift_and_cancels(shm_name):
             t.schedule_every(0, "x", b"x")
         with pytest.raises(ValueError, match="invalid segment name"):
             t.schedule(1, "no such automaton", b"x")  # refused when scheduled, not when fired
+
+
+def test_cancelled_timers_do_not_pile_up():
+    with TimerService() as t:
+        for _ in range(20):  # a timeout re-armed again and again (a Raft election timer)
+            handles = [t.call_later(60, lambda: None) for _ in range(100)]
+            for h in handles:
+                h.cancel()
+        assert len(t._heap) <= 200
+        assert t.statistics().pending == 0 and t.statistics().cancelled == 2000

@@ -31,6 +31,9 @@ __all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
 log = logging.getLogger("rsm_shm.fsm")
 
 _PENDING, _FIRED, _CANCELLED = "pending", "fired", "cancelled"
+#: The heap is rebuilt without cancelled entries once there are more than this many and
+#: they are the majority.
+COMPACT_MIN = 64
 
 
 class TimerHandle:
@@ -98,6 +101,7 @@ class TimerService:
         self._on_error = on_error
         self._handles: dict[str, Any] = {}
         self._fired = self._cancelled = self._failed = 0
+        self._dead_in_heap = 0  # cancelled entries still in the heap
         self._max_late_ns = 0
 
     # -- scheduling ----------------------------------------------------------------------
@@ -155,7 +159,13 @@ class TimerService:
                 return False
             handle.state = _CANCELLED
             self._cancelled += 1
-            # Left in the heap (removal is O(n)); the thread skips it when it comes up.
+            # Left in the heap (removal is O(n)); the thread skips it when it comes up.  When
+            # most of the heap is dead entries (timeouts re-armed over and over), rebuild it.
+            self._dead_in_heap += 1
+            if self._dead_in_heap > COMPACT_MIN and self._dead_in_heap * 2 > len(self._heap):
+                self._heap = [h for h in self._heap if h.state == _PENDING]
+                heapq.heapify(self._heap)
+                self._dead_in_heap = 0
             return True
 
     # -- the thread ----------------------------------------------------------------------
@@ -170,6 +180,7 @@ class TimerService:
                     heap = self._heap
                     while heap and heap[0].state != _PENDING:
                         heapq.heappop(heap)
+                        self._dead_in_heap -= 1
                     if not heap:
                         cond.wait()
                         continue
@@ -255,6 +266,7 @@ class TimerService:
                     h.state = _CANCELLED
                     self._cancelled += 1
             self._heap.clear()
+            self._dead_in_heap = 0
             self._cond.notify_all()
             t = self._thread
         if t is not None and t is not threading.current_thread():

@@ -567,7 +567,11 @@ _handles_lock = threading.Lock()
 
 
 def _forget_handles() -> None:
+    global _handles_lock
+    # A fork child starts afresh: the parent's handles are fine to drop, and the lock may
+    # have been held by a thread that does not exist here.
     _handles.clear()
+    _handles_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_handles)

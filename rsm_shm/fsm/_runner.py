@@ -37,6 +37,14 @@ _IDLE, _RUNNING, _SIGNALED, _DRAINING, _DEAD = (int(m) for m in Mode)
 _local = threading.local()
 
 
+def _forget_current() -> None:
+    # A process forked from inside a handler is not that automaton's host.
+    _local.automaton = None
+
+
+os.register_at_fork(after_in_child=_forget_current)
+
+
 def current() -> "Automaton":
     """The automaton whose handler is running on this thread (to post, schedule, drain).
 

@@ -33,8 +33,8 @@ def _run_many(profile: str, seeds: range, steps: int, nodes: int) -> int:
     for seed in seeds:
         r = run_seed(seed, steps=steps, nodes=nodes, profile=PROFILES[profile])
         if r.known_issue is not None:
-            # a liveness stall explained by a reported core bug that has its own strict
-            # xfail regression test (test_sim_regressions.py); safety is never excused
+            # explained by a reported core bug in an opt-in feature, which has its own
+            # strict-xfail regression test (test_sim_regressions.py)
             known.append((seed, r.known_issue))
             continue
         if not r.ok:

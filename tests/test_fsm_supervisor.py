@@ -91,12 +91,13 @@ def test_supervisor_restarts_after_handler_exception_then_gives_up(shm_name, hos
         a.close()
 
 
-def test_supervisor_restarts_a_sigkilled_process_host(shm_name):
+@pytest.mark.parametrize("host", ["process", "subprocess"])
+def test_supervisor_restarts_a_sigkilled_process_host(shm_name, host):
     sup = Supervisor(RestartPolicy(max_restarts=3, window=60.0))
     a = Automaton(shm_name("sup"), fragile, 0, create=True)
     try:
         sup.watch(a)
-        a.start("process")
+        a.start(host)
         a.post(b"1")
         s = wait_for(a, lambda s: s.state == "1")
         first_pid = s.host_pid

@@ -201,9 +201,10 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
         if batch:
             p.commands += done
         undelivered = max(len(batch) - done, 0)
+        what = (f"the handler raised {type(exc).__name__}" if isinstance(exc, Exception)
+                else f"the host was stopped by {type(exc).__name__}")  # Ctrl-C, sys.exit()
         text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
-                f"the handler raised {type(exc).__name__} in state {_safe_repr(machine.state)}\n"
-                + traceback.format_exc())
+                f"{what} in state {_safe_repr(machine.state)}\n" + traceback.format_exc())
         try:
             sync()
         except Exception:

@@ -484,8 +484,14 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
     for (;;) {
         uint64_t rd = atomic_load(&r->read);
         uint64_t tw = atomic_load(&r->tail);
-        if (rd == tpos(tw))
-            return (tw & RSM_RING_TAIL_CLOSED) ? -RSM_CLOSED : -RSM_WOULDBLOCK;
+        if (rd == tpos(tw)) {
+            /* Closed and nothing left to claim: the stream ends once every claimed record
+             * is freed too (head == read), so a claim whose consumer dies is still
+             * reclaimed (by a waiter's slice) and delivered before the end of stream. */
+            if ((tw & RSM_RING_TAIL_CLOSED) && atomic_load(&r->head) == rd)
+                return -RSM_CLOSED;
+            return -RSM_WOULDBLOCK;
+        }
         rsm_rec *rec = rec_at(r, rd);
         uint64_t st = atomic_load(&rec->state);
         if (!st_is_for(st, rd)) {
@@ -517,7 +523,8 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
             }
             if (!atomic_compare_exchange_strong(&rec->state, &st, mkstate(rd, pid, RSM_REC_CLAIMED)))
                 continue;
-            atomic_compare_exchange_strong(&r->read, &rd, next); /* others may have helped */
+            uint64_t expected = rd; /* a failed CAS overwrites it: keep rd */
+            atomic_compare_exchange_strong(&r->read, &expected, next); /* others may have helped */
             copy_out(r, rd, buf, len);
             atomic_store(&rec->state, mkstate(rd, 0, RSM_REC_CONSUMED));
             atomic_fetch_add_explicit(&r->nget, 1, memory_order_relaxed);

@@ -27,7 +27,20 @@
 typedef struct {
     PyObject_HEAD
     rsm_lock *lock;   /* NULL while unbound/closed: every call then takes the slow path */
+    int recursive;    /* RLock: re-entry counts instead of blocking */
 } FastLock;
+
+static inline int try_fast(FastLock *self)
+{
+    return self->recursive ? rsm_rlock_try_fast(self->lock, rsm_gettid(), rsm_getpid())
+                           : rsm_lock_try_fast(self->lock, rsm_gettid(), rsm_getpid());
+}
+
+static inline int release_fast(FastLock *self)
+{
+    return self->recursive ? rsm_rlock_release_fast(self->lock, rsm_gettid())
+                           : rsm_lock_release_fast(self->lock, rsm_gettid());
+}
 
 static PyObject *str_acquire_slow;
 static PyObject *str_release_slow;
@@ -52,7 +65,7 @@ static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssiz
     /* Only the plain `acquire()` / `acquire(True)` forms take the inline path; any timeout
      * or keyword goes to Python, which validates arguments like threading.Lock. */
     if (self->lock && !kwnames && (nargs == 0 || (nargs == 1 && args[0] == Py_True))) {
-        if (rsm_lock_try_fast(self->lock, rsm_gettid(), rsm_getpid()))
+        if (try_fast(self))
             Py_RETURN_TRUE;
     }
     return call_slow((PyObject *)self, str_acquire_slow, args, nargs, kwnames);
@@ -60,14 +73,14 @@ static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssiz
 
 static PyObject *FastLock_enter(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->lock && rsm_lock_try_fast(self->lock, rsm_gettid(), rsm_getpid()))
+    if (self->lock && try_fast(self))
         Py_RETURN_TRUE;
     return call_slow((PyObject *)self, str_acquire_slow, NULL, 0, NULL);
 }
 
 static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->lock && rsm_lock_release_fast(self->lock, rsm_gettid()))
+    if (self->lock && release_fast(self))
         Py_RETURN_NONE;
     return call_slow((PyObject *)self, str_release_slow, NULL, 0, NULL);
 }
@@ -83,18 +96,26 @@ static PyObject *FastLock_exit(FastLock *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-/* _bind(address): point at the rsm_lock inside a mapping (0 unbinds).  Python guarantees
- * the mapping outlives the binding: close() unbinds before it unmaps. */
-static PyObject *FastLock_bind(FastLock *self, PyObject *arg)
+/* _bind(address, recursive=False): point at the rsm_lock inside a mapping (0 unbinds).
+ * Python guarantees the mapping outlives the binding: close() unbinds before it unmaps. */
+static PyObject *FastLock_bind(FastLock *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    unsigned long long addr = PyLong_AsUnsignedLongLong(arg);
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, recursive=False)");
+        return NULL;
+    }
+    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
     if (addr == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     if (addr % _Alignof(rsm_lock) != 0) {
         PyErr_SetString(PyExc_ValueError, "misaligned lock address");
         return NULL;
     }
+    int recursive = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (recursive < 0)
+        return NULL;
     self->lock = (rsm_lock *)(uintptr_t)addr;
+    self->recursive = recursive;
     Py_RETURN_NONE;
 }
 
@@ -104,7 +125,7 @@ static PyMethodDef FastLock_methods[] = {
     {"release", (PyCFunction)FastLock_release, METH_NOARGS, "release()"},
     {"__enter__", (PyCFunction)FastLock_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))FastLock_exit, METH_FASTCALL, NULL},
-    {"_bind", (PyCFunction)FastLock_bind, METH_O, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastLock_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -113,7 +134,7 @@ static PyTypeObject FastLockType = {
     .tp_name = "rsm_shm._fast.FastLock",
     .tp_basicsize = sizeof(FastLock),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "GIL-holding fast path of rsm_shm.Lock (internal).",
+    .tp_doc = "GIL-holding fast path of rsm_shm.Lock and RLock (internal).",
     .tp_methods = FastLock_methods,
     .tp_new = PyType_GenericNew,
 };

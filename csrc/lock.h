@@ -92,4 +92,37 @@ static inline int rsm_lock_release_fast(rsm_lock *l, uint32_t tid)
     return 1;
 }
 
+/* RLock fast paths: re-entry by the owner is a plain increment of count (only the owner
+ * writes it); a first acquire or last release is the Lock fast path. */
+static inline int rsm_rlock_try_fast(rsm_lock *l, uint32_t tid, int32_t pid)
+{
+    if ((atomic_load_explicit(&l->word, memory_order_relaxed) & RSM_TID_MASK) == tid) {
+        uint32_t c = atomic_load_explicit(&l->count, memory_order_relaxed);
+        if (c == UINT32_MAX)
+            return 0; /* the slow path reports the overflow */
+        atomic_store_explicit(&l->count, c + 1, memory_order_relaxed);
+        return 1;
+    }
+    if (!rsm_lock_try_fast(l, tid, pid))
+        return 0;
+    atomic_store_explicit(&l->count, 1, memory_order_relaxed);
+    return 1;
+}
+
+static inline int rsm_rlock_release_fast(rsm_lock *l, uint32_t tid)
+{
+    if (atomic_load_explicit(&l->word, memory_order_relaxed) != tid)
+        return 0; /* not ours, or OWNER_DIED set: the slow path decides */
+    uint32_t c = atomic_load_explicit(&l->count, memory_order_relaxed);
+    if (c > 1) {
+        atomic_store_explicit(&l->count, c - 1, memory_order_relaxed);
+        return 1;
+    }
+    atomic_store_explicit(&l->count, 0, memory_order_relaxed);
+    if (rsm_lock_release_fast(l, tid))
+        return 1;
+    atomic_store_explicit(&l->count, c, memory_order_relaxed); /* let the slow path release */
+    return 0;
+}
+
 #endif

@@ -160,7 +160,7 @@ class _LockCommon(SharedObject):
         self._seg = seg
         self._ptr = ptr
         if isinstance(self, FastLock):
-            self._bind(int(ffi.cast("uintptr_t", ptr)))
+            self._bind(int(ffi.cast("uintptr_t", ptr)), cls._kind == Kind.RLOCK)
         return self
 
     # -- policy between slices -------------------------------------------------------------
@@ -267,49 +267,48 @@ class Lock(FastLock, _LockCommon):
     release = FastLock.release
 
 
-class RLock(_LockCommon):
+class RLock(FastLock, _LockCommon):
     """A reentrant lock shared between threads and processes, like ``threading.RLock``.
 
     The owning thread may acquire it again; each acquire needs a matching release.
     Releasing a lock this thread does not own raises RuntimeError ("cannot release
-    un-acquired lock").  Fairness and owner-death recovery are those of :class:`Lock`.
+    un-acquired lock").  Fairness and owner-death recovery are those of :class:`Lock`;
+    re-entry and the uncontended paths run in C with the GIL held (csrc/lock.h).
     """
 
     _kind = Kind.RLOCK
-    # One read-only waiter for the non-blocking first attempt: with deadline 0 the C code
-    # never enqueues, so it never writes to it and threads may share it.
-    _try_waiter = _base.new_waiter()
 
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), True)
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+    def _acquire_slow(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._check_open()
         ptr = self._ptr
         deadline = _base.deadline_from_lock_args(blocking, timeout)
-        r = lib.rsm_rlock_acquire(ptr, self._try_waiter, 0)
-        if r == lib.RSM_TIMEOUT and deadline != 0:
-            r = _base.run_blocking(
-                lambda w, d: lib.rsm_rlock_acquire(ptr, w, d),
-                lambda w: lib.rsm_lock_abandon(ptr, w),
-                deadline,
-                queue=ffi.addressof(ptr, "wq"), seg=self._seg,
-                on_slice=self._on_slice,
-            )
+        r = _base.run_blocking(
+            lambda w, d: lib.rsm_rlock_acquire(ptr, w, d),
+            lambda w: lib.rsm_lock_abandon(ptr, w),
+            deadline,
+            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
+            on_slice=self._on_slice,
+        )
         if r == lib.RSM_OVERFLOW:
             raise OverflowError(f"{self!r}: recursion too deep")
         return self._acquired(r, lambda: lib.rsm_rlock_release(ptr, 0))
 
-    def release(self) -> None:
+    def _release_slow(self) -> None:
         self._check_open()
         if lib.rsm_rlock_release(self._ptr, 1) == lib.RSM_NOT_OWNER:
             raise RuntimeError("cannot release un-acquired lock")
 
-    __enter__ = acquire
+    acquire = FastLock.acquire
+    release = FastLock.release
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def close(self) -> None:
+        self._bind(0)
+        super().close()
 
     def _release_save(self) -> int:
         """Condition support: release every level; returns the depth to restore."""

@@ -145,7 +145,7 @@ def test_exactly_once_in_order(shm_name, tmp_path, nprod, ncons, flags):
         r.detach()
 
 
-@pytest.mark.parametrize("kill_at", [100, 700, 1500, 2600])
+@pytest.mark.parametrize("kill_at", [100, 700, 1500, 2400])
 def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_at):
     capacity = 1 << 14  # small: producers block often, claims and reservations are frequent
     n = 4000
@@ -165,7 +165,7 @@ def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_a
                 return []
 
         deadline = time.monotonic() + 60
-        while len(lines(plog)) < kill_at or len(lines(clog)) < kill_at:
+        while len(lines(plog)) < kill_at or len(lines(clog)) < kill_at // 4:
             assert time.monotonic() < deadline, "no progress before the kill"
             time.sleep(0.002)
         for victim in (cons[0], prods[0]):

@@ -348,17 +348,35 @@ class Ring(SharedObject):
         if first == _WOULDBLOCK and deadline == 0:
             raise queue.Empty
         ptr = self._ptr
-        op = ffi.new("rsm_ring_op *")
-        while True:
+        local = self._local
+        # A waiter and op cached per thread keep the blocking path lean (round-trip
+        # latency); "busy" guards against reuse by a signal handler running a nested get.
+        cached = getattr(local, "wop", None)
+        if cached is None or local.busy:
+            cached = (_base.new_waiter(), ffi.new("rsm_ring_op *"))
+            if not hasattr(local, "wop"):
+                local.wop = cached
+        w, op = cached
+        local.busy = w is local.wop[0]
+        try:
             buf, size = self._buffer()
-            r = self._run(lambda w, d: lib.rsm_ring_get(ptr, w, buf, size, d, op), lib.RSM_RING_ROLE_CONSUMER,
-                          deadline, op, buf=(buf, size))
-            if r == _OK:
-                return _unpack(buf, op.len)
-            if r == _OVERFLOW:
-                self._buffer(op.len)
-                continue
-            self._raise_get(r)
+            r = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)  # first slice, no closures
+            while True:
+                if r == _OK:
+                    return _unpack(buf, op.len)
+                if r == _OVERFLOW:
+                    buf, size = self._buffer(op.len)
+                elif r != lib.RSM_SLICE and r != lib.RSM_NOT_OWNER:
+                    self._raise_get(r)
+                b, n = buf, size
+                r = self._run(lambda w, d: lib.rsm_ring_get(ptr, w, b, n, d, op), lib.RSM_RING_ROLE_CONSUMER,
+                              deadline, op, buf=(buf, size), w=w, resume=(r == lib.RSM_SLICE))
+        except BaseException:
+            lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)  # idempotent; passes on a wake
+            raise
+        finally:
+            if w is local.wop[0]:
+                local.busy = False
 
     def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
         """Remove and return up to ``max_items`` messages (at least one), oldest first.
@@ -412,18 +430,21 @@ class Ring(SharedObject):
 
     # -- blocking, roles and recovery ----------------------------------------------------
 
-    def _run(self, step, role, deadline, op, buf=None, many=None) -> int:
-        """run_blocking with this ring's policy: judge stuck peers between slices."""
+    def _run(self, step, role, deadline, op, buf=None, many=None, w=None, resume=False) -> int:
+        """The slice loop (as sync._base.run_blocking) with this ring's policy: judge
+        stuck peers between slices.  ``w``: a waiter to use; ``resume``: ``w`` just
+        finished a slice (judge before calling again)."""
         ptr = self._ptr
         q = self._pwq if role == lib.RSM_RING_ROLE_PRODUCER else self._cwq
-        abandon = lambda w: lib.rsm_ring_abandon(ptr, w, role)  # noqa: E731
+        if w is None:
+            w = _base.new_waiter()
 
-        def on_slice(w):
+        def on_slice():
             self._judge(op)
             if buf is not None and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
                 r = self._reclaim(op, buf)
                 if r is not None:
-                    abandon(w)
+                    lib.rsm_ring_abandon(ptr, w, role)
                     if many is not None and r == _OK:
                         many[0] = op.len
                         op.done = 1
@@ -431,7 +452,25 @@ class Ring(SharedObject):
             return None
 
         for _ in range(3):
-            r = _base.run_blocking(step, abandon, deadline, queue=q, on_slice=on_slice)
+            slices = 0
+            try:
+                while True:
+                    if resume:
+                        resume = False
+                        r = lib.RSM_SLICE
+                    else:
+                        r = step(w, deadline)
+                    if r != lib.RSM_SLICE:
+                        break
+                    slices += 1
+                    if slices % _base.REAP_EVERY_SLICES == 0:
+                        lib.rsm_wq_reap(q)
+                    r = on_slice()
+                    if r is not None:
+                        break
+            except BaseException:
+                lib.rsm_ring_abandon(ptr, w, role)  # passes on a wake-up we consumed
+                raise
             if r != lib.RSM_NOT_OWNER:
                 return r
             owner = op.suspect_pid

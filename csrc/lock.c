@@ -126,12 +126,10 @@ int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns)
     }
 }
 
-int rsm_lock_release(rsm_lock *l, int told)
+/* Release from word value v (held).  A CAS, not a store: with threading.Lock's rule that
+ * any thread may release, the word may change under us; then nothing is released. */
+static int release_from(rsm_lock *l, uint32_t v, int told)
 {
-    uint32_t tid = rsm_gettid();
-    uint32_t v = atomic_load(&l->word);
-    if ((v & RSM_TID_MASK) != tid)
-        return RSM_NOT_OWNER;
     uint32_t died = told ? 0 : (v & RSM_LOCK_OWNER_DIED);
     if (told) {
         atomic_store(&l->dead_tid, 0);
@@ -142,10 +140,27 @@ int rsm_lock_release(rsm_lock *l, int told)
         if (rsm_wq_wake(&l->wq, 1, RSM_WAKE_FIFO, RSM_KIND_ANY, RSM_TOKEN_HANDOFF, &l->word, died) == 1)
             return RSM_OK;
     }
-    atomic_store(&l->word, died);
+    if (!atomic_compare_exchange_strong(&l->word, &v, died))
+        return RSM_NOT_OWNER;
     if (atomic_load(&l->wq.nwaiters) > 0 || atomic_load(&l->wq.noverflow) > 0)
         rsm_wq_wake(&l->wq, 1, wake_order(l), RSM_KIND_ANY, RSM_TOKEN_NONE, NULL, 0);
     return RSM_OK;
+}
+
+int rsm_lock_release(rsm_lock *l, int told)
+{
+    uint32_t v = atomic_load(&l->word);
+    if ((v & RSM_TID_MASK) != rsm_gettid())
+        return RSM_NOT_OWNER;
+    return release_from(l, v, told);
+}
+
+int rsm_lock_release_foreign(rsm_lock *l)
+{
+    uint32_t v = atomic_load(&l->word);
+    if ((v & RSM_TID_MASK) == 0)
+        return RSM_NOT_OWNER;
+    return release_from(l, v, 0); /* the releaser was not told of a past owner death */
 }
 
 int rsm_lock_recover(rsm_lock *l, uint32_t dead_tid, rsm_waiter *w)

@@ -55,6 +55,9 @@ void rsm_lock_init(rsm_lock *l, uint32_t policy, uint32_t nslots);
 int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns);
 /* Release; told = 1 clears OWNER_DIED.  RSM_NOT_OWNER if the caller does not hold it. */
 int rsm_lock_release(rsm_lock *l, int told);
+/* threading.Lock lets any thread release a held lock: release it whoever holds it.
+ * RSM_NOT_OWNER if it is not held. */
+int rsm_lock_release_foreign(rsm_lock *l);
 /* Take the lock over from dead_tid (judged dead by the caller).  RSM_OWNER_DEAD if this
  * caller won, RSM_RETRY if the word no longer names dead_tid. */
 int rsm_lock_recover(rsm_lock *l, uint32_t dead_tid, rsm_waiter *w);

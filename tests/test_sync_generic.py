@@ -92,9 +92,16 @@ def test_release_unowned(lockish):
         with pytest.raises(RuntimeError):
             lk.release()
         lk.acquire()
-        with pytest.raises(RuntimeError):
-            _in_thread(lambda: lk.release())  # only the owner may release
-        lk.release()
+        if kind.startswith("RLock"):
+            with pytest.raises(RuntimeError):
+                _in_thread(lambda: lk.release())  # only the owner may release an RLock
+            lk.release()
+        else:
+            _in_thread(lambda: lk.release())  # threading.Lock: any thread may release it
+            assert not lk.locked()
+            t = threading.Lock()
+            t.acquire()
+            _in_thread(t.release)  # (the behaviour we mirror)
     elif kind == "BoundedSemaphore":
         with pytest.raises(ValueError):
             lk.release()

@@ -207,9 +207,8 @@ class Lock(FastLock, _LockCommon):
     ``acquire(blocking=True, timeout=-1) -> bool`` and ``release()`` behave exactly as in
     ``threading.Lock``: a non-blocking call with a timeout raises ValueError, a negative
     timeout other than -1 raises ValueError, releasing an unlocked lock raises
-    RuntimeError.  Unlike ``threading.Lock`` (but like a mutex) only the owning thread may
-    release it — ownership is what makes owner-death recovery possible — so a release by
-    another thread raises RuntimeError too.
+    RuntimeError, and any thread (of any process) may release a held lock.  The owner
+    recorded for owner-death recovery is the thread that acquired it.
 
     Fairness: see :class:`Policy`.  An uncontended acquire/release is one atomic
     instruction each and no system call; a blocked waiter spins briefly (adaptively) and
@@ -242,9 +241,10 @@ class Lock(FastLock, _LockCommon):
         self._check_open()
         r = lib.rsm_lock_release(self._ptr, 1)
         if r == lib.RSM_NOT_OWNER:
-            if not self._ptr.word & lib.RSM_TID_MASK:
-                raise RuntimeError("release unlocked lock")
-            raise RuntimeError(f"{self!r}: cannot release a lock held by another thread")
+            # threading.Lock: any thread may release a held lock (a hand-over pattern).
+            r = lib.rsm_lock_release_foreign(self._ptr)
+        if r == lib.RSM_NOT_OWNER:
+            raise RuntimeError("release unlocked lock")
 
     def locked(self) -> bool:
         """True if some thread (in any process) holds the lock."""

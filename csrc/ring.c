@@ -174,6 +174,23 @@ void rsm_ring_abandon(rsm_ring *r, rsm_waiter *w, uint32_t role)
     leave(r, w, role);
 }
 
+/* -- spinning ------------------------------------------------------------------------- */
+
+/* Remember the CPU we run on (vDSO, no system call); written only when it changed. */
+static inline void note_cpu(_Atomic uint32_t *word)
+{
+    uint32_t cpu = (uint32_t)sched_getcpu();
+    if (atomic_load_explicit(word, memory_order_relaxed) != cpu)
+        atomic_store_explicit(word, cpu, memory_order_relaxed);
+}
+
+/* Before sleeping: spin only if the peer that will wake us last ran on another CPU. */
+static inline void choose_spin(rsm_waiter *w, _Atomic uint32_t *peer_cpu)
+{
+    if ((uint32_t)sched_getcpu() == atomic_load_explicit(peer_cpu, memory_order_relaxed))
+        w->nospin = 1;
+}
+
 /* -- roles (single producer / single consumer) ---------------------------------------- */
 
 static int own_role(_Atomic uint32_t *owner, rsm_ring_op *op)
@@ -299,6 +316,7 @@ static int try_put(rsm_ring *r, const char *data, const uint32_t *lens, uint64_t
         publish(r, data, lens, k, len1, pid, pos);
     *done = k;
     *consumed = bytes_of(lens, k, len1);
+    note_cpu(&r->prod_cpu);
     /* The tail CAS or the PUBLISHED store above was seq_cst: now look for sleepers. */
     wake_consumers(r, k > ALL_WAITERS ? ALL_WAITERS : (int)k);
     wake_producers(r); /* chain: room may be left for another blocked producer */
@@ -376,6 +394,7 @@ static int put_loop(rsm_ring *r, rsm_waiter *w, const char *data, const uint32_t
             rsm_wq_enqueue(pwq(r), w, need_class(rec_size(next)));
             continue; /* re-check after publishing ourselves (Dekker) */
         }
+        choose_spin(w, &r->cons_cpu);
         int wr = rsm_wq_wait(pwq(r), w, deadline_ns);
         if (wr == RSM_OK || wr == RSM_TIMEOUT)
             continue; /* woken (slot released) or timed out: one more try decides */
@@ -546,7 +565,10 @@ int64_t rsm_ring_get1(rsm_ring *r, char *buf, uint64_t cap)
     if ((r->flags & RSM_RING_SINGLE_CONSUMER) &&
         atomic_load_explicit(&r->cons_owner, memory_order_relaxed) != rsm_gettid())
         return -RSM_RETRY;
-    return take(r, buf, cap, NULL, NULL);
+    int64_t n = take(r, buf, cap, NULL, NULL);
+    if (n >= 0)
+        note_cpu(&r->cons_cpu);
+    return n;
 }
 
 /* Block until take() yields a message (or a final status). */
@@ -560,6 +582,7 @@ static int get_loop(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t
         int64_t n = take(r, buf, cap, op, NULL);
         if (n >= 0) {
             leave(r, w, RSM_RING_ROLE_CONSUMER);
+            note_cpu(&r->cons_cpu);
             *len_out = (uint64_t)n;
             return RSM_OK;
         }
@@ -575,6 +598,7 @@ static int get_loop(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t
             rsm_wq_enqueue(cwq(r), w, 0);
             continue; /* re-check after publishing ourselves (Dekker) */
         }
+        choose_spin(w, &r->prod_cpu);
         int wr = rsm_wq_wait(cwq(r), w, deadline_ns);
         if (wr == RSM_OK || wr == RSM_TIMEOUT)
             continue;
@@ -582,13 +606,15 @@ static int get_loop(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t
     }
 }
 
-int rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t deadline_ns, rsm_ring_op *op)
+int64_t rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t deadline_ns, rsm_ring_op *op)
 {
     uint64_t len = 0;
     int s = get_loop(r, w, buf, cap, deadline_ns, op, &len);
-    if (s == RSM_OK)
+    if (s == RSM_OK) {
         op->len = len;
-    return s;
+        return (int64_t)len;
+    }
+    return -(int64_t)s;
 }
 
 int rsm_ring_get_many(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, uint32_t *lens, uint64_t max_items,

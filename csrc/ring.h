@@ -52,6 +52,10 @@
  * (prod_owner / cons_owner), claimed on first use; a second live thread gets
  * RSM_NOT_OWNER, a dead owner's role is taken over.
  *
+ * Spinning: a waiter spins briefly before sleeping only if the peer that would wake it
+ * last ran on another CPU (prod_cpu / cons_cpu, from sched_getcpu): on a shared CPU the
+ * peer cannot run while we spin.
+ *
  * Sleeping (waitq.h): consumers wait on cwq, producers on pwq; everyone re-checks its
  * condition after enqueueing (Dekker with nwaiters), and wakers only touch a queue whose
  * nwaiters (or noverflow) is non-zero, so nobody makes a system call when nobody sleeps.
@@ -98,12 +102,14 @@ typedef struct rsm_ring {
     _Atomic uint64_t nput;     /* messages reserved (statistics, qsize) */
     _Atomic uint32_t plock;    /* multi-producer reservation lock: holder pid, 0 = free */
     _Atomic uint32_t prod_owner;  /* single-producer mode: the producer thread id, 0 = none */
-    uint32_t _pad1[10];
+    _Atomic uint32_t prod_cpu;    /* CPU of the latest put: a consumer on the same CPU sleeps at once */
+    uint32_t _pad1[9];
     /* line 2: consumers */
     _Atomic uint64_t read;     /* multi-consumer: next record to claim */
     _Atomic uint64_t nget;     /* messages taken (statistics, qsize) */
     _Atomic uint32_t cons_owner;  /* single-consumer mode: the consumer thread id */
-    uint32_t _pad2[11];
+    _Atomic uint32_t cons_cpu;    /* CPU of the latest get: a producer on the same CPU sleeps at once */
+    uint32_t _pad2[10];
     /* line 3: the end of the freed space */
     _Atomic uint64_t head;
     uint32_t _pad3[14];
@@ -155,15 +161,15 @@ int64_t rsm_ring_get1(rsm_ring *r, char *buf, uint64_t cap);
 
 /* Blocking calls, one slice at a time (RSM_SLICE: call again with the same w and op).
  * put: RSM_OK, RSM_TIMEOUT (deadline 0: a non-blocking try), RSM_CLOSED, RSM_INVAL,
- * RSM_NOT_OWNER.  put_many puts n messages (data concatenated, lens[i] each) in order;
+ * RSM_NOT_OWNER.  get returns the message length (>= 0) or minus a status, like get1.  put_many puts n messages (data concatenated, lens[i] each) in order;
  * op->done counts those put.  get: op->len = length; RSM_OVERFLOW (op->len = size needed,
- * nothing taken).  get_many takes 1..max_items messages (blocking only for the first),
+ * nothing taken; also returned as -RSM_OVERFLOW by get).  get_many takes 1..max_items messages (blocking only for the first),
  * lengths into lens, payloads concatenated into buf; op->done = count. */
 int rsm_ring_put(rsm_ring *r, rsm_waiter *w, const char *data, uint64_t len, int64_t deadline_ns,
                  rsm_ring_op *op);
 int rsm_ring_put_many(rsm_ring *r, rsm_waiter *w, const char *data, const uint32_t *lens, uint64_t n,
                       int64_t deadline_ns, rsm_ring_op *op);
-int rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t deadline_ns, rsm_ring_op *op);
+int64_t rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t deadline_ns, rsm_ring_op *op);
 int rsm_ring_get_many(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, uint32_t *lens, uint64_t max_items,
                       int64_t deadline_ns, rsm_ring_op *op);
 

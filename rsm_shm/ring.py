@@ -59,6 +59,9 @@ _OVERFLOW = lib.RSM_OVERFLOW
 _RETRY = lib.RSM_RETRY
 _put1 = lib.rsm_ring_put1
 _get1 = lib.rsm_ring_get1
+_get_block = lib.rsm_ring_get
+_NEG_WOULDBLOCK = -lib.RSM_WOULDBLOCK
+_WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
 
 
@@ -103,6 +106,11 @@ class RingStatistics:
         if self.closed:
             s += ", closed"
         return s
+
+
+def _status(n: int) -> int:
+    """rsm_ring_get's result (a length, or minus a status) as a status."""
+    return _OK if n >= 0 else -n
 
 
 def _validate_timeout(timeout: Optional[float]) -> int:
@@ -214,19 +222,6 @@ class Ring(SharedObject):
 
     # -- buffers -------------------------------------------------------------------------
 
-    def _buffer(self, need: int = 0):
-        """This thread's receive buffer (the C call runs without the GIL: one per thread)."""
-        local = self._local
-        try:
-            buf, size = local.buf
-        except AttributeError:
-            size = 0
-        if size < need or size == 0:
-            size = max(need, min(_INITIAL_BUFFER, self._max_message), 1)
-            buf = ffi.new("char[]", size)
-            local.buf = (buf, size)
-        return buf, size
-
     # -- put -----------------------------------------------------------------------------
 
     def put(self, data, timeout: Optional[float] = None) -> None:
@@ -321,62 +316,88 @@ class Ring(SharedObject):
         Blocks while the ring is empty: ``timeout=None`` forever, ``0`` not at all, else up
         to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`EndOfStream`
         once the ring is closed and drained (also while waiting), RuntimeError if the ring
-        is single-consumer and another live thread is its consumer.
+        is single-consumer and another live thread is its consumer.  Not reentrant: do not
+        call it on the same handle from a signal handler of the same thread (it shares
+        that thread's receive buffer).
         """
         ptr = self._ptr
-        if ptr is not None:
-            local = self._local
-            try:
-                buf, size = local.buf
-            except AttributeError:
-                buf, size = self._buffer()
+        if ptr is None:
+            self._check_open()
+        try:
+            buf, size, w, op = self._local.st
+        except AttributeError:
+            buf, size, w, op = self._thread_state()
+        try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
             n = _get1(ptr, buf, size)
             if n >= 0:
                 return _unpack(buf, n)
+            if n == _NEG_WOULDBLOCK and timeout is None:
+                # The common blocking case, kept lean for round-trip latency: one C call that
+                # returns after a message or a slice (then the general loop takes over).
+                w.nospin = 0
+                n = _get_block(ptr, w, buf, size, -1, op)
+                if n >= 0:
+                    return _unpack(buf, n)
             return self._get_slow(timeout, -n)
-        self._check_open()
-        raise AssertionError("unreachable")
+        except BaseException:
+            if w.slot != _WAITER_NONE:  # interrupted while enqueued: leave, pass on a wake
+                lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)
+            raise
 
     def get_nowait(self) -> bytes:
         """``get(timeout=0)``: raises ``queue.Empty`` at once if there is nothing."""
         return self.get(0)
 
-    def _get_slow(self, timeout, first) -> bytes:
-        if first == _CLOSED:
-            raise EndOfStream(f"{self._describe()} is closed and drained")
-        deadline = _validate_timeout(timeout)
-        if first == _WOULDBLOCK and deadline == 0:
-            raise queue.Empty
-        ptr = self._ptr
+    def _thread_state(self, need: int = 0):
+        """This thread's receive buffer, waiter and op (the C calls run without the GIL,
+        so each thread has its own)."""
         local = self._local
-        # A waiter and op cached per thread keep the blocking path lean (round-trip
-        # latency); "busy" guards against reuse by a signal handler running a nested get.
-        cached = getattr(local, "wop", None)
-        if cached is None or local.busy:
-            cached = (_base.new_waiter(), ffi.new("rsm_ring_op *"))
-            if not hasattr(local, "wop"):
-                local.wop = cached
-        w, op = cached
-        local.busy = w is local.wop[0]
+        st = getattr(local, "st", None)
+        if st is None or st[1] < need:
+            size = max(need, min(_INITIAL_BUFFER, self._max_message), 1)
+            if st is None:
+                st = (ffi.new("char[]", size), size, _base.new_waiter(), ffi.new("rsm_ring_op *"))
+            else:
+                st = (ffi.new("char[]", size), size, st[2], st[3])
+            local.st = st
+        return st
+
+    def _get_slow(self, timeout, status) -> bytes:
+        """Everything but the fast paths: non-blocking misses, timeouts, slices (the
+        thread's waiter may be enqueued: continue with it), roles, large messages."""
+        ptr = self._ptr
+        buf, size, w, op = self._thread_state()
         try:
-            buf, size = self._buffer()
-            r = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)  # first slice, no closures
+            if status == _CLOSED:
+                raise EndOfStream(f"{self._describe()} is closed and drained")
+            if status == _OVERFLOW:
+                buf, size, w, op = self._thread_state(op.len)
+            if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
+                deadline = _validate_timeout(timeout)
+                if status == _WOULDBLOCK and deadline == 0:
+                    raise queue.Empty
+                w.nospin = 0
+                n = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)
+            else:
+                deadline = -1  # a slice of a wait with no timeout just ended
+                n = -status
             while True:
+                if n >= 0:
+                    return _unpack(buf, n)
+                if n == -_OVERFLOW:
+                    buf, size, w, op = self._thread_state(op.len)
+                elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER:
+                    self._raise_get(-n)
+                b, bs = buf, size
+                r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
+                              lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), w=w,
+                              resume=(n == -lib.RSM_SLICE))
                 if r == _OK:
-                    return _unpack(buf, op.len)
-                if r == _OVERFLOW:
-                    buf, size = self._buffer(op.len)
-                elif r != lib.RSM_SLICE and r != lib.RSM_NOT_OWNER:
-                    self._raise_get(r)
-                b, n = buf, size
-                r = self._run(lambda w, d: lib.rsm_ring_get(ptr, w, b, n, d, op), lib.RSM_RING_ROLE_CONSUMER,
-                              deadline, op, buf=(buf, size), w=w, resume=(r == lib.RSM_SLICE))
+                    return _unpack(b, op.len)  # op.len: set by the get or by a reclaim
+                n = -r
         except BaseException:
             lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)  # idempotent; passes on a wake
             raise
-        finally:
-            if w is local.wop[0]:
-                local.busy = False
 
     def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
         """Remove and return up to ``max_items`` messages (at least one), oldest first.
@@ -394,19 +415,19 @@ class Ring(SharedObject):
         if lens is None or len(lens) < max_items:
             lens = local.lens = ffi.new("uint32_t[]", max_items)
         op = ffi.new("rsm_ring_op *")
-        buf, size = self._buffer()
+        buf, size = self._thread_state()[:2]
         r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
         if r == _TIMEOUT and timeout != 0:
             deadline = _validate_timeout(timeout)
             while True:
-                buf, size = self._buffer()
+                buf, size = self._thread_state()[:2]
                 r = self._run(lambda w, d: lib.rsm_ring_get_many(ptr, w, buf, size, lens, max_items, d, op),
                               lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), many=lens)
                 if r != _OVERFLOW:
                     break
-                self._buffer(op.len)
+                self._thread_state(op.len)[:2]
         while r == _OVERFLOW:  # the non-blocking try met a message larger than the buffer
-            buf, size = self._buffer(op.len)
+            buf, size = self._thread_state(op.len)[:2]
             r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
         if r != _OK:
             self._raise_get(r)
@@ -506,7 +527,7 @@ class Ring(SharedObject):
                 # OVERFLOW: the caller's buffer is too small; a later slice retries with
                 # a grown one (the message stays claimed by the dead consumer until then).
                 if r == _OVERFLOW:
-                    self._buffer(op.len)
+                    self._thread_state(op.len)[:2]
         return None
 
     # -- state ---------------------------------------------------------------------------

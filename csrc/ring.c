@@ -343,6 +343,8 @@ static int put_loop(rsm_ring *r, rsm_waiter *w, const char *data, const uint32_t
         if ((lens ? lens[i] : len1) > maxm)
             return RSM_INVAL;
     op->suspect = RSM_SUSPECT_NONE;
+    if (w && w->slot == RSM_WAITER_NONE)
+        w->nospin = 0;
     if ((r->flags & RSM_RING_SINGLE_PRODUCER) && own_role(&r->prod_owner, op) != RSM_OK)
         return RSM_NOT_OWNER;
     int64_t spin_end = -1;
@@ -576,6 +578,8 @@ static int get_loop(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t
                     uint64_t *len_out)
 {
     op->suspect = RSM_SUSPECT_NONE;
+    if (w && w->slot == RSM_WAITER_NONE)
+        w->nospin = 0; /* a new wait: it may spin once (see choose_spin) */
     if ((r->flags & RSM_RING_SINGLE_CONSUMER) && own_role(&r->cons_owner, op) != RSM_OK)
         return RSM_NOT_OWNER;
     for (;;) {

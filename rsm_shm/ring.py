@@ -328,16 +328,14 @@ class Ring(SharedObject):
         except AttributeError:
             buf, size, w, op = self._thread_state()
         try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
-            n = _get1(ptr, buf, size)
+            if timeout is None:
+                # One C call takes a message, or waits for one until a slice ends (then the
+                # general loop takes over): lean for throughput and round-trip latency.
+                n = _get_block(ptr, w, buf, size, -1, op)
+            else:
+                n = _get1(ptr, buf, size)
             if n >= 0:
                 return _unpack(buf, n)
-            if n == _NEG_WOULDBLOCK and timeout is None:
-                # The common blocking case, kept lean for round-trip latency: one C call that
-                # returns after a message or a slice (then the general loop takes over).
-                w.nospin = 0
-                n = _get_block(ptr, w, buf, size, -1, op)
-                if n >= 0:
-                    return _unpack(buf, n)
             return self._get_slow(timeout, -n)
         except BaseException:
             if w.slot != _WAITER_NONE:  # interrupted while enqueued: leave, pass on a wake
@@ -376,7 +374,6 @@ class Ring(SharedObject):
                 deadline = _validate_timeout(timeout)
                 if status == _WOULDBLOCK and deadline == 0:
                     raise queue.Empty
-                w.nospin = 0
                 n = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)
             else:
                 deadline = -1  # a slice of a wait with no timeout just ended

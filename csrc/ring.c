@@ -515,18 +515,15 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
         }
         rsm_rec *rec = rec_at(r, rd);
         uint64_t st = atomic_load(&rec->state);
-        if (!st_is_for(st, rd)) {
-            if (atomic_load(&r->read) == rd)
-                return -RSM_INVAL; /* a written header that is not: corruption */
-            continue;              /* read moved on and the slot was reused */
-        }
         uint64_t len = rec->len;
-        uint32_t phase = st_phase(st);
-        if (len > maxm) {
-            if (atomic_load(&r->read) == rd && atomic_load(&rec->state) == st)
-                return -RSM_INVAL;
+        /* Validate the optimistic reads (a seqlock-style re-check): while read still is rd,
+         * head <= rd, so nobody can have freed and reused the slot under us.  Without
+         * this, a stale rd could read a newer record's payload as a header. */
+        if (atomic_load(&r->read) != rd)
             continue;
-        }
+        if (!st_is_for(st, rd) || len > maxm)
+            return -RSM_INVAL; /* a written header that is not: corruption */
+        uint32_t phase = st_phase(st);
         uint64_t next = rd + rec_size(len);
         switch (phase) {
         case RSM_REC_RESERVED:

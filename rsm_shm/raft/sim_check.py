@@ -88,6 +88,9 @@ class SafetyChecker:
     # reads in flight: context -> lowest admissible read index
     _reads: Dict[bytes, int] = field(default_factory=dict)
     reads_checked: int = 0
+    # how much was verified (coverage figures for reports)
+    leader_entries_checked: int = 0
+    applies_checked: int = 0
 
     # ------------------------------------------------------------------ election safety
     def observe_role(self, node: int, term: int, role: Role) -> None:
@@ -182,6 +185,7 @@ class SafetyChecker:
             if t_commit >= term or i <= snapshot_index:
                 # Only leaders of later terms are bound; a compacted prefix was committed.
                 continue
+            self.leader_entries_checked += 1
             t = term_of(i)
             if t != t_entry:
                 raise SafetyViolation(
@@ -214,6 +218,7 @@ class SafetyChecker:
                 f"node {node} applied index {cur} and is now handed entry {e.index} (expected {cur + 1})",
             )
         self._node_applied[node] = e.index
+        self.applies_checked += 1
         rec = (e.term, int(e.type), e.data)
         old = self._applied.setdefault(e.index, rec)
         if old != rec:
@@ -248,6 +253,17 @@ class SafetyChecker:
             )
 
     # ------------------------------------------------------------------------- summary
+    def coverage(self) -> Dict[str, int]:
+        """How much each check verified so far."""
+        return {
+            "terms_with_leader": len(self.leaders),
+            "distinct_entries_persisted": len(self._entries),
+            "committed_entries": len(self._committed),
+            "leader_log_entries_checked": self.leader_entries_checked,
+            "applies_checked": self.applies_checked,
+            "reads_checked": self.reads_checked,
+        }
+
     @property
     def committed_index(self) -> int:
         return self._committed_order[-1] if self._committed_order else 0

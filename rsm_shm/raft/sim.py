@@ -29,6 +29,7 @@ can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim_random`):
                            state machine and any Ready not yet handled)
 ``("restart", id)``        rebuild node ``id`` from its storage
 ``("partition", groups)``  cut every link between different groups (tuple of tuples)
+``("cut", f, t)``          cut the link from f to t only (asymmetric partition)
 ``("heal",)``              remove every cut
 =========================  ==========================================================
 
@@ -489,6 +490,15 @@ class Simulator:
         self.net.heal()
         self.net.partition(groups, self.nodes)
         self.emit("partition " + " / ".join(" ".join(str(i) for i in g) for g in groups))
+        return True
+
+    def _act_cut(self, frm: int, to: int) -> bool:
+        """A one-way cut: messages from ``frm`` to ``to`` are lost, the reverse direction
+        still works (an asymmetric partition)."""
+        if frm == to or (frm, to) in self.net.cut:
+            return False
+        self.net.cut.add((frm, to))
+        self.emit(f"cut {frm}->{to}")
         return True
 
     def _act_heal(self) -> bool:

@@ -51,6 +51,7 @@ class FaultProfile:
     crash: float = 0.4
     restart: float = 2.0
     partition: float = 0.3
+    oneway: float = 0.15  # one-way cuts (asymmetric partitions)
     heal: float = 0.8
     conf: float = 0.3
     # Every tick ticks all live nodes at once (synchronised clocks) instead of one node.
@@ -65,7 +66,7 @@ PROFILES: Dict[str, FaultProfile] = {
     # everything at once
     "chaos": FaultProfile(),
     # no faults at all: a sanity baseline that must always commit
-    "calm": FaultProfile(drop=0, dup=0, reorder=0, crash=0, partition=0, conf=0, transfer=0, campaign=0),
+    "calm": FaultProfile(drop=0, dup=0, reorder=0, crash=0, partition=0, oneway=0, conf=0, transfer=0, campaign=0),
     # a lossy, reordering network, no crashes
     "lossy": FaultProfile(drop=8, dup=3, reorder=0.6, crash=0, partition=0.5, conf=0),
     # many crashes and restarts, few network faults
@@ -161,6 +162,8 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
     if dead:
         kinds.append(("restart", p.restart))
     kinds += [("partition", p.partition), ("heal", p.heal if sim.net.cut else 0.0)]
+    if len(ids) > 1:
+        kinds.append(("cut", p.oneway))
     total = sum(w for _, w in kinds)
     if total <= 0:
         return None
@@ -184,6 +187,9 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
         return ("partition", (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:]))))
     if kind == "heal":
         return ("heal",)
+    if kind == "cut":
+        a, b = rng.sample(ids, 2)
+        return ("cut", a, b)
     if kind == "tick" and p.sync_ticks:
         return ("tick_all",)
     # the rest act on a live node; proposals and membership mostly go to the leader

@@ -39,6 +39,7 @@ ACTION = st.one_of(
     st.tuples(st.just("crash"), IDS),
     st.tuples(st.just("restart"), IDS),
     st.tuples(st.just("heal")),
+    st.tuples(st.just("cut"), IDS, IDS),
     st.tuples(st.just("partition"), st.sampled_from([((1,), (2, 3, 4)), ((1, 2), (3, 4)), ((1, 3), (2, 4))])),
     st.tuples(
         st.just("conf"),

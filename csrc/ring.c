@@ -241,7 +241,13 @@ static int reserve(rsm_ring *r, const char *data, const uint32_t *lens, uint64_t
             status = RSM_CLOSED;
             break;
         }
-        uint64_t t = tpos(tw), h = atomic_load(&r->head);
+        uint64_t t = tpos(tw);
+        uint64_t h = atomic_load_explicit(&r->head_cache, memory_order_acquire);
+        if (n > 1 || cap - (t - h) < rec_size(lens ? lens[0] : len1)) {
+            h = atomic_load(&r->head); /* seq_cst: the re-check of a blocked producer */
+            if (atomic_load_explicit(&r->head_cache, memory_order_relaxed) < h)
+                atomic_store_explicit(&r->head_cache, h, memory_order_release);
+        }
         uint64_t room = cap - (t - h), bytes = 0, k = 0;
         for (; k < n; k++) {
             uint64_t sz = rec_size(lens ? lens[k] : len1);
@@ -458,9 +464,12 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
     if (r->flags & RSM_RING_SINGLE_CONSUMER) {
         for (;;) {
             uint64_t h = sc_head ? *sc_head : atomic_load_explicit(&r->head, memory_order_relaxed);
-            uint64_t tw = atomic_load(&r->tail);
-            if (h == tpos(tw))
-                return (tw & RSM_RING_TAIL_CLOSED) ? -RSM_CLOSED : -RSM_WOULDBLOCK;
+            if (h >= atomic_load_explicit(&r->tail_cache, memory_order_acquire)) {
+                uint64_t tw = atomic_load(&r->tail);
+                if (h == tpos(tw))
+                    return (tw & RSM_RING_TAIL_CLOSED) ? -RSM_CLOSED : -RSM_WOULDBLOCK;
+                atomic_store_explicit(&r->tail_cache, tpos(tw), memory_order_release);
+            }
             rsm_rec *rec = rec_at(r, h);
             uint64_t st = atomic_load_explicit(&rec->state, memory_order_acquire);
             if (!st_is_for(st, h))
@@ -504,7 +513,15 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
     int32_t pid = rsm_getpid();
     for (;;) {
         uint64_t rd = atomic_load(&r->read);
-        uint64_t tw = atomic_load(&r->tail);
+        uint64_t tw = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
+        if (rd >= tw) {
+            tw = atomic_load(&r->tail);
+            if (rd != tpos(tw)) {
+                uint64_t c = atomic_load_explicit(&r->tail_cache, memory_order_relaxed);
+                if (c < tpos(tw))
+                    atomic_store_explicit(&r->tail_cache, tpos(tw), memory_order_release);
+            }
+        }
         if (rd == tpos(tw)) {
             /* Closed and nothing left to claim: the stream ends once every claimed record
              * is freed too (head == read), so a claim whose consumer dies is still

@@ -33,28 +33,36 @@
  * tail passes it (single producer: before storing tail; multi-producer: under the
  * reservation lock `plock`, whose word holds the holder's pid).
  *
- * Multi-producer put: take plock (CAS 0 -> pid), write header RESERVED(pid) + len, store
+ * Multi-producer put: take plock (CAS 0 -> pid), write header RESERVED(pid) + len, CAS
  * tail += size, release plock; copy the payload; store state PUBLISHED.  A producer killed
  * while holding plock (a few instructions) is detected by the pid in the word and plock is
  * taken over (Python judges the death; rsm_ring_repair); one killed after reserving leaves
  * RESERVED(dead pid), which a consumer turns into CONSUMED (a tombstone, one CAS).
  *
- * Multi-consumer get: at r = read, CAS state PUBLISHED -> CLAIMED(my pid), CAS read += size
+ * Multi-consumer get: at r = read, read the header and re-check that read is still r (so
+ * the slot cannot have been freed and reused under the read: head <= read), then
+ * CAS state PUBLISHED -> CLAIMED(my pid), CAS read += size
  * (others help: a CLAIMED or CONSUMED record at read is skipped by anyone), copy out,
  * store CONSUMED, then advance head over every CONSUMED record (CAS on head).  A consumer
  * killed while CLAIMED never handed the message to Python (claim, copy and CONSUMED happen
  * inside one C call), so the record is claimed again by a live consumer and delivered
  * (rsm_ring_reclaim): nothing published is lost.
  *
- * Single producer / single consumer (flags): no lock, no CAS.  The producer writes the
- * whole record (state PUBLISHED) and then stores tail; the consumer copies and stores
- * head.  A killed one leaves nothing half-visible.  The role is held by a thread id
+ * Single producer / single consumer (flags): no lock.  The producer writes the whole
+ * record (state PUBLISHED) and then CASes tail (a CAS only because close() may set tail's
+ * CLOSED bit); the consumer copies and stores head.  A killed one leaves nothing half-visible.  The role is held by a thread id
  * (prod_owner / cons_owner), claimed on first use; a second live thread gets
  * RSM_NOT_OWNER, a dead owner's role is taken over.
  *
  * Spinning: a waiter spins briefly before sleeping only if the peer that would wake it
  * last ran on another CPU (prod_cpu / cons_cpu, from sched_getcpu): on a shared CPU the
  * peer cannot run while we spin.
+ *
+ * Cached positions: producers keep their last view of head in head_cache (on their own
+ * cache line) and consumers their last view of tail in tail_cache; both lag the real
+ * value, so they are only ever conservative, and the real word is read (and the cache
+ * refreshed) before anyone decides the ring is full or empty.  In the common case a put
+ * and a get each touch only their own side's control line plus the record.
  *
  * Sleeping (waitq.h): consumers wait on cwq, producers on pwq; everyone re-checks its
  * condition after enqueueing (Dekker with nwaiters), and wakers only touch a queue whose
@@ -103,13 +111,17 @@ typedef struct rsm_ring {
     _Atomic uint32_t plock;    /* multi-producer reservation lock: holder pid, 0 = free */
     _Atomic uint32_t prod_owner;  /* single-producer mode: the producer thread id, 0 = none */
     _Atomic uint32_t prod_cpu;    /* CPU of the latest put: a consumer on the same CPU sleeps at once */
-    uint32_t _pad1[9];
+    uint32_t _pad1a;
+    _Atomic uint64_t head_cache;  /* producers' last view of head (<= head): saves reading the
+                                   * consumers' cache line on every put */
+    uint32_t _pad1[6];
     /* line 2: consumers */
     _Atomic uint64_t read;     /* multi-consumer: next record to claim */
     _Atomic uint64_t nget;     /* messages taken (statistics, qsize) */
     _Atomic uint32_t cons_owner;  /* single-consumer mode: the consumer thread id */
     _Atomic uint32_t cons_cpu;    /* CPU of the latest get: a producer on the same CPU sleeps at once */
-    uint32_t _pad2[10];
+    _Atomic uint64_t tail_cache;  /* consumers' last view of tail's position (<= tail) */
+    uint32_t _pad2[8];
     /* line 3: the end of the freed space */
     _Atomic uint64_t head;
     uint32_t _pad3[14];
@@ -135,7 +147,9 @@ RSM_STATIC_ASSERT(sizeof(rsm_rec) == RSM_REC_HEADER, "rsm_rec layout");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, closed) == 40, "rsm_ring.closed offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, tail) == 64, "rsm_ring.tail offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, plock) == 80, "rsm_ring.plock offset");
+RSM_STATIC_ASSERT(offsetof(rsm_ring, head_cache) == 96, "rsm_ring.head_cache offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, read) == 128, "rsm_ring.read offset");
+RSM_STATIC_ASSERT(offsetof(rsm_ring, tail_cache) == 152, "rsm_ring.tail_cache offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, cons_owner) == 144, "rsm_ring.cons_owner offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, head) == 192, "rsm_ring.head offset");
 RSM_STATIC_ASSERT(sizeof(rsm_ring) == RSM_RING_CTRL_SIZE, "rsm_ring layout");

@@ -287,7 +287,7 @@ class Ring(SharedObject):
         ptr, count = self._ptr, len(items)
         op = ffi.new("rsm_ring_op *")
         r = lib.rsm_ring_put_many(ptr, ffi.NULL, data, lens, count, 0, op)
-        if r == _TIMEOUT and timeout != 0:
+        if (r == _TIMEOUT and timeout != 0) or r == lib.RSM_NOT_OWNER:  # block, or settle the role
             deadline = _validate_timeout(timeout)
             r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
                           lib.RSM_RING_ROLE_PRODUCER, deadline, op)
@@ -414,7 +414,7 @@ class Ring(SharedObject):
         op = ffi.new("rsm_ring_op *")
         buf, size = self._thread_state()[:2]
         r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
-        if r == _TIMEOUT and timeout != 0:
+        if (r == _TIMEOUT and timeout != 0) or r == lib.RSM_NOT_OWNER:  # block, or settle the role
             deadline = _validate_timeout(timeout)
             while True:
                 buf, size = self._thread_state()[:2]

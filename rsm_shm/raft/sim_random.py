@@ -212,19 +212,21 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
 def options_for_seed(seed: int) -> SimOptions:
     """Cluster options drawn from the seed, so that the random runs also cover elections
     without pre-vote or check-quorum, one entry per AppendEntries, a pipeline of one
-    message, tiny snapshot chunks and short election timeouts.  (Lease-based reads are
+    message, tiny snapshot chunks, short election timeouts, heartbeats every other tick
+    and a small cap on uncommitted proposals.  (Lease-based reads are
     left out: their safety rests on synchronised clocks, which the simulator does not
     provide; the scenario tests cover them.)"""
     r = random.Random(f"options:{seed}")
     return SimOptions(
         election_tick=r.choice((10, 10, 4)),
-        heartbeat_tick=1,
+        heartbeat_tick=r.choice((1, 1, 2)),
         pre_vote=r.random() < 0.75,
         check_quorum=r.random() < 0.75,
         max_size_per_msg=r.choice((1 << 20, 1 << 20, 100, 1)),
         max_inflight_msgs=r.choice((256, 256, 4, 1)),
         snapshot_chunk_size=r.choice((64 * 1024, 16, 7)),
         snapshot_padding=r.choice((0, 40, 200)),
+        max_uncommitted_size=r.choice((0, 0, 0, 64)),
     )
 
 

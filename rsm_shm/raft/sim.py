@@ -375,6 +375,7 @@ class Simulator:
         if data is None:
             self._prop_seq += 1
             data = b"p%d" % self._prop_seq
+            self.checker.proposed_once(data)
         core = _core()
         try:
             idx = n.raw.propose(data)

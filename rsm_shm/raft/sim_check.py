@@ -19,6 +19,7 @@ Figure 3) fails:
 * **State machine safety** -- no two nodes apply different entries at the same index.
 * **Persistent state** -- the persisted term and commit index never go back, and a
   vote once persisted is never changed within its term (:meth:`observe_hard_state`).
+* **No duplicates** -- a command proposed once is never committed at two indexes.
 * **Applied monotonicity** -- within one incarnation of a node, committed entries are
   applied in order without gaps, and the applied index never goes backwards.  A crash
   loses the volatile state machine; the restarted node resumes from its snapshot.
@@ -85,6 +86,8 @@ class SafetyChecker:
     _node_applied: Dict[int, int] = field(default_factory=dict)
     # highest index applied anywhere (a client may have been answered up to it)
     max_applied: int = 0
+    # commands proposed once each: data -> index where it was applied
+    _unique: Dict[bytes, int] = field(default_factory=dict)
     # reads in flight: context -> lowest admissible read index
     _reads: Dict[bytes, int] = field(default_factory=dict)
     reads_checked: int = 0
@@ -229,6 +232,20 @@ class SafetyChecker:
             )
         if e.index > self.max_applied:
             self.max_applied = e.index
+        at = self._unique.get(e.data)
+        if at is not None and e.type == EntryType.NORMAL:
+            if at == 0:
+                self._unique[e.data] = e.index
+            elif at != e.index:
+                raise SafetyViolation(
+                    "no-duplicates",
+                    f"command {e.data!r}, proposed once, is applied at index {at} and at index {e.index}",
+                )
+
+    def proposed_once(self, data: bytes) -> None:
+        """``data`` was proposed exactly once: it must never be committed at two indexes
+        (a core that re-appended or re-sent an entry as a new one would do that)."""
+        self._unique.setdefault(data, 0)
 
     def applied(self, node: int) -> int:
         return self._node_applied.get(node, 0)

@@ -153,3 +153,15 @@ def test_hard_state_must_not_go_back():
         with pytest.raises(SafetyViolation) as ei:
             ck.observe_hard_state(1, old, new)
         assert ei.value.prop == prop
+
+
+def test_a_command_proposed_once_is_committed_once():
+    ck = SafetyChecker()
+    ck.proposed_once(b"c")
+    ck.observe_apply(1, Entry(1, 1, data=b"c"))
+    ck.observe_apply(2, Entry(1, 1, data=b"c"))  # another replica, same index: fine
+    ck.observe_apply(1, Entry(1, 2, data=b"d"))  # not registered: may repeat
+    ck.observe_apply(1, Entry(1, 3, data=b"d"))
+    with pytest.raises(SafetyViolation) as ei:
+        ck.observe_apply(1, Entry(1, 4, data=b"c"))
+    assert ei.value.prop == "no-duplicates"

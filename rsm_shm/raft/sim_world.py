@@ -67,6 +67,8 @@ class StateMachine:
 # ------------------------------------------------------------------------------ network
 @dataclass
 class InFlight:
+    """One encoded message on its way from ``frm`` to ``to`` (``seq``: sending order)."""
+
     seq: int
     frm: int
     to: int
@@ -118,8 +120,9 @@ class Network:
         self.queue.remove(item)
 
     def partition(self, groups: Sequence[Sequence[int]], everyone: Iterable[int]) -> None:
-        """Cut every link between nodes of different groups; nodes in no group are cut
-        from everybody."""
+        """Cut every link between nodes of different groups; nodes of ``everyone`` in no
+        group are cut from everybody.  The cuts are computed now: a node created later is
+        connected to all until the next partition."""
         where: Dict[int, int] = {}
         for g, ids in enumerate(groups):
             for i in ids:

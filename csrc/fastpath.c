@@ -1,18 +1,14 @@
 /* fastpath.c -- rsm_shm._fast: CPython entry points for the hottest paths.
  *
- * FastLock: the uncontended Lock path, with the GIL held.
- * FastSem / FastEvent: Semaphore-family and Event calls done entirely in C: the
- * non-blocking attempt with the GIL held, then the slice loop with the GIL released
- * around each futex wait and PyErr_CheckSignals() between slices (Ctrl-C).  The
- * algorithms stay in sem.c / event.c; this file only moves the Python glue into C,
- * because a wake-up round trip through cffi and a Python slice loop cost ~5 us.
- *
- * A cffi call releases and retakes the GIL around every call (~48 ns here); an
- * uncontended acquire is one CAS (~5 ns).  So Lock derives from this small CPython type,
- * whose acquire()/release() try the lock.h fast path while holding the GIL, exactly as
- * multiprocessing.synchronize.Lock derives from _multiprocessing.SemLock.  Anything that
- * may block (or needs policy: owner death, errors) calls back into the Python methods
- * _acquire_slow / _release_slow, which go through cffi and release the GIL.
+ * Lock/RLock (FastLock), the semaphores (FastSem) and Event (FastEvent) derive from these
+ * small CPython types, exactly as multiprocessing.synchronize.Lock derives from
+ * _multiprocessing.SemLock.  Each call is one C entry: the attempt with the GIL held (a
+ * cffi call alone costs ~48 ns here, an uncontended acquire is one CAS), then, if it must
+ * wait, the slice loop with the GIL released around each futex wait and
+ * PyErr_CheckSignals() between slices (Ctrl-C).  The algorithms stay in lock.c, sem.c and
+ * event.c; policy stays in Python: between slices a Lock waiter asks
+ * `self._owner_is_dead(tid)`, and a holder that recovered a dead owner's lock is told by
+ * `self._tell_owner_died()`; `self._fail(code)` turns a status into its exception.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,133 +22,33 @@
 
 typedef struct {
     PyObject_HEAD
-    rsm_lock *lock;   /* NULL while unbound/closed: every call then takes the slow path */
-    int recursive;    /* RLock: re-entry counts instead of blocking */
-} FastLock;
+    void *obj;          /* rsm_lock / rsm_sem / rsm_event; NULL while unbound or closed */
+    PyObject *seg;      /* the rsm_shm.segment.Segment: pinned around blocking calls */
+    PyObject *pins;     /* seg._pins, the list of pins (segment.py begin_use) */
+    int recursive;      /* FastLock only: an RLock */
+} FastObj;
+
+typedef FastObj FastLock;
+typedef FastObj FastWait;
 
 static inline int try_fast(FastLock *self)
 {
-    return self->recursive ? rsm_rlock_try_fast(self->lock, rsm_gettid(), rsm_getpid())
-                           : rsm_lock_try_fast(self->lock, rsm_gettid(), rsm_getpid());
+    rsm_lock *l = (rsm_lock *)self->obj;
+    return self->recursive ? rsm_rlock_try_fast(l, rsm_gettid(), rsm_getpid())
+                           : rsm_lock_try_fast(l, rsm_gettid(), rsm_getpid());
 }
 
 static inline int release_fast(FastLock *self)
 {
-    return self->recursive ? rsm_rlock_release_fast(self->lock, rsm_gettid())
-                           : rsm_lock_release_fast(self->lock, rsm_gettid());
+    rsm_lock *l = (rsm_lock *)self->obj;
+    return self->recursive ? rsm_rlock_release_fast(l, rsm_gettid()) : rsm_lock_release_fast(l, rsm_gettid());
 }
 
-static PyObject *str_acquire_slow;
-static PyObject *str_release_slow;
-
-static PyObject *call_slow(PyObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames)
-{
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject *stack[8];
-    if (nargs + nkw + 1 > 8) {
-        PyErr_SetString(PyExc_TypeError, "too many arguments");
-        return NULL;
-    }
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
-        stack[i + 1] = args[i];
-    return PyObject_VectorcallMethod(name, stack, (size_t)(nargs + 1), kwnames);
-}
-
-static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    /* Only the plain `acquire()` / `acquire(True)` forms take the inline path; any timeout
-     * or keyword goes to Python, which validates arguments like threading.Lock. */
-    if (self->lock && !kwnames && (nargs == 0 || (nargs == 1 && args[0] == Py_True))) {
-        if (try_fast(self))
-            Py_RETURN_TRUE;
-    }
-    return call_slow((PyObject *)self, str_acquire_slow, args, nargs, kwnames);
-}
-
-static PyObject *FastLock_enter(FastLock *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->lock && try_fast(self))
-        Py_RETURN_TRUE;
-    return call_slow((PyObject *)self, str_acquire_slow, NULL, 0, NULL);
-}
-
-static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->lock && release_fast(self))
-        Py_RETURN_NONE;
-    return call_slow((PyObject *)self, str_release_slow, NULL, 0, NULL);
-}
-
-static PyObject *FastLock_exit(FastLock *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    (void)nargs;
-    PyObject *r = FastLock_release(self, NULL);
-    if (!r)
-        return NULL;
-    Py_DECREF(r);
-    Py_RETURN_NONE;
-}
-
-/* _bind(address, recursive=False): point at the rsm_lock inside a mapping (0 unbinds).
- * Python guarantees the mapping outlives the binding: close() unbinds before it unmaps. */
-static PyObject *FastLock_bind(FastLock *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "_bind(address, recursive=False)");
-        return NULL;
-    }
-    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
-    if (addr == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (addr % _Alignof(rsm_lock) != 0) {
-        PyErr_SetString(PyExc_ValueError, "misaligned lock address");
-        return NULL;
-    }
-    int recursive = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
-    if (recursive < 0)
-        return NULL;
-    self->lock = (rsm_lock *)(uintptr_t)addr;
-    self->recursive = recursive;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef FastLock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))FastLock_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire(blocking=True, timeout=-1) -> bool"},
-    {"release", (PyCFunction)FastLock_release, METH_NOARGS, "release()"},
-    {"__enter__", (PyCFunction)FastLock_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))FastLock_exit, METH_FASTCALL, NULL},
-    {"_bind", (PyCFunction)(void (*)(void))FastLock_bind, METH_FASTCALL, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject FastLockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rsm_shm._fast.FastLock",
-    .tp_basicsize = sizeof(FastLock),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "GIL-holding fast path of rsm_shm.Lock and RLock (internal).",
-    .tp_methods = FastLock_methods,
-    .tp_new = PyType_GenericNew,
-};
-
-/* ---- FastSem / FastEvent ------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    void *obj;          /* rsm_sem * or rsm_event *; NULL when closed */
-    PyObject *seg;      /* the rsm_shm.segment.Segment: pinned around blocking calls */
-    PyObject *pins;     /* seg._pins, the list of pins */
-} FastWait;
-
-static PyObject *str_end_use_unmap, *str_fail, *str_pins;
+static PyObject *str_fail, *str_pins, *str_maybe_unmap, *str_owner_is_dead, *str_tell_owner_died;
 
 #define REAP_EVERY_SLICES 20
 
-/* Parse threading-style timeout: None -> no deadline; else seconds (<= 0: try once). */
+/* threading.Event/Semaphore-style timeout: None -> no deadline; <= 0 -> try once. */
 static int deadline_from(PyObject *timeout, int64_t *deadline)
 {
     if (timeout == NULL || timeout == Py_None) {
@@ -192,31 +88,30 @@ static PyObject *fail(PyObject *self, int code)
 
 typedef int (*wait_step)(void *obj, rsm_waiter *w, int64_t deadline);
 typedef void (*wait_abandon)(void *obj, rsm_waiter *w);
-
-static int sem_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_sem_acquire((rsm_sem *)obj, w, d); }
-static void sem_abandon(void *obj, rsm_waiter *w) { rsm_sem_abandon((rsm_sem *)obj, w); }
-static int event_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_event_wait((rsm_event *)obj, w, 1, 1, d); }
-static void event_abandon(void *obj, rsm_waiter *w) { rsm_event_abandon((rsm_event *)obj, w); }
+/* Policy between slices: 0 = keep waiting, a status = stop with it, -1 = exception. */
+typedef int (*wait_policy)(FastObj *self, void *obj, rsm_waiter *w);
 
 /* The slice loop of run_blocking (rsm_shm/sync/_base.py), in C.  Returns the final
  * status, or -1 with a Python exception set. */
-static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, rsm_waitq *q, int64_t deadline)
+static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wait_policy policy, rsm_waitq *q,
+                         int64_t deadline)
 {
     rsm_waiter w;
     memset(&w, 0, sizeof w);
     w.slot = RSM_WAITER_NONE;
     /* Pin the mapping (Segment._pins, see segment.py begin_use): list append/pop are what
      * begin_use/end_use do, done here without two Python calls on the wake-up path. */
+    if (!self->seg || !self->pins) {
+        PyErr_SetString(PyExc_ValueError, "rsm_shm object is closed");
+        return -1;
+    }
     PyObject *seg = Py_NewRef(self->seg); /* close() may drop self->seg while we wait */
-    PyObject *pins = self->pins ? Py_NewRef(self->pins) : NULL;
-    if (!pins || PyList_Append(pins, Py_None) < 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "rsm_shm object is closed");
-        Py_XDECREF(pins);
+    PyObject *pins = Py_NewRef(self->pins);
+    if (PyList_Append(pins, Py_None) < 0) {
+        Py_DECREF(pins);
         Py_DECREF(seg);
         return -1;
     }
-    PyObject *r;
     void *obj = self->obj;
     int status, slices = 0;
     for (;;) {
@@ -238,16 +133,25 @@ static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, r
         }
         if (++slices % REAP_EVERY_SLICES == 0)
             rsm_wq_reap(q);
+        if (policy) {
+            int decided = policy(self, obj, &w);
+            if (decided < 0)
+                abandon(obj, &w);
+            if (decided != 0) {
+                status = decided;
+                break;
+            }
+        }
     }
     PyObject *exc = NULL, *val = NULL, *tb = NULL;
     if (status < 0)
         PyErr_Fetch(&exc, &val, &tb);
     Py_ssize_t n = PyList_GET_SIZE(pins);
     int ok = n > 0 && PyList_SetSlice(pins, n - 1, n, NULL) == 0;
-    r = Py_NewRef(Py_None);
+    PyObject *r = Py_NewRef(Py_None);
     if (ok && self->obj == NULL && PyList_GET_SIZE(pins) == 0) {
         Py_DECREF(r);
-        r = PyObject_CallMethodNoArgs(seg, str_end_use_unmap); /* closed meanwhile: last one out unmaps */
+        r = PyObject_CallMethodNoArgs(seg, str_maybe_unmap); /* closed meanwhile: last one out unmaps */
     }
     Py_DECREF(pins);
     Py_DECREF(seg);
@@ -258,6 +162,214 @@ static int blocking_loop(FastWait *self, wait_step step, wait_abandon abandon, r
         return -1;
     return status;
 }
+
+/* _bind(address, segment, recursive=False) / _bind(0, None): point at the struct inside
+ * the segment's mapping.  Python unbinds before it unmaps (close()). */
+static PyObject *FastObj_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, segment, recursive=False)");
+        return NULL;
+    }
+    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
+    if (addr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (addr % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "misaligned object address");
+        return NULL;
+    }
+    int recursive = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (recursive < 0)
+        return NULL;
+    PyObject *pins = NULL;
+    if (args[1] != Py_None) {
+        pins = PyObject_GetAttr(args[1], str_pins);
+        if (!pins)
+            return NULL;
+        if (!PyList_CheckExact(pins)) {
+            Py_DECREF(pins);
+            PyErr_SetString(PyExc_TypeError, "segment._pins must be a list");
+            return NULL;
+        }
+    }
+    self->obj = addr ? (void *)(uintptr_t)addr : NULL;
+    self->recursive = recursive;
+    Py_XSETREF(self->seg, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_XSETREF(self->pins, pins);
+    Py_RETURN_NONE;
+}
+
+/* ---- FastLock ------------------------------------------------------------------------- */
+
+static int lock_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_lock_acquire((rsm_lock *)obj, w, d); }
+static int rlock_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_rlock_acquire((rsm_lock *)obj, w, d); }
+static void lock_abandon(void *obj, rsm_waiter *w) { rsm_lock_abandon((rsm_lock *)obj, w); }
+
+/* Between slices: is the owner dead?  Python decides (rsm_shm/sync/lock.py); C takes the
+ * lock over in one CAS if so. */
+static int lock_policy(FastObj *self, void *obj, rsm_waiter *w)
+{
+    rsm_lock *l = (rsm_lock *)obj;
+    uint32_t owner = atomic_load(&l->word) & RSM_TID_MASK;
+    if (owner == 0)
+        return 0;
+    PyObject *tid = PyLong_FromUnsignedLong(owner);
+    if (!tid)
+        return -1;
+    PyObject *dead = PyObject_CallMethodOneArg((PyObject *)self, str_owner_is_dead, tid);
+    Py_DECREF(tid);
+    if (!dead)
+        return -1;
+    int is_dead = PyObject_IsTrue(dead);
+    Py_DECREF(dead);
+    if (is_dead < 0)
+        return -1;
+    if (is_dead && rsm_lock_recover(l, owner, w) == RSM_OWNER_DEAD)
+        return RSM_OWNER_DEAD;
+    return 0;
+}
+
+/* threading.Lock.acquire's argument rules -> deadline (0: try once, -1: none). */
+static int lock_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int64_t *deadline)
+{
+    int blocking = 1;
+    PyObject *timeout = NULL;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return -1;
+    }
+    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0)
+        return -1;
+    if (nargs == 2)
+        timeout = args[1];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *val = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(key, "blocking") == 0 && nargs < 1) {
+            if ((blocking = PyObject_IsTrue(val)) < 0)
+                return -1;
+        } else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0 && nargs < 2) {
+            timeout = val;
+        } else {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
+            return -1;
+        }
+    }
+    double t = -1;
+    if (timeout && (t = PyFloat_AsDouble(timeout)) == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!blocking) {
+        if (t != -1) {
+            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+            return -1;
+        }
+        *deadline = 0;
+        return 0;
+    }
+    if (t == -1) {
+        *deadline = -1;
+        return 0;
+    }
+    if (t < 0 || isnan(t)) {
+        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+        return -1;
+    }
+    if (t > 1e9) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    int64_t ns = (int64_t)(t * 1e9);
+    *deadline = rsm_now_ns() + (ns > 0 ? ns : 1);
+    return 0;
+}
+
+static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline)
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    if (try_fast(self))
+        Py_RETURN_TRUE;
+    rsm_lock *l = (rsm_lock *)self->obj;
+    int r = blocking_loop(self, self->recursive ? rlock_step : lock_step, lock_abandon, lock_policy, &l->wq,
+                          deadline);
+    if (r < 0)
+        return NULL;
+    if (r == RSM_OK)
+        Py_RETURN_TRUE;
+    if (r == RSM_TIMEOUT)
+        Py_RETURN_FALSE;
+    if (r == RSM_OWNER_DEAD) {
+        PyObject *told = PyObject_CallMethodNoArgs((PyObject *)self, str_tell_owner_died);
+        if (!told) {
+            /* Telling failed (warning turned into an error): do not keep the lock, and
+             * keep its OWNER_DIED mark so the next holder is told instead. */
+            if (self->recursive)
+                rsm_rlock_release(l, 0);
+            else
+                rsm_lock_release(l, 0);
+            return NULL;
+        }
+        Py_DECREF(told);
+        Py_RETURN_TRUE;
+    }
+    return fail((PyObject *)self, r);
+}
+
+static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (self->obj && nargs == 0 && !kwnames && try_fast(self)) /* the common form, first */
+        Py_RETURN_TRUE;
+    int64_t deadline;
+    if (lock_deadline(args, nargs, kwnames, &deadline) < 0)
+        return NULL;
+    return lock_acquire_deadline(self, deadline);
+}
+
+static PyObject *FastLock_enter(FastLock *self, PyObject *Py_UNUSED(ignored))
+{
+    return lock_acquire_deadline(self, -1);
+}
+
+static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    if (release_fast(self))
+        Py_RETURN_NONE;
+    rsm_lock *l = (rsm_lock *)self->obj;
+    int r;
+    if (self->recursive) {
+        r = rsm_rlock_release(l, 1);
+    } else {
+        r = rsm_lock_release(l, 1);
+        if (r == RSM_NOT_OWNER)
+            r = rsm_lock_release_foreign(l); /* threading.Lock: any thread may release it */
+    }
+    if (r != RSM_OK)
+        return fail((PyObject *)self, r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastLock_exit(FastLock *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return FastLock_release(self, NULL);
+}
+
+static PyObject *FastLock_locked(FastLock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->obj)
+        return fail((PyObject *)self, RSM_CLOSED);
+    return PyBool_FromLong((atomic_load(&((rsm_lock *)self->obj)->word) & RSM_TID_MASK) != 0);
+}
+
+/* ---- FastSem / FastEvent -------------------------------------------------------------- */
+
+static int sem_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_sem_acquire((rsm_sem *)obj, w, d); }
+static void sem_abandon(void *obj, rsm_waiter *w) { rsm_sem_abandon((rsm_sem *)obj, w); }
+static int event_step(void *obj, rsm_waiter *w, int64_t d) { return rsm_event_wait((rsm_event *)obj, w, 1, 1, d); }
+static void event_abandon(void *obj, rsm_waiter *w) { rsm_event_abandon((rsm_event *)obj, w); }
 
 static int parse_blocking_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                                   int *blocking, PyObject **timeout)
@@ -326,7 +438,7 @@ static PyObject *sem_acquire_deadline(FastWait *self, int64_t deadline)
     int r = rsm_sem_acquire((rsm_sem *)self->obj, &w, 0);
     if (r != RSM_TIMEOUT || deadline == 0)
         return sem_result(self, r);
-    r = blocking_loop(self, sem_step, sem_abandon, &((rsm_sem *)self->obj)->wq, deadline);
+    r = blocking_loop(self, sem_step, sem_abandon, NULL, &((rsm_sem *)self->obj)->wq, deadline);
     return r < 0 ? NULL : sem_result(self, r);
 }
 
@@ -420,7 +532,7 @@ static PyObject *FastEvent_wait(FastWait *self, PyObject *const *args, Py_ssize_
         return NULL;
     if (deadline == 0)
         Py_RETURN_FALSE;
-    int r = blocking_loop(self, event_step, event_abandon, &e->wq, deadline);
+    int r = blocking_loop(self, event_step, event_abandon, NULL, &e->wq, deadline);
     if (r < 0)
         return NULL;
     if (r == RSM_OK)
@@ -453,37 +565,6 @@ static PyObject *FastEvent_is_set(FastWait *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(atomic_load(&((rsm_event *)self->obj)->word) == 1);
 }
 
-/* _bind(address, segment) / _bind(0, None): point at the struct inside the mapping. */
-static PyObject *FastWait_bind(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_bind(address, segment)");
-        return NULL;
-    }
-    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
-    if (addr == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (addr % 64 != 0) {
-        PyErr_SetString(PyExc_ValueError, "misaligned object address");
-        return NULL;
-    }
-    PyObject *pins = NULL;
-    if (args[1] != Py_None) {
-        pins = PyObject_GetAttr(args[1], str_pins);
-        if (!pins)
-            return NULL;
-        if (!PyList_CheckExact(pins)) {
-            Py_DECREF(pins);
-            PyErr_SetString(PyExc_TypeError, "segment._pins must be a list");
-            return NULL;
-        }
-    }
-    self->obj = (void *)(uintptr_t)addr;
-    Py_XSETREF(self->seg, Py_NewRef(args[1]));
-    Py_XSETREF(self->pins, pins);
-    Py_RETURN_NONE;
-}
-
 static int FastWait_traverse(FastWait *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->seg);
@@ -505,6 +586,17 @@ static void FastWait_dealloc(FastWait *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyMethodDef FastLock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))FastLock_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool"},
+    {"release", (PyCFunction)FastLock_release, METH_NOARGS, "release()"},
+    {"locked", (PyCFunction)FastLock_locked, METH_NOARGS, "locked() -> bool"},
+    {"__enter__", (PyCFunction)FastLock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))FastLock_exit, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef FastSem_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))FastSem_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire(blocking=True, timeout=None) -> bool"},
@@ -512,7 +604,7 @@ static PyMethodDef FastSem_methods[] = {
     {"_wait", (PyCFunction)(void (*)(void))FastSem_wait, METH_FASTCALL | METH_KEYWORDS, "_wait(timeout=None) -> bool"},
     {"__enter__", (PyCFunction)FastSem_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))FastSem_exit, METH_FASTCALL, NULL},
-    {"_bind", (PyCFunction)(void (*)(void))FastWait_bind, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -521,8 +613,21 @@ static PyMethodDef FastEvent_methods[] = {
     {"set", (PyCFunction)FastEvent_set, METH_NOARGS, "set()"},
     {"clear", (PyCFunction)FastEvent_clear, METH_NOARGS, "clear()"},
     {"is_set", (PyCFunction)FastEvent_is_set, METH_NOARGS, "is_set() -> bool"},
-    {"_bind", (PyCFunction)(void (*)(void))FastWait_bind, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rsm_shm._fast.FastLock",
+    .tp_basicsize = sizeof(FastObj),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "C entry points of rsm_shm.Lock and RLock (internal).",
+    .tp_methods = FastLock_methods,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)FastWait_traverse,
+    .tp_clear = (inquiry)FastWait_clear_refs,
+    .tp_dealloc = (destructor)FastWait_dealloc,
 };
 
 static PyTypeObject FastSemType = {
@@ -560,12 +665,12 @@ static struct PyModuleDef fastmodule = {
 
 PyMODINIT_FUNC PyInit__fast(void)
 {
-    str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
-    str_release_slow = PyUnicode_InternFromString("_release_slow");
-    str_end_use_unmap = PyUnicode_InternFromString("_maybe_unmap");
     str_fail = PyUnicode_InternFromString("_fail");
     str_pins = PyUnicode_InternFromString("_pins");
-    if (!str_acquire_slow || !str_release_slow || !str_end_use_unmap || !str_fail || !str_pins)
+    str_maybe_unmap = PyUnicode_InternFromString("_maybe_unmap");
+    str_owner_is_dead = PyUnicode_InternFromString("_owner_is_dead");
+    str_tell_owner_died = PyUnicode_InternFromString("_tell_owner_died");
+    if (!str_fail || !str_pins || !str_maybe_unmap || !str_owner_is_dead || !str_tell_owner_died)
         return NULL;
     if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
         return NULL;

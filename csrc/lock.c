@@ -106,7 +106,9 @@ int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns)
             }
         }
         if (w->slot == RSM_WAITER_NONE) {
-            w->nospin = 1; /* a lock waiter spins on the word (above), not on its slot */
+            /* A barging waiter spins on the word (above), not on its slot; a FIFO waiter
+             * is handed the lock through its slot, so it spins there (adaptively). */
+            w->nospin = l->policy != RSM_LOCK_FIFO;
             rsm_wq_enqueue(&l->wq, w, 0);
             continue; /* re-check the word after publishing (Dekker) */
         }

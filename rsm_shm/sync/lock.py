@@ -95,7 +95,7 @@ def lock_statistics(ptr) -> LockStatistics:
     )
 
 
-class _LockCommon(SharedObject):
+class _LockCommon(FastLock, SharedObject):
     """Segment handling, tag, pending, statistics, owner-death policy for Lock and RLock."""
 
     _ptr: Any  # cffi pointer to the C struct in the segment
@@ -159,47 +159,48 @@ class _LockCommon(SharedObject):
         self = cls.__new__(cls)
         self._seg = seg
         self._ptr = ptr
-        if isinstance(self, FastLock):
-            self._bind(int(ffi.cast("uintptr_t", ptr)), cls._kind == Kind.RLOCK)
+        self._bind(int(ffi.cast("uintptr_t", ptr)), seg, cls._kind == Kind.RLOCK)
         return self
 
-    # -- policy between slices -------------------------------------------------------------
+    # -- policy, called by the C entry points (csrc/fastpath.c) ---------------------------
 
-    def _on_slice(self, w) -> Optional[int]:
-        owner = self._ptr.word & lib.RSM_TID_MASK
-        if _base.owner_is_dead(owner):
-            r = lib.rsm_lock_recover(self._ptr, owner, w)
-            if r == lib.RSM_OWNER_DEAD:
-                return r
-        return None
+    def _owner_is_dead(self, tid: int) -> bool:
+        """Between slices of a blocked acquire: may the waiter take the lock over?"""
+        return _base.owner_is_dead(tid)
 
-    def _tell(self, release_untold) -> None:
-        """Tell the new holder its predecessor died.  If telling raises, do not keep the lock."""
+    def _tell_owner_died(self) -> None:
+        """Tell a holder that took the lock over from a dead owner.  If this raises (the
+        warning is configured as an error), C releases the lock again with its mark kept."""
         dead = OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
-        try:
-            warnings.warn(
-                OwnerDiedWarning(
-                    f"{type(self).__name__} {self.name!r}: the previous owner (pid {dead.pid}, tid {dead.tid}) "
-                    f"died holding it; the state it protects may be inconsistent"
-                ),
-                stacklevel=4,
-            )
-        except BaseException:
-            release_untold()
-            raise
+        warnings.warn(
+            OwnerDiedWarning(
+                f"{type(self).__name__} {self.name!r}: the previous owner (pid {dead.pid}, tid {dead.tid}) "
+                f"died holding it; the state it protects may be inconsistent"
+            ),
+            stacklevel=2,
+        )
 
-    def _acquired(self, r: int, release_untold) -> bool:
-        if r == lib.RSM_OK:
-            return True
-        if r == lib.RSM_OWNER_DEAD:
-            self._tell(release_untold)
-            return True
-        if r == lib.RSM_TIMEOUT:
-            return False
-        raise RuntimeError(f"{self!r}: internal error {r} while acquiring")
+    def _fail(self, code: int):
+        if code == lib.RSM_NOT_OWNER:
+            raise RuntimeError(self._not_owner_message)
+        if code == lib.RSM_CLOSED:
+            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
+        if code == lib.RSM_OVERFLOW:
+            raise OverflowError(f"{self!r}: recursion too deep")
+        raise RuntimeError(f"{self!r}: internal error {code}")
+
+    def close(self) -> None:
+        self._bind(0, None)  # the C entry points must never touch an unmapped word
+        super().close()
+
+    # FastLock provides acquire(blocking=True, timeout=-1), release(), locked(),
+    # __enter__ and __exit__, each one C call; these names document them.
+    acquire = FastLock.acquire
+    release = FastLock.release
+    locked = FastLock.locked
 
 
-class Lock(FastLock, _LockCommon):
+class Lock(_LockCommon):
     """A primitive lock shared between threads and processes, like ``threading.Lock``.
 
     ``Lock(name=None, *, create=None, mode=0o600, policy="barging", max_waiters=64)``
@@ -218,42 +219,12 @@ class Lock(FastLock, _LockCommon):
     """
 
     _kind = Kind.LOCK
+    _not_owner_message = "release unlocked lock"
 
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)))
-
-    def _acquire_slow(self, blocking: bool = True, timeout: float = -1) -> bool:
-        self._check_open()
-        deadline = _base.deadline_from_lock_args(blocking, timeout)
-        ptr = self._ptr
-        r = _base.run_blocking(
-            lambda w, d: lib.rsm_lock_acquire(ptr, w, d),
-            lambda w: lib.rsm_lock_abandon(ptr, w),
-            deadline,
-            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
-            on_slice=self._on_slice,
-        )
-        return self._acquired(r, lambda: lib.rsm_lock_release(ptr, 0))
-
-    def _release_slow(self) -> None:
-        self._check_open()
-        r = lib.rsm_lock_release(self._ptr, 1)
-        if r == lib.RSM_NOT_OWNER:
-            # threading.Lock: any thread may release a held lock (a hand-over pattern).
-            r = lib.rsm_lock_release_foreign(self._ptr)
-        if r == lib.RSM_NOT_OWNER:
-            raise RuntimeError("release unlocked lock")
-
-    def locked(self) -> bool:
-        """True if some thread (in any process) holds the lock."""
-        self._check_open()
-        return (self._ptr.word & lib.RSM_TID_MASK) != 0
-
-    def close(self) -> None:
-        self._bind(0)  # the fast path must never touch an unmapped word
-        super().close()
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
 
     def _release_save(self) -> int:
         self.release()
@@ -262,12 +233,8 @@ class Lock(FastLock, _LockCommon):
     def _acquire_restore(self, count: int) -> None:
         self.acquire()
 
-    # FastLock provides acquire, release, __enter__, __exit__; these names document them.
-    acquire = FastLock.acquire
-    release = FastLock.release
 
-
-class RLock(FastLock, _LockCommon):
+class RLock(_LockCommon):
     """A reentrant lock shared between threads and processes, like ``threading.RLock``.
 
     The owning thread may acquire it again; each acquire needs a matching release.
@@ -277,38 +244,12 @@ class RLock(FastLock, _LockCommon):
     """
 
     _kind = Kind.RLOCK
+    _not_owner_message = "cannot release un-acquired lock"
 
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), True)
-
-    def _acquire_slow(self, blocking: bool = True, timeout: float = -1) -> bool:
-        self._check_open()
-        ptr = self._ptr
-        deadline = _base.deadline_from_lock_args(blocking, timeout)
-        r = _base.run_blocking(
-            lambda w, d: lib.rsm_rlock_acquire(ptr, w, d),
-            lambda w: lib.rsm_lock_abandon(ptr, w),
-            deadline,
-            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
-            on_slice=self._on_slice,
-        )
-        if r == lib.RSM_OVERFLOW:
-            raise OverflowError(f"{self!r}: recursion too deep")
-        return self._acquired(r, lambda: lib.rsm_rlock_release(ptr, 0))
-
-    def _release_slow(self) -> None:
-        self._check_open()
-        if lib.rsm_rlock_release(self._ptr, 1) == lib.RSM_NOT_OWNER:
-            raise RuntimeError("cannot release un-acquired lock")
-
-    acquire = FastLock.acquire
-    release = FastLock.release
-
-    def close(self) -> None:
-        self._bind(0)
-        super().close()
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg, True)
 
     def _release_save(self) -> int:
         """Condition support: release every level; returns the depth to restore."""

@@ -694,13 +694,17 @@ int rsm_ring_repair(rsm_ring *r, uint32_t suspect, uint64_t pos, int32_t dead_pi
             return RSM_RETRY;
         /* The dead holder either moved tail (its record is RESERVED(dead) and will be
          * tombstoned) or did not (its header beyond tail is overwritten by the next one). */
+        atomic_fetch_add_explicit(&r->repairs, 1, memory_order_relaxed);
         wake_producers(r);
         return RSM_OK;
     }
     if (suspect == RSM_SUSPECT_ROLE) {
         _Atomic uint32_t *owner = pos == RSM_RING_ROLE_PRODUCER ? &r->prod_owner : &r->cons_owner;
         uint32_t expected = (uint32_t)dead_pid;
-        return atomic_compare_exchange_strong(owner, &expected, 0) ? RSM_OK : RSM_RETRY;
+        if (!atomic_compare_exchange_strong(owner, &expected, 0))
+            return RSM_RETRY;
+        atomic_fetch_add_explicit(&r->repairs, 1, memory_order_relaxed);
+        return RSM_OK;
     }
     if (suspect == RSM_SUSPECT_RESERVED) {
         uint64_t t = tpos(atomic_load(&r->tail)), h = atomic_load(&r->head);
@@ -712,6 +716,7 @@ int rsm_ring_repair(rsm_ring *r, uint32_t suspect, uint64_t pos, int32_t dead_pi
          * read (CONSUMED records are only skipped and freed). */
         if (!atomic_compare_exchange_strong(&rec->state, &st, mkstate(pos, 0, RSM_REC_CONSUMED)))
             return RSM_RETRY;
+        atomic_fetch_add_explicit(&r->repairs, 1, memory_order_relaxed);
         if (!(r->flags & RSM_RING_SINGLE_CONSUMER)) {
             /* The tombstone counts as taken (single consumer: take() counts it). */
             atomic_fetch_add_explicit(&r->nget, 1, memory_order_relaxed);
@@ -775,6 +780,7 @@ int rsm_ring_reclaim(rsm_ring *r, uint64_t pos, int32_t dead_pid, char *buf, uin
     copy_out(r, pos, buf, len);
     atomic_store(&rec->state, mkstate(pos, 0, RSM_REC_CONSUMED));
     atomic_fetch_add_explicit(&r->nget, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->repairs, 1, memory_order_relaxed);
     advance_head(r);
     op->len = len;
     return RSM_OK;

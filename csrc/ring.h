@@ -104,7 +104,9 @@ typedef struct rsm_ring {
     uint32_t flags;            /* RSM_RING_SINGLE_PRODUCER | RSM_RING_SINGLE_CONSUMER */
     uint32_t nslots;           /* of each wait queue */
     _Atomic uint32_t closed;   /* mirror of tail's CLOSED bit for inspection tools */
-    uint32_t _pad0[5];
+    _Atomic uint32_t repairs;  /* dead peers' leftovers repaired: tombstones, reclaimed claims,
+                                * reservation-lock and role takeovers (statistics) */
+    uint32_t _pad0[4];
     /* line 1: producers */
     _Atomic uint64_t tail;
     _Atomic uint64_t nput;     /* messages reserved (statistics, qsize) */

@@ -95,6 +95,7 @@ class RingStatistics:
     blocked_consumers: int
     single_producer: bool
     single_consumer: bool
+    repairs: int            # leftovers of dead processes repaired so far (see csrc/ring.h)
 
     def __str__(self) -> str:
         mode = ("1" if self.single_producer else "N") + "->" + ("1" if self.single_consumer else "N")
@@ -103,6 +104,8 @@ class RingStatistics:
             s += f", {self.blocked_producers} producers blocked"
         if self.blocked_consumers:
             s += f", {self.blocked_consumers} consumers blocked"
+        if self.repairs:
+            s += f", {self.repairs} repairs"
         if self.closed:
             s += ", closed"
         return s
@@ -563,6 +566,7 @@ class Ring(SharedObject):
             blocked_consumers=self._cwq.nwaiters + self._cwq.noverflow,
             single_producer=bool(p.flags & lib.RSM_RING_SINGLE_PRODUCER),
             single_consumer=bool(p.flags & lib.RSM_RING_SINGLE_CONSUMER),
+            repairs=p.repairs,
         )
 
     def _describe(self) -> str:

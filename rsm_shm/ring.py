@@ -272,8 +272,9 @@ class Ring(SharedObject):
         """Append several messages in order with one C call per batch that fits.
 
         Blocks like :meth:`put` for whatever does not fit yet.  On timeout raises
-        ``queue.Full`` whose ``sent`` attribute counts the messages that were put (a prefix
-        of ``items``).  Raises ValueError before putting anything if one is too large.
+        ``queue.Full``, on close :class:`Closed`; either exception's ``sent`` attribute
+        counts the messages that were put (a prefix of ``items``).  Raises ValueError before
+        putting anything if one is too large.
         """
         self._check_open()
         items = [i if type(i) is bytes else bytes(i) for i in items]
@@ -294,8 +295,9 @@ class Ring(SharedObject):
             deadline = _validate_timeout(timeout)
             r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
                           lib.RSM_RING_ROLE_PRODUCER, deadline, op)
-        if r == _TIMEOUT:
-            exc = queue.Full(f"{op.done} of {count} messages put")
+        if r == _TIMEOUT or r == _CLOSED:
+            exc = (queue.Full(f"{op.done} of {count} messages put") if r == _TIMEOUT
+                   else Closed(f"{self._describe()} is closed ({op.done} of {count} messages put)"))
             exc.sent = op.done  # type: ignore[attr-defined]
             raise exc
         self._raise_put(r)

@@ -197,6 +197,22 @@ def test_close_wakes_blocked_consumers_and_producers(make_ring):
         r2.get_many(4)
     assert r2.closed
 
+    r3 = make_ring(capacity=256)
+    sent = []
+
+    def batch_producer():
+        try:
+            r3.put_many([b"z" * 16] * 20, timeout=10)  # 8 fit, then it blocks
+        except Closed as e:
+            sent.append(e.sent)
+
+    t = threading.Thread(target=batch_producer)
+    t.start()
+    _wait_for(lambda: r3.statistics().blocked_producers == 1)
+    r3.close()
+    t.join(10)
+    assert sent == [8] and len(r3.get_many(100)) == 8
+
 
 def test_put_many_get_many_order_and_partial_timeout(make_ring, mode):
     r = make_ring(capacity=512, **mode)

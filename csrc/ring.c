@@ -147,6 +147,16 @@ static void wake_producers(rsm_ring *r)
         return;
     uint64_t used = tpos(atomic_load(&r->tail)) - atomic_load(&r->head);
     uint64_t room = used >= r->capacity ? 0 : r->capacity - used;
+    /* Hysteresis: with producers faster than consumers the ring stays full, and waking a
+     * sleeper per freed record would cost a system call per get.  So sleepers are woken
+     * once a slice of the ring is free; a sleeper whose message fits sooner still finds
+     * the room at its next slice (<= RSM_SLICE_NS), so no put waits longer than that
+     * beyond the moment its message fits. */
+    uint64_t slack = r->capacity / RSM_RING_WAKE_FRACTION;
+    if (slack > RSM_RING_WAKE_MAX)
+        slack = RSM_RING_WAKE_MAX;
+    if (room < slack)
+        return;
     uint32_t mask = 0;
     for (uint32_t k = 0; k < RSM_RING_NEED_CLASSES; k++)
         if ((16ull << k) <= room)

@@ -68,7 +68,9 @@
  * condition after enqueueing (Dekker with nwaiters), and wakers only touch a queue whose
  * nwaiters (or noverflow) is non-zero, so nobody makes a system call when nobody sleeps.
  * A producer's waiter kind is its need class k (needs at most 16 << k bytes; 15 = more),
- * so a consumer wakes only producers whose message now fits.
+ * so a consumer wakes only producers whose message now fits, and only once a slice of the
+ * ring (RSM_RING_WAKE_*) is free: one wake-up per many gets when producers outrun
+ * consumers; a sleeper that would fit earlier still re-checks at its next slice.
  */
 #ifndef RSM_RING_H
 #define RSM_RING_H
@@ -88,6 +90,9 @@ enum { RSM_SUSPECT_NONE = 0, RSM_SUSPECT_PLOCK = 1, RSM_SUSPECT_RESERVED = 2, RS
 #define RSM_RING_CTRL_SIZE 256u
 #define RSM_REC_PID_MAX ((1u << 22) - 1)
 #define RSM_RING_NEED_CLASSES 16u
+/* Blocked producers are woken once min(capacity / 8, 64 KiB) is free (see wake_producers). */
+#define RSM_RING_WAKE_FRACTION 8u
+#define RSM_RING_WAKE_MAX 65536u
 
 typedef struct rsm_rec {
     _Atomic uint64_t state;  /* tag << 25 | pid << 3 | phase */

@@ -152,6 +152,25 @@ def test_blocked_put_wakes_when_room_appears(make_ring):
     assert done.is_set() and r.get() == b"b" * 100
 
 
+def test_blocked_put_resumes_within_a_slice_even_below_the_wake_threshold(make_ring):
+    # Producers are woken once capacity/8 is free; one that fits earlier re-checks at its
+    # next slice (~50 ms) instead.
+    r = make_ring(capacity=1 << 16)
+    while True:
+        try:
+            r.put_nowait(b"f" * 1000)
+        except queue.Full:
+            break
+    done = []
+    t = threading.Thread(target=lambda: (r.put(b"small", timeout=5), done.append(time.monotonic())))
+    t.start()
+    _wait_for(lambda: r.statistics().blocked_producers == 1)
+    t0 = time.monotonic()
+    r.get()  # frees ~1 KiB: below the wake threshold (8 KiB here)
+    t.join(10)
+    assert done and done[0] - t0 < 0.5
+
+
 def test_close_wakes_blocked_consumers_and_producers(make_ring):
     r = make_ring(capacity=64)
     errors = []

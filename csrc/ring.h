@@ -93,6 +93,9 @@ enum { RSM_SUSPECT_NONE = 0, RSM_SUSPECT_PLOCK = 1, RSM_SUSPECT_RESERVED = 2, RS
 /* Blocked producers are woken once min(capacity / 8, 64 KiB) is free (see wake_producers). */
 #define RSM_RING_WAKE_FRACTION 8u
 #define RSM_RING_WAKE_MAX 65536u
+/* A consumer finding the ring empty polls tail this long before it enqueues to sleep
+ * (only when the producer last ran on another CPU). */
+#define RSM_RING_POLL_NS 3000
 
 typedef struct rsm_rec {
     _Atomic uint64_t state;  /* tag << 25 | pid << 3 | phase */

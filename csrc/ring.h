@@ -96,6 +96,8 @@ enum { RSM_SUSPECT_NONE = 0, RSM_SUSPECT_PLOCK = 1, RSM_SUSPECT_RESERVED = 2, RS
 /* A consumer finding the ring empty polls tail this long before it enqueues to sleep
  * (only when the producer last ran on another CPU). */
 #define RSM_RING_POLL_NS 3000
+/* ... or, on the producer's CPU, yields it this many times (lets a runnable producer in). */
+#define RSM_RING_POLL_YIELDS 4
 
 typedef struct rsm_rec {
     _Atomic uint64_t state;  /* tag << 25 | pid << 3 | phase */

@@ -38,6 +38,8 @@ class ElectionMixin:
     def tick_election(self: "Raft") -> None:
         """Tick of followers and candidates: campaign when the timer expires."""
         self.election_elapsed += 1
+        if self.boot_lease_ticks:
+            self.boot_lease_ticks -= 1
         if self.promotable() and self.past_election_timeout():
             self.election_elapsed = 0
             self.step(Message(MessageType.HUP, to=self.id, frm=self.id))
@@ -108,6 +110,8 @@ class ElectionMixin:
     def in_lease(self: "Raft") -> bool:
         """Whether we heard from a leader within the election timeout (check-quorum
         only).  Such a node ignores (pre)votes: leader stickiness, thesis §4.2.3."""
+        if self.boot_lease_ticks:
+            return True  # restarted with lease reads on: see machine.Raft.__init__
         return self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
 
     def handle_vote_request(self: "Raft", m: Message) -> None:

@@ -19,7 +19,7 @@ from .election import CampaignType, ElectionMixin, TRANSFER_CONTEXT
 from .errors import NotLeaderError, ProposalDroppedError
 from .log import RaftLog
 from .membership import MembershipMixin
-from .readonly import ReadMixin, ReadOnly
+from .readonly import ReadMixin, ReadOnly, ReadOnlyOption
 from .replication import ReplicationMixin
 from .storage import Storage
 from .tracker import Progress, ProgressState, ProgressTracker
@@ -86,6 +86,11 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         self.append_pending = False  # proposals not yet broadcast (see flush_appends)
 
         hs, cs = storage.initial_state()
+        # Lease reads: before a crash we may have acknowledged a leader's lease; having
+        # forgotten whom we followed, refuse (pre)votes for one election timeout.
+        self.boot_lease_ticks = (
+            self.election_timeout if cfg.read_only_option == ReadOnlyOption.LEASE_BASED and hs.term > 0 else 0
+        )
         if cs.is_empty():
             # A new node: the configuration comes from the caller.  On a restart
             # the storage's configuration wins (it reflects committed changes).
@@ -195,6 +200,7 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
     def tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        self.read_only.tick()
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
             if self.check_quorum:

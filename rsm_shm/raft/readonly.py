@@ -18,12 +18,20 @@ Rounds are numbered by the leader itself, so requests with equal application con
 (even from different nodes) never collide.
 
 Lease-based reads (``ReadOnlyOption.LEASE_BASED``, opt-in, thesis §6.4.1): the leader
-answers at once with its commit index, skipping step 3.  This is only safe if clocks
-drift by a bounded amount: a leader assumes no other leader can be elected while its
-followers' election timers, reset by its heartbeats, have not expired, which holds only
-if ticks advance at similar rates on all nodes.  It requires ``check_quorum`` (a leader
-that loses its quorum steps down within an election timeout) and the followers' lease
-check on (pre)votes that comes with it.
+answers at once with its commit index, skipping step 3, while it holds a lease.  Every
+heartbeat carries a round numbered with the tick it was sent at; once a quorum
+acknowledged a round sent at tick ``s``, each of those followers reset its election timer
+at or after ``s`` and, by leader stickiness (``check_quorum``), refuses to vote before
+``s + election_timeout`` of its own ticks, so no other leader can exist before then.
+The leader therefore answers from its lease only while ``now < s + election_timeout - 1``
+(one tick of margin), never during a leadership transfer, and otherwise falls back to a
+ReadIndex round.  This rests on the clock assumption: ticks advance at the same rate on
+every node (bounded drift is what the margin absorbs).  A node that restarts has
+forgotten whom it followed, so with lease reads it refuses votes for an election timeout
+after starting.  ``campaign()`` (a forced election, as in leadership transfer) bypasses
+leases by design: a lease leader's reads are then only as safe as its caller's choice.
+(etcd's lease reads lack the tick bookkeeping and can serve stale reads for up to a
+second election timeout: etcd-io/raft#166.)
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 from typing import Deque, Dict, List, Optional
 
 from .quorum import joint_committed
+from .types import NONE
 
 __all__ = ["ReadOnlyOption", "ReadIndexRequest", "ReadOnly", "encode_round", "decode_round"]
 
@@ -73,11 +82,34 @@ class ReadOnly:
         self._round = 0
         self._pending: Deque[ReadIndexRequest] = deque()
         self._acks: Dict[int, int] = {}  # voter -> highest round it acknowledged
+        self.now = 0  # the leader's ticks since it became leader (lease clock)
+        self._sent_at: Dict[int, int] = {}  # round -> self.now when its heartbeat left
+
+    def tick(self) -> None:
+        self.now += 1
 
     def add_request(self, index: int, frm: int, context: bytes) -> int:
         self._round += 1
+        self._sent_at[self._round] = self.now
         self._pending.append(ReadIndexRequest(self._round, index, frm, context))
         return self._round
+
+    def new_lease_round(self) -> int:
+        """A round for a plain heartbeat (lease mode): its quorum acknowledgement
+        renews the lease from the tick it was sent."""
+        self._round += 1
+        self._sent_at[self._round] = self.now
+        return self._round
+
+    def lease_start(self, incoming, outgoing) -> Optional[int]:
+        """The send tick of the newest round a quorum acknowledged (None: none yet).
+        Every follower of that quorum reset its election timer at or after that tick."""
+        r = self.confirmed_round(incoming, outgoing)
+        if not r:
+            return None
+        for old in [k for k in self._sent_at if k < r]:
+            del self._sent_at[old]
+        return self._sent_at.get(r)
 
     def last_pending_round(self) -> int:
         """Round to piggyback on heartbeats (0 = none pending)."""
@@ -121,9 +153,17 @@ class ReadMixin:
             return
         self._send_read_index_response(m)
 
+    def in_read_lease(self) -> bool:
+        """Whether a lease read may be answered now (see the module docs)."""
+        if self.lead_transferee != NONE:
+            return False
+        cfg = self.trk.config
+        start = self.read_only.lease_start(cfg.incoming, cfg.outgoing)
+        return start is not None and self.read_only.now < start + self.election_timeout - 1
+
     def _send_read_index_response(self, m) -> None:
         index = self.raft_log.committed
-        if self.read_only.option == ReadOnlyOption.LEASE_BASED:
+        if self.read_only.option == ReadOnlyOption.LEASE_BASED and self.in_read_lease():
             self._answer_read(m.frm, m.context, index)
             return
         rnd = self.read_only.add_request(index, m.frm, m.context)
@@ -139,7 +179,7 @@ class ReadMixin:
 
     def handle_read_ack(self, m) -> None:
         """A heartbeat response may acknowledge a ReadIndex round."""
-        if self.read_only.option != ReadOnlyOption.SAFE or not m.context:
+        if not m.context:
             return
         rnd = decode_round(m.context)
         if rnd is None or not self.trk.is_voter(m.frm):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from .readonly import encode_round
+from .readonly import ReadOnlyOption, encode_round
 from .storage import CompactedError, SnapshotTemporarilyUnavailable, UnavailableError
 from .tracker import Progress, ProgressState
 from .types import Message, MessageType, Snapshot, entry_size
@@ -122,7 +122,10 @@ class ReplicationMixin:
 
     def bcast_heartbeat(self: "Raft", ctx: Optional[bytes] = None) -> None:
         if ctx is None:
-            rnd = self.read_only.last_pending_round()
+            if self.read_only.option == ReadOnlyOption.LEASE_BASED:
+                rnd = self.read_only.new_lease_round()  # every heartbeat renews the lease
+            else:
+                rnd = self.read_only.last_pending_round()
             ctx = encode_round(rnd) if rnd else b""
         for i, pr in self.trk.visit():
             if i == self.id:

@@ -283,21 +283,14 @@ def run_seed(
     )
 
 
-def _stale_lease_read(sim: Simulator, violation: Exception) -> bool:
-    return getattr(violation, "prop", None) == "linearizable-read" and sim.options.lease_reads
-
-
 # Predicates recognising the symptom of a known, *reported* core bug in a failed run, by
 # name.  A matching run is reported as ``known_issue`` instead of failing CI; each entry
 # must have a strict-xfail regression test in tests/raft/test_sim_regressions.py and must
 # go when the bug is fixed.  Only opt-in features may be excused this way: a violation
-# in the default configuration is always news.  (A former entry -- a leader re-sending
-# forever a snapshot its follower refused -- was fixed in the core.)
-KNOWN_ISSUES: Dict[str, Callable[[Simulator, Exception], bool]] = {
-    # LEASE_BASED reads: the lease lasts up to two election timeouts (the check-quorum
-    # window) while another leader can be elected after one (etcd-io/raft#166).
-    "stale-lease-read": _stale_lease_read,
-}
+# in the default configuration is always news.  Former entries, fixed in the core: a
+# leader re-sending forever a snapshot its follower refused; stale LEASE_BASED reads
+# (the lease outlived the followers' stickiness, etcd-io/raft#166).
+KNOWN_ISSUES: Dict[str, Callable[[Simulator, Exception], bool]] = {}
 
 
 def known_issue(sim: Simulator, violation: Optional[Exception]) -> Optional[str]:

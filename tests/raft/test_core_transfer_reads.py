@@ -147,12 +147,39 @@ def test_single_node_read_is_immediate():
 def test_lease_based_read_answers_without_heartbeat_round():
     net = Net(3, config=cfg(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True))
     net.elect(1)
+    net.tick(1)  # one heartbeat round acknowledged by a quorum: the lease starts at its send tick
     net.isolate(1)
     net.sent.clear()
     net.nodes[1].read_index(b"lease")
     net.process(1)
     assert net.read_states[1] == [ReadState(1, b"lease")]
     assert net.count(MessageType.HEARTBEAT) == 0
+
+
+def test_lease_is_not_granted_by_an_election_alone():
+    """Votes do not make followers sticky (they know no leader yet): no lease until a
+    quorum acknowledged a heartbeat, so the read falls back to a ReadIndex round."""
+    net = Net(3, config=cfg(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True))
+    net.elect(1)
+    net.isolate(1)
+    net.nodes[1].read_index(b"early")
+    net.process(1)
+    assert net.read_states[1] == []
+
+
+def test_lease_expires_before_another_leader_can_be_elected():
+    net = Net(3, config=cfg(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True))
+    net.elect(1)
+    net.tick(1)
+    net.isolate(1)
+    net.tick(8, who=[1])  # round sent at tick 1: the lease holds while now < 1 + 10 - 1
+    net.nodes[1].read_index(b"in time")
+    net.process(1)
+    assert net.read_states[1] == [ReadState(1, b"in time")]
+    net.tick(1, who=[1])
+    net.nodes[1].read_index(b"late")
+    net.process(1)
+    assert net.read_states[1] == [ReadState(1, b"in time")]  # "late": a ReadIndex round, unanswerable here
 
 
 def test_deposed_leader_cannot_answer_safe_read():

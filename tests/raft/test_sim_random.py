@@ -5,9 +5,9 @@ The CI set runs a few thousand short seeds (about a minute in all).  The bigger 
 only with ``RSM_SLOW=1`` (``RSM_SLOW=1 python -m pytest tests/raft/test_sim_random.py``);
 ``tools/raft_fuzz.py`` is the background version with millions of steps.  A failure
 message carries the seed and a shrunk action list to paste into a regression test.
-Runs explained by a reported bug of an opt-in feature (``sim_random.KNOWN_ISSUES``:
-today, stale lease-based reads) are only warned about; that bug has its own strict-xfail
-test, so its fix cannot go unnoticed.
+Runs explained by a reported bug of an opt-in feature (``sim_random.KNOWN_ISSUES``, empty
+today) are only warned about; such a bug has its own strict-xfail test, so its fix
+cannot go unnoticed.
 """
 
 from __future__ import annotations

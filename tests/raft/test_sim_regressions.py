@@ -72,13 +72,8 @@ def _isolated_lease_leader_keeps_reading():
     return sim
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SafetyViolation,
-    reason="core bug: LEASE_BASED reads are stale even with synchronised clocks -- the lease is "
-    "bounded by the check-quorum window (up to 2 election timeouts after the last quorum "
-    "contact), while the other side can elect a leader after 1 (etcd-io/raft#166)",
-)
+# Was a strict xfail (etcd-io/raft#166 in our core): the lease is now counted from the send
+# tick of a quorum-acknowledged heartbeat round (rsm_shm/raft/readonly.py).
 def test_lease_reads_stop_before_another_leader_can_be_elected():
     # Found by the simulator: with the partition at tick 0, nodes 2/3 elect a leader and
     # commit around tick 15 while node 1 still answers lease reads at its old commit

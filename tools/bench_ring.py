@@ -12,6 +12,11 @@ with a note, when not installed).  Scenarios:
   CPUs: median and p99;
 * Queue of pickled objects (64-byte payloads) against multiprocessing.Queue.
 
+Placement: throughput runs pin the consumer to the first CPU and the producers to the
+others (two free CPUs); the single-call 1->1 rows are repeated with every process on one
+CPU, since some peers (posix_ipc's 10-deep queue) behave very differently there.  The
+machine should be otherwise idle: other load shows up directly in these figures.
+
 Each figure is the median of --repeats runs (fresh processes and channels each run).  The
 table ends with the issue's targets as ratios measured in this same run.
 
@@ -285,7 +290,13 @@ class PosixMqPeer(Peer):
 # -- throughput ----------------------------------------------------------------------------
 
 
-def _producer(peer: Peer, ctx, payload: bytes, n: int, batched: bool, start, done) -> None:
+def _pin(cpus) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
+def _producer(peer: Peer, ctx, payload: bytes, n: int, batched: bool, start, done, cpus=None) -> None:
+    _pin(cpus)
     put, put_many, close = peer.sender(ctx)
     start.wait()
     if batched:
@@ -301,7 +312,8 @@ def _producer(peer: Peer, ctx, payload: bytes, n: int, batched: bool, start, don
     close()
 
 
-def _consumer(peer: Peer, ctx, n: int, batched: bool, start, result) -> None:
+def _consumer(peer: Peer, ctx, n: int, batched: bool, start, result, cpus=None) -> None:
+    _pin(cpus)
     get, get_many, close = peer.receiver(ctx)
     start.wait()
     t0 = time.perf_counter()
@@ -316,8 +328,21 @@ def _consumer(peer: Peer, ctx, n: int, batched: bool, start, result) -> None:
     close()
 
 
-def throughput(peer: Peer, size: int, nprod: int, batched: bool, total: int) -> float:
+#: Where throughput runs place their processes: "apart" = the consumer on the first CPU and
+#: the producers on the others (two free CPUs); "shared" = everyone on the first CPU.
+PLACEMENTS = ("apart", "shared")
+
+
+def _cpus_for(placement: str):
+    cpus = sorted(os.sched_getaffinity(0))
+    if placement == "shared" or len(cpus) < 2:
+        return {cpus[0]}, {cpus[0]}
+    return {cpus[0]}, set(cpus[1:])
+
+
+def throughput(peer: Peer, size: int, nprod: int, batched: bool, total: int, placement: str = "apart") -> float:
     """Messages per second for `total` messages from nprod producers to one consumer."""
+    ccpus, pcpus = _cpus_for(placement)
     ctx = peer.setup(nprod, size)
     try:
         payload = b"x" * size
@@ -325,10 +350,10 @@ def throughput(peer: Peer, size: int, nprod: int, batched: bool, total: int) -> 
         done = CTX.Event()
         rx, tx = CTX.Pipe(duplex=False)
         per = total // nprod
-        cons = CTX.Process(target=_consumer, args=(peer, ctx, per * nprod, batched, start, tx))
+        cons = CTX.Process(target=_consumer, args=(peer, ctx, per * nprod, batched, start, tx, ccpus))
         cons.start()
         time.sleep(0.05 if isinstance(peer, ZmqPeer) else 0)  # let PULL bind first
-        prods = [CTX.Process(target=_producer, args=(peer, ctx, payload, per, batched, start, done))
+        prods = [CTX.Process(target=_producer, args=(peer, ctx, payload, per, batched, start, done, pcpus))
                  for _ in range(nprod)]
         for p in prods:
             p.start()
@@ -438,6 +463,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             base //= 2
         return max(int(base * scale) // BATCH * BATCH, BATCH * 4)
 
+    print("# throughput: consumer pinned to the first CPU, producers to the others ('apart');")
+    print("# the 'shared' rows pin every process to the first CPU")
     header = f"{'scenario':<26}{'peer':<22}{'msgs/s':>12}{'MB/s':>10}"
     print("\n" + header + "\n" + "-" * len(header))
     for size in (64, 4096):
@@ -457,6 +484,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                     rate = median_of(repeats, lambda: throughput(peer, size, nprod, batched, n))
                     results[(scen, peer.name)] = rate
                     print(f"{scen:<26}{peer.name:<22}{rate:>12,.0f}{rate * size / 1e6:>10.1f}", flush=True)
+
+    # The single-call 1->1 rows again with both processes on one CPU (placement matters a
+    # lot for some peers: posix_ipc's 10-deep queue batches well there).
+    for size in (64, 4096):
+        scen = f"{size}B 1->1 single shared"
+        for peer in peers:
+            if isinstance(peer, RsmQueuePeer) or (isinstance(peer, RingPeer) and peer.mpmc):
+                continue
+            n = counts(size, peer)
+            rate = median_of(repeats, lambda: throughput(peer, size, 1, False, n, "shared"))
+            results[(scen, peer.name)] = rate
+            print(f"{scen:<26}{peer.name:<22}{rate:>12,.0f}{rate * size / 1e6:>10.1f}", flush=True)
 
     # Objects: rsm Queue vs mp.Queue (and faster_fifo with pickle would be its own thing).
     obj_peers = [p for p in (RsmQueuePeer(), MpQueuePeer()) if not p.available()]
@@ -492,10 +531,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     targets = [
         ("Ring 64B 1->1 single vs posix_ipc MQ", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "posix_ipc MQ"), 1.5),
+        ("  same, both on one CPU", ratio("64B 1->1 single shared", "rsm Ring", "64B 1->1 single shared",
+                                          "posix_ipc MQ"), 1.5),
         ("Ring 64B 1->1 single vs mp.Queue", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "mp.Queue"), 3.0),
         ("Ring 64B 1->1 batched vs pyzmq", ratio("64B 1->1 batched", "rsm Ring", "64B 1->1 batched", "pyzmq PUSH/PULL"), 1.5),
         ("Ring 4KiB 1->1 single vs posix_ipc MQ (MB/s)",
          ratio("4096B 1->1 single", "rsm Ring", "4096B 1->1 single", "posix_ipc MQ"), 1.2),
+        ("  same, both on one CPU", ratio("4096B 1->1 single shared", "rsm Ring", "4096B 1->1 single shared",
+                                          "posix_ipc MQ"), 1.2),
         ("Ring 64B 4->1 batched vs faster_fifo batched",
          ratio("64B 4->1 batched", "rsm Ring", "64B 4->1 batched", "faster_fifo"), 1.5),
         ("RTT shared CPU: posix_ipc / Ring", ratio("rt shared CPU", "rsm Ring", "rt shared CPU", "posix_ipc MQ",
@@ -514,7 +557,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _obj_producer(peer, ctx, n, start, done):
+def _obj_producer(peer, ctx, n, start, done, cpus=None):
+    _pin(cpus)
     put, _, close = peer.sender(ctx)
     start.wait()
     obj = (1, "job", b"x" * 64)
@@ -524,7 +568,8 @@ def _obj_producer(peer, ctx, n, start, done):
     close()
 
 
-def _obj_consumer(peer, ctx, n, start, result):
+def _obj_consumer(peer, ctx, n, start, result, cpus=None):
+    _pin(cpus)
     get, _, close = peer.receiver(ctx)
     start.wait()
     t0 = time.perf_counter()
@@ -536,13 +581,14 @@ def _obj_consumer(peer, ctx, n, start, result):
 
 def throughput_objects(peer: Peer, n: int) -> float:
     """Objects per second: a small tuple with a 64-byte payload, 1->1, one per call."""
+    ccpus, pcpus = _cpus_for("apart")
     ctx = peer.setup(1, 64)
     try:
         start = CTX.Barrier(3)
         done = CTX.Event()
         rx, tx = CTX.Pipe(duplex=False)
-        cons = CTX.Process(target=_obj_consumer, args=(peer, ctx, n, start, tx))
-        prod = CTX.Process(target=_obj_producer, args=(peer, ctx, n, start, done))
+        cons = CTX.Process(target=_obj_consumer, args=(peer, ctx, n, start, tx, ccpus))
+        prod = CTX.Process(target=_obj_producer, args=(peer, ctx, n, start, done, pcpus))
         cons.start()
         prod.start()
         start.wait()

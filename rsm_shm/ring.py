@@ -23,6 +23,15 @@ Semantics in short:
 * ``producers=1`` / ``consumers=1`` at creation select lock-free single-producer /
   single-consumer paths; the first thread that puts (gets) then holds that role until it
   exits or calls :meth:`Ring.detach`.  Another live thread trying is a RuntimeError.
+* Waiting costs nothing to the other side unless someone sleeps: a consumer that finds
+  the ring empty first polls for ~3 us (producer on another CPU) or yields a few times
+  (producer on its CPU), then sleeps on a futex; a put wakes a sleeper only if there is
+  one.  Blocked producers are woken once ``min(capacity/8, 64 KiB)`` is free (one wake-up
+  per many gets when producers outrun consumers); one whose message fits earlier finds
+  the room at its next ~50 ms slice.
+* Liveness of a stuck peer is judged by pid (records keep 22 bits of it, no start time):
+  if a dead producer's pid is reused by a new live process before the check, consumers
+  keep waiting for that record until the new process exits.
 """
 from __future__ import annotations
 

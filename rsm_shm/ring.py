@@ -38,6 +38,7 @@ from __future__ import annotations
 import pickle
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
@@ -54,6 +55,8 @@ __all__ = ["Ring", "Queue", "RingStatistics", "Closed", "EndOfStream", "DEFAULT_
 DEFAULT_CAPACITY = 1 << 20
 #: Per-thread receive buffer to start with; grown when a larger message arrives.
 _INITIAL_BUFFER = 1 << 16
+#: Seconds to wait before judging a role-holding thread alive a second time.
+_ROLE_RECHECK = 0.05
 #: How many stuck claims of dead consumers one slice looks at.
 _MAX_CLAIMS = 16
 #: Bytes a record takes beyond its payload (header, alignment): see csrc/ring.h.
@@ -118,6 +121,15 @@ class RingStatistics:
         if self.closed:
             s += ", closed"
         return s
+
+
+def _role_holder_alive(tid: int) -> bool:
+    """Whether a role-holding thread lives.  A thread that just ended may still show in
+    /proc for a moment, so a live verdict is confirmed once more after a short pause."""
+    if not _proc.task_alive(tid):
+        return False
+    time.sleep(_ROLE_RECHECK)
+    return _proc.task_alive(tid)
 
 
 def _status(n: int) -> int:
@@ -506,7 +518,7 @@ class Ring(SharedObject):
             if r != lib.RSM_NOT_OWNER:
                 return r
             owner = op.suspect_pid
-            if owner and not _proc.task_alive(owner):
+            if owner and not _role_holder_alive(owner):
                 lib.rsm_ring_repair(ptr, lib.RSM_SUSPECT_ROLE, role, owner)
                 continue
             which = "producer" if role == lib.RSM_RING_ROLE_PRODUCER else "consumer"

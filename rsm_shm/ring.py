@@ -71,7 +71,7 @@ _OVERFLOW = lib.RSM_OVERFLOW
 _RETRY = lib.RSM_RETRY
 _put1 = lib.rsm_ring_put1
 _get1 = lib.rsm_ring_get1
-_get_block = lib.rsm_ring_get
+_get_tls = lib.rsm_ring_get_tls
 _NEG_WOULDBLOCK = -lib.RSM_WOULDBLOCK
 _WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
@@ -350,14 +350,14 @@ class Ring(SharedObject):
         if ptr is None:
             self._check_open()
         try:
-            buf, size, w, op = self._local.st
+            buf, size, w, op, tls = self._local.st
         except AttributeError:
-            buf, size, w, op = self._thread_state()
+            buf, size, w, op, tls = self._thread_state()
         try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
             if timeout is None:
                 # One C call takes a message, or waits for one until a slice ends (then the
                 # general loop takes over): lean for throughput and round-trip latency.
-                n = _get_block(ptr, w, buf, size, -1, op)
+                n = _get_tls(ptr, tls, -1)
             else:
                 n = _get1(ptr, buf, size)
             if n >= 0:
@@ -379,10 +379,16 @@ class Ring(SharedObject):
         st = getattr(local, "st", None)
         if st is None or st[1] < need:
             size = max(need, min(_INITIAL_BUFFER, self._max_message), 1)
+            buf = ffi.new("char[]", size)
             if st is None:
-                st = (ffi.new("char[]", size), size, _base.new_waiter(), ffi.new("rsm_ring_op *"))
+                tls = ffi.new("rsm_ring_tls *")  # waiter + op + buffer: one argument in C
+                tls.w.slot = _WAITER_NONE
+                st = (buf, size, ffi.addressof(tls, "w"), ffi.addressof(tls, "op"), tls)
             else:
-                st = (ffi.new("char[]", size), size, st[2], st[3])
+                tls = st[4]
+                st = (buf, size, st[2], st[3], tls)
+            tls.buf = buf
+            tls.cap = size
             local.st = st
         return st
 
@@ -390,12 +396,12 @@ class Ring(SharedObject):
         """Everything but the fast paths: non-blocking misses, timeouts, slices (the
         thread's waiter may be enqueued: continue with it), roles, large messages."""
         ptr = self._ptr
-        buf, size, w, op = self._thread_state()
+        buf, size, w, op = self._thread_state()[:4]
         try:
             if status == _CLOSED:
                 raise EndOfStream(f"{self._describe()} is closed and drained")
             if status == _OVERFLOW:
-                buf, size, w, op = self._thread_state(op.len)
+                buf, size, w, op = self._thread_state(op.len)[:4]
             if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
                 deadline = _validate_timeout(timeout)
                 if status == _WOULDBLOCK and deadline == 0:
@@ -408,7 +414,7 @@ class Ring(SharedObject):
                 if n >= 0:
                     return _unpack(buf, n)
                 if n == -_OVERFLOW:
-                    buf, size, w, op = self._thread_state(op.len)
+                    buf, size, w, op = self._thread_state(op.len)[:4]
                 elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER:
                     self._raise_get(-n)
                 b, bs = buf, size

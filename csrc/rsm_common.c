@@ -30,13 +30,13 @@ int64_t rsm_slice_end(int64_t deadline_ns)
 /* Thread ids are cached because gettid() is a system call and the fast path must not make
  * one.  A fork child inherits the forking thread's cache, so the atfork handler clears it. */
 static _Thread_local uint32_t cached_tid;
-static int32_t cached_pid;
+static _Atomic int32_t cached_pid; /* shared by the threads of a process: atomic, relaxed */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void reset_after_fork(void)
 {
     cached_tid = 0;
-    cached_pid = 0;
+    atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
 }
 
 static void install_atfork(void)
@@ -55,11 +55,13 @@ uint32_t rsm_gettid(void)
 
 int32_t rsm_getpid(void)
 {
-    if (__builtin_expect(cached_pid == 0, 0)) {
+    int32_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+    if (__builtin_expect(pid == 0, 0)) {
         pthread_once(&atfork_once, install_atfork);
-        cached_pid = (int32_t)getpid();
+        pid = (int32_t)getpid();
+        atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
     }
-    return cached_pid;
+    return pid;
 }
 
 int rsm_pid_alive(int32_t pid)

@@ -220,6 +220,19 @@ def _unlink_anonymous_at_exit() -> None:
 
 
 atexit.register(_unlink_anonymous_at_exit)
+_exit_hooked_pid = 0
+
+
+def _hook_multiprocessing_exit() -> None:
+    """A multiprocessing child leaves through os._exit(), skipping atexit, but runs the
+    finalizers of multiprocessing.util first: register ours there too (once per process)."""
+    global _exit_hooked_pid
+    if _exit_hooked_pid == os.getpid():
+        return
+    _exit_hooked_pid = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, _unlink_anonymous_at_exit, exitpriority=-10)
 
 
 def _anonymous_name() -> str:
@@ -328,6 +341,7 @@ class Segment:
         if anonymous:
             with _anon_lock:
                 _anon_owned[self.name] = os.getpid()
+            _hook_multiprocessing_exit()
         self.created = True
         lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
         self.header = _decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)

@@ -264,3 +264,23 @@ def test_corrupt_wait_queue_size_is_rejected(shm_name, cls, queue_offset):
     finally:
         obj.close()
         obj.unlink()
+
+
+def _make_anonymous_and_report(q) -> None:
+    lk = rsm_shm.Lock()
+    q.put(lk.name)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_anonymous_reclaimed_when_a_multiprocessing_child_exits(method):
+    """multiprocessing children leave through os._exit(): atexit does not run there."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context(method)
+    q = ctx.Queue()
+    p = ctx.Process(target=_make_anonymous_and_report, args=(q,))
+    p.start()
+    name = q.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0
+    assert not os.path.exists(segment.shm_path(name))

@@ -29,7 +29,6 @@ typedef struct {
 } FastObj;
 
 typedef FastObj FastLock;
-typedef FastObj FastWait;
 
 static inline int try_fast(FastLock *self)
 {
@@ -422,7 +421,7 @@ static int parse_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     return 0;
 }
 
-static PyObject *sem_result(FastWait *self, int r)
+static PyObject *sem_result(FastObj *self, int r)
 {
     if (r == RSM_OK)
         Py_RETURN_TRUE;
@@ -431,7 +430,7 @@ static PyObject *sem_result(FastWait *self, int r)
     return fail((PyObject *)self, r);
 }
 
-static PyObject *sem_acquire_deadline(FastWait *self, int64_t deadline)
+static PyObject *sem_acquire_deadline(FastObj *self, int64_t deadline)
 {
     static const rsm_waiter try_waiter = {.slot = RSM_WAITER_NONE};
     rsm_waiter w = try_waiter; /* with deadline 0 the C code never enqueues */
@@ -442,7 +441,7 @@ static PyObject *sem_acquire_deadline(FastWait *self, int64_t deadline)
     return r < 0 ? NULL : sem_result(self, r);
 }
 
-static PyObject *FastSem_acquire(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *FastSem_acquire(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -462,7 +461,7 @@ static PyObject *FastSem_acquire(FastWait *self, PyObject *const *args, Py_ssize
     return sem_acquire_deadline(self, deadline);
 }
 
-static PyObject *FastSem_wait(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *FastSem_wait(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -473,14 +472,14 @@ static PyObject *FastSem_wait(FastWait *self, PyObject *const *args, Py_ssize_t 
     return sem_acquire_deadline(self, deadline);
 }
 
-static PyObject *FastSem_enter(FastWait *self, PyObject *Py_UNUSED(ignored))
+static PyObject *FastSem_enter(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
     return sem_acquire_deadline(self, -1);
 }
 
-static PyObject *FastSem_release(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *FastSem_release(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -510,14 +509,14 @@ static PyObject *FastSem_release(FastWait *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-static PyObject *FastSem_exit(FastWait *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *FastSem_exit(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args;
     (void)nargs;
     return FastSem_release(self, NULL, 0);
 }
 
-static PyObject *FastEvent_wait(FastWait *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -542,7 +541,7 @@ static PyObject *FastEvent_wait(FastWait *self, PyObject *const *args, Py_ssize_
     return fail((PyObject *)self, r);
 }
 
-static PyObject *FastEvent_set(FastWait *self, PyObject *Py_UNUSED(ignored))
+static PyObject *FastEvent_set(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -550,7 +549,7 @@ static PyObject *FastEvent_set(FastWait *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *FastEvent_clear(FastWait *self, PyObject *Py_UNUSED(ignored))
+static PyObject *FastEvent_clear(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
@@ -558,31 +557,31 @@ static PyObject *FastEvent_clear(FastWait *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *FastEvent_is_set(FastWait *self, PyObject *Py_UNUSED(ignored))
+static PyObject *FastEvent_is_set(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
     return PyBool_FromLong(atomic_load(&((rsm_event *)self->obj)->word) == 1);
 }
 
-static int FastWait_traverse(FastWait *self, visitproc visit, void *arg)
+static int FastObj_traverse(FastObj *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->seg);
     Py_VISIT(self->pins);
     return 0;
 }
 
-static int FastWait_clear_refs(FastWait *self)
+static int FastObj_clear_refs(FastObj *self)
 {
     Py_CLEAR(self->seg);
     Py_CLEAR(self->pins);
     return 0;
 }
 
-static void FastWait_dealloc(FastWait *self)
+static void FastObj_dealloc(FastObj *self)
 {
     PyObject_GC_UnTrack(self);
-    FastWait_clear_refs(self);
+    FastObj_clear_refs(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -617,44 +616,26 @@ static PyMethodDef FastEvent_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject FastLockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rsm_shm._fast.FastLock",
-    .tp_basicsize = sizeof(FastObj),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "C entry points of rsm_shm.Lock and RLock (internal).",
-    .tp_methods = FastLock_methods,
-    .tp_new = PyType_GenericNew,
-    .tp_traverse = (traverseproc)FastWait_traverse,
-    .tp_clear = (inquiry)FastWait_clear_refs,
-    .tp_dealloc = (destructor)FastWait_dealloc,
-};
+/* The three types differ only in name, doc and methods. */
+#define FAST_TYPE(cname, pyname, doc, methods)                                                   \
+    static PyTypeObject cname = {                                                               \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = pyname,                                        \
+        .tp_basicsize = sizeof(FastObj),                                                        \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,               \
+        .tp_doc = doc,                                                                          \
+        .tp_methods = methods,                                                                  \
+        .tp_new = PyType_GenericNew,                                                            \
+        .tp_traverse = (traverseproc)FastObj_traverse,                                          \
+        .tp_clear = (inquiry)FastObj_clear_refs,                                                \
+        .tp_dealloc = (destructor)FastObj_dealloc,                                              \
+    }
 
-static PyTypeObject FastSemType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rsm_shm._fast.FastSem",
-    .tp_basicsize = sizeof(FastWait),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "C entry points of rsm_shm's semaphores (internal).",
-    .tp_methods = FastSem_methods,
-    .tp_new = PyType_GenericNew,
-    .tp_traverse = (traverseproc)FastWait_traverse,
-    .tp_clear = (inquiry)FastWait_clear_refs,
-    .tp_dealloc = (destructor)FastWait_dealloc,
-};
-
-static PyTypeObject FastEventType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rsm_shm._fast.FastEvent",
-    .tp_basicsize = sizeof(FastWait),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "C entry points of rsm_shm.Event (internal).",
-    .tp_methods = FastEvent_methods,
-    .tp_new = PyType_GenericNew,
-    .tp_traverse = (traverseproc)FastWait_traverse,
-    .tp_clear = (inquiry)FastWait_clear_refs,
-    .tp_dealloc = (destructor)FastWait_dealloc,
-};
+FAST_TYPE(FastLockType, "rsm_shm._fast.FastLock", "C entry points of rsm_shm.Lock and RLock (internal).",
+          FastLock_methods);
+FAST_TYPE(FastSemType, "rsm_shm._fast.FastSem", "C entry points of rsm_shm's semaphores (internal).",
+          FastSem_methods);
+FAST_TYPE(FastEventType, "rsm_shm._fast.FastEvent", "C entry points of rsm_shm.Event (internal).",
+          FastEvent_methods);
 
 static struct PyModuleDef fastmodule = {
     PyModuleDef_HEAD_INIT,

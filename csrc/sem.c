@@ -92,7 +92,7 @@ int rsm_sem_release(rsm_sem *s, uint32_t n)
     while (n > 0 && s->policy == RSM_LOCK_FIFO && atomic_load(&s->wq.nwaiters) > 0) {
         if (atomic_load(&s->count) & RSM_SEM_DISABLED)
             return RSM_DISABLED;
-        if (rsm_wq_wake(&s->wq, 1, RSM_WAKE_FIFO, RSM_KIND_ANY, RSM_TOKEN_PERMIT, NULL, 0) != 1)
+        if (rsm_wq_wake(&s->wq, 1, RSM_WAKE_FIFO | RSM_WAKE_EXACT, RSM_KIND_ANY, RSM_TOKEN_PERMIT, NULL, 0) != 1)
             break;
         n--;
     }

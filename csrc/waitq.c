@@ -248,6 +248,8 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
 {
     int woken = 0;
     uint32_t nslots = rsm_wq_nslots(q);
+    int exact = (order & RSM_WAKE_EXACT) || hand_word != NULL;
+    order &= 0xFF;
     /* Only waiters that arrived before this call are candidates: a waiter woken here may
      * come straight back (Event: wait, clear, wait again) and must not be woken again by
      * the same set().  Later arrivals re-check the condition themselves (Dekker), so
@@ -280,9 +282,9 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
         rsm_wslot *s = &q->slots[best];
         uint32_t st = best_state;
         uint32_t phase = rsm_slot_phase(st);
-        /* A sleeper costs a system call anyway, so check it still lives; a spinner is
-         * running right now and needs no check. */
-        if (phase == RSM_SLOT_SLEEPING && reap_if_dead(q, s, st))
+        /* Only a wake that hands something over checks that a sleeper still lives; a
+         * spinner is running right now and needs no check. */
+        if (exact && phase == RSM_SLOT_SLEEPING && reap_if_dead(q, s, st))
             continue;
         uint32_t gen = rsm_slot_gen(st), kind = rsm_slot_kind(st);
         if (hand_word) {
@@ -312,7 +314,7 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
 
 int rsm_wq_notify(rsm_waitq *q, int n, int order, uint32_t kind_mask)
 {
-    return rsm_wq_wake(q, n, order, kind_mask, 0, NULL, 0);
+    return rsm_wq_wake(q, n, order | RSM_WAKE_EXACT, kind_mask, 0, NULL, 0);
 }
 
 int rsm_wq_reap(rsm_waitq *q)

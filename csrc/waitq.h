@@ -33,6 +33,11 @@ enum {
 };
 
 enum { RSM_WAKE_FIFO = 0, RSM_WAKE_LIFO = 1 };
+/* OR'd into `order` when the wake must reach a live waiter because it hands something
+ * over (a permit, exact notify(n)): the waker then checks each sleeper's pid (one system
+ * call).  Plain wakes skip that check: a wake lost to a dead waiter only delays the live
+ * ones until their next slice, when they re-check the condition themselves. */
+#define RSM_WAKE_EXACT 0x100
 
 #define RSM_WQ_MAX_SLOTS 4096u
 #define RSM_KIND_ANY 0xFFFFu          /* kind mask matching every waiter */
@@ -109,8 +114,9 @@ int rsm_wq_cancel(rsm_waitq *q, rsm_waiter *w);
 /* Wake up to n waiters whose kind bit (1 << kind) is in kind_mask, oldest (FIFO) or
  * newest (LIFO) first, handing each the token.  If hand_word is non-NULL, the chosen
  * waiter's tid | hand_bits is stored there while the slot is HANDING, i.e. before the
- * waiter can observe the wake (ownership hand-off).  Sleeping waiters whose process died
- * are reaped, never woken.  Returns how many were woken. */
+ * waiter can observe the wake (ownership hand-off).  With RSM_WAKE_EXACT (implied by a
+ * hand_word), sleeping waiters whose process died are reaped, never woken.  Returns how
+ * many were woken. */
 int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t token,
                 _Atomic uint32_t *hand_word, uint32_t hand_bits);
 

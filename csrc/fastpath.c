@@ -282,11 +282,12 @@ static int lock_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     return 0;
 }
 
-static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline)
+/* `tried`: the caller already made the GIL-holding attempt (do not repeat the CAS). */
+static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tried)
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
-    if (try_fast(self))
+    if (!tried && try_fast(self))
         Py_RETURN_TRUE;
     rsm_lock *l = (rsm_lock *)self->obj;
     int r = blocking_loop(self, self->recursive ? rlock_step : lock_step, lock_abandon, lock_policy, &l->wq,
@@ -316,17 +317,21 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline)
 
 static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (self->obj && nargs == 0 && !kwnames && try_fast(self)) /* the common form, first */
-        Py_RETURN_TRUE;
+    int tried = 0;
+    if (self->obj && nargs == 0 && !kwnames) { /* the common form, first */
+        if (try_fast(self))
+            Py_RETURN_TRUE;
+        tried = 1;
+    }
     int64_t deadline;
     if (lock_deadline(args, nargs, kwnames, &deadline) < 0)
         return NULL;
-    return lock_acquire_deadline(self, deadline);
+    return lock_acquire_deadline(self, deadline, tried);
 }
 
 static PyObject *FastLock_enter(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
-    return lock_acquire_deadline(self, -1);
+    return lock_acquire_deadline(self, -1, 0);
 }
 
 static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))

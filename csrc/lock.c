@@ -86,8 +86,6 @@ int rsm_lock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns)
                     leave_queue(l, w); /* a wake meant for us is moot: we hold the lock */
                 return took(l, v);
             }
-        } else if (owner == tid && w->slot != RSM_WAITER_NONE && w->token == RSM_TOKEN_HANDOFF) {
-            return took(l, v);
         }
         if (deadline_ns >= 0 && (deadline_ns == 0 || rsm_now_ns() >= deadline_ns)) {
             if (w->slot != RSM_WAITER_NONE && leave_queue(l, w))

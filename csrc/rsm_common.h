@@ -31,7 +31,6 @@ enum {
 /* One blocking call never sleeps longer than this, so Python signal handlers (Ctrl-C) run
  * at least every RSM_SLICE_NS and owner-liveness checks happen from Python. */
 #define RSM_SLICE_NS (50LL * 1000 * 1000)
-#define RSM_NO_DEADLINE (-1LL)
 
 /* Linux thread ids fit in 22 bits (PID_MAX_LIMIT = 4M); the lock words keep 30. */
 #define RSM_TID_MASK 0x3FFFFFFFu

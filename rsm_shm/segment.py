@@ -25,13 +25,12 @@ import mmap
 import os
 import re
 import secrets
-import stat
 import struct
 import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import _posixshmem
 
@@ -497,24 +496,3 @@ class Segment:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.size} bytes"
         return f"<Segment {self.name!r} {self.kind.name} {state}>"
-
-
-def list_segments(include_foreign: bool = False) -> Iterable[tuple[str, bool]]:
-    """Names in /dev/shm: (name, ours) pairs; ours = has our prefix.  For the CLI."""
-    try:
-        entries = sorted(os.listdir(SHM_DIR))
-    except FileNotFoundError:
-        return []
-    out = []
-    for entry in entries:
-        path = os.path.join(SHM_DIR, entry)
-        try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                continue
-        except OSError:
-            continue
-        if entry.startswith(PREFIX):
-            out.append((entry[len(PREFIX):], True))
-        elif include_foreign:
-            out.append((entry, False))
-    return out

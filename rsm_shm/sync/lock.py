@@ -1,8 +1,9 @@
 """Lock and RLock: threading's locks, in shared memory, robust against owner death.
 
-The algorithm (word layout, transitions, hand-off) is in csrc/lock.h and csrc/lock.c;
-this module holds the policy: argument rules, owner-death detection, and telling the
-new holder.
+The algorithm (word layout, transitions, hand-off) is in csrc/lock.h and csrc/lock.c,
+and each call is one C entry (csrc/fastpath.c, which also applies threading's argument
+rules); this module holds the policy those entries call back for: is an owner dead, and
+telling the new holder.
 
 Owner death: a waiter that sleeps through a slice (~50 ms) checks whether the owner
 thread still exists.  If not, exactly one waiter takes the lock over (one CAS in C) and

@@ -22,8 +22,28 @@ FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
 
 
+_started: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test():
+    """Holders sleep forever until killed: if a test fails before killing one, kill it here."""
+    yield
+    while _started:
+        p = _started.pop()
+        if p.is_alive():
+            p.kill()
+        p.join(30)
+
+
+def _child(target, *args):
+    p = FORK.Process(target=target, args=args, daemon=True)
+    _started.append(p)
+    return p
+
+
 def _holder(kind, name, ready):
-    p = FORK.Process(target=_workers.hold_forever, args=(kind, name, ready.name))
+    p = _child(_workers.hold_forever, kind, name, ready.name)
     p.start()
     assert ready.wait(30), "holder never acquired"
     return p
@@ -133,7 +153,7 @@ def _once_killed_runner(once_name, ready_name):
 def test_once_runner_killed_is_taken_over(objs):
     once = objs(rsm_shm.Once)
     ready = objs(rsm_shm.Event)
-    p = FORK.Process(target=_once_killed_runner, args=(once.name, ready.name))
+    p = _child(_once_killed_runner, once.name, ready.name)
     p.start()
     assert ready.wait(30)
     _kill(p)
@@ -152,7 +172,7 @@ def test_sigkill_at_random_points(objs):
     rng = random.Random(1234)
     recoveries = 0
     for _ in range(12):
-        procs = [FORK.Process(target=_workers.churn_until_killed, args=(lk.name, counter.name)) for _ in range(3)]
+        procs = [_child(_workers.churn_until_killed, lk.name, counter.name) for _ in range(3)]
         for p in procs:
             p.start()
         start = counter.tag

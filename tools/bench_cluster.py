@@ -1,0 +1,439 @@
+"""Benchmark replicated state machines: rsm_shm.cluster against PySyncObj, side by side.
+
+    python tools/bench_cluster.py [--quick] [--repeat N] [--only LIST] [--json FILE]
+    python tools/bench_cluster.py --long        # RSS after 1M entries, restart of a 1M-entry log
+
+Both systems run 3 peers, each in its own process, on this machine: rsm_shm over its
+shared-memory rings, PySyncObj over loopback TCP (what a Python user picks today).  The
+state machine is a tiny key-value dict; commands carry an 8-byte value.
+
+What is measured (medians of ``--repeat`` rounds, the two systems interleaved round by
+round so that noise on a shared machine hits both alike):
+
+* ``pipelined``: commits/s with many commands in flight.  rsm_shm: fsync=False and
+  fsync=True (every acknowledged write durable on a quorum).  PySyncObj has no fsync
+  (its journal is an mmap that is never synced); it is run with batching on and off and
+  the better is kept ("its best").
+* ``latency``: one command at a time, from the call to the acknowledgement: p50 and p99.
+  PySyncObj with ``appendEntriesUseBatch=False`` (with batching on, a lone command waits
+  for the next 100 ms batch).
+* ``read``: a linearizable read, one at a time, p50.  rsm_shm: ``Client.read`` (ReadIndex).
+  PySyncObj has no linearizable read but through its log, so its figure is a replicated
+  ``get`` (its local read is not linearizable: a deposed leader serves stale data).
+* ``failover``: a writer keeps writing; the leader is SIGKILLed; the time from the kill
+  to the next acknowledged write.  A fresh cluster per round, median of ``--failovers``.
+* ``--long``: a peer's RSS after 1M entries were committed, and the time a follower takes
+  from restart until it has applied the whole log again.
+
+**Where the clients run.**  rsm_shm's clients are separate processes (``Client(name)``
+talks to the peers through shared memory).  PySyncObj has no client protocol: commands
+are method calls on a replica, so its load generator runs inside the leader's process
+(and, for failover, inside a surviving follower).  This spares PySyncObj a hop, so its
+figures are, if anything, flattering to it.
+
+The PySyncObj settings are its defaults (election timeout 0.4-1.4 s) apart from the
+batching switch named above.  Numbers depend on the machine and its load; the harness
+prints ``uptime`` first.  Everything it starts is killed and every directory it made is
+removed at the end, also on failure or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable
+
+_CTX = multiprocessing.get_context("spawn")
+VALUE = b"x" * 8
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _pct(values: list, p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def _brief(r: dict) -> str:
+    return ", ".join(f"{k}={_brief(v) if isinstance(v, dict) else format(v, '.4g')}" for k, v in r.items())
+
+
+def _free_ports(n: int) -> list:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+class _Killer:
+    """Every process the run starts, so that a failure or Ctrl-C leaves nothing behind."""
+
+    def __init__(self):
+        self.procs: list = []
+        self.dirs: list = []
+
+    def add(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+        for p in self.procs:
+            p.join(5)
+        self.procs.clear()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.dirs.clear()
+
+
+KILLER = _Killer()
+
+# -- PySyncObj -------------------------------------------------------------------------
+
+
+def _pso_class():
+    from pysyncobj import SyncObj, replicated
+
+    class BenchKV(SyncObj):
+        def __init__(self, self_addr, others, conf):
+            super().__init__(self_addr, others, conf)
+            self._data = {}
+
+        @replicated
+        def put(self, key, value):
+            self._data[key] = value
+            return True
+
+        @replicated
+        def get(self, key):
+            return self._data.get(key)
+
+    return BenchKV
+
+
+def _pso_peer(index: int, ports: list, conf_kw: dict, conn) -> None:
+    """One PySyncObj peer; its main thread serves the harness's requests over ``conn``."""
+    from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjException
+
+    BenchKV = _pso_class()
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    obj = BenchKV(addrs[index], [a for i, a in enumerate(addrs) if i != index], SyncObjConf(**conf_kw))
+
+    def pipelined(n: int, inflight: int) -> dict:
+        sem = threading.Semaphore(inflight)
+        done = threading.Event()
+        state = {"count": 0, "errors": 0}
+
+        def cb(res, err):               # runs on PySyncObj's tick thread only
+            if err != FAIL_REASON.SUCCESS:
+                state["errors"] += 1
+            state["count"] += 1
+            sem.release()
+            if state["count"] == n:
+                done.set()
+
+        t0 = time.perf_counter()
+        for i in range(n):
+            sem.acquire()
+            obj.put(i & 1023, VALUE, callback=cb)
+        if not done.wait(120):
+            return {"error": f"only {state['count']} of {n} completed"}
+        dt = time.perf_counter() - t0
+        return {"ops_s": n / dt, "errors": state["errors"]}
+
+    def sequential(n: int, read: bool) -> dict:
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            if read:
+                obj.get(i & 1023, sync=True, timeout=5)
+            else:
+                obj.put(i & 1023, VALUE, sync=True, timeout=5)
+            lat.append(time.perf_counter() - t0)
+        return {"p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3}
+
+    def failover_writer(conn) -> dict:
+        acks: list = []
+        stop = threading.Event()
+
+        def writer(k):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                invoked = time.monotonic()
+                try:
+                    obj.put(("f", k), i, sync=True, timeout=0.05)
+                    acks.append((invoked, time.monotonic()))
+                except SyncObjException:
+                    pass
+
+        threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(acks) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn.send(("steady", len(acks)))
+        t_kill = conn.recv()
+        deadline = time.monotonic() + 30
+        after = None
+        while time.monotonic() < deadline and after is None:
+            # The first write invoked after the kill that is acknowledged (an ack of a
+            # write already committed before the kill says nothing about failover).
+            after = min((a for i, a in list(acks) if i >= t_kill), default=None)
+            time.sleep(0.002)
+        stop.set()
+        for t in threads:
+            t.join(1)
+        return {"failover_s": None if after is None else after - t_kill}
+
+    try:
+        while True:
+            req = conn.recv()
+            what = req[0]
+            if what == "status":
+                leader = obj._getLeader()
+                conn.send({"leader": None if leader is None else leader.address,
+                           "self": addrs[index], "is_leader": obj._isLeader(),
+                           "commit": obj.raftCommitIndex, "applied": obj.raftLastApplied,
+                           "ready": obj.isReady()})
+            elif what == "pipelined":
+                conn.send(pipelined(*req[1:]))
+            elif what == "sequential":
+                conn.send(sequential(*req[1:]))
+            elif what == "failover_writer":
+                conn.send(failover_writer(conn))
+            elif what == "stop":
+                obj.destroy()
+                conn.send("stopped")
+                return
+    except (EOFError, KeyboardInterrupt):
+        pass
+
+
+class PySyncObjCluster:
+    """3 PySyncObj peers on loopback TCP, each in its own (spawned) process."""
+
+    label = "PySyncObj"
+
+    def __init__(self, peers: int = 3, **conf_kw):
+        self.ports = _free_ports(peers)
+        self.conf_kw = conf_kw
+        self.procs, self.conns = [], []
+        for i in range(peers):
+            self._spawn(i)
+
+    def _spawn(self, i: int) -> None:
+        parent, child = _CTX.Pipe()
+        p = KILLER.add(_CTX.Process(target=_pso_peer, args=(i, self.ports, self.conf_kw, child), daemon=True))
+        p.start()
+        child.close()
+        if i < len(self.procs):
+            self.procs[i], self.conns[i] = p, parent
+        else:
+            self.procs.append(p)
+            self.conns.append(parent)
+
+    def ask(self, i: int, *req, timeout: float = 180):
+        self.conns[i].send(req)
+        if not self.conns[i].poll(timeout):
+            raise TimeoutError(f"PySyncObj peer {i} did not answer {req[0]!r} in {timeout} s")
+        return self.conns[i].recv()
+
+    def wait_leader(self, timeout: float = 30, among=None) -> int:
+        among = range(len(self.procs)) if among is None else among
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = {i: self.ask(i, "status") for i in among}
+            leaders = [i for i, s in st.items() if s["is_leader"]]
+            if len(leaders) == 1 and all(s["leader"] == st[leaders[0]]["self"] for s in st.values()):
+                return leaders[0]
+            time.sleep(0.02)
+        raise TimeoutError("PySyncObj elected no leader")
+
+    def kill(self, i: int) -> float:
+        t = time.monotonic()
+        os.kill(self.procs[i].pid, signal.SIGKILL)
+        return t
+
+    def stop(self) -> None:
+        for i, p in enumerate(self.procs):
+            if p.is_alive():
+                try:
+                    self.ask(i, "stop", timeout=5)
+                except (TimeoutError, OSError, EOFError):
+                    pass
+            p.kill()
+            p.join(5)
+
+
+def pso_round(args) -> dict:
+    out = {}
+    for batch in (True, False):
+        c = PySyncObjCluster(appendEntriesUseBatch=batch)
+        try:
+            leader = c.wait_leader()
+            r = c.ask(leader, "pipelined", args.ops, args.inflight)
+            out[f"pipelined_batch_{'on' if batch else 'off'}"] = r.get("ops_s", float("nan"))
+            if not batch:
+                out["latency"] = c.ask(leader, "sequential", args.seq, False)
+                out["read"] = c.ask(leader, "sequential", args.seq, True)
+        finally:
+            c.stop()
+    out["pipelined"] = max(out["pipelined_batch_on"], out["pipelined_batch_off"])
+    return out
+
+
+def pso_failover() -> float | None:
+    c = PySyncObjCluster(appendEntriesUseBatch=False)
+    try:
+        leader = c.wait_leader()
+        writer = (leader + 1) % 3
+        c.conns[writer].send(("failover_writer",))
+        if not c.conns[writer].poll(30):
+            raise TimeoutError("PySyncObj writer did not reach a steady state")
+        c.conns[writer].recv()
+        t_kill = c.kill(leader)
+        c.conns[writer].send(t_kill)
+        if not c.conns[writer].poll(60):
+            raise TimeoutError("PySyncObj writer did not report")
+        return c.conns[writer].recv()["failover_s"]
+    finally:
+        c.stop()
+
+
+# -- rsm_shm ---------------------------------------------------------------------------
+
+
+def rsm_available() -> str | None:
+    """None when rsm_shm.cluster is importable, else why not."""
+    try:
+        from rsm_shm.cluster import Client, LocalCluster  # noqa: F401
+    except ImportError as exc:
+        return f"rsm_shm.cluster is not available ({exc})"
+    return None
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def _median(rounds: list, path: Callable) -> float:
+    vals = [v for v in (path(r) for r in rounds) if v is not None and v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the steady-state figures")
+    ap.add_argument("--failovers", type=int, default=5, help="leader kills (median)")
+    ap.add_argument("--ops", type=int, default=100_000, help="commands in the pipelined run")
+    ap.add_argument("--inflight", type=int, default=20_000, help="commands in flight (pipelined)")
+    ap.add_argument("--seq", type=int, default=2000, help="sequential commands and reads")
+    ap.add_argument("--only", default="", help="comma list of: pysyncobj, rsm")
+    ap.add_argument("--long", action="store_true", help="RSS after 1M entries and restart time")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeat, args.failovers, args.ops, args.inflight, args.seq = 1, 1, 5000, 2000, 200
+    systems = [s for s in (args.only.split(",") if args.only else ["rsm", "pysyncobj"]) if s]
+
+    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    results = {"rsm": [], "pysyncobj": []}
+    failovers = {"rsm": [], "pysyncobj": []}
+    why_not_rsm = rsm_available() if "rsm" in systems else None
+    if why_not_rsm:
+        print(f"note: {why_not_rsm}; measuring PySyncObj only")
+        systems.remove("rsm")
+    try:
+        for rnd in range(args.repeat):
+            for s in systems:
+                r = pso_round(args) if s == "pysyncobj" else rsm_round(args)
+                results[s].append(r)
+                print(f"round {rnd + 1} {s}: " + _brief(r), flush=True)
+        for rnd in range(args.failovers):
+            for s in systems:
+                f = pso_failover() if s == "pysyncobj" else rsm_failover(args)
+                failovers[s].append(f)
+                print(f"failover {rnd + 1} {s}: {f if f is None else round(f, 3)} s", flush=True)
+    finally:
+        KILLER.cleanup()
+
+    summary = {}
+    for s in systems:
+        rs = results[s]
+        summary[s] = {
+            "pipelined_ops_s": _median(rs, lambda r: r.get("pipelined")),
+            "latency_p50_ms": _median(rs, lambda r: r["latency"]["p50_ms"]),
+            "latency_p99_ms": _median(rs, lambda r: r["latency"]["p99_ms"]),
+            "read_p50_ms": _median(rs, lambda r: r["read"]["p50_ms"]),
+            "failover_s": _median(failovers[s], lambda f: f),
+        }
+        if s == "rsm":
+            summary[s].update({
+                "pipelined_fsync_ops_s": _median(rs, lambda r: r.get("pipelined_fsync")),
+                "latency_fsync_p50_ms": _median(rs, lambda r: r["latency_fsync"]["p50_ms"]),
+                "latency_fsync_p99_ms": _median(rs, lambda r: r["latency_fsync"]["p99_ms"]),
+            })
+        else:
+            summary[s].update({
+                "pipelined_batch_on_ops_s": _median(rs, lambda r: r.get("pipelined_batch_on")),
+                "pipelined_batch_off_ops_s": _median(rs, lambda r: r.get("pipelined_batch_off")),
+            })
+    print()
+    print_table(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "rounds": results, "failovers": failovers}, f, indent=1)
+    return 0
+
+
+def print_table(summary: dict) -> None:
+    rows = [
+        ("pipelined commits/s, fsync=False", "pipelined_ops_s", "{:,.0f}"),
+        ("pipelined commits/s, fsync=True", "pipelined_fsync_ops_s", "{:,.0f}"),
+        ("sequential commit p50 ms", "latency_p50_ms", "{:.3f}"),
+        ("sequential commit p99 ms", "latency_p99_ms", "{:.3f}"),
+        ("sequential commit p50 ms, fsync=True", "latency_fsync_p50_ms", "{:.3f}"),
+        ("sequential commit p99 ms, fsync=True", "latency_fsync_p99_ms", "{:.3f}"),
+        ("linearizable read p50 ms", "read_p50_ms", "{:.3f}"),
+        ("failover s (median)", "failover_s", "{:.3f}"),
+    ]
+    rsm, pso = summary.get("rsm", {}), summary.get("pysyncobj", {})
+    print(f"{'':40} {'rsm_shm':>12} {'PySyncObj':>12}")
+    for label, key, fmt in rows:
+        a = rsm.get(key)
+        b = pso.get(key)
+        print(f"{label:40} {fmt.format(a) if a is not None else '-':>12} {fmt.format(b) if b is not None else '-':>12}")
+    if pso:
+        print(f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "
+              f"off {pso['pipelined_batch_off_ops_s']:,.0f}/s; it has no fsync)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

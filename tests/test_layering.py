@@ -7,7 +7,7 @@ import sys
 
 def test_raft_core_loads_no_native_or_shared_memory_code():
     code = (
-        "import sys, rsm_shm.raft.core, rsm_shm.raft.sim; "
+        "import sys, rsm_shm.raft.core, rsm_shm.raft.driver, rsm_shm.raft.sim; "
         "bad = sorted(m for m in sys.modules if m.startswith('rsm_shm') and not m.startswith('rsm_shm.raft')"
         " and m != 'rsm_shm'); "
         "bad += [m for m in ('_cffi_backend', 'psutil', 'mmap') if m in sys.modules]; "

@@ -2,7 +2,8 @@
 """Throughput floor of the pure Raft core: a perfect in-process network, no I/O.
 
 For 3- and 5-node clusters, the leader is fed ``batch`` proposals at a time; then every
-node's Ready is handled (persist into MemoryStorage, send, apply, advance) and every
+node's Ready is handled by ``rsm_shm.raft.driver.handle_ready`` (persist into
+MemoryStorage, send, apply, advance) and every
 message delivered -- encoded and decoded through the codec, as a runtime must -- until the
 cluster is quiet.  Measured:
 
@@ -27,17 +28,51 @@ import statistics
 import sys
 import time
 from collections import deque
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from rsm_shm.raft.codec import decode_message, encode_message  # noqa: E402
 from rsm_shm.raft.core import Config, RawNode  # noqa: E402
+from rsm_shm.raft.driver import handle_ready  # noqa: E402
 from rsm_shm.raft.storage import MemoryStorage  # noqa: E402
-from rsm_shm.raft.types import Role  # noqa: E402
+from rsm_shm.raft.types import Ready, Role  # noqa: E402
 
 PAYLOAD = b"x" * 64  # bytes per proposed command
 MAX_ELECTION_TICKS = 1000
+
+
+class _BenchIO:
+    """The ReadyIO of one node: MemoryStorage, the shared FIFO queue, no state machine."""
+
+    def __init__(self, cluster: "Cluster", i: int) -> None:
+        self.c = cluster
+        self.i = i
+
+    def persist(self, rd: Ready) -> None:
+        st = self.c.storages[self.i]
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+
+    def send(self, messages) -> Tuple[int, ...]:
+        c = self.c
+        for m in messages:
+            c.queue.append(encode_message(m) if c.codec else m)
+        c.msgs += len(messages)
+        return ()
+
+    def restore(self, snapshot) -> None:
+        self.c.applied[self.i] = snapshot.meta.index
+
+    def apply(self, entry, conf_state) -> None:
+        self.c.applied[self.i] = entry.index
+
+    def read_states(self, states) -> None:
+        pass
 
 
 class Cluster:
@@ -56,21 +91,7 @@ class Cluster:
         self.applied = {i: 0 for i in ids}
 
     def handle_ready(self, i: int) -> None:
-        node = self.nodes[i]
-        rd = node.ready()
-        st = self.storages[i]
-        if rd.snapshot is not None and not rd.snapshot.is_empty():
-            st.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
-        for m in rd.messages:
-            self.queue.append(encode_message(m) if self.codec else m)
-        self.msgs += len(rd.messages)
-        if rd.committed_entries:
-            self.applied[i] = rd.committed_entries[-1].index
-        node.advance(rd)
+        handle_ready(self.nodes[i], _BenchIO(self, i))
         self.steps += 1
 
     def pump(self) -> None:

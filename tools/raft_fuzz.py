@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Background fuzzer of the Raft core: many seeds, millions of simulated steps.
 
-Runs :func:`rsm_shm.raft.sim_random.run_seed` over consecutive seeds in parallel worker
+Runs :func:`rsm_shm.raft.sim.fuzz.run_seed` over consecutive seeds in parallel worker
 processes, cycling through the fault profiles, with Raft's safety properties checked
 after every step and liveness checked at the end of every run.  Prints progress every
 few seconds; on a violation it prints the seed, the profile and the violated property,
@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from rsm_shm.raft.sim_random import PROFILES, replay, run_seed, shrink  # noqa: E402
+from rsm_shm.raft.sim.fuzz import PROFILES, replay, run_seed, shrink  # noqa: E402
 
 PROGRESS_SECONDS = 5.0
 TRANSCRIPT_TAIL = 400  # lines of the minimal transcript printed
@@ -67,7 +67,7 @@ def _report(seed: int, pname: str, nodes: int, err: str, actions: List[tuple], b
         small = actions
     v, sim = replay(small, seed, nodes, profile=PROFILES[pname])
     print(f"minimal action list ({len(small)} actions), replay with "
-          f"rsm_shm.raft.sim_random.replay(actions, seed={seed}, nodes={nodes}, "
+          f"rsm_shm.raft.sim.fuzz.replay(actions, seed={seed}, nodes={nodes}, "
           f"profile=PROFILES[{pname!r}]):")
     print("actions = [")
     for a in small:

@@ -16,8 +16,12 @@ Modules of the core (standard library only; no I/O, clocks or threads):
 ``replication``  AppendEntries, heartbeats, chunked InstallSnapshot
 ``membership``   conf changes (joint consensus, learners), snapshot install, transfer
 ``readonly``     ReadIndex and lease-based reads
+``driver``       handle_ready: the order in which a runtime handles a Ready
 ``log``          the Raft log over unstable entries and Storage
 ``tracker``, ``quorum``, ``confchange``   progress, quorum arithmetic, config changes
+
+The subpackage ``sim`` is a deterministic simulator that drives the core through
+``driver`` under a hostile network and checks Raft's safety properties every step.
 
 Names are re-exported lazily so that ``import rsm_shm.raft`` stays cheap.
 """

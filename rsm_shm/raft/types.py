@@ -260,14 +260,15 @@ class ReadState:
 
 @dataclass
 class Ready:
-    """What the application must do next, in this order (etcd's RawNode contract):
+    """What the application must do next, in this order (etcd's RawNode contract;
+    :func:`rsm_shm.raft.driver.handle_ready` does exactly this and says why):
 
-    1. persist ``hard_state`` (if not None), append ``entries`` to stable storage and
-       install ``snapshot`` (if not None) — all before step 2, since the messages may
-       promise what is persisted (a vote, an accepted entry; Figure 2 "respond to RPCs
-       only after updating stable storage");
+    1. persist ``snapshot`` (if not None), then append ``entries`` to stable storage,
+       then ``hard_state`` (if not None), syncing once if ``must_sync`` -- all before
+       step 2, since the messages may promise what is persisted (a vote, an accepted
+       entry; Figure 2 "respond to RPCs only after updating stable storage");
     2. send ``messages`` (only now; they may depend on step 1);
-    3. apply ``committed_entries`` to the state machine (calling
+    3. install ``snapshot`` in the state machine, apply ``committed_entries`` (calling
        ``RawNode.apply_conf_change`` for CONF_CHANGE entries), and serve ``read_states``
        once the applied index reaches each ``ReadState.index``;
     4. call ``RawNode.advance(ready)``.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsm_shm.raft.sim_check import SafetyChecker, SafetyViolation
+from rsm_shm.raft.sim.check import SafetyChecker, SafetyViolation
 from rsm_shm.raft.types import Entry, EntryType, Role
 
 pytestmark = pytest.mark.timeout(30)

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
 
 from rsm_shm.raft.sim import Simulator
-from rsm_shm.raft.sim_random import PROFILES, replay, run_seed
+from rsm_shm.raft.sim.fuzz import PROFILES, replay, run_seed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,7 +57,7 @@ def test_same_run_in_another_process_with_another_hash_seed():
     import sys
 
     code = (
-        "from rsm_shm.raft.sim_random import run_seed, PROFILES;"
+        "from rsm_shm.raft.sim.fuzz import run_seed, PROFILES;"
         "print(run_seed(5, steps=300, nodes=5, profile=PROFILES['membership']).digest)"
     )
     root = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)

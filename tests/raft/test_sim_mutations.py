@@ -17,8 +17,8 @@ pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tr
 
 from rsm_shm.raft import log as raft_log  # noqa: E402
 from rsm_shm.raft.sim import SimOptions, Simulator  # noqa: E402
-from rsm_shm.raft.sim_check import SafetyViolation  # noqa: E402
-from rsm_shm.raft.sim_random import PROFILES, run_seed  # noqa: E402
+from rsm_shm.raft.sim.check import SafetyViolation  # noqa: E402
+from rsm_shm.raft.sim.fuzz import PROFILES, run_seed  # noqa: E402
 from rsm_shm.raft.storage import MemoryStorage  # noqa: E402
 from rsm_shm.raft.types import HardState  # noqa: E402
 

@@ -5,7 +5,7 @@ The CI set runs a few thousand short seeds (about a minute in all).  The bigger 
 only with ``RSM_SLOW=1`` (``RSM_SLOW=1 python -m pytest tests/raft/test_sim_random.py``);
 ``tools/raft_fuzz.py`` is the background version with millions of steps.  A failure
 message carries the seed and a shrunk action list to paste into a regression test.
-Runs explained by a reported bug of an opt-in feature (``sim_random.KNOWN_ISSUES``, empty
+Runs explained by a reported bug of an opt-in feature (``rsm_shm.raft.sim.fuzz.KNOWN_ISSUES``, empty
 today) are only warned about; such a bug has its own strict-xfail test, so its fix
 cannot go unnoticed.
 """
@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
 
-from rsm_shm.raft.sim_random import PROFILES, replay, run_seed, shrink
+from rsm_shm.raft.sim.fuzz import PROFILES, replay, run_seed, shrink
 
 SLOW = os.environ.get("RSM_SLOW") == "1"
 # CI: seeds per profile and steps per seed (short runs, many schedules)

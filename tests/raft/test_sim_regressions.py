@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
 
 from rsm_shm.raft.sim import SimOptions  # noqa: E402
-from rsm_shm.raft.sim_check import SafetyViolation  # noqa: E402
-from rsm_shm.raft.sim_random import replay  # noqa: E402
+from rsm_shm.raft.sim.check import SafetyViolation  # noqa: E402
+from rsm_shm.raft.sim.fuzz import replay  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,7 +51,7 @@ def _isolated_lease_leader_keeps_reading():
     ticks together).  Leader 1 is cut off from 2 and 3; each tick 1 is asked for a read
     and the majority side, once it has a leader, commits a write."""
     from rsm_shm.raft.sim import Simulator
-    from rsm_shm.raft.sim_check import SafetyChecker
+    from rsm_shm.raft.sim.check import SafetyChecker
     from rsm_shm.raft.types import Role
 
     sim = Simulator(seed=0, options=SimOptions(lease_reads=True), checker=SafetyChecker(check_reads=True))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .codec import decode_conf_change
-from .types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType
+from ..codec import decode_conf_change
+from ..types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType
 
 __all__ = ["format_message", "format_entry", "format_conf_change", "format_conf_state", "short"]
 

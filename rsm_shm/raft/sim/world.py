@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from .types import Entry
+from ..types import Entry
 
 __all__ = ["StateMachine", "InFlight", "Network"]
 

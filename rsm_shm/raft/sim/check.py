@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .types import Entry, EntryType, Role
+from ..types import Entry, EntryType, Role
 
 __all__ = ["SafetyViolation", "SafetyChecker"]
 

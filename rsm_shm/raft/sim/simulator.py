@@ -2,14 +2,14 @@
 
 Every node is a :class:`~rsm_shm.raft.core.RawNode` over a
 :class:`~rsm_shm.raft.storage.MemoryStorage` and a tiny hash-chain state machine.  The
-simulator plays the runtime exactly as a real one must (see :class:`~rsm_shm.raft.types.Ready`):
-persist the snapshot, entries and hard state, then send the messages, then apply the
-committed entries (conf changes through ``apply_conf_change``) and serve reads, then
-``advance``.  Every message is encoded to bytes and decoded again on delivery, so the
-codec is exercised by every run.
+simulator handles every Ready with :func:`rsm_shm.raft.driver.handle_ready`, the very
+sequence a peer process runs: persist the snapshot, entries and hard state, then send the
+messages, then apply the committed entries (conf changes through ``apply_conf_change``)
+and serve reads, then ``advance``.  Every message is encoded to bytes and decoded again
+on delivery, so the codec is exercised by every run.
 
 Nothing happens unless an *action* asks for it; actions are plain tuples so that a run
-can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim_random`):
+can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim.fuzz`):
 
 =========================  ==========================================================
 ``("tick", id)``           one logical clock tick of node ``id``
@@ -39,8 +39,8 @@ its applied index), as a real deployment seeds a new server: the configuration i
 in the log (bootstrap voters are given to ``RawNode``), so an empty newcomer could not
 learn it.  A crash drops the messages in flight to the crashed node.
 
-Safety (:mod:`rsm_shm.raft.sim_check`) is checked after every action; a breach raises
-:class:`~rsm_shm.raft.sim_check.SafetyViolation`.  :meth:`Simulator.check_liveness` heals
+Safety (:mod:`rsm_shm.raft.sim.check`) is checked after every action; a breach raises
+:class:`~rsm_shm.raft.sim.check.SafetyViolation`.  :meth:`Simulator.check_liveness` heals
 everything and checks liveness.  The same seed and the same actions always produce the
 same run: :attr:`Simulator.digest` hashes the whole transcript.
 """
@@ -51,21 +51,21 @@ import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .codec import decode_conf_change, decode_message, encode_message
-from .sim_check import SafetyChecker, SafetyViolation
-from .sim_format import format_conf_change, format_conf_state, format_entry, format_message
-from .sim_format import short as _short
-from .sim_world import InFlight, Network, StateMachine
-from .storage import CompactedError, MemoryStorage, UnavailableError
-from .types import (
+from ..codec import decode_message, encode_message
+from ..driver import handle_ready
+from .check import SafetyChecker, SafetyViolation
+from .formatting import format_conf_change, format_conf_state, format_entry, format_message
+from .formatting import short as _short
+from .world import InFlight, Network, StateMachine
+from ..storage import CompactedError, MemoryStorage, UnavailableError
+from ..types import (
     LOCAL_MESSAGES,
     ConfChange,
     ConfChangeType,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     MessageType,
     ReadState,
@@ -108,7 +108,7 @@ class LivenessViolation(Exception):
 def _core():
     # Imported lazily: the simulator module must import (for its checkers and tools)
     # even in a tree where the core is being rewritten.
-    from . import core
+    from .. import core
 
     return core
 
@@ -195,6 +195,82 @@ def _term_of(storage: MemoryStorage) -> Callable[[int], Optional[int]]:
             return None
 
     return term_of
+
+
+class _SimReadyIO:
+    """The simulator's :class:`~rsm_shm.raft.driver.ReadyIO` for one Ready of one node:
+    MemoryStorage, the simulated network and the hash-chain state machine, with every
+    step reported to the safety checker and the transcript."""
+
+    def __init__(self, sim: "Simulator", node: SimNode) -> None:
+        self.sim = sim
+        self.node = node
+        self.applied: List[Entry] = []
+
+    def persist(self, rd) -> None:
+        sim, n, st = self.sim, self.node, self.node.storage
+        nid = n.id
+        # persist() comes first, so the role change is reported before anything else
+        if rd.soft_state is not None:
+            key = (rd.soft_state.leader, int(rd.soft_state.role))
+            if key != n.last_role:
+                n.last_role = key
+                sim.emit(f"{nid} is {Role(rd.soft_state.role).name} (leader {rd.soft_state.leader})")
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty():
+            st.apply_snapshot(snap)
+            meta = snap.meta
+            sim.emit(f"{nid} installs snapshot {meta.term}/{meta.index} {format_conf_state(meta.conf_state)}")
+        if rd.entries:
+            st.append(rd.entries)
+            sim.checker.observe_persisted(nid, list(rd.entries), _term_of(st))
+        if rd.hard_state is not None:
+            sim.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
+            st.set_hard_state(rd.hard_state)
+
+    def send(self, messages) -> Set[int]:
+        sim, nid = self.sim, self.node.id
+        unreachable: Set[int] = set()
+        for m in messages:
+            if m.type in LOCAL_MESSAGES:
+                raise SafetyViolation("wire", f"node {nid} asked to send local message {m!r}")
+            if m.frm != nid:
+                raise SafetyViolation("wire", f"node {nid} sends a message claiming to be from {m.frm}: {m!r}")
+            sim.sent_by_type[m.type.name] += 1
+            if not sim.net.send(nid, m.to, encode_message(m)):
+                sim.emit(f"cut {format_message(m)}")
+                unreachable.add(m.to)
+        return unreachable
+
+    def restore(self, snap: Snapshot) -> None:
+        n = self.node
+        n.sm.restore(snap.data, snap.meta.index)
+        n.conf_state = snap.meta.conf_state
+        n.conf_history = [(snap.meta.index, n.conf_state)]
+        self.sim.checker.observe_snapshot_applied(n.id, snap.meta.index)
+
+    def apply(self, e: Entry, conf_state: Optional[ConfState]) -> None:
+        sim, n = self.sim, self.node
+        sim.checker.observe_apply(n.id, e)
+        n.sm.apply(e)
+        sim.applied_count += 1
+        self.applied.append(e)
+        if conf_state is not None:
+            n.conf_state = conf_state
+            n.conf_history.append((e.index, conf_state))
+            sim.emit(f"{n.id} conf {format_conf_state(conf_state)}")
+
+    def read_states(self, states) -> None:
+        sim, n = self.sim, self.node
+        if self.applied:
+            # one transcript line for the whole batch (called once, after applying)
+            first, last = self.applied[0], self.applied[-1]
+            shown = None
+            if sim.verbose:
+                shown = f"{n.id} applies [" + ", ".join(format_entry(e) for e in self.applied) + "]"
+            sim.emit(f"{n.id} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}", shown)
+        n.pending_reads.extend(states)
+        sim._serve_reads(n)
 
 
 class Simulator:
@@ -528,73 +604,12 @@ class Simulator:
             self.refused_snapshots.add((nid, m.snapshot.meta.index))
 
     def handle_ready(self, n: SimNode) -> None:
-        """Handle one Ready of ``n`` in the order a runtime must (see types.Ready)."""
-        rd = n.raw.ready()
+        """Handle one Ready of ``n`` with the runtime's own sequence
+        (:func:`rsm_shm.raft.driver.handle_ready`), observing every step."""
+        handle_ready(n.raw, _SimReadyIO(self, n))
         st = n.storage
-        nid = n.id
-        if rd.soft_state is not None:
-            key = (rd.soft_state.leader, int(rd.soft_state.role))
-            if key != n.last_role:
-                n.last_role = key
-                self.emit(f"{nid} is {Role(rd.soft_state.role).name} (leader {rd.soft_state.leader})")
-        # 1. persist: snapshot, entries, hard state
-        snap = rd.snapshot
-        if snap is not None and not snap.is_empty():
-            st.apply_snapshot(snap)
-            meta = snap.meta
-            self.emit(f"{nid} installs snapshot {meta.term}/{meta.index} {format_conf_state(meta.conf_state)}")
-        if rd.entries:
-            st.append(rd.entries)
-            self.checker.observe_persisted(nid, list(rd.entries), _term_of(st))
-        if rd.hard_state is not None:
-            self.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
-            st.set_hard_state(rd.hard_state)
-        # 2. send
-        unreachable = set()
-        for m in rd.messages:
-            if m.type in LOCAL_MESSAGES:
-                raise SafetyViolation("wire", f"node {nid} asked to send local message {m!r}")
-            if m.frm != nid:
-                raise SafetyViolation("wire", f"node {nid} sends a message claiming to be from {m.frm}: {m!r}")
-            self.sent_by_type[m.type.name] += 1
-            if not self.net.send(nid, m.to, encode_message(m)):
-                self.emit(f"cut {format_message(m)}")
-                unreachable.add(m.to)
-        # 3. apply
-        if snap is not None and not snap.is_empty():
-            n.sm.restore(snap.data, snap.meta.index)
-            n.conf_state = snap.meta.conf_state
-            n.conf_history = [(snap.meta.index, n.conf_state)]
-            self.checker.observe_snapshot_applied(nid, snap.meta.index)
-        if rd.committed_entries:
-            for e in rd.committed_entries:
-                self._apply(n, e)
-            first, last = rd.committed_entries[0], rd.committed_entries[-1]
-            shown = None
-            if self.verbose:
-                shown = f"{nid} applies [" + ", ".join(format_entry(e) for e in rd.committed_entries) + "]"
-            self.emit(f"{nid} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}", shown)
-        for rs in rd.read_states:
-            n.pending_reads.append(rs)
-        self._serve_reads(n)
-        n.raw.advance(rd)
-        # A transport that cannot reach a peer says so (etcd's ReportUnreachable): the
-        # leader stops pipelining to it and probes instead.
-        for peer in sorted(unreachable):
-            n.raw.report_unreachable(peer)
         hs = st.hard_state
-        self.checker.observe_commit(nid, hs.term, min(hs.commit, st.last_index()), _term_of(st))
-
-    def _apply(self, n: SimNode, e: Entry) -> None:
-        self.checker.observe_apply(n.id, e)
-        n.sm.apply(e)
-        self.applied_count += 1
-        if e.type == EntryType.CONF_CHANGE:
-            cc = decode_conf_change(e.data)
-            cs = n.raw.apply_conf_change(cc)
-            n.conf_state = cs
-            n.conf_history.append((e.index, cs))
-            self.emit(f"{n.id} conf {format_conf_state(cs)}")
+        self.checker.observe_commit(n.id, hs.term, min(hs.commit, st.last_index()), _term_of(st))
 
     def _serve_reads(self, n: SimNode) -> None:
         keep = []

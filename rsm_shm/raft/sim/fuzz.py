@@ -18,9 +18,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .sim import LivenessViolation, SimOptions, Simulator
-from .sim_check import SafetyChecker, SafetyViolation
-from .types import ConfChangeType, Role
+from .simulator import LivenessViolation, SimOptions, Simulator
+from .check import SafetyChecker, SafetyViolation
+from ..types import ConfChangeType, Role
 
 __all__ = ["FaultProfile", "RunResult", "random_action", "run_seed", "replay", "shrink", "PROFILES", "options_for_seed"]
 

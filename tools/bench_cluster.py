@@ -241,16 +241,17 @@ class PySyncObjCluster:
 
     label = "PySyncObj"
 
-    def __init__(self, peers: int = 3, **conf_kw):
+    def __init__(self, peers: int = 3, per_peer=None, **conf_kw):
         self.ports = _free_ports(peers)
         self.conf_kw = conf_kw
+        self.per_peer = per_peer or [{} for _ in range(peers)]
         self.procs, self.conns = [], []
         for i in range(peers):
             self._spawn(i)
 
     def _spawn(self, i: int) -> None:
         parent, child = _CTX.Pipe()
-        p = KILLER.add(_CTX.Process(target=_pso_peer, args=(i, self.ports, self.conf_kw, child), daemon=True))
+        p = KILLER.add(_CTX.Process(target=_pso_peer, args=(i, self.ports, {**self.conf_kw, **self.per_peer[i]}, child), daemon=True))
         p.start()
         child.close()
         if i < len(self.procs):
@@ -309,6 +310,44 @@ def pso_round(args) -> dict:
     return out
 
 
+def pso_long(args) -> dict:
+    """PySyncObj with its journal and dump files (its durable mode, default compaction):
+    RSS of each peer after ``args.entries`` commits, and a follower's restart time."""
+    d = tempfile.mkdtemp(prefix="bench_pso_")
+    KILLER.dirs.append(d)
+    per_peer = [dict(journalFile=os.path.join(d, f"j{i}"), fullDumpFile=os.path.join(d, f"dump{i}"))
+                for i in range(3)]
+    c = PySyncObjCluster(per_peer=per_peer)
+    try:
+        leader = c.wait_leader()
+        t0 = time.perf_counter()
+        left = args.entries
+        while left > 0:
+            n = min(left, 100_000)
+            r = c.ask(leader, "pipelined", n, args.inflight, timeout=600)
+            if "error" in r:
+                raise RuntimeError(f"PySyncObj: {r['error']}")
+            left -= n
+        write_s = time.perf_counter() - t0
+        rss = {i: _rss_mb(p.pid) for i, p in enumerate(c.procs)}
+        commit = c.ask(leader, "status")["commit"]
+        follower = (leader + 1) % 3
+        c.kill(follower)
+        c.procs[follower].join(5)
+        t0 = time.monotonic()
+        c._spawn(follower)
+        deadline = time.monotonic() + 300
+        while c.ask(follower, "status")["applied"] < commit:
+            if time.monotonic() > deadline:
+                raise TimeoutError("PySyncObj follower did not catch up after its restart")
+            time.sleep(0.01)
+        restart_s = time.monotonic() - t0
+        return {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
+                "rss_mb": rss, "restart_s": restart_s}
+    finally:
+        c.stop()
+
+
 def pso_failover() -> float | None:
     c = PySyncObjCluster(appendEntriesUseBatch=False)
     try:
@@ -357,6 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=2000, help="sequential commands and reads")
     ap.add_argument("--only", default="", help="comma list of: pysyncobj, rsm")
     ap.add_argument("--long", action="store_true", help="RSS after 1M entries and restart time")
+    ap.add_argument("--entries", type=int, default=1_000_000, help="log entries of the --long run")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     if args.quick:
@@ -370,6 +410,8 @@ def main(argv=None) -> int:
     if why_not_rsm:
         print(f"note: {why_not_rsm}; measuring PySyncObj only")
         systems.remove("rsm")
+    if args.long:
+        return main_long(args, systems)
     try:
         for rnd in range(args.repeat):
             for s in systems:
@@ -410,6 +452,25 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "rounds": results, "failovers": failovers}, f, indent=1)
+    return 0
+
+
+def main_long(args, systems) -> int:
+    out = {}
+    try:
+        for s in systems:
+            out[s] = pso_long(args) if s == "pysyncobj" else rsm_long(args)
+            print(f"{s}: " + _brief(out[s]), flush=True)
+    finally:
+        KILLER.cleanup()
+    print()
+    print(f"{'after ' + format(args.entries, ',') + ' entries':44} {'RSS MB (max peer)':>18} {'restart s':>10} {'write s':>8}")
+    for s, r in out.items():
+        for label, row in ([(s, r)] if "rss_mb_max" in r else list(r.items())):
+            print(f"{label:44} {row['rss_mb_max']:>18.1f} {row['restart_s']:>10.2f} {row['write_s']:>8.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0
 
 

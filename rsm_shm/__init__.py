@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(
-        ["BrokenBarrierError", "DisabledError", "OwnerDiedWarning", "RsmError", "SegmentError"], "._errors"),
+        ["BrokenBarrierError", "DisabledError", "OwnerDiedWarning", "RsmError", "SegmentError", "ShutDown"],
+        "._errors"),
     **dict.fromkeys(
         ["AutoResetEvent", "Barrier", "BoundedSemaphore", "Condition", "Countdown", "Event", "Gate", "Lock",
          "Once", "OwnerDied", "Policy", "RLock", "RWLock", "Semaphore"], ".sync"),
@@ -45,7 +46,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static view for type checkers and IDEs
-    from ._errors import BrokenBarrierError, DisabledError, OwnerDiedWarning, RsmError, SegmentError
+    from ._errors import BrokenBarrierError, DisabledError, OwnerDiedWarning, RsmError, SegmentError, ShutDown
     from .ring import Queue, Ring
     from .sync import (AutoResetEvent, Barrier, BoundedSemaphore, Condition, Countdown, Event, Gate, Lock, Once,
                        OwnerDied, Policy, RLock, RWLock, Semaphore)

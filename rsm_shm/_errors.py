@@ -1,11 +1,13 @@
 """Exceptions and warnings of rsm_shm, and the one place C status codes become them."""
 from __future__ import annotations
 
+import queue
 import threading
 
 __all__ = [
     "RsmError",
     "SegmentError",
+    "ShutDown",
     "OwnerDiedWarning",
     "DisabledError",
     "BrokenBarrierError",
@@ -21,6 +23,20 @@ class RsmError(Exception):
 class SegmentError(RsmError, ValueError):
     """A segment that exists but cannot be used: not ours, another kind or layout version,
     a corrupt or truncated header, or one whose creator died before finishing it."""
+
+
+# queue.ShutDown exists from Python 3.13 on; subclass it there so that code written for
+# queue.Queue.shutdown() catches ours too.
+_QUEUE_SHUTDOWN: tuple = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
+
+
+class ShutDown(RsmError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]
+    """The ring or queue was shut down (``shutdown()``, in any process).
+
+    As with ``queue.Queue.shutdown()`` (Python 3.13): ``put`` raises it at once,
+    ``get`` raises it once every message put before the shutdown has been taken.  A
+    subclass of ``queue.ShutDown`` where that exists (3.13+).
+    """
 
 
 class DisabledError(RsmError, RuntimeError):

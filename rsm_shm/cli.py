@@ -121,7 +121,7 @@ HEADER::
                    "dropped", "inbox_depth" (-1: unknown), "inbox_capacity", "state" (repr of
                    the handler's state), "error", "started", "ended"}
     ring, queue:  rsm_shm.ring.RingStatistics: {"capacity", "max_message", "used_bytes",
-                   "messages", "head", "read", "tail", "closed", "blocked_producers",
+                   "messages", "head", "read", "tail", "is_shutdown", "blocked_producers",
                    "blocked_consumers", "single_producer", "single_consumer"}, plus
                    "fill" (percent of capacity used, float), "consumer_queue": QUEUE,
                    "producer_queue": QUEUE (a producer's slot kind is its size class)
@@ -213,9 +213,9 @@ def _attached_cell(rec: dict) -> str:
 
 def _state_cell(rec: dict) -> str:
     status = rec.get("status")
-    if status == insp.Status.FOREIGN.value:
+    if status == insp.SegmentStatus.FOREIGN.value:
         return "foreign (not decoded)"
-    if status in (insp.Status.OK.value, insp.Status.BUILDING.value, insp.Status.FAILED.value):
+    if status in (insp.SegmentStatus.OK.value, insp.SegmentStatus.BUILDING.value, insp.SegmentStatus.FAILED.value):
         return printable(rec.get("state") or "-", _MAX_STATE_CHARS)
     return printable(f"{status.upper()}: {rec.get('problem') or ''}".rstrip(": "), _MAX_STATE_CHARS)
 

@@ -49,7 +49,7 @@ from .segment import HEADER_SIZE, LAYOUT_VERSION, MAGIC, PREFIX, SHM_DIR, Kind, 
 from .segment import _decode_header  # the same validation read_header applies, on bytes already read
 
 __all__ = [
-    "SCHEMA_VERSION", "Status", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
+    "SCHEMA_VERSION", "SegmentStatus", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
     "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label", "decoder_for", "decode_waitq",
 ]
 
@@ -74,7 +74,7 @@ _SLOT_KIND_SHIFT, _SLOT_KIND_MASK = 4, 0xF
 _SLOT_TOKEN_SHIFT, _SLOT_TOKEN_MASK = 8, 0xFF
 
 
-class Status(str, enum.Enum):
+class SegmentStatus(str, enum.Enum):
     """What a record's ``status`` field says about a /dev/shm entry."""
 
     OK = "ok"                            # valid header, published; state decoded if the kind is known
@@ -185,8 +185,7 @@ class KindDecoder:
     ``attach(name)`` returns a handle opened with ``create=False``; ``decode(handle,
     header)`` returns a JSON-ready dict; ``phrase(handle, detail)`` the one-phrase state
     for ``ls``; ``release(handle)`` unmaps it in this process only, right after, whatever
-    happens.  Mind the kinds whose ``close()`` is not that: ``Ring.close()`` ends the
-    stream for every process, so a ring is released with ``detach()``.
+    happens (every handle's ``close()`` does exactly that).
     """
 
     attach: Callable[[str], Any]
@@ -343,18 +342,15 @@ def _decode_ring(ring, header: SegmentHeader) -> dict:
 
 
 def _ring_phrase(ring, detail: dict) -> str:
-    # "37% full, N->1, 12 messages, 4096/65536 bytes, 2 producers blocked, closed"
+    # "37% full, N->1, 12 messages, 4096/65536 bytes, 2 producers blocked, shut down"
     return f"{detail['fill']:.0f}% full, {ring.statistics()}"
 
 
 def _register_rings() -> None:
     from .ring import Queue, Ring
 
-    # detach(), never close(): Ring.close() would end the stream for every process.
-    register(Kind.RING, lambda name: Ring(name, create=False), _decode_ring, _ring_phrase,
-             lambda ring: ring.detach())
-    register(Kind.QUEUE, lambda name: Queue(name, create=False).ring, _decode_ring, _ring_phrase,
-             lambda ring: ring.detach())
+    register(Kind.RING, lambda name: Ring(name, create=False), _decode_ring, _ring_phrase)
+    register(Kind.QUEUE, lambda name: Queue(name, create=False).ring, _decode_ring, _ring_phrase)
 
 
 _LAZY = {Kind.AUTOMATON: _register_automaton, Kind.RING: _register_rings, Kind.QUEUE: _register_rings}
@@ -414,10 +410,10 @@ def _header_dict(h: SegmentHeader) -> dict:
     }
 
 
-def _classify_invalid(name: str, path: str, size: int) -> Status:
+def _classify_invalid(name: str, path: str, size: int) -> SegmentStatus:
     """Why a header failed validation, from its first HEADER_SIZE bytes (never trusted)."""
     if size < HEADER_SIZE:
-        return Status.TRUNCATED
+        return SegmentStatus.TRUNCATED
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -425,20 +421,20 @@ def _classify_invalid(name: str, path: str, size: int) -> Status:
         finally:
             os.close(fd)
     except OSError:
-        return Status.CORRUPT
+        return SegmentStatus.CORRUPT
     if len(raw) < HEADER_SIZE:
-        return Status.TRUNCATED
+        return SegmentStatus.TRUNCATED
     magic = int.from_bytes(raw[:4], "little")
     version = int.from_bytes(raw[4:6], "little")
     if magic == MAGIC and version != LAYOUT_VERSION:
-        return Status.UNKNOWN_VERSION
+        return SegmentStatus.UNKNOWN_VERSION
     # A header that validates (checksum included) against an unbounded file size failed
     # only because the file is shorter than it says.
     try:
         _decode_header(name, raw, _UNBOUNDED_SIZE, check_ready=False)
     except SegmentError:
-        return Status.CORRUPT
-    return Status.TRUNCATED
+        return SegmentStatus.CORRUPT
+    return SegmentStatus.TRUNCATED
 
 
 def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs: ProcessIndex) -> dict:
@@ -447,7 +443,7 @@ def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs:
         "name": entry if foreign else entry[len(PREFIX):],
         "path": os.path.join(SHM_DIR, entry),
         "foreign": foreign,
-        "status": Status.FOREIGN.value if foreign else Status.OK.value,
+        "status": SegmentStatus.FOREIGN.value if foreign else SegmentStatus.OK.value,
         "problem": None,
         "kind": None,
         "size": st.st_size if st else None,
@@ -481,7 +477,7 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
         return None
     except OSError as e:
         rec = _base_record(entry, foreign, None, procs)
-        rec.update(status=Status.UNREADABLE.value, problem=f"cannot stat it: {e.strerror}")
+        rec.update(status=SegmentStatus.UNREADABLE.value, problem=f"cannot stat it: {e.strerror}")
         return rec
     if not stat.S_ISREG(st.st_mode):
         return None
@@ -494,10 +490,10 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
     except FileNotFoundError:
         return None
     except PermissionError as e:
-        rec.update(status=Status.UNREADABLE.value, problem=f"cannot read it: {e.strerror}")
+        rec.update(status=SegmentStatus.UNREADABLE.value, problem=f"cannot read it: {e.strerror}")
         return rec
     except (SegmentError, ValueError, OSError) as e:  # ValueError: a name we would never create
-        status = _classify_invalid(name, path, st.st_size) if isinstance(e, SegmentError) else Status.CORRUPT
+        status = _classify_invalid(name, path, st.st_size) if isinstance(e, SegmentError) else SegmentStatus.CORRUPT
         if isinstance(e, OSError) and e.errno == errno.ENOENT:
             return None
         rec.update(status=status.value, problem=str(e))
@@ -509,12 +505,12 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
         header=_header_dict(header),
     )
     if header.initialized == lib.RSM_INIT_BUILDING:
-        rec.update(status=Status.BUILDING.value,
+        rec.update(status=SegmentStatus.BUILDING.value,
                    state="being created" if alive else "abandoned during creation (creator died)")
         return rec
     if header.initialized != lib.RSM_INIT_READY:
         what = _INIT_NAMES.get(header.initialized, f"in unknown state {header.initialized}")
-        rec.update(status=Status.FAILED.value, state=f"creation {what}")
+        rec.update(status=SegmentStatus.FAILED.value, state=f"creation {what}")
         return rec
     decoder = decoder_for(header.kind)
     if decoder is None:
@@ -536,9 +532,9 @@ def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecod
         if not os.path.exists(rec["path"]):
             return False
         # e.g. a Condition whose external lock segment was removed
-        rec.update(status=Status.UNDECODABLE.value, problem=f"a part is missing: {e}")
+        rec.update(status=SegmentStatus.UNDECODABLE.value, problem=f"a part is missing: {e}")
     except Exception as e:  # a hostile body must never crash the command
-        rec.update(status=Status.UNDECODABLE.value, problem=f"{type(e).__name__}: {e}")
+        rec.update(status=SegmentStatus.UNDECODABLE.value, problem=f"{type(e).__name__}: {e}")
     finally:
         if obj is not None:
             try:
@@ -609,12 +605,12 @@ def gc_verdict(rec: dict, *, corrupt: bool = False, ignore_unreadable: bool = Fa
                        f"(--ignore-unreadable disregards such processes)")
     status = rec.get("status")
     creator = rec.get("creator")
-    if creator is not None and status in (Status.OK.value, Status.BUILDING.value, Status.FAILED.value,
-                                           Status.UNDECODABLE.value):
+    if creator is not None and status in (SegmentStatus.OK.value, SegmentStatus.BUILDING.value,
+                                          SegmentStatus.FAILED.value, SegmentStatus.UNDECODABLE.value):
         if creator["alive"]:
             return False, f"creator pid {creator['pid']} is alive"
         return True, f"creator pid {creator['pid']} is dead and no live process maps it"
-    if status in (Status.CORRUPT.value, Status.TRUNCATED.value, Status.UNKNOWN_VERSION.value):
+    if status in (SegmentStatus.CORRUPT.value, SegmentStatus.TRUNCATED.value, SegmentStatus.UNKNOWN_VERSION.value):
         if not corrupt:
             return False, f"{status} header, creator unknown (gc --corrupt removes unmapped ones)"
         idle = now - (rec.get("modified") or now)

@@ -15,14 +15,15 @@ Semantics in short:
   consistent (the interrupted call did not happen).
 * Delivery is exactly-once and in order: messages leave in the order their puts reserved
   space; with several consumers each message goes to exactly one of them.
-* ``close()`` ends the stream for every process: puts fail with :class:`Closed` at once,
-  gets return what is left and then raise :class:`EndOfStream`; blocked callers wake up.
+* ``shutdown()`` ends the stream for every process, as ``queue.Queue.shutdown()``: puts
+  fail with :class:`~rsm_shm.ShutDown` at once, gets return what is left and then raise
+  ``ShutDown``; blocked callers wake up.  ``close()`` only unmaps this handle.
 * Crash safety: a producer killed in the middle of a put leaves no torn message (its
   record is skipped once its death is seen, after one ~50 ms slice); a consumer killed in
   the middle of a get never handed the message to Python, so another consumer gets it.
 * ``producers=1`` / ``consumers=1`` at creation select lock-free single-producer /
   single-consumer paths; the first thread that puts (gets) then holds that role until it
-  exits or calls :meth:`Ring.detach`.  Another live thread trying is a RuntimeError.
+  exits or calls :meth:`Ring.close`.  Another live thread trying is a RuntimeError.
 * Waiting costs nothing to the other side unless someone sleeps: a consumer that finds
   the ring empty first polls for ~3 us (producer on another CPU) or yields a few times
   (producer on its CPU), then sleeps on a futex; a put wakes a sleeper only if there is
@@ -43,13 +44,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from . import _proc
-from ._errors import RsmError, SegmentError
+from ._errors import SegmentError, ShutDown
 from ._native import ffi, lib
 from .segment import Kind, SegmentHeader
 from .sync import _base
 from .sync._base import SharedObject
 
-__all__ = ["Ring", "Queue", "RingStatistics", "Closed", "EndOfStream", "DEFAULT_CAPACITY"]
+__all__ = ["Ring", "Queue", "RingStatistics", "ShutDown", "DEFAULT_CAPACITY"]
 
 #: Default data-area size: 1 MiB.
 DEFAULT_CAPACITY = 1 << 20
@@ -77,20 +78,6 @@ _WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
 
 
-class Closed(RsmError, ValueError):
-    """The ring was closed with :meth:`Ring.close`: no more messages may be put.
-
-    A ValueError, like putting to a closed ``multiprocessing.Queue``.
-    """
-
-
-class EndOfStream(Closed, EOFError):
-    """The ring is closed and every message put before the close has been taken.
-
-    Raised by ``get``/``get_many`` instead of blocking; also an EOFError.
-    """
-
-
 @dataclass(frozen=True)
 class RingStatistics:
     """A snapshot of a ring's shared state (what ``rsm-shm inspect`` shows)."""
@@ -102,7 +89,7 @@ class RingStatistics:
     head: int               # byte positions, growing forever (see csrc/ring.h)
     read: int
     tail: int
-    closed: bool
+    is_shutdown: bool
     blocked_producers: int
     blocked_consumers: int
     single_producer: bool
@@ -118,8 +105,8 @@ class RingStatistics:
             s += f", {self.blocked_consumers} consumers blocked"
         if self.repairs:
             s += f", {self.repairs} repairs"
-        if self.closed:
-            s += ", closed"
+        if self.is_shutdown:
+            s += ", shut down"
         return s
 
 
@@ -171,8 +158,8 @@ class Ring(SharedObject):
     arguments only apply when this call creates the ring.  ``max_waiters`` bounds the FIFO
     wait slots per side (more waiters still work, without FIFO order).
 
-    The ring pickles as its name.  ``close()`` ends the stream for everyone; ``detach()``
-    unmaps it in this process only; ``unlink()`` removes the name.
+    The ring pickles as its name.  ``shutdown()`` ends the stream for everyone;
+    ``close()`` unmaps this handle only; ``unlink()`` removes the name.
     """
 
     _kind = Kind.RING
@@ -234,17 +221,10 @@ class Ring(SharedObject):
         return self._max_message
 
     @property
-    def closed(self) -> bool:
-        """True once :meth:`close` ran (in any process)."""
+    def is_shutdown(self) -> bool:
+        """True once :meth:`shutdown` ran (in any process); as ``queue.Queue.is_shutdown``."""
         self._check_open()
         return bool(self._ptr.tail & lib.RSM_RING_TAIL_CLOSED)
-
-    @property
-    def detached(self) -> bool:
-        """True once :meth:`detach` unmapped the ring in this process."""
-        return self._seg.closed
-
-    # -- buffers -------------------------------------------------------------------------
 
     # -- put -----------------------------------------------------------------------------
 
@@ -252,8 +232,8 @@ class Ring(SharedObject):
         """Append one message (bytes, bytearray, memoryview or any contiguous buffer).
 
         Blocks while there is no room: ``timeout=None`` forever, ``0`` not at all, else up
-        to ``timeout`` seconds, then raises ``queue.Full``.  Raises :class:`Closed` if the
-        ring is closed (also while waiting), ValueError if the message is larger than
+        to ``timeout`` seconds, then raises ``queue.Full``.  Raises :class:`ShutDown` if the
+        ring is shut down (also while waiting), ValueError if the message is larger than
         :attr:`max_message`, RuntimeError if the ring is single-producer and another live
         thread is its producer.
         """
@@ -280,7 +260,7 @@ class Ring(SharedObject):
                 f"(max_message is {self._max_message} bytes)"
             )
         if first == _CLOSED:
-            raise Closed(f"{self._describe()} is closed")
+            raise ShutDown(f"{self._describe()} is shut down")
         deadline = _validate_timeout(timeout)
         if first == _WOULDBLOCK and deadline == 0:
             raise queue.Full
@@ -293,7 +273,7 @@ class Ring(SharedObject):
         """Append several messages in order with one C call per batch that fits.
 
         Blocks like :meth:`put` for whatever does not fit yet.  On timeout raises
-        ``queue.Full``, on close :class:`Closed`; either exception's ``sent`` attribute
+        ``queue.Full``, on shutdown :class:`ShutDown`; either exception's ``sent`` attribute
         counts the messages that were put (a prefix of ``items``).  Raises ValueError before
         putting anything if one is too large.
         """
@@ -318,7 +298,7 @@ class Ring(SharedObject):
                           lib.RSM_RING_ROLE_PRODUCER, deadline, op)
         if r == _TIMEOUT or r == _CLOSED:
             exc = (queue.Full(f"{op.done} of {count} messages put") if r == _TIMEOUT
-                   else Closed(f"{self._describe()} is closed ({op.done} of {count} messages put)"))
+                   else ShutDown(f"{self._describe()} is shut down ({op.done} of {count} messages put)"))
             exc.sent = op.done  # type: ignore[attr-defined]
             raise exc
         self._raise_put(r)
@@ -329,7 +309,7 @@ class Ring(SharedObject):
         if r == _TIMEOUT:
             raise queue.Full
         if r == _CLOSED:
-            raise Closed(f"{self._describe()} is closed")
+            raise ShutDown(f"{self._describe()} is shut down")
         if r == lib.RSM_INVAL:
             raise ValueError(f"message too large for {self._describe()}, or the ring is corrupt")
         raise RuntimeError(f"{self!r}: internal error {r}")
@@ -340,8 +320,8 @@ class Ring(SharedObject):
         """Remove and return the oldest message.
 
         Blocks while the ring is empty: ``timeout=None`` forever, ``0`` not at all, else up
-        to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`EndOfStream`
-        once the ring is closed and drained (also while waiting), RuntimeError if the ring
+        to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`ShutDown`
+        once the ring is shut down and drained (also while waiting), RuntimeError if the ring
         is single-consumer and another live thread is its consumer.  Not reentrant: do not
         call it on the same handle from a signal handler of the same thread (it shares
         that thread's receive buffer).
@@ -399,7 +379,7 @@ class Ring(SharedObject):
         buf, size, w, op = self._thread_state()[:4]
         try:
             if status == _CLOSED:
-                raise EndOfStream(f"{self._describe()} is closed and drained")
+                raise ShutDown(f"{self._describe()} is shut down and drained")
             if status == _OVERFLOW:
                 buf, size, w, op = self._thread_state(op.len)[:4]
             if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
@@ -432,7 +412,7 @@ class Ring(SharedObject):
         """Remove and return up to ``max_items`` messages (at least one), oldest first.
 
         Blocks only until the first message is there (as :meth:`get`, raising
-        ``queue.Empty`` on timeout and :class:`EndOfStream` when closed and drained), then
+        ``queue.Empty`` on timeout and :class:`ShutDown` when shut down and drained), then
         takes whatever else is ready, up to ``max_items`` and the receive buffer's size.
         """
         if not isinstance(max_items, int) or max_items < 1:
@@ -475,7 +455,7 @@ class Ring(SharedObject):
         if r == _TIMEOUT:
             raise queue.Empty
         if r == _CLOSED:
-            raise EndOfStream(f"{self._describe()} is closed and drained")
+            raise ShutDown(f"{self._describe()} is shut down and drained")
         raise RuntimeError(f"{self!r}: internal error {r} (corrupt ring?)")
 
     # -- blocking, roles and recovery ----------------------------------------------------
@@ -590,7 +570,7 @@ class Ring(SharedObject):
             capacity=self._capacity, max_message=self._max_message, used_bytes=tail - p.head,
             messages=max(p.nput - p.nget, 0), head=p.head,
             read=p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read, tail=tail,
-            closed=bool(p.tail & lib.RSM_RING_TAIL_CLOSED),
+            is_shutdown=bool(p.tail & lib.RSM_RING_TAIL_CLOSED),
             blocked_producers=self._pwq.nwaiters + self._pwq.noverflow,
             blocked_consumers=self._cwq.nwaiters + self._cwq.noverflow,
             single_producer=bool(p.flags & lib.RSM_RING_SINGLE_PRODUCER),
@@ -603,16 +583,23 @@ class Ring(SharedObject):
 
     # -- lifetime ------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """End the stream for every process (idempotent): puts raise :class:`Closed` from
-        now on, gets drain what is left and then raise :class:`EndOfStream`, and blocked
-        callers wake.  The ring stays mapped; see :meth:`detach` and :meth:`unlink`."""
-        self._check_open()
-        lib.rsm_ring_close(self._ptr)
+    def shutdown(self) -> None:
+        """End the stream for every process (idempotent), as ``queue.Queue.shutdown()``:
+        puts raise :class:`ShutDown` from now on, gets drain what is left and then raise
+        ``ShutDown``, and blocked callers wake.  The handle stays mapped; see
+        :meth:`close` and :meth:`unlink`.
 
-    def detach(self) -> None:
+        Unlike ``queue.Queue.shutdown`` there is no ``immediate=True``: messages put
+        before the shutdown are always delivered (a consumer that wants to discard them
+        calls ``get_many`` until ``ShutDown``).
+        """
+        self._check_open()
+        lib.rsm_ring_close(self._ptr)  # the C layer calls the end of stream "closed"
+
+    def close(self) -> None:
         """Unmap the ring in this process (idempotent), giving up this thread's
-        single-producer/consumer roles.  Other processes are unaffected."""
+        single-producer/consumer roles.  Other processes are unaffected: the stream
+        goes on (see :meth:`shutdown`)."""
         if self._seg.closed:
             return
         lib.rsm_ring_release_roles(self._ptr)
@@ -625,6 +612,13 @@ class _ObjectRing(Ring):
     never attached as a plain Ring (its messages are pickles)."""
 
     _kind = Kind.QUEUE
+
+    def _describe(self) -> str:
+        return f"Queue {self.name!r}"
+
+    def _check_open(self) -> None:
+        if self._seg.closed:  # multiprocessing.Queue's wording: the user holds a Queue
+            raise ValueError(f"Queue {self.name!r} is closed")
 
 
 def _attach_queue(name: str, serializer) -> "Queue":
@@ -644,10 +638,12 @@ class Queue:
     between processes that trust each other completely (same user, same application).
 
     Bounds are in bytes (``capacity``), not items: ``maxsize`` is accepted for
-    compatibility and must be 0.  ``close()`` ends the stream for every process (unlike
-    multiprocessing, where it only stops the calling process): ``put`` then raises
-    :class:`Closed` (a ValueError, as multiprocessing's), ``get`` drains and then raises
-    :class:`EndOfStream`.  The queue pickles as its name (and serializer).
+    compatibility and must be 0.  ``close()`` is ``multiprocessing.Queue.close()``: this
+    handle is done (it is unmapped at once; there is no feeder thread to flush) and its
+    ``put``/``get`` raise ValueError; other handles and processes are unaffected.  The
+    end of stream for every process is ``shutdown()``, as ``queue.Queue.shutdown()``
+    (3.13): ``put`` then raises :class:`~rsm_shm.ShutDown`, ``get`` drains and then
+    raises ``ShutDown``.  The queue pickles as its name (and serializer).
     """
 
     def __init__(self, name: Optional[str] = None, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY,
@@ -677,7 +673,8 @@ class Queue:
 
         ``block=False`` (or ``timeout``) -> ``queue.Full`` when there is no room.  Raises
         whatever the serializer raises, ValueError for an object whose serialized form
-        exceeds the ring's max_message, :class:`Closed` once closed.
+        exceeds the ring's max_message, :class:`ShutDown` once shut down, ValueError once
+        this handle is closed.
         """
         data = self._dumps(obj)
         ring = self._ring
@@ -692,8 +689,8 @@ class Queue:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Remove, deserialize and return the oldest object; as ``multiprocessing.Queue.get``.
 
-        ``block=False`` (or ``timeout``) -> ``queue.Empty``; :class:`EndOfStream` once the
-        queue is closed and drained.
+        ``block=False`` (or ``timeout``) -> ``queue.Empty``; :class:`ShutDown` once the
+        queue is shut down and drained; ValueError once this handle is closed.
         """
         return self._loads(self._ring.get(timeout if block else 0))
 
@@ -719,8 +716,24 @@ class Queue:
     def full(self) -> bool:
         return self._ring.full()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran on this handle (never raises)."""
+        return self._ring.closed
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once :meth:`shutdown` ran (in any process)."""
+        return self._ring.is_shutdown
+
+    def shutdown(self) -> None:
+        """End the stream for every process (see :meth:`Ring.shutdown`)."""
+        self._ring.shutdown()
+
     def close(self) -> None:
-        """End the stream for every process (see the class docstring)."""
+        """As ``multiprocessing.Queue.close()``: this process puts (and gets) no more
+        through this handle, which is unmapped (idempotent).  Other handles and
+        processes are unaffected; see :meth:`shutdown` to end the stream for all."""
         self._ring.close()
 
     def join_thread(self) -> None:
@@ -731,9 +744,6 @@ class Queue:
 
     def statistics(self) -> RingStatistics:
         return self._ring.statistics()
-
-    def detach(self) -> None:
-        self._ring.detach()
 
     def unlink(self) -> None:
         self._ring.unlink()

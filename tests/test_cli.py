@@ -70,8 +70,8 @@ CHILD = textwrap.dedent(r"""
         from rsm_shm import ring
         r = ring.Ring(p + "ring", capacity=4096, create=True)
         q = ring.Queue(p + "queue", capacity=4096, create=True)
-        closed = ring.Ring(p + "closed", capacity=1024, create=True)
-        closed.close()
+        shut = ring.Ring(p + "shut", capacity=1024, create=True)
+        shut.shutdown()
         q.put({"answer": 42})
         for _ in range(10):
             r.put(b"x" * 100)  # 10 records of 128 bytes (16-byte header, 16-byte aligned)
@@ -84,7 +84,7 @@ CHILD = textwrap.dedent(r"""
         deadline = time.monotonic() + %(timeout)s
         while r.statistics().blocked_producers < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        keep += [r, q, closed]
+        keep += [r, q, shut]
     elif mode == "automaton":
         from rsm_shm.fsm import Automaton, Opcode
         def handler(n, op):
@@ -563,7 +563,7 @@ def test_rings_and_queues_of_another_process(children, prefix):
     ring_mod = pytest.importorskip("rsm_shm.ring")
     child = children.start("ring", prefix)
     segs = {name[len(prefix):]: s for name, s in by_name(run_json("ls", "--prefix", prefix, script=True)).items()}
-    assert {k: s["kind"] for k, s in segs.items()} == {"ring": "ring", "queue": "queue", "closed": "ring"}
+    assert {k: s["kind"] for k, s in segs.items()} == {"ring": "ring", "queue": "queue", "shut": "ring"}
     ring = segs["ring"]
     assert ring["status"] == "ok", ring["problem"]
     assert ring["detail"]["messages"] == 10 and ring["detail"]["used_bytes"] == 1280
@@ -571,15 +571,15 @@ def test_rings_and_queues_of_another_process(children, prefix):
     assert [w["pid"] for w in ring["detail"]["producer_queue"]["slots"]] == [child.pid]
     assert ring["state"].startswith("31% full") and "1 producers blocked" in ring["state"]
     assert segs["queue"]["detail"]["messages"] == 1
-    assert segs["closed"]["detail"]["closed"] is True and segs["closed"]["state"].endswith("closed")
+    assert segs["shut"]["detail"]["is_shutdown"] is True and segs["shut"]["state"].endswith("shut down")
     assert "producer wait queue" in run("inspect", prefix + "ring").stdout
 
-    # Looking never changes a ring: it is not closed, and its messages are all still there.
+    # Looking never changes a ring: it is not shut down, and its messages are all still there.
     r = ring_mod.Ring(prefix + "ring", create=False)
     try:
-        assert not r.closed and r.qsize() == 10
+        assert not r.is_shutdown and r.qsize() == 10
     finally:
-        r.detach()
+        r.close()
 
 
 def test_automaton_of_another_process(children, prefix):

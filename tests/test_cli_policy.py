@@ -155,7 +155,7 @@ def test_forged_headers_with_hostile_bodies_never_crash_the_decoders(shm_name, k
         f.write(_forged(kind, params, body, initialized))
     try:
         rec = insp.describe("rsm_shm." + name, False, insp.ProcessIndex({}, {}, 0, 0.0))
-        assert rec is not None and rec["status"] in {s.value for s in insp.Status}
+        assert rec is not None and rec["status"] in {s.value for s in insp.SegmentStatus}
         FORGED_OUTCOMES[rec["status"]] = FORGED_OUTCOMES.get(rec["status"], 0) + 1
         cli.render_inspect(rec)
         cli.render_table([rec])
@@ -186,7 +186,7 @@ def _template(shm_name, kind: str) -> bytes:
             with open(f"/dev/shm/rsm_shm.{obj.name}", "rb") as f:
                 _TEMPLATES[kind] = f.read()
         finally:
-            (obj.detach if kind == "Ring" else obj.close)()
+            obj.close()
             obj.unlink()
     return _TEMPLATES[kind]
 

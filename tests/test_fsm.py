@@ -475,7 +475,7 @@ def test_a_poster_blocked_on_a_full_inbox_learns_that_the_host_was_killed(shm_na
 
         inbox = Ring(a.name + ".inbox.0", create=False)
         wait_until(lambda: inbox.statistics().blocked_producers >= 1)  # the flooder waits for room
-        inbox.detach()
+        inbox.close()
         os.kill(a.statistics().host_pid, signal.SIGKILL)
         t.join(SLOW)
         assert not t.is_alive()
@@ -582,7 +582,7 @@ def test_a_drain_whose_caller_died_before_closing_the_inbox_still_finishes(shm_n
         a.close()
 
 
-def test_an_inbox_closed_behind_our_back_drains_the_automaton(shm_name):
+def test_an_inbox_shut_down_behind_our_back_drains_the_automaton(shm_name):
     from rsm_shm.ring import Ring
 
     log = []
@@ -595,8 +595,8 @@ def test_an_inbox_closed_behind_our_back_drains_the_automaton(shm_name):
     try:
         a.post(b"1")
         ring = Ring(a.name + ".inbox.0", create=False)
+        ring.shutdown()
         ring.close()
-        ring.detach()
         assert a.join(SLOW) is True
         assert log[0] is Opcode.START and log[-2:] == [Opcode.DRAIN, Opcode.EXIT]
         assert log.count(Opcode.CMD) == 1

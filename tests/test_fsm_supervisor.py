@@ -86,7 +86,7 @@ def test_supervisor_restarts_after_handler_exception_then_gives_up(shm_name, hos
         assert s.mode is Mode.DEAD and not s.restart_pending and s.restarts == 2
         assert sup.statistics().restarts == 2 and sup.statistics().gave_up == 1
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -111,7 +111,7 @@ def test_supervisor_restarts_a_sigkilled_process_host(shm_name, host):
         assert a.join(SLOW) is True
         assert a.statistics().exit_kind is ExitKind.CLEAN
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -126,7 +126,7 @@ def test_zero_restart_policy_reports_like_an_unsupervised_automaton(shm_name):
             a.join(SLOW)
         assert a.statistics().restarts == 0
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -142,11 +142,11 @@ def test_a_closed_supervisor_makes_a_pending_restart_final(shm_name):
         a.post(b"boom")
         wait_for(a, lambda s: s.mode is Mode.DEAD and s.restart_pending)
         assert a.join(0.1) is False  # a live supervisor may still restart it
-        sup.close()
+        sup.stop()
         with pytest.raises(AutomatonFailed):
             a.join(SLOW)
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -175,7 +175,7 @@ def test_drain_makes_a_pending_restart_final(shm_name):
         with pytest.raises(AutomatonFailed, match="fragile handler broke"):
             a.join(SLOW)
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -198,7 +198,7 @@ def test_a_failure_while_draining_is_not_restarted(shm_name):
         s = a.statistics()
         assert s.restarts == 0 and s.mode is Mode.DEAD and not s.restart_pending
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 
@@ -215,7 +215,7 @@ def test_unwatch_makes_the_handle_free_to_close(shm_name):
             a.join(SLOW)
         assert a.statistics().restarts == 0
     finally:
-        sup.close()
+        sup.stop()
         a.unlink()
         a.close()
 

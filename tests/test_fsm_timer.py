@@ -34,7 +34,7 @@ def test_call_later_order_and_cancel():
         assert s.fired == 3 and s.cancelled == 1 and s.pending == 0 and s.failed == 0
         with pytest.raises(ValueError):
             t.call_later(-1, lambda: None)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match="stopped"):
         t.call_later(0, lambda: None)
 
 
@@ -42,7 +42,7 @@ def test_close_cancels_pending_timers():
     fired = []
     t = TimerService()
     h = t.call_later(10, lambda: fired.append(1))
-    t.close()
+    t.stop()
     assert h.state == "cancelled" and not fired
 
 
@@ -76,7 +76,7 @@ def test_one_timer_serves_many_automata(shm_name):
             assert min(times) - t0 >= 0.02 * (i + 1)  # never early
         assert b"Z" not in received
     finally:
-        t.close()
+        t.stop()
         for a in autos:
             a.unlink()
             a.close()
@@ -98,7 +98,7 @@ def test_a_timer_to_a_dead_automaton_is_counted_not_silent(shm_name):
         with pytest.raises(TypeError):
             t.schedule(0, a, "not bytes")  # type: ignore[arg-type]
     finally:
-        t.close()
+        t.stop()
         a.unlink()
         a.close()
 

@@ -1,6 +1,6 @@
 """Ring and Queue semantics in one process (threads where blocking is involved).
 
-Multi-process delivery, SIGKILL and close-while-blocked across processes are in
+Multi-process delivery, SIGKILL and shutdown-while-blocked across processes are in
 test_ring_procs.py.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rsm_shm
-from rsm_shm.ring import Closed, EndOfStream, RingStatistics, record_size
+from rsm_shm.ring import RingStatistics, ShutDown, record_size
 
 MODES = {"mpmc": {}, "spsc": {"producers": 1, "consumers": 1}, "mpsc": {"consumers": 1}, "spmc": {"producers": 1}}
 
@@ -43,7 +43,7 @@ def make_ring(shm_name):
     yield make
     for r in made:
         r.unlink()
-        r.detach()
+        r.close()
 
 
 def test_bytes_like_and_empty_messages(make_ring, mode):
@@ -171,7 +171,7 @@ def test_blocked_put_resumes_within_a_slice_even_below_the_wake_threshold(make_r
     assert done and done[0] - t0 < 0.5
 
 
-def test_close_wakes_blocked_consumers_and_producers(make_ring):
+def test_shutdown_wakes_blocked_consumers_and_producers(make_ring):
     r = make_ring(capacity=64)
     errors = []
 
@@ -185,10 +185,10 @@ def test_close_wakes_blocked_consumers_and_producers(make_ring):
     for t in cs:
         t.start()
     _wait_for(lambda: r.statistics().blocked_consumers == 3)
-    r.close()
+    r.shutdown()
     for t in cs:
         t.join(10)
-    assert len(errors) == 3 and all(isinstance(e, EndOfStream) for e in errors)
+    assert len(errors) == 3 and all(isinstance(e, ShutDown) for e in errors)
 
     r2 = make_ring(capacity=64)
     r2.put(b"x" * 48)
@@ -204,17 +204,17 @@ def test_close_wakes_blocked_consumers_and_producers(make_ring):
     for t in ps:
         t.start()
     _wait_for(lambda: r2.statistics().blocked_producers == 2)
-    r2.close()
+    r2.shutdown()
     for t in ps:
         t.join(10)
-    assert len(perrors) == 2 and all(isinstance(e, Closed) and isinstance(e, ValueError) for e in perrors)
-    # Consumers drain what was put before the close, then get end of stream.
+    assert len(perrors) == 2 and all(isinstance(e, ShutDown) for e in perrors)
+    # Consumers drain what was put before the shutdown, then get ShutDown.
     assert r2.get() == b"x" * 48
-    with pytest.raises(EndOfStream):
+    with pytest.raises(ShutDown):
         r2.get()
-    with pytest.raises(EndOfStream):
+    with pytest.raises(ShutDown):
         r2.get_many(4)
-    assert r2.closed
+    assert r2.is_shutdown and not r2.closed  # shut down for everyone, still mapped here
 
     r3 = make_ring(capacity=256)
     sent = []
@@ -222,13 +222,13 @@ def test_close_wakes_blocked_consumers_and_producers(make_ring):
     def batch_producer():
         try:
             r3.put_many([b"z" * 16] * 20, timeout=10)  # 8 fit, then it blocks
-        except Closed as e:
+        except ShutDown as e:
             sent.append(e.sent)
 
     t = threading.Thread(target=batch_producer)
     t.start()
     _wait_for(lambda: r3.statistics().blocked_producers == 1)
-    r3.close()
+    r3.shutdown()
     t.join(10)
     assert sent == [8] and len(r3.get_many(100)) == 8
 
@@ -279,7 +279,7 @@ def test_single_producer_role_is_enforced(make_ring):
     t.join(10)
     r.put(b"after")
     assert r.get_many(5, timeout=5) == [b"after"]  # consumer role of the dead thread taken over
-    r2.detach()
+    r2.close()
 
 
 def test_statistics_and_repr(make_ring, mode):
@@ -287,13 +287,13 @@ def test_statistics_and_repr(make_ring, mode):
     r.put(b"12345")
     s = r.statistics()
     assert isinstance(s, RingStatistics)
-    assert (s.capacity, s.messages, s.used_bytes, s.closed) == (1024, 1, record_size(5), False)
+    assert (s.capacity, s.messages, s.used_bytes, s.is_shutdown) == (1024, 1, record_size(5), False)
     assert s.tail - s.head == s.used_bytes
     with pytest.raises(AttributeError):
         s.messages = 3  # frozen
     assert "1 messages" in repr(r) and r.name in repr(r)
     r.get()
-    r.detach()
+    r.close()
     assert "closed" in repr(r)
     with pytest.raises(ValueError):
         r.put(b"x")
@@ -304,7 +304,7 @@ def test_pickles_as_name_and_attaches_from_another_program(make_ring):
     r2 = pickle.loads(pickle.dumps(r))
     r2.put(b"via pickle")
     assert r.get() == b"via pickle"
-    r2.detach()
+    r2.close()
     code = textwrap.dedent(f"""
         import rsm_shm
         r = rsm_shm.Ring({r.name!r}, create=False)
@@ -329,7 +329,7 @@ def test_kind_and_parameter_validation(make_ring, shm_name):
             rsm_shm.Ring(q.name, create=False)
     finally:
         q.unlink()
-        q.detach()
+        q.close()
 
 
 def test_ctrl_c_interrupts_a_blocked_get_and_leaves_the_ring_clean(make_ring):
@@ -391,17 +391,67 @@ def test_queue_objects_and_errors_where_put(shm_name):
         q2 = pickle.loads(pickle.dumps(q))
         q2.put("x")
         assert q.get() == "x"
-        q2.detach()
-        q.close()
-        with pytest.raises(ValueError):
+        q2.close()
+        q.shutdown()
+        assert q.is_shutdown and not q.closed
+        with pytest.raises(ShutDown):
             q.put(1)
-        with pytest.raises(EndOfStream):
+        with pytest.raises(ShutDown):
             q.get()
         with pytest.raises(ValueError, match="maxsize"):
             rsm_shm.Queue(maxsize=3)
     finally:
         q.unlink()
-        q.detach()
+        q.close()
+
+
+def test_shutdown_is_queue_shutdown_and_not_a_handle_error():
+    assert rsm_shm.ShutDown is ShutDown and issubclass(ShutDown, rsm_shm.RsmError)
+    # A closed handle raises ValueError; the end of stream must not be mistaken for it.
+    assert not issubclass(ShutDown, ValueError)
+    if hasattr(queue, "ShutDown"):  # Python 3.13+
+        assert issubclass(ShutDown, queue.ShutDown)
+
+
+def test_ring_close_unmaps_this_handle_only(make_ring):
+    r = make_ring(capacity=1024)
+    other = rsm_shm.Ring(r.name, create=False)
+    try:
+        r.put(b"a")
+        r.close()
+        r.close()  # idempotent
+        assert r.closed  # a property that never raises
+        for call in (lambda: r.put(b"b"), r.get, lambda: r.is_shutdown, r.shutdown):
+            with pytest.raises(ValueError, match="closed"):
+                call()
+        assert not other.closed and not other.is_shutdown  # the stream goes on elsewhere
+        other.put(b"b")
+        assert other.get_many(5) == [b"a", b"b"]
+    finally:
+        other.close()
+
+
+def test_queue_close_is_multiprocessing_queue_close(shm_name):
+    q = rsm_shm.Queue(shm_name("q"), capacity=4096)
+    q2 = pickle.loads(pickle.dumps(q))
+    try:
+        q.put(1)
+        assert not q.closed
+        q.close()
+        q.close()  # idempotent
+        assert q.closed and not q2.closed
+        # multiprocessing.Queue raises ValueError("Queue ... is closed") from put and get
+        with pytest.raises(ValueError, match="Queue .* is closed"):
+            q.put(2)
+        with pytest.raises(ValueError, match="Queue .* is closed"):
+            q.get()
+        q.join_thread()  # allowed after close(), as in multiprocessing
+        assert not q2.is_shutdown  # close() ends nothing for the other handles
+        q2.put(3)
+        assert q2.get() == 1 and q2.get() == 3
+    finally:
+        q2.unlink()
+        q2.close()
 
 
 def test_queue_pluggable_serializer(shm_name):
@@ -412,12 +462,12 @@ def test_queue_pluggable_serializer(shm_name):
         q.put([3])
         q2 = pickle.loads(pickle.dumps(q))
         assert q2.get() == [3]
-        q2.detach()
+        q2.close()
         with pytest.raises(TypeError):
             rsm_shm.Queue(serializer=object())
     finally:
         q.unlink()
-        q.detach()
+        q.close()
 
 
 # -- a model check -------------------------------------------------------------------------
@@ -489,7 +539,7 @@ def test_matches_a_byte_counting_model(shm_name, ops, spsc):
             assert r.qsize() == len(model)
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
 def _wait_for(cond, timeout=10.0):

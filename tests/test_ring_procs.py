@@ -1,5 +1,5 @@
 """Rings between real processes: exactly-once in-order delivery, SIGKILLed producers and
-consumers, dead peers' records (crafted at the C-level transitions), close while blocked.
+consumers, dead peers' records (crafted at the C-level transitions), shutdown while blocked.
 
 Every message carries (producer, sequence, crc32 of its body); consumers check the crc,
 and the test checks that every message arrives exactly once and, for each consumer, in
@@ -23,7 +23,7 @@ import pytest
 
 import rsm_shm
 from rsm_shm._native import ffi, lib
-from rsm_shm.ring import EndOfStream, record_size
+from rsm_shm.ring import ShutDown, record_size
 
 FORK = mp.get_context("fork")
 HDR = struct.Struct("<III")  # producer, sequence, crc32(body)
@@ -57,7 +57,7 @@ def producer(name: str, p: int, n: int, seed: int, batch: int, log_path: str | N
         seq += k
         if log is not None:
             os.write(log, f"{seq - 1}\n".encode())  # everything up to seq-1 was put
-    r.detach()
+    r.close()
 
 
 def consumer(name: str, out_path: str, many: int, log_path: str | None = None) -> None:
@@ -67,7 +67,7 @@ def consumer(name: str, out_path: str, many: int, log_path: str | None = None) -
     while True:
         try:
             msgs = r.get_many(many, timeout=60) if many > 1 else [r.get(timeout=60)]
-        except EndOfStream:
+        except ShutDown:
             break
         for m in msgs:
             if not m:
@@ -83,7 +83,7 @@ def consumer(name: str, out_path: str, many: int, log_path: str | None = None) -
                 os.write(log, (json.dumps(ident) + "\n").encode())
     with open(out_path, "w") as f:
         json.dump({"got": got, "empties": empties, "bad": bad}, f)
-    r.detach()
+    r.close()
 
 
 def _start(target, *args):
@@ -123,7 +123,7 @@ def test_exactly_once_in_order(shm_name, tmp_path, nprod, ncons, flags):
         prods = [_start(producer, r.name, p, n, 1000 + p, 1 + 7 * (p % 2)) for p in range(nprod)]
         _join_all(prods)
         assert all(p.exitcode == 0 for p in prods)
-        r.close()
+        r.shutdown()
         _join_all(cons)
         assert all(c.exitcode == 0 for c in cons)
         results = [json.load(open(tmp_path / f"c{i}.json")) for i in range(ncons)]
@@ -139,10 +139,10 @@ def test_exactly_once_in_order(shm_name, tmp_path, nprod, ncons, flags):
                 assert s > last.get(p, -1), f"producer {p} out of order"
                 last[p] = s
         st = r.statistics()
-        assert st.used_bytes == 0 and st.messages == 0 and st.closed
+        assert st.used_bytes == 0 and st.messages == 0 and st.is_shutdown
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
 @pytest.mark.parametrize("kill_at", [100, 700, 1500, 2400])
@@ -175,7 +175,7 @@ def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_a
             assert victim.exitcode == -signal.SIGKILL
         _join_all(prods[1:])  # the survivors keep going...
         assert all(p.exitcode == 0 for p in prods[1:])
-        r.close()
+        r.shutdown()
         _join_all(cons[1:])  # ...and drain everything
         assert all(c.exitcode == 0 for c in cons[1:])
 
@@ -198,7 +198,7 @@ def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_a
         assert r.statistics().used_bytes == 0
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
 # -- dead peers, crafted at the C-level transitions ---------------------------------------
@@ -244,7 +244,7 @@ def test_record_reserved_by_a_dead_producer_becomes_a_tombstone(shm_name, flags)
         assert r.statistics().repairs == 1
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
 def test_reservation_lock_of_a_dead_producer_is_taken_over(shm_name):
@@ -257,11 +257,11 @@ def test_reservation_lock_of_a_dead_producer_is_taken_over(shm_name):
         assert r._ptr.plock == 0 and r.get() == b"x"
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
-@pytest.mark.parametrize("close_first", [False, True])
-def test_message_claimed_by_a_dead_consumer_is_delivered_again(shm_name, close_first):
+@pytest.mark.parametrize("shutdown_first", [False, True])
+def test_message_claimed_by_a_dead_consumer_is_delivered_again(shm_name, shutdown_first):
     r = rsm_shm.Ring(shm_name("ring"), capacity=1024)
     try:
         r.put(b"claimed by the dead")
@@ -270,28 +270,28 @@ def test_message_claimed_by_a_dead_consumer_is_delivered_again(shm_name, close_f
         # A consumer claimed the record and moved read past it, then died mid-copy.
         _rec(r, pos).state = _mkstate(pos, _dead_pid(), lib.RSM_REC_CLAIMED)
         ptr.read = pos + record_size(len(b"claimed by the dead"))
-        if close_first:
-            r.close()
+        if shutdown_first:
+            r.shutdown()
         with pytest.raises(queue.Empty):
             r.get(timeout=0)
         assert r.get(timeout=10) == b"claimed by the dead"
-        if close_first:
-            with pytest.raises(EndOfStream):
+        if shutdown_first:
+            with pytest.raises(ShutDown):
                 r.get(timeout=10)
         assert r.statistics().used_bytes == 0
     finally:
         r.unlink()
-        r.detach()
+        r.close()
 
 
-# -- close while blocked, across processes -------------------------------------------------
+# -- shutdown while blocked, across processes -------------------------------------------------
 
 
 def _blocked_get(name: str) -> None:
     r = rsm_shm.Ring(name, create=False)
     try:
         r.get(timeout=60)
-    except EndOfStream:
+    except ShutDown:
         os._exit(17)
     os._exit(1)
 
@@ -300,12 +300,12 @@ def _blocked_put(name: str) -> None:
     r = rsm_shm.Ring(name, create=False)
     try:
         r.put(b"y" * 40, timeout=60)
-    except rsm_shm.ring.Closed:
+    except rsm_shm.ShutDown:
         os._exit(18)
     os._exit(1)
 
 
-def test_close_wakes_blocked_processes(shm_name):
+def test_shutdown_wakes_blocked_processes(shm_name):
     empty = rsm_shm.Ring(shm_name("empty"), capacity=64)
     full = rsm_shm.Ring(shm_name("full"), capacity=64)
     try:
@@ -316,8 +316,8 @@ def test_close_wakes_blocked_processes(shm_name):
         while empty.statistics().blocked_consumers < 2 or full.statistics().blocked_producers < 2:
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        empty.close()
-        full.close()
+        empty.shutdown()
+        full.shutdown()
         _join_all(getters + putters, 30)
         assert [p.exitcode for p in getters] == [17, 17]
         assert [p.exitcode for p in putters] == [18, 18]
@@ -325,7 +325,7 @@ def test_close_wakes_blocked_processes(shm_name):
     finally:
         for r in (empty, full):
             r.unlink()
-            r.detach()
+            r.close()
 
 
 def test_anonymous_ring_leaves_no_segment():
@@ -374,7 +374,7 @@ def _torture_consumer(name: str, log_path: str) -> None:
     while True:
         try:
             m = r.get(timeout=60)
-        except EndOfStream:
+        except ShutDown:
             return
         p, seq, off = HDR.unpack_from(m)
         ok = m[HDR.size:] == _BLOCK[off:off + len(m) - HDR.size]
@@ -424,7 +424,7 @@ def test_repeated_sigkills_lose_nothing_published(shm_name, tmp_path):
         open(stop, "w").close()
         _join_all(list(producers.values()))
         assert all(p.exitcode == 0 for p in producers.values())
-        r.close()
+        r.shutdown()
         _join_all(list(consumers.values()))
         assert all(c.exitcode == 0 for c in consumers.values())
 
@@ -459,4 +459,4 @@ def test_repeated_sigkills_lose_nothing_published(shm_name, tmp_path):
             if p.is_alive():
                 p.kill()
         r.unlink()
-        r.detach()
+        r.close()

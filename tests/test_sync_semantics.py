@@ -268,7 +268,7 @@ def test_barrier_abort_wakes_waiters(make):
 # -- Gate, Countdown, Once ---------------------------------------------------------------
 
 def test_gate(make):
-    g = make(rsm_shm.Gate, auto_close=2)
+    g = make(rsm_shm.Gate, auto_shut=2)
     assert g.wait(0.02) is False
     out = []
     ts = [_start(lambda: out.append(g.wait(30))) for _ in range(3)]
@@ -281,6 +281,20 @@ def test_gate(make):
     for t in ts:
         t.join(30)
     assert out == [True] * 3 and g.entries == 1
+
+
+def test_gate_shut_by_hand(make):
+    g = make(rsm_shm.Gate)
+    g.open()
+    assert g.is_open() and g.wait(0) is True
+    g.shut()
+    assert not g.is_open() and g.wait(0.02) is False
+    out = []
+    t = _start(lambda: out.append(g.wait(30)))
+    _until(lambda: g.pending == 1)
+    g.open()
+    t.join(30)
+    assert out == [True] and g.is_open() and not g.closed  # shut() is not close(): the handle stays usable
 
 
 def test_countdown(make):

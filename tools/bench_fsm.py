@@ -287,7 +287,7 @@ def bench_timers(k: int, seed: int = 1) -> dict:
     finally:
         _cleanup([reporter])
         out.unlink()
-        out.detach()
+        out.close()
     return {"sleep": bench_sleep_baseline(k, seed), "fire": _percentiles(fire), "delivered": _percentiles(late)}
 
 

@@ -85,16 +85,16 @@ class RingPeer(Peer):
 
     def sender(self, name):
         r = rsm_shm.Ring(name, create=False)
-        return r.put, r.put_many, r.detach
+        return r.put, r.put_many, r.close
 
     def receiver(self, name):
         r = rsm_shm.Ring(name, create=False)
-        return r.get, (lambda: r.get_many(BATCH)), r.detach
+        return r.get, (lambda: r.get_many(BATCH)), r.close
 
     def teardown(self, name):
         r = rsm_shm.Ring(name, create=False)
         r.unlink()
-        r.detach()
+        r.close()
 
 
 class RsmQueuePeer(Peer):
@@ -110,16 +110,16 @@ class RsmQueuePeer(Peer):
 
     def sender(self, name):
         q = rsm_shm.Queue(name, create=False)
-        return q.put, q.put_many, q.detach
+        return q.put, q.put_many, q.close
 
     def receiver(self, name):
         q = rsm_shm.Queue(name, create=False)
-        return q.get, (lambda: q.get_many(BATCH)), q.detach
+        return q.get, (lambda: q.get_many(BATCH)), q.close
 
     def teardown(self, name):
         q = rsm_shm.Queue(name, create=False)
         q.unlink()
-        q.detach()
+        q.close()
 
 
 class MpQueuePeer(Peer):

@@ -2,8 +2,8 @@
 
 Everything the automaton package knows about rings is in this module, so a change in the
 ring's API touches one place.  A supervisor restart starts a new generation with a fresh
-ring (the old one is closed when its incarnation dies), so posters can tell an inbox that
-was closed by a drain or a death from the inbox of the restarted automaton.
+ring (the old one is shut down when its incarnation dies), so posters can tell an inbox that
+was shut down by a drain or a death from the inbox of the restarted automaton.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import glob
 import os
 from typing import Optional
 
-from ..ring import Closed, Ring  # Closed on put; EndOfStream (a Closed) on a drained get
+from ..ring import Ring, ShutDown  # ShutDown on a put, and on a get once drained
 from ..segment import PREFIX, SHM_DIR
 
-__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "unlink_generation", "release", "Closed"]
+__all__ = ["inbox_name", "open_inbox", "remove_inboxes", "unlink_generation", "release", "ShutDown"]
 
 
 def inbox_name(name: str, generation: int) -> str:
@@ -55,5 +55,5 @@ def unlink_generation(name: str, generation: int) -> None:
 
 
 def release(ring) -> None:
-    """Unmap a ring handle in this process without closing the ring for its other users."""
-    ring.detach()
+    """Unmap a ring handle in this process without shutting the ring down for its other users."""
+    ring.close()

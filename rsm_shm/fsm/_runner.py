@@ -58,13 +58,13 @@ def current() -> "Automaton":
 
 
 def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: int) -> bool:
-    """Publish the end of an incarnation: close its inbox, count what it leaves behind,
+    """Publish the end of an incarnation: shut its inbox down, count what it leaves behind,
     record the report, then CAS the mode to DEAD (with RESTART_PENDING if supervised and
     the end was not clean and it was not draining: a drained automaton is never
     restarted).  False if it was already DEAD."""
     if ring is not None:
         try:
-            ring.close()
+            ring.shutdown()
             undelivered += max(ring.qsize(), 0)
         except Exception:
             pass
@@ -166,16 +166,16 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
             if not draining and w & MODE_MASK == _SIGNALED:
                 draining = True
                 st.cas(w, _DRAINING)
-                inbox.close()  # in case whoever drained us died before closing it
+                inbox.shutdown()  # in case whoever drained us died before shutting it down
                 machine.deliver(DRAIN)
                 sync()
             try:
                 batch = inbox.get_many(BATCH, timeout=IDLE_POLL)
             except queue.Empty:
                 continue
-            except _inbox.Closed:
+            except _inbox.ShutDown:
                 if not draining:
-                    # The inbox was closed directly (not through drain()): drain all the same.
+                    # The inbox was shut down directly (not through drain()): drain all the same.
                     w = st.word()
                     while w & MODE_MASK in (_IDLE, _RUNNING, _SIGNALED) and not st.cas(w, _DRAINING):
                         w = st.word()

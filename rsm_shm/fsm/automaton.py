@@ -205,29 +205,29 @@ class Automaton:
                 try:
                     ring.put(payload, 0)
                     return
-                except (queue.Full, _inbox.Closed):
+                except (queue.Full, _inbox.ShutDown):
                     pass
         self._post_slow(payload, timeout)
 
     def _post_slow(self, payload, timeout: Optional[float]) -> None:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        failed = None  # the ring whose put raised Closed
+        failed = None  # the ring whose put raised ShutDown
         while True:
             ring = self._accepting_inbox()  # raises if draining or dead (host death included)
             if ring is failed:
-                # The ring we just failed on is still the current one: it was closed by a
+                # The ring we just failed on is still the current one: it was shut down by a
                 # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
                 raise AutomatonClosedError(self.name, mode_of(w, self.name),
-                                           self._closed_detail(w) or "its inbox is closed")
+                                           self._closed_detail(w) or "its inbox is shut down")
             # Block one slice at a time, so that a poster waiting on the full inbox of a
             # host that was killed notices the death instead of waiting forever.
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
                 ring.put(payload, left)
                 return
-            except _inbox.Closed:
+            except _inbox.ShutDown:
                 failed = ring  # drained or died since we looked, or restarted: look again
             except queue.Full:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -253,12 +253,12 @@ class Automaton:
             if ring is failed:
                 w = self._status.word()
                 raise AutomatonClosedError(self.name, mode_of(w, self.name),
-                                           self._closed_detail(w) or "its inbox is closed")
+                                           self._closed_detail(w) or "its inbox is shut down")
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
                 ring.put_many(items[sent:], left)
                 return
-            except _inbox.Closed:
+            except _inbox.ShutDown:
                 failed = ring
             except queue.Full as e:
                 sent += getattr(e, "sent", 0)
@@ -328,7 +328,7 @@ class Automaton:
         if st.word() & MODE_MASK in (_SIGNALED, _DRAINING):
             ring = self._current_inbox()
             if ring is not None:
-                ring.close()  # producers fail at once; the host's get() wakes up
+                ring.shutdown()  # producers fail at once; the host's get() wakes up
 
     def start(self, host: str = "thread", *, start_method: Optional[str] = None, daemon: bool = True) -> "Automaton":
         """Start a host running the handler: ``host`` is "thread" (in this process),

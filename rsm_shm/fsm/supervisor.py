@@ -68,9 +68,9 @@ class Supervisor:
     """Watch automata and restart the ones that die: ``Supervisor(policy=RestartPolicy())``.
 
     ``watch(automaton)`` (a handle that has a handler, before or after ``start()``); the
-    automaton is restarted on the same kind of host it was started on.  ``close()`` stops
+    automaton is restarted on the same kind of host it was started on.  ``stop()`` stops
     watching: pending restarts become final failures.  The supervisor thread uses the
-    handles it watches: ``unwatch()`` a handle (or close the supervisor) before closing it.
+    handles it watches: ``unwatch()`` a handle (or stop the supervisor) before closing it.
     """
 
     def __init__(self, policy: RestartPolicy = RestartPolicy(), *, name: str = "rsm_shm supervisor") -> None:
@@ -93,7 +93,7 @@ class Supervisor:
             raise RuntimeError(f"automaton {automaton.name!r}: a supervisor needs a handle that has a handler")
         with self._lock:
             if self._stop.is_set():
-                raise RuntimeError(f"{self._name} is closed")
+                raise RuntimeError(f"{self._name} is stopped")
             automaton._status.set_supervisor(os.getpid())
             self._watches[automaton.name] = _Watch(automaton)
             if self._thread is None:
@@ -197,7 +197,7 @@ class Supervisor:
         with self._lock:
             return SupervisorStatistics(watched=len(self._watches), restarts=self._restarts, gave_up=self._gave_up)
 
-    def close(self, timeout: Optional[float] = 5.0) -> None:
+    def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Stop supervising (idempotent): pending restarts become final failures."""
         self._stop.set()
         t = self._thread
@@ -214,7 +214,7 @@ class Supervisor:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.stop()
 
     def __repr__(self) -> str:
         return f"<rsm_shm.fsm.Supervisor {self._name!r} {self.statistics()} {self.policy}>"

@@ -87,7 +87,7 @@ class TimerService:
     its name) ``delay`` seconds from now; ``schedule_drain(delay, target)`` drains it;
     ``schedule_every(interval, target, payload)`` posts it periodically (ticks);
     ``call_later(delay, fn)`` runs ``fn()`` on the timer thread (keep it short).  All return
-    a TimerHandle.  ``close()`` stops the thread; pending timers are cancelled.
+    a TimerHandle.  ``stop()`` stops the thread; pending timers are cancelled.
     """
 
     def __init__(self, name: str = "rsm_shm timer",
@@ -97,7 +97,7 @@ class TimerService:
         self._heap: list[TimerHandle] = []
         self._ids = itertools.count(1)
         self._thread: Optional[threading.Thread] = None
-        self._closed = False
+        self._stopped = False
         self._on_error = on_error
         self._handles: dict[str, Any] = {}
         self._fired = self._cancelled = self._failed = 0
@@ -111,8 +111,8 @@ class TimerService:
             raise ValueError(f"timer delay must be a non-negative number of seconds, not {delay!r}")
         deadline = time.monotonic_ns() + int(delay * 1e9)
         with self._cond:
-            if self._closed:
-                raise RuntimeError(f"{self._name} is closed")
+            if self._stopped:
+                raise RuntimeError(f"{self._name} is stopped")
             h = TimerHandle(self, next(self._ids), deadline, action, target, payload, int(interval * 1e9))
             heapq.heappush(self._heap, h)
             if self._thread is None:
@@ -175,7 +175,7 @@ class TimerService:
         while True:
             with cond:
                 while True:
-                    if self._closed:
+                    if self._stopped:
                         return
                     heap = self._heap
                     while heap and heap[0].state != _PENDING:
@@ -257,10 +257,10 @@ class TimerService:
             return TimerStatistics(pending=pending, fired=self._fired, cancelled=self._cancelled,
                                    failed=self._failed, max_lateness=self._max_late_ns / 1e9)
 
-    def close(self, timeout: Optional[float] = 5.0) -> None:
+    def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Stop the thread (idempotent); pending timers are cancelled and never fire."""
         with self._cond:
-            self._closed = True
+            self._stopped = True
             for h in self._heap:
                 if h.state == _PENDING:
                     h.state = _CANCELLED
@@ -279,7 +279,7 @@ class TimerService:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.stop()
 
     def __repr__(self) -> str:
         return f"<rsm_shm.fsm.TimerService {self._name!r} {self.statistics()}>"

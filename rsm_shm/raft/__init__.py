@@ -11,7 +11,7 @@ Modules of the core (standard library only; no I/O, clocks or threads):
 ``codec``        versioned binary wire format (never pickle), DecodeError
 ``storage``      the Storage interface and its error contract; MemoryStorage
 ``core``         RawNode (the entry point), Config, Status, errors
-``machine``      the Raft automaton: roles, ticks, message dispatch
+``protocol``     the Raft protocol itself: roles, ticks, message dispatch
 ``election``     timeouts, pre-vote, campaigns, votes, leader stickiness
 ``replication``  AppendEntries, heartbeats, chunked InstallSnapshot
 ``membership``   conf changes (joint consensus, learners), snapshot install, transfer

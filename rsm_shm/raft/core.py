@@ -1,6 +1,6 @@
 """The Raft core's entry point: :class:`RawNode` (etcd's ``rawnode.go``).
 
-A RawNode wraps the pure protocol automaton (:class:`~rsm_shm.raft.machine.Raft`) and
+A RawNode wraps the pure protocol automaton (:class:`~rsm_shm.raft.protocol.Raft`) and
 exchanges everything with the outside through values: time arrives as :meth:`tick`,
 input as :meth:`step` and the proposal methods, output as a
 :class:`~rsm_shm.raft.types.Ready`.  A typical loop::
@@ -31,7 +31,7 @@ from typing import Dict, Iterable, Optional
 from .codec import decode_conf_change, encode_conf_change
 from .config import Config
 from .errors import NotLeaderError, ProposalDroppedError
-from .machine import Raft
+from .protocol import Raft
 from .readonly import ReadOnlyOption
 from .storage import Storage
 from .tracker import ProgressState

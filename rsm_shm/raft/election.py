@@ -1,5 +1,5 @@
 """Leader election: timeouts, pre-vote, campaigns and vote requests (Raft §5.2, §5.4.1,
-thesis §3.4, §4.2.3, §9.6).  Mixed into :class:`rsm_shm.raft.machine.Raft`."""
+thesis §3.4, §4.2.3, §9.6).  Mixed into :class:`rsm_shm.raft.protocol.Raft`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .quorum import VoteResult
 from .types import NONE, EntryType, Message, MessageType, Role, vote_resp_type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .machine import Raft
+    from .protocol import Raft
 
 __all__ = ["CampaignType", "ElectionMixin", "TRANSFER_CONTEXT"]
 
@@ -111,7 +111,7 @@ class ElectionMixin:
         """Whether we heard from a leader within the election timeout (check-quorum
         only).  Such a node ignores (pre)votes: leader stickiness, thesis §4.2.3."""
         if self.boot_lease_ticks:
-            return True  # restarted with lease reads on: see machine.Raft.__init__
+            return True  # restarted with lease reads on: see protocol.Raft.__init__
         return self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
 
     def handle_vote_request(self: "Raft", m: Message) -> None:

@@ -1,5 +1,5 @@
 """Membership changes, snapshot installation and leadership transfer (thesis §4, §5.3,
-§3.10).  Mixed into :class:`rsm_shm.raft.machine.Raft`.
+§3.10).  Mixed into :class:`rsm_shm.raft.protocol.Raft`.
 
 Configuration changes take effect when the application *applies* the CONF_CHANGE entry
 and calls ``apply_conf_change`` (etcd's model), so all nodes switch at the same log
@@ -24,7 +24,7 @@ from .errors import ProposalDroppedError
 from .types import NONE, ConfChange, ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .machine import Raft
+    from .protocol import Raft
 
 __all__ = ["MembershipMixin"]
 

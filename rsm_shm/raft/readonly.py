@@ -135,7 +135,7 @@ class ReadOnly:
 
 
 class ReadMixin:
-    """ReadIndex handling, mixed into :class:`rsm_shm.raft.machine.Raft`."""
+    """ReadIndex handling, mixed into :class:`rsm_shm.raft.protocol.Raft`."""
 
     def committed_entry_in_current_term(self) -> bool:
         return self.raft_log.term_or_zero(self.raft_log.committed) == self.term

@@ -1,6 +1,6 @@
 """Log replication: AppendEntries, heartbeats and chunked InstallSnapshot, on both the
 leader and the follower side (Raft §5.3, thesis §3.5, §5.3, §10.2).  Mixed into
-:class:`rsm_shm.raft.machine.Raft`."""
+:class:`rsm_shm.raft.protocol.Raft`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .tracker import Progress, ProgressState
 from .types import Message, MessageType, Snapshot, entry_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .machine import Raft
+    from .protocol import Raft
 
 __all__ = ["ReplicationMixin", "SNAPSHOT_REFUSED"]
 

@@ -116,29 +116,30 @@ class Event(FastEvent, _EventBase):
 
 
 class Gate(_EventBase):
-    """A gate: closed until opened; ``wait()`` passes once it is open and counts the entry.
+    """A gate: shut until opened; ``wait()`` passes once it is open and counts the entry.
 
-    ``Gate(name=None, *, create=None, auto_close=0)``: with ``auto_close=N`` the N-th entry
-    after an ``open()`` closes the gate again in the same atomic step (exactly N pass).
+    ``Gate(name=None, *, create=None, auto_shut=0)``: with ``auto_shut=N`` the N-th entry
+    after an ``open()`` shuts the gate again in the same atomic step (exactly N pass).
+    ``shut()`` shuts it by hand; ``close()``, as on every handle, only unmaps this handle.
     ``entries`` counts entries since the gate last opened.  ``wait(timeout=None) -> bool``.
     """
 
     _kind = Kind.GATE
     _stat_kind = "gate"
 
-    def __init__(self, name: Optional[str] = None, *, auto_close: int = 0, create: Optional[bool] = None,
+    def __init__(self, name: Optional[str] = None, *, auto_shut: int = 0, create: Optional[bool] = None,
                  mode: int = 0o600, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
-        if not isinstance(auto_close, int) or not 0 <= auto_close <= lib.RSM_COUNT_MASK:
-            raise ValueError(f"auto_close must be between 0 and {lib.RSM_COUNT_MASK}")
-        self._open_event(name, create, mode, 0, auto_close, max_waiters)
+        if not isinstance(auto_shut, int) or not 0 <= auto_shut <= lib.RSM_COUNT_MASK:
+            raise ValueError(f"auto_shut must be between 0 and {lib.RSM_COUNT_MASK}, not {auto_shut!r}")
+        self._open_event(name, create, mode, 0, auto_shut, max_waiters)
 
     def open(self) -> None:
         """Open the gate (resetting the entry count) and wake every waiter."""
         self._check_open()
         lib.rsm_gate_open(self._ptr)
 
-    def close_gate(self) -> None:
-        """Close the gate; later waiters block until the next open()."""
+    def shut(self) -> None:
+        """Shut the gate; later waiters block until the next open()."""
         self._check_open()
         lib.rsm_gate_close(self._ptr)
 
@@ -154,7 +155,7 @@ class Gate(_EventBase):
         return self._ptr.word & lib.RSM_COUNT_MASK
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Pass through the gate: True once passed, False if it stayed closed until timeout."""
+        """Pass through the gate: True once passed, False if it stayed shut until timeout."""
         ptr = self._ptr
         return self._wait(lambda w, d: lib.rsm_gate_enter(ptr, w, d), timeout)
 

@@ -1,8 +1,16 @@
-"""Exceptions and warnings of rsm_shm, and the one place C status codes become them."""
+"""Exceptions and warnings of rsm_shm, and the one place C status codes become them.
+
+Every C entry point returns a status code (``RSM_*`` in ``csrc/rsm_common.h``).  A
+caller handles the codes that are results for it (``RSM_OK``, a ``RSM_TIMEOUT`` that
+means "return False", ``RSM_SLICE``) and passes every other one to :func:`raise_for`,
+which alone decides the exception and its message.  The C fast paths do the same through
+``SharedObject._fail``.
+"""
 from __future__ import annotations
 
 import queue
 import threading
+from typing import Any, NoReturn
 
 __all__ = [
     "RsmError",
@@ -11,6 +19,7 @@ __all__ = [
     "OwnerDiedWarning",
     "DisabledError",
     "BrokenBarrierError",
+    "raise_for",
 ]
 
 BrokenBarrierError = threading.BrokenBarrierError
@@ -51,3 +60,69 @@ class OwnerDiedWarning(RuntimeWarning):
     exception (``-W error``), the lock is released again *with* its owner-died mark kept,
     so the next holder is told instead: a recovery is never silent.
     """
+
+
+def _label(obj: Any) -> str:
+    """``Lock 'jobs'``: how messages name the object."""
+    from .segment import Kind  # late: segment imports this module
+
+    kind = getattr(obj, "_kind", None)
+    cls = "Queue" if kind == Kind.QUEUE else type(obj).__name__  # a Queue's ring is its Queue
+    return f"{cls} {getattr(obj, 'name', '?')!r}"
+
+
+def raise_for(code: int, obj: Any, op: str = "", detail: str = "") -> NoReturn:
+    """Raise the exception that status ``code`` of a C call on ``obj`` means.
+
+    ``op`` names the call where a code means different things for different calls of one
+    kind (a ring's ``"put"`` or ``"get"``; ``"release_read"``...); ``detail`` is appended
+    to the message.  Codes with no meaning for the call (a corrupt segment, a bug) raise
+    RuntimeError naming the object and the code.
+    """
+    from ._native import lib  # late: ``import rsm_shm.raft`` must not load the C layer
+    from .segment import Kind
+
+    kind = getattr(obj, "_kind", None)
+    ring = kind in (Kind.RING, Kind.QUEUE)
+    what = _label(obj)
+    tail = f" ({detail})" if detail else ""
+    exc: BaseException
+    if code == lib.RSM_CLOSED:
+        if ring:  # the C ring calls its end of stream "closed": it is our shutdown()
+            exc = ShutDown(f"{what} is shut down{' and drained' if op == 'get' else ''}{tail}")
+        else:  # the C fast paths of an unmapped handle
+            exc = ValueError(f"{what} is closed{tail}")
+    elif code == lib.RSM_TIMEOUT or code == lib.RSM_WOULDBLOCK:
+        if op == "put":
+            exc = queue.Full(detail) if detail else queue.Full()
+        elif op == "get":
+            exc = queue.Empty(detail) if detail else queue.Empty()
+        else:
+            exc = TimeoutError(f"{what}: {op or 'the call'} timed out{tail}")
+    elif code == lib.RSM_NOT_OWNER:
+        # A lock's plain release keeps threading's own wording ("release unlocked lock").
+        own = None if op else getattr(obj, "_not_owner_message", None)
+        exc = RuntimeError(own or f"{what}: {op or 'release'}() by a thread that does not hold it{tail}")
+    elif code == lib.RSM_OVERFLOW:
+        if kind in (Kind.SEMAPHORE, Kind.BOUNDED_SEMAPHORE):
+            exc = ValueError("Semaphore released too many times")  # threading's wording
+        elif kind == Kind.RLOCK:
+            exc = OverflowError(f"{what}: recursion too deep{tail}")
+        else:
+            exc = OverflowError(f"{what}: a counter would exceed its bound{tail}")
+    elif code == lib.RSM_DISABLED:
+        exc = DisabledError(f"{what} is disabled{tail}")
+    elif code == lib.RSM_BROKEN:
+        exc = BrokenBarrierError()
+    elif code == lib.RSM_NO_SLOT:
+        exc = RuntimeError(f"too many threads waiting on {what}; create it with a larger max_waiters")
+    elif code == lib.RSM_INVAL:
+        if ring:
+            exc = ValueError(f"message too large for {what}, or the ring is corrupt{tail}")
+        elif kind == Kind.ONCE:
+            exc = RuntimeError(f"{what}: called again from inside its own callable")
+        else:
+            exc = ValueError(f"{what}: invalid argument or corrupt shared state{tail}")
+    else:
+        exc = RuntimeError(f"{what}: internal error {code} (corrupt shared state?){tail}")
+    raise exc

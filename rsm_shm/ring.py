@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from . import _proc
-from ._errors import SegmentError, ShutDown
+from ._errors import SegmentError, ShutDown, raise_for
 from ._native import ffi, lib
 from .segment import Kind, SegmentHeader
 from .sync import _base
@@ -260,14 +260,15 @@ class Ring(SharedObject):
                 f"(max_message is {self._max_message} bytes)"
             )
         if first == _CLOSED:
-            raise ShutDown(f"{self._describe()} is shut down")
+            raise_for(first, self, "put")
         deadline = _validate_timeout(timeout)
         if first == _WOULDBLOCK and deadline == 0:
-            raise queue.Full
+            raise_for(first, self, "put")
         ptr = self._ptr
         op = ffi.new("rsm_ring_op *")
         r = self._run(lambda w, d: lib.rsm_ring_put(ptr, w, buf, n, d, op), lib.RSM_RING_ROLE_PRODUCER, deadline, op)
-        self._raise_put(r)
+        if r != _OK:
+            raise_for(r, self, "put")
 
     def put_many(self, items: Iterable, timeout: Optional[float] = None) -> None:
         """Append several messages in order with one C call per batch that fits.
@@ -297,22 +298,13 @@ class Ring(SharedObject):
             r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
                           lib.RSM_RING_ROLE_PRODUCER, deadline, op)
         if r == _TIMEOUT or r == _CLOSED:
-            exc = (queue.Full(f"{op.done} of {count} messages put") if r == _TIMEOUT
-                   else ShutDown(f"{self._describe()} is shut down ({op.done} of {count} messages put)"))
-            exc.sent = op.done  # type: ignore[attr-defined]
-            raise exc
-        self._raise_put(r)
-
-    def _raise_put(self, r: int) -> None:
-        if r == _OK:
-            return
-        if r == _TIMEOUT:
-            raise queue.Full
-        if r == _CLOSED:
-            raise ShutDown(f"{self._describe()} is shut down")
-        if r == lib.RSM_INVAL:
-            raise ValueError(f"message too large for {self._describe()}, or the ring is corrupt")
-        raise RuntimeError(f"{self!r}: internal error {r}")
+            try:
+                raise_for(r, self, "put", f"{op.done} of {count} messages put")
+            except (queue.Full, ShutDown) as exc:
+                exc.sent = op.done  # type: ignore[attr-defined]
+                raise
+        if r != _OK:
+            raise_for(r, self, "put")
 
     # -- get -----------------------------------------------------------------------------
 
@@ -379,13 +371,13 @@ class Ring(SharedObject):
         buf, size, w, op = self._thread_state()[:4]
         try:
             if status == _CLOSED:
-                raise ShutDown(f"{self._describe()} is shut down and drained")
+                raise_for(status, self, "get")
             if status == _OVERFLOW:
                 buf, size, w, op = self._thread_state(op.len)[:4]
             if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
                 deadline = _validate_timeout(timeout)
                 if status == _WOULDBLOCK and deadline == 0:
-                    raise queue.Empty
+                    raise_for(status, self, "get")
                 n = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)
             else:
                 deadline = -1  # a slice of a wait with no timeout just ended
@@ -396,7 +388,7 @@ class Ring(SharedObject):
                 if n == -_OVERFLOW:
                     buf, size, w, op = self._thread_state(op.len)[:4]
                 elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER:
-                    self._raise_get(-n)
+                    raise_for(-n, self, "get")
                 b, bs = buf, size
                 r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
                               lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), w=w,
@@ -439,7 +431,7 @@ class Ring(SharedObject):
             buf, size = self._thread_state(op.len)[:2]
             r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
         if r != _OK:
-            self._raise_get(r)
+            raise_for(r, self, "get")
         count = op.done
         if count == 1:
             return [_unpack(buf, lens[0])]
@@ -450,13 +442,6 @@ class Ring(SharedObject):
             out.append(data[off:off + n])
             off += n
         return out
-
-    def _raise_get(self, r: int):
-        if r == _TIMEOUT:
-            raise queue.Empty
-        if r == _CLOSED:
-            raise ShutDown(f"{self._describe()} is shut down and drained")
-        raise RuntimeError(f"{self!r}: internal error {r} (corrupt ring?)")
 
     # -- blocking, roles and recovery ----------------------------------------------------
 

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from .. import _proc
+from .._errors import raise_for
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
@@ -177,6 +178,10 @@ class SharedObject:
 
     def __reduce__(self):
         return (_attach, (type(self), self.name))
+
+    def _fail(self, code: int):
+        """Called by the C fast paths (csrc/fastpath.c) with a status they do not handle."""
+        raise_for(code, self)
 
     def _check_queues(self, *queues) -> None:
         """The slot count inside each wait queue must be the one the (CRC-checked) header

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar, Union
 
+from .._errors import raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
@@ -56,7 +57,7 @@ def _wait_on(q, lock, timeout: Optional[float], seg) -> bool:
                 notified = lib.rsm_wq_cancel(q, w) == 1
                 break
             if r != lib.RSM_SLICE:
-                raise RuntimeError(f"internal error {r} in Condition.wait")
+                raise_for(r, lock)  # no other status is possible: a corrupt segment
             if seg.closed:
                 raise ValueError(f"rsm_shm object {seg.name!r} was closed while this thread waited on it")
             slices += 1

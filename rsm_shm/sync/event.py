@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .. import _proc
+from .._errors import raise_for
 from .._fast import FastEvent
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
@@ -65,7 +66,7 @@ class _EventBase(SharedObject):
                                queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
         if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
             return r == lib.RSM_OK
-        raise RuntimeError(f"{self!r}: internal error {r}")
+        raise_for(r, self)
 
     @property
     def pending(self) -> int:
@@ -104,11 +105,6 @@ class Event(FastEvent, _EventBase):
     clear = FastEvent.clear
     is_set = FastEvent.is_set
     _is_set = FastEvent.is_set
-
-    def _fail(self, code: int):
-        if code == lib.RSM_CLOSED:
-            raise ValueError(f"Event {self.name!r} is closed")
-        raise RuntimeError(f"{self!r}: internal error {code}")
 
     def close(self) -> None:
         self._bind(0, None)

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .._errors import OwnerDiedWarning
+from .._errors import OwnerDiedWarning, raise_for
 from .._fast import FastLock
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
@@ -181,15 +181,6 @@ class _LockCommon(FastLock, SharedObject):
             stacklevel=2,
         )
 
-    def _fail(self, code: int):
-        if code == lib.RSM_NOT_OWNER:
-            raise RuntimeError(self._not_owner_message)
-        if code == lib.RSM_CLOSED:
-            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
-        if code == lib.RSM_OVERFLOW:
-            raise OverflowError(f"{self!r}: recursion too deep")
-        raise RuntimeError(f"{self!r}: internal error {code}")
-
     def close(self) -> None:
         self._bind(0, None)  # the C entry points must never touch an unmapped word
         super().close()
@@ -255,8 +246,9 @@ class RLock(_LockCommon):
     def _release_save(self) -> int:
         """Condition support: release every level; returns the depth to restore."""
         count = ffi.new("uint32_t *")
-        if lib.rsm_rlock_release_all(self._ptr, count, 1) == lib.RSM_NOT_OWNER:
-            raise RuntimeError("cannot release un-acquired lock")
+        r = lib.rsm_rlock_release_all(self._ptr, count, 1)
+        if r != lib.RSM_OK:
+            raise_for(r, self)
         return count[0]
 
     def _acquire_restore(self, count: int) -> None:

@@ -5,7 +5,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .._errors import OwnerDiedWarning
+from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
@@ -91,8 +91,6 @@ class Once(SharedObject):
         )
         if r == lib.RSM_TIMEOUT:
             return False
-        if r == lib.RSM_INVAL:
-            raise RuntimeError(f"Once {self.name!r}: called again from inside its own callable")
         if r == lib.RSM_OWNER_DEAD:
             run[0] = 1
             try:
@@ -103,7 +101,7 @@ class Once(SharedObject):
                 lib.rsm_once_finish(ptr, 0)
                 raise
         elif r != lib.RSM_OK:
-            raise RuntimeError(f"{self!r}: internal error {r}")
+            raise_for(r, self)  # RSM_INVAL: called again from inside its own callable
         if not run[0]:
             return False
         ok = False

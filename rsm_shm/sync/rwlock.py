@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from .._errors import OwnerDiedWarning
+from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
@@ -106,8 +106,9 @@ class RWLock(SharedObject):
 
     def release_read(self) -> None:
         self._check_open()
-        if lib.rsm_rwlock_read_release(self._ptr) == lib.RSM_NOT_OWNER:
-            raise RuntimeError(f"RWLock {self.name!r}: release_read() without a read lock held")
+        r = lib.rsm_rwlock_read_release(self._ptr)
+        if r != lib.RSM_OK:
+            raise_for(r, self, "release_read")
 
     def acquire_write(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._check_open()
@@ -118,8 +119,9 @@ class RWLock(SharedObject):
 
     def release_write(self) -> None:
         self._check_open()
-        if lib.rsm_rwlock_write_release(self._ptr, 1) == lib.RSM_NOT_OWNER:
-            raise RuntimeError(f"RWLock {self.name!r}: release_write() by a thread that does not hold it")
+        r = lib.rsm_rwlock_write_release(self._ptr, 1)
+        if r != lib.RSM_OK:
+            raise_for(r, self, "release_write")
 
     def _result(self, r: int, release_untold) -> bool:
         if r == lib.RSM_OK:
@@ -136,7 +138,7 @@ class RWLock(SharedObject):
                     release_untold()
                 raise
             return True
-        raise RuntimeError(f"{self!r}: internal error {r}")
+        raise_for(r, self)
 
     @contextlib.contextmanager
     def read(self, timeout: float = -1) -> Iterator[None]:

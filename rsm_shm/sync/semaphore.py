@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .._errors import DisabledError
 from .._fast import FastSem
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
@@ -71,16 +70,6 @@ class _SemaphoreBase(FastSem, SharedObject):
     # BoundedSemaphore.release beyond the initial value raises ValueError.
     acquire = FastSem.acquire
     release = FastSem.release
-
-    def _fail(self, code: int):
-        """Called by the C entry points: turn a status into the exception it means."""
-        if code == lib.RSM_DISABLED:
-            raise DisabledError(f"{type(self).__name__} {self.name!r} is disabled")
-        if code == lib.RSM_OVERFLOW:
-            raise ValueError("Semaphore released too many times")
-        if code == lib.RSM_CLOSED:
-            raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
-        raise RuntimeError(f"{self!r}: internal error {code}")
 
     def close(self) -> None:
         self._bind(0, None)  # the C entry points must never touch an unmapped struct

@@ -56,6 +56,7 @@ _EXPORTS = {
     "decode_message": "codec",
     "DecodeError": "codec",
     "Storage": "storage",
+    "StorageWriter": "storage",
     "MemoryStorage": "storage",
     "CompactedError": "storage",
     "UnavailableError": "storage",

@@ -1,9 +1,11 @@
 """The stable-storage interface of the Raft core and an in-memory implementation.
 
 The core reads stable state through :class:`Storage` and never writes it: the
-application persists what a :class:`~rsm_shm.raft.types.Ready` hands it (hard state,
-entries, snapshot) and only then calls ``advance``.  The error contract (as etcd's
-``raft.Storage``):
+application persists what a :class:`~rsm_shm.raft.types.Ready` hands it (snapshot,
+entries, hard state) through the write side, :class:`StorageWriter`, and only then calls
+``advance`` (see :mod:`rsm_shm.raft.driver`).  :class:`MemoryStorage` implements both
+for tests and the simulator; ``rsm_shm.cluster.storage.DiskStorage`` implements both on
+disk.  The error contract of the read side (as etcd's ``raft.Storage``):
 
 * ``entries(lo, hi)`` and ``term(i)`` raise :class:`CompactedError` when the index is
   below the first available index (it was compacted into a snapshot; the core then
@@ -27,6 +29,7 @@ __all__ = [
     "SnapshotTemporarilyUnavailable",
     "SnapOutOfDateError",
     "Storage",
+    "StorageWriter",
     "MemoryStorage",
     "limit_size",
 ]
@@ -96,8 +99,49 @@ class Storage(Protocol):
         ...
 
 
+@runtime_checkable
+class StorageWriter(Protocol):
+    """The write side of a Raft storage: how the application records what a Ready
+    hands it and what it decides (snapshots, compaction).  A durable implementation
+    makes each call durable before it returns, unless documented otherwise.
+
+    The read side (:class:`Storage`) must reflect every call at once: after
+    ``append(ents)``, ``entries`` and ``term`` see ``ents``.
+    """
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append ``entries`` (consecutive indexes).  An existing entry at or after the
+        first one's index is replaced together with everything after it (a leader
+        overwrote a conflicting suffix); entries already compacted are skipped.  A gap
+        after the last index is a ValueError."""
+        ...
+
+    def set_hard_state(self, hs: HardState) -> None:
+        """Record the current term, vote and commit index."""
+        ...
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Replace the whole log and the snapshot by ``snap`` (received from a leader).
+        Raises :class:`SnapOutOfDateError` unless it is newer than the current one."""
+        ...
+
+    def create_snapshot(self, index: int, conf_state: Optional[ConfState], data: bytes) -> Snapshot:
+        """Record the application's snapshot ``data`` of applied ``index``, with the
+        configuration in force there (None: unchanged).  The log is kept: call
+        :meth:`compact` to drop its prefix.  Raises :class:`SnapOutOfDateError` when
+        ``index`` is not newer than the current snapshot, ValueError past the last index."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """Discard the entries before ``index``; ``index`` becomes the first one whose
+        term alone is kept (``first_index() == index + 1``).  A no-op at or below the
+        current point, a ValueError past the last index.  Compact only up to the
+        applied index, and normally only up to the snapshot's index."""
+        ...
+
+
 class MemoryStorage:
-    """A :class:`Storage` kept in memory, for tests and the simulator.
+    """A :class:`Storage` and :class:`StorageWriter` kept in memory, for tests and the simulator.
 
     As in etcd, ``_ents[0]`` is a dummy entry holding the index and term of the last
     snapshot (or (0, 0)), so ``term(first_index() - 1)`` is always answerable.

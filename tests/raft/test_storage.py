@@ -1,34 +1,65 @@
-"""MemoryStorage and its error contract (modelled on etcd's storage_test.go)."""
+"""The storage contract (modelled on etcd's storage_test.go), run against every
+implementation: MemoryStorage and rsm_shm.cluster's DiskStorage (real files)."""
 
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import pytest
 
+from rsm_shm.cluster.storage import DiskStorage, NotDurableWarning
 from rsm_shm.raft.storage import (
     CompactedError,
     MemoryStorage,
     SnapOutOfDateError,
     Storage,
+    StorageWriter,
     UnavailableError,
     limit_size,
 )
 from rsm_shm.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, entry_size
 
 
-def store(*terms_from_3):
-    """Storage whose dummy entry is (index 3, term 3) followed by entries 4.. ."""
-    s = MemoryStorage()
-    s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
-    s.append([Entry(t, 4 + k) for k, t in enumerate(terms_from_3)])
-    return s
+@pytest.fixture(params=["memory", "disk", "disk-fsync"])
+def new_storage(request, tmp_path):
+    """A factory of empty storages of one implementation; disk ones are closed after."""
+    opened = []
+    counter = itertools.count()
+
+    def make():
+        if request.param == "memory":
+            return MemoryStorage()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotDurableWarning)
+            s = DiskStorage(tmp_path / f"d{next(counter)}", fsync=request.param == "disk-fsync", segment_bytes=4096)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
 
 
-def test_is_a_storage():
-    assert isinstance(MemoryStorage(), Storage)
+@pytest.fixture
+def store(new_storage):
+    def build(*terms_from_3):
+        """Storage whose dummy entry is (index 3, term 3) followed by entries 4.. ."""
+        s = new_storage()
+        s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
+        s.append([Entry(t, 4 + k) for k, t in enumerate(terms_from_3)])
+        return s
+
+    return build
 
 
-def test_empty_storage():
-    s = MemoryStorage()
+def test_is_a_storage(new_storage):
+    s = new_storage()
+    assert isinstance(s, Storage) and isinstance(s, StorageWriter)
+
+
+def test_empty_storage(new_storage):
+    s = new_storage()
     assert s.first_index() == 1 and s.last_index() == 0
     assert s.term(0) == 0
     assert s.entries(1, 1) == []
@@ -36,7 +67,7 @@ def test_empty_storage():
     assert hs == HardState() and cs == ConfState()
 
 
-def test_term():
+def test_term(store):
     s = store(4, 5)
     with pytest.raises(CompactedError):
         s.term(2)
@@ -45,7 +76,7 @@ def test_term():
         s.term(6)
 
 
-def test_entries_and_limits():
+def test_entries_and_limits(store):
     s = store(4, 5, 6)
     with pytest.raises(CompactedError):
         s.entries(3, 5)
@@ -60,7 +91,7 @@ def test_entries_and_limits():
     assert limit_size([], 0) == []
 
 
-def test_first_last_and_compact():
+def test_first_last_and_compact(store):
     s = store(4, 5)
     assert (s.first_index(), s.last_index()) == (4, 5)
     s.compact(4)
@@ -72,7 +103,7 @@ def test_first_last_and_compact():
         s.compact(6)
 
 
-def test_create_snapshot():
+def test_create_snapshot(store):
     s = store(4, 5)
     cs = ConfState((1, 2, 3))
     snap = s.create_snapshot(4, cs, b"data")
@@ -85,8 +116,8 @@ def test_create_snapshot():
         s.create_snapshot(9, cs, b"")
 
 
-def test_apply_snapshot():
-    s = MemoryStorage()
+def test_apply_snapshot(new_storage):
+    s = new_storage()
     s.apply_snapshot(Snapshot(SnapshotMeta(4, 4, ConfState((1, 2)))))
     assert (s.first_index(), s.last_index(), s.term(4)) == (5, 4, 4)
     with pytest.raises(SnapOutOfDateError):
@@ -104,8 +135,8 @@ def test_apply_snapshot():
         ([Entry(5, 6)], [(3, 3), (4, 4), (5, 5), (5, 6)]),
     ],
 )
-def test_append(ents, want):
-    s = MemoryStorage()
+def test_append(new_storage, ents, want):
+    s = new_storage()
     s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
     s.append([Entry(4, 4), Entry(5, 5)])
     s.append(ents)
@@ -113,13 +144,13 @@ def test_append(ents, want):
     assert [(t, i) for (t, i) in got] == [(t, i) for (t, i) in want]
 
 
-def test_append_gap_is_an_error():
+def test_append_gap_is_an_error(store):
     s = store(4)
     with pytest.raises(ValueError, match="missing"):
         s.append([Entry(4, 7)])
 
 
-def test_hard_state():
-    s = MemoryStorage()
+def test_hard_state(new_storage):
+    s = new_storage()
     s.set_hard_state(HardState(3, 2, 0))
     assert s.initial_state()[0] == HardState(3, 2, 0)

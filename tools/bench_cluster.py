@@ -378,6 +378,203 @@ def rsm_available() -> str | None:
     return None
 
 
+KV_SM = "rsm_shm.cluster:KVStore"
+
+
+def _kv_put(i: int) -> bytes:
+    return b'{"op":"put","key":"k%d","value":"xxxxxxxx"}' % (i & 1023)
+
+
+def _kv_get(i: int) -> bytes:
+    return b'{"op":"get","key":"k%d"}' % (i & 1023)
+
+
+def _rsm_pipelined_client(name: str, n: int, batch: int, start, out) -> None:
+    """One client process: ``n`` puts through ``propose_many`` in batches of ``batch``
+    (that many in flight from this client)."""
+    from rsm_shm.cluster import Client
+
+    with Client(name) as c:
+        c.propose(_kv_put(0), timeout=30)            # session registered, leader found
+        start.wait(60)
+        t0 = time.monotonic()
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            c.propose_many([_kv_put(done + j) for j in range(k)], timeout=60)
+            done += k
+        out.put((t0, time.monotonic(), done))
+
+
+def _rsm_sequential_client(name: str, n: int, read: bool, out) -> None:
+    from rsm_shm.cluster import Client
+
+    with Client(name) as c:
+        c.propose(_kv_put(0), timeout=30)
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            if read:
+                c.read(_kv_get(i), timeout=10)
+            else:
+                c.propose(_kv_put(i), timeout=10)
+            lat.append(time.perf_counter() - t0)
+        out.put({"p50_ms": _pct(lat, 50) * 1e3, "p99_ms": _pct(lat, 99) * 1e3})
+
+
+def _rsm_failover_writer(name: str, ready, acks_out, stop) -> None:
+    """Writes one command at a time (each call follows leader changes by itself) and
+    reports (invoked, acknowledged) pairs."""
+    from rsm_shm.cluster import Client
+
+    pairs = []
+    with Client(name) as c:
+        c.propose(_kv_put(0), timeout=30)
+        ready.set()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            invoked = time.monotonic()
+            try:
+                c.propose(_kv_put(i), timeout=30)
+            except TimeoutError:
+                continue
+            pairs.append((invoked, time.monotonic()))
+    acks_out.put(pairs)
+
+
+def _run_in(target, *args, timeout: float = 300):
+    """Run ``target(*args, out)`` in a spawned process; its one result."""
+    q = _CTX.Queue()
+    p = KILLER.add(_CTX.Process(target=target, args=(*args, q), daemon=True))
+    p.start()
+    try:
+        return q.get(timeout=timeout)
+    finally:
+        p.join(10)
+
+
+class RsmCluster:
+    """A LocalCluster of 3 KVStore peers in a temporary data directory."""
+
+    label = "rsm_shm"
+    _count = 0
+
+    def __init__(self, fsync: bool, peers: int = 3, **timing):
+        from rsm_shm.cluster import LocalCluster
+
+        RsmCluster._count += 1
+        self.dir = tempfile.mkdtemp(prefix="bench_rsm_")
+        KILLER.dirs.append(self.dir)
+        self.name = f"bench{os.getpid()}.{RsmCluster._count}"
+        self.cluster = LocalCluster(self.name, KV_SM, peers=peers, data_dir=os.path.join(self.dir, "d"),
+                                    fsync=fsync, **timing)
+        self.cluster.start()
+        self.cluster.wait_leader(timeout=30)
+
+    def pipelined(self, n: int, inflight: int, clients: int = 2) -> float:
+        start = _CTX.Event()
+        q = _CTX.Queue()
+        per = n // clients
+        procs = [KILLER.add(_CTX.Process(target=_rsm_pipelined_client,
+                                         args=(self.name, per, max(1, inflight // clients), start, q),
+                                         daemon=True)) for _ in range(clients)]
+        for p in procs:
+            p.start()
+        time.sleep(0.5)              # let every client register its session
+        start.set()
+        res = [q.get(timeout=300) for _ in procs]
+        for p in procs:
+            p.join(10)
+        t0 = min(r[0] for r in res)
+        t1 = max(r[1] for r in res)
+        return sum(r[2] for r in res) / (t1 - t0)
+
+    def sequential(self, n: int, read: bool) -> dict:
+        return _run_in(_rsm_sequential_client, self.name, n, read)
+
+    def destroy(self) -> None:
+        self.cluster.destroy()
+
+
+def rsm_round(args) -> dict:
+    out = {}
+    for fsync in (False, True):
+        c = RsmCluster(fsync=fsync)
+        try:
+            suffix = "_fsync" if fsync else ""
+            out["pipelined" + suffix] = c.pipelined(args.ops, args.inflight)
+            out["latency" + suffix] = c.sequential(args.seq, False)
+            if not fsync:
+                out["read"] = c.sequential(args.seq, True)
+        finally:
+            c.destroy()
+    return out
+
+
+def rsm_failover(args) -> float | None:
+    c = RsmCluster(fsync=True)
+    try:
+        ready, stop, q = _CTX.Event(), _CTX.Event(), _CTX.Queue()
+        p = KILLER.add(_CTX.Process(target=_rsm_failover_writer, args=(c.name, ready, q, stop), daemon=True))
+        p.start()
+        if not ready.wait(60):
+            raise TimeoutError("rsm_shm writer did not start")
+        time.sleep(0.3)                                  # steady state
+        leader = c.cluster.leader()
+        t_kill = time.monotonic()
+        c.cluster.kill(leader)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = [s for s in c.cluster.status() if s.alive and s.role == "leader" and s.id != leader]
+            if st:
+                break
+            time.sleep(0.005)
+        time.sleep(0.3)                                  # a few writes by the new leader
+        stop.set()
+        pairs = q.get(timeout=60)
+        p.join(10)
+        after = [ack for invoked, ack in pairs if invoked >= t_kill]
+        return min(after) - t_kill if after else None
+    finally:
+        c.destroy()
+
+
+def rsm_long(args) -> dict:
+    """RSS of each peer after ``args.entries`` commits and a follower's restart time,
+    with the default compaction and with compaction off (the whole log on disk)."""
+    out = {}
+    for label, timing in (("rsm_shm (snapshot every 10,000)", {}),
+                          ("rsm_shm (no compaction: 1M-entry log)", {"snapshot_every": 10 * args.entries})):
+        c = RsmCluster(fsync=True, **timing)
+        try:
+            t0 = time.perf_counter()
+            left = args.entries
+            while left > 0:
+                n = min(left, 200_000)
+                c.pipelined(n, args.inflight)
+                left -= n
+            write_s = time.perf_counter() - t0
+            st = c.cluster.status()
+            rss = {s.id: _rss_mb(s.pid) for s in st if s.alive}
+            leader = c.cluster.leader()
+            commit = next(s.commit for s in st if s.id == leader)
+            follower = next(s.id for s in st if s.id != leader)
+            c.cluster.kill(follower)
+            t0 = time.monotonic()
+            c.cluster.restart(follower)
+            deadline = time.monotonic() + 300
+            while next(s.applied for s in c.cluster.status() if s.id == follower) < commit:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("rsm_shm follower did not catch up after its restart")
+                time.sleep(0.01)
+            out[label] = {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
+                          "rss_mb": rss, "restart_s": time.monotonic() - t0}
+        finally:
+            c.destroy()
+    return out
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -468,6 +665,9 @@ def main_long(args, systems) -> int:
     for s, r in out.items():
         for label, row in ([(s, r)] if "rss_mb_max" in r else list(r.items())):
             print(f"{label:44} {row['rss_mb_max']:>18.1f} {row['restart_s']:>10.2f} {row['write_s']:>8.1f}")
+            if s == "rsm":
+                print(f"  {'PASS' if row['rss_mb_max'] < 100 else 'FAIL'}  RSS < 100 MB;  "
+                      f"{'PASS' if row['restart_s'] < 5 else 'FAIL'}  restart < 5 s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -491,6 +691,23 @@ def print_table(summary: dict) -> None:
         a = rsm.get(key)
         b = pso.get(key)
         print(f"{label:40} {fmt.format(a) if a is not None else '-':>12} {fmt.format(b) if b is not None else '-':>12}")
+    if rsm and pso:
+        print()
+        print("targets (issue 10), ratios from this run:")
+
+        def line(what, ratio, ok):
+            print(f"  {'PASS' if ok else 'FAIL'}  {what}: {ratio}")
+
+        r = rsm["pipelined_ops_s"] / pso["pipelined_ops_s"]
+        line("pipelined fsync=False >= 2x PySyncObj's best", f"{r:.2f}x", r >= 2)
+        r = rsm["pipelined_fsync_ops_s"] / pso["pipelined_ops_s"]
+        line("pipelined fsync=True >= 1x PySyncObj (no fsync)", f"{r:.2f}x", r >= 1)
+        r = rsm["latency_p50_ms"] / pso["latency_p50_ms"]
+        line("sequential commit p50 fsync=False <= 0.3x PySyncObj", f"{r:.2f}x", r <= 0.3)
+        r = rsm["read_p50_ms"] / rsm["latency_p50_ms"]
+        line("linearizable read p50 <= commit p50", f"{r:.2f}x of commit", r <= 1)
+        r = rsm["failover_s"] / pso["failover_s"]
+        line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)
     if pso:
         print(f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "
               f"off {pso['pipelined_batch_off_ops_s']:,.0f}/s; it has no fsync)")

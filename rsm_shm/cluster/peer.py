@@ -1,0 +1,554 @@
+"""The peer process: one Raft node, its log, the state machine, and a plain loop.
+
+Started by :class:`~rsm_shm.cluster.LocalCluster` (never by hand) as
+``python -m rsm_shm.cluster.peer --cluster NAME --id N``: a fresh interpreter via
+``subprocess.Popen`` (no fork from a threaded process).  It reads everything else from
+the control block and the data directory's ``cluster.json``.
+
+The loop, one turn at a time (no threads):
+
+1. take every envelope waiting in the inbox ring (one ``get_many``), waiting at most
+   until the next tick;
+2. Raft messages are stepped into the node; client proposals and reads are collected;
+3. tick if the tick is due.  Ticks come from this process's own monotonic clock, and a
+   late tick is never caught up (after SIGSTOP/SIGCONT the peer ticks once, not a burst
+   of missed ticks that would fire an election at once);
+4. a leader proposes all collected commands as **one** log entry (one fsync and one
+   AppendEntries per follower serve the whole batch) and asks one ReadIndex for all
+   collected reads; a follower answers "not the leader" with its leader hint;
+5. every Ready is handled by :func:`rsm_shm.raft.driver.handle_ready` (persist, then
+   send, then apply, then serve reads), replies are sent in one envelope per client,
+   a snapshot is taken every ``snapshot_every`` entries, and the status record is
+   republished.
+
+Sending never blocks: a full, missing or shut-down inbox drops the envelope and counts
+it (Raft tolerates loss; the peer is reported unreachable so the leader probes it).
+Links cut in the control block and the drop rate are applied here, by the sender.
+Garbage in the inbox is dropped and counted (``msgs_bad``); the peer keeps running.
+
+SIGTERM and SIGINT stop the peer cleanly at the end of the current turn (it publishes
+role "stopped" and closes its storage).  It also exits by itself when the process that
+manages the cluster has died and the control segment is gone.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import random
+import signal
+import struct
+import sys
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+from .. import _proc
+from ..ring import Ring
+from ..raft.codec import DecodeError, decode_message, encode_message
+from ..raft.core import Config, NotLeaderError, ProposalDroppedError, RawNode
+from ..raft.driver import handle_ready
+from ..raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, MessageType, Role
+from . import envelope as ev
+from .control import ControlBlock, LinkView
+from .layout import (
+    MAX_ENTRY_BYTES, MAX_RESULT_BYTES, MAX_SIZE_PER_MSG, RING_SHUTDOWN, Timing, inbox_name, read_config,
+)
+from .statemachine import Sessions, decode_batch, encode_batch, load_state_machine, OP_OVERHEAD
+from .status import StatusRecord, status_segment_name
+from .storage_factory import open_storage
+
+_ShutDown = RING_SHUTDOWN
+_MAX_BATCH = 4096             # envelopes taken from the inbox per turn
+_REPLY_RING_CACHE = 256       # client reply rings kept open
+_OWNER_CHECK_TICKS = 50       # how often (in ticks) to check that the manager lives
+_CTX = struct.Struct(">Q")
+
+
+class Peer:
+    """One peer process (see the module docstring).  Also usable in-process by tests."""
+
+    def __init__(self, cluster: str, peer_id: int) -> None:
+        self.cluster = cluster
+        self.id = peer_id
+        self.ctl = ControlBlock(cluster)
+        rec = self.ctl.load()
+        self.cluster_id = int(rec.cluster_id)
+        self.data_dir = ControlBlock.data_dir_of(rec)
+        cfg = read_config(self.data_dir)
+        if cfg is None or cfg.get("cluster_id") != self.cluster_id or cfg.get("name") != cluster:
+            raise RuntimeError(f"peer {peer_id}: {self.data_dir} does not hold cluster {cluster!r}")
+        self.timing = Timing(**cfg["timing"])
+        self.fsync = bool(cfg["fsync"])
+        self.sessions = Sessions(load_state_machine(cfg["state_machine"]), self.timing.max_sessions)
+        self.store = open_storage(os.path.join(self.data_dir, f"peer{peer_id}"), fsync=self.fsync)
+        self.storage = self.store.storage
+        self.inbox = Ring(inbox_name(cluster, peer_id), create=False)
+        self.status_rec = StatusRecord(status_segment_name(cluster, peer_id), create=False)
+        self.links = LinkView(self.ctl, peer_id)
+        self.links.refresh()
+
+        snap = self.storage.snapshot()
+        self.applied = snap.meta.index
+        self.conf_state: ConfState = snap.meta.conf_state
+        if snap.meta.index:
+            self.sessions.restore(snap.data)
+        initial = [int(p) for p in cfg["peers"]]
+        voters = initial if peer_id in initial else []
+        if not snap.meta.index and voters:
+            self.conf_state = ConfState(voters=tuple(sorted(voters)))
+        config = Config(
+            election_tick=self.timing.election_tick, heartbeat_tick=self.timing.heartbeat_tick,
+            max_size_per_msg=MAX_SIZE_PER_MSG, pre_vote=True, check_quorum=True, applied=snap.meta.index,
+        )
+        self.node = RawNode(peer_id, voters, self.storage, config, random.Random(os.urandom(16)))
+        self.stopping = False
+        self.pid = os.getpid()
+        self.start_time = _proc.start_time(self.pid)
+
+        # Proposals and reads collected this turn; pending ones waiting for apply.
+        self._proposals: List[tuple] = []   # (reply_to, op, rid, session, seq, acked, data)
+        self._reads: List[tuple] = []       # (reply_to, rid, query)
+        self._pending: Dict[tuple, tuple] = {}       # (session, seq) -> (reply_to, rid)
+        self._read_ctx = 0
+        self._reads_waiting: Dict[bytes, list] = {}  # read_index ctx -> [(reply_to, rid, query)]
+        self._reads_ready: List[tuple] = []          # (index, [(reply_to, rid, query)])
+        self._admin_pending: Dict[int, tuple] = {}   # log index of a conf change -> (reply_to, rid)
+        self._force_snapshot = False
+        self._replies: Dict[str, list] = {}
+        self._reply_rings: "OrderedDict[str, Ring]" = OrderedDict()
+        self._peer_rings: Dict[int, Ring] = {}
+        self._was_leader = False
+        self._raft_hdr = ev.encode_header(ev.KIND_RAFT, peer_id, self.cluster_id)
+        self._reply_hdr = ev.encode_header(ev.KIND_REPLY, peer_id, self.cluster_id)
+        self._rng = random.Random()
+        # counters (published in the status record)
+        self.c = dict(msgs_in=0, msgs_out=0, msgs_dropped=0, msgs_bad=0, snapshots_sent=0,
+                      snapshots_received=0, proposals=0, reads=0)
+        self._last_contact_ns = 0
+        self._status = self.status_rec.new_record()
+        self._published = None
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        tick = self.timing.tick
+        node = self.node
+        inbox = self.inbox
+        next_tick = time.monotonic() + tick
+        ticks = 0
+        self.publish_status(force=True)
+        while not self.stopping:
+            wait = next_tick - time.monotonic()
+            try:
+                batch = inbox.get_many(_MAX_BATCH, wait if wait > 0 else 0)
+            except queue.Empty:
+                batch = None
+            except _ShutDown:
+                break
+            if batch:
+                self.dispatch(batch)
+            now = time.monotonic()
+            if now >= next_tick:
+                node.tick()
+                ticks += 1
+                next_tick += tick
+                if next_tick <= now:  # late (paused, starved): resume, never catch up
+                    next_tick = now + tick
+                self.links.refresh()
+                if self.links.stopping:
+                    break
+                if ticks % _OWNER_CHECK_TICKS == 0 and self._orphaned():
+                    break
+            if self._proposals:
+                self.flush_proposals()
+            if self._reads:
+                self.flush_reads()
+            while node.has_ready():
+                rd = handle_ready(node, self)
+                if rd.soft_state is not None:
+                    self._on_role(rd.soft_state)
+            if self._replies:
+                self.flush_replies()
+            self.maybe_snapshot()
+            self.publish_status()
+        self.publish_status(force=True, stopped=True)
+
+    def _orphaned(self) -> bool:
+        """The manager died and nobody controls the cluster any more."""
+        try:
+            rec = self.ctl.load()
+        except Exception:
+            return False
+        if ControlBlock.slots_of(rec).get(self.id, (0,))[0] == 0:
+            return True
+        return not _proc.process_alive(int(rec.owner_pid), int(rec.owner_start)) and not os.path.exists(
+            "/dev/shm/rsm_shm." + self.ctl.name)
+
+    def stop(self, *_args) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        for r in list(self._reply_rings.values()) + list(self._peer_rings.values()):
+            r.close()
+        self._reply_rings.clear()
+        self._peer_rings.clear()
+        self.store.close()
+        self.inbox.close()
+        self.status_rec.close()
+        self.ctl.close()
+
+    # ------------------------------------------------------------------ input
+    def dispatch(self, batch: List[bytes]) -> None:
+        c = self.c
+        c["msgs_in"] += len(batch)
+        cid = self.cluster_id
+        node = self.node
+        for b in batch:
+            try:
+                kind, sender, bcid = ev.decode_header(b)
+                if bcid != cid:
+                    raise ev.EnvelopeError("envelope of another cluster incarnation")
+                if kind == ev.KIND_RAFT:
+                    m = decode_message(b[ev.HEADER_SIZE:])
+                    if m.to != self.id or m.frm != sender:
+                        raise ev.EnvelopeError("raft message not addressed to this peer or forged sender")
+                    self._last_contact_ns = time.monotonic_ns()
+                    node.step(m)
+                elif kind == ev.KIND_PROPOSE:
+                    reply_to, reqs = ev.decode_propose(b)
+                    for op, rid, session, seq, acked, data in reqs:
+                        self._proposals.append((reply_to, op, rid, session, seq, acked, data))
+                elif kind == ev.KIND_READ:
+                    reply_to, reqs = ev.decode_read(b)
+                    for rid, q in reqs:
+                        self._reads.append((reply_to, rid, q))
+                elif kind == ev.KIND_ADMIN:
+                    self.admin(*ev.decode_admin(b))
+                else:
+                    raise ev.EnvelopeError(f"a peer does not take envelopes of kind {kind}")
+            except (ev.EnvelopeError, DecodeError):
+                c["msgs_bad"] += 1
+
+    def _leader_hint(self) -> bytes:
+        return ev.LEADER_HINT.pack(self.node.raft.lead)
+
+    def _reply(self, reply_to: str, rid: int, status: int, payload: bytes) -> None:
+        if len(payload) > MAX_RESULT_BYTES:
+            status, payload = ev.ERROR, b"result too large to deliver (%d bytes)" % len(payload)
+        self._replies.setdefault(reply_to, []).append((rid, status, payload))
+
+    def flush_proposals(self) -> None:
+        props, self._proposals = self._proposals, []
+        node = self.node
+        if node.raft.role != Role.LEADER:
+            hint = self._leader_hint()
+            for p in props:
+                self._reply(p[0], p[2], ev.NOT_LEADER, hint)
+            return
+        ops: List[tuple] = []
+        meta: List[tuple] = []
+        size = 5
+        for reply_to, op, rid, session, seq, acked, data in props:
+            n = OP_OVERHEAD + len(data)
+            if 5 + n > MAX_ENTRY_BYTES:
+                self._reply(reply_to, rid, ev.BAD_REQUEST, b"command larger than the largest log entry")
+                continue
+            if size + n > MAX_ENTRY_BYTES:
+                self._propose_batch(ops, meta)
+                ops, meta, size = [], [], 5
+            ops.append((op, session, seq, acked, data))
+            meta.append((reply_to, rid, session, seq if op == ev.OP_COMMAND else 0))
+            size += n
+        if ops:
+            self._propose_batch(ops, meta)
+
+    def _propose_batch(self, ops: List[tuple], meta: List[tuple]) -> None:
+        try:
+            self.node.propose(encode_batch(ops))
+        except NotLeaderError:
+            hint = self._leader_hint()
+            for reply_to, rid, _s, _q in meta:
+                self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            return
+        except ProposalDroppedError:
+            for reply_to, rid, _s, _q in meta:
+                self._reply(reply_to, rid, ev.RETRY, b"proposal dropped (leadership transfer?)")
+            return
+        self.c["proposals"] += len(ops)
+        pending = self._pending
+        for reply_to, rid, session, seq in meta:
+            pending[(session, seq)] = (reply_to, rid)
+
+    def flush_reads(self) -> None:
+        reads, self._reads = self._reads, []
+        node = self.node
+        if node.raft.role != Role.LEADER:
+            hint = self._leader_hint()
+            for reply_to, rid, _q in reads:
+                self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            return
+        self._read_ctx += 1
+        ctx = _CTX.pack(self._read_ctx)
+        try:
+            node.read_index(ctx)
+        except ProposalDroppedError:
+            for reply_to, rid, _q in reads:
+                self._reply(reply_to, rid, ev.RETRY, b"no leader to serve a read")
+            return
+        self._reads_waiting[ctx] = reads
+
+    def admin(self, reply_to: str, rid: int, op: int, arg: int) -> None:
+        node = self.node
+        if node.raft.role != Role.LEADER:
+            self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
+            return
+        try:
+            if op == ev.ADMIN_TRANSFER:
+                node.transfer_leadership(arg)
+                self._reply(reply_to, rid, ev.OK, b"")
+                return
+            if op == ev.ADMIN_SNAPSHOT:
+                self._force_snapshot = True
+                self._reply(reply_to, rid, ev.OK, b"")
+                return
+            kinds = {ev.ADMIN_ADD_LEARNER: ConfChangeType.ADD_LEARNER, ev.ADMIN_PROMOTE: ConfChangeType.ADD_NODE,
+                     ev.ADMIN_REMOVE: ConfChangeType.REMOVE_NODE}
+            if op not in kinds:
+                self._reply(reply_to, rid, ev.BAD_REQUEST, b"unknown admin operation %d" % op)
+                return
+            index = node.propose_conf_change(ConfChange(((kinds[op], arg),)))
+            self._admin_pending[index] = (reply_to, rid)
+        except NotLeaderError:
+            self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
+        except ProposalDroppedError as e:
+            self._reply(reply_to, rid, ev.RETRY, str(e).encode())
+
+    # ------------------------------------------------------------------ ReadyIO
+    def persist(self, rd) -> None:
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty():
+            self.c["snapshots_received"] += 1
+        self.store.save(rd)
+
+    def send(self, messages) -> List[int]:
+        unreachable = []
+        links = self.links
+        drop = links.drop_rate
+        hdr = self._raft_hdr
+        c = self.c
+        for m in messages:
+            to = m.to
+            if links.is_cut(to):
+                c["msgs_dropped"] += 1
+                unreachable.append(to)
+                continue
+            if drop and self._rng.random() < drop:
+                c["msgs_dropped"] += 1
+                continue
+            if m.type == MessageType.SNAP and m.snap_offset == 0:
+                c["snapshots_sent"] += 1
+            ring = self._peer_rings.get(to)
+            try:
+                if ring is None:
+                    ring = self._peer_rings[to] = Ring(inbox_name(self.cluster, to), create=False)
+                ring.put_nowait(hdr + encode_message(m))
+                c["msgs_out"] += 1
+            except queue.Full:
+                c["msgs_dropped"] += 1
+                unreachable.append(to)
+            except (FileNotFoundError, ValueError, *_ShutDown):
+                c["msgs_dropped"] += 1
+                unreachable.append(to)
+                bad = self._peer_rings.pop(to, None)
+                if bad is not None:
+                    bad.close()
+        return unreachable
+
+    def restore(self, snapshot) -> None:
+        self.sessions.restore(snapshot.data)
+        self.conf_state = snapshot.meta.conf_state
+        self.applied = snapshot.meta.index
+
+    def apply(self, entry: Entry, conf_state: Optional[ConfState]) -> None:
+        self.applied = entry.index
+        if entry.type == EntryType.CONF_CHANGE:
+            if conf_state is not None:
+                self.conf_state = conf_state
+            waiter = self._admin_pending.pop(entry.index, None)
+            if waiter is not None:
+                self._reply(waiter[0], waiter[1], ev.OK, b"")
+                # A joining peer must learn the configuration from a snapshot taken after
+                # its admission (it has no log): compact right away.
+                self._force_snapshot = True
+            return
+        if not entry.data:
+            return  # a new leader's no-op
+        try:
+            ops = decode_batch(entry.data)
+        except ValueError:
+            self.c["msgs_bad"] += 1
+            return
+        sessions = self.sessions
+        pending = self._pending
+        index = entry.index
+        for op, session, seq, acked, data in ops:
+            status, result = sessions.apply(op, session, seq, acked, data, index)
+            waiter = pending.pop((session, seq if op == ev.OP_COMMAND else 0), None)
+            if waiter is not None:
+                self._reply(waiter[0], waiter[1], status, result)
+
+    def read_states(self, states) -> None:
+        for rs in states:
+            reads = self._reads_waiting.pop(rs.context, None)
+            if reads:
+                self._reads_ready.append((rs.index, reads))
+        if self._reads_ready:
+            self._serve_reads()
+
+    def _serve_reads(self) -> None:
+        keep = []
+        for index, reads in self._reads_ready:
+            if index <= self.applied:
+                for reply_to, rid, q in reads:
+                    status, result = self.sessions.query(q)
+                    self._reply(reply_to, rid, status, result)
+                self.c["reads"] += len(reads)
+            else:
+                keep.append((index, reads))
+        self._reads_ready = keep
+
+    # ------------------------------------------------------------------ after a Ready
+    def _on_role(self, ss) -> None:
+        leader = ss.role == Role.LEADER
+        if self._was_leader and not leader:
+            # Deposed: nothing pending here will be answered by this peer; tell clients
+            # to go to the new leader at once (they retry with the same sequence number,
+            # so a command that does commit is still applied exactly once).
+            hint = ev.LEADER_HINT.pack(ss.leader)
+            for (reply_to, rid) in self._pending.values():
+                self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            self._pending.clear()
+            for reads in self._reads_waiting.values():
+                for reply_to, rid, _q in reads:
+                    self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            self._reads_waiting.clear()
+            for _i, reads in self._reads_ready:
+                for reply_to, rid, _q in reads:
+                    self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            self._reads_ready = []
+            for reply_to, rid in self._admin_pending.values():
+                self._reply(reply_to, rid, ev.NOT_LEADER, hint)
+            self._admin_pending.clear()
+        self._was_leader = leader
+
+    def flush_replies(self) -> None:
+        replies, self._replies = self._replies, {}
+        hdr = self._reply_hdr
+        for reply_to, items in replies.items():
+            ring = self._reply_rings.get(reply_to)
+            try:
+                if ring is None:
+                    ring = Ring(reply_to, create=False)
+                    self._reply_rings[reply_to] = ring
+                    if len(self._reply_rings) > _REPLY_RING_CACHE:
+                        self._reply_rings.popitem(last=False)[1].close()
+                else:
+                    self._reply_rings.move_to_end(reply_to)
+                limit = ring.max_message - ev.HEADER_SIZE - 4
+                chunk, size = [], 0
+                for it in items:
+                    n = 13 + len(it[2])
+                    if chunk and size + n > limit:
+                        ring.put_nowait(ev.encode_reply(hdr, chunk))
+                        chunk, size = [], 0
+                    chunk.append(it)
+                    size += n
+                ring.put_nowait(ev.encode_reply(hdr, chunk))
+            except (queue.Full, FileNotFoundError, ValueError, *_ShutDown):
+                # The client is gone or not reading: it retries (same sequence number) or
+                # has given up.  Never block the peer on a client.
+                self.c["msgs_dropped"] += 1
+                bad = self._reply_rings.pop(reply_to, None)
+                if bad is not None:
+                    bad.close()
+            except Exception:  # e.g. a foreign segment under a client's name
+                self.c["msgs_dropped"] += 1
+
+    def maybe_snapshot(self) -> None:
+        snap_index = self.storage.snapshot().meta.index
+        applied = self.applied
+        if applied <= snap_index:
+            self._force_snapshot = False
+            return
+        if not self._force_snapshot and applied - snap_index < self.timing.snapshot_every:
+            return
+        force, self._force_snapshot = self._force_snapshot, False
+        self.storage.create_snapshot(applied, self.conf_state, self.sessions.snapshot())
+        keep = 0 if force else self.timing.snapshot_keep
+        compact_to = applied - keep
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to)
+
+    def publish_status(self, force: bool = False, stopped: bool = False) -> None:
+        r = self.node.raft
+        log = r.raft_log
+        now = time.monotonic_ns()
+        key = (r.role, r.term, r.lead, log.committed, self.applied, self.c["msgs_in"])
+        if not force and key == self._published and now - self._status.updated_ns < 50_000_000:
+            return
+        self._published = key
+        s = self._status
+        s.cluster_id = self.cluster_id
+        s.id = self.id
+        s.pid = self.pid
+        s.start_time = self.start_time
+        s.role = 15 if stopped else int(r.role)
+        s.term = r.term
+        s.leader = r.lead
+        s.commit = log.committed
+        s.applied = self.applied
+        s.first_index = self.storage.first_index()
+        s.last_index = log.last_index()
+        s.updated_ns = now
+        s.last_contact_ns = self._last_contact_ns
+        cs = self.conf_state
+        s.voters = sum(1 << (v - 1) for v in set(cs.voters) | set(cs.voters_outgoing) if 1 <= v <= 64)
+        s.learners = sum(1 << (v - 1) for v in set(cs.learners) | set(cs.learners_next) if 1 <= v <= 64)
+        for k, v in self.c.items():
+            setattr(s, k, v)
+        s.fsyncs = self.store.fsyncs
+        s.fsync_ns = self.store.fsync_ns
+        n = 0
+        if r.role == Role.LEADER:
+            for pid, pr in r.trk.visit():
+                if pid != self.id and n < 16:
+                    s.match_id[n] = pid
+                    s.match_index[n] = pr.match
+                    n += 1
+        s.nmatch = n
+        self.status_rec.publish(s)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rsm_shm.cluster.peer", description=__doc__.split("\n")[0])
+    ap.add_argument("--cluster", required=True)
+    ap.add_argument("--id", type=int, required=True)
+    args = ap.parse_args(argv)
+    peer = Peer(args.cluster, args.id)
+    signal.signal(signal.SIGTERM, peer.stop)
+    signal.signal(signal.SIGINT, peer.stop)
+    prof_dir = os.environ.get("RSM_SHM_PEER_PROFILE")
+    try:
+        if prof_dir:  # development aid: a cProfile of the loop per peer
+            import cProfile
+            cProfile.runctx("peer.run()", globals(), {"peer": peer},
+                            os.path.join(prof_dir, f"peer{args.id}.prof"))
+        else:
+            peer.run()
+    finally:
+        peer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""State machines: the user's application, ``KVStore``, and the exactly-once session layer.
+
+:class:`StateMachine` is what a user writes: ``apply(command) -> result`` for committed
+commands, ``query(query) -> result`` for linearizable reads, ``snapshot()`` /
+``restore(data)``.  It must be **deterministic**: every peer applies the same commands
+in the same order and must reach the same state and results (no clocks, randomness,
+I/O, or iteration over unordered containers whose order depends on the process).
+Peers build it from an import path ``"package.module:Class"`` with no arguments.
+
+Errors are outcomes, too.  If ``apply`` raises an ``Exception``, the command counts as
+applied with the result ``repr(exception)`` flagged as an error: every peer records the
+same outcome, so replicas never diverge, and the client's ``propose`` raises
+:class:`CommandError` with that text.  The state machine must leave its state as it was
+when it raises (or at least change it deterministically).  An ``apply`` that returns
+something other than bytes is treated the same way (a TypeError).  ``query`` errors
+reach the client the same way but change nothing.
+
+Exactly once.  Clients tag each command with ``(session, seq)`` and retry with the same
+tag after a timeout or a leader change.  :class:`Sessions` wraps the state machine and
+keeps, per session, the last sequence number applied and the results the client has
+not acknowledged yet (``acked``: the client holds every result up to it), so a retried
+command returns the recorded result instead of applying again (Raft thesis §6.3).  The
+table is replicated (it changes only in ``apply``) and travels in snapshots.  It is
+bounded: at most ``max_sessions`` sessions; registering one more evicts the session
+least recently used (by log index, ties by id), deterministically on every peer.  A
+command of an evicted or unknown session is answered ``SESSION_EXPIRED`` (its outcome is
+unknown to the client).  Sequence numbers may skip (a command the client gave up on was
+never applied); a command that arrives after a later one of its session was applied is
+answered ``STALE`` and never applied, which tells the client it may send it again under
+a new sequence number.  At most 65536 unacknowledged results are kept per session.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import struct
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+from . import envelope as ev
+
+__all__ = ["StateMachine", "KVStore", "CommandError", "load_state_machine", "Sessions", "encode_batch",
+           "decode_batch"]
+
+
+class CommandError(RuntimeError):
+    """The state machine raised while applying (or querying) this command; the message
+    is the exception's repr as recorded identically by every peer."""
+
+
+class StateMachine:
+    """Base class of a replicated application (see the module docstring)."""
+
+    def apply(self, command: bytes) -> bytes:
+        """Apply a committed command; return its result.  Deterministic."""
+        raise NotImplementedError
+
+    def query(self, query: bytes) -> bytes:
+        """Answer a read-only query from the current state (no change)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (``restore`` must rebuild it exactly)."""
+        raise NotImplementedError
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with one made by ``snapshot``."""
+        raise NotImplementedError
+
+
+class KVStore(StateMachine):
+    """A replicated dict of JSON values keyed by strings.
+
+    Commands (UTF-8 JSON objects):
+
+    * ``{"op": "put", "key": k, "value": v}`` -> ``{"ok": true}``
+    * ``{"op": "delete", "key": k}`` -> ``{"deleted": true|false}``
+    * ``{"op": "cas", "key": k, "expected": e, "new": n}`` -> ``{"ok": true|false}``: sets
+      ``k`` to ``n`` if its value equals ``e`` (``null`` = absent); ``n = null`` deletes.
+
+    Query: ``{"op": "get", "key": k}`` -> ``{"found": true|false, "value": v|null}``.
+    Anything else raises ValueError (the client sees a :class:`CommandError`).
+    """
+
+    def __init__(self) -> None:
+        self.data: Dict[str, object] = {}
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict:
+        cmd = json.loads(raw)
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("key"), str):
+            raise ValueError("a KVStore command is a JSON object with a string 'key'")
+        return cmd
+
+    def apply(self, command: bytes) -> bytes:
+        cmd = self._parse(command)
+        op, key = cmd.get("op"), cmd["key"]
+        if op == "put":
+            if "value" not in cmd:
+                raise ValueError("put needs a 'value'")
+            self.data[key] = cmd["value"]
+            return b'{"ok": true}'
+        if op == "delete":
+            return b'{"deleted": true}' if self.data.pop(key, _MISSING) is not _MISSING else b'{"deleted": false}'
+        if op == "cas":
+            if "expected" not in cmd or "new" not in cmd:
+                raise ValueError("cas needs 'expected' and 'new'")
+            if self.data.get(key) != cmd["expected"]:
+                return b'{"ok": false}'
+            if cmd["new"] is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = cmd["new"]
+            return b'{"ok": true}'
+        raise ValueError(f"unknown KVStore command op {op!r}")
+
+    def query(self, query: bytes) -> bytes:
+        q = self._parse(query)
+        if q.get("op") != "get":
+            raise ValueError(f"unknown KVStore query op {q.get('op')!r}")
+        key = q["key"]
+        if key in self.data:
+            return json.dumps({"found": True, "value": self.data[key]}).encode()
+        return b'{"found": false, "value": null}'
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+
+    def restore(self, data: bytes) -> None:
+        self.data = json.loads(data) if data else {}
+
+
+_MISSING = object()
+
+
+def load_state_machine(path: str) -> StateMachine:
+    """Build the state machine named ``"package.module:Class"`` (no arguments).
+
+    Raises ValueError naming the path for a malformed path, a module that does not
+    import, a missing attribute, or something that is not a StateMachine class."""
+    if not isinstance(path, str) or path.count(":") != 1:
+        raise ValueError(f"state machine must be an import path 'package.module:Class', not {path!r}")
+    mod_name, _, attr = path.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:
+        raise ValueError(f"state machine {path!r}: cannot import module {mod_name!r}: {e}") from e
+    cls = getattr(mod, attr, None)
+    if cls is None:
+        raise ValueError(f"state machine {path!r}: module {mod_name!r} has no attribute {attr!r}")
+    if not (isinstance(cls, type) and issubclass(cls, StateMachine)):
+        raise ValueError(f"state machine {path!r} is not a subclass of rsm_shm.cluster.StateMachine")
+    return cls()
+
+
+# -------------------------------------------------------------------- replicated entries
+# A NORMAL entry proposed by the runtime carries a batch of client operations:
+#   version u8 (=1) | count u32 | count x (op u8 | session u64 | seq u64 | acked u64 | len u32 | data)
+# An empty entry is a leader's no-op.  Anything else is applied as "no operation" and
+# counted, identically everywhere (it cannot come from a correct peer).
+BATCH_VERSION = 1
+_BATCH_HDR = struct.Struct("<BI")
+_OP = struct.Struct("<BQQQI")
+OP_OVERHEAD = _OP.size
+
+
+def encode_batch(ops: List[tuple]) -> bytes:
+    """``ops``: list of (op, session, seq, acked, data)."""
+    parts = [_BATCH_HDR.pack(BATCH_VERSION, len(ops))]
+    pack = _OP.pack
+    for op, session, seq, acked, data in ops:
+        parts.append(pack(op, session, seq, acked, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_batch(b: bytes) -> List[tuple]:
+    """Inverse of :func:`encode_batch`; raises ValueError on malformed input."""
+    if len(b) < _BATCH_HDR.size:
+        raise ValueError("truncated batch")
+    version, n = _BATCH_HDR.unpack_from(b, 0)
+    if version != BATCH_VERSION:
+        raise ValueError(f"batch version {version} is not supported")
+    off = _BATCH_HDR.size
+    out = []
+    size = _OP.size
+    end = len(b)
+    for _ in range(n):
+        if off + size > end:
+            raise ValueError("truncated batch op")
+        op, session, seq, acked, ln = _OP.unpack_from(b, off)
+        off += size
+        if off + ln > end:
+            raise ValueError("truncated batch op data")
+        out.append((op, session, seq, acked, b[off:off + ln]))
+        off += ln
+    if off != end:
+        raise ValueError("trailing bytes after the batch")
+    return out
+
+
+# ------------------------------------------------------------------------ sessions
+SNAPSHOT_MAGIC = b"RSMS"
+SNAPSHOT_VERSION = 1
+_SNAP_HDR = struct.Struct("<4sBQ")     # magic, version, session count
+_SESSION = struct.Struct("<QQQI")      # id, last_seq, last_index, result count
+_RESULT = struct.Struct("<QBI")        # seq, status, len
+DEFAULT_MAX_SESSIONS = 4096
+MAX_RESULTS_PER_SESSION = 1 << 16
+
+
+class Sessions:
+    """The user's state machine plus the replicated session table (exactly-once)."""
+
+    def __init__(self, sm: StateMachine, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+        self.sm = sm
+        self.max_sessions = max_sessions
+        # session id -> [last_seq, last_index, {seq: (status, result)}]
+        self.table: Dict[int, list] = {}
+
+    def apply(self, op: int, session: int, seq: int, acked: int, data: bytes, index: int) -> Tuple[int, bytes]:
+        """Apply one client operation of the entry at ``index``; (status, result)."""
+        if op == ev.OP_REGISTER:
+            s = self.table.get(session)
+            if s is None:
+                if len(self.table) >= self.max_sessions:
+                    victim = min(self.table.items(), key=lambda kv: (kv[1][1], kv[0]))[0]
+                    del self.table[victim]
+                self.table[session] = [0, index, OrderedDict()]
+            else:
+                s[1] = index
+            return ev.OK, b""
+        s = self.table.get(session)
+        if s is None:
+            return ev.SESSION_EXPIRED, b"session expired or never registered"
+        s[1] = index
+        results = s[2]
+        # Results are kept in sequence order (applied in increasing seq): forget the
+        # acknowledged prefix.
+        while results and next(iter(results)) <= acked:
+            results.popitem(last=False)
+        last = s[0]
+        if seq <= last:
+            got = results.get(seq)
+            if got is not None:
+                return got
+            # Never applied (its result would still be here: the client has not acked
+            # it) and never will be, since a later command of the session was.
+            return ev.STALE, b"not applied: a later command of this session was applied first"
+        try:
+            result = self.sm.apply(data)
+            if not isinstance(result, bytes):
+                raise TypeError(f"{type(self.sm).__name__}.apply returned {type(result).__name__}, not bytes")
+            out = (ev.OK, result)
+        except Exception as e:  # a documented outcome, identical on every peer
+            out = (ev.ERROR, repr(e).encode("utf-8", "replace"))
+        s[0] = seq
+        results[seq] = out
+        if len(results) > MAX_RESULTS_PER_SESSION:  # a client that never acknowledges
+            results.popitem(last=False)
+        return out
+
+    def query(self, q: bytes) -> Tuple[int, bytes]:
+        try:
+            result = self.sm.query(q)
+            if not isinstance(result, bytes):
+                raise TypeError(f"{type(self.sm).__name__}.query returned {type(result).__name__}, not bytes")
+            return ev.OK, result
+        except Exception as e:
+            return ev.ERROR, repr(e).encode("utf-8", "replace")
+
+    def snapshot(self) -> bytes:
+        parts = [_SNAP_HDR.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(self.table))]
+        for sid in sorted(self.table):
+            last, idx, results = self.table[sid]
+            parts.append(_SESSION.pack(sid, last, idx, len(results)))
+            for seq in sorted(results):
+                status, res = results[seq]
+                parts.append(_RESULT.pack(seq, status, len(res)))
+                parts.append(res)
+        parts.append(self.sm.snapshot())
+        return b"".join(parts)
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.table = {}
+            self.sm.restore(b"")
+            return
+        if len(data) < _SNAP_HDR.size:
+            raise ValueError("snapshot is truncated")
+        magic, version, n = _SNAP_HDR.unpack_from(data, 0)
+        if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
+            raise ValueError(f"not a snapshot of this rsm_shm (magic {magic!r}, version {version})")
+        off = _SNAP_HDR.size
+        table: Dict[int, list] = {}
+        for _ in range(n):
+            sid, last, idx, nres = _SESSION.unpack_from(data, off)
+            off += _SESSION.size
+            results: OrderedDict = OrderedDict()
+            for _ in range(nres):
+                seq, status, ln = _RESULT.unpack_from(data, off)
+                off += _RESULT.size
+                results[seq] = (status, data[off:off + ln])
+                off += ln
+            table[sid] = [last, idx, results]
+        self.table = table
+        self.sm.restore(data[off:])

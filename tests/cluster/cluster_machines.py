@@ -1,0 +1,35 @@
+"""State machines the cluster tests run in peer processes (imported by path)."""
+from __future__ import annotations
+
+import struct
+
+from rsm_shm.cluster import StateMachine
+
+
+class Counter(StateMachine):
+    """b"inc" adds one and returns the new count (8 bytes); b"boom" raises; query returns
+    the count.  Every applied command is also logged, so tests can check exactly-once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def apply(self, command: bytes) -> bytes:
+        if command == b"boom":
+            raise ValueError("boom at %d" % self.count)
+        if command != b"inc":
+            raise ValueError(f"unknown command {command!r}")
+        self.count += 1
+        return struct.pack("<Q", self.count)
+
+    def query(self, query: bytes) -> bytes:
+        return struct.pack("<Q", self.count)
+
+    def snapshot(self) -> bytes:
+        return struct.pack("<Q", self.count)
+
+    def restore(self, data: bytes) -> None:
+        self.count = struct.unpack("<Q", data)[0]
+
+
+class NotAMachine:
+    pass

@@ -1,0 +1,179 @@
+"""LocalCluster end to end with real peer processes: elect, propose, read, kill, restart."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+
+from rsm_shm.cluster import CommandError, KVClient, LocalCluster
+from rsm_shm.cluster.layout import segment_pattern
+
+KV = "rsm_shm.cluster:KVStore"
+COUNTER = "cluster_machines:Counter"
+FAST = dict(fsync=False)
+
+
+def _segments_of(name):
+    pat = segment_pattern(name)
+    return [e for e in os.listdir("/dev/shm") if e.startswith("rsm_shm.") and pat.fullmatch(e[len("rsm_shm."):])]
+
+
+@pytest.fixture
+def cluster_name(shm_name):
+    return shm_name("cl")
+
+
+def test_propose_read_and_kv_commands(cluster_name):
+    with LocalCluster(cluster_name, KV, peers=3, **FAST) as c:
+        lead = c.wait_leader(10)
+        assert lead in (1, 2, 3)
+        kv = KVClient(cluster_name)
+        try:
+            kv.put("a", {"x": 1})
+            assert kv.get("a") == {"x": 1}
+            assert kv.get("missing") is None
+            assert kv.cas("a", {"x": 1}, 2) is True
+            assert kv.cas("a", {"x": 1}, 3) is False
+            assert kv.get("a") == 2
+            assert kv.delete("a") is True
+            assert kv.delete("a") is False
+            assert kv.cas("a", None, "new") is True
+            assert kv.get("a") == "new"
+        finally:
+            kv.close()
+        sts = c.status()
+        assert [s.id for s in sts] == [1, 2, 3]
+        assert all(s.alive and s.state == "running" for s in sts)
+        assert sum(s.role == "leader" for s in sts) == 1
+
+
+def test_kill_leader_loses_no_acknowledged_write(cluster_name):
+    with LocalCluster(cluster_name, KV, peers=3, **FAST) as c:
+        old = c.wait_leader(10)
+        kv = KVClient(cluster_name)
+        try:
+            for i in range(20):
+                kv.put(f"k{i}", i)
+            c.kill(old)
+            for i in range(20, 40):
+                kv.put(f"k{i}", i)  # follows the new leader by itself
+            new = c.wait_leader(10)
+            assert new != old
+            assert [kv.get(f"k{i}") for i in range(40)] == list(range(40))
+            c.restart(old)
+            # The restarted peer catches up with everything committed.
+            target = max(s.commit for s in c.status())
+            deadline = 200
+            while deadline:
+                st = {s.id: s for s in c.status()}[old]
+                if st.alive and st.applied >= target:
+                    break
+                deadline -= 1
+                import time
+                time.sleep(0.05)
+            assert st.applied >= target, st
+        finally:
+            kv.close()
+
+
+def test_retry_of_the_same_sequence_number_is_applied_once(cluster_name):
+    with LocalCluster(cluster_name, COUNTER, peers=3, **FAST) as c:
+        c.wait_leader(10)
+        cl = c.client()
+        assert cl.propose(b"inc") == struct.pack("<Q", 1)
+        # Send the same (session, seq) again, as a client does after a lost answer.
+        cl._seq -= 1
+        cl._acked -= 1
+        assert cl.propose(b"inc") == struct.pack("<Q", 1)
+        assert cl.read(b"count") == struct.pack("<Q", 1)
+        assert cl.propose(b"inc") == struct.pack("<Q", 2)
+
+
+def test_apply_that_raises_is_an_error_outcome_everywhere(cluster_name):
+    with LocalCluster(cluster_name, COUNTER, peers=3, **FAST) as c:
+        c.wait_leader(10)
+        cl = c.client()
+        cl.propose(b"inc")
+        with pytest.raises(CommandError, match="boom at 1"):
+            cl.propose(b"boom")
+        assert cl.propose(b"inc") == struct.pack("<Q", 2)
+        assert all(s.alive for s in c.status())
+
+
+def test_garbage_in_an_inbox_is_dropped_and_counted(cluster_name):
+    from rsm_shm.ring import Ring
+    from rsm_shm.cluster.layout import inbox_name
+    with LocalCluster(cluster_name, COUNTER, peers=3, **FAST) as c:
+        c.wait_leader(10)
+        ring = Ring(inbox_name(cluster_name, 2), create=False)
+        try:
+            for junk in (b"", b"RE", b"RE\x01\x01" + b"\0" * 12 + b"garbage", os.urandom(100)):
+                ring.put(junk)
+        finally:
+            ring.close()
+        cl = c.client()
+        assert cl.propose(b"inc") == struct.pack("<Q", 1)
+        import time
+        for _ in range(200):
+            st = {s.id: s for s in c.status()}[2]
+            if st.msgs_bad >= 4:
+                break
+            time.sleep(0.02)
+        assert st.msgs_bad == 4 and st.alive
+
+
+def test_destroy_leaves_no_segment_and_no_data(cluster_name, tmp_path):
+    data = tmp_path / "data"
+    c = LocalCluster(cluster_name, KV, peers=3, data_dir=str(data), **FAST)
+    c.start()
+    try:
+        c.wait_leader(10)
+        c.client().propose(b'{"op":"put","key":"a","value":1}')
+        assert _segments_of(cluster_name)
+        assert (data / "cluster.json").exists()
+    finally:
+        c.destroy()
+    assert _segments_of(cluster_name) == []
+    assert not data.exists()
+
+
+def test_temporary_data_dir_is_removed(cluster_name):
+    with LocalCluster(cluster_name, KV, peers=1, **FAST) as c:
+        c.wait_leader(10)
+        d = c.data_dir
+        assert os.path.isdir(d)
+    assert not os.path.exists(d)
+    assert _segments_of(cluster_name) == []
+
+
+def test_clear_errors_at_start(cluster_name, tmp_path):
+    with pytest.raises(ValueError, match="no_such_module"):
+        LocalCluster(cluster_name, "no_such_module:X").start()
+    with pytest.raises(ValueError, match="not a subclass"):
+        LocalCluster(cluster_name, "cluster_machines:NotAMachine").start()
+    with pytest.raises(TypeError, match="unknown timing option"):
+        LocalCluster(cluster_name, KV, bogus=1)
+    with LocalCluster(cluster_name, KV, peers=1, **FAST):
+        with pytest.raises(RuntimeError, match="already running"):
+            LocalCluster(cluster_name, KV, peers=1, **FAST).start()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cluster.json").write_text(json.dumps({"format": 1, "name": "someone-else"}))
+    with pytest.raises(ValueError, match="someone-else"):
+        LocalCluster(cluster_name, KV, data_dir=str(other), **FAST).start()
+    (other / "cluster.json").write_text(json.dumps({"format": 99, "name": cluster_name}))
+    with pytest.raises(ValueError, match="newer"):
+        LocalCluster(cluster_name, KV, data_dir=str(other), **FAST).start()
+    assert _segments_of(cluster_name) == []
+
+
+def test_attach_from_another_handle_controls_the_cluster(cluster_name):
+    with LocalCluster(cluster_name, KV, peers=3, **FAST) as c:
+        lead = c.wait_leader(10)
+        other = LocalCluster.attach(cluster_name)
+        assert other.leader() == lead
+        other.kill(lead)
+        assert c.wait_leader(10) != lead
+        assert {s.id: s.state for s in c.status()}[lead] == "killed"

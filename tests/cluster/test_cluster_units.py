@@ -1,0 +1,199 @@
+"""The cluster runtime's pure parts: envelopes, sessions (exactly once), KVStore, records."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+from rsm_shm.cluster import KVStore, StateMachine
+from rsm_shm.cluster import envelope as ev
+from rsm_shm.cluster.statemachine import Sessions, decode_batch, encode_batch, load_state_machine
+
+
+def test_envelopes_round_trip():
+    hdr = ev.encode_header(ev.KIND_PROPOSE, 0, 42)
+    reqs = [(ev.OP_REGISTER, 0, 7, 0, 0, b""), (ev.OP_COMMAND, 1, 7, 1, 0, b"x" * 100)]
+    b = ev.encode_propose(hdr, "ring.name", reqs)
+    assert ev.decode_header(b) == (ev.KIND_PROPOSE, 0, 42)
+    assert ev.decode_propose(b) == ("ring.name", reqs)
+    b = ev.encode_read(ev.encode_header(ev.KIND_READ, 0, 42), "r", [(5, b"q"), (6, b"")])
+    assert ev.decode_read(b) == ("r", [(5, b"q"), (6, b"")])
+    b = ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 3, 42), [(5, ev.OK, b"res"), (6, ev.ERROR, b"")])
+    assert ev.decode_reply(b) == [(5, ev.OK, b"res"), (6, ev.ERROR, b"")]
+    b = ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, ev.ADMIN_TRANSFER, 2)
+    assert ev.decode_admin(b) == ("r", 9, ev.ADMIN_TRANSFER, 2)
+
+
+def test_every_truncation_or_corruption_raises_envelope_error_only():
+    rng = random.Random(1)
+    hdr = ev.encode_header(ev.KIND_PROPOSE, 0, 42)
+    samples = [
+        ev.encode_propose(hdr, "ring", [(ev.OP_COMMAND, 1, 7, 1, 0, b"abc"), (ev.OP_COMMAND, 2, 7, 2, 1, b"")]),
+        ev.encode_read(ev.encode_header(ev.KIND_READ, 0, 42), "r", [(5, b"q")]),
+        ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 3, 42), [(5, ev.OK, b"res")]),
+        ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, 1, 2),
+    ]
+    decoders = {ev.KIND_PROPOSE: ev.decode_propose, ev.KIND_READ: ev.decode_read,
+                ev.KIND_REPLY: ev.decode_reply, ev.KIND_ADMIN: ev.decode_admin}
+
+    def decode(b):
+        kind, _s, _c = ev.decode_header(b)
+        if kind in decoders:
+            decoders[kind](b)
+
+    for good in samples:
+        for n in range(len(good)):
+            with pytest.raises(ev.EnvelopeError):
+                decode(good[:n])
+        for _ in range(200):
+            bad = bytearray(good)
+            bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+            try:
+                decode(bytes(bad))
+            except ev.EnvelopeError:
+                pass
+        with pytest.raises(ev.EnvelopeError):
+            decode(good + b"\0")
+
+
+def test_batch_round_trip_and_garbage():
+    ops = [(ev.OP_COMMAND, 1, 2, 1, b"a"), (ev.OP_REGISTER, 3, 0, 0, b"")]
+    assert decode_batch(encode_batch(ops)) == ops
+    for junk in (b"", b"\x02\0\0\0\0", encode_batch(ops)[:-1], encode_batch(ops) + b"x"):
+        with pytest.raises(ValueError):
+            decode_batch(junk)
+
+
+class Log(StateMachine):
+    def __init__(self):
+        self.items = []
+
+    def apply(self, command):
+        if command == b"raise":
+            raise KeyError("nope")
+        if command == b"int":
+            return 3
+        self.items.append(command)
+        return b"%d" % len(self.items)
+
+    def query(self, q):
+        return b",".join(self.items)
+
+    def snapshot(self):
+        return b",".join(self.items)
+
+    def restore(self, data):
+        self.items = data.split(b",") if data else []
+
+
+def test_sessions_apply_each_sequence_number_once():
+    s = Sessions(Log())
+    assert s.apply(ev.OP_COMMAND, 9, 1, 0, b"a", 1) == (ev.SESSION_EXPIRED, s.apply(ev.OP_COMMAND, 9, 1, 0, b"a", 1)[1])
+    assert s.apply(ev.OP_REGISTER, 9, 0, 0, b"", 2) == (ev.OK, b"")
+    assert s.apply(ev.OP_COMMAND, 9, 1, 0, b"a", 3) == (ev.OK, b"1")
+    assert s.apply(ev.OP_COMMAND, 9, 1, 0, b"a", 4) == (ev.OK, b"1")  # a retry: the recorded result
+    assert s.apply(ev.OP_COMMAND, 9, 3, 0, b"c", 5) == (ev.OK, b"2")  # seq 2 was given up
+    assert s.apply(ev.OP_COMMAND, 9, 2, 0, b"b", 6)[0] == ev.STALE  # ... and is never applied
+    assert s.sm.items == [b"a", b"c"]
+    # Errors are outcomes, recorded like results; the state is unchanged.
+    assert s.apply(ev.OP_COMMAND, 9, 4, 3, b"raise", 7) == (ev.ERROR, b"KeyError('nope')")
+    assert s.apply(ev.OP_COMMAND, 9, 4, 3, b"raise", 8) == (ev.ERROR, b"KeyError('nope')")
+    assert s.apply(ev.OP_COMMAND, 9, 5, 4, b"int", 9)[0] == ev.ERROR
+    # Acknowledged results are forgotten.
+    assert list(s.table[9][2]) == [5]
+
+
+def test_sessions_snapshot_carries_the_table_and_evicts_deterministically():
+    s = Sessions(Log(), max_sessions=2)
+    for sid, idx in ((1, 1), (2, 2)):
+        s.apply(ev.OP_REGISTER, sid, 0, 0, b"", idx)
+    s.apply(ev.OP_COMMAND, 1, 1, 0, b"x", 3)
+    s.apply(ev.OP_REGISTER, 3, 0, 0, b"", 4)  # evicts session 2 (least recently used)
+    assert sorted(s.table) == [1, 3]
+    assert s.apply(ev.OP_COMMAND, 2, 1, 0, b"y", 5)[0] == ev.SESSION_EXPIRED
+    t = Sessions(Log(), max_sessions=2)
+    t.restore(s.snapshot())
+    assert t.table == s.table and t.sm.items == [b"x"]
+    assert t.apply(ev.OP_COMMAND, 1, 1, 0, b"x", 6) == (ev.OK, b"1")
+    with pytest.raises(ValueError):
+        t.restore(b"garbage-snapshot")
+
+
+def test_kvstore_commands():
+    kv = KVStore()
+    assert kv.apply(b'{"op":"put","key":"a","value":[1,2]}') == b'{"ok": true}'
+    assert json.loads(kv.query(b'{"op":"get","key":"a"}')) == {"found": True, "value": [1, 2]}
+    assert json.loads(kv.apply(b'{"op":"cas","key":"a","expected":[1,2],"new":null}')) == {"ok": True}
+    assert json.loads(kv.query(b'{"op":"get","key":"a"}')) == {"found": False, "value": None}
+    for bad in (b"nope", b"[]", b'{"op":"put","key":1,"value":1}', b'{"op":"put","key":"a"}',
+                b'{"op":"zap","key":"a"}'):
+        with pytest.raises(ValueError):
+            kv.apply(bad)
+    kv.apply(b'{"op":"put","key":"b","value":1}')
+    other = KVStore()
+    other.restore(kv.snapshot())
+    assert other.data == kv.data
+
+
+def test_load_state_machine_names_the_path():
+    assert isinstance(load_state_machine("rsm_shm.cluster:KVStore"), KVStore)
+    for path, msg in (("nocolon", "import path"), ("no_such_mod_xyz:A", "cannot import"),
+                      ("rsm_shm.cluster:Nope", "no attribute"), ("os:getcwd", "not a subclass")):
+        with pytest.raises(ValueError, match=msg):
+            load_state_machine(path)
+
+
+def test_status_record_round_trip(shm_name):
+    from rsm_shm.cluster.status import StatusRecord
+    rec = StatusRecord(shm_name("st"), create=True)
+    try:
+        assert rec.load() is None
+        s = rec.new_record()
+        s.id, s.pid, s.role, s.term, s.leader, s.commit = 2, os.getpid(), 3, 7, 2, 99
+        s.nmatch, s.match_id[0], s.match_index[0] = 1, 3, 98
+        s.voters = 0b111
+        rec.publish(s)
+        st = rec.read(state="running")
+        assert (st.id, st.role, st.term, st.commit, st.match, st.voters) == (2, "leader", 7, 99, {3: 98}, (1, 2, 3))
+        assert st.alive and st.is_leader
+        other = StatusRecord(rec.name, create=False)
+        assert other.read().term == 7
+        other.close()
+    finally:
+        rec.close()
+        rec.unlink()
+
+
+def test_status_seqlock_never_shows_a_torn_record(shm_name):
+    import threading
+    from rsm_shm.cluster.status import StatusRecord
+    rec = StatusRecord(shm_name("st"), create=True)
+    stop = threading.Event()
+
+    def writer():
+        s = rec.new_record()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            s.term = s.commit = s.applied = s.last_index = i
+            s.match_index[15] = i
+            rec.publish(s)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        seen = 0
+        for _ in range(20000):
+            raw = rec.load()
+            if raw is None:
+                continue
+            assert raw.term == raw.commit == raw.applied == raw.last_index == raw.match_index[15]
+            seen += 1
+        assert seen > 0
+    finally:
+        stop.set()
+        t.join()
+        rec.close()
+        rec.unlink()

@@ -90,6 +90,7 @@ class Kind(enum.IntEnum):
     QUEUE = lib.RSM_KIND_QUEUE
     AUTOMATON = lib.RSM_KIND_AUTOMATON
     RAFT_STATUS = lib.RSM_KIND_RAFT_STATUS
+    POOL = lib.RSM_KIND_POOL
 
 
 @dataclass(frozen=True)

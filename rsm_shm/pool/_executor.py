@@ -1,0 +1,753 @@
+"""ProcessPool: a ``concurrent.futures.Executor`` whose jobs survive their workers.
+
+How it works (the owner is the process that created the pool):
+
+* Each worker has its own inbox ring; the owner hands jobs out (``submit`` in the caller's
+  thread, the rest by the collector thread as results come back) and remembers, for each
+  worker, every job it handed that worker and has no outcome for.  One results ring
+  carries every outcome back to the owner's collector thread.
+* A watcher thread waits on the workers' process sentinels.  When one ends it appends a
+  "died" record to the results ring, *after* every result that worker managed to put, so
+  the collector sees the death only once it has all of the dead worker's results.  The
+  collector then re-queues that worker's unfinished jobs at the front: the one the status
+  table shows it was running is charged an attempt (and fails with WorkerDiedError once it
+  has used ``max_retries`` retries); the others were never started and are not charged.
+  A replacement worker is started in the same slot.
+* How many jobs a worker may hold at once adapts to how long jobs take (about 2 ms of work
+  queued per worker, between 2 and 512 jobs): tiny jobs go in batches, long ones are
+  handed out one or two at a time so an idle worker never waits behind a busy one.  Jobs
+  not yet handed out stay in the owner and can be cancelled.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import queue
+import threading
+import time
+import weakref
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from .. import _proc
+from .._native import lib
+from ..ring import Ring
+from . import _compat
+from ._table import PoolState, PoolStatistics, PoolTable, WorkerState
+from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE,
+                    R_WAKE, RESULT_HEAD, WorkerDiedError, dumps_pickle)
+from ._worker import worker_main
+
+__all__ = ["ProcessPool"]
+
+#: Work each worker should have queued, in microseconds of measured run time.
+TARGET_QUEUED_US = 2000
+MIN_CREDIT = 2
+MAX_CREDIT = 512
+#: A worker whose job has run this long (or 3x the average job, if more) is not handed
+#: more jobs, and the jobs queued behind it are taken back and handed to others.
+STUCK_NS = 5_000_000
+#: Consecutive workers dying before they finish starting that break the pool.
+MAX_STARTUP_FAILURES = 3
+#: Seconds a stopping worker gets to leave before it is terminated, then killed.
+STOP_GRACE_S = 5.0
+DEFAULT_RING_CAPACITY = 1 << 20
+
+_live_pools: "weakref.WeakSet[ProcessPool]" = weakref.WeakSet()
+_exit_registered = False
+
+
+def _at_interpreter_exit() -> None:
+    # As concurrent.futures does: finish what was submitted before the interpreter goes.
+    for pool in list(_live_pools):
+        try:
+            pool.shutdown(wait=True)
+        except BaseException:  # noqa: BLE001 -- a second Ctrl-C: leave the rest to atexit
+            pool._terminate(kill=True)
+
+
+def _register_exit_hook() -> None:
+    global _exit_registered
+    if _exit_registered:
+        return
+    _exit_registered = True
+    try:
+        threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        atexit.register(_at_interpreter_exit)
+
+
+class _Job:
+    __slots__ = ("id", "future", "msg", "attempts", "worker", "started", "single")
+
+    def __init__(self, id: int, future: Future, msg: bytes, single: bool) -> None:
+        self.id = id
+        self.future = future
+        self.msg = msg
+        self.attempts = 0       # times a worker died while running it
+        self.worker = -1        # slot it was handed to, -1 while queued in the owner
+        self.started = False    # set_running_or_notify_cancel() done
+        self.single = single    # a submit(): the outcome is the chunk's only value
+
+
+class _Worker:
+    __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported")
+
+    def __init__(self, slot: int, generation: int, process, inbox: Ring, quota: int) -> None:
+        self.slot = slot
+        self.generation = generation
+        self.process = process
+        self.inbox = inbox
+        self.assigned: dict[int, None] = {}   # job ids handed out, in order, without an outcome
+        self.quota = quota                    # jobs it may still be handed (max_tasks_per_child)
+        self.reported = False                 # the watcher reported its end
+
+
+class ProcessPool(Executor):
+    """A pool of worker processes fed through shared-memory rings; no job is lost when a
+    worker dies.
+
+    ``ProcessPool(max_workers=None, name=None, *, mp_context=None, initializer=None,
+    initargs=(), max_tasks_per_child=None, max_retries=1, serializer=None,
+    ring_capacity=1 MiB, mode=0o600)``
+
+    The ``concurrent.futures.Executor`` contract: ``submit``, ``map``, ``shutdown(wait,
+    cancel_futures)``, a context manager; arguments as ``ProcessPoolExecutor``'s.  Where it
+    differs from ``ProcessPoolExecutor``:
+
+    * A worker that dies (SIGKILL, segfault, OOM killer, ``os._exit``) does not break the
+      pool.  The job it was running runs again on another worker, up to ``max_retries``
+      times (at-least-once execution: a job may run more than once, its future completes
+      once); then its future fails with :class:`WorkerDiedError` naming the job, the pid and
+      the signal.  Every other job completes and the worker is replaced.
+    * Workers start with ``forkserver`` by default, never ``fork`` (the owner has threads):
+      a ``fork`` ``mp_context`` is a ValueError.
+    * ``map`` reads its iterables lazily, keeping a bounded window of chunks in flight
+      (``buffersize`` chunks, as Python 3.14's ``Executor.map``; default a few per worker),
+      so a long or endless iterable is fine.  An exception raised by the iterables
+      surfaces while iterating the results, not from the ``map`` call.
+    * Jobs and outcomes are serialized with ``serializer`` (``dumps``/``loads``; pickle by
+      default).  **Security**: pickle runs code while loading; use a pool only between
+      processes that trust each other.  One serialized job or outcome must fit in a ring
+      (``ring_capacity`` - 32 bytes); a larger job fails its future with ValueError, a
+      larger outcome comes back as a ValueError.
+    * A future is cancellable until its job is handed to a worker.  Workers hold only a
+      few milliseconds of work each, so most queued jobs stay cancellable.
+    * ``initializer`` raising breaks the pool (``BrokenProcessPool``), as in
+      ``ProcessPoolExecutor``; so do workers that keep dying before they finish starting.
+    * ``name`` makes the pool's shared memory named (``rsm-shm inspect NAME`` shows it from
+      any process); by default it is anonymous.  Either way :meth:`shutdown` removes it, and
+      Ctrl-C inside ``with ProcessPool() as pool:`` stops the workers and removes it too.
+    """
+
+    def __init__(self, max_workers: Optional[int] = None, name: Optional[str] = None, *, mp_context=None,
+                 initializer: Optional[Callable] = None, initargs: tuple = (),
+                 max_tasks_per_child: Optional[int] = None, max_retries: int = 1, serializer: Any = None,
+                 ring_capacity: int = DEFAULT_RING_CAPACITY, mode: int = 0o600) -> None:
+        if max_workers is None:
+            max_workers = len(os.sched_getaffinity(0)) or os.cpu_count() or 1
+        elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int or None, not {max_workers!r}")
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is None:
+            mp_context = mp.get_context("forkserver")
+        if mp_context.get_start_method() == "fork":
+            raise ValueError("ProcessPool does not start workers with 'fork' (its own threads would be copied "
+                             "mid-flight): pass a 'spawn' or 'forkserver' mp_context")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        if serializer is not None and not (callable(getattr(serializer, "dumps", None))
+                                           and callable(getattr(serializer, "loads", None))):
+            raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
+        self._max_workers = max_workers
+        self._ctx = mp_context
+        self._initializer, self._initargs = initializer, tuple(initargs)
+        self._max_tasks = max_tasks_per_child or 0
+        self._max_retries = max_retries
+        self._serializer = serializer
+        self._dumps = dumps_pickle if serializer is None else serializer.dumps
+        self._loads = __import__("pickle").loads if serializer is None else serializer.loads
+        self._ring_capacity = ring_capacity
+        self._mode = mode
+        self._name = name
+
+        self._lock = threading.Lock()
+        self._jobs: dict[int, _Job] = {}
+        self._pending: collections.deque[int] = collections.deque()
+        self._ids = itertools.count(1)
+        self._workers: list[Optional[_Worker]] = [None] * max_workers
+        self._credit = MIN_CREDIT
+        self._run_us = float(TARGET_QUEUED_US)   # moving average of a job's run time
+        self._startup_failures = 0
+        self._shutting_down = False
+        self._broken: Optional[str] = None
+        self._torn_down = threading.Event()
+        self._counts = collections.Counter()
+
+        self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
+                                create=True if name is not None else None, mode=mode)
+        self._made: list = [self._table]
+        try:
+            self._results = Ring(self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22),
+                                 consumers=1, create=True, mode=mode)
+            self._made.append(self._results)
+            self._max_job = ring_capacity - 16  # an inbox's max_message
+            self._owner = (os.getpid(), _proc.start_time(os.getpid()))
+            self._wake_r, self._wake_w = os.pipe()
+            self._watch_stop = False
+            for slot in range(max_workers):
+                self._start_worker(slot)
+        except BaseException:
+            self._terminate(kill=True)
+            raise
+        self._collector = threading.Thread(target=self._collect, name=f"rsm_shm pool collector {self.name}",
+                                           daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name=f"rsm_shm pool watcher {self.name}",
+                                         daemon=True)
+        self._collector.start()
+        self._watcher.start()
+        _live_pools.add(self)
+        _register_exit_hook()
+
+    # -- names ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The status table's name (``rsm-shm inspect`` it); the rings are named after it."""
+        return self._table.name
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    def _child_name(self, label: str) -> Optional[str]:
+        return None if self._name is None else f"{self._name}.{label}"
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _start_worker(self, slot: int) -> None:
+        old = self._workers[slot]
+        generation = old.generation + 1 if old is not None else 1
+        # Several consumers: the worker, and the owner taking back jobs queued behind a long one.
+        inbox = Ring(self._child_name(f"w{slot}.{generation}"), capacity=self._ring_capacity, create=True,
+                     mode=self._mode)
+        w = self._table.slot(slot)
+        lib.rsm_pool_worker_set(w, lib.RSM_WORKER_STARTING, 0, time.time_ns(), 0)
+        w.generation = generation
+        w.started_ns = time.time_ns()
+        w.jobs_done = 0
+        w.pid = 0
+        process = self._ctx.Process(
+            target=worker_main, name=f"rsm_shm pool {self.name} worker {slot}", daemon=True,
+            args=(self._table.name, slot, inbox.name, self._results.name, self._serializer, self._initializer,
+                  self._initargs, self._max_tasks, *self._owner))
+        try:
+            process.start()
+        except BaseException:
+            _compat.unmap(inbox)
+            inbox.unlink()
+            raise
+        w.pid = process.pid
+        self._workers[slot] = _Worker(slot, generation, process, inbox, self._max_tasks or -1)
+        self._table.ptr.workers_started += 1
+        os.write(self._wake_w, b"w")  # the watcher picks up the new sentinel
+
+    def _watch(self) -> None:
+        """Turn each worker's end into a DIED record on the results ring."""
+        wait = multiprocessing.connection.wait
+        while True:
+            with self._lock:
+                if self._watch_stop:
+                    return
+                procs = {w.process.sentinel: w for w in self._workers if w is not None and not w.reported}
+            ready = wait([self._wake_r, *procs])
+            for s in ready:
+                if s == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                w = procs[s]
+                w.process.join()  # already ended: reaps it and sets exitcode
+                w.reported = True
+                record = RESULT_HEAD.pack(0, R_DIED, w.slot, 0) + DIED_BODY.pack(
+                    w.generation, w.process.pid, w.process.exitcode)
+                try:
+                    self._results.put(record)
+                except (_compat.ShutDown, ValueError):
+                    return  # torn down
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Schedule ``fn(*args, **kwargs)``; return its Future (as ``Executor.submit``)."""
+        return self._submit(fn, (args,), kwargs, True)
+
+    def _submit(self, fn, chunk, kwargs, single: bool) -> Future:
+        if self._broken:
+            raise BrokenProcessPool(self._broken)
+        if self._shutting_down:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        job_id = next(self._ids)  # one C call: atomic under the GIL
+        future: Future = Future()
+        try:
+            msg = JOB_HEAD.pack(job_id, JOB_CHUNK) + self._dumps((fn, chunk, kwargs))
+            if len(msg) > self._max_job:
+                raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
+                                 f"{self.name!r} carries in one message ({self._max_job}); raise ring_capacity")
+        except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
+            future.set_exception(e)
+            return future
+        job = _Job(job_id, future, msg, single)
+        with self._lock:
+            if self._broken:  # broke while we serialized
+                raise BrokenProcessPool(self._broken)
+            if self._shutting_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._jobs[job_id] = job
+            self._counts["submitted"] += 1
+            self._table.ptr.submitted += 1
+            if self._pending or not self._hand_out(job):
+                self._pending.append(job_id)
+        return future
+
+    def _hand_out(self, job: _Job) -> bool:
+        """Give ``job`` to the least loaded worker with room (caller holds the lock).
+        False if none has room; True if it was handed out or turned out cancelled."""
+        best = None
+        load = self._credit
+        stuck_before = 0
+        for w in self._workers:
+            if w is not None and not w.reported and w.quota != 0 and len(w.assigned) < load:
+                if w.assigned:  # not behind a long job
+                    if not stuck_before:
+                        stuck_before = time.time_ns() - self._stuck_ns()
+                    slot = self._table.slot(w.slot)
+                    if slot.state == lib.RSM_WORKER_BUSY and slot.since_ns < stuck_before:
+                        continue
+                best, load = w, len(w.assigned)
+        if best is None:
+            return False
+        if not job.started:
+            if not job.future.set_running_or_notify_cancel():
+                del self._jobs[job.id]
+                self._counts["cancelled"] += 1
+                self._table.ptr.cancelled += 1
+                return True
+            job.started = True
+        try:
+            best.inbox.put_nowait(job.msg)
+        except Exception:  # noqa: BLE001 -- Full (bytes, not count) or the ring went away
+            return False
+        best.assigned[job.id] = None
+        best.quota -= 1
+        job.worker = best.slot
+        return True
+
+    def _stuck_ns(self) -> int:
+        return max(STUCK_NS, int(3000 * self._run_us))
+
+    def _take_back(self) -> None:
+        """Take back the jobs queued behind a job that runs long (caller holds the lock)."""
+        stuck_before = time.time_ns() - self._stuck_ns()
+        back = []
+        for w in self._workers:
+            if w is None or w.reported or len(w.assigned) < 2:
+                continue
+            slot = self._table.slot(w.slot)
+            if slot.state != lib.RSM_WORKER_BUSY or slot.since_ns >= stuck_before:
+                continue
+            try:
+                msgs = w.inbox.get_many(len(w.assigned), 0)
+            except Exception:  # noqa: BLE001 -- Empty: the worker took them all meanwhile
+                continue
+            for m in msgs:
+                job_id = JOB_HEAD.unpack_from(m)[0]
+                w.assigned.pop(job_id, None)
+                if w.quota >= 0:
+                    w.quota += 1
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    job.worker = -1
+                    back.append(job_id)
+        if back:
+            self._counts["taken_back"] += len(back)
+            self._pending.extendleft(reversed(back))
+
+    def _pump(self) -> None:
+        """Hand out queued jobs while workers have room (caller holds the lock)."""
+        pending, jobs = self._pending, self._jobs
+        while pending:
+            job = jobs.get(pending[0])
+            if job is None:  # cancelled by shutdown(cancel_futures=True)
+                pending.popleft()
+                continue
+            if not self._hand_out(job):
+                return
+            pending.popleft()
+
+    # -- map -----------------------------------------------------------------------------
+
+    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None, chunksize: int = 1,
+            buffersize: Optional[int] = None) -> Iterator:
+        """``fn`` over the iterables' items, results in order (as ``Executor.map``).
+
+        ``chunksize`` items travel (and fail) together as one job.  The iterables are read
+        lazily: at most ``buffersize`` chunks (default ``max(4 * max_workers, 4096 //
+        chunksize)``) are submitted ahead of the result being waited for.  ``timeout``
+        counts from this call, as in ``Executor.map``; when it expires, iterating raises
+        ``TimeoutError``.  If a job raises, iterating re-raises it at that point and the jobs
+        still queued are cancelled.
+        """
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+            raise ValueError("buffersize must be None or > 0.")
+        window = buffersize or max(4 * self._max_workers, 4096 // chunksize)
+        end = None if timeout is None else time.monotonic() + timeout
+        args = zip(*iterables)
+        islice = itertools.islice
+        fs: collections.deque[Future] = collections.deque()
+        for _ in range(window):  # start working at once, as Executor.map does
+            chunk = list(islice(args, chunksize))
+            if not chunk:
+                break
+            fs.append(self._submit(fn, chunk, {}, False))
+        return self._results_in_order(fn, fs, args, chunksize, end)
+
+    def _results_in_order(self, fn, fs, args, chunksize, end) -> Iterator:
+        islice = itertools.islice
+        try:
+            while fs:
+                f = fs.popleft()
+                values = f.result() if end is None else f.result(end - time.monotonic())
+                del f
+                chunk = list(islice(args, chunksize))
+                if chunk:
+                    fs.append(self._submit(fn, chunk, {}, False))
+                yield from values
+        finally:
+            for f in fs:
+                f.cancel()
+
+    # -- the collector -------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        results = self._results
+        loads = self._loads
+        try:
+            queued_behind = False
+            while True:
+                try:
+                    # While jobs wait behind others, look again soon (a job may run long).
+                    batch = results.get_many(512, self._stuck_ns() / 2e9 if queued_behind else None)
+                except queue.Empty:
+                    batch = ()
+                except _compat.ShutDown:
+                    break
+                outcomes = []
+                with self._lock:
+                    for record in batch:
+                        self._on_record(record, outcomes)
+                    if not self._broken:
+                        self._take_back()
+                        self._pump()
+                    queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
+                    self._publish()
+                    finished = self._shutting_down and not self._jobs
+                for future, status, payload in outcomes:
+                    self._settle(future, status, payload, loads)
+                del outcomes
+                if finished:
+                    break
+        finally:
+            self._teardown()
+
+    @staticmethod
+    def _settle(future: Future, status: int, payload, loads) -> None:
+        if status == R_VALUE:
+            try:
+                value = loads(payload[0])
+            except BaseException as e:  # noqa: BLE001 -- an outcome that cannot be rebuilt here
+                future.set_exception(e)
+                return
+            future.set_result(value[0] if payload[1] else value)
+        elif status == R_ERROR:
+            try:
+                exc = loads(payload[0])
+            except BaseException as e:  # noqa: BLE001
+                exc = e
+            future.set_exception(exc)
+        elif status == R_ERROR_TEXT:
+            future.set_exception(RuntimeError(bytes(payload[0]).decode("utf-8", "replace")))
+        else:  # an exception object made by the owner (WorkerDiedError, BrokenProcessPool)
+            future.set_exception(payload)
+
+    def _on_record(self, record: bytes, outcomes: list) -> None:
+        job_id, status, slot, run_us = RESULT_HEAD.unpack_from(record)
+        if status in (R_VALUE, R_ERROR, R_ERROR_TEXT):
+            job = self._jobs.pop(job_id, None)
+            w = self._workers[slot]
+            if w is not None:
+                w.assigned.pop(job_id, None)
+            if job is None:
+                return  # failed already (the pool broke)
+            self._run_us += (run_us - self._run_us) * 0.1
+            self._credit = max(MIN_CREDIT, min(MAX_CREDIT, int(TARGET_QUEUED_US / max(self._run_us, 1.0))))
+            self._counts["completed"] += 1
+            outcomes.append((job.future, status, (memoryview(record)[RESULT_HEAD.size:], job.single)))
+        elif status == R_DIED:
+            generation, pid, exitcode = DIED_BODY.unpack_from(record, RESULT_HEAD.size)
+            w = self._workers[slot]
+            if w is not None and w.generation == generation:
+                self._on_worker_end(w, pid, exitcode, outcomes)
+        elif status == R_INIT_FAILED:
+            text = bytes(memoryview(record)[RESULT_HEAD.size:]).decode("utf-8", "replace")
+            self._break(f"a worker's initializer raised; the pool is not usable anymore:\n{text}", outcomes)
+
+    def _on_worker_end(self, w: _Worker, pid: int, exitcode: int, outcomes: list) -> None:
+        seen = self._table.read_slot(w.slot)
+        retired = exitcode == 0 and seen.state == WorkerState.RETIRED
+        requeue = []
+        for job_id in w.assigned:
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            job.worker = -1
+            if not retired and seen.state == WorkerState.BUSY and seen.job == job_id:
+                job.attempts += 1
+                if job.attempts > self._max_retries:
+                    del self._jobs[job_id]
+                    self._counts["failed"] += 1
+                    outcomes.append((job.future, -1, WorkerDiedError(job_id, pid, exitcode, job.attempts)))
+                    continue
+                self._counts["retries"] += 1
+            requeue.append(job_id)
+        w.assigned.clear()
+        self._pending.extendleft(reversed(requeue))  # they go first, in their order
+        lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED if retired else lib.RSM_WORKER_DIED,
+                                seen.job or 0, time.time_ns(), 0)
+        self._table.slot(w.slot).last_exit = exitcode
+        _compat.unmap(w.inbox)
+        w.inbox.unlink()
+        if not retired:
+            self._counts["worker_deaths"] += 1
+            if seen.state == WorkerState.STARTING:
+                self._startup_failures += 1
+                if self._startup_failures >= MAX_STARTUP_FAILURES:
+                    self._break(f"{self._startup_failures} workers in a row died while starting "
+                                f"(the last, pid {pid}, with exit code {exitcode})", outcomes)
+                    return
+            else:
+                self._startup_failures = 0
+        if self._broken or (self._shutting_down and not self._jobs):
+            return
+        try:
+            self._start_worker(w.slot)
+        except Exception as e:  # noqa: BLE001 -- cannot start processes any more
+            self._break(f"cannot start a replacement worker: {e!r}", outcomes)
+
+    def _break(self, reason: str, outcomes: list) -> None:
+        """The pool cannot run jobs any more: fail every job (caller holds the lock)."""
+        if self._broken:
+            return
+        self._broken = reason
+        for job in self._jobs.values():
+            if not job.started:
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+            outcomes.append((job.future, -1, BrokenProcessPool(reason)))
+        self._jobs.clear()
+        self._pending.clear()
+        for w in self._workers:
+            if w is not None:
+                w.assigned.clear()
+        self._table.ptr.state = lib.RSM_POOL_BROKEN
+        self._shutting_down = True
+
+    def _publish(self) -> None:
+        p = self._table.ptr
+        c = self._counts
+        p.completed, p.failed, p.retries, p.worker_deaths = c["completed"], c["failed"], c["retries"], \
+            c["worker_deaths"]
+        p.pending = len(self._pending)
+        p.in_flight = sum(len(w.assigned) for w in self._workers if w is not None)
+
+    # -- shutting down -------------------------------------------------------------------
+
+    def _wake_collector(self) -> None:
+        try:
+            self._results.put(RESULT_HEAD.pack(0, R_WAKE, 0, 0), timeout=1.0)
+        except Exception:  # noqa: BLE001 -- already torn down
+            pass
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting jobs; free the workers and the shared memory once every job
+        submitted so far has its outcome (as ``Executor.shutdown``).
+
+        ``cancel_futures=True`` first cancels the jobs not yet handed to a worker.
+        ``wait=False`` returns at once (the collector finishes the work in the background).
+        Ctrl-C while waiting terminates the workers (see :meth:`terminate_workers`).
+        """
+        with self._lock:
+            if cancel_futures:
+                self._cancel_pending()
+            if not self._shutting_down:
+                self._shutting_down = True
+                if not self._torn_down.is_set():
+                    self._table.ptr.state = lib.RSM_POOL_SHUTTING_DOWN
+        self._wake_collector()
+        if wait:
+            try:
+                self._torn_down.wait()
+            except BaseException:
+                self._terminate(kill=False)
+                raise
+
+    def _cancel_pending(self) -> None:
+        for job_id in self._pending:
+            job = self._jobs.get(job_id)
+            if job is not None and not job.started:
+                del self._jobs[job_id]
+                job.future.cancel()
+                self._counts["cancelled"] += 1
+                if not self._torn_down.is_set():
+                    self._table.ptr.cancelled += 1
+        self._pending = collections.deque(j for j in self._pending if j in self._jobs)
+
+    def terminate_workers(self) -> None:
+        """Cancel the queued jobs and stop every worker now with SIGTERM (as Python 3.14's
+        ``ProcessPoolExecutor.terminate_workers``); running jobs fail with
+        ``BrokenProcessPool``.  Frees the shared memory.  The pool is shut down."""
+        self._terminate(kill=False)
+
+    def kill_workers(self) -> None:
+        """As :meth:`terminate_workers`, with SIGKILL."""
+        self._terminate(kill=True)
+
+    def _terminate(self, kill: bool) -> None:
+        outcomes: list = []
+        if self._torn_down.is_set():
+            return
+        lock_held = self._lock.acquire(timeout=5.0)
+        try:
+            self._cancel_pending() if hasattr(self, "_jobs") else None
+            if hasattr(self, "_jobs"):
+                self._break("the pool's workers were terminated", outcomes)
+                self._watch_stop = True
+            for w in getattr(self, "_workers", ()):
+                if w is not None and w.process.exitcode is None:
+                    try:
+                        w.process.kill() if kill else w.process.terminate()
+                    except Exception:  # noqa: BLE001 -- not started, or gone
+                        pass
+        finally:
+            if lock_held:
+                self._lock.release()
+        for future, _, exc in outcomes:
+            future.set_exception(exc)
+        if hasattr(self, "_collector") and self._collector.is_alive():
+            self._wake_collector()
+            self._torn_down.wait(STOP_GRACE_S + 5.0)
+        else:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """Stop the watcher and the workers, then free every segment (runs once)."""
+        with self._lock:
+            if self._torn_down.is_set():
+                return
+            self._watch_stop = True
+            workers = [w for w in getattr(self, "_workers", ()) if w is not None]
+        if hasattr(self, "_wake_w"):
+            try:
+                os.write(self._wake_w, b"s")
+            except OSError:
+                pass
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None and watcher.is_alive() and watcher is not threading.current_thread():
+            watcher.join(STOP_GRACE_S)
+        for w in workers:
+            try:
+                _compat.shutdown(w.inbox)
+            except ValueError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in workers:
+            p = w.process
+            if p.pid is None:
+                continue
+            p.join(max(deadline - time.monotonic(), 0))
+            if p.exitcode is None:
+                p.terminate()
+                p.join(1.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(1.0)
+            try:
+                lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED, 0, time.time_ns(), 0)
+            except ValueError:
+                pass
+        try:
+            self._table.ptr.state = lib.RSM_POOL_BROKEN if self._broken else lib.RSM_POOL_STOPPED
+        except ValueError:
+            pass
+        for w in workers:
+            _compat.unmap(w.inbox)
+            w.inbox.unlink()
+        for obj in reversed(getattr(self, "_made", [])):
+            if isinstance(obj, Ring):
+                try:
+                    _compat.shutdown(obj)
+                except ValueError:
+                    pass
+                _compat.unmap(obj)
+            else:
+                obj.close()
+            obj.unlink()
+        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        _live_pools.discard(self)
+        self._torn_down.set()
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            # Ctrl-C (or SystemExit) in the with-block: stop now rather than finish the queue.
+            self._terminate(kill=False)
+        else:
+            self.shutdown(wait=True)
+        return False
+
+    # -- visibility ----------------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool: queue depth, workers (alive, busy, on which job since
+        when), retries and failures (see :class:`PoolStatistics`)."""
+        if self._torn_down.is_set():
+            raise ValueError(f"ProcessPool {self.name!r} is shut down")
+        with self._lock:
+            self._publish()  # the collector publishes after each batch; be exact here
+        return self._table.statistics()
+
+    def __repr__(self) -> str:
+        if self._torn_down.is_set():
+            return f"<rsm_shm.ProcessPool {self.name!r} {'broken' if self._broken else 'shut down'}>"
+        try:
+            return f"<rsm_shm.ProcessPool {self.name!r} {self._table.statistics()}>"
+        except Exception as e:  # noqa: BLE001 -- a repr never raises
+            return f"<rsm_shm.ProcessPool {self.name!r} unreadable: {e}>"

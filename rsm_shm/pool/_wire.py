@@ -1,0 +1,100 @@
+"""What travels through the pool's rings: job and result records, and remote exceptions.
+
+A job record is ``JOB_HEAD`` (job number, kind) followed by the serialized payload; a
+result record is ``RESULT_HEAD`` (job number, status, worker slot, run time in
+microseconds) followed by its payload.  The results ring also carries the owner's own
+control records (a worker died, wake up), so its collector thread sees every event in
+one ordered stream: a worker's results always precede the record of its death.
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+import traceback
+from typing import Any
+
+__all__ = ["RemoteTraceback", "WorkerDiedError"]
+
+JOB_HEAD = struct.Struct("<QB7x")        # job, kind
+RESULT_HEAD = struct.Struct("<QBxHI")    # job, status, slot, run time (us, saturated)
+
+# Job kinds
+JOB_CHUNK = 1      # payload: (fn, [args tuple, ...], kwargs) -> [fn(*args, **kwargs) ...]
+
+# Result statuses (and control records)
+R_VALUE = 1        # payload: the serialized result
+R_ERROR = 2        # payload: the serialized exception (with its remote traceback as __cause__)
+R_ERROR_TEXT = 3   # payload: UTF-8 text; the serializer could not carry the exception
+R_INIT_FAILED = 4  # the initializer raised (payload: UTF-8 traceback); the pool is broken
+R_DIED = 5         # control: a worker process ended (payload: DIED_BODY)
+R_WAKE = 6         # control: look at the pool's state (shutdown, submit)
+DIED_BODY = struct.Struct("<Iii")   # generation, pid, exit code (negative: -signal)
+
+MAX_US = (1 << 32) - 1
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker.
+
+    Set as the ``__cause__`` of the exception a future raises, so the worker's stack
+    appears after the local one, as ``ProcessPoolExecutor`` does.
+    """
+
+    def __init__(self, tb: str) -> None:
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _rebuild(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class ExceptionWithTraceback:
+    """Pickles an exception together with its formatted traceback (which itself cannot be
+    pickled); unpickles as the exception, with a :class:`RemoteTraceback` as cause."""
+
+    def __init__(self, exc: BaseException, tb=None) -> None:
+        lines = traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
+        self.exc = exc
+        # Drop the traceback objects (not picklable; they would keep frames alive too).
+        self.exc.__traceback__ = None
+        self.tb = '\n"""\n' + "".join(lines) + '"""'
+
+    def __reduce__(self):
+        return _rebuild, (self.exc, self.tb)
+
+
+class WorkerDiedError(RuntimeError):
+    """A job's worker process died while running it, ``max_retries + 1`` times in a row.
+
+    Attributes: ``job`` (the pool's job number), ``pid`` (the last worker that died on
+    it), ``signal`` (the signal that killed it, a ``signal.Signals``, or None if it exited),
+    ``exitcode`` (as ``multiprocessing.Process.exitcode``: negative for a signal) and
+    ``attempts`` (how many times it was started).  Only this job fails; the pool replaces
+    the worker and keeps serving.
+    """
+
+    def __init__(self, job: int, pid: int, exitcode: int, attempts: int) -> None:
+        import signal as _signal
+
+        sig = None
+        if exitcode is not None and exitcode < 0:
+            try:
+                sig = _signal.Signals(-exitcode)
+            except ValueError:
+                sig = -exitcode
+        how = f"killed by {sig.name if isinstance(sig, _signal.Signals) else f'signal {sig}'}" if sig is not None \
+            else f"exited with code {exitcode}"
+        super().__init__(f"job {job}: its worker (pid {pid}) died while running it, {how}; "
+                         f"{attempts} attempt{'s' if attempts != 1 else ''}, no retries left")
+        self.job, self.pid, self.signal, self.exitcode, self.attempts = job, pid, sig, exitcode, attempts
+
+    def __reduce__(self):
+        return type(self), (self.job, self.pid, self.exitcode, self.attempts)
+
+
+def dumps_pickle(obj: Any) -> bytes:
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)

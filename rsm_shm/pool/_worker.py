@@ -1,0 +1,138 @@
+"""The worker process: take jobs from this worker's inbox ring, run them, put the
+outcomes on the results ring, and keep this worker's slot of the status table current."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+
+from .. import _proc
+from .._native import lib
+from ..ring import Ring
+from . import _compat
+from ._table import PoolTable
+from ._wire import (JOB_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
+                    ExceptionWithTraceback, dumps_pickle)
+
+#: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
+#: once the oldest unsent one has waited this long (a batch of slow jobs).
+FLUSH_AFTER_NS = 1_000_000
+#: Jobs taken from the inbox in one call.
+BATCH = 64
+#: How often an idle worker checks that the pool's owner still lives.
+OWNER_CHECK_S = 0.5
+
+_BUSY = lib.RSM_WORKER_BUSY
+_IDLE = lib.RSM_WORKER_IDLE
+
+
+def _encode_error(exc: BaseException, dumps, max_message: int) -> tuple[int, bytes]:
+    """An exception raised by a job (or by sending its outcome) as a result payload."""
+    try:
+        data = dumps(ExceptionWithTraceback(exc))
+        if len(data) <= max_message:
+            return R_ERROR, data
+        exc = ValueError(f"the exception's serialized form ({len(data)} bytes) exceeds the results ring's "
+                         f"largest message ({max_message} bytes): {exc!r:.200}")
+    except BaseException as e:  # noqa: BLE001 -- the serializer may raise anything
+        exc = type(e)(f"cannot serialize the job's exception {exc!r:.500}: {e}") if isinstance(e, Exception) else e
+        try:
+            return R_ERROR, dumps(ExceptionWithTraceback(exc))
+        except BaseException:  # noqa: BLE001
+            pass
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return R_ERROR_TEXT, text.encode("utf-8", "replace")[:max_message]
+
+
+def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, serializer, initializer,
+                initargs, max_tasks: int, owner_pid: int, owner_start: int) -> None:
+    # Ctrl-C belongs to the owner: it decides how its workers stop (cleanly, via the rings).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    table = PoolTable(table_name, create=False)
+    inbox = Ring(inbox_name, create=False)
+    results = Ring(results_name, create=False)
+    me = table.slot(slot)
+    if serializer is None:
+        import pickle
+
+        dumps, loads = dumps_pickle, pickle.loads
+    else:
+        dumps, loads = serializer.dumps, serializer.loads
+    max_message = results.max_message
+    now = time.time_ns
+    pack_result = RESULT_HEAD.pack
+    unpack_job = JOB_HEAD.unpack_from
+    head_size = JOB_HEAD.size
+    set_slot = lib.rsm_pool_worker_set
+
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as e:  # noqa: BLE001 -- report anything, then leave
+            text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            results.put(pack_result(0, R_INIT_FAILED, slot, 0) + text.encode("utf-8", "replace")[:max_message - 16])
+            set_slot(me, lib.RSM_WORKER_RETIRED, 0, now(), 0)
+            sys.exit(1)
+    set_slot(me, _IDLE, 0, now(), 0)
+
+    done = 0
+    job = 0
+    try:
+        while not max_tasks or done < max_tasks:
+            want = BATCH if not max_tasks else min(BATCH, max_tasks - done)
+            try:
+                batch = inbox.get_many(want, OWNER_CHECK_S)
+            except queue.Empty:
+                if not _proc.process_alive(owner_pid, owner_start):
+                    break  # the owner is gone: nobody will read our results
+                continue
+            except _compat.ShutDown:
+                break
+            out = []
+            first_unsent = 0
+            for msg in batch:
+                job, _kind = unpack_job(msg)
+                t0 = now()
+                # BUSY before anything of the job runs (even its unpickling): a job that
+                # kills this process is the one the owner charges.
+                set_slot(me, _BUSY, job, t0, 0)
+                try:
+                    fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
+                    value = [fn(*args, **kwargs) for args in chunk]
+                    status = R_VALUE
+                    try:
+                        data = dumps(value)
+                        if len(data) > max_message - RESULT_HEAD.size:
+                            raise ValueError(f"the result's serialized form ({len(data)} bytes) exceeds the results "
+                                             f"ring's largest message ({max_message - RESULT_HEAD.size} bytes)")
+                    except BaseException as e:  # noqa: BLE001 -- ProcessPoolExecutor sends these back too
+                        status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
+                except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future gets it
+                    status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
+                    del e
+                t1 = now()
+                done += 1
+                set_slot(me, _IDLE, job, t1, 1)
+                out.append(pack_result(job, status, slot, min((t1 - t0) // 1000, MAX_US)) + data)
+                if not first_unsent:
+                    first_unsent = t0
+                if t1 - first_unsent >= FLUSH_AFTER_NS:
+                    results.put_many(out)
+                    out = []
+                    first_unsent = 0
+            if out:
+                if len(out) == 1:
+                    results.put(out[0])
+                else:
+                    results.put_many(out)
+    except _compat.ShutDown:
+        pass  # the pool was torn down under us
+    set_slot(me, lib.RSM_WORKER_RETIRED, job, now(), 0)
+    for h in (inbox, results):
+        _compat.unmap(h)
+    table.close()
+    # Returning is a clean exit (code 0): with RETIRED in the slot, the owner tells a
+    # retirement from a death.

@@ -1,0 +1,101 @@
+"""Module-level jobs for the ProcessPool tests (workers import them by name)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+import rsm_shm
+
+_initialised = None
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def pid(_=None):
+    return os.getpid()
+
+
+def fail(x):
+    raise ValueError(f"job {x} failed on purpose")
+
+
+def raise_system_exit(_=None):
+    raise SystemExit(3)
+
+
+def unpicklable_result(_=None):
+    return lambda: None
+
+
+def wait_event(event_name: str, value=None, started_name: str | None = None):
+    """Tell the test we started (a Semaphore), then block until the test sets the Event."""
+    if started_name:
+        started = rsm_shm.Semaphore(started_name, create=False)
+        started.release()
+        started.close()
+    ev = rsm_shm.Event(event_name, create=False)
+    try:
+        if not ev.wait(60):
+            raise TimeoutError("the test never set the event")
+    finally:
+        ev.close()
+    return value
+
+
+def kill_self(_=None):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def segfault(_=None):
+    ctypes.string_at(0)
+
+
+def kill_self_first_time(marker_path: str, value):
+    """SIGKILL the worker on the first attempt (the marker file records it), succeed after."""
+    try:
+        fd = os.open(marker_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return value
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def set_initialised(value):
+    global _initialised
+    _initialised = value
+
+
+def get_initialised(_=None):
+    return _initialised, os.getpid()
+
+
+def bad_initializer():
+    raise RuntimeError("initializer failed on purpose")
+
+
+class TaggedPickle:
+    """A serializer (dumps/loads) that marks its bytes, to prove the pool uses it both ways."""
+
+    MARK = b"TP1"
+
+    @staticmethod
+    def dumps(obj) -> bytes:
+        import pickle
+
+        return TaggedPickle.MARK + pickle.dumps(obj)
+
+    @staticmethod
+    def loads(data) -> object:
+        import pickle
+
+        data = bytes(data)
+        if not data.startswith(TaggedPickle.MARK):
+            raise ValueError("not a TaggedPickle payload")
+        return pickle.loads(data[len(TaggedPickle.MARK):])

@@ -35,9 +35,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .. import _proc
+from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
-from . import _compat
 from ._table import PoolState, PoolStatistics, PoolTable, WorkerState
 from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE,
                     R_WAKE, RESULT_HEAD, WorkerDiedError, dumps_pickle)
@@ -257,7 +257,7 @@ class ProcessPool(Executor):
         try:
             process.start()
         except BaseException:
-            _compat.unmap(inbox)
+            inbox.close()
             inbox.unlink()
             raise
         w.pid = process.pid
@@ -285,7 +285,7 @@ class ProcessPool(Executor):
                     w.generation, w.process.pid, w.process.exitcode)
                 try:
                     self._results.put(record)
-                except (_compat.ShutDown, ValueError):
+                except (ShutDown, ValueError):
                     return  # torn down
 
     # -- submitting ----------------------------------------------------------------------
@@ -454,7 +454,7 @@ class ProcessPool(Executor):
                     batch = results.get_many(512, self._stuck_ns() / 2e9 if queued_behind else None)
                 except queue.Empty:
                     batch = ()
-                except _compat.ShutDown:
+                except ShutDown:
                     break
                 outcomes = []
                 with self._lock:
@@ -539,7 +539,7 @@ class ProcessPool(Executor):
         lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED if retired else lib.RSM_WORKER_DIED,
                                 seen.job or 0, time.time_ns(), 0)
         self._table.slot(w.slot).last_exit = exitcode
-        _compat.unmap(w.inbox)
+        w.inbox.close()
         w.inbox.unlink()
         if not retired:
             self._counts["worker_deaths"] += 1
@@ -680,7 +680,7 @@ class ProcessPool(Executor):
             watcher.join(STOP_GRACE_S)
         for w in workers:
             try:
-                _compat.shutdown(w.inbox)
+                w.inbox.shutdown()
             except ValueError:
                 pass
         deadline = time.monotonic() + STOP_GRACE_S
@@ -704,17 +704,15 @@ class ProcessPool(Executor):
         except ValueError:
             pass
         for w in workers:
-            _compat.unmap(w.inbox)
+            w.inbox.close()
             w.inbox.unlink()
         for obj in reversed(getattr(self, "_made", [])):
             if isinstance(obj, Ring):
                 try:
-                    _compat.shutdown(obj)
+                    obj.shutdown()  # wakes a watcher still blocked putting to it
                 except ValueError:
                     pass
-                _compat.unmap(obj)
-            else:
-                obj.close()
+            obj.close()
             obj.unlink()
         for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
             if fd is not None:

@@ -10,9 +10,9 @@ import time
 import traceback
 
 from .. import _proc
+from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
-from . import _compat
 from ._table import PoolTable
 from ._wire import (JOB_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
                     ExceptionWithTraceback, dumps_pickle)
@@ -89,7 +89,7 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                 if not _proc.process_alive(owner_pid, owner_start):
                     break  # the owner is gone: nobody will read our results
                 continue
-            except _compat.ShutDown:
+            except ShutDown:
                 break
             out = []
             first_unsent = 0
@@ -128,11 +128,11 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                     results.put(out[0])
                 else:
                     results.put_many(out)
-    except _compat.ShutDown:
+    except ShutDown:
         pass  # the pool was torn down under us
     set_slot(me, lib.RSM_WORKER_RETIRED, job, now(), 0)
     for h in (inbox, results):
-        _compat.unmap(h)
+        h.close()
     table.close()
     # Returning is a clean exit (code 0): with RETIRED in the slot, the owner tells a
     # retirement from a death.

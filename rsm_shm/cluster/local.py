@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from typing import Dict, Iterable, List, Optional, Union
 
 from .. import _proc
@@ -51,11 +52,13 @@ from .layout import (
     FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, segment_pattern, write_config,
 )
 from .statemachine import load_state_machine
+from .storage import NotDurableWarning
 from .status import MAX_PEER_ID, PeerStatus, StatusRecord, status_segment_name
 
 __all__ = ["LocalCluster"]
 
 _STOP_GRACE = 5.0
+_START_TIMEOUT = 60.0
 _POLL = 0.005
 
 
@@ -121,6 +124,11 @@ class LocalCluster:
         if self._started:
             raise RuntimeError(f"cluster {self.name!r} is already started")
         load_state_machine(self.state_machine)  # a wrong import path fails here, clearly
+        if not self.fsync:
+            warnings.warn(
+                f"cluster {self.name!r} runs with fsync=False: its peers never sync their logs, so an OS "
+                "crash or power loss can lose acknowledged writes.  For tests and benchmarks only.",
+                NotDurableWarning, stacklevel=2)
         made_dir = False
         if self.data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix=f"rsm_shm-{self.name}-")
@@ -141,10 +149,36 @@ class LocalCluster:
                 self._make_peer_segments(pid)
             for pid in cfg["peers"]:
                 self._spawn(pid)
+            self._await_started(cfg["peers"], time.monotonic() + _START_TIMEOUT)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _await_started(self, ids, deadline: float) -> None:
+        """Wait until every peer in ``ids`` published its status (it opened its log and
+        runs); a peer that exits first fails the start with its last words."""
+        waiting = set(ids)
+        while waiting:
+            for pid in sorted(waiting):
+                proc = self._procs[pid]
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"cluster {self.name!r}: peer {pid} exited with status {proc.returncode} while starting:\n"
+                        f"{self.peer_log(pid, 12)}")
+                try:
+                    rec = StatusRecord(status_segment_name(self.name, pid), create=False)
+                except (FileNotFoundError, ValueError):
+                    continue
+                try:
+                    raw = rec.load()
+                finally:
+                    rec.close()
+                if raw is not None and raw.pid == proc.pid:
+                    waiting.discard(pid)
+            if waiting and time.monotonic() >= deadline:
+                raise TimeoutError(f"cluster {self.name!r}: peers {sorted(waiting)} did not start in time")
+            time.sleep(_POLL)
 
     def _prepare_config(self) -> dict:
         cfg = read_config(self.data_dir)
@@ -416,6 +450,7 @@ class LocalCluster:
         if ospid and _proc.process_alive(ospid, start):
             self.kill(peer)
         self._spawn(peer)
+        self._await_started([peer], time.monotonic() + _START_TIMEOUT)
 
     def pause(self, peer: int) -> None:
         """SIGSTOP peer ``peer``: its clock stops with it."""

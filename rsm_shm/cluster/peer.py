@@ -81,7 +81,8 @@ class Peer:
         self.timing = Timing(**cfg["timing"])
         self.fsync = bool(cfg["fsync"])
         self.sessions = Sessions(load_state_machine(cfg["state_machine"]), self.timing.max_sessions)
-        self.store = open_storage(os.path.join(self.data_dir, f"peer{peer_id}"), fsync=self.fsync)
+        self.store = open_storage(os.path.join(self.data_dir, f"peer{peer_id}"), cluster=cluster, node_id=peer_id,
+                                  fsync=self.fsync)
         self.storage = self.store.storage
         self.inbox = Ring(inbox_name(cluster, peer_id), create=False)
         self.status_rec = StatusRecord(status_segment_name(cluster, peer_id), create=False)

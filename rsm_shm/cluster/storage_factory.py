@@ -1,39 +1,46 @@
 """Where a peer keeps its log: the one place that picks the storage implementation.
 
-``open_storage(path, fsync=...)`` returns a small adapter with ``storage`` (the Raft
-``Storage`` the core reads), ``save(ready)`` (persist a Ready's snapshot, entries and
-hard state, with one sync when the Ready says it must), ``close()``, and the ``fsyncs``
-/ ``fsync_ns`` counters published in the status record.
+``open_storage(path, cluster=..., node_id=..., fsync=...)`` returns a small adapter with
+``storage`` (the :class:`~rsm_shm.cluster.storage.DiskStorage` the core reads),
+``save(ready)`` (persist a Ready's snapshot, entries and hard state in one write, with
+one fsync when the Ready says it must: group commit), ``close()``, and the ``fsyncs`` /
+``fsync_ns`` counters published in the status record.
 """
 from __future__ import annotations
 
+import warnings
 
-from ..raft.storage import MemoryStorage
+from .storage import DiskStorage, NotDurableWarning
 
 __all__ = ["open_storage"]
 
 
-class _MemoryStore:
-    """MemoryStorage: nothing survives the process (used until the disk log is wired in)."""
-
-    def __init__(self, path: str, fsync: bool) -> None:
-        self.storage = MemoryStorage()
-        self.fsyncs = 0
-        self.fsync_ns = 0
+class _DiskStore:
+    def __init__(self, path: str, cluster: str, node_id: int, fsync: bool) -> None:
+        with warnings.catch_warnings():
+            # The cluster said so loudly already (LocalCluster warns once); a peer's log
+            # still records it below.
+            warnings.simplefilter("ignore", NotDurableWarning)
+            self.storage = DiskStorage(path, cluster=cluster, node_id=node_id, fsync=fsync)
+        if not fsync:
+            print(f"peer {node_id}: fsync=False -- this log is NOT durable across an OS crash", flush=True)
 
     def save(self, rd) -> None:
-        st = self.storage
-        snap = rd.snapshot
-        if snap is not None and not snap.is_empty():
-            st.apply_snapshot(snap)
-        if rd.entries:
-            st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
+        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+            return
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
+
+    @property
+    def fsyncs(self) -> int:
+        return self.storage.stats.fsyncs
+
+    @property
+    def fsync_ns(self) -> int:
+        return int(self.storage.stats.fsync_seconds * 1e9)
 
     def close(self) -> None:
-        pass
+        self.storage.close()
 
 
-def open_storage(path: str, *, fsync: bool):
-    return _MemoryStore(path, fsync)
+def open_storage(path: str, *, cluster: str, node_id: int, fsync: bool) -> _DiskStore:
+    return _DiskStore(path, cluster, node_id, fsync)

@@ -10,6 +10,8 @@ import pytest
 from rsm_shm.cluster import CommandError, KVClient, LocalCluster
 from rsm_shm.cluster.layout import segment_pattern
 
+pytestmark = pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")
+
 KV = "rsm_shm.cluster:KVStore"
 COUNTER = "cluster_machines:Counter"
 FAST = dict(fsync=False)
@@ -177,3 +179,24 @@ def test_attach_from_another_handle_controls_the_cluster(cluster_name):
         other.kill(lead)
         assert c.wait_leader(10) != lead
         assert {s.id: s.state for s in c.status()}[lead] == "killed"
+
+
+def test_state_survives_a_full_stop_and_a_kill_of_every_peer(cluster_name, tmp_path):
+    data = str(tmp_path / "data")
+    with LocalCluster(cluster_name, COUNTER, peers=3, data_dir=data) as c:  # fsync=True
+        c.wait_leader(10)
+        cl = c.client()
+        for _ in range(5):
+            cl.propose(b"inc")
+    with LocalCluster(cluster_name, COUNTER, peers=3, data_dir=data) as c:
+        c.wait_leader(10)
+        cl = c.client()
+        assert cl.read(b"") == struct.pack("<Q", 5)
+        assert cl.propose(b"inc") == struct.pack("<Q", 6)
+        for p in (1, 2, 3):
+            c.kill(p)
+        for p in (1, 2, 3):
+            c.restart(p)
+        c.wait_leader(10)
+        assert cl.propose(b"inc") == struct.pack("<Q", 7)
+    assert os.path.isdir(data)  # stop() keeps the data directory

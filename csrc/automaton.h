@@ -8,7 +8,14 @@
  * The mode word (a futex word):
  *   bits 0-7   the mode, RSM_FSM_IDLE .. RSM_FSM_DEAD;
  *   bit  8     RSM_FSM_RESTART_PENDING: DEAD, but a supervisor may still restart it
- *              (joiners keep waiting until the supervisor clears it or dies).
+ *              (joiners keep waiting until the supervisor clears it or dies);
+ *   bits 16-31 the incarnation tag: `generation` modulo 2^16.  Only a supervisor restart
+ *              changes it (DEAD|RESTART_PENDING -> IDLE of the next generation); every
+ *              other transition keeps it.  Whoever declares a host dead read the word
+ *              before judging the host, and CASes from that word: a declaration about an
+ *              incarnation that has since been replaced fails instead of killing the new
+ *              one.  (A declarer would have to sleep through 65536 restarts between its
+ *              read and its CAS to be fooled.)
  * Legal transitions (each one CAS on the whole word, so two processes never both win):
  *   IDLE     -> RUNNING     the host delivered START                  (host)
  *   RUNNING  -> SIGNALED    drain() was called; the inbox ring is closed (anyone)
@@ -16,12 +23,14 @@
  *   SIGNALED -> DRAINING    the host saw the signal and delivered DRAIN (host)
  *   any      -> DEAD        EXIT delivered, a handler raised, or the host process died
  *                           (host, or whoever notices the death first)
- *   DEAD|RESTART_PENDING -> IDLE   a supervisor restarts it (generation + 1)
+ *   DEAD|RESTART_PENDING -> IDLE   a supervisor restarts it (generation + 1, new tag)
  *   DEAD|RESTART_PENDING -> DEAD   the supervisor gives up
  * Every successful CAS wakes the joiners sleeping on the word (if any: nwaiters).
  *
  * Fields other than the mode word have a single writer at a time: the host while it runs,
- * and whoever wins the CAS to DEAD afterwards.  The writer fills exit_kind, the counters
+ * and whoever wins the CAS to DEAD afterwards.  The host record (host_kind .. host_start)
+ * of a new generation is zeroed before the CAS that publishes its tag, so a reader that
+ * sees the new tag never pairs it with the previous incarnation's host.  The writer fills exit_kind, the counters
  * and the error text *before* the CAS that publishes DEAD (seq_cst), and readers load the
  * mode first (acquire), so a joiner that sees DEAD also sees the error text.  The text
  * fields are NUL-padded UTF-8 with an explicit length; readers clamp the length to the
@@ -46,6 +55,8 @@ enum {
 };
 #define RSM_FSM_MODE_MASK 0xFFu
 #define RSM_FSM_RESTART_PENDING 0x100u
+#define RSM_FSM_GEN_SHIFT 16
+#define RSM_FSM_GEN_MASK 0xFFFF0000u
 
 enum {
     RSM_FSM_EXIT_NONE = 0,    /* not ended */
@@ -71,7 +82,7 @@ typedef struct rsm_automaton {
     uint32_t restarts;            /*  36 restarts so far */
     uint64_t supervisor_start;    /*  40 supervisor_pid's start time */
     uint64_t generation;          /*  48 incarnation number; names the inbox ring */
-    uint64_t commands;            /*  56 CMDs delivered (all incarnations) */
+    uint64_t commands;            /*  56 CMDs delivered (all incarnations), published per command */
     uint64_t transitions;         /*  64 TRANSITIONs delivered */
     uint64_t dropped;             /*  72 commands left in inboxes of incarnations that died */
     int64_t started_ns;           /*  80 CLOCK_REALTIME ns when the current incarnation started */
@@ -80,6 +91,11 @@ typedef struct rsm_automaton {
     uint32_t error_len;           /* 100 bytes used in error_text */
     char state_text[RSM_FSM_STATE_TEXT_MAX];  /* 104 repr() of the current state, truncated */
     char error_text[RSM_FSM_ERROR_TEXT_MAX];  /* 232 the error that ended it, truncated */
+    uint64_t taken;               /* 8424 CMDs taken out of the inbox (all incarnations), published
+                                   *      per batch before the batch is delivered: taken - commands
+                                   *      are in the host's hands.  When an incarnation ends, the
+                                   *      winner of the CAS to DEAD counts those as dropped and sets
+                                   *      taken = commands. */
 } rsm_automaton;
 
 RSM_STATIC_ASSERT(offsetof(rsm_automaton, host_start) == 24, "rsm_automaton.host_start");
@@ -87,7 +103,9 @@ RSM_STATIC_ASSERT(offsetof(rsm_automaton, generation) == 48, "rsm_automaton.gene
 RSM_STATIC_ASSERT(offsetof(rsm_automaton, started_ns) == 80, "rsm_automaton.started_ns");
 RSM_STATIC_ASSERT(offsetof(rsm_automaton, state_text) == 104, "rsm_automaton.state_text");
 RSM_STATIC_ASSERT(offsetof(rsm_automaton, error_text) == 232, "rsm_automaton.error_text");
-RSM_STATIC_ASSERT(sizeof(rsm_automaton) == 232 + RSM_FSM_ERROR_TEXT_MAX, "rsm_automaton size");
+RSM_STATIC_ASSERT(offsetof(rsm_automaton, taken) == 232 + RSM_FSM_ERROR_TEXT_MAX, "rsm_automaton.taken");
+RSM_STATIC_ASSERT(sizeof(rsm_automaton) == 240 + RSM_FSM_ERROR_TEXT_MAX, "rsm_automaton size");
+RSM_STATIC_ASSERT((RSM_FSM_GEN_MASK & (RSM_FSM_MODE_MASK | RSM_FSM_RESTART_PENDING)) == 0, "mode word bits");
 
 /* The mode word (acquire): pairs with the seq_cst CAS that published it. */
 static inline uint32_t rsm_fsm_load(rsm_automaton *a)

@@ -117,9 +117,12 @@ HEADER::
     automaton:    rsm_shm.fsm.AutomatonStatistics: {"name", "mode" ("idle"|"running"|"signaled"|
                    "draining"|"dead"), "restart_pending", "exit_kind" ("none"|"clean"|"error"|
                    "killed"), "host" ("none"|"thread"|"process"), "host_pid", "host_alive",
-                   "generation", "restarts", "supervisor_pid", "commands", "transitions",
-                   "dropped", "inbox_depth" (-1: unknown), "inbox_capacity", "state" (repr of
-                   the handler's state), "error", "started", "ended"}
+                   "generation", "restarts", "supervisor_pid", "commands" (delivered),
+                   "transitions", "dropped", "in_hand" (taken from the inbox, not yet
+                   delivered), "host_died" (true: the host is gone but the stored "mode" still
+                   says it runs; nobody recorded the death yet), "inbox_depth" (-1: unknown),
+                   "inbox_capacity", "state" (repr of the handler's state), "error",
+                   "started", "ended"}
     ring, queue:  rsm_shm.ring.RingStatistics: {"capacity", "max_message", "used_bytes",
                    "messages", "head", "read", "tail", "is_shutdown", "blocked_producers",
                    "blocked_consumers", "single_producer", "single_consumer"}, plus

@@ -24,7 +24,7 @@ def block(shm_name):
 
 
 def test_layout_matches_the_header():
-    assert ffi.sizeof("rsm_automaton") == 232 + lib.RSM_FSM_ERROR_TEXT_MAX
+    assert ffi.sizeof("rsm_automaton") == 240 + lib.RSM_FSM_ERROR_TEXT_MAX
     assert ffi.offsetof("rsm_automaton", "state_text") == 104
     assert ffi.offsetof("rsm_automaton", "error_text") == 232
     assert [m.value for m in Mode] == [0, 1, 2, 3, 4]

@@ -243,3 +243,83 @@ def test_a_pending_restart_is_final_once_the_supervisor_process_died(shm_name):
             stand_in.wait()
         a.unlink()
         a.close()
+
+
+# -- other watchers during a restart ----------------------------------------------------
+
+
+def _watch_by_name(name: str, stop, failures) -> None:
+    """In another process: join() and check_host() in a tight loop until told to stop;
+    every AutomatonFailed is a watcher seeing a death the supervisor is handling."""
+    a = Automaton(name, create=False)
+    try:
+        while not stop.is_set():
+            try:
+                a.check_host()
+                a.join(0.002)
+            except AutomatonFailed as e:
+                failures.put(str(e))
+                return
+    finally:
+        a.close()
+
+
+@pytest.mark.parametrize("watcher", ["thread", "process"])
+def test_one_sigkill_is_one_restart_whoever_watches(shm_name, watcher):
+    import multiprocessing
+    import queue
+    import threading
+
+    sup = Supervisor(RestartPolicy(max_restarts=3, window=60.0))
+    a = Automaton(shm_name("sup"), fragile, 0, create=True)
+    ctx = multiprocessing.get_context("spawn")
+    stop, failures = ctx.Event(), ctx.Queue()
+    workers: list = []
+    try:
+        sup.watch(a)
+        a.start("process")
+        a.post(b"1")
+        wait_for(a, lambda s: s.state == "1")
+        if watcher == "thread":
+            # Threads of the supervising process, sharing its handle (and its Process object).
+            def loop(call):
+                try:
+                    while not stop.is_set():
+                        call()
+                except AutomatonFailed as e:
+                    failures.put(str(e))
+            workers = [threading.Thread(target=loop, args=(a.check_host,), daemon=True),
+                       threading.Thread(target=loop, args=(lambda: a.join(0.002),), daemon=True)]
+        else:
+            workers = [ctx.Process(target=_watch_by_name, args=(a.name, stop, failures), daemon=True)
+                       for _ in range(2)]
+        for w in workers:
+            w.start()
+        for kill in (1, 2):
+            pid = a.statistics().host_pid
+            os.kill(pid, signal.SIGKILL)
+            s = wait_for(a, lambda s: s.restarts >= kill and s.mode is Mode.RUNNING and s.host_pid != pid)
+            post_retrying(a, b"%d" % kill)  # the new host takes commands
+            wait_for(a, lambda s: s.state == str(kill))
+            s = a.statistics()
+            assert (s.restarts, s.generation) == (kill, kill), s
+        stop.set()
+        for w in workers:
+            w.join(SLOW)
+        try:
+            seen = failures.get(timeout=0.1)
+        except queue.Empty:
+            seen = None
+        assert seen is None, f"a watcher saw a final failure: {seen}"
+        assert sup.statistics().restarts == 2 and sup.statistics().gave_up == 0
+        a.drain()
+        assert a.join(SLOW) is True
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(SLOW)
+            if hasattr(w, "kill") and w.is_alive():
+                w.kill()
+        sup.stop()
+        a.unlink()
+        a.close()

@@ -33,7 +33,8 @@ The contract, in short:
 * Posting to a draining or dead automaton raises AutomatonClosedError; nothing is queued.
 * A handler exception, or the death of a process host (SIGKILL included; detected by pid
   and start time), ends the automaton DEAD with a report that ``join()`` raises as
-  AutomatonFailed in any process.  Commands left in its inbox are counted as dropped.
+  AutomatonFailed in any process.  Commands left in its inbox, or taken out of it and
+  never delivered, are counted as dropped.
 * Timers (one-shot, periodic ticks, delayed drains) fire on a thread of the process that
   scheduled them (``default_timer()`` is shared by everything in a process); the target
   may live in any process.  A Supervisor restarts failed automata within a RestartPolicy.

@@ -22,17 +22,18 @@ def main(argv: list) -> int:
     try:
         handler, state = pickle.loads(sys.stdin.buffer.read())
     except Exception:
-        _report_load_failure(argv[0])
+        _report_load_failure(argv[0], int(argv[1]))
         return EXIT_STATUS_HANDLER_ERROR
     kind = _run_host(argv[0], int(argv[1]), handler, state)
     return 0 if kind is ExitKind.CLEAN else EXIT_STATUS_HANDLER_ERROR
 
 
-def _report_load_failure(name: str) -> None:
+def _report_load_failure(name: str, generation: int) -> None:
     """The handler could not be unpickled here (not importable by name): end the automaton
     with that traceback so the joiner sees why, instead of a bare exit status."""
     import traceback
 
+    from . import _inbox
     from ._status import ExitKind
     from ._runner import _finish_dead
     from .automaton import Automaton
@@ -41,9 +42,13 @@ def _report_load_failure(name: str) -> None:
             f"(a subprocess host needs a handler importable by name, not one defined in __main__)\n"
             + traceback.format_exc())
     a = Automaton(name, create=False)
+    ring = None
     try:
-        _finish_dead(a._status, a._current_inbox(), ExitKind.ERROR, text, 0)
+        ring = _inbox.open_inbox(name, generation, a._status.inbox_capacity, create=False)
+        _finish_dead(a._status, generation, ring, ExitKind.ERROR, text)
     finally:
+        if ring is not None:
+            _inbox.release(ring)
         a.close()
 
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .._native import lib
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
-from ._status import MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock, mode_of
+from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock,
+                      generation_tag, mode_of, with_mode)
 
 if TYPE_CHECKING:
     from .automaton import Automaton
@@ -57,32 +58,52 @@ def current() -> "Automaton":
     return a
 
 
-def _finish_dead(st: StatusBlock, ring, kind: ExitKind, text: str, undelivered: int) -> bool:
-    """Publish the end of an incarnation: shut its inbox down, count what it leaves behind,
-    record the report, then CAS the mode to DEAD (with RESTART_PENDING if supervised and
-    the end was not clean and it was not draining: a drained automaton is never
-    restarted).  False if it was already DEAD."""
+def _finish_dead(st: StatusBlock, generation: int, ring, kind: ExitKind, text: str) -> bool:
+    """Publish the end of incarnation ``generation``: shut its inbox down, record the report,
+    then CAS the mode to DEAD (with RESTART_PENDING if supervised and the end was not
+    clean and it was not draining: a drained automaton is never restarted).  The commands
+    it leaves behind -- still queued in ``ring``, or taken out of it and never delivered
+    (``taken - commands``) -- are counted as dropped by the winner of that CAS alone.
+
+    False, touching nothing, if that incarnation already ended or was replaced by a
+    supervisor restart: a death noticed late must not end the next incarnation.
+    """
+    tag = generation_tag(generation)
+    w = st.word()
+    if w & GEN_MASK != tag or w & MODE_MASK == _DEAD:
+        return False
+    queued = 0
     if ring is not None:
         try:
             ring.shutdown()
-            undelivered += max(ring.qsize(), 0)
+            queued = max(ring.qsize(), 0)
         except Exception:
             pass
-    if st.word() & MODE_MASK == _DEAD:
-        return False
     restartable = kind is not ExitKind.CLEAN and st.supervisor_alive()
+    w = st.word()
+    if w & GEN_MASK != tag or w & MODE_MASK == _DEAD:
+        return False
     # Two processes noticing the same dead host may both get here: both write a report
-    # (the same facts), only one wins the CAS, and only the winner counts the dropped
-    # commands, so they are counted once.  (The counter lags DEAD by a few instructions.)
+    # (the same facts), only one wins the CAS.  A declarer descheduled between the check
+    # above and this write while another one won and a supervisor restarted the automaton
+    # leaves its report (the facts of the previous death) in the fields of the running
+    # incarnation; they are read only once the mode says DEAD, and the next death
+    # overwrites them.
     st.set_error(kind, text)
+    p = st.p
     while True:
         w = st.word()
         m = w & MODE_MASK
-        if m == _DEAD:
+        if m == _DEAD or w & GEN_MASK != tag:
             return False
         pending = RESTART_PENDING if restartable and m in (_IDLE, _RUNNING) else 0
-        if st.cas(w, _DEAD | pending):
-            st.p.dropped += undelivered
+        # The host is gone (or is this thread, finishing): the counters hold still.
+        commands = p.commands
+        in_hand = max(int(p.taken) - int(commands), 0)
+        if st.cas(w, with_mode(w, _DEAD) | pending):
+            # Counted once, by the winner; the counters lag DEAD by a few instructions.
+            p.dropped += queued + in_hand
+            p.taken = commands
             return True
 
 
@@ -106,12 +127,16 @@ def _run_host(name: str, generation: int, handler: Handler, state: Any) -> ExitK
         a.close()
 
 
-def _claim(st: StatusBlock, name: str) -> None:
+def _claim(st: StatusBlock, name: str, generation: int) -> None:
+    tag = generation_tag(generation)
     while True:
         w = st.word()
         m = w & MODE_MASK
+        if w & GEN_MASK != tag:
+            raise RuntimeError(f"automaton {name!r}: a host started for generation {generation} found "
+                               f"another incarnation in the mode word ({w:#x}); it leaves it alone")
         if m == _IDLE:
-            if st.cas(w, _RUNNING):
+            if st.cas(w, with_mode(w, _RUNNING)):
                 return
             continue
         if m == _SIGNALED:
@@ -127,14 +152,14 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
     if p.generation != generation:
         raise RuntimeError(f"automaton {a.name!r}: host started for generation {generation}, "
                            f"status says {p.generation}")
-    _claim(st, a.name)
+    _claim(st, a.name, generation)
     # From here on the automaton is ours: whatever happens must end in a published DEAD.
     try:
         inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
     except Exception as exc:
-        _finish_dead(st, None, ExitKind.ERROR,
+        _finish_dead(st, generation, None, ExitKind.ERROR,
                      f"automaton {a.name!r} (pid {os.getpid()}): its host could not open the inbox: "
-                     f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(), 0)
+                     f"{type(exc).__name__}: {exc}\n" + traceback.format_exc())
         return ExitKind.ERROR
     _local.automaton = a
 
@@ -142,9 +167,9 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
     shown: list = [_NOTHING]  # the state object whose repr the status block shows
 
     def sync() -> None:
-        # Counters and the state text are published once per batch, not per command: the
-        # CLI view lags by at most one batch, and a busy host does not pay a repr() for
-        # every transition.  (A state mutated in place, same object, shows at its next
+        # The transition count and the state text are published once per batch (commands
+        # are counted one by one, below): the CLI view of the state lags by at most one
+        # batch, and a busy host does not pay a repr() for every transition.  (A state mutated in place, same object, shows at its next
         # replacement: the TRANSITION rule does not see in-place changes either.)
         if machine.transitions:
             p.transitions += machine.transitions
@@ -154,18 +179,17 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
             shown[0] = s
             st.set_state_text(_safe_repr(s, STATE_TEXT_MAX))
 
-    batch: list = []
-    done = 0
     try:
         sync()
         machine.deliver(START)
         sync()
         draining = False
+        delivered = int(p.commands)
         while True:
             w = st.word()
             if not draining and w & MODE_MASK == _SIGNALED:
                 draining = True
-                st.cas(w, _DRAINING)
+                st.cas(w, with_mode(w, _DRAINING))
                 inbox.shutdown()  # in case whoever drained us died before shutting it down
                 machine.deliver(DRAIN)
                 sync()
@@ -177,30 +201,29 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
                 if not draining:
                     # The inbox was shut down directly (not through drain()): drain all the same.
                     w = st.word()
-                    while w & MODE_MASK in (_IDLE, _RUNNING, _SIGNALED) and not st.cas(w, _DRAINING):
+                    while w & MODE_MASK in (_IDLE, _RUNNING, _SIGNALED) and not st.cas(w, with_mode(w, _DRAINING)):
                         w = st.word()
                     draining = True
                     machine.deliver(DRAIN)
                     sync()
                     continue
                 break
-            done = 0
+            # The batch is out of the ring: say so before handling it, so that a reader (or
+            # whoever finds this host killed) sees these commands as taken, not vanished.
+            p.taken = delivered + len(batch)
             for payload in batch:
-                done += 1
+                delivered += 1
+                p.commands = delivered  # counted as it reaches the handler (one that raises included)
                 machine.deliver(Op(_CMD, payload))
-            p.commands += done
-            batch = []
             sync()
         machine.deliver(EXIT)
         sync()
-        _finish_dead(st, inbox, ExitKind.CLEAN, "", 0)
+        _finish_dead(st, generation, inbox, ExitKind.CLEAN, "")
         return ExitKind.CLEAN
     except BaseException as exc:
         # Everything a handler raises ends the automaton; the report travels in the status
-        # block so that a joiner in any process can re-raise it.
-        if batch:
-            p.commands += done
-        undelivered = max(len(batch) - done, 0)
+        # block so that a joiner in any process can re-raise it.  The rest of the batch
+        # (taken - commands) is counted as dropped by _finish_dead.
         what = (f"the handler raised {type(exc).__name__}" if isinstance(exc, Exception)
                 else f"the host was stopped by {type(exc).__name__}")  # Ctrl-C, sys.exit()
         text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
@@ -209,7 +232,7 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
             sync()
         except Exception:
             pass  # the report matters more than the state text
-        _finish_dead(st, inbox, ExitKind.ERROR, text, undelivered)
+        _finish_dead(st, generation, inbox, ExitKind.ERROR, text)
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt / SystemExit keep their meaning for the host
         return ExitKind.ERROR

@@ -16,12 +16,14 @@ from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
 __all__ = ["Mode", "mode_of", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX",
-           "ERROR_TEXT_MAX"]
+           "ERROR_TEXT_MAX", "generation_tag", "with_mode"]
 
 STATE_TEXT_MAX = lib.RSM_FSM_STATE_TEXT_MAX
 ERROR_TEXT_MAX = lib.RSM_FSM_ERROR_TEXT_MAX
 MODE_MASK = lib.RSM_FSM_MODE_MASK
 RESTART_PENDING = lib.RSM_FSM_RESTART_PENDING
+GEN_MASK = lib.RSM_FSM_GEN_MASK
+_GEN_SHIFT = lib.RSM_FSM_GEN_SHIFT
 #: Header parameter slots of an AUTOMATON segment.
 PARAM_INBOX_CAPACITY = 0
 NPARAMS = 1
@@ -54,6 +56,16 @@ def mode_of(word: int, name: str) -> Mode:
         raise SegmentError(f"automaton {name!r} has a corrupt status block (mode word {word:#x})") from None
 
 
+def generation_tag(generation: int) -> int:
+    """The mode-word bits that name incarnation ``generation`` (see csrc/automaton.h)."""
+    return (int(generation) << _GEN_SHIFT) & GEN_MASK
+
+
+def with_mode(word: int, mode: int) -> int:
+    """``word`` moved to ``mode`` in the same incarnation (RESTART_PENDING cleared)."""
+    return (word & GEN_MASK) | int(mode)
+
+
 class ExitKind(enum.IntEnum):
     """How the last incarnation ended."""
 
@@ -78,6 +90,18 @@ class AutomatonStatistics:
     ``inbox_depth`` (commands queued) is -1 when unknown: the inbox ring cannot be opened
     (removed, or being replaced) or the reader did not look.  ``inbox_capacity`` is the
     ring's size in bytes (each command takes its length plus 16, rounded up to 16).
+
+    Every command posted is, at any moment, queued (``inbox_depth``), taken out of the
+    inbox by the host but not yet given to the handler (``in_hand``: the host takes
+    commands in batches), delivered (``commands``, counted as each one reaches the
+    handler), or ``dropped`` (left behind by an incarnation that died).  The fields are
+    read one by one, not as one atomic snapshot: a sum taken while commands move can be
+    off by a batch for an instant.
+
+    ``host_died`` is True when the mode says the automaton runs (or waits to start) but
+    its host process is gone and nobody has recorded the death yet (the first joiner,
+    poster or ``check_host()`` will).  Reading never records it: ``mode`` is the stored
+    mode, and ``str()`` leads with DEAD.
     """
 
     name: str
@@ -93,6 +117,8 @@ class AutomatonStatistics:
     commands: int
     transitions: int
     dropped: int
+    in_hand: int
+    host_died: bool
     inbox_depth: int
     inbox_capacity: int
     state: str
@@ -101,13 +127,21 @@ class AutomatonStatistics:
     ended: float    # seconds since the epoch, 0.0 while running
 
     def __str__(self) -> str:
-        s = self.mode.name
-        if self.restart_pending:
-            s += " (restart pending)"
-        if self.mode is Mode.DEAD and self.exit_kind is not ExitKind.NONE:
-            s += f" ({self.exit_kind.name.lower()})"
+        if self.host_died:
+            s = f"DEAD (host process {self.host_pid} gone, still marked {self.mode.name})"
+        elif self.mode is Mode.DEAD and self.exit_kind is ExitKind.CLEAN:
+            s = "FINISHED (drained)"  # the normal end: DEAD alone would read as a failure
+        else:
+            s = self.mode.name
+            if self.restart_pending:
+                s += " (restart pending)"
+            if self.mode is Mode.DEAD and self.exit_kind is not ExitKind.NONE:
+                s += f" ({self.exit_kind.name.lower()})"
         depth = "?" if self.inbox_depth < 0 else str(self.inbox_depth)
-        s += f", state {self.state}, {depth} queued ({_size(self.inbox_capacity)} inbox), {self.commands} commands"
+        s += f", state {self.state}, {depth} queued ({_size(self.inbox_capacity)} inbox)"
+        if self.in_hand:
+            s += f", {self.in_hand} taken"
+        s += f", {self.commands} commands"
         if self.host is not HostKind.NONE:
             s += f", {self.host.name.lower()} host pid {self.host_pid}"
         if self.restarts:
@@ -194,10 +228,13 @@ class StatusBlock:
 
     def set_host(self, kind: HostKind, pid: int, tid: int = 0) -> None:
         p = self.p
-        p.host_kind = int(kind)
+        start = _proc.start_time(pid) if pid else 0
+        if kind is HostKind.NONE:
+            p.host_kind = int(kind)  # first: readers stop judging the old process at once
         p.host_pid = pid
         p.host_tid = tid
-        p.host_start = _proc.start_time(pid) if pid else 0
+        p.host_start = start
+        p.host_kind = int(kind)  # last: a reader that sees the kind sees the process it names
 
     def begin_incarnation(self, state_text: str) -> None:
         """A host is being started: clear what the previous incarnation left and show the
@@ -276,15 +313,21 @@ class StatusBlock:
             inbox_depth = self.inbox_depth()
         p = self.p
         w = self.word()
+        mode = mode_of(w, self.name)
         try:
             host = HostKind(p.host_kind)
         except ValueError:
             host = HostKind.NONE
+        commands = p.commands  # before taken: the host raises taken first, then commands
+        in_hand = max(int(p.taken) - int(commands), 0) if mode is not Mode.DEAD else 0
+        alive = self.host_alive()
         return AutomatonStatistics(
-            name=self.name, mode=mode_of(w, self.name), restart_pending=bool(w & RESTART_PENDING),
-            exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=self.host_alive(),
+            name=self.name, mode=mode, restart_pending=bool(w & RESTART_PENDING),
+            exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=alive,
             generation=p.generation, restarts=p.restarts, supervisor_pid=p.supervisor_pid,
-            commands=p.commands, transitions=p.transitions, dropped=p.dropped, inbox_depth=inbox_depth,
+            commands=commands, transitions=p.transitions, dropped=p.dropped, in_hand=in_hand,
+            host_died=mode is not Mode.DEAD and host is not HostKind.NONE and not alive,
+            inbox_depth=inbox_depth,
             inbox_capacity=self.inbox_capacity, state=self.state_text(), error=self.error_text(),
             started=p.started_ns / 1e9, ended=p.ended_ns / 1e9,
         )

@@ -16,7 +16,8 @@ replacement).
 Failure model: a handler exception ends the automaton DEAD with the traceback recorded in
 shared memory; a process host that dies without ending (SIGKILL) is declared DEAD (KILLED)
 by whoever notices first (a joiner, a poster, the supervisor).  Commands still in the inbox
-of an incarnation that died are counted in ``dropped``, never delivered.  A command whose
+of an incarnation that died, or taken out of it by its host and not yet delivered, are
+counted in ``dropped``, never delivered.  A command whose
 ``post()`` raced with the death of the host (accepted by the ring just before the death was
 noticed) is lost with it: once the death is noticed, every post fails.
 """
@@ -41,8 +42,8 @@ from . import _inbox
 from ._core import Handler
 from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
 from ._runner import _local as _runner_local
-from ._status import (MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind, HostKind, Mode,
-                      StatusBlock, mode_of)
+from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind,
+                      HostKind, Mode, StatusBlock, generation_tag, mode_of, with_mode)
 from .errors import AutomatonClosedError, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
@@ -95,7 +96,10 @@ class Automaton:
         self._initial_state = state
         self._inbox = None
         self._inbox_gen = -1
-        self._host: Any = None  # threading.Thread, multiprocessing.Process or subprocess.Popen
+        # (generation, host) of the last host this handle started: a threading.Thread,
+        # multiprocessing.Process or subprocess.Popen.  One tuple, replaced whole, so a
+        # thread reading it never pairs one incarnation's generation with another's host.
+        self._hosted: tuple = (-1, None)
         self._host_kind: Optional[str] = None
         self._start_method: Optional[str] = None
         self._daemon = True
@@ -109,6 +113,10 @@ class Automaton:
             # The status block of an anonymous automaton goes when this process exits; its
             # inbox rings are named after it and must go with it.
             atexit.register(_remove_anonymous, os.getpid(), self._status.seg.name)
+
+    @property
+    def _host(self) -> Any:
+        return self._hosted[1]
 
     def _create_first_inbox(self, name: str, capacity: int) -> None:
         # Runs before the status segment is published: attachers always find generation 0.
@@ -169,10 +177,11 @@ class Automaton:
         now = time.monotonic_ns()
         if now >= self._next_liveness_check:
             self._next_liveness_check = now + LIVENESS_CHECK_NS
-            if self._host_died():
-                self._declare_host_dead()
+            if self._host_gone(w):
+                self._declare_host_dead(w)
                 w = st.word()
-                raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
+                if w & MODE_MASK == _DEAD:
+                    raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
         ring = self._current_inbox()
         if ring is None:
             raise AutomatonClosedError(self.name, mode_of(st.word(), self.name), "its inbox ring is gone")
@@ -323,7 +332,7 @@ class Automaton:
                 continue
             if m != _IDLE and m != _RUNNING:
                 break
-            if st.cas(w, _SIGNALED):
+            if st.cas(w, with_mode(w, _SIGNALED)):
                 break
         if st.word() & MODE_MASK in (_SIGNALED, _DRAINING):
             ring = self._current_inbox()
@@ -361,7 +370,7 @@ class Automaton:
             st.set_host(HostKind.THREAD, os.getpid())
             t = threading.Thread(target=_run_host, args=(name, gen, self._handler, self._initial_state),
                                  name=f"automaton {name}", daemon=True)
-            self._host = t
+            self._hosted = (gen, t)
             t.start()
             return
         if self._host_kind == "process":
@@ -389,32 +398,37 @@ class Automaton:
                 p.stdin.close()  # type: ignore[union-attr]
             except BrokenPipeError:
                 pass  # the child died at once; join() reports it
-        self._host = p
+        self._hosted = (gen, p)
         st.set_host(HostKind.PROCESS, p.pid)
 
     # -- death detection -----------------------------------------------------------------
 
-    def _host_died(self) -> bool:
-        """True if the current host process is gone while the mode says it should run."""
-        st = self._status
-        if st.word() & MODE_MASK == _DEAD:
+    def _host_gone(self, w: int) -> bool:
+        """True if the host of the incarnation that mode word ``w`` names is gone while
+        ``w`` says it should run.  (The shared host record may already name a newer
+        incarnation's host; then the tagged CAS in _declare_host_dead fails harmlessly.)"""
+        if w & MODE_MASK == _DEAD:
             return False
-        h = self._host
-        if isinstance(h, subprocess.Popen):
-            if h.poll() is not None:  # reaps it: a zombie child would look alive
-                return True
-        elif h is not None and not isinstance(h, threading.Thread):
-            if h.exitcode is not None:
-                return True
-        return not st.host_alive()
+        gen, h = self._hosted
+        if h is not None and generation_tag(gen) == w & GEN_MASK:
+            # Our own child: its exit status is authoritative (and polling reaps it; a
+            # zombie child would look alive to /proc).
+            if isinstance(h, subprocess.Popen):
+                if h.poll() is not None:
+                    return True
+            elif not isinstance(h, threading.Thread):
+                if h.exitcode is not None:
+                    return True
+        return not self._status.host_alive()
 
-    def _host_exit_description(self) -> str:
-        h = self._host
+    def _host_exit_description(self, generation: int) -> str:
+        gen, h = self._hosted
         code = None
-        if isinstance(h, subprocess.Popen):
-            code = h.poll()
-        elif h is not None and not isinstance(h, threading.Thread):
-            code = h.exitcode
+        if gen == generation:
+            if isinstance(h, subprocess.Popen):
+                code = h.poll()
+            elif h is not None and not isinstance(h, threading.Thread):
+                code = h.exitcode
         pid = self._status.p.host_pid
         if code is None:
             return f"host process {pid} died"
@@ -426,26 +440,36 @@ class Automaton:
             return f"host process {pid} was killed by {sig}"
         return f"host process {pid} exited with status {code} without ending the automaton"
 
-    def _declare_host_dead(self) -> None:
-        """Record that the host process died and publish DEAD (KILLED), unless it ended."""
+    def _declare_host_dead(self, w: int) -> bool:
+        """Record that the host of the incarnation named by mode word ``w`` died and
+        publish DEAD (KILLED); True if this call did.  Does nothing if that incarnation
+        ended meanwhile or was replaced by a restart (the tag in ``w`` no longer matches),
+        so that however many threads and processes notice one death, it is one death."""
         st = self._status
-        if st.host_alive() and not self._host_died():
-            return
-        text = f"automaton {self.name!r}: {self._host_exit_description()} " \
-               f"(generation {st.p.generation})"
-        _finish_dead(st, self._current_inbox(), ExitKind.KILLED, text, 0)
+        generation = int(st.p.generation)
+        if generation_tag(generation) != w & GEN_MASK:
+            return False  # a restart is under way (the generation moves before the word)
+        text = f"automaton {self.name!r}: {self._host_exit_description(generation)} (generation {generation})"
+        try:
+            ring = _inbox.open_inbox(self.name, generation, st.inbox_capacity, create=False)
+        except FileNotFoundError:
+            ring = None
+        try:
+            return _finish_dead(st, generation, ring, ExitKind.KILLED, text)
+        finally:
+            if ring is not None:
+                _inbox.release(ring)
 
     def check_host(self) -> bool:
-        """Declare the automaton DEAD if its host process died unnoticed; True if it did now.
+        """Declare the automaton DEAD if its host process died unnoticed; True if this call
+        did.  Any number of threads and processes may call it at once, also while a
+        supervisor restarts the automaton: one death is declared once.
 
         join(), post() and supervisors call this; it is public for monitors.
         """
         self._check_open()
-        if self._host_died():
-            before = self._status.word()
-            self._declare_host_dead()
-            return self._status.word() != before
-        return False
+        w = self._status.word()
+        return self._host_gone(w) and self._declare_host_dead(w)
 
     def kill(self, timeout: float = 5.0) -> None:
         """SIGKILL the host process (for a handler stuck for good) and publish the death:
@@ -466,13 +490,16 @@ class Automaton:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while not self._host_died():
-            if st.word() & MODE_MASK == _DEAD:
+        while True:
+            w = st.word()
+            if w & MODE_MASK == _DEAD:
                 return
+            if self._host_gone(w):
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"automaton {self.name!r}: host process {p.host_pid} survived SIGKILL")
             time.sleep(0.001)
-        self._declare_host_dead()
+        self._declare_host_dead(w)
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -496,8 +523,8 @@ class Automaton:
             if m == _DEAD:
                 if not w & RESTART_PENDING or not st.supervisor_alive():
                     return self._outcome()
-            elif self._host_died():
-                self._declare_host_dead()
+            elif self._host_gone(w):
+                self._declare_host_dead(w)
                 continue
             r = st.wait_change(w, deadline)
             if r == lib.RSM_TIMEOUT:

@@ -12,6 +12,12 @@ It polls (every POLL_INTERVAL) rather than sleeping on each automaton, so one th
 watches any number of automata and also notices hosts killed by SIGKILL, which publish
 nothing.  If the supervisor's process dies, joiners see its pid gone and treat a pending
 restart as final.
+
+Other threads and processes may watch too (``join()``, ``check_host()``, posting) while
+a restart is under way: each death is declared once and restarted once.  The restart
+publishes the new generation's tag in the mode word with the CAS to IDLE, and a death is
+declared by a CAS from the word read before the host was judged, so a late declaration
+about the old incarnation fails (see csrc/automaton.h).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import _inbox
-from ._status import MODE_MASK, RESTART_PENDING, ExitKind, HostKind, Mode
+from ._status import MODE_MASK, RESTART_PENDING, ExitKind, HostKind, Mode, generation_tag
 from .automaton import Automaton
 
 __all__ = ["RestartPolicy", "Supervisor", "SupervisorStatistics"]
@@ -139,8 +145,8 @@ class Supervisor:
         st = a._status
         word = st.word()
         if word & MODE_MASK != _DEAD:
-            if a._host_died():
-                a._declare_host_dead()
+            if a._host_gone(word):
+                a._declare_host_dead(word)
             return
         if not word & RESTART_PENDING:
             return
@@ -161,13 +167,16 @@ class Supervisor:
         gen = p.generation + 1
         # The new generation's ring exists before the status block names it, and the dead
         # host is forgotten before IDLE is published (else a joiner would see a dead host
-        # "running" and declare it killed again).
+        # "running" and declare it killed again).  The CAS that publishes IDLE also
+        # publishes the new generation's tag: from then on, a death noticed late for the
+        # old generation (by any thread or process) fails its CAS instead of ending this
+        # one, so each death is counted, and restarted, once.
         _inbox.release(_inbox.open_inbox(a.name, gen, st.inbox_capacity, create=True))
         old_host = (p.host_kind, p.host_pid, p.host_tid, p.host_start)
         p.generation = gen
         p.restarts += 1
         st.set_host(HostKind.NONE, 0)
-        if not st.cas(word, _IDLE):
+        if not st.cas(word, generation_tag(gen) | _IDLE):
             # drain() made the death final meanwhile: undo, the automaton stays DEAD.
             p.host_kind, p.host_pid, p.host_tid, p.host_start = old_host
             p.restarts -= 1

@@ -84,7 +84,8 @@ typedef struct rsm_automaton {
     uint64_t generation;          /*  48 incarnation number; names the inbox ring */
     uint64_t commands;            /*  56 CMDs delivered (all incarnations), published per command */
     uint64_t transitions;         /*  64 TRANSITIONs delivered */
-    uint64_t dropped;             /*  72 commands left in inboxes of incarnations that died */
+    uint64_t dropped;             /*  72 commands left by incarnations that were restarted (readers
+                                   *     add a DEAD incarnation's own: taken - commands + its inbox) */
     int64_t started_ns;           /*  80 CLOCK_REALTIME ns when the current incarnation started */
     int64_t ended_ns;             /*  88 CLOCK_REALTIME ns when it ended (0: running) */
     uint32_t state_len;           /*  96 bytes used in state_text */
@@ -93,9 +94,9 @@ typedef struct rsm_automaton {
     char error_text[RSM_FSM_ERROR_TEXT_MAX];  /* 232 the error that ended it, truncated */
     uint64_t taken;               /* 8424 CMDs taken out of the inbox (all incarnations), published
                                    *      per batch before the batch is delivered: taken - commands
-                                   *      are in the host's hands.  When an incarnation ends, the
-                                   *      winner of the CAS to DEAD counts those as dropped and sets
-                                   *      taken = commands. */
+                                   *      are in the host's hands.  A supervisor restart adds those
+                                   *      (and the dead inbox's) to dropped and sets taken = commands
+                                   *      before it publishes IDLE. */
 } rsm_automaton;
 
 RSM_STATIC_ASSERT(offsetof(rsm_automaton, host_start) == 24, "rsm_automaton.host_start");

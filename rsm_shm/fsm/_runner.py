@@ -63,7 +63,10 @@ def _finish_dead(st: StatusBlock, generation: int, ring, kind: ExitKind, text: s
     then CAS the mode to DEAD (with RESTART_PENDING if supervised and the end was not
     clean and it was not draining: a drained automaton is never restarted).  The commands
     it leaves behind -- still queued in ``ring``, or taken out of it and never delivered
-    (``taken - commands``) -- are counted as dropped by the winner of that CAS alone.
+    (``taken - commands``) -- are not moved anywhere: while it is DEAD, readers count
+    them as dropped (StatusBlock.statistics), and a supervisor restart folds them into
+    ``dropped`` before it publishes the next incarnation.  So the counters are final the
+    moment DEAD is visible, however many processes race to declare the death.
 
     False, touching nothing, if that incarnation already ended or was replaced by a
     supervisor restart: a death noticed late must not end the next incarnation.
@@ -72,11 +75,9 @@ def _finish_dead(st: StatusBlock, generation: int, ring, kind: ExitKind, text: s
     w = st.word()
     if w & GEN_MASK != tag or w & MODE_MASK == _DEAD:
         return False
-    queued = 0
     if ring is not None:
         try:
             ring.shutdown()
-            queued = max(ring.qsize(), 0)
         except Exception:
             pass
     restartable = kind is not ExitKind.CLEAN and st.supervisor_alive()
@@ -90,20 +91,13 @@ def _finish_dead(st: StatusBlock, generation: int, ring, kind: ExitKind, text: s
     # incarnation; they are read only once the mode says DEAD, and the next death
     # overwrites them.
     st.set_error(kind, text)
-    p = st.p
     while True:
         w = st.word()
         m = w & MODE_MASK
         if m == _DEAD or w & GEN_MASK != tag:
             return False
         pending = RESTART_PENDING if restartable and m in (_IDLE, _RUNNING) else 0
-        # The host is gone (or is this thread, finishing): the counters hold still.
-        commands = p.commands
-        in_hand = max(int(p.taken) - int(commands), 0)
         if st.cas(w, with_mode(w, _DEAD) | pending):
-            # Counted once, by the winner; the counters lag DEAD by a few instructions.
-            p.dropped += queued + in_hand
-            p.taken = commands
             return True
 
 

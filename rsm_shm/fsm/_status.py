@@ -307,6 +307,18 @@ class StatusBlock:
         finally:
             release(ring)
 
+    def fold_dropped(self, queued: int) -> tuple:
+        """A supervisor restart: count what the dead incarnation left (``queued`` in its
+        inbox, and taken - commands in its host's hands) into ``dropped`` for good.  Only
+        the supervisor calls it, while the mode word is DEAD|RESTART_PENDING; returns the
+        previous (dropped, taken) to undo it with if the restart is called off."""
+        p = self.p
+        before = (int(p.dropped), int(p.taken))
+        commands = int(p.commands)
+        p.dropped = before[0] + max(before[1] - commands, 0) + max(queued, 0)
+        p.taken = commands
+        return before
+
     def statistics(self, inbox_depth: Optional[int] = None) -> AutomatonStatistics:
         """The record; ``inbox_depth=None`` opens the inbox ring to count (-1 if it can't)."""
         if inbox_depth is None:
@@ -318,14 +330,21 @@ class StatusBlock:
             host = HostKind(p.host_kind)
         except ValueError:
             host = HostKind.NONE
-        commands = p.commands  # before taken: the host raises taken first, then commands
-        in_hand = max(int(p.taken) - int(commands), 0) if mode is not Mode.DEAD else 0
+        commands = int(p.commands)  # before taken: the host raises taken first, then commands
+        in_hand = max(int(p.taken) - commands, 0)
+        dropped = int(p.dropped)
+        if mode is Mode.DEAD:
+            # What the dead incarnation left -- in its host's hands, or still in its inbox
+            # -- will never be delivered: it is dropped (a restart folds it into the field).
+            dropped += in_hand + max(inbox_depth, 0)
+            in_hand = 0
+            inbox_depth = min(inbox_depth, 0)
         alive = self.host_alive()
         return AutomatonStatistics(
             name=self.name, mode=mode, restart_pending=bool(w & RESTART_PENDING),
             exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=alive,
             generation=p.generation, restarts=p.restarts, supervisor_pid=p.supervisor_pid,
-            commands=commands, transitions=p.transitions, dropped=p.dropped, in_hand=in_hand,
+            commands=commands, transitions=p.transitions, dropped=dropped, in_hand=in_hand,
             host_died=mode is not Mode.DEAD and host is not HostKind.NONE and not alive,
             inbox_depth=inbox_depth,
             inbox_capacity=self.inbox_capacity, state=self.state_text(), error=self.error_text(),

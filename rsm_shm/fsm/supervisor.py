@@ -172,13 +172,24 @@ class Supervisor:
         # old generation (by any thread or process) fails its CAS instead of ending this
         # one, so each death is counted, and restarted, once.
         _inbox.release(_inbox.open_inbox(a.name, gen, st.inbox_capacity, create=True))
+        try:
+            old_ring = _inbox.open_inbox(a.name, gen - 1, st.inbox_capacity, create=False)
+        except FileNotFoundError:
+            queued = 0
+        else:
+            queued = max(old_ring.qsize(), 0)
+            _inbox.release(old_ring)
         old_host = (p.host_kind, p.host_pid, p.host_tid, p.host_start)
+        # Readers count a DEAD incarnation's leftovers as dropped; from IDLE on they must
+        # be in the field.  (A reader in between may see them twice for an instant.)
+        old_counts = st.fold_dropped(queued)
         p.generation = gen
         p.restarts += 1
         st.set_host(HostKind.NONE, 0)
         if not st.cas(word, generation_tag(gen) | _IDLE):
             # drain() made the death final meanwhile: undo, the automaton stays DEAD.
             p.host_kind, p.host_pid, p.host_tid, p.host_start = old_host
+            p.dropped, p.taken = old_counts
             p.restarts -= 1
             p.generation = gen - 1
             _inbox.unlink_generation(a.name, gen)

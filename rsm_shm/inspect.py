@@ -16,13 +16,14 @@ This module turns the files in /dev/shm into plain, JSON-ready records (dicts) t
   creator published it (``initialized == READY``) is ever attached to; everything else is
   reported with a status saying what is wrong and is never decoded.  Foreign files (no
   ``rsm_shm.`` prefix) are never opened at all.
-* **Decoders** (:data:`DECODERS`): one small entry per kind: how to attach (the kind's
-  class with ``create=False``, which neither initializes nor unlinks anything), how to
-  decode the attached object into a dict, and the one-phrase state.  The handle is
-  released right after decoding.  A kind without an entry is listed with its header
-  only.  To support a new kind, call :func:`register`; kinds whose modules are younger
-  than this one (rings, automata) are registered lazily on first use, so a missing or
-  half-finished module only leaves its segments undecoded (see ``_register_rings``).
+* **Decoders** (:func:`decoder_for`): a segment is decoded by its kind's own class,
+  named in :data:`rsm_shm.segment.KIND_CLASSES`: ``Class(name, create=False)`` attaches
+  (neither initializing nor unlinking anything), the handle's public ``describe()``
+  returns the detail dict, ``str(statistics())`` the one-phrase state, and ``close()``
+  releases it right after.  This module reads no object's private attributes, so a new
+  kind plugs in by adding its line to KIND_CLASSES and giving its class those methods;
+  its module is imported only when such a segment is met, and one that fails to import
+  only leaves its segments undecoded.  :func:`register` overrides a kind's decoder.
 
 Failure modes: every per-segment problem (vanished, unreadable, corrupt, truncated,
 unknown layout version, a body that does not decode) becomes a status in the record; no
@@ -35,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
+import importlib
 import os
 import stat
 import time
@@ -43,14 +45,13 @@ from typing import Any, Callable, Iterable, Optional
 
 import psutil
 
-from . import _proc
 from ._native import lib
-from .segment import HEADER_SIZE, LAYOUT_VERSION, MAGIC, PREFIX, SHM_DIR, Kind, SegmentError, SegmentHeader, read_header
-from .segment import _decode_header  # the same validation read_header applies, on bytes already read
+from .segment import (HEADER_SIZE, KIND_CLASSES, LAYOUT_VERSION, MAGIC, PREFIX, SHM_DIR, Kind, SegmentError,
+                      SegmentHeader, decode_header, read_header)
 
 __all__ = [
     "SCHEMA_VERSION", "SegmentStatus", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
-    "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label", "decoder_for", "decode_waitq",
+    "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label", "decoder_for",
 ]
 
 #: Version of the JSON records produced here (documented in rsm_shm/cli.py).  Bump it on
@@ -65,13 +66,6 @@ _MAPS_MARKER = b" " + SHM_DIR.encode() + b"/"
 _DELETED_SUFFIX = b" (deleted)"
 _UNBOUNDED_SIZE = 1 << 62  # a file size no header can exceed
 _INIT_NAMES = {lib.RSM_INIT_BUILDING: "building", lib.RSM_INIT_READY: "ready", lib.RSM_INIT_FAILED: "failed"}
-_SLOT_PHASES = {
-    lib.RSM_SLOT_FREE: "free", lib.RSM_SLOT_CLAIMED: "claimed", lib.RSM_SLOT_WAITING: "waiting",
-    lib.RSM_SLOT_SLEEPING: "sleeping", lib.RSM_SLOT_WOKEN: "woken", lib.RSM_SLOT_HANDING: "handing",
-}
-_SLOT_PHASE_MASK = 0xF
-_SLOT_KIND_SHIFT, _SLOT_KIND_MASK = 4, 0xF
-_SLOT_TOKEN_SHIFT, _SLOT_TOKEN_MASK = 8, 0xFF
 
 
 class SegmentStatus(str, enum.Enum):
@@ -185,7 +179,7 @@ class KindDecoder:
     ``attach(name)`` returns a handle opened with ``create=False``; ``decode(handle,
     header)`` returns a JSON-ready dict; ``phrase(handle, detail)`` the one-phrase state
     for ``ls``; ``release(handle)`` unmaps it in this process only, right after, whatever
-    happens (every handle's ``close()`` does exactly that).
+    happens.
     """
 
     attach: Callable[[str], Any]
@@ -194,176 +188,51 @@ class KindDecoder:
     release: Callable[[Any], None]
 
 
+#: Decoders registered so far; :func:`decoder_for` fills it from
+#: :data:`rsm_shm.segment.KIND_CLASSES` on first use of each kind.
 DECODERS: dict[Kind, KindDecoder] = {}
 
 
-def register(kind: Kind, attach: Callable[[str], Any], decode: Callable[[Any, SegmentHeader], dict],
+def register(kind: Kind, attach: Callable[[str], Any], decode: Optional[Callable[[Any, SegmentHeader], dict]] = None,
              phrase: Optional[Callable[[Any, dict], str]] = None,
              release: Optional[Callable[[Any], None]] = None) -> None:
-    """Add (or replace) the decoder of a kind.  ``phrase`` defaults to
-    ``str(handle.statistics())``, ``release`` to ``handle.close()``."""
-    DECODERS[Kind(kind)] = KindDecoder(attach, decode, phrase or (lambda obj, detail: str(obj.statistics())),
+    """Add (or replace) the decoder of a kind.  ``decode`` defaults to
+    ``handle.describe()``, ``phrase`` to ``str(handle.statistics())``, ``release`` to
+    ``handle.close()``.
+
+    A kind of rsm_shm itself needs no call here: naming its class in
+    :data:`rsm_shm.segment.KIND_CLASSES` is enough (the class provides ``describe()``,
+    ``statistics()`` and ``close()``).  ``register`` is for decoders that cannot follow
+    that contract, and for tests.
+    """
+    DECODERS[Kind(kind)] = KindDecoder(attach, decode or (lambda obj, header: obj.describe()),
+                                       phrase or (lambda obj, detail: str(obj.statistics())),
                                        release or (lambda obj: obj.close()))
 
 
-def _plain(value: Any) -> Any:
-    """A statistics record (frozen dataclass, possibly nested) as JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, enum.IntEnum):
-        return value.name.lower()  # modes and kinds read better by name than by number
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def _class_of(kind: Kind) -> Optional[Callable[..., Any]]:
+    """The class KIND_CLASSES names for a kind, imported now; None if none or if its
+    module does not import (a broken module elsewhere must not break ``rsm-shm ls``)."""
+    spec = KIND_CLASSES.get(kind)
+    if spec is None:
+        return None
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception:  # ImportError, or an API that moved: list such segments undecoded
+        return None
 
 
-def decode_waitq(q, nslots_bound: int) -> dict:
-    """A wait queue (csrc/waitq.h): its counters and the occupied slots in ticket order.
-
-    ``nslots_bound`` is the slot count the header validated against the body size; the
-    queue's own ``nslots`` field is shared memory written by someone else and is only
-    trusted up to that bound.
-    """
-    n = min(int(q.nslots), int(nslots_bound), lib.RSM_WQ_MAX_SLOTS)
-    slots = []
-    for i in range(max(n, 0)):
-        s = q.slots[i]
-        state = int(s.state)
-        phase = state & _SLOT_PHASE_MASK
-        if phase == lib.RSM_SLOT_FREE:
-            continue
-        pid = int(s.pid)
-        slots.append({
-            "slot": i, "phase": _SLOT_PHASES.get(phase, f"unknown({phase})"),
-            "kind": (state >> _SLOT_KIND_SHIFT) & _SLOT_KIND_MASK,
-            "token": (state >> _SLOT_TOKEN_SHIFT) & _SLOT_TOKEN_MASK,
-            "pid": pid, "tid": int(s.tid), "ticket": int(s.ticket),
-            "alive": _proc.process_alive(pid) if pid > 0 else False,
-        })
-    slots.sort(key=lambda d: d["ticket"])
-    return {"nslots": n, "nwaiters": int(q.nwaiters), "noverflow": int(q.noverflow), "slots": slots}
-
-
-def _nslots(header: SegmentHeader) -> int:
-    return header.params[0] if header.params else 0
-
-
-def _check_queues(*queues_and_sizes) -> None:
-    """Refuse to decode when a wait queue's own ``nslots`` disagrees with the size the
-    header validated: C walks (``rsm_wq_count`` in RWLock.statistics) trust that field up
-    to RSM_WQ_MAX_SLOTS, i.e. past the end of a smaller mapping (SIGBUS).  Checked
-    before anything else reads the body."""
-    for q, expected in queues_and_sizes:
-        if int(q.nslots) != int(expected):
-            raise SegmentError(f"corrupt wait queue: it claims {int(q.nslots)} slots, the header {int(expected)}")
-
-
-def _stats_and_queue(obj, header: SegmentHeader) -> dict:
-    """The primitives whose ``_ptr`` struct carries its wait queue as ``wq``."""
-    _check_queues((obj._ptr.wq, _nslots(header)))
-    detail = _plain(obj.statistics())
-    detail["queue"] = decode_waitq(obj._ptr.wq, _nslots(header))
-    return detail
-
-
-def _decode_condition(obj, header: SegmentHeader) -> dict:
-    from .sync.condition import _EMBEDDED
-    lock = obj._lock
-    embedded = header.params[1] == _EMBEDDED if len(header.params) > 1 else False
-    _check_queues((obj._q, _nslots(header)),
-                  (lock._ptr.wq, _nslots(header) if embedded else _nslots(lock._seg.header)))
-    detail = _plain(obj.statistics())  # {"waiters", "lock": {...}}
-    detail["queue"] = decode_waitq(obj._q, _nslots(header))
-    detail["lock"] = {
-        "embedded": embedded, "name": None if embedded else header.ref_name, "type": type(lock).__name__,
-        **detail["lock"],
-        "queue": decode_waitq(lock._ptr.wq, _nslots(header) if embedded else _nslots(lock._seg.header)),
-    }
-    return detail
-
-
-def _decode_barrier(obj, header: SegmentHeader) -> dict:
-    _check_queues((obj._q, _nslots(header)), (obj._lock._ptr.wq, _nslots(header)))
-    detail = _plain(obj.statistics())  # {"state", "waiting", "parties", "generation"}
-    detail["queue"] = decode_waitq(obj._q, _nslots(header))
-    detail["lock"] = {**_plain(obj._lock.statistics()), "queue": decode_waitq(obj._lock._ptr.wq, _nslots(header))}
-    return detail
-
-
-def _attach_with(class_name: str) -> Callable[[str], Any]:
-    def attach(name: str):
-        from . import sync
-        return getattr(sync, class_name)(name, create=False)
-    return attach
-
-
-for _kind, _cls in [(Kind.LOCK, "Lock"), (Kind.RLOCK, "RLock"), (Kind.SEMAPHORE, "Semaphore"),
-                    (Kind.BOUNDED_SEMAPHORE, "BoundedSemaphore"), (Kind.AUTO_RESET_EVENT, "AutoResetEvent"),
-                    (Kind.EVENT, "Event"), (Kind.GATE, "Gate"), (Kind.COUNTDOWN, "Countdown"),
-                    (Kind.ONCE, "Once"), (Kind.RWLOCK, "RWLock")]:
-    register(_kind, _attach_with(_cls), _stats_and_queue)
-register(Kind.CONDITION, _attach_with("Condition"), _decode_condition)
-register(Kind.BARRIER, _attach_with("Barrier"), _decode_barrier)
-
-
-# Kinds whose modules are younger than this one are registered on first use, and only if
-# their module imports: a half-finished module elsewhere must not break ``rsm-shm ls``.
-_LAZY_TRIED: set[Kind] = set()
-
-
-def _register_automaton() -> None:
-    from .fsm import Automaton
-
-    def attach(name: str):
-        # A handle without a handler: it can inspect but never starts anything, and
-        # create=False never initializes.  Its statistics() opens the inbox ring read-only
-        # in effect (create=False) and reports depth -1 when it cannot.
-        return Automaton(name, create=False)
-
-    register(Kind.AUTOMATON, attach, lambda a, header: _plain(a.statistics()))
-
-
-_PERCENT = 100.0
-
-
-def _decode_ring(ring, header: SegmentHeader) -> dict:
-    nslots = _nslots(header)
-    _check_queues((ring._cwq, nslots), (ring._pwq, nslots))
-    stats = ring.statistics()
-    detail = _plain(stats)
-    detail["fill"] = round(_PERCENT * stats.used_bytes / stats.capacity, 1) if stats.capacity else 0.0
-    detail["consumer_queue"] = decode_waitq(ring._cwq, nslots)
-    detail["producer_queue"] = decode_waitq(ring._pwq, nslots)
-    return detail
-
-
-def _ring_phrase(ring, detail: dict) -> str:
-    # "37% full, N->1, 12 messages, 4096/65536 bytes, 2 producers blocked, shut down"
-    return f"{detail['fill']:.0f}% full, {ring.statistics()}"
-
-
-def _register_rings() -> None:
-    from .ring import Queue, Ring
-
-    register(Kind.RING, lambda name: Ring(name, create=False), _decode_ring, _ring_phrase)
-    register(Kind.QUEUE, lambda name: Queue(name, create=False).ring, _decode_ring, _ring_phrase)
-
-
-_LAZY = {Kind.AUTOMATON: _register_automaton, Kind.RING: _register_rings, Kind.QUEUE: _register_rings}
+_TRIED: set[Kind] = set()
 
 
 def decoder_for(kind: Kind) -> Optional[KindDecoder]:
-    """The decoder of a kind, registering a lazily imported one on first use; None if none."""
-    if kind not in DECODERS and kind in _LAZY and kind not in _LAZY_TRIED:
-        _LAZY_TRIED.add(kind)
-        try:
-            _LAZY[kind]()
-        except Exception:  # ImportError, or an API that moved: list such segments undecoded
-            pass
+    """The decoder of a kind, registered from KIND_CLASSES on first use; None if none."""
+    if kind not in DECODERS and kind not in _TRIED:
+        _TRIED.add(kind)
+        cls = _class_of(kind)
+        if cls is not None:
+            register(kind, lambda name: cls(name, create=False))
     return DECODERS.get(kind)
 
 
@@ -431,7 +300,7 @@ def _classify_invalid(name: str, path: str, size: int) -> SegmentStatus:
     # A header that validates (checksum included) against an unbounded file size failed
     # only because the file is shorter than it says.
     try:
-        _decode_header(name, raw, _UNBOUNDED_SIZE, check_ready=False)
+        decode_header(name, raw, _UNBOUNDED_SIZE, check_ready=False)
     except SegmentError:
         return SegmentStatus.CORRUPT
     return SegmentStatus.TRUNCATED

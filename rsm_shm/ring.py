@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from . import _proc
+from ._describe import plain, waitq_record
 from ._errors import SegmentError, ShutDown, raise_for
 from ._native import ffi, lib
 from .segment import Kind, SegmentHeader
@@ -96,9 +97,15 @@ class RingStatistics:
     single_consumer: bool
     repairs: int            # leftovers of dead processes repaired so far (see csrc/ring.h)
 
+    @property
+    def fill(self) -> float:
+        """Percent of the data area in use (``used_bytes / capacity``)."""
+        return 100.0 * self.used_bytes / self.capacity if self.capacity else 0.0
+
     def __str__(self) -> str:
+        # "37% full, N->1, 12 messages, 4096/65536 bytes, 2 producers blocked, shut down"
         mode = ("1" if self.single_producer else "N") + "->" + ("1" if self.single_consumer else "N")
-        s = f"{mode}, {self.messages} messages, {self.used_bytes}/{self.capacity} bytes"
+        s = f"{self.fill:.0f}% full, {mode}, {self.messages} messages, {self.used_bytes}/{self.capacity} bytes"
         if self.blocked_producers:
             s += f", {self.blocked_producers} producers blocked"
         if self.blocked_consumers:
@@ -563,6 +570,17 @@ class Ring(SharedObject):
             repairs=p.repairs,
         )
 
+    def describe(self) -> dict:
+        """A JSON-ready snapshot for ``rsm-shm inspect``: :meth:`statistics` as plain data,
+        ``fill`` (percent used) and the occupied slots of the consumers' and producers'
+        wait queues.  Raises SegmentError if the shared memory is corrupt."""
+        self._check_open()
+        nslots = self._seg.header.params[0]
+        self._check_queues(self._cwq, self._pwq)
+        stats = self.statistics()
+        return {**plain(stats), "fill": round(stats.fill, 1), "consumer_queue": waitq_record(self._cwq, nslots),
+                "producer_queue": waitq_record(self._pwq, nslots)}
+
     def _describe(self) -> str:
         return f"{type(self).__name__} {self.name!r}"
 
@@ -729,6 +747,10 @@ class Queue:
 
     def statistics(self) -> RingStatistics:
         return self._ring.statistics()
+
+    def describe(self) -> dict:
+        """The ring's :meth:`Ring.describe`."""
+        return self._ring.describe()
 
     def unlink(self) -> None:
         self._ring.unlink()

@@ -41,9 +41,11 @@ from ._native import ffi, lib
 __all__ = [
     "PREFIX",
     "Kind",
+    "KIND_CLASSES",
     "Segment",
     "SegmentHeader",
     "SegmentError",
+    "decode_header",
     "read_header",
     "shm_path",
     "validate_name",
@@ -91,6 +93,22 @@ class Kind(enum.IntEnum):
     AUTOMATON = lib.RSM_KIND_AUTOMATON
     RAFT_STATUS = lib.RSM_KIND_RAFT_STATUS
     POOL = lib.RSM_KIND_POOL
+
+
+#: The class that opens each kind, as ``"module:Class"``, for tools that meet a segment by
+#: name (``rsm-shm ls/inspect``).  The contract: ``Class(name, create=False)`` attaches
+#: without initializing anything, ``describe()`` returns a JSON-ready dict,
+#: ``statistics()`` a record whose ``str()`` is a one-phrase state, ``close()`` unmaps.
+#: A new kind plugs into the command line by adding its line here; its module is imported
+#: only when such a segment is inspected.  (``rsm_shm.inspect.register`` overrides.)
+KIND_CLASSES: dict[Kind, str] = {
+    Kind.LOCK: "rsm_shm.sync:Lock", Kind.RLOCK: "rsm_shm.sync:RLock", Kind.SEMAPHORE: "rsm_shm.sync:Semaphore",
+    Kind.BOUNDED_SEMAPHORE: "rsm_shm.sync:BoundedSemaphore", Kind.EVENT: "rsm_shm.sync:Event",
+    Kind.AUTO_RESET_EVENT: "rsm_shm.sync:AutoResetEvent", Kind.CONDITION: "rsm_shm.sync:Condition",
+    Kind.BARRIER: "rsm_shm.sync:Barrier", Kind.RWLOCK: "rsm_shm.sync:RWLock", Kind.GATE: "rsm_shm.sync:Gate",
+    Kind.ONCE: "rsm_shm.sync:Once", Kind.COUNTDOWN: "rsm_shm.sync:Countdown",
+    Kind.RING: "rsm_shm.ring:Ring", Kind.QUEUE: "rsm_shm.ring:Queue", Kind.AUTOMATON: "rsm_shm.fsm:Automaton",
+}
 
 
 @dataclass(frozen=True)
@@ -148,8 +166,10 @@ def _crc(raw: bytes) -> int:
     return crc
 
 
-def _decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = True) -> SegmentHeader:
-    """Decode and validate a header; raises SegmentError describing what is wrong."""
+def decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = True) -> SegmentHeader:
+    """Decode and validate a header read as ``raw`` from a file of ``file_size`` bytes;
+    raises SegmentError describing what is wrong.  ``check_ready=False`` accepts a
+    header whose creator has not published it (yet)."""
     where = f"segment {name!r}"
     if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
         raise SegmentError(f"{where} is truncated: {file_size} bytes, a header needs {HEADER_SIZE}")
@@ -199,7 +219,7 @@ def read_header(name: str) -> SegmentHeader:
         raw = os.pread(fd, HEADER_SIZE, 0)
     finally:
         os.close(fd)
-    return _decode_header(name, raw, st.st_size, check_ready=False)
+    return decode_header(name, raw, st.st_size, check_ready=False)
 
 
 _anon_counter = itertools.count()
@@ -330,7 +350,7 @@ class Segment:
             raw = bytearray(_HEADER.pack(*fields))
             struct.pack_into("<I", raw, 240, _crc(bytes(raw)))
             self._mmap[:HEADER_SIZE] = bytes(raw)  # type: ignore[index]
-            self.header = _decode_header(self.name, bytes(raw), HEADER_SIZE + body_size, check_ready=False)
+            self.header = decode_header(self.name, bytes(raw), HEADER_SIZE + body_size, check_ready=False)
             if init is not None:
                 init(self)
         except BaseException:
@@ -344,7 +364,7 @@ class Segment:
             _hook_multiprocessing_exit()
         self.created = True
         lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
-        self.header = _decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)
+        self.header = decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)
 
     def _attach(self, fd, check, body_size_of) -> None:
         try:
@@ -362,7 +382,7 @@ class Segment:
             os.close(fd)
         try:
             self._await_ready(deadline)
-            self.header = _decode_header(self.name, self._header_bytes(), size)
+            self.header = decode_header(self.name, self._header_bytes(), size)
             if self.header.kind != self.kind:
                 raise SegmentError(
                     f"segment {self.name!r} holds a {self.header.kind.name}, not a {self.kind.name}"
@@ -389,7 +409,7 @@ class Segment:
                 time.sleep(0.001)
                 continue
             if state != lib.RSM_INIT_BUILDING:
-                return  # READY or FAILED: _decode_header reports the latter
+                return  # READY or FAILED: decode_header reports the latter
             if not _proc.process_alive(pid):
                 raise SegmentError(
                     f"segment {self.name!r} was never finished by its creator (pid {pid}, dead); "

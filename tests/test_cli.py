@@ -23,7 +23,17 @@ from rsm_shm import cli as cli_mod
 pytestmark = pytest.mark.timeout(60)
 
 PY_M = [sys.executable, "-m", "rsm_shm"]
-SCRIPT = shutil.which("rsm-shm")
+
+def _console_script() -> str | None:
+    """The rsm-shm script of the Python running the tests: pip puts it next to the
+    interpreter (a venv's bin/), which need not be on PATH (``.venv/bin/python -m pytest``)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "rsm-shm")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("rsm-shm")
+
+
+SCRIPT = _console_script()
 CHILD_TIMEOUT = 20.0
 CLI_TIMEOUT = 30.0
 
@@ -143,7 +153,7 @@ def prefix(shm_token):
 def run(*args: str, script: bool = False, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     if script:
         if SCRIPT is None:
-            pytest.skip("the rsm-shm console script is not installed (pip install -e .)")
+            pytest.skip(f"no rsm-shm console script next to {sys.executable} or on PATH: install the package (pip install -e .)")
         cmd = [SCRIPT, *args]
     else:
         cmd = [*PY_M, *args]

@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any, Iterable, Optional, Union
 
+from .._describe import plain
 from .._native import lib
 from ..segment import MAX_NAME_LEN, validate_name
 from ..sync._base import deadline_from_timeout
@@ -566,6 +567,10 @@ class Automaton:
         except Exception:
             depth = -1
         return self._status.statistics(depth)
+
+    def describe(self) -> dict:
+        """:meth:`statistics` as JSON-ready data (what ``rsm-shm inspect`` shows)."""
+        return plain(self.statistics())
 
     def close(self) -> None:
         """Unmap this handle (idempotent); the automaton itself is unaffected."""

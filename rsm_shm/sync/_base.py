@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from .. import _proc
+from .._describe import plain, waitq_record
 from .._errors import raise_for
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
@@ -182,6 +183,17 @@ class SharedObject:
     def _fail(self, code: int):
         """Called by the C fast paths (csrc/fastpath.c) with a status they do not handle."""
         raise_for(code, self)
+
+    def describe(self) -> dict:
+        """A JSON-ready snapshot of the shared state, as ``rsm-shm inspect`` shows it:
+        ``statistics()`` as plain data plus the occupied slots of the wait queue
+        (``"queue"``).  Fields may disagree slightly while other processes use the object.
+        Raises SegmentError if the shared memory is corrupt."""
+        self._check_open()
+        q = ffi.addressof(self._ptr, "wq")  # type: ignore[attr-defined]
+        self._check_queues(q)
+        stats = plain(self.statistics())  # type: ignore[attr-defined]
+        return {**stats, "queue": waitq_record(q, self._seg.header.params[0])}
 
     def _check_queues(self, *queues) -> None:
         """The slot count inside each wait queue must be the one the (CRC-checked) header

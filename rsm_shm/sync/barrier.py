@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .._describe import plain, waitq_record
 from .._errors import BrokenBarrierError
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
@@ -175,6 +176,15 @@ class Barrier(SharedObject):
     def broken(self) -> bool:
         self._check_open()
         return self._b.state == BROKEN
+
+    def describe(self) -> dict:
+        """As :meth:`SharedObject.describe`, with the embedded lock's snapshot under ``"lock"``."""
+        self._check_open()
+        self._check_queues(self._q)
+        detail = plain(self.statistics())
+        detail["queue"] = waitq_record(self._q, self._seg.header.params[0])
+        detail["lock"] = self._lock.describe()
+        return detail
 
     def statistics(self) -> "BarrierStatistics":
         self._check_open()

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar, Union
 
+from .._describe import plain, waitq_record
 from .._errors import raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
@@ -187,6 +188,19 @@ class Condition(SharedObject):
     def statistics(self) -> "ConditionStatistics":
         self._check_open()
         return ConditionStatistics(waiters=self._q.nwaiters, lock=self._lock.statistics())
+
+    def describe(self) -> dict:
+        """As :meth:`SharedObject.describe`, with the lock's own snapshot under ``"lock"``
+        (``embedded``: it lives in this segment; else ``name`` is its segment)."""
+        self._check_open()
+        header = self._seg.header
+        self._check_queues(self._q)
+        embedded = len(header.params) > 1 and header.params[1] == _EMBEDDED
+        detail = plain(self.statistics())
+        detail["queue"] = waitq_record(self._q, header.params[0])
+        detail["lock"] = {"embedded": embedded, "name": None if embedded else header.ref_name,
+                          "type": type(self._lock).__name__, **self._lock.describe()}
+        return detail
 
     def close(self) -> None:
         lock = getattr(self, "_lock", None)

@@ -76,6 +76,36 @@ def test_every_kind_with_a_class_has_a_decoder():
         assert insp.decoder_for(kind) is not None, kind
 
 
+def test_a_kind_without_a_wait_queue_describes_its_statistics(shm_name):
+    from rsm_shm.pool import PoolTable
+
+    table = PoolTable(shm_name("pool"), max_workers=2, create=True)
+    try:
+        rec = insp.describe("rsm_shm." + table.name, False, insp.ProcessIndex({}, {}, 0, 0.0))
+        assert rec["status"] == "ok", rec["problem"]
+        assert rec["kind"] == "pool" and rec["detail"]["max_workers"] == 2 and len(rec["detail"]["workers"]) == 2
+        assert rec["state"] == str(table.statistics())
+    finally:
+        table.unlink()
+        table.close()
+
+
+def test_a_pool_table_that_disagrees_with_its_header_is_refused_without_a_crash(shm_name):
+    # It used to read the table after unmapping it to word the error: a segfault.
+    from rsm_shm.pool import PoolTable
+
+    table = PoolTable(shm_name("pool"), max_workers=1, create=True)
+    try:
+        table.ptr.max_workers = 7
+        with pytest.raises(rsm_shm.SegmentError, match="claims 7 workers, the header 1"):
+            PoolTable(table.name, create=False)
+        rec = insp.describe("rsm_shm." + table.name, False, insp.ProcessIndex({}, {}, 0, 0.0))
+        assert rec["status"] == "undecodable" and "claims 7 workers" in rec["problem"]
+    finally:
+        table.unlink()
+        table.close()
+
+
 class StatusRecord:
     """A stand-in for a kind that lands later (the Raft status record): a class with the
     contract KIND_CLASSES asks for, and nothing registered with rsm_shm.inspect."""

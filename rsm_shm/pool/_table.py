@@ -129,10 +129,11 @@ class PoolTable(SharedObject):
                                     _body_size)
         self._ptr = self._seg.body("rsm_pool *")
         self._n = header.params[0]
-        if self._ptr.max_workers != self._n:
-            self._seg.close()
+        claimed = self._ptr.max_workers
+        if claimed != self._n:
+            self._seg.close()  # unmaps: read nothing through _ptr from here on
             raise SegmentError(f"segment {self.name!r} is corrupt: its table claims "
-                               f"{self._ptr.max_workers} workers, the header {self._n}")
+                               f"{claimed} workers, the header {self._n}")
         self._tmp = ffi.new("rsm_pool_worker *")
 
     @property

@@ -186,12 +186,15 @@ class SharedObject:
 
     def describe(self) -> dict:
         """A JSON-ready snapshot of the shared state, as ``rsm-shm inspect`` shows it:
-        ``statistics()`` as plain data plus the occupied slots of the wait queue
-        (``"queue"``).  Fields may disagree slightly while other processes use the object.
-        Raises SegmentError if the shared memory is corrupt."""
+        ``statistics()`` as plain data plus, for a kind with a wait queue, its occupied
+        slots (``"queue"``).  Fields may disagree slightly while other processes use the
+        object.  Raises SegmentError if the shared memory is corrupt."""
         self._check_open()
-        q = ffi.addressof(self._ptr, "wq")  # type: ignore[attr-defined]
-        self._check_queues(q)
+        ptr = getattr(self, "_ptr", None)
+        if ptr is None or not hasattr(ptr, "wq"):
+            return plain(self.statistics())  # type: ignore[attr-defined]
+        q = ffi.addressof(ptr, "wq")
+        self._check_queues(q)  # before statistics(): RWLock's walks the queue
         stats = plain(self.statistics())  # type: ignore[attr-defined]
         return {**stats, "queue": waitq_record(q, self._seg.header.params[0])}
 

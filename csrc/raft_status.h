@@ -73,16 +73,18 @@ typedef struct rsm_raft_status {
     uint64_t snapshots_received;  /* 176 */
     uint64_t proposals;           /* 184 client commands proposed by this peer as leader */
     uint64_t reads;               /* 192 linearizable reads served */
-    uint64_t nmatch;              /* 200 entries used in match_id/match_index */
-    uint64_t match_id[RSM_RAFT_MATCH_MAX];     /* 208 leader only: follower ids ... */
-    uint64_t match_index[RSM_RAFT_MATCH_MAX];  /* 336 ... and their match index */
-} rsm_raft_status;                /* 464 */
+    uint64_t control_seq;         /* 200 the control block version whose links this peer applies */
+    uint64_t nmatch;              /* 208 entries used in match_id/match_index */
+    uint64_t match_id[RSM_RAFT_MATCH_MAX];     /* 216 leader only: follower ids ... */
+    uint64_t match_index[RSM_RAFT_MATCH_MAX];  /* 344 ... and their match index */
+} rsm_raft_status;                /* 472 */
 
 RSM_STATIC_ASSERT(offsetof(rsm_raft_status, updated_ns) == 88, "rsm_raft_status.updated_ns");
 RSM_STATIC_ASSERT(offsetof(rsm_raft_status, msgs_in) == 120, "rsm_raft_status.msgs_in");
-RSM_STATIC_ASSERT(offsetof(rsm_raft_status, nmatch) == 200, "rsm_raft_status.nmatch");
-RSM_STATIC_ASSERT(offsetof(rsm_raft_status, match_index) == 336, "rsm_raft_status.match_index");
-RSM_STATIC_ASSERT(sizeof(rsm_raft_status) == 464, "rsm_raft_status size");
+RSM_STATIC_ASSERT(offsetof(rsm_raft_status, control_seq) == 200, "rsm_raft_status.control_seq");
+RSM_STATIC_ASSERT(offsetof(rsm_raft_status, nmatch) == 208, "rsm_raft_status.nmatch");
+RSM_STATIC_ASSERT(offsetof(rsm_raft_status, match_index) == 344, "rsm_raft_status.match_index");
+RSM_STATIC_ASSERT(sizeof(rsm_raft_status) == 472, "rsm_raft_status size");
 
 /* One peer slot of the control block. */
 typedef struct rsm_raft_peer_slot {

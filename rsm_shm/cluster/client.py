@@ -299,8 +299,11 @@ class Client:
             now = time.monotonic()
             if not resend and now - last_check >= _SLICE:
                 last_check = now
-                if not self._looks_leader(target):
-                    self._leader = None
+                best = self._discover_once()
+                if best != target:
+                    # Deposed, dead, or a leader of a later term exists (the target may be
+                    # paused and not know it lost): go to the best one.
+                    self._leader = best
                     resend = True
                 elif now - sent_at >= _RESEND_AFTER:
                     resend = True
@@ -333,11 +336,6 @@ class Client:
             except (FileNotFoundError, ValueError):
                 return None
         return rec.load()
-
-    def _looks_leader(self, peer_id: int) -> bool:
-        raw = self._status_of(peer_id)
-        return (raw is not None and raw.role == ROLE_LEADER
-                and _proc.process_alive(int(raw.pid), int(raw.start_time)))
 
     def _discover_once(self) -> Optional[int]:
         try:

@@ -185,6 +185,7 @@ class LinkView:
         self._ctl = ctl
         self._me = me
         self._seq = -1
+        self.seq = 0  # the control version applied
         self.cut_mask = 0
         self.drop_rate = 0.0
         self.stopping = False
@@ -199,7 +200,7 @@ class LinkView:
             rec = self._ctl.load()
         except SegmentError:
             return False
-        self._seq = s
+        self._seq = self.seq = s
         self.cut_mask = int(rec.cut[self._me - 1])
         self.drop_rate = min(int(rec.drop_ppm), PPM) / PPM
         self.stopping = bool(rec.stopping)

@@ -59,6 +59,7 @@ __all__ = ["LocalCluster"]
 
 _STOP_GRACE = 5.0
 _START_TIMEOUT = 60.0
+_LINKS_TIMEOUT = 1.0
 _POLL = 0.005
 
 
@@ -478,18 +479,31 @@ class LocalCluster:
         rest = [p for p in slots if p not in named]
         if rest:
             gl.append(rest)
-        self._ctl.update(lambda rec: set_partition(rec, gl))
+        self._set_links(lambda rec: set_partition(rec, gl))
 
     def heal(self) -> None:
         """Restore every link."""
-        self._check_started().update(lambda rec: set_partition(rec, []))
+        self._set_links(lambda rec: set_partition(rec, []))
 
     def set_drop_rate(self, p: float) -> None:
         """Drop each message between peers with probability ``p`` (0 <= p <= 1)."""
         if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"drop rate must be between 0 and 1, not {p!r}")
         ppm = round(p * PPM)
-        self._check_started().update(lambda rec: setattr(rec, "drop_ppm", ppm))
+        self._set_links(lambda rec: setattr(rec, "drop_ppm", ppm))
+
+    def _set_links(self, change) -> None:
+        """Update the link table; return once every running peer applies it (peers
+        that are paused, dead or starved for longer than a second apply it when they
+        next run)."""
+        ctl = self._check_started()
+        ctl.update(change)
+        seq = ctl.seq()
+        deadline = time.monotonic() + _LINKS_TIMEOUT
+        while time.monotonic() < deadline:
+            if all(s.control_seq >= seq for s in self.status() if s.alive and s.state == "running"):
+                return
+            time.sleep(_POLL)
 
     # ------------------------------------------------------------------ membership
     def _admin(self, op: int, arg: int, timeout: float) -> None:
@@ -516,6 +530,9 @@ class LocalCluster:
             raise RuntimeError(f"cluster {self.name!r}: no peer ids left (at most {MAX_PEER_ID})")
         self._make_peer_segments(new)
         self._spawn(new)
+        # Admit it once it runs: until then the leader would ship the snapshot into its
+        # inbox at every heartbeat.
+        self._await_started([new], deadline)
         self._admin(ev.ADMIN_ADD_LEARNER, new, max(0.0, deadline - time.monotonic()))
         # Caught up: its applied index reached the leader's commit index of now.
         lead = self.wait_leader(max(0.0, deadline - time.monotonic()))
@@ -523,6 +540,8 @@ class LocalCluster:
         self._wait(lambda: any(s.id == new and s.applied >= target for s in self.status()), deadline,
                    f"peer {new} to catch up to index {target}")
         self._admin(ev.ADMIN_PROMOTE, new, max(0.0, deadline - time.monotonic()))
+        self._wait(lambda: any(s.is_leader and new in s.voters for s in self.status()), deadline,
+                   f"peer {new} to be a voter")
         self.peers += 1
         return new
 
@@ -532,6 +551,8 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         state, ospid, start = self._peer_slot(peer)
         self._admin(ev.ADMIN_REMOVE, peer, max(0.0, deadline - time.monotonic()))
+        self._wait(lambda: any(s.is_leader and s.id != peer and peer not in s.voters + s.learners
+                               for s in self.status()), deadline, f"peer {peer} to leave the configuration")
         if ospid and _proc.process_alive(ospid, start):
             os.kill(ospid, signal.SIGCONT)
             os.kill(ospid, signal.SIGTERM)

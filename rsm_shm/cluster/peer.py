@@ -129,6 +129,7 @@ class Peer:
         self._last_contact_ns = 0
         self._status = self.status_rec.new_record()
         self._published = None
+        self._publish_ns = int(self.timing.tick * 1e9)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -148,6 +149,9 @@ class Peer:
                 break
             if batch:
                 self.dispatch(batch)
+            # Fault injection takes effect within a turn (one C call when nothing changed).
+            if self.links.refresh() and self.links.stopping:
+                break
             now = time.monotonic()
             if now >= next_tick:
                 node.tick()
@@ -155,9 +159,6 @@ class Peer:
                 next_tick += tick
                 if next_tick <= now:  # late (paused, starved): resume, never catch up
                     next_tick = now + tick
-                self.links.refresh()
-                if self.links.stopping:
-                    break
                 if ticks % _OWNER_CHECK_TICKS == 0 and self._orphaned():
                     break
             if self._proposals:
@@ -494,8 +495,9 @@ class Peer:
         r = self.node.raft
         log = r.raft_log
         now = time.monotonic_ns()
-        key = (r.role, r.term, r.lead, log.committed, self.applied, self.c["msgs_in"])
-        if not force and key == self._published and now - self._status.updated_ns < 50_000_000:
+        # Clients act on role, term and leader at once; the rest may lag up to a tick.
+        key = (r.role, r.term, r.lead, self.links.seq)
+        if not force and key == self._published and now - self._status.updated_ns < self._publish_ns:
             return
         self._published = key
         s = self._status
@@ -527,6 +529,7 @@ class Peer:
                     s.match_index[n] = pr.match
                     n += 1
         s.nmatch = n
+        s.control_seq = self.links.seq
         self.status_rec.publish(s)
 
 

@@ -90,6 +90,7 @@ class PeerStatus:
     snapshots_received: int = 0
     proposals: int = 0
     reads: int = 0
+    control_seq: int = 0  # the control block version (links, drop rate) the peer applies
     state: str = ""  # what the cluster's manager last did to it: running, killed, paused...
 
     @property
@@ -121,7 +122,7 @@ def decode_status(raw, *, now_ns: Optional[int] = None, state: str = "", check_a
         msgs_in=int(raw.msgs_in), msgs_out=int(raw.msgs_out), msgs_dropped=int(raw.msgs_dropped),
         msgs_bad=int(raw.msgs_bad), fsyncs=int(raw.fsyncs), fsync_seconds=int(raw.fsync_ns) / 1e9,
         snapshots_sent=int(raw.snapshots_sent), snapshots_received=int(raw.snapshots_received),
-        proposals=int(raw.proposals), reads=int(raw.reads), state=state,
+        proposals=int(raw.proposals), reads=int(raw.reads), control_seq=int(raw.control_seq), state=state,
     )
 
 

@@ -18,3 +18,15 @@ def test_bench_sync_smoke():
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "rsm Lock" in out.stdout and "recovery" in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_wal_smoke(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_wal.py"), "--entries", "20000", "--seconds", "0.3",
+         "--batches", "1,8", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "reopen a 20,000-entry log" in out.stdout
+    assert os.listdir(tmp_path) == []  # the data directories are removed

@@ -50,6 +50,7 @@ import warnings
 import zlib
 from array import array
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import List, Optional, Sequence, Tuple
 
 from ..raft.codec import decode_conf_state, encode_conf_state
@@ -256,7 +257,7 @@ class DiskStorage:
         if self._wal.truncated is not None:
             t = self._wal.truncated
             log.warning("cut a torn write of %d bytes at the end of %s (offset %d: %s)", t.dropped, t.path, t.offset, t.reason)
-        self.recovery = RecoveryInfo(n, len(self._terms), self._wal.truncated, time.perf_counter() - t0)
+        self._recovery = RecoveryInfo(n, len(self._terms), self._wal.truncated, time.perf_counter() - t0)
 
     def _replay(self, seq: int, off: int, rtype: int, payload: memoryview) -> None:
         if rtype == RecordType.ENTRIES:
@@ -567,30 +568,25 @@ class DiskStorage:
 
     def _index_append(self, ents: List[Entry], payload_pos: int) -> None:
         self._cut_for_append(ents[0].index, payload_pos)
-        terms, poss, sizes = self._terms, self._pos, self._sizes
-        p = payload_pos
         hsize = _ENT.size
-        for e in ents:
-            n = hsize + len(e.data)
-            terms.append(e.term)
-            poss.append(p)
-            sizes.append(n)
-            p += n
+        sizes = [hsize + len(e.data) for e in ents]
+        self._terms.extend([e.term for e in ents])
+        self._pos.extend(accumulate(sizes[:-1], initial=payload_pos))
+        self._sizes.extend(sizes)
         if self._cache_entries == 0 or self._cache_bytes_max == 0:
             self._cache_first = self.last_index() + 1
             return
-        if not self._cache:
-            self._cache_first = ents[0].index
-        self._cache.extend(ents)
-        self._cache_bytes += sum(len(e.data) for e in ents)
-        # trim by an eighth at a time, so the list is not shifted on every append
         c = self._cache
+        if not c:
+            self._cache_first = ents[0].index
+        c.extend(ents)
+        self._cache_bytes += sum(sizes) - hsize * len(sizes)
         if len(c) > self._cache_entries or self._cache_bytes > self._cache_bytes_max:
-            keep_n = self._cache_entries * 7 // 8
+            # trim to 7/8 of the bounds, so the list is not shifted on every append
+            drop = max(len(c) - self._cache_entries * 7 // 8, 0)
+            b = self._cache_bytes - sum(len(e.data) for e in c[:drop])
             keep_b = self._cache_bytes_max * 7 // 8
-            b = self._cache_bytes
-            drop = 0
-            while drop < len(c) and (len(c) - drop > keep_n or b > keep_b):
+            while drop < len(c) and b > keep_b:
                 b -= len(c[drop].data)
                 drop += 1
             del c[:drop]
@@ -664,7 +660,14 @@ class DiskStorage:
 
     # ------------------------------------------------------ lifecycle
     @property
+    def recovery(self) -> RecoveryInfo:
+        """What opening the directory found (segments, entries, a torn tail cut off)."""
+        return self._recovery
+
+    @property
     def stats(self) -> StorageStats:
+        """Counters since open: fsyncs and their total time, bytes written, segments,
+        cached entries, disk reads (for a peer's status)."""
         w = self._wal
         return StorageStats(w.fsyncs, w.fsync_seconds, w.bytes_written, len(w.segments), len(self._cache), self._disk_reads)
 

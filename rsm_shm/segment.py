@@ -108,7 +108,7 @@ KIND_CLASSES: dict[Kind, str] = {
     Kind.BARRIER: "rsm_shm.sync:Barrier", Kind.RWLOCK: "rsm_shm.sync:RWLock", Kind.GATE: "rsm_shm.sync:Gate",
     Kind.ONCE: "rsm_shm.sync:Once", Kind.COUNTDOWN: "rsm_shm.sync:Countdown",
     Kind.RING: "rsm_shm.ring:Ring", Kind.QUEUE: "rsm_shm.ring:Queue", Kind.AUTOMATON: "rsm_shm.fsm:Automaton",
-    Kind.POOL: "rsm_shm.pool:PoolTable",
+    Kind.POOL: "rsm_shm.pool:PoolTable", Kind.RAFT_STATUS: "rsm_shm.cluster.records:ClusterRecord",
 }
 
 

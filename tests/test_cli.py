@@ -514,15 +514,32 @@ def test_watch_clears_the_screen_only_on_a_terminal(shm_name):
     assert ev.name.encode() in out
 
 
-def test_kind_without_decoder_is_listed_with_its_header(shm_name):
+def test_a_body_its_class_refuses_is_listed_with_its_header(shm_name):
     from rsm_shm.segment import Kind, Segment
     seg = Segment(shm_name("raft"), Kind.RAFT_STATUS, 64, create=True, params=(7,))
     try:
         s = run_json("inspect", seg.name)["segment"]
-        assert s["status"] == "ok" and s["kind"] == "raft_status" and s["detail"] is None
-        assert s["header"]["params"] == [7] and "no decoder" in s["state"]
+        assert s["status"] == "undecodable" and s["kind"] == "raft_status" and s["detail"] is None
+        assert s["header"]["params"] == [7] and "no known record type" in s["problem"]
     finally:
         seg.close()
+
+
+def test_cluster_records_are_decoded(shm_name):
+    import warnings
+    from rsm_shm.cluster import LocalCluster
+    name = shm_name("cl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fsync=False says it is not durable
+        c = LocalCluster(name, "rsm_shm.cluster:KVStore", peers=1, fsync=False).start()
+    with c:
+        c.wait_leader(10)
+        s = run_json("inspect", name + ".s1")["segment"]
+        assert s["status"] == "ok", s
+        assert s["detail"]["record"] == "peer" and s["detail"]["role"] == "leader"
+        assert s["state"].startswith("peer 1 leader, term ")
+        s = run_json("inspect", name + ".ctl")["segment"]
+        assert s["detail"]["record"] == "control" and s["detail"]["peers"]["1"]["state"] == "running"
 
 
 @pytest.mark.parametrize("args", [

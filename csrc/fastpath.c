@@ -43,7 +43,8 @@ static inline int release_fast(FastLock *self)
     return self->recursive ? rsm_rlock_release_fast(l, rsm_gettid()) : rsm_lock_release_fast(l, rsm_gettid());
 }
 
-static PyObject *str_fail, *str_pins, *str_maybe_unmap, *str_owner_is_dead, *str_tell_owner_died;
+static PyObject *str_fail, *str_pins, *str_maybe_unmap, *str_owner_is_dead, *str_tell_owner_died,
+    *str_reclaim_dead_holders;
 
 #define REAP_EVERY_SLICES 20
 
@@ -435,14 +436,44 @@ static PyObject *sem_result(FastObj *self, int r)
     return fail((PyObject *)self, r);
 }
 
+/* Robust semaphores, between slices: give back the permits of dead holders (Python
+ * judges liveness, rsm_shm/sync/semaphore.py; C reclaims each slot in one CAS).
+ * Returns how many permits came back, or -1 with an exception set. */
+static long reclaim_dead_holders(FastObj *self)
+{
+    PyObject *n = PyObject_CallMethodNoArgs((PyObject *)self, str_reclaim_dead_holders);
+    if (!n)
+        return -1;
+    long got = PyLong_AsLong(n);
+    Py_DECREF(n);
+    return got;
+}
+
+static int sem_policy(FastObj *self, void *obj, rsm_waiter *w)
+{
+    (void)obj;
+    (void)w;
+    return reclaim_dead_holders(self) < 0 ? -1 : 0;
+}
+
 static PyObject *sem_acquire_deadline(FastObj *self, int64_t deadline)
 {
     static const rsm_waiter try_waiter = {.slot = RSM_WAITER_NONE};
     rsm_waiter w = try_waiter; /* with deadline 0 the C code never enqueues */
-    int r = rsm_sem_acquire((rsm_sem *)self->obj, &w, 0);
+    rsm_sem *s = (rsm_sem *)self->obj;
+    int robust = (s->flags & RSM_SEM_ROBUST) != 0;
+    int r = rsm_sem_acquire(s, &w, 0);
+    if (r == RSM_TIMEOUT && deadline == 0 && robust) {
+        /* A try that fails looks for dead holders once: nobody else may be waiting to. */
+        long got = reclaim_dead_holders(self);
+        if (got < 0)
+            return NULL;
+        if (got > 0)
+            r = rsm_sem_acquire(s, &w, 0);
+    }
     if (r != RSM_TIMEOUT || deadline == 0)
         return sem_result(self, r);
-    r = blocking_loop(self, sem_step, sem_abandon, NULL, &((rsm_sem *)self->obj)->wq, deadline);
+    r = blocking_loop(self, sem_step, sem_abandon, robust ? sem_policy : NULL, &s->wq, deadline);
     return r < 0 ? NULL : sem_result(self, r);
 }
 
@@ -656,7 +687,9 @@ PyMODINIT_FUNC PyInit__fast(void)
     str_maybe_unmap = PyUnicode_InternFromString("_maybe_unmap");
     str_owner_is_dead = PyUnicode_InternFromString("_owner_is_dead");
     str_tell_owner_died = PyUnicode_InternFromString("_tell_owner_died");
-    if (!str_fail || !str_pins || !str_maybe_unmap || !str_owner_is_dead || !str_tell_owner_died)
+    str_reclaim_dead_holders = PyUnicode_InternFromString("_reclaim_dead_holders");
+    if (!str_fail || !str_pins || !str_maybe_unmap || !str_owner_is_dead || !str_tell_owner_died ||
+        !str_reclaim_dead_holders)
         return NULL;
     if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
         return NULL;

@@ -4,6 +4,7 @@
 #include "rsm_common.h"
 #include "segment.h"
 #include "waitq.h"
+#include "share.h"
 #include "lock.h"
 #include "sem.h"
 #include "event.h"

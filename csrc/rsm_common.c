@@ -5,6 +5,8 @@
 #include "rsm_common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -33,10 +35,13 @@ static _Thread_local uint32_t cached_tid;
 static _Atomic int32_t cached_pid; /* shared by the threads of a process: atomic, relaxed */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+static _Atomic uint64_t cached_start;
+
 static void reset_after_fork(void)
 {
     cached_tid = 0;
     atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
+    atomic_store_explicit(&cached_start, 0, memory_order_relaxed);
 }
 
 static void install_atfork(void)
@@ -62,6 +67,35 @@ int32_t rsm_getpid(void)
         atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
     }
     return pid;
+}
+
+uint64_t rsm_self_start(void)
+{
+    uint64_t start = atomic_load_explicit(&cached_start, memory_order_relaxed);
+    if (__builtin_expect(start != 0, 1))
+        return start;
+    pthread_once(&atfork_once, install_atfork);
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    /* The command name (field 2) may hold spaces and ')': count fields after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    int field = 2;
+    for (p++; *p && field < 22; p++)
+        if (*p == ' ')
+            field++;
+    while (*p >= '0' && *p <= '9')
+        start = start * 10 + (uint64_t)(*p++ - '0');
+    atomic_store_explicit(&cached_start, start, memory_order_relaxed);
+    return start;
 }
 
 int rsm_pid_alive(int32_t pid)

@@ -39,6 +39,9 @@ int64_t rsm_now_ns(void);              /* CLOCK_MONOTONIC, the same clock as tim
 uint32_t rsm_gettid(void);             /* cached per thread, reset in fork children */
 int32_t rsm_getpid(void);              /* cached per process, reset in fork children */
 int rsm_pid_alive(int32_t pid);        /* 0 only when kill(pid, 0) says ESRCH */
+/* This process's start time in clock ticks after boot (/proc/self/stat field 22), read once
+ * and cached; with the pid it names a process for good (pids are reused, this pair is not). */
+uint64_t rsm_self_start(void);
 
 /* futex(FUTEX_WAIT_BITSET) with an absolute CLOCK_MONOTONIC deadline (< 0: none).
  * Returns 0 (woken or value differed), ETIMEDOUT or EINTR. */

@@ -13,7 +13,7 @@
 #include "rsm_common.h"
 
 #define RSM_SEGMENT_MAGIC 0x314D5352u  /* "RSM1" little-endian */
-#define RSM_LAYOUT_VERSION 1
+#define RSM_LAYOUT_VERSION 2  /* 2: reader slots in RWLock, seats in Barrier, holder slots in robust semaphores */
 #define RSM_HEADER_SIZE 256
 #define RSM_REF_NAME_MAX 128
 #define RSM_NPARAMS 8

@@ -1,9 +1,25 @@
 /* sem.c -- counting semaphores over the wait queue; see sem.h. */
 #include "sem.h"
 
-size_t rsm_sem_size(uint32_t nslots)
+#include <string.h>
+
+size_t rsm_sem_size(uint32_t nslots, uint32_t flags)
 {
-    return offsetof(rsm_sem, wq) + rsm_wq_size(nslots);
+    size_t holders = (flags & RSM_SEM_ROBUST) ? (size_t)nslots * sizeof(rsm_share) : 0;
+    return offsetof(rsm_sem, wq) + rsm_wq_size(nslots) + holders;
+}
+
+rsm_share *rsm_sem_holders(rsm_sem *s)
+{
+    return (rsm_share *)((char *)&s->wq + rsm_wq_size(rsm_wq_nslots(&s->wq)));
+}
+
+uint32_t rsm_sem_nholders(const rsm_sem *s)
+{
+    /* Python checks nholders against the (CRC-checked) header; walks stay bounded anyway. */
+    if (!(s->flags & RSM_SEM_ROBUST))
+        return 0;
+    return s->nholders > RSM_WQ_MAX_SLOTS ? RSM_WQ_MAX_SLOTS : s->nholders;
 }
 
 void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uint32_t flags, uint32_t nslots)
@@ -13,6 +29,44 @@ void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uin
     s->max = max;
     s->policy = policy;
     s->flags = flags;
+    s->nholders = (flags & RSM_SEM_ROBUST) ? nslots : 0;
+    s->untracked = 0;
+    if (flags & RSM_SEM_ROBUST)
+        memset(rsm_sem_holders(s), 0, (size_t)nslots * sizeof(rsm_share));
+}
+
+static int release_raw(rsm_sem *s, uint32_t n, int saturate);
+
+/* Robust: count a permit this process just took. */
+static void record(rsm_sem *s, uint32_t n)
+{
+    if (!rsm_share_add(rsm_sem_holders(s), rsm_sem_nholders(s), n))
+        atomic_fetch_add(&s->untracked, n);
+}
+
+/* Robust: charge a release of n permits to holdings (see sem.h); returns how many were. */
+static uint32_t charge(rsm_sem *s, uint32_t n)
+{
+    rsm_share *h = rsm_sem_holders(s);
+    uint32_t nh = rsm_sem_nholders(s);
+    uint32_t got = rsm_share_sub_own(h, nh, n);
+    uint32_t u = atomic_load(&s->untracked);
+    while (got < n && u != 0) {
+        uint32_t t = u < n - got ? u : n - got;
+        if (atomic_compare_exchange_weak(&s->untracked, &u, u - t))
+            got += t;
+    }
+    if (got < n)
+        got += rsm_share_sub_any(h, nh, n - got);
+    return got;
+}
+
+uint32_t rsm_sem_reclaim_holder(rsm_sem *s, uint32_t i, uint64_t seen)
+{
+    uint32_t n = rsm_share_reclaim(rsm_sem_holders(s), rsm_sem_nholders(s), i, seen);
+    if (n != 0)
+        release_raw(s, n, 1); /* saturating: a bound is never an error for a reclaim */
+    return n;
 }
 
 uint32_t rsm_sem_value(rsm_sem *s)
@@ -40,10 +94,20 @@ static int leave(rsm_sem *s, rsm_waiter *w)
 void rsm_sem_abandon(rsm_sem *s, rsm_waiter *w)
 {
     if (leave(s, w))
-        rsm_sem_release(s, 1); /* give back a permit handed to us while Python was raising */
+        release_raw(s, 1, 0); /* give back a permit handed to us while Python was raising */
 }
 
+static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns);
+
 int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
+{
+    int r = acquire_raw(s, w, deadline_ns);
+    if (r == RSM_OK && (s->flags & RSM_SEM_ROBUST))
+        record(s, 1);
+    return r;
+}
+
+static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
 {
     for (;;) {
         uint32_t c = atomic_load(&s->count);
@@ -58,7 +122,7 @@ int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
             if (!atomic_compare_exchange_strong(&s->count, &c, c - 1))
                 continue;
             if (w->slot != RSM_WAITER_NONE && leave(s, w))
-                rsm_sem_release(s, 1); /* got two: return the handed one */
+                release_raw(s, 1, 0); /* got two: return the handed one */
             return RSM_OK;
         }
         if (deadline_ns >= 0 && (deadline_ns == 0 || rsm_now_ns() >= deadline_ns)) {
@@ -89,6 +153,17 @@ int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
 
 int rsm_sem_release(rsm_sem *s, uint32_t n)
 {
+    if (!(s->flags & RSM_SEM_ROBUST))
+        return release_raw(s, n, 0);
+    uint32_t charged = charge(s, n);
+    int r = release_raw(s, n, 0);
+    if (r != RSM_OK && charged)
+        record(s, charged); /* nothing was released: the charge goes back (to the releaser) */
+    return r;
+}
+
+static int release_raw(rsm_sem *s, uint32_t n, int saturate)
+{
     while (n > 0 && s->policy == RSM_LOCK_FIFO && atomic_load(&s->wq.nwaiters) > 0) {
         if (atomic_load(&s->count) & RSM_SEM_DISABLED)
             return RSM_DISABLED;
@@ -105,7 +180,7 @@ int rsm_sem_release(rsm_sem *s, uint32_t n)
         uint64_t v = (uint64_t)(c & RSM_SEM_VALUE_MAX) + n;
         uint64_t limit = s->max ? s->max : RSM_SEM_VALUE_MAX;
         if (v > limit) {
-            if (!(s->flags & RSM_SEM_SATURATE))
+            if (!saturate && !(s->flags & RSM_SEM_SATURATE))
                 return RSM_OVERFLOW;
             v = limit;
         }

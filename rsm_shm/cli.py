@@ -104,13 +104,15 @@ HEADER::
                    "waiters", "tag", "policy", "owner_died", "recovered" ({"pid","tid"}|null),
                    "queue": QUEUE}
     semaphore, bounded_semaphore, auto_reset_event:
-                  {"value", "max_value" (int|null), "waiters", "disabled", "policy", "queue"}
+                  {"value", "max_value" (int|null), "waiters", "disabled", "policy", "robust",
+                   "holders" ([[pid, permits], ...], robust only), "untracked", "queue"}
     event, gate, countdown:
                   {"kind", "is_set", "count", "waiters", "generation", "queue"}
     once:         {"done", "running", "runner_tid", "runner_pid", "runner_alive",
                    "waiters", "taken_over_from", "queue"}
     rwlock:       {"readers", "writer_tid", "writer_pid", "writer_alive", "waiting_readers",
-                   "waiting_writers", "prefer", "owner_died", "queue"}
+                   "waiting_writers", "prefer", "owner_died", "reader_pids", "untracked_readers",
+                   "queue"}
     condition:    {"waiters", "queue", "lock": {"embedded", "name", "type", <lock fields>}}
     barrier:      {"state": "filling"|"draining"|"resetting"|"broken", "waiting", "parties",
                    "generation", "queue", "lock": {<lock fields>}}

@@ -93,9 +93,13 @@ def barrier_cycles(barrier_name: str, cycles: int) -> list[int]:
 
 def hold_forever(kind: str, name: str, ready_name: str) -> None:
     """Acquire, announce, then sleep until killed."""
-    obj = {"lock": rsm_shm.Lock, "rlock": rsm_shm.RLock, "rwlock": rsm_shm.RWLock}[kind](name, create=False)
+    cls = {"lock": rsm_shm.Lock, "rlock": rsm_shm.RLock, "rwlock": rsm_shm.RWLock, "rwlock_read": rsm_shm.RWLock}
+    obj = cls[kind](name, create=False)
     if kind == "rwlock":
         obj.acquire_write()
+    elif kind == "rwlock_read":
+        obj.acquire_read()
+        obj.acquire_read()  # two read locks: the whole share must come back
     else:
         obj.acquire()
     rsm_shm.Event(ready_name, create=False).set()
@@ -144,3 +148,29 @@ def event_pingpong_b(e1_name: str, e2_name: str, seq_name: str, rounds: int) -> 
         last = seq.tag
         e2.set()
     return spurious
+
+
+def barrier_party(barrier_name: str) -> None:
+    """One party: wait at the barrier (the test kills it while it waits)."""
+    rsm_shm.Barrier(barrier_name, create=False).wait()
+
+
+def barrier_die_holding_lock(barrier_name: str, ready_name: str) -> None:
+    """Take the barrier's own lock and half-enter (count raised, no seat), as a party
+    killed in the middle of wait()'s critical section would leave it."""
+    b = rsm_shm.Barrier(barrier_name, create=False)
+    b._lock.acquire()
+    b._b.count += 1
+    rsm_shm.Event(ready_name, create=False).set()
+    while True:
+        time.sleep(1)
+
+
+def semaphore_hold(kind: str, name: str, n: int, ready_name: str) -> None:
+    """Take n permits, announce, then sleep until killed."""
+    sem = {"semaphore": rsm_shm.Semaphore, "bounded": rsm_shm.BoundedSemaphore}[kind](name, create=False)
+    for _ in range(n):
+        assert sem.acquire(timeout=60)
+    rsm_shm.Event(ready_name, create=False).set()
+    while True:
+        time.sleep(1)

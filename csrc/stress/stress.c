@@ -4,14 +4,19 @@
  *   gcc -std=c11 -O1 -g -fsanitize=thread -D_GNU_SOURCE -I.. stress.c SOURCES -lpthread
  * where SOURCES is every C file of csrc/ except fastpath.c (the CPython module).
  *
- * Threads hammer a Lock (barging and FIFO), an RLock, a Semaphore, an RWLock and an Event
- * through the same entry points Python uses (including timeouts and slices), and check
- * exact invariants.  Exit status 0 = all invariants held.  (Run by tests/test_c_stress.py.)
+ * Threads hammer a Lock (barging and FIFO), an RLock, a robust Semaphore, an RWLock and an
+ * Event through the same entry points Python uses (including timeouts and slices), and
+ * check exact invariants.  Then forked children die holding read locks and permits, and
+ * the reclaim transitions (share.h) are checked on shared mappings.  Exit status 0 = all
+ * invariants held.  (Run by tests/test_c_stress.py.)
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "rsm.h"
 
@@ -103,17 +108,130 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* ---- death while holding a share (share.h), with real processes --------------------- */
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            printf("robust check failed at line %d: %s\n", __LINE__, #cond);             \
+            return 0;                                                                    \
+        }                                                                                \
+    } while (0)
+
+static void *shared_alloc(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        abort();
+    return p;
+}
+
+static void read_twice(void *obj)
+{
+    rsm_waiter w = {.slot = RSM_WAITER_NONE};
+    if (rsm_rwlock_read_acquire(obj, &w, 0) != RSM_OK || rsm_rwlock_read_acquire(obj, &w, 0) != RSM_OK)
+        _exit(3);
+}
+
+static void take_two_permits(void *obj)
+{
+    rsm_waiter w = {.slot = RSM_WAITER_NONE};
+    if (rsm_sem_acquire(obj, &w, 0) != RSM_OK || rsm_sem_acquire(obj, &w, 0) != RSM_OK)
+        _exit(3);
+}
+
+/* A child takes its share and exits without giving it back (what a SIGKILL leaves);
+ * returns its pid once it is reaped, so it is certainly dead. */
+static pid_t die_holding(void (*take)(void *), void *obj)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        take(obj);
+        _exit(0);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    return pid;
+}
+
+/* What Python's policy does (rsm_shm/sync/_shares.py), with "dead" = that pid. */
+static uint32_t reclaim_pid(rsm_share *slots, uint32_t n, pid_t dead, uint32_t (*reclaim)(void *, uint32_t, uint64_t),
+                            void *obj)
+{
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t word = atomic_load(&slots[i].word);
+        if (word != 0 && rsm_share_pid(word) == (uint32_t)dead) {
+            got += reclaim(obj, i, word);
+            if (reclaim(obj, i, word) != 0) /* a stale second reclaim must do nothing */
+                return UINT32_MAX;
+        }
+    }
+    return got;
+}
+
+static uint32_t rw_reclaim(void *obj, uint32_t i, uint64_t word) { return rsm_rwlock_reclaim_reader(obj, i, word); }
+static uint32_t sem_reclaim(void *obj, uint32_t i, uint64_t word) { return rsm_sem_reclaim_holder(obj, i, word); }
+
+static int write_lock(rsm_rwlock *r)
+{
+    rsm_waiter w = {.slot = RSM_WAITER_NONE};
+    int res;
+    while ((res = rsm_rwlock_write_acquire(r, &w, rsm_now_ns() + 1000000000LL)) == RSM_SLICE)
+        ;
+    return res;
+}
+
+static int robust_phase(void)
+{
+    /* RWLock: a dead reader's two read locks come back; a live reader's stay. */
+    rsm_rwlock *r = shared_alloc(rsm_rwlock_size(NSLOTS));
+    rsm_rwlock_init(r, RSM_RW_WRITER_PREF, NSLOTS);
+    pid_t dead = die_holding(read_twice, r);
+    CHECK(dead > 0 && rsm_rwlock_reader_count(r) == 2);
+    rsm_waiter w = {.slot = RSM_WAITER_NONE};
+    CHECK(rsm_rwlock_read_acquire(r, &w, 0) == RSM_OK && rsm_rwlock_reader_count(r) == 3);
+    rsm_waiter ww = {.slot = RSM_WAITER_NONE};
+    CHECK(rsm_rwlock_write_acquire(r, &ww, 0) == RSM_TIMEOUT);
+    CHECK(reclaim_pid(rsm_rwlock_readers(r), rsm_rwlock_nreaders(r), dead, rw_reclaim, r) == 2);
+    CHECK(rsm_rwlock_reader_count(r) == 1 && r->reader_died == dead);
+    CHECK(rsm_rwlock_read_release(r) == RSM_OK && rsm_rwlock_read_release(r) == RSM_NOT_OWNER);
+    CHECK(write_lock(r) == RSM_OWNER_DEAD && r->dead_pid == dead && r->dead_tid == 0);
+    CHECK(rsm_rwlock_write_release(r, 0) == RSM_OK); /* untold: the mark stays */
+    CHECK(write_lock(r) == RSM_OWNER_DEAD && r->dead_pid == dead);
+    CHECK(rsm_rwlock_write_release(r, 1) == RSM_OK); /* told: cleared */
+    CHECK(write_lock(r) == RSM_OK && rsm_rwlock_write_release(r, 1) == RSM_OK);
+    munmap(r, rsm_rwlock_size(NSLOTS));
+
+    /* Robust bounded semaphore: a release on the dead holder's behalf is charged to it, so
+     * only the permit it still holds comes back, and the bound holds. */
+    rsm_sem *s = shared_alloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+    rsm_sem_init(s, 3, 3, RSM_LOCK_BARGING, RSM_SEM_ROBUST, NSLOTS);
+    dead = die_holding(take_two_permits, s);
+    CHECK(dead > 0 && rsm_sem_value(s) == 1);
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 2);
+    CHECK(rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 1);
+    CHECK(reclaim_pid(rsm_sem_holders(s), rsm_sem_nholders(s), dead, sem_reclaim, s) == 1);
+    CHECK(rsm_sem_value(s) == 3 && rsm_sem_release(s, 1) == RSM_OVERFLOW);
+    rsm_waiter sw = {.slot = RSM_WAITER_NONE};
+    CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 1);
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 0);
+    munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+    return 1;
+}
+
 int main(void)
 {
     lock_barging = xalloc(rsm_lock_size(NSLOTS));
     lock_fifo = xalloc(rsm_lock_size(NSLOTS));
     rlock = xalloc(rsm_lock_size(NSLOTS));
-    sem = xalloc(rsm_sem_size(NSLOTS));
+    sem = xalloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
     rw = xalloc(rsm_rwlock_size(NSLOTS));
     rsm_lock_init(lock_barging, RSM_LOCK_BARGING, NSLOTS);
     rsm_lock_init(lock_fifo, RSM_LOCK_FIFO, NSLOTS);
     rsm_lock_init(rlock, RSM_LOCK_LIFO, NSLOTS);
-    rsm_sem_init(sem, 2, 0, RSM_LOCK_FIFO, 0, NSLOTS);
+    rsm_sem_init(sem, 2, 0, RSM_LOCK_FIFO, RSM_SEM_ROBUST, NSLOTS);
     rsm_rwlock_init(rw, RSM_RW_WRITER_PREF, NSLOTS);
 
     pthread_t t[THREADS];
@@ -130,7 +248,8 @@ int main(void)
              counter_fifo == (long)THREADS * (ITERS / 8) && counter_rlock == (long)THREADS * ITERS &&
              counter_rw == want_rw && atomic_load(&peak_sem) <= 2 && rsm_sem_value(sem) == 2 &&
              lock_barging->word == 0 && lock_fifo->word == 0 && rlock->word == 0 &&
-             lock_barging->wq.nwaiters == 0 && rw->readers == 0 && rw->writer == 0;
+             lock_barging->wq.nwaiters == 0 && rsm_rwlock_reader_count(rw) == 0 && rw->writer == 0 &&
+             rsm_share_total(rsm_sem_holders(sem), rsm_sem_nholders(sem)) == 0 && sem->untracked == 0;
     printf("barging=%ld fifo=%ld rlock=%ld rw=%ld/%ld sem_peak=%d sem=%u failures=%d -> %s\n", counter_barging,
            counter_fifo, counter_rlock, counter_rw, want_rw, atomic_load(&peak_sem), rsm_sem_value(sem), failures,
            ok ? "OK" : "FAIL");
@@ -139,5 +258,8 @@ int main(void)
     free(rlock);
     free(sem);
     free(rw);
-    return ok ? 0 : 1;
+    fflush(stdout); /* before fork: a child must not inherit (and repeat) buffered output */
+    int robust_ok = robust_phase();
+    printf("robust: %s\n", robust_ok ? "OK" : "FAIL");
+    return ok && robust_ok ? 0 : 1;
 }

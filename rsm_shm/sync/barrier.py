@@ -4,13 +4,21 @@ As multiprocessing.synchronize.Barrier does, we reuse threading's proven state m
 (filling -> draining -> filling, with resetting and broken) and only move its fields into
 the segment (csrc/barrier.h); it runs under the barrier's own robust lock, waiting on a
 condition queue with exact, FIFO wake-ups.
+
+Process death: each party inside ``wait()`` holds a seat naming its process.  Waiters
+wake every ``LIVENESS_CHECK_S``; one of them per interval looks at the seats, and a dead
+party's seat is freed and the barrier broken, so the others raise BrokenBarrierError
+instead of waiting forever.  A party killed while holding the barrier's lock is found
+when the lock is taken over: the count is rebuilt from the seats and the barrier broken.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .. import _proc
 from .._describe import plain, waitq_record
 from .._errors import BrokenBarrierError
 from .._native import ffi, lib
@@ -27,12 +35,27 @@ DRAINING = lib.RSM_BARRIER_DRAINING
 RESETTING = lib.RSM_BARRIER_RESETTING
 BROKEN = lib.RSM_BARRIER_BROKEN
 _BARRIER_FIELDS = 64
+#: How often (seconds) waiting parties look for a party that died inside wait().
+LIVENESS_CHECK_S = 0.05
+_CHECK_NS = int(LIVENESS_CHECK_S * 1e9)
 
 
-def _layout(nslots: int) -> tuple[int, int, int]:
+def _layout(nslots: int, parties: int) -> tuple[int, int, int, int]:
+    """Offsets of the lock, the condition queue and the seats, and the body size."""
     lock_off = _BARRIER_FIELDS
     q_off = _align64(lock_off + lib.rsm_lock_size(nslots))
-    return lock_off, q_off, q_off + lib.rsm_wq_size(nslots)
+    seats_off = _align64(q_off + lib.rsm_wq_size(nslots))
+    return lock_off, q_off, seats_off, seats_off + parties * ffi.sizeof("rsm_barrier_seat")
+
+
+class _BarrierLock(Lock):
+    """The barrier's own lock: a dead holder is not reported to the user as a warning
+    but repaired by the barrier (it breaks), which is what threading users expect."""
+
+    holder_died = False
+
+    def _tell_owner_died(self) -> None:
+        self.holder_died = True
 
 
 class Barrier(SharedObject):
@@ -44,8 +67,11 @@ class Barrier(SharedObject):
     constructor) before anyone is released.  A timeout, an exception in the action,
     ``abort()`` or ``reset()`` while threads wait break the barrier: waiters raise
     ``threading.BrokenBarrierError``.  ``parties`` must not exceed ``max_waiters``.
-    Limit: a party killed while inside ``wait()`` leaves its seat taken; the others then
-    wait until their timeout breaks the barrier (give ``timeout`` when parties may die).
+
+    A party whose process is killed inside ``wait()`` breaks the barrier: the parties
+    waiting get BrokenBarrierError within about ``2 * LIVENESS_CHECK_S`` (0.1 s), and its
+    place is freed so ``reset()`` makes the barrier usable again.  (Death is judged per
+    process: a thread of a live process cannot die inside ``wait()``.)
     """
 
     _kind = Kind.BARRIER
@@ -56,7 +82,7 @@ class Barrier(SharedObject):
         if not isinstance(parties, int) or parties < 1:
             raise ValueError("parties must be >= 1")
         nslots = _base.validate_max_waiters(max(max_waiters, parties))
-        lock_off, q_off, size = _layout(nslots)
+        lock_off, q_off, seats_off, size = _layout(nslots, parties)
 
         def init(seg):
             b = seg.body("rsm_barrier *")
@@ -65,22 +91,30 @@ class Barrier(SharedObject):
             lib.rsm_wq_init(seg.body("rsm_waitq *", q_off), nslots)
 
         def body_size_of(h: SegmentHeader) -> int:
-            return _layout(_base.check_nslots(h))[2]
+            n = _base.check_nslots(h)
+            if not 1 <= h.params[1] <= n:
+                raise SegmentError(f"segment {h.name!r} has a corrupt barrier ({h.params[1]} parties)")
+            return _layout(n, h.params[1])[3]
 
         hdr = self._open_segment(name, create, mode, size, (nslots, parties), init, body_size_of)
-        lock_off, q_off, _ = _layout(hdr.params[0])
+        lock_off, q_off, seats_off, _ = _layout(hdr.params[0], hdr.params[1])
         self._b = self._seg.body("rsm_barrier *")
         if self._b.parties != hdr.params[1] or not 1 <= self._b.parties <= hdr.params[0]:
             self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt barrier")
-        self._lock = Lock._embedded(self._seg, self._seg.body("rsm_lock *", lock_off))
+        self._lock = _BarrierLock._embedded(self._seg, self._seg.body("rsm_lock *", lock_off))
         self._q = self._seg.body("rsm_waitq *", q_off)
+        self._seats = self._seg.body("rsm_barrier_seat *", seats_off)
         self._check_queues(self._q, ffi.addressof(self._lock._ptr, "wq"))
         self._action = action
         self._timeout = timeout
 
     def _cond_wait(self, timeout: Optional[float]) -> bool:
-        return wait_on(self._q, self._lock, timeout, self._lock._is_owned, self._seg)
+        # Never sleep longer than the liveness interval: a dead party must be noticed.
+        slice_s = LIVENESS_CHECK_S if timeout is None else min(timeout, LIVENESS_CHECK_S)
+        notified = wait_on(self._q, self._lock, slice_s, self._lock._is_owned, self._seg)
+        self._check_parties()
+        return notified
 
     def _notify_all(self) -> None:
         lib.rsm_wq_notify(self._q, 0x7FFFFFFF, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)
@@ -92,8 +126,10 @@ class Barrier(SharedObject):
             timeout = self._timeout
         b = self._b
         with self._lock:
+            self._check_parties()
             self._enter()
             index = b.count
+            seat = self._take_seat()
             b.count += 1
             try:
                 if index + 1 == b.parties:
@@ -103,7 +139,50 @@ class Barrier(SharedObject):
                 return index
             finally:
                 b.count -= 1
+                self._leave_seat(seat)
                 self._exit()
+
+    # -- seats: who is inside wait() ------------------------------------------------------
+
+    def _take_seat(self) -> int:
+        for i in range(self._b.parties):
+            if self._seats[i].pid == 0:
+                seat = self._seats[i]
+                seat.pid, seat.tid, seat.start = os.getpid(), lib.rsm_gettid(), lib.rsm_self_start()
+                return i
+        return -1  # cannot happen while count <= parties; the party just goes untracked
+
+    def _leave_seat(self, i: int) -> None:
+        if i >= 0 and self._seats[i].pid == os.getpid():
+            self._seats[i].pid = 0
+
+    def _check_parties(self) -> None:
+        """Under the lock: after a takeover of the lock, or once per interval, free the
+        seats of dead parties; a death mid-cycle breaks the barrier."""
+        b = self._b
+        repair = self._lock.holder_died
+        now = time.monotonic_ns()
+        if not repair and now - b.checked_ns < _CHECK_NS:
+            return
+        self._lock.holder_died = False
+        b.checked_ns = now
+        me = os.getpid()
+        freed = 0
+        for i in range(b.parties):
+            seat = self._seats[i]
+            if seat.pid and seat.pid != me and not _proc.task_alive(seat.pid, seat.start):
+                seat.pid = 0
+                freed += 1
+        if not (freed or repair):
+            return
+        # The count is the taken seats: rebuilding it also undoes a half-done update by a
+        # party that died holding the lock.
+        b.count = sum(1 for i in range(b.parties) if self._seats[i].pid)
+        if b.state == FILLING:
+            self._break()
+        elif b.count == 0 and b.state in (RESETTING, DRAINING):
+            b.state = FILLING
+            self._notify_all()
 
     def _enter(self) -> None:
         while self._b.state in (RESETTING, DRAINING):
@@ -145,6 +224,7 @@ class Barrier(SharedObject):
         """Return to the empty state; current waiters get BrokenBarrierError."""
         self._check_open()
         with self._lock:
+            self._check_parties()
             if self._b.count > 0:
                 if self._b.state in (FILLING, BROKEN):
                     self._b.state = RESETTING

@@ -1,22 +1,26 @@
 """RWLock: many readers or one writer, writer-preferring by default (csrc/rwlock.c).
 
-The writer side is owned and robust like :class:`Lock`: if a writer is killed, a waiting
-writer takes the lock over (warned with OwnerDiedWarning) or, if only readers wait, the
-readers free it and the next writer is warned.  Read locks are not owned: a reader that
-is killed while holding a read lock leaves the reader count too high (documented limit).
+Both sides are robust.  The writer side is owned like :class:`Lock`: if a writer is
+killed, a waiting writer takes the lock over (warned with OwnerDiedWarning) or, if only
+readers wait, the readers free it and the next writer is warned.  Read locks are counted
+per process in reader slots (process id, start time, count): a writer that waits past a
+slice (~50 ms) reclaims the share of every reader process that died, and the next writer
+to get the lock is warned, naming the dead reader.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
-from ..segment import Kind, SegmentHeader
-from . import _base
+from ..segment import Kind, SegmentError, SegmentHeader
+from . import _base, _shares
 from ._base import SharedObject
+from .lock import OwnerDied
 
 __all__ = ["RWLock", "RWLockStatistics"]
 
@@ -34,6 +38,8 @@ class RWLockStatistics:
     waiting_writers: int
     prefer: str
     owner_died: bool
+    reader_pids: tuple = ()     # processes holding read locks in reader slots (one entry per slot)
+    untracked_readers: int = 0  # read locks held without a slot (every slot was taken): not robust
 
     def __str__(self) -> str:
         if self.writer_tid:
@@ -66,6 +72,15 @@ class RWLock(SharedObject):
     prefer="writer" (default): once a writer waits, new readers wait too, and a releasing
     writer hands over to the next writer, so writers never starve (readers may).
     prefer="reader": writers wait until no reader is active.
+
+    A read lock belongs to the process that took it (any of its threads may release it;
+    another process may not: RuntimeError).  Owner death: a killed writer's lock is taken
+    over as with :class:`Lock`; a killed reader's read locks are reclaimed by a waiting
+    writer within about a slice (~50 ms), and the writer that gets the lock next is told
+    (OwnerDiedWarning, and ``recovered`` names the dead reader with tid 0).  Reader
+    processes are tracked in ``max_waiters`` reader slots; a reader that finds every slot
+    taken by other processes still gets its read lock, but untracked: if it dies holding
+    it, the lock stays read-locked (see ``statistics().untracked_readers``).
     """
 
     _kind = Kind.RWLOCK
@@ -81,11 +96,17 @@ class RWLock(SharedObject):
                            lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots), _body_size)
         self._ptr = self._seg.body("rsm_rwlock *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
+        if self._ptr.nreaders != self._seg.header.params[0]:
+            self._seg.close()
+            raise SegmentError(f"segment {self.name!r} is corrupt: {self._ptr.nreaders} reader slots, "
+                               f"the header says {self._seg.header.params[0]}")
 
     def _run(self, step, deadline: int, as_writer: bool) -> int:
         ptr = self._ptr
 
         def on_slice(w):
+            if as_writer:
+                self._reclaim_dead_readers()
             writer = ptr.writer & lib.RSM_TID_MASK
             if _base.owner_is_dead(writer):
                 r = lib.rsm_rwlock_recover(ptr, writer, 1 if as_writer else 0, w)
@@ -96,6 +117,12 @@ class RWLock(SharedObject):
 
         return _base.run_blocking(step, lambda w: lib.rsm_rwlock_abandon(ptr, w), deadline,
                                   queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
+
+    def _reclaim_dead_readers(self) -> int:
+        """Free the reader slots of dead processes; returns the read locks reclaimed."""
+        ptr = self._ptr
+        return _shares.reclaim_dead(lib.rsm_rwlock_readers(ptr), lib.rsm_rwlock_nreaders(ptr),
+                                    lambda i, word: lib.rsm_rwlock_reclaim_reader(ptr, i, word))
 
     def acquire_read(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._check_open()
@@ -108,7 +135,7 @@ class RWLock(SharedObject):
         self._check_open()
         r = lib.rsm_rwlock_read_release(self._ptr)
         if r != lib.RSM_OK:
-            raise_for(r, self, "release_read")
+            raise_for(r, self, "release_read", f"process {os.getpid()} holds no read lock")
 
     def acquire_write(self, blocking: bool = True, timeout: float = -1) -> bool:
         self._check_open()
@@ -129,10 +156,11 @@ class RWLock(SharedObject):
         if r == lib.RSM_TIMEOUT:
             return False
         if r == lib.RSM_OWNER_DEAD:
+            who = (f"the previous writer (pid {self._ptr.dead_pid}) died holding it" if self._ptr.dead_tid else
+                   f"a reader (pid {self._ptr.dead_pid}) died holding a read lock, which was reclaimed")
             try:
                 warnings.warn(OwnerDiedWarning(
-                    f"RWLock {self.name!r}: the previous writer (pid {self._ptr.dead_pid}) died holding it; "
-                    f"the state it protects may be inconsistent"), stacklevel=3)
+                    f"RWLock {self.name!r}: {who}; the state it protects may be inconsistent"), stacklevel=3)
             except BaseException:
                 if release_untold is not None:
                     release_untold()
@@ -160,16 +188,28 @@ class RWLock(SharedObject):
         finally:
             self.release_write()
 
+    @property
+    def recovered(self) -> Optional[OwnerDied]:
+        """Set while the write lock is held by a thread that was told of a death: a dead
+        writer (its pid and tid) or a dead reader (its pid, tid 0)."""
+        self._check_open()
+        if self._ptr.writer & lib.RSM_LOCK_OWNER_DIED and self._ptr.dead_pid:
+            return OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
+        return None
+
     def statistics(self) -> RWLockStatistics:
         self._check_open()
         p = self._ptr
         tid = p.writer & lib.RSM_TID_MASK
         q = ffi.addressof(p, "wq")
+        readers = _shares.holders(lib.rsm_rwlock_readers(p), lib.rsm_rwlock_nreaders(p))
         return RWLockStatistics(
-            readers=p.readers, writer_tid=tid, writer_pid=p.writer_pid if tid else 0,
+            readers=lib.rsm_rwlock_reader_count(p), writer_tid=tid, writer_pid=p.writer_pid if tid else 0,
             writer_alive=(not _base.owner_is_dead(tid)) if tid else None,
             waiting_readers=lib.rsm_wq_count(q, 1 << lib.RSM_RW_KIND_READER),
             waiting_writers=lib.rsm_wq_count(q, (1 << lib.RSM_RW_KIND_WRITER) | (1 << lib.RSM_RW_KIND_DRAIN)),
             prefer=WRITER_PREFERRING if p.policy == lib.RSM_RW_WRITER_PREF else READER_PREFERRING,
             owner_died=bool(p.writer & lib.RSM_LOCK_OWNER_DIED),
+            reader_pids=tuple(pid for pid, _ in readers),
+            untracked_readers=p.overflow_readers,
         )

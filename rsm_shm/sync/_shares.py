@@ -1,0 +1,40 @@
+"""Per-process shares (csrc/share.h): finding the slots of dead processes.
+
+Mechanism in C, policy here: C keeps a count per process in a slot (pid << 32 | count,
+plus the pid's start time) and frees a slot in one CAS; this module decides which
+processes are dead.  Used by RWLock (read locks) and robust semaphores (permits).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .. import _proc
+
+__all__ = ["reclaim_dead", "holders"]
+
+
+def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
+    """Call ``reclaim(i, word)`` for every slot whose process is dead; returns the sum of
+    what it returned (the units reclaimed)."""
+    me = os.getpid()
+    total = 0
+    for i in range(nslots):
+        word = slots[i].word
+        if word == 0:
+            continue
+        pid, count = word >> 32, word & 0xFFFFFFFF
+        if pid == me:
+            continue
+        # A slot with units is judged by pid *and* start time (a reused pid is not its
+        # process); one still being claimed (count 0) may not have its start time yet,
+        # so it is judged by the pid alone.
+        if not _proc.task_alive(pid, slots[i].start if count else 0):
+            total += reclaim(i, word)
+    return total
+
+
+def holders(slots, nslots: int) -> tuple[tuple[int, int], ...]:
+    """(pid, count) of every slot with units (a process may appear more than once)."""
+    words = [slots[i].word for i in range(nslots)]
+    return tuple((w >> 32, w & 0xFFFFFFFF) for w in words if w & 0xFFFFFFFF)

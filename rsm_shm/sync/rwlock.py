@@ -96,10 +96,10 @@ class RWLock(SharedObject):
                            lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots), _body_size)
         self._ptr = self._seg.body("rsm_rwlock *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
-        if self._ptr.nreaders != self._seg.header.params[0]:
-            self._seg.close()
-            raise SegmentError(f"segment {self.name!r} is corrupt: {self._ptr.nreaders} reader slots, "
-                               f"the header says {self._seg.header.params[0]}")
+        nreaders, want = int(self._ptr.nreaders), self._seg.header.params[0]
+        if nreaders != want:
+            self._seg.close()  # C bounds its walks by nreaders: never trust a disagreeing one
+            raise SegmentError(f"segment {self.name!r} is corrupt: {nreaders} reader slots, the header says {want}")
 
     def _run(self, step, deadline: int, as_writer: bool) -> int:
         ptr = self._ptr

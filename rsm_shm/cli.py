@@ -6,6 +6,10 @@ Commands (also ``python -m rsm_shm``)::
     rsm-shm inspect NAME [--json]
     rsm-shm watch [NAME ...] [--all] [--prefix P] [--interval S] [--count N] [--json]
     rsm-shm gc [--dry-run] [--prefix P] [--corrupt] [--json]
+    rsm-shm cluster start|ls|status|kill|restart|pause|resume|partition|heal|stop ...
+    rsm-shm kv NAME put|get|delete KEY [VALUE]
+
+(``cluster`` and ``kv`` are documented in ``rsm_shm/cluster/cli.py``.)
 
 ``ls`` prints one line per segment: name, kind, size, creator pid and whether it lives,
 the processes mapping it, age and a one-phrase state.  ``--all`` adds foreign files in
@@ -504,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     prefix(p)
     common(p)
     p.set_defaults(func=cmd_gc)
+
+    # `cluster ...` and `kv ...` live with the runtime they drive.
+    from .cluster.cli import add_commands as add_cluster_commands
+
+    add_cluster_commands(sub)
     return parser
 
 

@@ -23,7 +23,7 @@ for any malformed input.
 from __future__ import annotations
 
 import struct
-from typing import List, Tuple
+from typing import Callable, List, Tuple, TypeVar
 
 from .types import (
     ConfChange,
@@ -64,6 +64,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ENT = struct.Struct(">QQB")
 _SNAPHDR = struct.Struct(">QQ")
+_CHANGE = struct.Struct(">BQ")  # a conf change: type, node id
 _U64_MAX = (1 << 64) - 1
 _MSG_TYPES = frozenset(int(t) for t in MessageType)
 _ENTRY_TYPES = frozenset(int(t) for t in EntryType)
@@ -216,19 +217,31 @@ def _as_bytes(b: object) -> bytes:
     raise DecodeError(f"expected bytes, got {type(b).__name__}")
 
 
-def decode_message(b: bytes) -> Message:
-    """Decode bytes made by :func:`encode_message`.  Raises :class:`DecodeError` for any
-    malformed input, never anything else."""
+_T = TypeVar("_T")
+
+
+def _decode(what: str, b: object, read: Callable[[_Reader], _T]) -> _T:
+    """``read`` one value from all of ``b``: the one place the contract of every decode_*
+    function is kept -- malformed input of any kind raises :class:`DecodeError`, never
+    anything else, and trailing bytes are malformed."""
     try:
-        return _decode_message(_as_bytes(b))
+        r = _Reader(_as_bytes(b))
+        value = read(r)
+        r.done()
+        return value
     except DecodeError:
         raise
     except Exception as e:  # defensive: the contract is "DecodeError only"
-        raise DecodeError(f"malformed message: {e!r}") from e
+        raise DecodeError(f"malformed {what}: {e!r}") from e
 
 
-def _decode_message(buf: bytes) -> Message:
-    r = _Reader(buf)
+def decode_message(b: bytes) -> Message:
+    """Decode bytes made by :func:`encode_message`.  Raises :class:`DecodeError` for any
+    malformed input, never anything else."""
+    return _decode("message", b, _read_message)
+
+
+def _read_message(r: _Reader) -> Message:
     (magic, version, mtype, flags, to, frm, term, log_term, index, commit, hint, off, total) = r.unpack(
         _HDR, "message header"
     )
@@ -251,7 +264,6 @@ def _decode_message(buf: bytes) -> Message:
         cs = r.conf_state()
         data = r.bytes_("snapshot data")
         snapshot = Snapshot(SnapshotMeta(sidx, sterm, cs), data)
-    r.done()
     return Message(
         type=MessageType(mtype),
         to=to,
@@ -280,40 +292,37 @@ def encode_conf_change(cc: ConfChange) -> bytes:
     """
     out: List[bytes] = [CC_MAGIC, bytes([FORMAT_VERSION, int(cc.transition)]), _U32.pack(len(cc.changes))]
     for t, node in cc.changes:
-        out.append(struct.pack(">BQ", int(t), _u64("node id", node)))
+        out.append(_CHANGE.pack(int(t), _u64("node id", node)))
     _put_bytes(out, cc.context)
     return b"".join(out)
 
 
 def decode_conf_change(b: bytes) -> ConfChange:
     """Inverse of :func:`encode_conf_change`; raises :class:`DecodeError` only."""
-    try:
-        r = _Reader(_as_bytes(b))
-        r.need(4, "conf change header")
-        if r.buf[:2] != CC_MAGIC:
-            raise DecodeError("bad conf change magic")
-        r.pos = 2
-        version = r.u8("version")
-        if version != FORMAT_VERSION:
-            raise DecodeError(f"unsupported conf change version {version}")
-        transition = r.u8("transition")
-        if transition not in _CC_TRANSITIONS:
-            raise DecodeError(f"unknown conf change transition {transition}")
-        n = r.u32("change count")
-        r.need(n * 9, "changes")
-        changes = []
-        for _ in range(n):
-            t, node = r.unpack(struct.Struct(">BQ"), "change")
-            if t not in _CC_TYPES:
-                raise DecodeError(f"unknown conf change type {t}")
-            changes.append((ConfChangeType(t), node))
-        ctx = r.bytes_("context")
-        r.done()
-        return ConfChange(tuple(changes), ctx, ConfChangeTransition(transition))
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f"malformed conf change: {e!r}") from e
+    return _decode("conf change", b, _read_conf_change)
+
+
+def _read_conf_change(r: _Reader) -> ConfChange:
+    r.need(4, "conf change header")
+    if r.buf[:2] != CC_MAGIC:
+        raise DecodeError("bad conf change magic")
+    r.pos = 2
+    version = r.u8("version")
+    if version != FORMAT_VERSION:
+        raise DecodeError(f"unsupported conf change version {version}")
+    transition = r.u8("transition")
+    if transition not in _CC_TRANSITIONS:
+        raise DecodeError(f"unknown conf change transition {transition}")
+    n = r.u32("change count")
+    r.need(n * 9, "changes")
+    changes = []
+    for _ in range(n):
+        t, node = r.unpack(_CHANGE, "change")
+        if t not in _CC_TYPES:
+            raise DecodeError(f"unknown conf change type {t}")
+        changes.append((ConfChangeType(t), node))
+    ctx = r.bytes_("context")
+    return ConfChange(tuple(changes), ctx, ConfChangeTransition(transition))
 
 
 def encode_entry(e: Entry) -> bytes:
@@ -323,15 +332,8 @@ def encode_entry(e: Entry) -> bytes:
 
 
 def decode_entry(b: bytes) -> Entry:
-    try:
-        r = _Reader(_as_bytes(b))
-        e = r.entry()
-        r.done()
-        return e
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f"malformed entry: {e!r}") from e
+    """Inverse of :func:`encode_entry`; raises :class:`DecodeError` only."""
+    return _decode("entry", b, _Reader.entry)
 
 
 def encode_conf_state(cs: ConfState) -> bytes:
@@ -341,12 +343,5 @@ def encode_conf_state(cs: ConfState) -> bytes:
 
 
 def decode_conf_state(b: bytes) -> ConfState:
-    try:
-        r = _Reader(_as_bytes(b))
-        cs = r.conf_state()
-        r.done()
-        return cs
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f"malformed conf state: {e!r}") from e
+    """Inverse of :func:`encode_conf_state`; raises :class:`DecodeError` only."""
+    return _decode("conf state", b, _Reader.conf_state)

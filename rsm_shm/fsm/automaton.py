@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from .._describe import plain
 from .._native import lib
@@ -220,29 +220,7 @@ class Automaton:
         self._post_slow(payload, timeout)
 
     def _post_slow(self, payload, timeout: Optional[float]) -> None:
-        self._check_open()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        failed = None  # the ring whose put raised ShutDown
-        while True:
-            ring = self._accepting_inbox()  # raises if draining or dead (host death included)
-            if ring is failed:
-                # The ring we just failed on is still the current one: it was shut down by a
-                # drain or a death that the mode word now shows (or is about to).
-                w = self._status.word()
-                raise AutomatonClosedError(self.name, mode_of(w, self.name),
-                                           self._closed_detail(w) or "its inbox is shut down")
-            # Block one slice at a time, so that a poster waiting on the full inbox of a
-            # host that was killed notices the death instead of waiting forever.
-            left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
-            try:
-                ring.put(payload, left)
-                return
-            except _inbox.ShutDown:
-                failed = ring  # drained or died since we looked, or restarted: look again
-            except queue.Full:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                self._next_liveness_check = 0  # check the host before the next slice
+        self._put_blocking(lambda ring, left: ring.put(payload, left), timeout)
 
     def post_many(self, payloads: Iterable[Union[bytes, bytearray, memoryview]],
                   timeout: Optional[float] = None) -> None:
@@ -255,28 +233,50 @@ class Automaton:
         """
         self._check_open()
         items = [b if type(b) is bytes else bytes(b) for b in payloads]
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        if not items:
+            return
         sent = 0
-        failed = None
-        while sent < len(items):
-            ring = self._accepting_inbox()
+
+        def put(ring, left: float) -> None:
+            nonlocal sent
+            try:
+                ring.put_many(items[sent:], left)
+            except queue.Full as e:
+                sent += getattr(e, "sent", 0)
+                raise
+
+        try:
+            self._put_blocking(put, timeout)
+        except queue.Full:
+            full = queue.Full(f"{sent} of {len(items)} commands queued")
+            full.sent = sent  # type: ignore[attr-defined]
+            raise full from None
+
+    def _put_blocking(self, put: Callable[[Any, float], None], timeout: Optional[float]) -> None:
+        """The blocking loop of post() and post_many(): ``put(ring, seconds)`` into the
+        current generation's inbox one slice at a time, so that a poster waiting on the
+        full inbox of a host that was killed notices the death instead of waiting forever."""
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        failed = None  # the ring whose put raised ShutDown
+        while True:
+            ring = self._accepting_inbox()  # raises if draining or dead (host death included)
             if ring is failed:
+                # The ring we just failed on is still the current one: it was shut down by a
+                # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
                 raise AutomatonClosedError(self.name, mode_of(w, self.name),
                                            self._closed_detail(w) or "its inbox is shut down")
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
-                ring.put_many(items[sent:], left)
+                put(ring, left)
                 return
             except _inbox.ShutDown:
-                failed = ring
-            except queue.Full as e:
-                sent += getattr(e, "sent", 0)
+                failed = ring  # drained or died since we looked, or restarted: look again
+            except queue.Full:
                 if deadline is not None and time.monotonic() >= deadline:
-                    full = queue.Full(f"{sent} of {len(items)} commands queued")
-                    full.sent = sent  # type: ignore[attr-defined]
-                    raise full from None
-                self._next_liveness_check = 0
+                    raise
+                self._next_liveness_check = 0  # check the host before the next slice
 
     def post_nowait(self, payload: Union[bytes, bytearray, memoryview]) -> None:
         """post() without blocking: queue.Full at once if the inbox is full."""

@@ -63,6 +63,13 @@ _LINKS_TIMEOUT = 1.0
 _POLL = 0.005
 
 
+# The peer's entry point.  Not `python -m`: that puts the working directory first on the
+# module path, ahead of PYTHONPATH, so a checkout of rsm_shm in the working directory
+# (uncompiled, as after `pip install .` from it) would shadow the installed package the
+# manager runs.  Dropping that entry leaves exactly the manager's search path.
+_PEER_MAIN = "import sys; del sys.path[0]; from rsm_shm.cluster.peer import main; sys.exit(main(sys.argv[1:]))"
+
+
 class LocalCluster:
     """A cluster of peer processes on this machine (see the module docstring)."""
 
@@ -251,7 +258,7 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rsm_shm.cluster.peer", "--cluster", self.name, "--id", str(peer_id)],
+                [sys.executable, "-c", _PEER_MAIN, "--cluster", self.name, "--id", str(peer_id)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True, env=env,
             )
         finally:

@@ -43,13 +43,16 @@ from ..ring import Ring
 from . import envelope as ev
 from .control import PEER_ABSENT, PEER_REMOVED, ControlBlock
 from .layout import MAX_COMMAND_BYTES, REPLY_CAPACITY, RING_SHUTDOWN, inbox_name, reply_ring_prefix
-from .statemachine import CommandError
+from .statemachine import MAX_RESULTS_PER_SESSION, CommandError
 from .status import ROLE_LEADER, StatusRecord, status_segment_name
 
 __all__ = ["Client", "KVClient", "SessionExpiredError", "CommandError"]
 
 _SLICE = 0.02          # between checks of the target's status while waiting
-_RESEND_AFTER = 1.0    # resend to the same leader after this long without an answer
+# A live leader loses no request it took (a deposed one answers "not the leader"), so
+# resending to the same leader is only a last resort; a full inbox is retried soon.
+_RESEND_AFTER = 3.0
+_SEND_BACKOFF = 0.005
 _NO_LEADER_POLL = 0.002
 _READ_RID = 1 << 63    # read and admin request ids live above this; commands use seq
 
@@ -105,6 +108,8 @@ class Client:
         their results in order.  Raises as :meth:`propose` for the first command that
         failed; ``TimeoutError`` if not all were answered within ``timeout``."""
         cmds = [self._check_bytes(c, "command") for c in commands]
+        if len(cmds) > MAX_RESULTS_PER_SESSION:
+            raise ValueError(f"at most {MAX_RESULTS_PER_SESSION} commands per propose_many call, not {len(cmds)}")
         for c in cmds:
             if len(c) > MAX_COMMAND_BYTES:
                 raise ValueError(f"a {len(c)}-byte command exceeds the limit of {MAX_COMMAND_BYTES} bytes")
@@ -119,6 +124,11 @@ class Client:
                 # Whatever happened, these sequence numbers are settled for us: answered
                 # or given up (a late application can no longer be reported to anyone).
                 self._acked = self._seq
+            if any(status == ev.SESSION_EXPIRED for status, _p in results):
+                # The cluster forgot this session: start a new one for the next call.
+                self._session = int.from_bytes(secrets.token_bytes(8), "little") or 1
+                self._registered = False
+                self._seq = self._acked = 0
             return [self._outcome(status, payload) for status, payload in results]
 
     def read(self, query: bytes, timeout: float = 5.0) -> bytes:
@@ -256,9 +266,9 @@ class Client:
         done: Dict[int, tuple] = {}
         waiting = set(rids)
         target = self._leader if self._leader is not None else self._discover(deadline)
-        self._send(target, build(target))
-        sent_at = time.monotonic()
-        last_check = sent_at
+        now = time.monotonic()
+        retry_at = now + (_RESEND_AFTER if self._send(target, build(target)) else _SEND_BACKOFF)
+        last_check = now
         reply = self._reply
         while True:
             now = time.monotonic()
@@ -289,7 +299,7 @@ class Client:
                             self._leader = None
                         resend = True
                     elif status == ev.RETRY:
-                        resend = True
+                        retry_at = min(retry_at, time.monotonic() + _SEND_BACKOFF)
                     else:
                         waiting.discard(rid)
                         done[rid] = (status, payload)
@@ -305,28 +315,32 @@ class Client:
                     # paused and not know it lost): go to the best one.
                     self._leader = best
                     resend = True
-                elif now - sent_at >= _RESEND_AFTER:
-                    resend = True
+            if not resend and now >= retry_at:
+                resend = True
             if resend:
                 if self._leader is None:
                     time.sleep(_NO_LEADER_POLL)
                     target = self._discover(deadline)
                 else:
                     target = self._leader
-                self._send(target, build(target))
-                sent_at = time.monotonic()
+                ok = self._send(target, build(target))
+                retry_at = time.monotonic() + (_RESEND_AFTER if ok else _SEND_BACKOFF)
 
-    def _send(self, target: int, data: bytes) -> None:
+    def _send(self, target: int, data: bytes) -> bool:
+        """Put into ``target``'s inbox without blocking; False if it could not be."""
         ring = self._inboxes.get(target)
         try:
             if ring is None:
                 ring = self._inboxes[target] = Ring(inbox_name(self.name, target), create=False)
             ring.put_nowait(data)
-        except (queue.Full, FileNotFoundError, *RING_SHUTDOWN):
-            # Dropped: the wait loop notices no answer and resends.
+            return True
+        except queue.Full:
+            return False  # the leader is busy: the wait loop resends shortly
+        except (FileNotFoundError, *RING_SHUTDOWN):
             bad = self._inboxes.pop(target, None)
             if bad is not None:
                 bad.close()
+            return False
 
     def _status_of(self, peer_id: int):
         rec = self._statuses.get(peer_id)

@@ -90,6 +90,7 @@ class LocalCluster:
         self._procs: Dict[int, subprocess.Popen] = {}
         self._clients: List[Client] = []
         self._admin_client: Optional[Client] = None
+        self._records: Dict[int, StatusRecord] = {}
         self._attached = False
         self._started = False
 
@@ -123,6 +124,7 @@ class LocalCluster:
         self._procs = {}
         self._clients = []
         self._admin_client = None
+        self._records = {}
         self._attached = True
         self._started = True
         return self
@@ -301,10 +303,29 @@ class LocalCluster:
                 proc.kill()
             proc.wait()
         self._procs.clear()
-        if ctl is not None:
-            ctl.close()
-        self._ctl = None
+        self._close_handles()
         self._remove_segments()
+
+    def _close_handles(self) -> None:
+        for rec in self._records.values():
+            rec.close()
+        self._records.clear()
+        if self._ctl is not None:
+            self._ctl.close()
+        self._ctl = None
+
+    def close(self) -> None:
+        """Release this handle (its control block mapping, status records and clients)
+        without stopping anything: for a handle from :meth:`attach`.  The handle that
+        started the cluster should :meth:`stop` it instead.  Idempotent."""
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        if self._admin_client is not None:
+            self._admin_client.close()
+            self._admin_client = None
+        self._close_handles()
+        self._started = False
 
     def _await_exit(self, peer_id: int, ospid: int, start: int, deadline: float) -> None:
         proc = self._procs.get(peer_id)
@@ -370,19 +391,21 @@ class LocalCluster:
     def status(self) -> List[PeerStatus]:
         """Every peer's :class:`PeerStatus` (removed peers excluded), by id."""
         out = []
+        records = self._records
         for pid, (state, ospid, start) in sorted(self._slots().items()):
             if state in (PEER_ABSENT, PEER_REMOVED):
+                old = records.pop(pid, None)
+                if old is not None:
+                    old.close()
                 continue
-            try:
-                rec = StatusRecord(status_segment_name(self.name, pid), create=False)
-            except (FileNotFoundError, ValueError):
-                out.append(PeerStatus(id=pid, state=PEER_STATES.get(state, "?")))
-                continue
-            try:
-                st = rec.read(state=PEER_STATES.get(state, "?"), peer_id=pid)
-            finally:
-                rec.close()
-            out.append(st)
+            rec = records.get(pid)
+            if rec is None:
+                try:
+                    rec = records[pid] = StatusRecord(status_segment_name(self.name, pid), create=False)
+                except (FileNotFoundError, ValueError):
+                    out.append(PeerStatus(id=pid, state=PEER_STATES.get(state, "?")))
+                    continue
+            out.append(rec.read(state=PEER_STATES.get(state, "?"), peer_id=pid))
         return out
 
     def leader(self) -> Optional[int]:
@@ -566,6 +589,9 @@ class LocalCluster:
             self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
         self._procs.pop(peer, None)
         self._ctl.update(lambda rec: set_slot(rec, peer, PEER_REMOVED, 0, 0))
+        old = self._records.pop(peer, None)
+        if old is not None:
+            old.close()
         self.peers -= 1
         for name in (inbox_name(self.name, peer), status_segment_name(self.name, peer)):
             try:

@@ -87,8 +87,8 @@ class KVStore(StateMachine):
 
     @staticmethod
     def _parse(raw: bytes) -> dict:
-        cmd = json.loads(raw)
-        if not isinstance(cmd, dict) or not isinstance(cmd.get("key"), str):
+        cmd = _json_loads(raw.decode())  # str: skips json's encoding detection
+        if type(cmd) is not dict or type(cmd.get("key")) is not str:
             raise ValueError("a KVStore command is a JSON object with a string 'key'")
         return cmd
 
@@ -131,6 +131,7 @@ class KVStore(StateMachine):
 
 
 _MISSING = object()
+_json_loads = json.JSONDecoder().decode
 
 
 def load_state_machine(path: str) -> StateMachine:
@@ -203,7 +204,7 @@ def decode_batch(b: bytes) -> List[tuple]:
 SNAPSHOT_MAGIC = b"RSMS"
 SNAPSHOT_VERSION = 1
 _SNAP_HDR = struct.Struct("<4sBQ")     # magic, version, session count
-_SESSION = struct.Struct("<QQQI")      # id, last_seq, last_index, result count
+_SESSION = struct.Struct("<QQQQI")     # id, last_seq, last_index, forgotten, result count
 _RESULT = struct.Struct("<QBI")        # seq, status, len
 DEFAULT_MAX_SESSIONS = 4096
 MAX_RESULTS_PER_SESSION = 1 << 16
@@ -215,7 +216,7 @@ class Sessions:
     def __init__(self, sm: StateMachine, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         self.sm = sm
         self.max_sessions = max_sessions
-        # session id -> [last_seq, last_index, {seq: (status, result)}]
+        # session id -> [last_seq, last_index, {seq: (status, result)}, forgotten up to seq]
         self.table: Dict[int, list] = {}
 
     def apply(self, op: int, session: int, seq: int, acked: int, data: bytes, index: int) -> Tuple[int, bytes]:
@@ -226,7 +227,7 @@ class Sessions:
                 if len(self.table) >= self.max_sessions:
                     victim = min(self.table.items(), key=lambda kv: (kv[1][1], kv[0]))[0]
                     del self.table[victim]
-                self.table[session] = [0, index, OrderedDict()]
+                self.table[session] = [0, index, OrderedDict(), 0]
             else:
                 s[1] = index
             return ev.OK, b""
@@ -244,6 +245,8 @@ class Sessions:
             got = results.get(seq)
             if got is not None:
                 return got
+            if seq <= s[3]:
+                return ev.SESSION_EXPIRED, b"result forgotten (more than %d unacknowledged)" % MAX_RESULTS_PER_SESSION
             # Never applied (its result would still be here: the client has not acked
             # it) and never will be, since a later command of the session was.
             return ev.STALE, b"not applied: a later command of this session was applied first"
@@ -257,7 +260,7 @@ class Sessions:
         s[0] = seq
         results[seq] = out
         if len(results) > MAX_RESULTS_PER_SESSION:  # a client that never acknowledges
-            results.popitem(last=False)
+            s[3] = results.popitem(last=False)[0]  # its outcome can no longer be told
         return out
 
     def query(self, q: bytes) -> Tuple[int, bytes]:
@@ -272,8 +275,8 @@ class Sessions:
     def snapshot(self) -> bytes:
         parts = [_SNAP_HDR.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(self.table))]
         for sid in sorted(self.table):
-            last, idx, results = self.table[sid]
-            parts.append(_SESSION.pack(sid, last, idx, len(results)))
+            last, idx, results, forgotten = self.table[sid]
+            parts.append(_SESSION.pack(sid, last, idx, forgotten, len(results)))
             for seq in sorted(results):
                 status, res = results[seq]
                 parts.append(_RESULT.pack(seq, status, len(res)))
@@ -294,7 +297,7 @@ class Sessions:
         off = _SNAP_HDR.size
         table: Dict[int, list] = {}
         for _ in range(n):
-            sid, last, idx, nres = _SESSION.unpack_from(data, off)
+            sid, last, idx, forgotten, nres = _SESSION.unpack_from(data, off)
             off += _SESSION.size
             results: OrderedDict = OrderedDict()
             for _ in range(nres):
@@ -302,6 +305,6 @@ class Sessions:
                 off += _RESULT.size
                 results[seq] = (status, data[off:off + ln])
                 off += ln
-            table[sid] = [last, idx, results]
+            table[sid] = [last, idx, results, forgotten]
         self.table = table
         self.sm.restore(data[off:])

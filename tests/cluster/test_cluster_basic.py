@@ -179,6 +179,8 @@ def test_attach_from_another_handle_controls_the_cluster(cluster_name):
         other.kill(lead)
         assert c.wait_leader(10) != lead
         assert {s.id: s.state for s in c.status()}[lead] == "killed"
+        other.close()
+        assert c.leader() is not None  # closing an attached handle stops nothing
 
 
 def test_state_survives_a_full_stop_and_a_kill_of_every_peer(cluster_name, tmp_path):

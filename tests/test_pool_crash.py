@@ -1,0 +1,144 @@
+"""ProcessPool when workers die: SIGKILL, segfaults, Ctrl-C.  Real processes, real signals.
+
+The promise under test: a job whose worker dies runs again elsewhere (max_retries times),
+then fails alone with WorkerDiedError; every other job completes exactly once; the pool
+replaces the worker and keeps serving; nothing is left in /dev/shm.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rsm_shm import _proc
+from rsm_shm.pool import BrokenProcessPool, ProcessPool, WorkerDiedError, WorkerState
+from tests import _pool_jobs as jobs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHM = "/dev/shm"
+
+
+def _leftovers(name: str) -> list[str]:
+    return [e for e in os.listdir(SHM) if e.startswith("rsm_shm." + name)]
+
+
+@pytest.mark.parametrize("crash, sig", [(jobs.kill_self, signal.SIGKILL), (jobs.segfault, signal.SIGSEGV)])
+def test_a_job_that_always_kills_its_worker_fails_alone(shm_name, crash, sig):
+    name = shm_name("pool")
+    with ProcessPool(2, name, max_retries=2) as pool:
+        before = [pool.submit(jobs.square, i) for i in range(100)]
+        bad = pool.submit(crash)
+        after = [pool.submit(jobs.square, i) for i in range(100)]
+        with pytest.raises(WorkerDiedError) as info:
+            bad.result(timeout=120)
+        err = info.value
+        assert err.attempts == 3 and err.signal == sig and err.exitcode == -sig
+        assert err.pid > 0 and not _proc.process_alive(err.pid)
+        assert f"job {err.job}" in str(err) and str(err.pid) in str(err) and sig.name in str(err)
+        assert [f.result(timeout=120) for f in before + after] == [i * i for i in range(100)] * 2
+        # The pool keeps serving, with replaced workers.
+        assert list(pool.map(jobs.square, range(50))) == [i * i for i in range(50)]
+        st = pool.statistics()
+        assert (st.worker_deaths, st.retries, st.failed) == (3, 2, 1)
+        assert st.alive == 2 and st.workers_started == 5
+    assert _leftovers(name) == []
+
+
+def test_max_retries_zero_fails_on_the_first_death(shm_name):
+    with ProcessPool(1, shm_name("pool"), max_retries=0) as pool:
+        with pytest.raises(WorkerDiedError) as info:
+            pool.submit(jobs.kill_self).result(timeout=120)
+        assert info.value.attempts == 1
+        assert pool.submit(jobs.square, 9).result(timeout=120) == 81
+
+
+def test_a_job_whose_worker_died_once_succeeds_on_retry(shm_name, tmp_path):
+    with ProcessPool(2, shm_name("pool"), max_retries=1) as pool:
+        f = pool.submit(jobs.kill_self_first_time, str(tmp_path / "marker"), "second time lucky")
+        assert f.result(timeout=120) == "second time lucky"
+        st = pool.statistics()
+        assert (st.worker_deaths, st.retries, st.failed) == (1, 1, 0)
+
+
+def test_workers_that_die_while_starting_break_the_pool(shm_name):
+    pool = ProcessPool(1, shm_name("pool"), initializer=jobs.exit_now)
+    with pytest.raises(BrokenProcessPool, match="died while starting"):
+        pool.submit(jobs.square, 1).result(timeout=120)
+    pool.shutdown()
+    assert _leftovers(pool.name) == []
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_random_workers_during_a_large_map(shm_name):
+    """20k jobs through map while a worker is SIGKILLed every 2k results: every result
+    arrives once, in order; the deaths are counted; nothing is left behind.  (The 100k
+    version runs in tools/bench_pool.py --torture.)"""
+    n, every = 20_000, 2_000
+    name = shm_name("pool")
+    rng = random.Random(12)
+    kills = 0
+    with ProcessPool(3, name, max_retries=5) as pool:
+        out = []
+        for i, r in enumerate(pool.map(jobs.spin, range(n), chunksize=1)):
+            out.append(r)
+            if i % every == every // 2:
+                st = pool.statistics()
+                busy = [w for w in st.workers if w.state == WorkerState.BUSY] or \
+                       [w for w in st.workers if w.state == WorkerState.IDLE]
+                victim = rng.choice(busy)
+                os.kill(victim.pid, signal.SIGKILL)
+                kills += 1
+        st = pool.statistics()
+    assert out == list(range(n))
+    assert kills == n // every
+    assert st.worker_deaths == kills and st.failed == 0
+    assert 1 <= st.retries <= kills  # a kill retries the job it interrupts, if any
+    assert st.completed == st.submitted
+    assert _leftovers(name) == []
+
+
+_CTRL_C_SCRIPT = r"""
+import sys
+from rsm_shm.pool import ProcessPool
+from tests import _pool_jobs as jobs
+
+name = sys.argv[1] if sys.argv[1] != "-" else None
+with ProcessPool(2, name) as pool:
+    print("pool", pool.name, flush=True)
+    print("workers", *[w.pid for w in pool.statistics().workers], flush=True)
+    for i, r in enumerate(pool.map(jobs.nap, range(10_000))):
+        if i == 2:
+            print("ready", flush=True)
+"""
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_ctrl_c_stops_the_workers_and_leaves_nothing(shm_name, named):
+    name = shm_name("pool") if named else "-"
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, name], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        lines = {}
+        for line in proc.stdout:
+            key, *rest = line.split()
+            lines[key] = rest
+            if key == "ready":
+                break
+        assert "ready" in lines, proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt" in err
+    for pid in map(int, lines["workers"]):
+        assert not _proc.process_alive(pid)
+    pool_name = lines["pool"][0]
+    assert _leftovers(pool_name) == []
+    assert not [e for e in os.listdir(SHM) if e.startswith(f"rsm_shm.anon.{proc.pid}.")]

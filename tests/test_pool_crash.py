@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -80,18 +81,24 @@ def test_sigkill_random_workers_during_a_large_map(shm_name):
     n, every = 20_000, 2_000
     name = shm_name("pool")
     rng = random.Random(12)
-    kills = 0
+    killed: set[int] = set()
     with ProcessPool(3, name, max_retries=5) as pool:
         out = []
         for i, r in enumerate(pool.map(jobs.spin, range(n), chunksize=1)):
             out.append(r)
             if i % every == every // 2:
                 st = pool.statistics()
-                busy = [w for w in st.workers if w.state == WorkerState.BUSY] or \
-                       [w for w in st.workers if w.state == WorkerState.IDLE]
-                victim = rng.choice(busy)
-                os.kill(victim.pid, signal.SIGKILL)
-                kills += 1
+                live = [w for w in st.workers if w.pid not in killed and w.state == WorkerState.BUSY] or \
+                       [w for w in st.workers if w.pid not in killed and w.state == WorkerState.IDLE]
+                victim = rng.choice(live).pid
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
+        kills = len(killed)
+        # The last deaths may still be on their way to the collector (the results they
+        # interrupted were already re-run elsewhere): await the count, bounded.
+        deadline = time.monotonic() + 30
+        while pool.statistics().worker_deaths < kills and time.monotonic() < deadline:
+            time.sleep(0.01)
         st = pool.statistics()
     assert out == list(range(n))
     assert kills == n // every

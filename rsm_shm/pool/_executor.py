@@ -189,12 +189,19 @@ class ProcessPool(Executor):
         self._pending: collections.deque[int] = collections.deque()
         self._ids = itertools.count(1)
         self._workers: list[Optional[_Worker]] = [None] * max_workers
-        self._credit = MIN_CREDIT
-        self._run_us = float(TARGET_QUEUED_US)   # moving average of a job's run time
+        # Moving average of a job's run time; it starts optimistic (tiny jobs, big
+        # batches): a long job is noticed after STUCK_NS and the jobs behind it taken back.
+        self._run_us = 0.0
+        self._credit = MAX_CREDIT
+        self._restart: list[int] = []   # slots whose worker ended, to start again after the pump
         self._startup_failures = 0
         self._shutting_down = False
         self._broken: Optional[str] = None
         self._torn_down = threading.Event()
+        # Set (under the lock) when the rings and the table are unmapped: every use of them
+        # outside the collector happens under the lock and checks it first, because a
+        # ring's fast path reads its mapping without pinning it.
+        self._unmapped = False
         self._counts = collections.Counter()
 
         self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
@@ -283,10 +290,18 @@ class ProcessPool(Executor):
                 w.reported = True
                 record = RESULT_HEAD.pack(0, R_DIED, w.slot, 0) + DIED_BODY.pack(
                     w.generation, w.process.pid, w.process.exitcode)
-                try:
-                    self._results.put(record)
-                except (ShutDown, ValueError):
-                    return  # torn down
+                while True:
+                    with self._lock:
+                        if self._unmapped or self._watch_stop:
+                            return
+                        try:
+                            self._results.put_nowait(record)
+                            break
+                        except queue.Full:
+                            pass  # the collector is behind: try again without the lock
+                        except (ShutDown, ValueError):
+                            return
+                    time.sleep(0.001)
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -328,15 +343,21 @@ class ProcessPool(Executor):
         best = None
         load = self._credit
         stuck_before = 0
+        table = self._table
         for w in self._workers:
             if w is not None and not w.reported and w.quota != 0 and len(w.assigned) < load:
-                if w.assigned:  # not behind a long job
+                slot = table.slot(w.slot)
+                n = len(w.assigned)
+                state = slot.state
+                if n and state == lib.RSM_WORKER_BUSY:  # not behind a long job
                     if not stuck_before:
                         stuck_before = time.time_ns() - self._stuck_ns()
-                    slot = self._table.slot(w.slot)
-                    if slot.state == lib.RSM_WORKER_BUSY and slot.since_ns < stuck_before:
+                    if slot.since_ns < stuck_before:
                         continue
-                best, load = w, len(w.assigned)
+                if state == lib.RSM_WORKER_STARTING:
+                    n += 1  # at equal load, a worker that is up goes first
+                if n < load:
+                    best, load = w, n
         if best is None:
             return False
         if not job.started:
@@ -463,6 +484,9 @@ class ProcessPool(Executor):
                     if not self._broken:
                         self._take_back()
                         self._pump()
+                        if self._restart:
+                            self._start_replacements(outcomes)
+                            self._pump()
                     queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
                     self._publish()
                     finished = self._shutting_down and not self._jobs
@@ -503,7 +527,7 @@ class ProcessPool(Executor):
                 w.assigned.pop(job_id, None)
             if job is None:
                 return  # failed already (the pool broke)
-            self._run_us += (run_us - self._run_us) * 0.1
+            self._run_us += (run_us - self._run_us) * 0.25
             self._credit = max(MIN_CREDIT, min(MAX_CREDIT, int(TARGET_QUEUED_US / max(self._run_us, 1.0))))
             self._counts["completed"] += 1
             outcomes.append((job.future, status, (memoryview(record)[RESULT_HEAD.size:], job.single)))
@@ -553,14 +577,21 @@ class ProcessPool(Executor):
                 self._startup_failures = 0
         if self._broken or (self._shutting_down and not self._jobs):
             return
-        try:
-            self._start_worker(w.slot)
-        except Exception as e:  # noqa: BLE001 -- cannot start processes any more
-            self._break(f"cannot start a replacement worker: {e!r}", outcomes)
+        # Started after the re-queued jobs went to the live workers (the collector's pump):
+        # starting a process takes milliseconds, the re-queued job should not wait for it.
+        self._restart.append(w.slot)
+
+    def _start_replacements(self, outcomes: list) -> None:
+        while self._restart and not self._broken:
+            slot = self._restart.pop()
+            try:
+                self._start_worker(slot)
+            except Exception as e:  # noqa: BLE001 -- cannot start processes any more
+                self._break(f"cannot start a replacement worker: {e!r}", outcomes)
 
     def _break(self, reason: str, outcomes: list) -> None:
         """The pool cannot run jobs any more: fail every job (caller holds the lock)."""
-        if self._broken:
+        if self._broken or self._unmapped:
             return
         self._broken = reason
         for job in self._jobs.values():
@@ -587,10 +618,13 @@ class ProcessPool(Executor):
     # -- shutting down -------------------------------------------------------------------
 
     def _wake_collector(self) -> None:
-        try:
-            self._results.put(RESULT_HEAD.pack(0, R_WAKE, 0, 0), timeout=1.0)
-        except Exception:  # noqa: BLE001 -- already torn down
-            pass
+        with self._lock:
+            if self._unmapped:
+                return
+            try:
+                self._results.put_nowait(RESULT_HEAD.pack(0, R_WAKE, 0, 0))
+            except Exception:  # noqa: BLE001 -- Full: the collector has records to look at anyway
+                pass
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting jobs; free the workers and the shared memory once every job
@@ -605,7 +639,7 @@ class ProcessPool(Executor):
                 self._cancel_pending()
             if not self._shutting_down:
                 self._shutting_down = True
-                if not self._torn_down.is_set():
+                if not self._unmapped:
                     self._table.ptr.state = lib.RSM_POOL_SHUTTING_DOWN
         self._wake_collector()
         if wait:
@@ -622,7 +656,7 @@ class ProcessPool(Executor):
                 del self._jobs[job_id]
                 job.future.cancel()
                 self._counts["cancelled"] += 1
-                if not self._torn_down.is_set():
+                if not self._unmapped:
                     self._table.ptr.cancelled += 1
         self._pending = collections.deque(j for j in self._pending if j in self._jobs)
 
@@ -642,8 +676,8 @@ class ProcessPool(Executor):
             return
         lock_held = self._lock.acquire(timeout=5.0)
         try:
-            self._cancel_pending() if hasattr(self, "_jobs") else None
-            if hasattr(self, "_jobs"):
+            if not self._unmapped:
+                self._cancel_pending()
                 self._break("the pool's workers were terminated", outcomes)
                 self._watch_stop = True
             for w in getattr(self, "_workers", ()):
@@ -695,31 +729,23 @@ class ProcessPool(Executor):
             if p.exitcode is None:
                 p.kill()
                 p.join(1.0)
-            try:
+        with self._lock:
+            self._unmapped = True
+            for w in workers:
                 lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED, 0, time.time_ns(), 0)
-            except ValueError:
-                pass
-        try:
             self._table.ptr.state = lib.RSM_POOL_BROKEN if self._broken else lib.RSM_POOL_STOPPED
-        except ValueError:
-            pass
-        for w in workers:
-            w.inbox.close()
-            w.inbox.unlink()
-        for obj in reversed(getattr(self, "_made", [])):
-            if isinstance(obj, Ring):
-                try:
-                    obj.shutdown()  # wakes a watcher still blocked putting to it
-                except ValueError:
-                    pass
-            obj.close()
-            obj.unlink()
-        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            for w in workers:
+                w.inbox.close()
+                w.inbox.unlink()
+            for obj in reversed(getattr(self, "_made", [])):
+                obj.close()
+                obj.unlink()
+            for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
         _live_pools.discard(self)
         self._torn_down.set()
 
@@ -736,16 +762,17 @@ class ProcessPool(Executor):
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool: queue depth, workers (alive, busy, on which job since
         when), retries and failures (see :class:`PoolStatistics`)."""
-        if self._torn_down.is_set():
-            raise ValueError(f"ProcessPool {self.name!r} is shut down")
         with self._lock:
+            if self._unmapped:
+                raise ValueError(f"ProcessPool {self.name!r} is shut down")
             self._publish()  # the collector publishes after each batch; be exact here
-        return self._table.statistics()
+            return self._table.statistics()
 
     def __repr__(self) -> str:
-        if self._torn_down.is_set():
-            return f"<rsm_shm.ProcessPool {self.name!r} {'broken' if self._broken else 'shut down'}>"
+        name = self._table.name
         try:
-            return f"<rsm_shm.ProcessPool {self.name!r} {self._table.statistics()}>"
+            return f"<rsm_shm.ProcessPool {name!r} {self.statistics()}>"
+        except ValueError:
+            return f"<rsm_shm.ProcessPool {name!r} {'broken' if self._broken else 'shut down'}>"
         except Exception as e:  # noqa: BLE001 -- a repr never raises
-            return f"<rsm_shm.ProcessPool {self.name!r} unreadable: {e}>"
+            return f"<rsm_shm.ProcessPool {name!r} unreadable: {e}>"

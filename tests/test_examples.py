@@ -58,3 +58,13 @@ def test_replicated_kv_example_loses_nothing_and_leaves_nothing(tmp_path, shm_to
         except psutil.Error:
             pass
     assert not leftovers
+
+
+@pytest.mark.timeout(180)
+def test_pool_example():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "pool.py"), "--jobs", "600"],
+                         capture_output=True, text=True, timeout=170)
+    assert out.returncode == 0, out.stderr
+    assert "600 results, complete and in order: True" in out.stdout
+    assert "a crashing job fails alone" in out.stdout and "SIGSEGV" in out.stdout
+    assert "the pool still serves: work(7) = 91" in out.stdout

@@ -355,13 +355,6 @@ static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *FastLock_exit(FastLock *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    (void)nargs;
-    return FastLock_release(self, NULL);
-}
-
 static PyObject *FastLock_locked(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
@@ -545,10 +538,15 @@ static PyObject *FastSem_release(FastObj *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-static PyObject *FastSem_exit(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+static PyTypeObject FastLockType; /* defined below (FAST_TYPE) */
+
+/* __exit__(exc_type, exc, tb) of locks and semaphores alike: release(), whatever happened. */
+static PyObject *FastObj_exit(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args;
     (void)nargs;
+    if (PyObject_TypeCheck((PyObject *)self, &FastLockType))
+        return FastLock_release(self, NULL);
     return FastSem_release(self, NULL, 0);
 }
 
@@ -627,7 +625,7 @@ static PyMethodDef FastLock_methods[] = {
     {"release", (PyCFunction)FastLock_release, METH_NOARGS, "release()"},
     {"locked", (PyCFunction)FastLock_locked, METH_NOARGS, "locked() -> bool"},
     {"__enter__", (PyCFunction)FastLock_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))FastLock_exit, METH_FASTCALL, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))FastObj_exit, METH_FASTCALL, NULL},
     {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -638,7 +636,7 @@ static PyMethodDef FastSem_methods[] = {
     {"release", (PyCFunction)(void (*)(void))FastSem_release, METH_FASTCALL, "release(n=1)"},
     {"_wait", (PyCFunction)(void (*)(void))FastSem_wait, METH_FASTCALL | METH_KEYWORDS, "_wait(timeout=None) -> bool"},
     {"__enter__", (PyCFunction)FastSem_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))FastSem_exit, METH_FASTCALL, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))FastObj_exit, METH_FASTCALL, NULL},
     {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };

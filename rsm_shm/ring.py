@@ -74,7 +74,6 @@ _RETRY = lib.RSM_RETRY
 _put1 = lib.rsm_ring_put1
 _get1 = lib.rsm_ring_get1
 _get_tls = lib.rsm_ring_get_tls
-_NEG_WOULDBLOCK = -lib.RSM_WOULDBLOCK
 _WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
 
@@ -433,7 +432,7 @@ class Ring(SharedObject):
                               lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), many=lens)
                 if r != _OVERFLOW:
                     break
-                self._thread_state(op.len)[:2]
+                self._thread_state(op.len)  # grow the buffer for the next try
         while r == _OVERFLOW:  # the non-blocking try met a message larger than the buffer
             buf, size = self._thread_state(op.len)[:2]
             r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
@@ -528,7 +527,7 @@ class Ring(SharedObject):
                 # OVERFLOW: the caller's buffer is too small; a later slice retries with
                 # a grown one (the message stays claimed by the dead consumer until then).
                 if r == _OVERFLOW:
-                    self._thread_state(op.len)[:2]
+                    self._thread_state(op.len)  # grow the buffer for the next try
         return None
 
     # -- state ---------------------------------------------------------------------------

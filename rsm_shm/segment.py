@@ -450,16 +450,6 @@ class Segment:
         self._check_open()
         return ffi.cast(ctype, self._buf + HEADER_SIZE + offset)
 
-    def body_address(self, offset: int = 0) -> int:
-        self._check_open()
-        return int(ffi.cast("uintptr_t", self._buf + HEADER_SIZE + offset))
-
-    def body_view(self) -> memoryview:
-        """A memoryview of the body (release it before close())."""
-        self._check_open()
-        assert self._mmap is not None  # internal: _check_open() passed
-        return memoryview(self._mmap)[HEADER_SIZE:]
-
     # -- lifetime ----------------------------------------------------------------------
 
     def begin_use(self) -> None:
@@ -502,7 +492,7 @@ class Segment:
             try:
                 self._mmap.close()
             except BufferError:
-                # A caller still holds a body_view(); the mapping goes when it is released.
+                # A buffer export of the mmap is still alive; the mapping goes when it is released.
                 pass
             self._mmap = None
 

@@ -42,11 +42,6 @@ class Mode(enum.IntEnum):
     DRAINING = lib.RSM_FSM_DRAINING
     DEAD = lib.RSM_FSM_DEAD
 
-    @property
-    def accepts_commands(self) -> bool:
-        """True in the modes where post() is accepted (IDLE, RUNNING)."""
-        return self in (Mode.IDLE, Mode.RUNNING)
-
 
 def mode_of(word: int, name: str) -> Mode:
     """The mode in a mode word; SegmentError if the word is not one we write (corrupt)."""

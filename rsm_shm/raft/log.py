@@ -206,9 +206,6 @@ class RaftLog:
             return []
         return self.slice(i, self.last_index() + 1, max_size)
 
-    def all_entries(self) -> List[Entry]:
-        return self.entries(self.first_index())
-
     def slice(self, lo: int, hi: int, max_size: Optional[int] = None) -> List[Entry]:
         """Entries [lo, hi) limited to ``max_size`` bytes (at least one entry).  Raises
         CompactedError if ``lo`` was compacted."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .codec import DecodeError, decode_conf_change, encode_conf_change
+from .codec import encode_conf_change
 from .confchange import Changer, ConfChangeError, enter_joint_mode, restore as restore_config
 from .errors import ProposalDroppedError
 from .types import NONE, ConfChange, ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot
@@ -168,11 +168,3 @@ class MembershipMixin:
 
     def abort_leader_transfer(self: "Raft") -> None:
         self.lead_transferee = NONE
-
-    # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def conf_change_of(e: Entry) -> ConfChange:
-        try:
-            return decode_conf_change(e.data)
-        except DecodeError:
-            return ConfChange()

@@ -26,7 +26,6 @@ from .tracker import Progress, ProgressState, ProgressTracker
 from .types import (
     LOCAL_MESSAGES,
     NONE,
-    ConfChange,
     ConfState,
     Entry,
     EntryType,

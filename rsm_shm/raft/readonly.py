@@ -130,9 +130,6 @@ class ReadOnly:
             out.append(self._pending.popleft())
         return out
 
-    def pending_count(self) -> int:
-        return len(self._pending)
-
 
 class ReadMixin:
     """ReadIndex handling, mixed into :class:`rsm_shm.raft.protocol.Raft`."""

@@ -248,9 +248,6 @@ class ProgressTracker:
     def voter_ids(self) -> List[int]:
         return sorted(self.config.voters())
 
-    def learner_ids(self) -> List[int]:
-        return sorted(self.config.learners | self.config.learners_next)
-
     def is_voter(self, id: int) -> bool:
         return id in self.config.incoming or id in self.config.outgoing
 

@@ -57,17 +57,6 @@ LOCAL_MESSAGES = frozenset(
     }
 )
 
-RESPONSE_MESSAGES = frozenset(
-    {
-        MessageType.VOTE_RESP,
-        MessageType.PRE_VOTE_RESP,
-        MessageType.APP_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.SNAP_RESP,
-        MessageType.READ_INDEX_RESP,
-    }
-)
-
 
 def vote_resp_type(t: MessageType) -> MessageType:
     """The response kind for a (pre-)vote request kind."""
@@ -114,9 +103,6 @@ class HardState:
         return self.term == 0 and self.vote == 0 and self.commit == 0
 
 
-EMPTY_HARD_STATE = HardState()
-
-
 @dataclass(frozen=True)
 class ConfState:
     """A membership configuration (thesis §4.3 joint consensus).
@@ -136,9 +122,6 @@ class ConfState:
     def is_empty(self) -> bool:
         return not (self.voters or self.learners or self.voters_outgoing or self.learners_next)
 
-    def is_joint(self) -> bool:
-        return bool(self.voters_outgoing)
-
 
 @dataclass(frozen=True)
 class SnapshotMeta:
@@ -157,9 +140,6 @@ class Snapshot:
 
     def is_empty(self) -> bool:
         return self.meta.index == 0
-
-
-EMPTY_SNAPSHOT = Snapshot()
 
 
 class ConfChangeType(enum.IntEnum):
@@ -285,14 +265,3 @@ class Ready:
     messages: list = field(default_factory=list)
     read_states: list = field(default_factory=list)
     must_sync: bool = False
-
-    def contains_updates(self) -> bool:
-        return bool(
-            self.soft_state is not None
-            or self.hard_state is not None
-            or self.entries
-            or self.snapshot is not None
-            or self.committed_entries
-            or self.messages
-            or self.read_states
-        )

@@ -120,3 +120,29 @@ def nap(x, seconds: float = 0.2):
 
     time.sleep(seconds)
     return x
+
+
+def client_session(pool_name: str, out_path: str, n: int) -> None:
+    """A process that is not the pool's owner: attach, map, submit, write what it got."""
+    import json
+
+    from rsm_shm.pool import ProcessPool, WorkerDiedError
+
+    client = ProcessPool.attach(pool_name)
+    try:
+        squares = list(client.map(square, range(n), chunksize=7))
+        single = client.submit(add, 1, 2, c=3).result(timeout=60)
+        try:
+            client.submit(kill_self).result(timeout=60)
+            died = None
+        except WorkerDiedError as e:
+            died = [e.attempts, e.signal.name]
+        try:
+            client.submit(fail, 1).result(timeout=60)
+            raised = None
+        except ValueError as e:
+            raised = str(e)
+    finally:
+        client.shutdown()
+    with open(out_path, "w") as f:
+        json.dump({"squares": squares, "single": single, "died": died, "raised": raised, "pid": os.getpid()}, f)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from concurrent.futures.process import BrokenProcessPool
 
+from ._client import PoolClient
 from ._executor import ProcessPool
 from ._table import PoolState, PoolStatistics, PoolTable, WorkerState, WorkerStatus
 from ._wire import RemoteTraceback, WorkerDiedError
 
-__all__ = ["ProcessPool", "WorkerDiedError", "RemoteTraceback", "BrokenProcessPool", "PoolStatistics",
+__all__ = ["ProcessPool", "PoolClient", "WorkerDiedError", "RemoteTraceback", "BrokenProcessPool", "PoolStatistics",
            "WorkerStatus", "PoolState", "WorkerState", "PoolTable"]

@@ -32,15 +32,18 @@ import time
 import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from .. import _proc
 from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
-from ._table import PoolState, PoolStatistics, PoolTable, WorkerState
-from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE,
-                    R_WAKE, RESULT_HEAD, WorkerDiedError, dumps_pickle)
+from ._base import MapMixin, settle
+from ._serve import ServesClients, _Job
+from ._table import PoolStatistics, PoolTable, WorkerState
+from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT,
+                    R_INIT_FAILED, R_VALUE, R_WAKE, RESULT_HEAD, WorkerDiedError, dumps_pickle,
+                    submit_ring_capacity)
 from ._worker import worker_main
 
 __all__ = ["ProcessPool"]
@@ -82,19 +85,6 @@ def _register_exit_hook() -> None:
         atexit.register(_at_interpreter_exit)
 
 
-class _Job:
-    __slots__ = ("id", "future", "msg", "attempts", "worker", "started", "single")
-
-    def __init__(self, id: int, future: Future, msg: bytes, single: bool) -> None:
-        self.id = id
-        self.future = future
-        self.msg = msg
-        self.attempts = 0       # times a worker died while running it
-        self.worker = -1        # slot it was handed to, -1 while queued in the owner
-        self.started = False    # set_running_or_notify_cancel() done
-        self.single = single    # a submit(): the outcome is the chunk's only value
-
-
 class _Worker:
     __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported")
 
@@ -108,7 +98,7 @@ class _Worker:
         self.reported = False                 # the watcher reported its end
 
 
-class ProcessPool(Executor):
+class ProcessPool(ServesClients, MapMixin, Executor):
     """A pool of worker processes fed through shared-memory rings; no job is lost when a
     worker dies.
 
@@ -215,6 +205,14 @@ class ProcessPool(Executor):
             self._owner = (os.getpid(), _proc.start_time(os.getpid()))
             self._wake_r, self._wake_w = os.pipe()
             self._watch_stop = False
+            # A named pool takes jobs from other processes too (ProcessPool.attach).
+            self._inbound: Optional[Ring] = None
+            self._intake_done = name is None
+            self._replies: dict[str, Ring] = {}
+            if name is not None:
+                self._inbound = Ring(self._child_name("submit"), capacity=submit_ring_capacity(ring_capacity),
+                                     consumers=1, create=True, mode=mode)
+                self._made.append(self._inbound)
             for slot in range(max_workers):
                 self._start_worker(slot)
         except BaseException:
@@ -226,6 +224,11 @@ class ProcessPool(Executor):
                                          daemon=True)
         self._collector.start()
         self._watcher.start()
+        self._intake_thread = None
+        if self._inbound is not None:
+            self._intake_thread = threading.Thread(target=self._intake, name=f"rsm_shm pool intake {self.name}",
+                                                   daemon=True)
+            self._intake_thread.start()
         _live_pools.add(self)
         _register_exit_hook()
 
@@ -418,50 +421,6 @@ class ProcessPool(Executor):
                 return
             pending.popleft()
 
-    # -- map -----------------------------------------------------------------------------
-
-    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None, chunksize: int = 1,
-            buffersize: Optional[int] = None) -> Iterator:
-        """``fn`` over the iterables' items, results in order (as ``Executor.map``).
-
-        ``chunksize`` items travel (and fail) together as one job.  The iterables are read
-        lazily: at most ``buffersize`` chunks (default ``max(4 * max_workers, 4096 //
-        chunksize)``) are submitted ahead of the result being waited for.  ``timeout``
-        counts from this call, as in ``Executor.map``; when it expires, iterating raises
-        ``TimeoutError``.  If a job raises, iterating re-raises it at that point and the jobs
-        still queued are cancelled.
-        """
-        if not isinstance(chunksize, int) or chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
-            raise ValueError("buffersize must be None or > 0.")
-        window = buffersize or max(4 * self._max_workers, 4096 // chunksize)
-        end = None if timeout is None else time.monotonic() + timeout
-        args = zip(*iterables)
-        islice = itertools.islice
-        fs: collections.deque[Future] = collections.deque()
-        for _ in range(window):  # start working at once, as Executor.map does
-            chunk = list(islice(args, chunksize))
-            if not chunk:
-                break
-            fs.append(self._submit(fn, chunk, {}, False))
-        return self._results_in_order(fn, fs, args, chunksize, end)
-
-    def _results_in_order(self, fn, fs, args, chunksize, end) -> Iterator:
-        islice = itertools.islice
-        try:
-            while fs:
-                f = fs.popleft()
-                values = f.result() if end is None else f.result(end - time.monotonic())
-                del f
-                chunk = list(islice(args, chunksize))
-                if chunk:
-                    fs.append(self._submit(fn, chunk, {}, False))
-                yield from values
-        finally:
-            for f in fs:
-                f.cancel()
-
     # -- the collector -------------------------------------------------------------------
 
     def _collect(self) -> None:
@@ -489,34 +448,22 @@ class ProcessPool(Executor):
                             self._pump()
                     queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
                     self._publish()
-                    finished = self._shutting_down and not self._jobs
-                for future, status, payload in outcomes:
-                    self._settle(future, status, payload, loads)
+                    finished = self._shutting_down and not self._jobs and self._intake_done
+                self._deliver(outcomes, loads)
                 del outcomes
                 if finished:
                     break
         finally:
             self._teardown()
 
-    @staticmethod
-    def _settle(future: Future, status: int, payload, loads) -> None:
-        if status == R_VALUE:
-            try:
-                value = loads(payload[0])
-            except BaseException as e:  # noqa: BLE001 -- an outcome that cannot be rebuilt here
-                future.set_exception(e)
-                return
-            future.set_result(value[0] if payload[1] else value)
-        elif status == R_ERROR:
-            try:
-                exc = loads(payload[0])
-            except BaseException as e:  # noqa: BLE001
-                exc = e
-            future.set_exception(exc)
-        elif status == R_ERROR_TEXT:
-            future.set_exception(RuntimeError(bytes(payload[0]).decode("utf-8", "replace")))
-        else:  # an exception object made by the owner (WorkerDiedError, BrokenProcessPool)
-            future.set_exception(payload)
+    def _deliver(self, outcomes: list, loads) -> None:
+        """Complete the futures (or answer the clients) of finished jobs, outside the lock:
+        a future's callbacks may submit more."""
+        for job, status, payload in outcomes:
+            if job.reply is None:
+                settle(job.future, status, payload, job.single, loads)
+            else:
+                self._forward(job, status, payload)
 
     def _on_record(self, record: bytes, outcomes: list) -> None:
         job_id, status, slot, run_us = RESULT_HEAD.unpack_from(record)
@@ -530,7 +477,7 @@ class ProcessPool(Executor):
             self._run_us += (run_us - self._run_us) * 0.25
             self._credit = max(MIN_CREDIT, min(MAX_CREDIT, int(TARGET_QUEUED_US / max(self._run_us, 1.0))))
             self._counts["completed"] += 1
-            outcomes.append((job.future, status, (memoryview(record)[RESULT_HEAD.size:], job.single)))
+            outcomes.append((job, status, memoryview(record)))
         elif status == R_DIED:
             generation, pid, exitcode = DIED_BODY.unpack_from(record, RESULT_HEAD.size)
             w = self._workers[slot]
@@ -554,7 +501,7 @@ class ProcessPool(Executor):
                 if job.attempts > self._max_retries:
                     del self._jobs[job_id]
                     self._counts["failed"] += 1
-                    outcomes.append((job.future, -1, WorkerDiedError(job_id, pid, exitcode, job.attempts)))
+                    outcomes.append((job, -1, WorkerDiedError(job_id, pid, exitcode, job.attempts)))
                     continue
                 self._counts["retries"] += 1
             requeue.append(job_id)
@@ -598,7 +545,7 @@ class ProcessPool(Executor):
             if not job.started:
                 if not job.future.set_running_or_notify_cancel():
                     continue
-            outcomes.append((job.future, -1, BrokenProcessPool(reason)))
+            outcomes.append((job, -1, BrokenProcessPool(reason)))
         self._jobs.clear()
         self._pending.clear()
         for w in self._workers:
@@ -606,6 +553,7 @@ class ProcessPool(Executor):
                 w.assigned.clear()
         self._table.ptr.state = lib.RSM_POOL_BROKEN
         self._shutting_down = True
+        self._close_intake()
 
     def _publish(self) -> None:
         p = self._table.ptr
@@ -637,6 +585,7 @@ class ProcessPool(Executor):
         with self._lock:
             if cancel_futures:
                 self._cancel_pending()
+            self._close_intake()
             if not self._shutting_down:
                 self._shutting_down = True
                 if not self._unmapped:
@@ -689,8 +638,7 @@ class ProcessPool(Executor):
         finally:
             if lock_held:
                 self._lock.release()
-        for future, _, exc in outcomes:
-            future.set_exception(exc)
+        self._deliver(outcomes, self._loads)
         if hasattr(self, "_collector") and self._collector.is_alive():
             self._wake_collector()
             self._torn_down.wait(STOP_GRACE_S + 5.0)
@@ -729,8 +677,17 @@ class ProcessPool(Executor):
             if p.exitcode is None:
                 p.kill()
                 p.join(1.0)
+        intake = getattr(self, "_intake_thread", None)
+        intake_alive = False
+        if intake is not None and intake is not threading.current_thread():
+            with self._lock:
+                self._close_intake()
+            intake.join(STOP_GRACE_S)
+            intake_alive = intake.is_alive()
         with self._lock:
             self._unmapped = True
+            for ring in getattr(self, "_replies", {}).values():
+                ring.close()
             for w in workers:
                 lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED, 0, time.time_ns(), 0)
             self._table.ptr.state = lib.RSM_POOL_BROKEN if self._broken else lib.RSM_POOL_STOPPED
@@ -738,7 +695,8 @@ class ProcessPool(Executor):
                 w.inbox.close()
                 w.inbox.unlink()
             for obj in reversed(getattr(self, "_made", [])):
-                obj.close()
+                if not (intake_alive and obj is self._inbound):  # never unmap under a reader
+                    obj.close()
                 obj.unlink()
             for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
                 if fd is not None:

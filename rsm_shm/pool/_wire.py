@@ -30,6 +30,18 @@ R_DIED = 5         # control: a worker process ended (payload: DIED_BODY)
 R_WAKE = 6         # control: look at the pool's state (shutdown, submit)
 DIED_BODY = struct.Struct("<Iii")   # generation, pid, exit code (negative: -signal)
 
+# A named pool's submit ring carries clients' records: CLIENT_HEAD (the client's job
+# number, kind, length of the reply ring's name), the reply ring's name, then (for a job)
+# the serialized (fn, chunk, kwargs), exactly as a job record's payload.
+CLIENT_HEAD = struct.Struct("<QBxH4x")
+C_JOB = 1
+C_BYE = 2          # the client leaves: the owner forgets its reply ring
+
+
+def submit_ring_capacity(ring_capacity: int) -> int:
+    """A named pool's submit ring: room for one largest job plus a client header."""
+    return ring_capacity * 2
+
 MAX_US = (1 << 32) - 1
 
 

@@ -2,7 +2,6 @@
 outcomes on the results ring, and keep this worker's slot of the status table current."""
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import sys

@@ -1,0 +1,175 @@
+"""PoolClient: submit jobs to a named ProcessPool that another process owns."""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Optional
+
+from .. import _proc
+from .._errors import ShutDown
+from .._native import lib
+from ..ring import Ring
+from ._base import MapMixin, settle
+from ._table import PoolTable
+from ._wire import C_BYE, C_JOB, CLIENT_HEAD, R_WAKE, RESULT_HEAD, dumps_pickle
+
+__all__ = ["PoolClient"]
+
+#: How often a client waiting for outcomes checks that the pool's owner still lives.
+OWNER_CHECK_S = 0.5
+
+
+class PoolClient(MapMixin, Executor):
+    """An Executor that runs its jobs on a named :class:`ProcessPool` owned by another
+    process: ``ProcessPool.attach(name)``.
+
+    ``submit``, ``map`` (lazy, ordered, ``chunksize``) and ``shutdown(wait)`` behave as the
+    owner's.  Jobs go to the pool's submit ring; outcomes come back on a reply ring of this
+    client (anonymous: removed when this process exits).  Several clients, in several
+    processes, share one set of workers; jobs are handed out in arrival order.  A killed
+    worker's job is retried by the owner exactly as its own.
+
+    Differences from the owner's executor: a client's future is running from ``submit``
+    on (it cannot be cancelled: the job is already in the pool's hands), and
+    ``shutdown(cancel_futures=True)`` cancels nothing.  If the owner shuts down or dies,
+    ``submit`` raises RuntimeError and outstanding futures fail with ``BrokenProcessPool``.
+    The serializer must be the pool's (pickle by default).
+    """
+
+    def __init__(self, name: str, *, serializer: Any = None) -> None:
+        self._table = PoolTable(name, create=False)
+        try:
+            p = self._table.ptr
+            self._owner = (p.owner_pid, p.owner_start)
+            self._max_workers = self._table.max_workers
+            self._submit_ring = Ring(f"{name}.submit", create=False)
+        except BaseException:
+            self._table.close()
+            raise
+        self._name = name
+        self._dumps = dumps_pickle if serializer is None else serializer.dumps
+        self._loads = __import__("pickle").loads if serializer is None else serializer.loads
+        # As big as the pool's results ring: an outcome that fits there fits here.
+        results = Ring(f"{name}.results", create=False)
+        capacity = results.capacity
+        results.close()
+        self._replies = Ring(None, capacity=capacity, consumers=1, create=True)
+        self._reply_name = self._replies.name.encode()
+        self._lock = threading.Lock()
+        self._futures: dict[int, tuple[Future, bool]] = {}
+        self._ids = itertools.count(1)
+        self._shutdown = False
+        self._broken: Optional[str] = None
+        self._done = threading.Event()
+        self._collector = threading.Thread(target=self._collect, name=f"rsm_shm pool client {name}", daemon=True)
+        self._collector.start()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        """Schedule ``fn(*args, **kwargs)`` on the pool; return its Future."""
+        return self._submit(fn, (args,), kwargs, True)
+
+    def _submit(self, fn, chunk, kwargs, single: bool) -> Future:
+        if self._broken:
+            raise BrokenProcessPool(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        cid = next(self._ids)
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            record = (CLIENT_HEAD.pack(cid, C_JOB, len(self._reply_name)) + self._reply_name
+                      + self._dumps((fn, chunk, kwargs)))
+        except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
+            future.set_exception(e)
+            return future
+        with self._lock:
+            self._futures[cid] = (future, single)
+        try:
+            self._submit_ring.put(record)
+        except ShutDown:
+            with self._lock:
+                self._futures.pop(cid, None)
+            raise RuntimeError(f"cannot schedule new futures: the pool {self._name!r} was shut down") from None
+        except BaseException:
+            with self._lock:
+                self._futures.pop(cid, None)
+            raise
+        return future
+
+    def _collect(self) -> None:
+        loads = self._loads
+        while True:
+            try:
+                batch = self._replies.get_many(256, OWNER_CHECK_S)
+            except queue.Empty:
+                batch = ()
+                if self._pool_gone():
+                    self._fail_all("the pool's owner shut it down or died before answering")
+            done = []
+            with self._lock:
+                for record in batch:
+                    cid, status = RESULT_HEAD.unpack_from(record)[:2]
+                    if status == R_WAKE:
+                        continue
+                    entry = self._futures.pop(cid, None)
+                    if entry is not None:
+                        done.append((entry, status, record))
+                finished = self._shutdown and not self._futures
+            for (future, single), status, record in done:
+                settle(future, status, memoryview(record), single, loads)
+            if finished:
+                return
+
+    def _pool_gone(self) -> bool:
+        try:
+            state = self._table.ptr.state
+        except ValueError:
+            return True
+        return state in (lib.RSM_POOL_STOPPED, lib.RSM_POOL_BROKEN) or not _proc.process_alive(*self._owner)
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            self._broken = self._broken or reason
+            lost = list(self._futures.values())
+            self._futures.clear()
+        for future, _ in lost:
+            future.set_exception(BrokenProcessPool(reason))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop submitting; with ``wait``, return once every future of this client is done
+        and its reply ring is removed.  ``cancel_futures`` cancels nothing (see the class)."""
+        with self._lock:
+            if self._shutdown:
+                first = False
+            else:
+                self._shutdown = first = True
+        if first:
+            try:
+                self._replies.put_nowait(RESULT_HEAD.pack(0, R_WAKE, 0, 0))  # the collector re-checks
+            except (queue.Full, ShutDown, ValueError):
+                pass
+        if not wait:
+            return
+        self._collector.join()
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._done.set()
+        try:
+            self._submit_ring.put_nowait(CLIENT_HEAD.pack(0, C_BYE, len(self._reply_name)) + self._reply_name)
+        except (queue.Full, ShutDown, ValueError):
+            pass  # the owner is gone or busy: it forgets the ring at its shutdown
+        for obj in (self._submit_ring, self._table):
+            obj.close()
+        self._replies.close()
+        self._replies.unlink()
+
+    def __repr__(self) -> str:
+        return f"<rsm_shm.pool.PoolClient of {self._name!r}{' shut down' if self._shutdown else ''}>"

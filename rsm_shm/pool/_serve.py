@@ -1,0 +1,137 @@
+"""The owner's side of a named pool's clients (``ProcessPool.attach``): taking their jobs
+from the submit ring and sending their outcomes back to their reply rings."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ShutDown
+from ..ring import Ring
+from ._wire import C_BYE, CLIENT_HEAD, JOB_CHUNK, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
+
+__all__ = ["ServesClients"]
+
+if TYPE_CHECKING:
+    from ._client import PoolClient
+
+
+class _Job:
+    __slots__ = ("id", "future", "msg", "attempts", "worker", "started", "single", "reply")
+
+    def __init__(self, id: int, future: Future, msg: bytes, single: bool) -> None:
+        self.id = id
+        self.future = future
+        self.msg = msg
+        self.attempts = 0       # times a worker died while running it
+        self.worker = -1        # slot it was handed to, -1 while queued in the owner
+        self.started = False    # set_running_or_notify_cancel() done
+        self.single = single    # a submit(): the outcome is the chunk's only value
+        self.reply = None       # a client's job: (its reply ring's name, its job number)
+
+
+
+class ServesClients:
+    """Mixed into ProcessPool: its lock, jobs, ids, table and hand-out are the pool's."""
+
+    _lock: threading.Lock
+
+    @staticmethod
+    def attach(name: str, *, serializer: Any = None) -> "PoolClient":
+        """An Executor that sends jobs to the named pool ``name`` from this process (see
+        :class:`PoolClient`).  The pool's owner runs them on its workers."""
+        from ._client import PoolClient
+
+        return PoolClient(name, serializer=serializer)
+
+    def _intake(self) -> None:
+        """Take the clients' jobs from the submit ring (a named pool's third thread)."""
+        ring = self._inbound
+        while True:
+            try:
+                batch = ring.get_many(256)
+            except ShutDown:
+                break
+            outcomes: list = []
+            with self._lock:
+                for record in batch:
+                    self._on_client_record(record, outcomes)
+            self._deliver(outcomes, self._loads)
+        with self._lock:
+            self._intake_done = True
+        self._wake_collector()
+
+    def _on_client_record(self, record: bytes, outcomes: list) -> None:
+        cid, kind, nlen = CLIENT_HEAD.unpack_from(record)
+        start = CLIENT_HEAD.size + nlen
+        reply = bytes(record[CLIENT_HEAD.size:start]).decode("utf-8", "replace")
+        if kind == C_BYE:
+            ring = self._replies.pop(reply, None)
+            if ring is not None:
+                ring.close()
+            return
+        if reply not in self._replies:
+            try:
+                self._replies[reply] = Ring(reply, create=False)
+            except (OSError, ValueError):
+                return  # the client is gone already
+        job_id = next(self._ids)
+        job = _Job(job_id, None, JOB_HEAD.pack(job_id, JOB_CHUNK) + record[start:], True)
+        job.reply = (reply, cid)
+        job.started = True  # a client's future is running from its submit on
+        if self._broken:
+            outcomes.append((job, -1, BrokenProcessPool(self._broken)))
+            return
+        if len(job.msg) > self._max_job:
+            outcomes.append((job, -1, ValueError(
+                f"job {job_id} serializes to {len(job.msg)} bytes, more than ProcessPool {self.name!r} carries "
+                f"in one message ({self._max_job})")))
+            return
+        self._jobs[job_id] = job
+        self._counts["submitted"] += 1
+        self._table.ptr.submitted += 1
+        if self._pending or not self._hand_out(job):
+            self._pending.append(job_id)
+
+    def _forward(self, job: _Job, status: int, payload) -> None:
+        """Send a client's outcome to its reply ring (bounded: a client that stopped reading
+        loses it after a second)."""
+        reply, cid = job.reply
+        if status == -1:  # an exception made here
+            try:
+                status, data = R_ERROR, self._dumps(payload)
+            except Exception:  # noqa: BLE001 -- a serializer that cannot carry exceptions
+                status, data = R_ERROR_TEXT, str(payload).encode()
+        else:
+            data = payload[RESULT_HEAD.size:]
+        record = RESULT_HEAD.pack(cid, status, 0, 0) + data
+        deadline = time.monotonic() + 1.0
+        while True:
+            with self._lock:
+                ring = self._replies.get(reply)
+                if ring is None or self._unmapped:
+                    break
+                try:
+                    ring.put_nowait(record)
+                    return
+                except queue.Full:
+                    pass
+                except (ShutDown, ValueError):
+                    break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.001)
+        self._counts["undeliverable"] += 1
+
+    def _close_intake(self) -> None:
+        """No more jobs from other processes (caller holds the lock): the intake thread
+        takes what is in the submit ring, then ends."""
+        if self._inbound is not None and not self._unmapped:
+            try:
+                self._inbound.shutdown()
+            except ValueError:
+                pass
+

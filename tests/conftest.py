@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import signal
 
 import psutil
 import pytest
@@ -20,6 +21,13 @@ SHM_DIR = "/dev/shm"
 PREFIX = "rsm_shm."
 RUN_TOKEN = f"t{os.getpid()}{secrets.token_hex(3)}"
 _test_counter = itertools.count()
+
+# A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored
+# (no KeyboardInterrupt), as do the processes it starts.  The suite tests Ctrl-C, so it
+# runs with Python's default handler however it was launched; children started after this
+# get SIGINT's default disposition back at exec and install the same handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _ours() -> set[str]:

@@ -28,7 +28,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ("3.10", "3.11", "3.12", "3.13")
-COPIED = ("tests", "examples", "tools", "docs", "csrc", "pyproject.toml")
+COPIED = ("tests", "examples", "tools", "docs", "csrc", "README.md", "pyproject.toml")
 FORK_WARNING = "error:This process:DeprecationWarning"
 
 

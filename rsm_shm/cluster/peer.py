@@ -60,7 +60,7 @@ from .storage_factory import open_storage
 
 _ShutDown = RING_SHUTDOWN
 _MAX_BATCH = 4096             # envelopes taken from the inbox per turn
-_REPLY_RING_CACHE = 256       # client reply rings kept open
+_REPLY_RING_CACHE = 32        # client reply rings kept open (their touched pages count in RSS)
 _OWNER_CHECK_TICKS = 50       # how often (in ticks) to check that the manager lives
 _CTX = struct.Struct(">Q")
 

@@ -87,7 +87,7 @@ class KVStore(StateMachine):
 
     @staticmethod
     def _parse(raw: bytes) -> dict:
-        cmd = _json_loads(raw.decode())  # str: skips json's encoding detection
+        cmd = _json_loads(raw)
         if type(cmd) is not dict or type(cmd.get("key")) is not str:
             raise ValueError("a KVStore command is a JSON object with a string 'key'")
         return cmd
@@ -131,7 +131,19 @@ class KVStore(StateMachine):
 
 
 _MISSING = object()
-_json_loads = json.JSONDecoder().decode
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _json_loads(raw: bytes):
+    """``json.loads`` for the common case in one C call (no encoding detection, no
+    whitespace handling); anything unusual goes through ``json.loads`` itself, so the
+    accepted language and the errors are exactly json's."""
+    s = raw.decode()
+    try:
+        obj, end = _scan_json(s, 0)
+    except StopIteration:
+        return json.loads(s)
+    return obj if end == len(s) else json.loads(s)
 
 
 def load_state_machine(path: str) -> StateMachine:
@@ -204,7 +216,7 @@ def decode_batch(b: bytes) -> List[tuple]:
 SNAPSHOT_MAGIC = b"RSMS"
 SNAPSHOT_VERSION = 1
 _SNAP_HDR = struct.Struct("<4sBQ")     # magic, version, session count
-_SESSION = struct.Struct("<QQQQI")     # id, last_seq, last_index, forgotten, result count
+_SESSION = struct.Struct("<QQQQQI")    # id, last_seq, last_index, forgotten, acked, result count
 _RESULT = struct.Struct("<QBI")        # seq, status, len
 DEFAULT_MAX_SESSIONS = 4096
 MAX_RESULTS_PER_SESSION = 1 << 16
@@ -216,7 +228,8 @@ class Sessions:
     def __init__(self, sm: StateMachine, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         self.sm = sm
         self.max_sessions = max_sessions
-        # session id -> [last_seq, last_index, {seq: (status, result)}, forgotten up to seq]
+        # session id -> [last_seq, last_index, {seq: (status, result)}, forgotten up to seq,
+        #                highest acked seen]
         self.table: Dict[int, list] = {}
 
     def apply(self, op: int, session: int, seq: int, acked: int, data: bytes, index: int) -> Tuple[int, bytes]:
@@ -227,7 +240,7 @@ class Sessions:
                 if len(self.table) >= self.max_sessions:
                     victim = min(self.table.items(), key=lambda kv: (kv[1][1], kv[0]))[0]
                     del self.table[victim]
-                self.table[session] = [0, index, OrderedDict(), 0]
+                self.table[session] = [0, index, OrderedDict(), 0, 0]
             else:
                 s[1] = index
             return ev.OK, b""
@@ -237,9 +250,12 @@ class Sessions:
         s[1] = index
         results = s[2]
         # Results are kept in sequence order (applied in increasing seq): forget the
-        # acknowledged prefix.
-        while results and next(iter(results)) <= acked:
-            results.popitem(last=False)
+        # acknowledged prefix (only when the client acknowledged more: a batch of
+        # commands all carry the same ``acked``).
+        if acked > s[4]:
+            s[4] = acked
+            while results and next(iter(results)) <= acked:
+                results.popitem(last=False)
         last = s[0]
         if seq <= last:
             got = results.get(seq)
@@ -275,8 +291,8 @@ class Sessions:
     def snapshot(self) -> bytes:
         parts = [_SNAP_HDR.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(self.table))]
         for sid in sorted(self.table):
-            last, idx, results, forgotten = self.table[sid]
-            parts.append(_SESSION.pack(sid, last, idx, forgotten, len(results)))
+            last, idx, results, forgotten, acked = self.table[sid]
+            parts.append(_SESSION.pack(sid, last, idx, forgotten, acked, len(results)))
             for seq in sorted(results):
                 status, res = results[seq]
                 parts.append(_RESULT.pack(seq, status, len(res)))
@@ -297,7 +313,7 @@ class Sessions:
         off = _SNAP_HDR.size
         table: Dict[int, list] = {}
         for _ in range(n):
-            sid, last, idx, forgotten, nres = _SESSION.unpack_from(data, off)
+            sid, last, idx, forgotten, acked, nres = _SESSION.unpack_from(data, off)
             off += _SESSION.size
             results: OrderedDict = OrderedDict()
             for _ in range(nres):
@@ -305,6 +321,6 @@ class Sessions:
                 off += _RESULT.size
                 results[seq] = (status, data[off:off + ln])
                 off += ln
-            table[sid] = [last, idx, results, forgotten]
+            table[sid] = [last, idx, results, forgotten, acked]
         self.table = table
         self.sm.restore(data[off:])

@@ -375,13 +375,16 @@ class Peer:
         self.applied = entry.index
         if entry.type == EntryType.CONF_CHANGE:
             if conf_state is not None:
-                self.conf_state = conf_state
+                old, self.conf_state = self.conf_state, conf_state
+                if _members(conf_state) - _members(old):
+                    # A joining peer has no log and the initial configuration is in no
+                    # entry (the founders got it at bootstrap): it must start from a
+                    # snapshot that includes its admission.  Every peer compacts now,
+                    # so whichever leader serves it later sends one.
+                    self._force_snapshot = True
             waiter = self._admin_pending.pop(entry.index, None)
             if waiter is not None:
                 self._reply(waiter[0], waiter[1], ev.OK, b"")
-                # A joining peer must learn the configuration from a snapshot taken after
-                # its admission (it has no log): compact right away.
-                self._force_snapshot = True
             return
         if not entry.data:
             return  # a new leader's no-op
@@ -531,6 +534,10 @@ class Peer:
         s.nmatch = n
         s.control_seq = self.links.seq
         self.status_rec.publish(s)
+
+
+def _members(cs: ConfState) -> set:
+    return set(cs.voters) | set(cs.learners) | set(cs.voters_outgoing) | set(cs.learners_next)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -54,7 +54,7 @@ def waitq_record(q: Any, nslots_bound: int) -> dict:
     trusted up to that bound.
     """
     n = min(int(q.nslots), int(nslots_bound), lib.RSM_WQ_MAX_SLOTS)
-    slots = []
+    slots: list[dict[str, Any]] = []
     for i in range(max(n, 0)):
         s = q.slots[i]
         state = int(s.state)

@@ -226,7 +226,7 @@ def _state_cell(rec: dict) -> str:
         return "foreign (not decoded)"
     if status in (insp.SegmentStatus.OK.value, insp.SegmentStatus.BUILDING.value, insp.SegmentStatus.FAILED.value):
         return printable(rec.get("state") or "-", _MAX_STATE_CHARS)
-    return printable(f"{status.upper()}: {rec.get('problem') or ''}".rstrip(": "), _MAX_STATE_CHARS)
+    return printable(f"{str(status).upper()}: {rec.get('problem') or ''}".rstrip(": "), _MAX_STATE_CHARS)
 
 
 def render_table(records: Sequence[dict]) -> str:

@@ -169,7 +169,7 @@ class Ring(SharedObject):
     """
 
     _kind = Kind.RING
-    _ptr = None
+    _ptr: Any = None  # the rsm_ring cffi pointer; None once closed
 
     def __init__(
         self,
@@ -307,7 +307,7 @@ class Ring(SharedObject):
             try:
                 raise_for(r, self, "put", f"{op.done} of {count} messages put")
             except (queue.Full, ShutDown) as exc:
-                exc.sent = op.done  # type: ignore[attr-defined]
+                exc.sent = op.done  # type: ignore[union-attr]
                 raise
         if r != _OK:
             raise_for(r, self, "put")

@@ -54,7 +54,7 @@ from itertools import accumulate
 from typing import List, Optional, Sequence, Tuple
 
 from ..raft.codec import decode_conf_state, encode_conf_state
-from ..raft.storage import CompactedError, SnapOutOfDateError, StorageError, UnavailableError
+from ..raft.storage import CompactedError, SnapOutOfDateError, UnavailableError
 from ..raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .wal import HEADER_SIZE, OFFSET_BITS, CorruptLogError, RecordType, TornTail, WAL, fsync_dir, frame
 

@@ -31,7 +31,7 @@ int64_t rsm_slice_end(int64_t deadline_ns)
 
 /* Thread ids are cached because gettid() is a system call and the fast path must not make
  * one.  A fork child inherits the forking thread's cache, so the atfork handler clears it. */
-static _Thread_local uint32_t cached_tid;
+static RSM_THREAD_LOCAL uint32_t cached_tid;
 static _Atomic int32_t cached_pid; /* shared by the threads of a process: atomic, relaxed */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 

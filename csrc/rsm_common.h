@@ -65,4 +65,8 @@ static inline void rsm_cpu_relax(void)
 
 #define RSM_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 
+/* Thread-locals on the fast paths: initial-exec avoids a __tls_get_addr call per access in
+ * a shared object (a few bytes of the static TLS surplus that glibc keeps for dlopen). */
+#define RSM_THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+
 #endif

@@ -85,6 +85,7 @@ void rsm_wq_enqueue(rsm_waitq *q, rsm_waiter *w, uint32_t kind)
         atomic_store_explicit(&s->ticket, atomic_fetch_add(&q->next_ticket, 1), memory_order_relaxed);
         atomic_store_explicit(&s->state, make_state(gen, 0, kind, RSM_SLOT_WAITING), memory_order_release);
         atomic_fetch_add(&q->nwaiters, 1); /* seq_cst: pairs with the waker's load */
+        atomic_store_explicit(&q->hint, (uint16_t)i, memory_order_relaxed);
         w->slot = (int32_t)i;
         return;
     }
@@ -124,8 +125,8 @@ int rsm_wq_wait(rsm_waitq *q, rsm_waiter *w, int64_t deadline_ns)
         w->nospin = 1; /* spin once per wait, not once per slice */
         /* Spinning only pays if the waker runs elsewhere right now; if the last waker ran
          * on our CPU, it cannot run while we spin. */
-        if (atomic_load_explicit(&q->waker_cpu, memory_order_relaxed) != (uint32_t)sched_getcpu() + 1) {
-            static _Thread_local uint32_t waits;
+        if (atomic_load_explicit(&q->waker_cpu, memory_order_relaxed) != (uint16_t)(sched_getcpu() + 1)) {
+            static RSM_THREAD_LOCAL uint32_t waits;
             uint32_t budget = atomic_load_explicit(&q->spin_ns, memory_order_relaxed);
             if (budget <= RSM_SPIN_MIN_NS && ++waits % RSM_SPIN_PROBE_EVERY == 0)
                 budget = RSM_SPIN_MAX_NS;
@@ -257,11 +258,18 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
     uint64_t ticket_limit = atomic_load(&q->next_ticket);
     if (atomic_load(&q->noverflow) > 0)
         wake_overflow(q);
-    while (woken < n && atomic_load(&q->nwaiters) > 0) {
+    uint32_t queued;
+    while (woken < n && (queued = atomic_load(&q->nwaiters)) > 0) {
         int32_t best = -1;
         uint64_t best_ticket = 0;
         uint32_t best_state = 0;
-        for (uint32_t i = 0; i < nslots; i++) {
+        /* The walk stops once it has seen as many candidates as nwaiters counts waiters:
+         * with one sleeper (a ping-pong) that is a few slots, not all of them.  Only
+         * candidates count, so a stop always has one to wake; a waiter racing with the
+         * walk (published, not yet counted) can only cost FIFO order, never the wake. */
+        uint32_t seen = 0, first = nslots ? atomic_load_explicit(&q->hint, memory_order_relaxed) % nslots : 0;
+        for (uint32_t k = 0; k < nslots && seen < queued; k++) {
+            uint32_t i = first + k < nslots ? first + k : first + k - nslots;
             uint32_t st = atomic_load_explicit(&q->slots[i].state, memory_order_acquire);
             uint32_t phase = rsm_slot_phase(st);
             if (phase != RSM_SLOT_WAITING && phase != RSM_SLOT_SLEEPING)
@@ -271,6 +279,7 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
             uint64_t t = atomic_load_explicit(&q->slots[i].ticket, memory_order_relaxed);
             if (t >= ticket_limit)
                 continue;
+            seen++;
             if (best < 0 || (order == RSM_WAKE_FIFO ? t < best_ticket : t > best_ticket)) {
                 best = (int32_t)i;
                 best_ticket = t;
@@ -305,7 +314,7 @@ int rsm_wq_wake(rsm_waitq *q, int n, int order, uint32_t kind_mask, uint32_t tok
         woken++;
     }
     if (woken) {
-        uint32_t cpu = (uint32_t)sched_getcpu() + 1;
+        uint16_t cpu = (uint16_t)(sched_getcpu() + 1);
         if (atomic_load_explicit(&q->waker_cpu, memory_order_relaxed) != cpu)
             atomic_store_explicit(&q->waker_cpu, cpu, memory_order_relaxed);
     }

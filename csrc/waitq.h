@@ -60,7 +60,8 @@ typedef struct rsm_waitq {
     uint32_t nslots;               /* fixed at creation; readers clamp it to RSM_WQ_MAX_SLOTS */
     _Atomic uint64_t next_ticket;
     _Atomic uint32_t spin_ns;      /* adaptive spin budget before sleeping (see rsm_wq_wait) */
-    _Atomic uint32_t waker_cpu;    /* 1 + the CPU of the last waker: a waiter on that CPU skips spinning */
+    _Atomic uint16_t waker_cpu;    /* 1 + the CPU of the last waker: a waiter on that CPU skips spinning */
+    _Atomic uint16_t hint;         /* the slot last published: wakes start their walk there */
     rsm_wslot slots[];
 } rsm_waitq;
 

@@ -50,6 +50,7 @@ import multiprocessing.connection
 import os
 import platform
 import random
+import resource
 import signal
 import statistics
 import sys
@@ -413,18 +414,25 @@ class ContendedCase:
     slow: bool = False                # does ops / slow_divisor
 
 
-def _contend_child(make, n: int, counter, times, slot: int, ready, go) -> None:
+def _contend_child(make, n: int, counter, times, switches, slot: int, ready, go) -> None:
     acquire, release = make()
     gc.disable()
     ready.release()
     go.wait()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic_ns()  # CLOCK_MONOTONIC: comparable between processes
     for _ in range(n):
         acquire()
         counter.value += 1
         release()
-    times[2 * slot] = t0
     times[2 * slot + 1] = time.monotonic_ns()
+    times[2 * slot] = t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # Context switches explain the swing between runs: a voluntary one is a sleep on the
+    # lock (a hand-over through the kernel), an involuntary one a preemption (often of
+    # the holder, which stalls every other process).
+    switches[2 * slot] = after.ru_nvcsw - before.ru_nvcsw
+    switches[2 * slot + 1] = after.ru_nivcsw - before.ru_nivcsw
 
 
 def _shared(obj):
@@ -457,8 +465,9 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
     make = case.make(res)
     counter = CTX.RawValue("q", 0)
     times = CTX.RawArray("q", 2 * nproc)
+    switches = CTX.RawArray("q", 2 * nproc)
     ready, go = CTX.Semaphore(0), CTX.Event()
-    err = run_children([(_contend_child, (make, n, counter, times, i, ready, go)) for i in range(nproc)],
+    err = run_children([(_contend_child, (make, n, counter, times, switches, i, ready, go)) for i in range(nproc)],
                        ready, go, nproc, progress=lambda: counter.value)
     res.dispose()
     if err:
@@ -467,6 +476,8 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
     return {"ops_per_s": nproc * n * NS_PER_S / elapsed, "elapsed_ns": elapsed,
             "start_skew_ns": max(times[0::2]) - min(times[0::2]),
             "finish_spread": (max(times[1::2]) - min(times[1::2])) / elapsed, "exact": counter.value == nproc * n,
+            "vol_csw_per_kop": 1000 * sum(switches[0::2]) / (nproc * n),
+            "invol_csw_per_kop": 1000 * sum(switches[1::2]) / (nproc * n),
             "counter": counter.value, "expected": nproc * n}
 
 
@@ -495,6 +506,12 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
                          "run_ns": statistics.median(s["elapsed_ns"] for s in runs if "elapsed_ns" in s) if good else None,
                          "finish_spread": statistics.median(s["finish_spread"] for s in runs if "finish_spread" in s)
                          if good else None,
+                         "vol_csw_per_kop": statistics.median(s["vol_csw_per_kop"] for s in runs if "ops_per_s" in s)
+                         if good else None,
+                         "invol_csw_per_kop": statistics.median(s["invol_csw_per_kop"] for s in runs if "ops_per_s" in s)
+                         if good else None,
+                         "runs_csw_per_kop": [(round(s["vol_csw_per_kop"], 1), round(s["invol_csw_per_kop"], 1))
+                                              for s in runs if "ops_per_s" in s],
                          "exact": not inexact and not errors, "errors": errors, "inexact": inexact})
     for row in rows:
         ref = next(r["ops_per_s"] for r in rows if r["nproc"] == row["nproc"] and r["label"] == "mp.Lock")
@@ -510,12 +527,15 @@ def print_contended(r: Dict[str, Any]) -> None:
         check = "exact" if x["exact"] else "WRONG: " + "; ".join(x["errors"] + x["inexact"])
         spread = f"[{fmt_rate(x['min_ops_per_s'])}..{fmt_rate(x['max_ops_per_s'])}]" if x["ops_per_s"] else ""
         finish = "-" if x["finish_spread"] is None else f"{100 * x['finish_spread']:.0f}%"
+        csw = "-" if x["vol_csw_per_kop"] is None else f"{x['vol_csw_per_kop']:.0f} / {x['invol_csw_per_kop']:.0f}"
         rows.append([x["label"], str(x["nproc"]), str(x["ops_per_process"]), fmt_ns(x["run_ns"]),
-                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, check])
+                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, csw, check])
     print_table(["candidate", "procs", "N/proc", "run", "throughput", "spread", "x mp (higher=better)",
-                 "finish spread", "counter"], rows)
+                 "finish spread", "csw/1k ops vol/invol", "counter"], rows)
     print("   finish spread: (last finish - first finish) / run time; near 0% = the processes shared the lock,"
           " near 50%+ = one process kept it while the others waited")
+    print("   csw/1k ops: context switches per 1000 lock operations, all processes (getrusage): voluntary ="
+          " sleeps on the lock, involuntary = preemptions; throughput falls as they rise")
 
 
 # ==========================================================================================

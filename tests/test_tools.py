@@ -30,3 +30,16 @@ def test_bench_wal_smoke(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "reopen a 20,000-entry log" in out.stdout
     assert os.listdir(tmp_path) == []  # the data directories are removed
+
+
+@pytest.mark.timeout(240)
+def test_bench_cluster_smoke():
+    """The rsm_shm side of the cluster benchmark runs end to end (PySyncObj is an optional
+    [bench] extra and is left out here)."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench_cluster.py"), "--quick", "--only", "rsm",
+         "--ops", "600", "--inflight", "200", "--seq", "30"],
+        capture_output=True, text=True, timeout=230,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "pipelined commits/s, fsync=True" in out.stdout and "failover" in out.stdout

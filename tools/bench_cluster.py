@@ -586,18 +586,21 @@ def _median(rounds: list, path: Callable) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds of the steady-state figures")
-    ap.add_argument("--failovers", type=int, default=5, help="leader kills (median)")
-    ap.add_argument("--ops", type=int, default=100_000, help="commands in the pipelined run")
-    ap.add_argument("--inflight", type=int, default=20_000, help="commands in flight (pipelined)")
-    ap.add_argument("--seq", type=int, default=2000, help="sequential commands and reads")
+    ap.add_argument("--repeat", type=int, help="rounds of the steady-state figures (default 3)")
+    ap.add_argument("--failovers", type=int, help="leader kills (median; default 5)")
+    ap.add_argument("--ops", type=int, help="commands in the pipelined run (default 100,000)")
+    ap.add_argument("--inflight", type=int, help="commands in flight, pipelined (default 20,000)")
+    ap.add_argument("--seq", type=int, help="sequential commands and reads (default 2000)")
     ap.add_argument("--only", default="", help="comma list of: pysyncobj, rsm")
     ap.add_argument("--long", action="store_true", help="RSS after 1M entries and restart time")
     ap.add_argument("--entries", type=int, default=1_000_000, help="log entries of the --long run")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.repeat, args.failovers, args.ops, args.inflight, args.seq = 1, 1, 5000, 2000, 200
+    # --quick shrinks every count not given explicitly.
+    defaults = ((1, 3), (1, 5), (5000, 100_000), (2000, 20_000), (200, 2000))
+    for name, (quick, full) in zip(("repeat", "failovers", "ops", "inflight", "seq"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     systems = [s for s in (args.only.split(",") if args.only else ["rsm", "pysyncobj"]) if s]
 
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")

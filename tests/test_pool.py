@@ -255,3 +255,28 @@ def test_spawn_context_and_anonymous_pool_leave_nothing():
     with ProcessPool(1, mp_context=mp.get_context("spawn")) as pool:
         assert pool.submit(jobs.square, 6).result(timeout=60) == 36
     assert {e for e in set(os.listdir(SHM)) - before if f".{os.getpid()}." in e} == set()
+
+
+def test_progress_passes_results_through_and_counts(pool):
+    import io
+
+    from rsm_shm.pool.progress import TextBar, progress
+
+    out = io.StringIO()
+    bar = TextBar(total=300, desc="squares", file=out, min_interval=0)
+    got = list(progress(pool.map(jobs.square, range(300), chunksize=10), total=300, pool=pool, bar=bar,
+                        refresh=0))
+    assert got == [i * i for i in range(300)] and bar.n == 300
+    assert "squares: 300/300" in out.getvalue() and "retries=0" in out.getvalue()
+
+
+def test_progress_drives_a_tqdm_bar(pool):
+    tqdm = pytest.importorskip("tqdm")
+    import io
+
+    from rsm_shm.pool.progress import progress
+
+    out = io.StringIO()
+    with tqdm.tqdm(total=50, file=out) as bar:
+        assert list(progress(pool.map(jobs.square, range(50)), pool=pool, bar=bar)) == [i * i for i in range(50)]
+        assert bar.n == 50

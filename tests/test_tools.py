@@ -43,3 +43,11 @@ def test_bench_cluster_smoke():
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "pipelined commits/s, fsync=True" in out.stdout and "failover" in out.stdout
+
+
+@pytest.mark.timeout(240)
+def test_bench_pool_smoke():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench_pool.py"), "--quick", "--only", "rsm"],
+                         capture_output=True, text=True, timeout=230)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "rsm ProcessPool" in out.stdout and "SIGKILL -> job running again" in out.stdout

@@ -166,6 +166,14 @@ class PoolTable(SharedObject):
             jobs_done=out.jobs_done, last_exit=out.last_exit, torn=not ok,
         )
 
+    def describe(self) -> dict:
+        """:meth:`statistics` as plain data for ``rsm-shm inspect``, with the counts of
+        workers alive and busy."""
+        from .._describe import plain
+
+        st = self.statistics()
+        return {**plain(st), "alive": st.alive, "busy": st.busy}
+
     def statistics(self) -> PoolStatistics:
         self._check_open()
         p = self._ptr

@@ -35,8 +35,9 @@ def new_leader(cluster, old: int, timeout: float = 15.0) -> int:
 
 
 def fault_schedule(cluster, progress) -> list:
-    """Kill the leader, pause a follower, pause the leader, isolate the leader, kill a
-    follower -- each fault while the clients keep writing, each healed before the next."""
+    """Kill the leader, pause a follower, pause the leader, isolate the leader, drop a
+    fifth of the messages, kill a follower -- each fault while the clients keep writing,
+    each healed before the next."""
     done = []
     leader = cluster.wait_leader(timeout=15)
     wait_progress(progress, 30, timeout=30)
@@ -67,6 +68,11 @@ def fault_schedule(cluster, progress) -> list:
     wait_progress(progress, 30, timeout=30)
     cluster.heal()
     done.append(f"isolated leader {leader}, healed")
+
+    cluster.set_drop_rate(0.2)
+    wait_progress(progress, 30, timeout=30)
+    cluster.set_drop_rate(0.0)
+    done.append("dropped 20% of the messages between peers")
 
     leader = cluster.wait_leader(timeout=15)
     follower = other_than(cluster, leader)[-1]

@@ -2,7 +2,8 @@
 
 Used by setup.py through ``cffi_modules``.  The declarations live in ``csrc/*.cdef``
 (one per concern, concatenated), the code in ``csrc/*.c`` minus the CPython fast-path
-module (``fastpath.c``, built separately by setup.py as ``rsm_shm._fast``).
+module (``csrc/fast*.c``, built separately by setup.py as ``rsm_shm._fast``, which calls
+this module's copy of the core through the table of csrc/core_api.h).
 """
 import glob
 import os
@@ -12,11 +13,11 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
 
-# Sources shared by both extension modules; fastpath.c is the CPython-API one.
+# The C core: every C file but the CPython-API ones of rsm_shm._fast (fast*.c).
 SOURCES = sorted(
     os.path.relpath(p, os.path.dirname(HERE))
     for p in glob.glob(os.path.join(HERE, "*.c"))
-    if os.path.basename(p) != "fastpath.c"
+    if not os.path.basename(p).startswith("fast")
 )
 
 ffibuilder = FFI()

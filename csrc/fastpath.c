@@ -13,9 +13,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "event.h"
-#include "lock.h"
-#include "sem.h"
+/* The C core lives in rsm_shm._native; calls to it go through its table (core_api.h). */
+#define RSM_CORE_VIA_TABLE
+#include "core_api.h"
 
 #include <math.h>
 #include <string.h>
@@ -339,9 +339,13 @@ static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->obj)
         return fail((PyObject *)self, RSM_CLOSED);
-    if (release_fast(self))
-        Py_RETURN_NONE;
     rsm_lock *l = (rsm_lock *)self->obj;
+    int released = release_fast(self);
+    if (released) {
+        if (released == RSM_RELEASED_WAKE)
+            rsm_lock_wake(l);
+        Py_RETURN_NONE;
+    }
     int r;
     if (self->recursive) {
         r = rsm_rlock_release(l, 1);
@@ -680,6 +684,8 @@ static struct PyModuleDef fastmodule = {
 
 PyMODINIT_FUNC PyInit__fast(void)
 {
+    if (rsm_core_attach() < 0)
+        return NULL;
     str_fail = PyUnicode_InternFromString("_fail");
     str_pins = PyUnicode_InternFromString("_pins");
     str_maybe_unmap = PyUnicode_InternFromString("_maybe_unmap");

@@ -31,6 +31,11 @@ static int took(rsm_lock *l, uint32_t word_before)
     return (word_before & RSM_LOCK_OWNER_DIED) ? RSM_OWNER_DEAD : RSM_OK;
 }
 
+void rsm_lock_wake(rsm_lock *l)
+{
+    rsm_wq_wake(&l->wq, 1, wake_order(l), RSM_KIND_ANY, RSM_TOKEN_NONE, NULL, 0);
+}
+
 /* A waiter that leaves after consuming a plain wake passes it on, so no wake-up is lost. */
 static void pass_on(rsm_lock *l)
 {

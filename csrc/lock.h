@@ -63,6 +63,8 @@ int rsm_lock_release_foreign(rsm_lock *l);
 int rsm_lock_recover(rsm_lock *l, uint32_t dead_tid, rsm_waiter *w);
 /* Leave the queue after an exception between slices (Ctrl-C), passing on a consumed wake. */
 void rsm_lock_abandon(rsm_lock *l, rsm_waiter *w);
+/* Wake one sleeper (in the lock's wake order) after rsm_lock_release_fast said so. */
+void rsm_lock_wake(rsm_lock *l);
 
 /* RLock: the same word, plus the recursion count. */
 int rsm_rlock_acquire(rsm_lock *l, rsm_waiter *w, int64_t deadline_ns);
@@ -70,7 +72,10 @@ int rsm_rlock_release(rsm_lock *l, int told);
 /* Condition support: drop every level at once (returns the depth in *count), and restore. */
 int rsm_rlock_release_all(rsm_lock *l, uint32_t *count, int told);
 
-/* The fast paths, inline so the GIL-holding entry points (fastpath.c) share the algorithm. */
+/* The fast paths, inline so the GIL-holding entry points (fastpath.c) share the algorithm.
+ * They touch only the shared words and call no other core function (fastpath.c reaches
+ * the core through a table, core_api.h): a release that finds sleepers says so, and the
+ * caller wakes one with rsm_lock_wake. */
 static inline int rsm_lock_try_fast(rsm_lock *l, uint32_t tid, int32_t pid)
 {
     uint32_t expected = 0;
@@ -81,7 +86,10 @@ static inline int rsm_lock_try_fast(rsm_lock *l, uint32_t tid, int32_t pid)
     return 0;
 }
 
-/* Returns 1 if released, 0 if the slow path must decide (not owner, OWNER_DIED, FIFO). */
+/* Returns RSM_RELEASED, RSM_RELEASED_WAKE (released, and the caller must call
+ * rsm_lock_wake: sleepers were seen after the release) or 0 if the slow path must decide
+ * (not owner, OWNER_DIED, FIFO with waiters). */
+enum { RSM_RELEASED = 1, RSM_RELEASED_WAKE = 2 };
 static inline int rsm_lock_release_fast(rsm_lock *l, uint32_t tid)
 {
     if (l->policy == RSM_LOCK_FIFO && atomic_load(&l->wq.nwaiters) > 0)
@@ -89,10 +97,10 @@ static inline int rsm_lock_release_fast(rsm_lock *l, uint32_t tid)
     uint32_t expected = tid;
     if (!atomic_compare_exchange_strong(&l->word, &expected, 0))
         return 0;
+    /* After the release, not before: a waiter that enqueues later re-checks the word. */
     if (atomic_load(&l->wq.nwaiters) > 0 || atomic_load(&l->wq.noverflow) > 0)
-        rsm_wq_wake(&l->wq, 1, l->policy == RSM_LOCK_LIFO ? RSM_WAKE_LIFO : RSM_WAKE_FIFO,
-                    RSM_KIND_ANY, RSM_TOKEN_NONE, NULL, 0);
-    return 1;
+        return RSM_RELEASED_WAKE;
+    return RSM_RELEASED;
 }
 
 /* RLock fast paths: re-entry by the owner is a plain increment of count (only the owner
@@ -112,6 +120,7 @@ static inline int rsm_rlock_try_fast(rsm_lock *l, uint32_t tid, int32_t pid)
     return 1;
 }
 
+/* Returns as rsm_lock_release_fast. */
 static inline int rsm_rlock_release_fast(rsm_lock *l, uint32_t tid)
 {
     if (atomic_load_explicit(&l->word, memory_order_relaxed) != tid)
@@ -122,8 +131,9 @@ static inline int rsm_rlock_release_fast(rsm_lock *l, uint32_t tid)
         return 1;
     }
     atomic_store_explicit(&l->count, 0, memory_order_relaxed);
-    if (rsm_lock_release_fast(l, tid))
-        return 1;
+    int released = rsm_lock_release_fast(l, tid);
+    if (released)
+        return released;
     atomic_store_explicit(&l->count, c, memory_order_relaxed); /* let the slow path release */
     return 0;
 }

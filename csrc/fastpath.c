@@ -9,6 +9,10 @@
  * event.c; policy stays in Python: between slices a Lock waiter asks
  * `self._owner_is_dead(tid)`, and a holder that recovered a dead owner's lock is told by
  * `self._tell_owner_died()`; `self._fail(code)` turns a status into its exception.
+ *
+ * Two things here serve every blocking call of the package, Python ones included: Pins,
+ * the protocol that keeps a segment mapped while any call uses it, and deadline(), the one
+ * converter from a user's timeout to a deadline (docs/blocking.md has the table).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,59 +24,329 @@
 #include <math.h>
 #include <string.h>
 
+/* ---- Pins: the one protocol between a segment's mapping and every C call into it ----
+ *
+ * Every rsm_shm segment owns one Pins object (rsm_shm/segment.py).  A call that hands raw
+ * pointers into the mapping to C -- and every C call may release the GIL -- holds a pin
+ * for its duration: `with segment.pins:` in Python, pins_enter()/pins_exit() here.
+ * close() marks the Pins closed (new calls raise ValueError) and the mapping is released
+ * (`on_unmap()`, given by the segment) only when the last pin is gone, so no C call can
+ * ever run on an unmapped page.  Everything runs under the GIL: plain counters suffice.
+ */
 typedef struct {
     PyObject_HEAD
-    void *obj;          /* rsm_lock / rsm_sem / rsm_event; NULL while unbound or closed */
-    PyObject *seg;      /* the rsm_shm.segment.Segment: pinned around blocking calls */
-    PyObject *pins;     /* seg._pins, the list of pins (segment.py begin_use) */
+    Py_ssize_t users;   /* calls in progress that hold raw pointers into the mapping */
+    int closed;         /* close() was called: new calls fail with ValueError */
+    int unmapped;       /* on_unmap() ran: the mapping is gone */
+    PyObject *on_unmap; /* called once, when closed and the last pin is released */
+    PyObject *label;    /* names the object in messages: "Lock 'jobs'" */
+} Pins;
+
+static PyTypeObject PinsType;
+
+static int pins_raise_closed(Pins *p)
+{
+    PyErr_Format(PyExc_ValueError, "%S is closed", p->label);
+    return -1;
+}
+
+static int pins_enter(Pins *p)
+{
+    if (p->closed)
+        return pins_raise_closed(p);
+    p->users++;
+    return 0;
+}
+
+static int pins_unmap(Pins *p)
+{
+    if (p->unmapped || p->users > 0)
+        return 0;
+    p->unmapped = 1; /* first: on_unmap may run Python code that switches threads */
+    PyObject *r = PyObject_CallNoArgs(p->on_unmap);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int pins_exit(Pins *p)
+{
+    if (--p->users == 0 && p->closed)
+        return pins_unmap(p);
+    return 0;
+}
+
+static int Pins_init(Pins *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"on_unmap", "label", NULL};
+    PyObject *on_unmap, *label;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU:Pins", kwlist, &on_unmap, &label))
+        return -1;
+    if (!PyCallable_Check(on_unmap)) {
+        PyErr_SetString(PyExc_TypeError, "Pins(on_unmap, label): on_unmap must be callable");
+        return -1;
+    }
+    Py_XSETREF(self->on_unmap, Py_NewRef(on_unmap));
+    Py_XSETREF(self->label, Py_NewRef(label));
+    return 0;
+}
+
+static PyObject *Pins_enter(Pins *self, PyObject *Py_UNUSED(ignored))
+{
+    if (pins_enter(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pins_exit(Pins *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    if (self->users <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Pins.__exit__ without a matching __enter__");
+        return NULL;
+    }
+    if (pins_exit(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pins_close(Pins *self, PyObject *Py_UNUSED(ignored))
+{
+    self->closed = 1;
+    if (pins_unmap(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pins_get_closed(Pins *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->closed); }
+static PyObject *Pins_get_unmapped(Pins *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->unmapped); }
+static PyObject *Pins_get_users(Pins *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->users); }
+static PyObject *Pins_get_label(Pins *self, void *Py_UNUSED(c)) { return Py_NewRef(self->label); }
+
+static int Pins_set_label(Pins *self, PyObject *value, void *Py_UNUSED(c))
+{
+    if (!value || !PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "Pins.label must be a str");
+        return -1;
+    }
+    Py_XSETREF(self->label, Py_NewRef(value));
+    return 0;
+}
+
+static int Pins_traverse(Pins *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->on_unmap);
+    return 0;
+}
+
+static int Pins_clear(Pins *self)
+{
+    Py_CLEAR(self->on_unmap);
+    return 0;
+}
+
+static void Pins_dealloc(Pins *self)
+{
+    PyObject_GC_UnTrack(self);
+    Pins_clear(self);
+    Py_CLEAR(self->label);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Pins_methods[] = {
+    {"__enter__", (PyCFunction)Pins_enter, METH_NOARGS, "Pin the mapping (ValueError if closed)."},
+    {"__exit__", (PyCFunction)(void (*)(void))Pins_exit, METH_FASTCALL, "Unpin; the last one out after close() unmaps."},
+    {"close", (PyCFunction)Pins_close, METH_NOARGS, "Refuse new pins; unmap now or when the last pin goes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Pins_getset[] = {
+    {"closed", (getter)Pins_get_closed, NULL, "close() was called", NULL},
+    {"unmapped", (getter)Pins_get_unmapped, NULL, "the mapping was released", NULL},
+    {"users", (getter)Pins_get_users, NULL, "pins held right now", NULL},
+    {"label", (getter)Pins_get_label, (setter)Pins_set_label, "names the object in messages", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PinsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rsm_shm._fast.Pins",
+    .tp_basicsize = sizeof(Pins),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Pins(on_unmap, label): counts the calls that hold raw pointers into a mapping (internal).",
+    .tp_methods = Pins_methods,
+    .tp_getset = Pins_getset,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Pins_init,
+    .tp_traverse = (traverseproc)Pins_traverse,
+    .tp_clear = (inquiry)Pins_clear,
+    .tp_dealloc = (destructor)Pins_dealloc,
+};
+
+/* ---- the primitives' entry types ------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    void *obj;          /* rsm_lock / rsm_sem / rsm_event inside the mapping */
+    Pins *pins;         /* the segment's pins; NULL while unbound */
     int recursive;      /* FastLock only: an RLock */
+    int internal;       /* a private part of a larger object (Barrier's lock): usable while
+                           that object's call still pins the mapping, even after close() */
 } FastObj;
+
+/* The struct, or NULL if this handle may not touch it (closed, or never bound). */
+static inline void *live(FastObj *self)
+{
+    Pins *p = self->pins;
+    if (!p || (p->closed && (!self->internal || p->unmapped)))
+        return NULL;
+    return self->obj;
+}
 
 typedef FastObj FastLock;
 
-static inline int try_fast(FastLock *self)
+static inline int try_fast(FastLock *self, rsm_lock *l)
 {
-    rsm_lock *l = (rsm_lock *)self->obj;
     return self->recursive ? rsm_rlock_try_fast(l, rsm_gettid(), rsm_getpid())
                            : rsm_lock_try_fast(l, rsm_gettid(), rsm_getpid());
 }
 
-static inline int release_fast(FastLock *self)
+static inline int release_fast(FastLock *self, rsm_lock *l)
 {
-    rsm_lock *l = (rsm_lock *)self->obj;
     return self->recursive ? rsm_rlock_release_fast(l, rsm_gettid()) : rsm_lock_release_fast(l, rsm_gettid());
 }
 
-static PyObject *str_fail, *str_pins, *str_maybe_unmap, *str_owner_is_dead, *str_tell_owner_died,
-    *str_reclaim_dead_holders;
+static PyObject *str_fail, *str_owner_is_dead, *str_tell_owner_died, *str_reclaim_dead_holders;
 
 #define REAP_EVERY_SLICES 20
 
-/* threading.Event/Semaphore-style timeout: None -> no deadline; <= 0 -> try once. */
-static int deadline_from(PyObject *timeout, int64_t *deadline)
+/* ---- Deadlines: the one converter from a user's timeout to an absolute deadline -------
+ *
+ * Used by every blocking call, here and (through deadline()) in Python.  The result is an
+ * absolute CLOCK_MONOTONIC time in ns, or one of: */
+#define DEADLINE_FOREVER (-1)  /* wait without limit */
+#define DEADLINE_TRY (0)       /* try once, never sleep */
+#define DEADLINE_TOO_LARGE (-2) /* beyond threading.TIMEOUT_MAX: OverflowError, but only once
+                                   the call finds it must wait (as threading does) */
+/* The rules of the standard classes each of our calls mirrors (see docs/blocking.md): */
+enum {
+    RULE_LOCK = 0,  /* threading.Lock.acquire(blocking, timeout): -1 = forever, other
+                       negatives ValueError, a timeout with blocking=False ValueError */
+    RULE_WAIT = 1,  /* Event.wait, Condition.wait, Semaphore.acquire, Barrier.wait: None =
+                       forever, <= 0 = try once */
+    RULE_QUEUE = 2, /* queue.Queue.get/put: None = forever, negative ValueError, 0 = try once */
+};
+/* threading.TIMEOUT_MAX in seconds: PY_TIMEOUT_MAX is in microseconds; CPython floors it. */
+#define TIMEOUT_MAX_S floor((double)PY_TIMEOUT_MAX / 1e6)
+
+static const char *type_name(PyObject *o) { return Py_TYPE(o)->tp_name; }
+
+/* `timeout` NULL means the argument was not passed.  Returns 0, or -1 with an exception. */
+static int deadline_convert(PyObject *timeout, int rule, int blocking, int64_t *deadline)
 {
-    if (timeout == NULL || timeout == Py_None) {
-        *deadline = -1;
+    if (timeout == NULL || (timeout == Py_None && rule != RULE_LOCK)) {
+        *deadline = blocking ? DEADLINE_FOREVER : DEADLINE_TRY;
         return 0;
     }
-    double t = PyFloat_AsDouble(timeout);
-    if (t == -1.0 && PyErr_Occurred())
+    if (!blocking && rule == RULE_WAIT) { /* threading.Semaphore.acquire(False, timeout) */
+        PyErr_SetString(PyExc_ValueError, "can't specify timeout for non-blocking acquire");
         return -1;
+    }
+    double t;
+    if (PyFloat_Check(timeout)) {
+        t = PyFloat_AS_DOUBLE(timeout);
+    } else if (PyLong_Check(timeout)) {
+        t = PyLong_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R", timeout);
+            return -1;
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number (int or float)%s, not %.100s",
+                     rule == RULE_LOCK ? "" : " or None", type_name(timeout));
+        return -1;
+    }
     if (isnan(t)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number, not NaN");
+        return -1;
+    }
+    if (rule == RULE_LOCK) {
+        /* threading.Lock converts first (inf and huge values: OverflowError), then checks */
+        if (!isfinite(t) || t > TIMEOUT_MAX_S || t < -TIMEOUT_MAX_S) {
+            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R (threading.TIMEOUT_MAX is %.0f)",
+                         timeout, TIMEOUT_MAX_S);
+            return -1;
+        }
+        if (!blocking) {
+            if (t != -1) {
+                PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+                return -1;
+            }
+            *deadline = DEADLINE_TRY;
+            return 0;
+        }
+        if (t == -1) {
+            *deadline = DEADLINE_FOREVER;
+            return 0;
+        }
+        if (t < 0) {
+            PyErr_Format(PyExc_ValueError, "timeout value must be a non-negative number or -1, not %R", timeout);
+            return -1;
+        }
+    } else if (!blocking) { /* queue.Queue.get(block=False, timeout): the timeout is ignored */
+        *deadline = DEADLINE_TRY;
+        return 0;
+    } else if (rule == RULE_QUEUE && t < 0) {
+        PyErr_Format(PyExc_ValueError, "'timeout' must be a non-negative number, not %R", timeout);
         return -1;
     }
     if (t <= 0) {
-        *deadline = 0;
+        *deadline = DEADLINE_TRY;
         return 0;
     }
-    if (t > 1e9) { /* about 31 years: treat as forever rather than overflow */
-        *deadline = -1;
+    if (t > TIMEOUT_MAX_S) { /* inf included */
+        *deadline = DEADLINE_TOO_LARGE;
         return 0;
     }
-    int64_t ns = (int64_t)(t * 1e9);
-    *deadline = rsm_now_ns() + (ns > 0 ? ns : 1);
+    int64_t now = rsm_now_ns();
+    double ns = t * 1e9;
+    if (ns >= (double)(INT64_MAX - now)) { /* past the end of int64 ns: centuries away */
+        *deadline = DEADLINE_FOREVER;
+        return 0;
+    }
+    *deadline = now + (ns >= 1 ? (int64_t)ns : 1);
     return 0;
+}
+
+static int raise_too_large(void)
+{
+    PyErr_Format(PyExc_OverflowError, "timeout value is too large (threading.TIMEOUT_MAX is %.0f s)",
+                 TIMEOUT_MAX_S);
+    return -1;
+}
+
+/* deadline(timeout, rule, blocking=True) -> int: the converter, for the Python callers. */
+static PyObject *py_deadline(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "deadline(timeout, rule, blocking=True)");
+        return NULL;
+    }
+    int rule = PyLong_AsLong(args[1]);
+    if (rule == -1 && PyErr_Occurred())
+        return NULL;
+    if (rule < RULE_LOCK || rule > RULE_QUEUE) {
+        PyErr_Format(PyExc_ValueError, "unknown timeout rule %d", rule);
+        return NULL;
+    }
+    int blocking = nargs == 3 ? PyObject_IsTrue(args[2]) : 1;
+    if (blocking < 0)
+        return NULL;
+    int64_t d;
+    if (deadline_convert(args[0], rule, blocking, &d) < 0)
+        return NULL;
+    return PyLong_FromLongLong(d);
 }
 
 /* Hand a status to the Python side, which raises the right exception. */
@@ -86,33 +360,43 @@ static PyObject *fail(PyObject *self, int code)
     return r;
 }
 
+/* Closed (or never bound): the ValueError names the object that owns the segment (a
+ * Condition's lock says "Condition 'x' is closed"). */
+static PyObject *fail_closed(FastObj *self)
+{
+    if (!self->pins)
+        return fail((PyObject *)self, RSM_CLOSED);
+    pins_raise_closed(self->pins);
+    return NULL;
+}
+
 typedef int (*wait_step)(void *obj, rsm_waiter *w, int64_t deadline);
 typedef void (*wait_abandon)(void *obj, rsm_waiter *w);
 /* Policy between slices: 0 = keep waiting, a status = stop with it, -1 = exception. */
 typedef int (*wait_policy)(FastObj *self, void *obj, rsm_waiter *w);
 
-/* The slice loop of run_blocking (rsm_shm/sync/_base.py), in C.  Returns the final
+/* The slice loop (the same steps as run_blocking in rsm_shm/sync/_base.py), in C: the
+ * mapping stays pinned throughout; between slices signal handlers run, a close() from
+ * another thread ends the wait with ValueError, and policy runs.  Returns the final
  * status, or -1 with a Python exception set. */
 static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wait_policy policy, rsm_waitq *q,
                          int64_t deadline)
 {
+    void *obj = live(self);
+    if (!obj) {
+        PyObject *r = fail_closed(self);
+        Py_XDECREF(r);
+        return -1;
+    }
     rsm_waiter w;
     memset(&w, 0, sizeof w);
     w.slot = RSM_WAITER_NONE;
-    /* Pin the mapping (Segment._pins, see segment.py begin_use): list append/pop are what
-     * begin_use/end_use do, done here without two Python calls on the wake-up path. */
-    if (!self->seg || !self->pins) {
-        PyErr_SetString(PyExc_ValueError, "rsm_shm object is closed");
-        return -1;
+    if (deadline == DEADLINE_TOO_LARGE) { /* only an error if we must wait */
+        int r = step(obj, &w, DEADLINE_TRY);
+        return r == RSM_TIMEOUT ? raise_too_large() : r;
     }
-    PyObject *seg = Py_NewRef(self->seg); /* close() may drop self->seg while we wait */
-    PyObject *pins = Py_NewRef(self->pins);
-    if (PyList_Append(pins, Py_None) < 0) {
-        Py_DECREF(pins);
-        Py_DECREF(seg);
-        return -1;
-    }
-    void *obj = self->obj;
+    Pins *pins = (Pins *)Py_NewRef(self->pins); /* a rebind must not free it under us */
+    pins->users++; /* live() held: may pin even if closed (an internal part, see live()) */
     int status, slices = 0;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
@@ -125,9 +409,9 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
             status = -1;
             break;
         }
-        if (self->obj == NULL) { /* closed by another thread while we waited */
+        if (pins->closed && !self->internal) { /* closed by another thread while we waited */
             abandon(obj, &w);
-            PyErr_SetString(PyExc_ValueError, "rsm_shm object was closed while this thread waited on it");
+            PyErr_Format(PyExc_ValueError, "%S was closed while this thread waited on it", pins->label);
             status = -1;
             break;
         }
@@ -146,56 +430,42 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
     PyObject *exc = NULL, *val = NULL, *tb = NULL;
     if (status < 0)
         PyErr_Fetch(&exc, &val, &tb);
-    Py_ssize_t n = PyList_GET_SIZE(pins);
-    int ok = n > 0 && PyList_SetSlice(pins, n - 1, n, NULL) == 0;
-    PyObject *r = Py_NewRef(Py_None);
-    if (ok && self->obj == NULL && PyList_GET_SIZE(pins) == 0) {
-        Py_DECREF(r);
-        r = PyObject_CallMethodNoArgs(seg, str_maybe_unmap); /* closed meanwhile: last one out unmaps */
-    }
+    int unpinned = pins_exit(pins); /* after close(), the last one out unmaps */
     Py_DECREF(pins);
-    Py_DECREF(seg);
-    Py_XDECREF(r);
     if (status < 0)
         PyErr_Restore(exc, val, tb);
-    else if (!ok || !r)
+    else if (unpinned < 0)
         return -1;
     return status;
 }
 
-/* _bind(address, segment, recursive=False) / _bind(0, None): point at the struct inside
- * the segment's mapping.  Python unbinds before it unmaps (close()). */
+/* _bind(address, pins, recursive=False, internal=False): point at the struct inside the
+ * mapping that `pins` (the segment's Pins) guards.  Every entry checks the pins first. */
 static PyObject *FastObj_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "_bind(address, segment, recursive=False)");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, pins, recursive=False, internal=False)");
         return NULL;
     }
     unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
     if (addr == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    if (addr % 8 != 0) {
+    if (addr == 0 || addr % 8 != 0) {
         PyErr_SetString(PyExc_ValueError, "misaligned object address");
         return NULL;
     }
-    int recursive = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
-    if (recursive < 0)
+    if (!PyObject_TypeCheck(args[1], &PinsType)) {
+        PyErr_SetString(PyExc_TypeError, "_bind: pins must be an rsm_shm._fast.Pins");
         return NULL;
-    PyObject *pins = NULL;
-    if (args[1] != Py_None) {
-        pins = PyObject_GetAttr(args[1], str_pins);
-        if (!pins)
-            return NULL;
-        if (!PyList_CheckExact(pins)) {
-            Py_DECREF(pins);
-            PyErr_SetString(PyExc_TypeError, "segment._pins must be a list");
-            return NULL;
-        }
     }
-    self->obj = addr ? (void *)(uintptr_t)addr : NULL;
+    int recursive = nargs >= 3 ? PyObject_IsTrue(args[2]) : 0;
+    int internal = nargs >= 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (recursive < 0 || internal < 0)
+        return NULL;
+    self->obj = (void *)(uintptr_t)addr;
     self->recursive = recursive;
-    Py_XSETREF(self->seg, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
-    Py_XSETREF(self->pins, pins);
+    self->internal = internal;
+    Py_XSETREF(self->pins, (Pins *)Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 
@@ -229,7 +499,7 @@ static int lock_policy(FastObj *self, void *obj, rsm_waiter *w)
     return 0;
 }
 
-/* threading.Lock.acquire's argument rules -> deadline (0: try once, -1: none). */
+/* Parse acquire(blocking=True, timeout=-1) and convert with threading.Lock's rules. */
 static int lock_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int64_t *deadline)
 {
     int blocking = 1;
@@ -255,51 +525,30 @@ static int lock_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             return -1;
         }
     }
-    double t = -1;
-    if (timeout && (t = PyFloat_AsDouble(timeout)) == -1.0 && PyErr_Occurred())
-        return -1;
-    if (!blocking) {
-        if (t != -1) {
-            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-            return -1;
-        }
-        *deadline = 0;
-        return 0;
-    }
-    if (t == -1) {
-        *deadline = -1;
-        return 0;
-    }
-    if (t < 0 || isnan(t)) {
-        PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
-        return -1;
-    }
-    if (t > 1e9) {
-        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-        return -1;
-    }
-    int64_t ns = (int64_t)(t * 1e9);
-    *deadline = rsm_now_ns() + (ns > 0 ? ns : 1);
-    return 0;
+    return deadline_convert(timeout, RULE_LOCK, blocking, deadline);
 }
 
 /* `tried`: the caller already made the GIL-holding attempt (do not repeat the CAS). */
 static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tried)
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    if (!tried && try_fast(self))
+    rsm_lock *l = (rsm_lock *)live(self);
+    if (!l)
+        return fail_closed(self);
+    if (!tried && try_fast(self, l))
         Py_RETURN_TRUE;
-    rsm_lock *l = (rsm_lock *)self->obj;
+    /* Our own pin: telling a recovered owner runs Python, after the loop's pin is gone. */
+    Pins *pins = (Pins *)Py_NewRef(self->pins);
+    pins->users++;
+    PyObject *result = NULL;
     int r = blocking_loop(self, self->recursive ? rlock_step : lock_step, lock_abandon, lock_policy, &l->wq,
                           deadline);
-    if (r < 0)
-        return NULL;
-    if (r == RSM_OK)
-        Py_RETURN_TRUE;
-    if (r == RSM_TIMEOUT)
-        Py_RETURN_FALSE;
-    if (r == RSM_OWNER_DEAD) {
+    if (r < 0) {
+        result = NULL;
+    } else if (r == RSM_OK) {
+        result = Py_NewRef(Py_True);
+    } else if (r == RSM_TIMEOUT) {
+        result = Py_NewRef(Py_False);
+    } else if (r == RSM_OWNER_DEAD) {
         PyObject *told = PyObject_CallMethodNoArgs((PyObject *)self, str_tell_owner_died);
         if (!told) {
             /* Telling failed (warning turned into an error): do not keep the lock, and
@@ -308,19 +557,33 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tri
                 rsm_rlock_release(l, 0);
             else
                 rsm_lock_release(l, 0);
-            return NULL;
+        } else {
+            Py_DECREF(told);
+            result = Py_NewRef(Py_True);
         }
-        Py_DECREF(told);
-        Py_RETURN_TRUE;
+    } else {
+        result = fail((PyObject *)self, r);
     }
-    return fail((PyObject *)self, r);
+    PyObject *exc = NULL, *val = NULL, *tb = NULL;
+    if (!result)
+        PyErr_Fetch(&exc, &val, &tb);
+    int unpinned = pins_exit(pins);
+    Py_DECREF(pins);
+    if (!result) {
+        PyErr_Restore(exc, val, tb);
+    } else if (unpinned < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 static PyObject *FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     int tried = 0;
-    if (self->obj && nargs == 0 && !kwnames) { /* the common form, first */
-        if (try_fast(self))
+    rsm_lock *l = (rsm_lock *)live(self);
+    if (l && nargs == 0 && !kwnames) { /* the common form, first */
+        if (try_fast(self, l))
             Py_RETURN_TRUE;
         tried = 1;
     }
@@ -337,10 +600,10 @@ static PyObject *FastLock_enter(FastLock *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    rsm_lock *l = (rsm_lock *)self->obj;
-    int released = release_fast(self);
+    rsm_lock *l = (rsm_lock *)live(self);
+    if (!l)
+        return fail_closed(self);
+    int released = release_fast(self, l);
     if (released) {
         if (released == RSM_RELEASED_WAKE)
             rsm_lock_wake(l);
@@ -361,9 +624,10 @@ static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *FastLock_locked(FastLock *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    return PyBool_FromLong((atomic_load(&((rsm_lock *)self->obj)->word) & RSM_TID_MASK) != 0);
+    rsm_lock *l = (rsm_lock *)live(self);
+    if (!l)
+        return fail_closed(self);
+    return PyBool_FromLong((atomic_load(&l->word) & RSM_TID_MASK) != 0);
 }
 
 /* ---- FastSem / FastEvent -------------------------------------------------------------- */
@@ -453,69 +717,68 @@ static int sem_policy(FastObj *self, void *obj, rsm_waiter *w)
     return reclaim_dead_holders(self) < 0 ? -1 : 0;
 }
 
-static PyObject *sem_acquire_deadline(FastObj *self, int64_t deadline)
+/* threading.Semaphore's order: try first; the timeout is only converted (and judged)
+ * when the call must wait.  `timeout` NULL: not passed (wait forever). */
+static PyObject *sem_acquire_timeout(FastObj *self, int blocking, PyObject *timeout)
 {
+    rsm_sem *s = (rsm_sem *)live(self);
+    if (!s)
+        return fail_closed(self);
     static const rsm_waiter try_waiter = {.slot = RSM_WAITER_NONE};
     rsm_waiter w = try_waiter; /* with deadline 0 the C code never enqueues */
-    rsm_sem *s = (rsm_sem *)self->obj;
     int robust = (s->flags & RSM_SEM_ROBUST) != 0;
-    int r = rsm_sem_acquire(s, &w, 0);
-    if (r == RSM_TIMEOUT && deadline == 0 && robust) {
-        /* A try that fails looks for dead holders once: nobody else may be waiting to. */
-        long got = reclaim_dead_holders(self);
-        if (got < 0)
-            return NULL;
-        if (got > 0)
-            r = rsm_sem_acquire(s, &w, 0);
-    }
-    if (r != RSM_TIMEOUT || deadline == 0)
+    int r = rsm_sem_acquire(s, &w, DEADLINE_TRY);
+    if (r != RSM_TIMEOUT)
         return sem_result(self, r);
+    int64_t deadline = DEADLINE_TRY;
+    if (blocking && deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
+        return NULL;
+    if (deadline == DEADLINE_TRY) {
+        if (robust) {
+            /* A try that fails looks for dead holders once: nobody else may be waiting to. */
+            long got = reclaim_dead_holders(self);
+            if (got < 0)
+                return NULL;
+            if (got > 0)
+                r = rsm_sem_acquire(s, &w, DEADLINE_TRY);
+        }
+        return sem_result(self, r);
+    }
     r = blocking_loop(self, sem_step, sem_abandon, robust ? sem_policy : NULL, &s->wq, deadline);
     return r < 0 ? NULL : sem_result(self, r);
 }
 
 static PyObject *FastSem_acquire(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
     int blocking;
     PyObject *timeout;
-    int64_t deadline;
     if (parse_blocking_timeout(args, nargs, kwnames, &blocking, &timeout) < 0)
         return NULL;
     if (!blocking && timeout != Py_None) {
         PyErr_SetString(PyExc_ValueError, "can't specify timeout for non-blocking acquire");
         return NULL;
     }
-    if (!blocking)
-        deadline = 0;
-    else if (deadline_from(timeout, &deadline) < 0)
-        return NULL;
-    return sem_acquire_deadline(self, deadline);
+    return sem_acquire_timeout(self, blocking, timeout);
 }
 
 static PyObject *FastSem_wait(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
     PyObject *timeout;
-    int64_t deadline;
-    if (parse_timeout(args, nargs, kwnames, &timeout) < 0 || deadline_from(timeout, &deadline) < 0)
+    if (parse_timeout(args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    return sem_acquire_deadline(self, deadline);
+    return sem_acquire_timeout(self, 1, timeout);
 }
 
 static PyObject *FastSem_enter(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    return sem_acquire_deadline(self, -1);
+    return sem_acquire_timeout(self, 1, NULL);
 }
 
 static PyObject *FastSem_release(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
+    rsm_sem *s = (rsm_sem *)live(self);
+    if (!s)
+        return fail_closed(self);
     long n = 1;
     if (nargs > 1) {
         PyErr_SetString(PyExc_TypeError, "release() takes at most 1 argument");
@@ -536,7 +799,7 @@ static PyObject *FastSem_release(FastObj *self, PyObject *const *args, Py_ssize_
         if (n > (long)RSM_SEM_VALUE_MAX)
             n = (long)RSM_SEM_VALUE_MAX;
     }
-    int r = rsm_sem_release((rsm_sem *)self->obj, (uint32_t)n);
+    int r = rsm_sem_release(s, (uint32_t)n);
     if (r != RSM_OK)
         return fail((PyObject *)self, r);
     Py_RETURN_NONE;
@@ -556,18 +819,18 @@ static PyObject *FastObj_exit(FastObj *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    rsm_event *e = (rsm_event *)self->obj;
+    rsm_event *e = (rsm_event *)live(self);
+    if (!e)
+        return fail_closed(self);
     PyObject *timeout;
     int64_t deadline;
     if (parse_timeout(args, nargs, kwnames, &timeout) < 0)
         return NULL;
     if (atomic_load(&e->word) == 1)
         Py_RETURN_TRUE;
-    if (deadline_from(timeout, &deadline) < 0)
+    if (deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
         return NULL;
-    if (deadline == 0)
+    if (deadline == DEADLINE_TRY)
         Py_RETURN_FALSE;
     int r = blocking_loop(self, event_step, event_abandon, NULL, &e->wq, deadline);
     if (r < 0)
@@ -581,37 +844,38 @@ static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t
 
 static PyObject *FastEvent_set(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    rsm_event_set((rsm_event *)self->obj);
+    rsm_event *e = (rsm_event *)live(self);
+    if (!e)
+        return fail_closed(self);
+    rsm_event_set(e);
     Py_RETURN_NONE;
 }
 
 static PyObject *FastEvent_clear(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    rsm_event_clear((rsm_event *)self->obj);
+    rsm_event *e = (rsm_event *)live(self);
+    if (!e)
+        return fail_closed(self);
+    rsm_event_clear(e);
     Py_RETURN_NONE;
 }
 
 static PyObject *FastEvent_is_set(FastObj *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->obj)
-        return fail((PyObject *)self, RSM_CLOSED);
-    return PyBool_FromLong(atomic_load(&((rsm_event *)self->obj)->word) == 1);
+    rsm_event *e = (rsm_event *)live(self);
+    if (!e)
+        return fail_closed(self);
+    return PyBool_FromLong(atomic_load(&e->word) == 1);
 }
 
 static int FastObj_traverse(FastObj *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->seg);
     Py_VISIT(self->pins);
     return 0;
 }
 
 static int FastObj_clear_refs(FastObj *self)
 {
-    Py_CLEAR(self->seg);
     Py_CLEAR(self->pins);
     return 0;
 }
@@ -675,11 +939,19 @@ FAST_TYPE(FastSemType, "rsm_shm._fast.FastSem", "C entry points of rsm_shm's sem
 FAST_TYPE(FastEventType, "rsm_shm._fast.FastEvent", "C entry points of rsm_shm.Event (internal).",
           FastEvent_methods);
 
+static PyMethodDef module_methods[] = {
+    {"deadline", (PyCFunction)(void (*)(void))py_deadline, METH_FASTCALL,
+     "deadline(timeout, rule, blocking=True) -> int: the absolute CLOCK_MONOTONIC deadline in ns, "
+     "DEADLINE_FOREVER, DEADLINE_TRY or DEADLINE_TOO_LARGE, by the rules RULE_LOCK, RULE_WAIT or RULE_QUEUE"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef fastmodule = {
     PyModuleDef_HEAD_INIT,
     .m_name = "rsm_shm._fast",
     .m_doc = "Fast paths that keep the GIL (internal).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fast(void)
@@ -687,22 +959,28 @@ PyMODINIT_FUNC PyInit__fast(void)
     if (rsm_core_attach() < 0)
         return NULL;
     str_fail = PyUnicode_InternFromString("_fail");
-    str_pins = PyUnicode_InternFromString("_pins");
-    str_maybe_unmap = PyUnicode_InternFromString("_maybe_unmap");
     str_owner_is_dead = PyUnicode_InternFromString("_owner_is_dead");
     str_tell_owner_died = PyUnicode_InternFromString("_tell_owner_died");
     str_reclaim_dead_holders = PyUnicode_InternFromString("_reclaim_dead_holders");
-    if (!str_fail || !str_pins || !str_maybe_unmap || !str_owner_is_dead || !str_tell_owner_died ||
-        !str_reclaim_dead_holders)
+    if (!str_fail || !str_owner_is_dead || !str_tell_owner_died || !str_reclaim_dead_holders)
         return NULL;
-    if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
+    if (PyType_Ready(&PinsType) < 0 || PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 ||
+        PyType_Ready(&FastEventType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastmodule);
     if (!m)
         return NULL;
-    if (PyModule_AddObjectRef(m, "FastLock", (PyObject *)&FastLockType) < 0 ||
+    if (PyModule_AddObjectRef(m, "Pins", (PyObject *)&PinsType) < 0 ||
+        PyModule_AddObjectRef(m, "FastLock", (PyObject *)&FastLockType) < 0 ||
         PyModule_AddObjectRef(m, "FastSem", (PyObject *)&FastSemType) < 0 ||
-        PyModule_AddObjectRef(m, "FastEvent", (PyObject *)&FastEventType) < 0) {
+        PyModule_AddObjectRef(m, "FastEvent", (PyObject *)&FastEventType) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_FOREVER", DEADLINE_FOREVER) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_TRY", DEADLINE_TRY) < 0 ||
+        PyModule_AddIntConstant(m, "DEADLINE_TOO_LARGE", DEADLINE_TOO_LARGE) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_LOCK", RULE_LOCK) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_WAIT", RULE_WAIT) < 0 ||
+        PyModule_AddIntConstant(m, "RULE_QUEUE", RULE_QUEUE) < 0 ||
+        PyModule_AddObject(m, "TIMEOUT_MAX", PyFloat_FromDouble(TIMEOUT_MAX_S)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

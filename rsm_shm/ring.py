@@ -49,7 +49,7 @@ from ._errors import SegmentError, ShutDown, raise_for
 from ._native import ffi, lib
 from .segment import Kind, SegmentHeader
 from .sync import _base
-from .sync._base import SharedObject
+from .sync._base import SharedObject, pinned
 
 __all__ = ["Ring", "Queue", "RingStatistics", "ShutDown", "DEFAULT_CAPACITY"]
 
@@ -131,12 +131,8 @@ def _status(n: int) -> int:
 
 
 def _validate_timeout(timeout: Optional[float]) -> int:
-    """queue.Queue's rules -> absolute deadline (ns; 0: try once; -1: forever)."""
-    if timeout is None:
-        return -1
-    if timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return _base.deadline_from_timeout(timeout)
+    """queue.Queue's rules -> deadline (the one converter, csrc/fastpath.c; docs/blocking.md)."""
+    return _base.deadline(timeout, _base.RULE_QUEUE)
 
 
 def record_size(payload: int) -> int:
@@ -207,7 +203,7 @@ class Ring(SharedObject):
         if lib.rsm_ring_check(ptr, self._seg.header.body_size) != _OK or ptr.capacity != self._seg.header.params[1]:
             self._seg.close()
             raise SegmentError(f"segment {self.name!r} holds a corrupt ring control block")
-        self._ptr = ptr
+        self._ptr = ptr  # dereference only while holding self._pins (see sync/_base.py)
         self._cwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.cwq_offset)
         self._pwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.pwq_offset)
         self._capacity = ptr.capacity
@@ -227,9 +223,9 @@ class Ring(SharedObject):
         return self._max_message
 
     @property
+    @pinned
     def is_shutdown(self) -> bool:
         """True once :meth:`shutdown` ran (in any process); as ``queue.Queue.is_shutdown``."""
-        self._check_open()
         return bool(self._ptr.tail & lib.RSM_RING_TAIL_CLOSED)
 
     # -- put -----------------------------------------------------------------------------
@@ -243,21 +239,22 @@ class Ring(SharedObject):
         :attr:`max_message`, RuntimeError if the ring is single-producer and another live
         thread is its producer.
         """
-        ptr = self._ptr
-        if type(data) is bytes and ptr is not None:
-            r = _put1(ptr, data, len(data))
-            if r == _OK:
-                return
-        else:
-            r = _RETRY
-        self._put_slow(data, timeout, r)
+        with self._pins:  # ValueError once closed; keeps the mapping while C runs
+            if timeout is not None:
+                _validate_timeout(timeout)  # queue.Queue checks it even when there is room
+            if type(data) is bytes:
+                r = _put1(self._ptr, data, len(data))
+                if r == _OK:
+                    return
+            else:
+                r = _RETRY
+            self._put_slow(data, timeout, r)
 
     def put_nowait(self, data) -> None:
         """``put(data, timeout=0)``: raises ``queue.Full`` at once if there is no room."""
         self.put(data, 0)
 
     def _put_slow(self, data, timeout, first) -> None:
-        self._check_open()
         buf = data if type(data) is bytes else ffi.from_buffer(data)
         n = len(buf)
         if n > self._max_message:
@@ -268,7 +265,7 @@ class Ring(SharedObject):
         if first == _CLOSED:
             raise_for(first, self, "put")
         deadline = _validate_timeout(timeout)
-        if first == _WOULDBLOCK and deadline == 0:
+        if first == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
             raise_for(first, self, "put")
         ptr = self._ptr
         op = ffi.new("rsm_ring_op *")
@@ -276,6 +273,7 @@ class Ring(SharedObject):
         if r != _OK:
             raise_for(r, self, "put")
 
+    @pinned
     def put_many(self, items: Iterable, timeout: Optional[float] = None) -> None:
         """Append several messages in order with one C call per batch that fits.
 
@@ -284,7 +282,7 @@ class Ring(SharedObject):
         counts the messages that were put (a prefix of ``items``).  Raises ValueError before
         putting anything if one is too large.
         """
-        self._check_open()
+        deadline = _validate_timeout(timeout)  # queue.Queue's checks come first
         items = [i if type(i) is bytes else bytes(i) for i in items]
         if not items:
             return
@@ -299,8 +297,7 @@ class Ring(SharedObject):
         ptr, count = self._ptr, len(items)
         op = ffi.new("rsm_ring_op *")
         r = lib.rsm_ring_put_many(ptr, ffi.NULL, data, lens, count, 0, op)
-        if (r == _TIMEOUT and timeout != 0) or r == lib.RSM_NOT_OWNER:  # block, or settle the role
-            deadline = _validate_timeout(timeout)
+        if (r == _TIMEOUT and deadline != _base.DEADLINE_TRY) or r == lib.RSM_NOT_OWNER:  # block, or the role
             r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
                           lib.RSM_RING_ROLE_PRODUCER, deadline, op)
         if r == _TIMEOUT or r == _CLOSED:
@@ -324,27 +321,27 @@ class Ring(SharedObject):
         call it on the same handle from a signal handler of the same thread (it shares
         that thread's receive buffer).
         """
-        ptr = self._ptr
-        if ptr is None:
-            self._check_open()
-        try:
-            buf, size, w, op, tls = self._local.st
-        except AttributeError:
-            buf, size, w, op, tls = self._thread_state()
-        try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
-            if timeout is None:
-                # One C call takes a message, or waits for one until a slice ends (then the
-                # general loop takes over): lean for throughput and round-trip latency.
-                n = _get_tls(ptr, tls, -1)
-            else:
-                n = _get1(ptr, buf, size)
-            if n >= 0:
-                return _unpack(buf, n)
-            return self._get_slow(timeout, -n)
-        except BaseException:
-            if w.slot != _WAITER_NONE:  # interrupted while enqueued: leave, pass on a wake
-                lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)
-            raise
+        with self._pins:  # ValueError once closed; keeps the mapping while C runs
+            ptr = self._ptr
+            try:
+                buf, size, w, op, tls = self._local.st
+            except AttributeError:
+                buf, size, w, op, tls = self._thread_state()
+            try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
+                if timeout is None:
+                    # One C call takes a message, or waits for one until a slice ends (then
+                    # the general loop takes over): lean for throughput and round-trip latency.
+                    n = _get_tls(ptr, tls, -1)
+                else:
+                    _validate_timeout(timeout)  # queue.Queue checks it even when not empty
+                    n = _get1(ptr, buf, size)
+                if n >= 0:
+                    return _unpack(buf, n)
+                return self._get_slow(timeout, -n)
+            except BaseException:
+                if w.slot != _WAITER_NONE:  # interrupted while enqueued: leave, pass on a wake
+                    lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)
+                raise
 
     def get_nowait(self) -> bytes:
         """``get(timeout=0)``: raises ``queue.Empty`` at once if there is nothing."""
@@ -382,9 +379,10 @@ class Ring(SharedObject):
                 buf, size, w, op = self._thread_state(op.len)[:4]
             if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
                 deadline = _validate_timeout(timeout)
-                if status == _WOULDBLOCK and deadline == 0:
+                if status == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
                     raise_for(status, self, "get")
-                n = lib.rsm_ring_get(ptr, w, buf, size, deadline, op)
+                # the general loop below makes the attempts (and judges a too-large timeout)
+                n = -lib.RSM_RETRY
             else:
                 deadline = -1  # a slice of a wait with no timeout just ended
                 n = -status
@@ -393,7 +391,7 @@ class Ring(SharedObject):
                     return _unpack(buf, n)
                 if n == -_OVERFLOW:
                     buf, size, w, op = self._thread_state(op.len)[:4]
-                elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER:
+                elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER and n != -lib.RSM_RETRY:
                     raise_for(-n, self, "get")
                 b, bs = buf, size
                 r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
@@ -406,6 +404,7 @@ class Ring(SharedObject):
             lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)  # idempotent; passes on a wake
             raise
 
+    @pinned
     def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
         """Remove and return up to ``max_items`` messages (at least one), oldest first.
 
@@ -415,7 +414,7 @@ class Ring(SharedObject):
         """
         if not isinstance(max_items, int) or max_items < 1:
             raise ValueError(f"max_items must be a positive int, not {max_items!r}")
-        self._check_open()
+        deadline = _validate_timeout(timeout)  # queue.Queue's checks come first
         ptr = self._ptr
         local = self._local
         lens = getattr(local, "lens", None)
@@ -424,8 +423,7 @@ class Ring(SharedObject):
         op = ffi.new("rsm_ring_op *")
         buf, size = self._thread_state()[:2]
         r = lib.rsm_ring_get_many(ptr, ffi.NULL, buf, size, lens, max_items, 0, op)
-        if (r == _TIMEOUT and timeout != 0) or r == lib.RSM_NOT_OWNER:  # block, or settle the role
-            deadline = _validate_timeout(timeout)
+        if (r == _TIMEOUT and deadline != _base.DEADLINE_TRY) or r == lib.RSM_NOT_OWNER:  # block, or the role
             while True:
                 buf, size = self._thread_state()[:2]
                 r = self._run(lambda w, d: lib.rsm_ring_get_many(ptr, w, buf, size, lens, max_items, d, op),
@@ -452,15 +450,15 @@ class Ring(SharedObject):
     # -- blocking, roles and recovery ----------------------------------------------------
 
     def _run(self, step, role, deadline, op, buf=None, many=None, w=None, resume=False) -> int:
-        """The slice loop (as sync._base.run_blocking) with this ring's policy: judge
-        stuck peers between slices.  ``w``: a waiter to use; ``resume``: ``w`` just
+        """The common slice loop (sync._base.run_blocking) with this ring's policy: judge
+        stuck peers between slices, settle single-producer/consumer roles.  ``w``: a waiter to use; ``resume``: ``w`` just
         finished a slice (judge before calling again)."""
         ptr = self._ptr
         q = self._pwq if role == lib.RSM_RING_ROLE_PRODUCER else self._cwq
         if w is None:
             w = _base.new_waiter()
 
-        def on_slice():
+        def on_slice(w):
             self._judge(op)
             if buf is not None and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
                 r = self._reclaim(op, buf)
@@ -472,26 +470,22 @@ class Ring(SharedObject):
                     return r
             return None
 
+        def abandon(w):
+            lib.rsm_ring_abandon(ptr, w, role)  # passes on a wake-up we consumed
+
         for _ in range(3):
-            slices = 0
-            try:
-                while True:
-                    if resume:
-                        resume = False
-                        r = lib.RSM_SLICE
-                    else:
-                        r = step(w, deadline)
-                    if r != lib.RSM_SLICE:
-                        break
-                    slices += 1
-                    if slices % _base.REAP_EVERY_SLICES == 0:
-                        lib.rsm_wq_reap(q)
-                    r = on_slice()
-                    if r is not None:
-                        break
-            except BaseException:
-                lib.rsm_ring_abandon(ptr, w, role)  # passes on a wake-up we consumed
-                raise
+            if resume:  # the caller's C call just ended a slice: judge before calling again
+                resume = False
+                first = [True]
+
+                def stepper(w, d, step=step, first=first):
+                    if first[0]:
+                        first[0] = False
+                        return lib.RSM_SLICE
+                    return step(w, d)
+            else:
+                stepper = step
+            r = _base.run_blocking(stepper, abandon, deadline, queue=q, on_slice=on_slice, seg=self._seg, waiter=w)
             if r != lib.RSM_NOT_OWNER:
                 return r
             owner = op.suspect_pid
@@ -532,29 +526,29 @@ class Ring(SharedObject):
 
     # -- state ---------------------------------------------------------------------------
 
+    @pinned
     def qsize(self) -> int:
         """Messages put and not yet taken (a snapshot; approximate while others run)."""
-        self._check_open()
         p = self._ptr
         n = p.nput - p.nget
         return n if n > 0 else 0
 
+    @pinned
     def empty(self) -> bool:
         """True if there is nothing to get right now (a snapshot)."""
-        self._check_open()
         p = self._ptr
         tail = p.tail & ~(RECORD_ALIGN - 1)
         nxt = p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read
         return nxt >= tail
 
+    @pinned
     def full(self) -> bool:
         """True if not even an empty message fits right now (a snapshot)."""
-        self._check_open()
         p = self._ptr
         return (p.tail & ~(RECORD_ALIGN - 1)) - p.head + record_size(0) > self._capacity
 
+    @pinned
     def statistics(self) -> RingStatistics:
-        self._check_open()
         p = self._ptr
         tail = p.tail & ~(RECORD_ALIGN - 1)
         return RingStatistics(
@@ -569,11 +563,11 @@ class Ring(SharedObject):
             repairs=p.repairs,
         )
 
+    @pinned
     def describe(self) -> dict:
         """A JSON-ready snapshot for ``rsm-shm inspect``: :meth:`statistics` as plain data,
         ``fill`` (percent used) and the occupied slots of the consumers' and producers'
         wait queues.  Raises SegmentError if the shared memory is corrupt."""
-        self._check_open()
         nslots = self._seg.header.params[0]
         self._check_queues(self._cwq, self._pwq)
         stats = self.statistics()
@@ -595,8 +589,8 @@ class Ring(SharedObject):
         before the shutdown are always delivered (a consumer that wants to discard them
         calls ``get_many`` until ``ShutDown``).
         """
-        self._check_open()
-        lib.rsm_ring_close(self._ptr)  # the C layer calls the end of stream "closed"
+        with self._pins:
+            lib.rsm_ring_close(self._ptr)  # the C layer calls the end of stream "closed"
 
     def close(self) -> None:
         """Unmap the ring in this process (idempotent), giving up this thread's
@@ -604,8 +598,10 @@ class Ring(SharedObject):
         goes on (see :meth:`shutdown`)."""
         if self._seg.closed:
             return
-        lib.rsm_ring_release_roles(self._ptr)
-        self._ptr = None
+        with self._pins:
+            lib.rsm_ring_release_roles(self._ptr)
+        # Threads of this process blocked in get/put raise ValueError at their next slice;
+        # the mapping goes when the last of them has left (see segment.Segment.close).
         self._seg.close()
 
 
@@ -614,6 +610,11 @@ class _ObjectRing(Ring):
     never attached as a plain Ring (its messages are pickles)."""
 
     _kind = Kind.QUEUE
+
+    def _open_segment(self, *args, **kwargs):
+        header = super()._open_segment(*args, **kwargs)
+        self._pins.label = f"Queue {self.name!r}"  # the user holds a Queue
+        return header
 
     def _describe(self) -> str:
         return f"Queue {self.name!r}"
@@ -680,9 +681,10 @@ class Queue:
         """
         data = self._dumps(obj)
         ring = self._ring
-        ptr = ring._ptr
-        if type(data) is bytes and ptr is not None and _put1(ptr, data, len(data)) == _OK:
-            return
+        if block and timeout is None and type(data) is bytes:
+            with ring._pins:
+                if _put1(ring._ptr, data, len(data)) == _OK:
+                    return
         ring.put(data, timeout if block else 0)
 
     def put_nowait(self, obj: Any) -> None:

@@ -36,6 +36,7 @@ import _posixshmem
 
 from . import _proc
 from ._errors import SegmentError
+from ._fast import Pins
 from ._native import ffi, lib
 
 __all__ = [
@@ -289,9 +290,9 @@ class Segment:
     ) -> None:
         self._mmap: Optional[mmap.mmap] = None
         self._buf = None
-        self._closed = True
-        self._unmap_lock = threading.Lock()
-        self._pins: list[None] = []
+        #: Every call that hands pointers into the mapping to C holds a pin (``with
+        #: seg.pins:``); close() unmaps when the last pin goes.  See :meth:`begin_use`.
+        self.pins = Pins(self._unmap, f"rsm_shm segment {name!r}")
         if create not in (None, True, False):
             raise TypeError(f"create must be None, True or False, not {create!r}")
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
@@ -312,6 +313,7 @@ class Segment:
                 raise ValueError("an anonymous object (name=None) can only be created")
             name, create = _anonymous_name(), True
         self.name: str = validate_name(name)  # type: ignore[arg-type]
+        self.pins.label = f"rsm_shm segment {self.name!r}"
         self._shm_name = "/" + PREFIX + self.name
         self.kind = Kind(kind)
         self.created = False
@@ -425,7 +427,6 @@ class Segment:
     def _map(self, fd: int, size: int) -> None:
         self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._buf = ffi.from_buffer(self._mmap)
-        self._closed = False
         self.size = size
 
     def _header_bytes(self) -> bytes:
@@ -439,50 +440,41 @@ class Segment:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.pins.closed
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"rsm_shm segment {self.name!r} is closed")
+        if self.pins.closed:
+            raise ValueError(f"{self.pins.label} is closed")
 
     def body(self, ctype: str, offset: int = 0):
-        """A cffi pointer of type ``ctype`` (e.g. ``"rsm_lock *"``) at ``offset`` in the body."""
+        """A cffi pointer of type ``ctype`` (e.g. ``"rsm_lock *"``) at ``offset`` in the body.
+
+        Use it only while holding a pin (or in the constructor): it dangles once unmapped."""
         self._check_open()
         return ffi.cast(ctype, self._buf + HEADER_SIZE + offset)
 
     # -- lifetime ----------------------------------------------------------------------
 
     def begin_use(self) -> None:
-        """Pin the mapping for a blocking call (C holds raw pointers into it meanwhile).
+        """Pin the mapping: raw pointers into it stay valid until :meth:`end_use`.
 
-        The pins are a list because list.append/pop are single atomic steps under the GIL:
-        cheaper than a lock on the wake-up path, which calls this twice per blocking call.
-        """
-        self._pins.append(None)
-        if self._closed:
-            self._pins.pop()
-            self._maybe_unmap()
-            raise ValueError(f"rsm_shm segment {self.name!r} is closed")
+        Raises ValueError if the segment is closed.  Every call that hands pointers into
+        the segment to C holds a pin for its whole duration (a cffi call releases the GIL,
+        so another thread may call close() meanwhile); ``with seg.pins:`` is the same.
+        The C entry points (csrc/fastpath.c) pin through the same object."""
+        self.pins.__enter__()
 
     def end_use(self) -> None:
-        self._pins.pop()
-        if self._closed and not self._pins:
-            self._maybe_unmap()
-
-    def _maybe_unmap(self) -> None:
-        with self._unmap_lock:
-            if not self._pins:
-                self._unmap()
+        self.pins.__exit__(None, None, None)
 
     def close(self) -> None:
         """Unmap the segment in this process (idempotent).  The segment itself remains.
 
-        Threads of this process blocked in the object notice within a slice (~50 ms) and
-        raise ValueError; the mapping goes away when the last of them has left.
+        New calls raise ValueError at once; threads of this process blocked in the object
+        notice within a slice (~50 ms) and raise ValueError; the mapping goes away when
+        the last call using it has left, never under a running C call.
         """
-        self._closed = True
-        if not self._pins:
-            self._maybe_unmap()
+        self.pins.close()
 
     def _unmap(self) -> None:
         if self._buf is not None:
@@ -506,5 +498,5 @@ class Segment:
             _anon_owned.pop(self.name, None)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self.size} bytes"
+        state = "closed" if self.pins.closed else f"{self.size} bytes"
         return f"<Segment {self.name!r} {self.kind.name} {state}>"

@@ -347,5 +347,6 @@ class StatusBlock:
         )
 
     def close(self) -> None:
-        self.p = None
+        # self.p stays: calls still running on other threads hold pins on self.seg, which
+        # keep the mapping until they leave (segment.Segment.close); new calls are refused.
         self.seg.close()

@@ -24,6 +24,7 @@ noticed) is lost with it: once the death is noticed, every post fails.
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
 import os
 import pickle
@@ -38,7 +39,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from .._describe import plain
 from .._native import lib
 from ..segment import MAX_NAME_LEN, validate_name
-from ..sync._base import deadline_from_timeout
+from ..sync import _base
 from . import _inbox
 from ._core import Handler
 from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
@@ -73,6 +74,16 @@ def _remove_anonymous(pid: int, name: str) -> None:
 
 def _attach(name: str) -> "Automaton":
     return Automaton(name, create=False)
+
+
+def _pinned(method):
+    """Run an Automaton method holding a pin on its status segment (ValueError once this
+    handle is closed): a close() from another thread never unmaps under a running call."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._status.seg.pins:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Automaton:
@@ -132,8 +143,8 @@ class Automaton:
         return self._status.name
 
     @property
+    @_pinned
     def mode(self) -> Mode:
-        self._check_open()
         return self._status.mode()
 
     @property
@@ -208,20 +219,23 @@ class Automaton:
         # and the liveness check is not due: one mode load, one field read, one ring put
         # that never blocks (a full inbox goes the slow way, which watches the host).
         ring = self._inbox
-        p = self._status.p
-        if ring is not None and p is not None:
-            if (_fsm_load(p) & MODE_MASK) <= _RUNNING and p.generation == self._inbox_gen \
-                    and time.monotonic_ns() < self._next_liveness_check:
-                try:
-                    ring.put(payload, 0)
-                    return
-                except (queue.Full, _inbox.ShutDown):
-                    pass
-        self._post_slow(payload, timeout)
+        with self._status.seg.pins:  # ValueError once closed
+            p = self._status.p
+            if ring is not None and p is not None:
+                if (_fsm_load(p) & MODE_MASK) <= _RUNNING and p.generation == self._inbox_gen \
+                        and time.monotonic_ns() < self._next_liveness_check:
+                    try:
+                        ring.put(payload, 0)
+                        return
+                    except (queue.Full, _inbox.ShutDown):
+                        pass
+            self._post_slow(payload, timeout)
 
+    @_pinned
     def _post_slow(self, payload, timeout: Optional[float]) -> None:
         self._put_blocking(lambda ring, left: ring.put(payload, left), timeout)
 
+    @_pinned
     def post_many(self, payloads: Iterable[Union[bytes, bytearray, memoryview]],
                   timeout: Optional[float] = None) -> None:
         """Queue several commands in order, with one ring call per batch that fits.
@@ -231,7 +245,6 @@ class Automaton:
         draining or dies meanwhile, raises AutomatonClosedError; a prefix of the commands
         may have been queued (and is delivered, or counted as dropped, like any other).
         """
-        self._check_open()
         items = [b if type(b) is bytes else bytes(b) for b in payloads]
         if not items:
             return
@@ -256,10 +269,11 @@ class Automaton:
         """The blocking loop of post() and post_many(): ``put(ring, seconds)`` into the
         current generation's inbox one slice at a time, so that a poster waiting on the
         full inbox of a host that was killed notices the death instead of waiting forever."""
-        self._check_open()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         failed = None  # the ring whose put raised ShutDown
         while True:
+            if self._status.seg.closed:
+                raise ValueError(f"Automaton {self.name!r} was closed while this thread waited on it")
             ring = self._accepting_inbox()  # raises if draining or dead (host death included)
             if ring is failed:
                 # The ring we just failed on is still the current one: it was shut down by a
@@ -282,14 +296,15 @@ class Automaton:
         """post() without blocking: queue.Full at once if the inbox is full."""
         self.post(payload, timeout=0)
 
+    @_pinned
     def qsize(self) -> int:
         """Commands waiting in the inbox (-1 if the inbox cannot be opened)."""
-        self._check_open()
         ring = self._current_inbox()
         return -1 if ring is None else ring.qsize()
 
     # -- timers --------------------------------------------------------------------------
 
+    @_pinned
     def after(self, delay: float, payload: bytes, timer=None):
         """Post ``payload`` to this automaton after ``delay`` seconds (this process's shared
         timer unless ``timer`` is given); returns the timer handle (``.cancel()``)."""
@@ -297,6 +312,7 @@ class Automaton:
 
         return (timer or default_timer()).schedule(delay, self, payload)
 
+    @_pinned
     def every(self, interval: float, payload: bytes, timer=None):
         """Post ``payload`` to this automaton every ``interval`` seconds until the handle is
         cancelled or the automaton stops accepting commands (see TimerService.schedule_every)."""
@@ -304,6 +320,7 @@ class Automaton:
 
         return (timer or default_timer()).schedule_every(interval, self, payload)
 
+    @_pinned
     def drain_after(self, delay: float, timer=None):
         """drain() this automaton after ``delay`` seconds; returns the timer handle."""
         from .timer import default_timer
@@ -312,6 +329,7 @@ class Automaton:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @_pinned
     def drain(self) -> None:
         """Stop taking commands and let the automaton finish: the handler gets DRAIN, every
         command already queued, then EXIT, and the automaton ends DEAD (clean).
@@ -322,7 +340,6 @@ class Automaton:
         automaton it only makes the death final: a supervisor will not restart it (nor one
         that fails while draining).
         """
-        self._check_open()
         st = self._status
         while True:
             w = st.word()
@@ -340,6 +357,7 @@ class Automaton:
             if ring is not None:
                 ring.shutdown()  # producers fail at once; the host's get() wakes up
 
+    @_pinned
     def start(self, host: str = "thread", *, start_method: Optional[str] = None, daemon: bool = True) -> "Automaton":
         """Start a host running the handler: ``host`` is "thread" (in this process),
         "process" (a multiprocessing child; ``start_method`` spawn (default), fork or
@@ -349,7 +367,6 @@ class Automaton:
         Raises RuntimeError if this handle has no handler or the automaton already has a
         host or has ended.
         """
-        self._check_open()
         if self._handler is None:
             raise RuntimeError(f"automaton {self.name!r}: this handle has no handler (it was attached by name)")
         if host not in HOSTS:
@@ -461,6 +478,7 @@ class Automaton:
             if ring is not None:
                 _inbox.release(ring)
 
+    @_pinned
     def check_host(self) -> bool:
         """Declare the automaton DEAD if its host process died unnoticed; True if this call
         did.  Any number of threads and processes may call it at once, also while a
@@ -468,17 +486,16 @@ class Automaton:
 
         join(), post() and supervisors call this; it is public for monitors.
         """
-        self._check_open()
         w = self._status.word()
         return self._host_gone(w) and self._declare_host_dead(w)
 
+    @_pinned
     def kill(self, timeout: float = 5.0) -> None:
         """SIGKILL the host process (for a handler stuck for good) and publish the death:
         the automaton ends DEAD (KILLED) as if the process had been killed from outside,
         and a supervisor restarts it.  Raises RuntimeError for a thread host (a thread
         cannot be killed) and TimeoutError if the process is still there after ``timeout``.
         """
-        self._check_open()
         st = self._status
         p = st.p
         if p.host_kind != lib.RSM_FSM_HOST_PROCESS or p.host_pid <= 0:
@@ -504,6 +521,7 @@ class Automaton:
 
     # -- waiting -------------------------------------------------------------------------
 
+    @_pinned
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait until the automaton has ended for good; True if it ended cleanly (drained).
 
@@ -512,12 +530,11 @@ class Automaton:
         of its host.  While a supervisor may restart it (DEAD with a restart pending), join
         keeps waiting; if the supervisor's process died, the death is final.
         """
-        self._check_open()
         me = getattr(_runner_local, "automaton", None)
         if me is not None and me.name == self.name:
             raise RuntimeError(f"automaton {self.name!r} cannot join itself from its own handler (it would never end)")
         st = self._status
-        deadline = deadline_from_timeout(timeout)
+        deadline = _base.deadline(timeout, _base.RULE_WAIT)  # threading.Thread.join's rules
         while True:
             w = st.word()
             m = w & MODE_MASK
@@ -527,6 +544,10 @@ class Automaton:
             elif self._host_gone(w):
                 self._declare_host_dead(w)
                 continue
+            if deadline == _base.DEADLINE_TOO_LARGE:
+                raise _base.too_large()  # only once it must wait, as threading does
+            if st.seg.closed:
+                raise ValueError(f"Automaton {self.name!r} was closed while this thread waited on it")
             r = st.wait_change(w, deadline)
             if r == lib.RSM_TIMEOUT:
                 return False
@@ -544,9 +565,9 @@ class Automaton:
             return True
         raise AutomatonFailed(self.name, kind, self._status.error_text() or "ended without a report")
 
+    @_pinned
     def exception(self) -> Optional[AutomatonFailed]:
         """The failure that ended it (None while running or if it ended cleanly)."""
-        self._check_open()
         w = self._status.word()
         if w & MODE_MASK != _DEAD or self._status.exit_kind() is ExitKind.CLEAN:
             return None
@@ -559,9 +580,9 @@ class Automaton:
 
     # -- introspection and lifetime ------------------------------------------------------
 
+    @_pinned
     def statistics(self) -> AutomatonStatistics:
         """A frozen snapshot of the status block (mode, state, inbox depth, counters, error)."""
-        self._check_open()
         try:
             depth = self.qsize()
         except Exception:
@@ -586,6 +607,7 @@ class Automaton:
         _inbox.remove_inboxes(self._status.seg.name)
 
     def __enter__(self) -> "Automaton":
+        self._check_open()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,20 +6,32 @@ the owner dead?), and calls again with the same absolute CLOCK_MONOTONIC deadlin
 remaining timeout carries over.  If anything raises between slices, the waiter leaves the
 wait queue through the primitive's ``abandon`` C call, which passes on any wake-up it had
 consumed: an interrupted waiter never swallows a notification.
+
+Two rules hold for every call that touches shared memory (the C entry points in
+csrc/fastpath.c follow them too):
+
+* it holds a pin on the segment (``with self._pins:``, or the :func:`pinned` decorator)
+  for its whole duration, so a close() from another thread never unmaps under it;
+* a timeout becomes a deadline only through :func:`deadline` (one converter, with the
+  rules of the threading/queue method the call mirrors; docs/blocking.md).
 """
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from typing import Any, Callable, Optional, Sequence
 
 from .. import _proc
 from .._describe import plain, waitq_record
 from .._errors import raise_for
+from .._fast import (DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT,
+                     deadline)
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
-__all__ = ["Policy", "SharedObject", "deadline_from_lock_args", "deadline_from_timeout", "run_blocking"]
+__all__ = ["Policy", "SharedObject", "deadline", "pinned", "run_blocking", "RULE_LOCK", "RULE_WAIT", "RULE_QUEUE",
+           "DEADLINE_FOREVER", "DEADLINE_TRY", "DEADLINE_TOO_LARGE"]
 
 #: Default number of per-waiter slots; more concurrent waiters still work, without FIFO order.
 DEFAULT_MAX_WAITERS = 64
@@ -53,26 +65,14 @@ class Policy(str, enum.Enum):
         raise SegmentError(f"unknown wake-up policy code {code}")
 
 
-def deadline_from_lock_args(blocking: bool, timeout: float) -> int:
-    """threading.Lock.acquire's argument rules -> absolute deadline in ns (0: try once, -1: none)."""
-    if not blocking:
-        if timeout != -1:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        return 0
-    if timeout == -1:
-        return -1
-    if timeout < 0:
-        raise ValueError("timeout value must be a non-negative number")
-    return time.monotonic_ns() + max(int(timeout * 1e9), 1)
+def too_large() -> OverflowError:
+    from .._fast import TIMEOUT_MAX
+    return OverflowError(f"timeout value is too large (threading.TIMEOUT_MAX is {TIMEOUT_MAX:.0f} s)")
 
 
-def deadline_from_timeout(timeout: Optional[float]) -> int:
-    """Event.wait-style timeout (None: forever; <= 0: just check) -> absolute deadline in ns."""
-    if timeout is None:
-        return -1
-    if timeout <= 0:
-        return 0
-    return time.monotonic_ns() + max(int(timeout * 1e9), 1)
+def remaining(deadline_ns: int) -> bool:
+    """Whether a deadline from :func:`deadline` still leaves time to wait."""
+    return deadline_ns < 0 or (deadline_ns > 0 and time.monotonic_ns() < deadline_ns)
 
 
 def new_waiter():
@@ -88,27 +88,39 @@ def run_blocking(
     queue=None,
     on_slice: Optional[Callable[[Any], Optional[int]]] = None,
     seg: Optional[Segment] = None,
+    waiter=None,
+    closed_ok: bool = False,
 ) -> int:
     """Call ``step(waiter, deadline)`` until it returns something other than RSM_SLICE.
 
+    ``deadline`` comes from :func:`deadline`; DEADLINE_TOO_LARGE tries once and raises
+    OverflowError only if the call would have to wait (as threading does).
     ``on_slice(waiter)`` runs between slices (policy: owner death); returning a status
     ends the loop with it.  ``queue`` (an rsm_waitq pointer) gets dead waiters reaped now
     and then.  On any exception (KeyboardInterrupt) ``abandon(waiter)`` leaves the queue.
-    ``seg`` is pinned meanwhile, so close() from another thread cannot unmap under C;
-    that waiter raises ValueError at its next slice instead.
+    ``seg`` is pinned meanwhile, so close() from another thread cannot unmap under C; the
+    waiter raises ValueError at its next slice instead (unless ``closed_ok``: an internal
+    wait that must finish to leave shared state consistent).
     """
-    w = new_waiter()
+    w = new_waiter() if waiter is None else waiter
+    if deadline == DEADLINE_TOO_LARGE:
+        r = step(w, DEADLINE_TRY)
+        if r == lib.RSM_TIMEOUT or r == lib.RSM_WOULDBLOCK:
+            raise too_large()
+        return r
     slices = 0
-    if seg is not None:
-        seg.begin_use()
+    # closed_ok: the caller's own pin keeps the mapping (it began before close()).
+    pins = seg.pins if seg is not None and not closed_ok else None
+    if pins is not None:
+        pins.__enter__()
     try:
         while True:
             r = step(w, deadline)
             if r != lib.RSM_SLICE:
                 return r
             slices += 1
-            if seg is not None and seg.closed:
-                raise ValueError(f"rsm_shm object {seg.name!r} was closed while this thread waited on it")
+            if pins is not None and pins.closed:
+                raise ValueError(f"{pins.label} was closed while this thread waited on it")
             if queue is not None and slices % REAP_EVERY_SLICES == 0:
                 lib.rsm_wq_reap(queue)
             if on_slice is not None:
@@ -119,8 +131,17 @@ def run_blocking(
         abandon(w)
         raise
     finally:
-        if seg is not None:
-            seg.end_use()
+        if pins is not None:
+            pins.__exit__(None, None, None)
+
+
+def pinned(method):
+    """Decorator: run ``method`` holding a pin on ``self._seg`` (ValueError if closed)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._pins:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def owner_is_dead(tid: int) -> bool:
@@ -157,6 +178,8 @@ class SharedObject:
             name, self._kind, body_size, create=create, mode=mode, params=params, ref_name=ref_name,
             init=init, check=check, body_size_of=body_size_of,
         )
+        self._pins = self._seg.pins
+        self._pins.label = f"{type(self).__name__} {self._seg.name!r}"
         return self._seg.header
 
     @property
@@ -184,12 +207,12 @@ class SharedObject:
         """Called by the C fast paths (csrc/fastpath.c) with a status they do not handle."""
         raise_for(code, self)
 
+    @pinned
     def describe(self) -> dict:
         """A JSON-ready snapshot of the shared state, as ``rsm-shm inspect`` shows it:
         ``statistics()`` as plain data plus, for a kind with a wait queue, its occupied
         slots (``"queue"``).  Fields may disagree slightly while other processes use the
         object.  Raises SegmentError if the shared memory is corrupt."""
-        self._check_open()
         ptr = getattr(self, "_ptr", None)
         if ptr is None or not hasattr(ptr, "wq"):
             return plain(self.statistics())  # type: ignore[attr-defined]
@@ -212,6 +235,7 @@ class SharedObject:
                 )
 
     def _check_open(self) -> None:
+        """For methods that touch no shared memory; the others hold a pin instead."""
         if self._seg.closed:
             raise ValueError(f"{type(self).__name__} {self.name!r} is closed")
 
@@ -220,7 +244,7 @@ class SharedObject:
             return f"<rsm_shm.{type(self).__name__} {self.name!r} closed>"
         try:
             stats = self.statistics()  # type: ignore[attr-defined]
-        except Exception as e:  # a repr must never raise
+        except Exception as e:  # a repr must never raise (closed meanwhile, corrupt)
             stats = f"unreadable: {e}"
         return f"<rsm_shm.{type(self).__name__} {self.name!r} {stats}>"
 

@@ -24,7 +24,7 @@ from .._errors import BrokenBarrierError
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
-from ._base import SharedObject
+from ._base import SharedObject, pinned
 from .condition import _align64, wait_on
 from .lock import Lock
 
@@ -66,7 +66,9 @@ class Barrier(SharedObject):
     a cycle; the last to arrive runs ``action`` (the callable given to *its* process's
     constructor) before anyone is released.  A timeout, an exception in the action,
     ``abort()`` or ``reset()`` while threads wait break the barrier: waiters raise
-    ``threading.BrokenBarrierError``.  ``parties`` must not exceed ``max_waiters``.
+    ``threading.BrokenBarrierError``.  ``parties`` is at most 4096 (the wait queue's
+    slot limit); ``max_waiters`` grows to ``parties`` if smaller.  Closing this handle
+    while one of its threads waits makes that thread leave its seat and raise ValueError.
 
     A party whose process is killed inside ``wait()`` breaks the barrier: the parties
     waiting get BrokenBarrierError within about ``2 * LIVENESS_CHECK_S`` (0.1 s), and its
@@ -79,8 +81,10 @@ class Barrier(SharedObject):
     def __init__(self, name: Optional[str] = None, *, parties: int = 3, action: Optional[Callable[[], object]] = None,
                  timeout: Optional[float] = None, create: Optional[bool] = None, mode: int = 0o600,
                  max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
-        if not isinstance(parties, int) or parties < 1:
-            raise ValueError("parties must be >= 1")
+        if not isinstance(parties, int) or not 1 <= parties <= lib.RSM_WQ_MAX_SLOTS:
+            raise ValueError(f"Barrier parties must be an int between 1 and {lib.RSM_WQ_MAX_SLOTS}, not {parties!r}")
+        if timeout is not None:
+            _base.deadline(timeout, _base.RULE_WAIT)  # a bad default timeout fails here, not in wait()
         nslots = _base.validate_max_waiters(max(max_waiters, parties))
         lock_off, q_off, seats_off, size = _layout(nslots, parties)
 
@@ -102,28 +106,37 @@ class Barrier(SharedObject):
         if self._b.parties != hdr.params[1] or not 1 <= self._b.parties <= hdr.params[0]:
             self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt barrier")
-        self._lock = _BarrierLock._embedded(self._seg, self._seg.body("rsm_lock *", lock_off))
+        # internal: a wait() that a close() interrupts still restores the shared state
+        # (its seat, the count, the lock) before it raises ValueError
+        self._lock = _BarrierLock._embedded(self._seg, self._seg.body("rsm_lock *", lock_off), internal=True)
         self._q = self._seg.body("rsm_waitq *", q_off)
         self._seats = self._seg.body("rsm_barrier_seat *", seats_off)
         self._check_queues(self._q, ffi.addressof(self._lock._ptr, "wq"))
         self._action = action
         self._timeout = timeout
 
-    def _cond_wait(self, timeout: Optional[float]) -> bool:
-        # Never sleep longer than the liveness interval: a dead party must be noticed.
-        slice_s = LIVENESS_CHECK_S if timeout is None else min(timeout, LIVENESS_CHECK_S)
-        notified = wait_on(self._q, self._lock, slice_s, self._lock._is_owned, self._seg)
+    def _cond_wait(self, deadline: int) -> bool:
+        """One wait for a notify, never past ``deadline`` (from _base.deadline) nor longer
+        than the liveness interval: a dead party must be noticed."""
+        check = time.monotonic_ns() + _CHECK_NS
+        if deadline != _base.DEADLINE_TRY and (deadline < 0 or deadline > check):
+            deadline = check
+        notified = wait_on(self._q, self._lock, deadline, self._lock._is_owned, self._seg)
         self._check_parties()
         return notified
 
     def _notify_all(self) -> None:
         lib.rsm_wq_notify(self._q, 0x7FFFFFFF, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)
 
+    @pinned
     def wait(self, timeout: Optional[float] = None) -> int:
-        """Wait until all parties called wait(); returns this caller's arrival index."""
-        self._check_open()
+        """Wait until all parties called wait(); returns this caller's arrival index.
+
+        ``timeout`` (default: the constructor's) follows threading.Barrier.wait: None
+        waits forever, a timeout that passes (or is <= 0) breaks the barrier."""
         if timeout is None:
             timeout = self._timeout
+        deadline = _base.deadline(timeout, _base.RULE_WAIT)
         b = self._b
         with self._lock:
             self._check_parties()
@@ -135,7 +148,7 @@ class Barrier(SharedObject):
                 if index + 1 == b.parties:
                     self._release()
                 else:
-                    self._wait(timeout)
+                    self._wait(deadline)
                 return index
             finally:
                 b.count -= 1
@@ -186,7 +199,7 @@ class Barrier(SharedObject):
 
     def _enter(self) -> None:
         while self._b.state in (RESETTING, DRAINING):
-            self._cond_wait(None)
+            self._cond_wait(_base.DEADLINE_FOREVER)
         if self._b.state < 0:
             raise BrokenBarrierError
         if self._b.state != FILLING:
@@ -203,15 +216,15 @@ class Barrier(SharedObject):
             self._break()
             raise
 
-    def _wait(self, timeout: Optional[float]) -> None:
+    def _wait(self, deadline: int) -> None:
         b = self._b
-        deadline = None if timeout is None else time.monotonic() + timeout
         while b.state == FILLING:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if deadline == _base.DEADLINE_TOO_LARGE:
+                raise _base.too_large()  # it must wait: threading raises here too
+            if not _base.remaining(deadline):
                 self._break()
                 raise BrokenBarrierError
-            self._cond_wait(remaining)
+            self._cond_wait(deadline)
         if b.state < 0:
             raise BrokenBarrierError
 
@@ -220,9 +233,9 @@ class Barrier(SharedObject):
             self._b.state = FILLING
             self._notify_all()
 
+    @pinned
     def reset(self) -> None:
         """Return to the empty state; current waiters get BrokenBarrierError."""
-        self._check_open()
         with self._lock:
             self._check_parties()
             if self._b.count > 0:
@@ -232,9 +245,9 @@ class Barrier(SharedObject):
                 self._b.state = FILLING
             self._notify_all()
 
+    @pinned
     def abort(self) -> None:
         """Break the barrier: current and future waiters get BrokenBarrierError."""
-        self._check_open()
         with self._lock:
             self._break()
 
@@ -243,31 +256,31 @@ class Barrier(SharedObject):
         self._notify_all()
 
     @property
+    @pinned
     def parties(self) -> int:
-        self._check_open()
         return self._b.parties
 
     @property
+    @pinned
     def n_waiting(self) -> int:
-        self._check_open()
         return self._b.count if self._b.state == FILLING else 0
 
     @property
+    @pinned
     def broken(self) -> bool:
-        self._check_open()
         return self._b.state == BROKEN
 
+    @pinned
     def describe(self) -> dict:
         """As :meth:`SharedObject.describe`, with the embedded lock's snapshot under ``"lock"``."""
-        self._check_open()
         self._check_queues(self._q)
         detail = plain(self.statistics())
         detail["queue"] = waitq_record(self._q, self._seg.header.params[0])
         detail["lock"] = self._lock.describe()
         return detail
 
+    @pinned
     def statistics(self) -> "BarrierStatistics":
-        self._check_open()
         names = {FILLING: "filling", DRAINING: "draining", RESETTING: "resetting", BROKEN: "broken"}
         b = self._b
         return BarrierStatistics(state=names.get(b.state, f"unknown({b.state})"), waiting=b.count,

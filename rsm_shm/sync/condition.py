@@ -14,7 +14,7 @@ from .._errors import raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base
-from ._base import SharedObject
+from ._base import SharedObject, pinned
 from .lock import Lock, LockStatistics, RLock
 
 __all__ = ["Condition", "ConditionStatistics"]
@@ -27,50 +27,38 @@ def _align64(n: int) -> int:
     return (n + 63) & ~63
 
 
-def wait_on(q, lock, timeout: Optional[float], owner_check: Callable[[], bool], seg) -> bool:
-    """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too)."""
+def wait_on(q, lock, deadline: int, owner_check: Callable[[], bool], seg, closed_ok: bool = False) -> bool:
+    """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too).
+
+    ``deadline`` comes from ``_base.deadline``; the caller holds a pin on ``seg``.  The
+    waiter enqueues while it still holds the lock (notify() cannot miss it), releases the
+    lock, waits in the common slice loop, and re-acquires the lock on every way out.
+    ``closed_ok``: an internal wait (Barrier) that keeps waiting after a close()."""
     if not owner_check():
         raise RuntimeError("cannot wait on un-acquired lock")
-    seg.begin_use()
-    try:
-        return _wait_on(q, lock, timeout, seg)
-    finally:
-        seg.end_use()
-
-
-def _wait_on(q, lock, timeout: Optional[float], seg) -> bool:
-    deadline = _base.deadline_from_timeout(timeout)
+    if deadline == _base.DEADLINE_TOO_LARGE:
+        raise _base.too_large()  # a condition wait always waits (threading raises too)
     w = _base.new_waiter()
     lib.rsm_wq_enqueue(q, w, 0)  # before releasing the lock: notify() cannot miss us
     if w.slot == lib.RSM_WAITER_OVERFLOW:
         lib.rsm_wq_cancel(q, w)
         raise RuntimeError("too many threads waiting on this condition; create it with a larger max_waiters")
     saved = lock._release_save()
-    notified = False
-    try:
-        slices = 0
-        while True:
-            r = lib.rsm_wq_wait(q, w, deadline)
-            if r == lib.RSM_OK:
-                notified = True
-                break
-            if r == lib.RSM_TIMEOUT:
-                notified = lib.rsm_wq_cancel(q, w) == 1
-                break
-            if r != lib.RSM_SLICE:
-                raise_for(r, lock)  # no other status is possible: a corrupt segment
-            if seg.closed:
-                raise ValueError(f"rsm_shm object {seg.name!r} was closed while this thread waited on it")
-            slices += 1
-            if slices % _base.REAP_EVERY_SLICES == 0:
-                lib.rsm_wq_reap(q)
-    except BaseException:
+
+    def abandon(w):
         if lib.rsm_wq_cancel(q, w) == 1:
             lib.rsm_wq_notify(q, 1, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)  # pass the notification on
-        raise
+
+    try:
+        r = _base.run_blocking(lambda w, d: lib.rsm_wq_wait(q, w, d), abandon, deadline, queue=q, seg=seg,
+                               waiter=w, closed_ok=closed_ok)
+        if r == lib.RSM_OK:
+            return True
+        if r == lib.RSM_TIMEOUT:
+            return lib.rsm_wq_cancel(q, w) == 1
+        raise_for(r, lock)  # no other status is possible: a corrupt segment
     finally:
         lock._acquire_restore(saved)
-    return notified
 
 
 class Condition(SharedObject):
@@ -135,43 +123,58 @@ class Condition(SharedObject):
         else:
             self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt condition header")
-        self.acquire = self._lock.acquire
-        self.release = self._lock.release
+        if how == _EMBEDDED:
+            # The embedded lock shares our pins: close() cuts it off too, so these are
+            # its C entry points themselves (no Python layer on the hot path).
+            self.acquire = self._lock.acquire
+            self.release = self._lock.release
 
     @property
     def lock(self) -> Union[Lock, RLock]:
         return self._lock
 
+    # With an external lock these check that *this* handle is open, then delegate.
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._check_open()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._check_open()
+        self._lock.release()
+
     def __enter__(self) -> bool:
+        self._check_open()
         return self._lock.__enter__()
 
     def __exit__(self, *exc) -> None:
+        # No check of this handle: leaving a with-block releases the lock it entered with
+        # (an external lock's own handle decides; the embedded one is cut off by close()).
         self._lock.release()
 
+    @pinned
     def wait(self, timeout: Optional[float] = None) -> bool:
-        self._check_open()
-        return wait_on(self._q, self._lock, timeout, self._lock._is_owned, self._seg)
+        """As threading.Condition.wait: release the lock, wait for a notify or the
+        timeout (None: forever; <= 0: not at all), re-acquire; False on timeout."""
+        return wait_on(self._q, self._lock, _base.deadline(timeout, _base.RULE_WAIT), self._lock._is_owned,
+                       self._seg)
 
+    @pinned
     def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
         """Wait until ``predicate()`` is true; returns its last value (falsy on timeout)."""
-        endtime = None
-        waittime = timeout
         result = predicate()
+        if result:
+            return result
+        deadline = _base.deadline(timeout, _base.RULE_WAIT)  # one deadline for every wait below
         while not result:
-            if waittime is not None:
-                if endtime is None:
-                    endtime = time.monotonic() + waittime
-                else:
-                    waittime = endtime - time.monotonic()
-                    if waittime <= 0:
-                        break
-            self.wait(waittime)
+            if deadline == _base.DEADLINE_TRY or (deadline > 0 and time.monotonic_ns() >= deadline):
+                break
+            wait_on(self._q, self._lock, deadline, self._lock._is_owned, self._seg)
             result = predicate()
         return result
 
+    @pinned
     def notify(self, n: int = 1) -> None:
         """Wake exactly min(n, waiting) of the longest-waiting threads."""
-        self._check_open()
         if not self._lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
         if n > 0:
@@ -181,18 +184,18 @@ class Condition(SharedObject):
         self.notify(0x7FFFFFFF)
 
     @property
+    @pinned
     def waiters(self) -> int:
-        self._check_open()
         return self._q.nwaiters
 
+    @pinned
     def statistics(self) -> "ConditionStatistics":
-        self._check_open()
         return ConditionStatistics(waiters=self._q.nwaiters, lock=self._lock.statistics())
 
+    @pinned
     def describe(self) -> dict:
         """As :meth:`SharedObject.describe`, with the lock's own snapshot under ``"lock"``
         (``embedded``: it lives in this segment; else ``name`` is its segment)."""
-        self._check_open()
         header = self._seg.header
         self._check_queues(self._q)
         embedded = len(header.params) > 1 and header.params[1] == _EMBEDDED

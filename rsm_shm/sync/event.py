@@ -13,7 +13,7 @@ from .._fast import FastEvent
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
-from ._base import SharedObject
+from ._base import SharedObject, pinned
 
 __all__ = ["Event", "Gate", "Countdown", "EventStatistics"]
 
@@ -59,25 +59,25 @@ class _EventBase(SharedObject):
         self._ptr = self._seg.body("rsm_event *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
+    @pinned
     def _wait(self, step, timeout: Optional[float], on_slice=None) -> bool:
-        self._check_open()
         ptr = self._ptr
-        r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline_from_timeout(timeout),
+        r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline(timeout, _base.RULE_WAIT),
                                queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
         if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
             return r == lib.RSM_OK
         raise_for(r, self)
 
     @property
+    @pinned
     def pending(self) -> int:
-        self._check_open()
         return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
 
     def _is_set(self) -> bool:
         raise NotImplementedError
 
+    @pinned
     def statistics(self) -> EventStatistics:
-        self._check_open()
         p = self._ptr
         return EventStatistics(kind=self._stat_kind, is_set=self._is_set(), count=p.word & lib.RSM_COUNT_MASK,
                                waiters=p.wq.nwaiters + p.wq.noverflow, generation=p.generation)
@@ -96,7 +96,7 @@ class Event(FastEvent, _EventBase):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_event(name, create, mode, 0, 0, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
 
     # wait(timeout=None) -> bool, set(), clear(), is_set() come from FastEvent
     # (csrc/fastpath.c): the check with the GIL held, then the slice loop in C.
@@ -106,9 +106,6 @@ class Event(FastEvent, _EventBase):
     is_set = FastEvent.is_set
     _is_set = FastEvent.is_set
 
-    def close(self) -> None:
-        self._bind(0, None)
-        super().close()
 
 
 class Gate(_EventBase):
@@ -129,25 +126,25 @@ class Gate(_EventBase):
             raise ValueError(f"auto_shut must be between 0 and {lib.RSM_COUNT_MASK}, not {auto_shut!r}")
         self._open_event(name, create, mode, 0, auto_shut, max_waiters)
 
+    @pinned
     def open(self) -> None:
         """Open the gate (resetting the entry count) and wake every waiter."""
-        self._check_open()
         lib.rsm_gate_open(self._ptr)
 
+    @pinned
     def shut(self) -> None:
         """Shut the gate; later waiters block until the next open()."""
-        self._check_open()
         lib.rsm_gate_close(self._ptr)
 
+    @pinned
     def is_open(self) -> bool:
-        self._check_open()
         return bool(self._ptr.word & lib.RSM_GATE_OPEN)
 
     _is_set = is_open
 
     @property
+    @pinned
     def entries(self) -> int:
-        self._check_open()
         return self._ptr.word & lib.RSM_COUNT_MASK
 
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -181,19 +178,19 @@ class Countdown(_EventBase):
         self._action = action
 
     @property
+    @pinned
     def count(self) -> int:
-        self._check_open()
         return self._ptr.word & lib.RSM_COUNT_MASK
 
+    @pinned
     def done(self) -> bool:
-        self._check_open()
         return bool(self._ptr.word & lib.RSM_COUNTDOWN_DONE)
 
     _is_set = done
 
+    @pinned
     def count_down(self, n: int = 1) -> bool:
         """Subtract ``n``; returns True if this call reached zero (and ran the action)."""
-        self._check_open()
         if not isinstance(n, int) or n < 1:
             raise ValueError("n must be one or more")
         reached = ffi.new("int *")
@@ -208,8 +205,8 @@ class Countdown(_EventBase):
             lib.rsm_countdown_finish(self._ptr)
         return True
 
+    @pinned
     def reset(self, count: int) -> None:
-        self._check_open()
         if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
             raise ValueError(f"count must be between 0 and {lib.RSM_COUNT_MASK}")
         lib.rsm_countdown_reset(self._ptr, count)

@@ -6,7 +6,8 @@ rules); this module holds the policy those entries call back for: is an owner de
 telling the new holder.
 
 Owner death: a waiter that sleeps through a slice (~50 ms) checks whether the owner
-thread still exists.  If not, exactly one waiter takes the lock over (one CAS in C) and
+still exists -- the owner's process for a Lock (which, as in threading, belongs to no
+thread), the owner thread for an RLock (which does).  If not, exactly one waiter takes the lock over (one CAS in C) and
 is *told*: ``acquire()`` returns True, an :class:`OwnerDiedWarning` is issued naming the
 dead process, and ``recovered`` describes it until the holder releases.  If the warning
 is configured to raise, the lock is released again with the mark kept, so the next
@@ -19,12 +20,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .. import _proc
 from .._errors import OwnerDiedWarning, raise_for
 from .._fast import FastLock
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
-from ._base import Policy, SharedObject
+from ._base import Policy, SharedObject, pinned
 
 __all__ = ["Lock", "RLock", "LockStatistics", "OwnerDied"]
 
@@ -116,51 +118,57 @@ class _LockCommon(FastLock, SharedObject):
     # -- the seed's extras ---------------------------------------------------------------
 
     @property
+    @pinned
     def tag(self) -> int:
         """A 32-bit payload stored with the lock, free for the application (e.g. an epoch)."""
-        self._check_open()
         return self._ptr.tag
 
     @tag.setter
+    @pinned
     def tag(self, value: int) -> None:
-        self._check_open()
         if not isinstance(value, int) or not 0 <= value < 1 << 32:
             raise ValueError(f"tag must be an unsigned 32-bit integer, not {value!r}")
         self._ptr.tag = value
 
     @property
+    @pinned
     def pending(self) -> int:
         """How many threads (in any process) are waiting to acquire the lock right now."""
-        self._check_open()
         return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
 
     @property
+    @pinned
     def policy(self) -> Policy:
         return Policy.from_code(self._ptr.policy)
 
     @property
+    @pinned
     def recovered(self) -> Optional[OwnerDied]:
         """Set while the lock is held by a thread that took it over from a dead owner."""
-        self._check_open()
         if self._ptr.word & lib.RSM_LOCK_OWNER_DIED and self._ptr.dead_tid:
             return OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
         return None
 
+    @pinned
     def statistics(self) -> LockStatistics:
-        self._check_open()
         return lock_statistics(self._ptr)
 
     def _is_owned(self) -> bool:
-        self._check_open()
-        return (self._ptr.word & lib.RSM_TID_MASK) == lib.rsm_gettid()
+        with self._pins:
+            return (self._ptr.word & lib.RSM_TID_MASK) == lib.rsm_gettid()
 
     @classmethod
-    def _embedded(cls, seg, ptr):
-        """A handle on a lock living inside another object's segment (Condition, Barrier)."""
+    def _embedded(cls, seg, ptr, internal: bool = False):
+        """A handle on a lock living inside another object's segment (Condition, Barrier).
+
+        It shares that segment's pins: closing the object cuts the lock off too.
+        ``internal``: a private lock the object's own calls may still take and release
+        while they finish after a close() (they keep the mapping pinned)."""
         self = cls.__new__(cls)
         self._seg = seg
+        self._pins = seg.pins
         self._ptr = ptr
-        self._bind(int(ffi.cast("uintptr_t", ptr)), seg, cls._kind == Kind.RLOCK)
+        self._bind(int(ffi.cast("uintptr_t", ptr)), seg.pins, cls._kind == Kind.RLOCK, internal)
         return self
 
     # -- policy, called by the C entry points (csrc/fastpath.c) ---------------------------
@@ -181,9 +189,6 @@ class _LockCommon(FastLock, SharedObject):
             stacklevel=2,
         )
 
-    def close(self) -> None:
-        self._bind(0, None)  # the C entry points must never touch an unmapped word
-        super().close()
 
     # FastLock provides acquire(blocking=True, timeout=-1), release(), locked(),
     # __enter__ and __exit__, each one C call; these names document them.
@@ -201,7 +206,10 @@ class Lock(_LockCommon):
     ``threading.Lock``: a non-blocking call with a timeout raises ValueError, a negative
     timeout other than -1 raises ValueError, releasing an unlocked lock raises
     RuntimeError, and any thread (of any process) may release a held lock.  The owner
-    recorded for owner-death recovery is the thread that acquired it.
+    recorded for owner-death recovery is the thread that acquired it, but as in
+    ``threading`` a Lock belongs to no thread: one that exits holding it leaves it held
+    (another thread may still release it), and later acquirers wait or time out.  Only
+    the death of the holder's *process* is an owner death (recovered as below).
 
     Fairness: see :class:`Policy`.  An uncontended acquire/release is one atomic
     instruction each and no system call; a blocked waiter spins briefly (adaptively) and
@@ -216,7 +224,16 @@ class Lock(_LockCommon):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
+
+    def _owner_is_dead(self, tid: int) -> bool:
+        """A Lock is owned by no thread (threading.Lock: any thread may release it), so a
+        thread that exits holding it has not abandoned it -- another thread may still
+        release it.  Only the death of the owner's *process* frees it."""
+        if not _base.owner_is_dead(tid):
+            return False
+        pid = self._ptr.owner_pid  # written right after the acquiring CAS
+        return pid <= 0 or not _proc.process_alive(pid)
 
     def _release_save(self) -> int:
         self.release()
@@ -231,8 +248,15 @@ class RLock(_LockCommon):
 
     The owning thread may acquire it again; each acquire needs a matching release.
     Releasing a lock this thread does not own raises RuntimeError ("cannot release
-    un-acquired lock").  Fairness and owner-death recovery are those of :class:`Lock`;
-    re-entry and the uncontended paths run in C with the GIL held (csrc/lock.h).
+    un-acquired lock").  Fairness is that of :class:`Lock`; re-entry and the uncontended
+    paths run in C with the GIL held (csrc/lock.h).
+
+    Owner death is per *thread* here, because an RLock belongs to its thread: only the
+    owner may release it, so once that thread is gone nobody ever can.  ``threading``
+    leaves such a lock held forever (a program bug that deadlocks silently); we recover
+    it like a dead process's lock -- one waiter takes it over within about 0.1 s and is
+    told with :class:`OwnerDiedWarning` -- because "nothing deadlocks forever" is this
+    package's rule and the warning says exactly what happened.
     """
 
     _kind = Kind.RLOCK
@@ -241,16 +265,18 @@ class RLock(_LockCommon):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg, True)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, True)
 
     def _release_save(self) -> int:
         """Condition support: release every level; returns the depth to restore."""
         count = ffi.new("uint32_t *")
-        r = lib.rsm_rlock_release_all(self._ptr, count, 1)
+        with self._pins:
+            r = lib.rsm_rlock_release_all(self._ptr, count, 1)
         if r != lib.RSM_OK:
             raise_for(r, self)
         return count[0]
 
     def _acquire_restore(self, count: int) -> None:
         self.acquire()
-        self._ptr.count = count
+        with self._pins:
+            self._ptr.count = count

@@ -9,7 +9,7 @@ from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentHeader
 from . import _base
-from ._base import SharedObject
+from ._base import SharedObject, pinned
 
 __all__ = ["Once", "OnceStatistics"]
 
@@ -66,8 +66,8 @@ class Once(SharedObject):
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     @property
+    @pinned
     def done(self) -> bool:
-        self._check_open()
         return bool(self._ptr.word & lib.RSM_ONCE_DONE)
 
     def _on_slice(self, w) -> Optional[int]:
@@ -78,14 +78,14 @@ class Once(SharedObject):
                 return lib.RSM_OWNER_DEAD
         return None
 
+    @pinned
     def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> bool:
-        self._check_open()
         ptr = self._ptr
         run = ffi.new("int *")
         r = _base.run_blocking(
             lambda w, d: lib.rsm_once_begin(ptr, w, d, run),
             lambda w: lib.rsm_wq_cancel(ffi.addressof(ptr, "wq"), w),
-            _base.deadline_from_timeout(timeout),
+            _base.deadline(timeout, _base.RULE_WAIT),
             queue=ffi.addressof(ptr, "wq"), seg=self._seg,
             on_slice=self._on_slice,
         )
@@ -112,8 +112,8 @@ class Once(SharedObject):
             lib.rsm_once_finish(ptr, 1 if ok else 0)
         return True
 
+    @pinned
     def statistics(self) -> OnceStatistics:
-        self._check_open()
         p = self._ptr
         word = p.word
         tid = 0 if word & lib.RSM_ONCE_DONE else word & lib.RSM_TID_MASK

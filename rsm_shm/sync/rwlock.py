@@ -19,7 +19,7 @@ from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base, _shares
-from ._base import SharedObject
+from ._base import SharedObject, pinned
 from .lock import OwnerDied
 
 __all__ = ["RWLock", "RWLockStatistics"]
@@ -124,28 +124,28 @@ class RWLock(SharedObject):
         return _shares.reclaim_dead(lib.rsm_rwlock_readers(ptr), lib.rsm_rwlock_nreaders(ptr),
                                     lambda i, word: lib.rsm_rwlock_reclaim_reader(ptr, i, word))
 
+    @pinned
     def acquire_read(self, blocking: bool = True, timeout: float = -1) -> bool:
-        self._check_open()
         ptr = self._ptr
         r = self._run(lambda w, d: lib.rsm_rwlock_read_acquire(ptr, w, d),
-                      _base.deadline_from_lock_args(blocking, timeout), False)
+                      _base.deadline(timeout, _base.RULE_LOCK, blocking), False)
         return self._result(r, None)
 
+    @pinned
     def release_read(self) -> None:
-        self._check_open()
         r = lib.rsm_rwlock_read_release(self._ptr)
         if r != lib.RSM_OK:
             raise_for(r, self, "release_read", f"process {os.getpid()} holds no read lock")
 
+    @pinned
     def acquire_write(self, blocking: bool = True, timeout: float = -1) -> bool:
-        self._check_open()
         ptr = self._ptr
         r = self._run(lambda w, d: lib.rsm_rwlock_write_acquire(ptr, w, d),
-                      _base.deadline_from_lock_args(blocking, timeout), True)
+                      _base.deadline(timeout, _base.RULE_LOCK, blocking), True)
         return self._result(r, lambda: lib.rsm_rwlock_write_release(ptr, 0))
 
+    @pinned
     def release_write(self) -> None:
-        self._check_open()
         r = lib.rsm_rwlock_write_release(self._ptr, 1)
         if r != lib.RSM_OK:
             raise_for(r, self, "release_write")
@@ -189,16 +189,16 @@ class RWLock(SharedObject):
             self.release_write()
 
     @property
+    @pinned
     def recovered(self) -> Optional[OwnerDied]:
         """Set while the write lock is held by a thread that was told of a death: a dead
         writer (its pid and tid) or a dead reader (its pid, tid 0)."""
-        self._check_open()
         if self._ptr.writer & lib.RSM_LOCK_OWNER_DIED and self._ptr.dead_pid:
             return OwnerDied(self._ptr.dead_pid, self._ptr.dead_tid)
         return None
 
+    @pinned
     def statistics(self) -> RWLockStatistics:
-        self._check_open()
         p = self._ptr
         tid = p.writer & lib.RSM_TID_MASK
         q = ffi.addressof(p, "wq")

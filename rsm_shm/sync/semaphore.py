@@ -15,7 +15,7 @@ from .._fast import FastSem
 from .._native import ffi, lib
 from ..segment import Kind, SegmentError, SegmentHeader
 from . import _base, _shares
-from ._base import Policy, SharedObject
+from ._base import Policy, SharedObject, pinned
 
 __all__ = ["Semaphore", "BoundedSemaphore", "AutoResetEvent", "SemaphoreStatistics"]
 
@@ -56,10 +56,9 @@ class _SemaphoreBase(FastSem, SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
 
     def _open_sem(self, name, create, mode, value, max_value, flags, policy, max_waiters, robust=False) -> None:
-        if not isinstance(value, int) or value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
-        if value > lib.RSM_SEM_VALUE_MAX:
-            raise ValueError(f"semaphore initial value must be <= {lib.RSM_SEM_VALUE_MAX}")
+        if not isinstance(value, int) or not 0 <= value <= lib.RSM_SEM_VALUE_MAX:
+            raise ValueError(f"{type(self).__name__} value must be an int between 0 and "
+                             f"{lib.RSM_SEM_VALUE_MAX}, not {value!r}")
         if not isinstance(robust, bool):
             raise TypeError(f"robust must be True or False, not {robust!r}")
         if robust:
@@ -82,8 +81,9 @@ class _SemaphoreBase(FastSem, SharedObject):
             self._seg.close()
             raise SegmentError(f"segment {self.name!r} is corrupt: semaphore flags or holder slots "
                                f"disagree with its header")
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._seg)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
+            self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
 
     # acquire(blocking=True, timeout=None) -> bool, release(n=1), __enter__ and __exit__
@@ -96,10 +96,7 @@ class _SemaphoreBase(FastSem, SharedObject):
     acquire = FastSem.acquire
     release = FastSem.release
 
-    def close(self) -> None:
-        self._bind(0, None)  # the C entry points must never touch an unmapped struct
-        super().close()
-
+    @pinned
     def _reclaim_dead_holders(self) -> int:
         """Robust semaphores (called by the C entry points between slices): give back the
         permits of holders whose process died; returns how many came back."""
@@ -108,36 +105,36 @@ class _SemaphoreBase(FastSem, SharedObject):
                                     lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word))
 
     @property
+    @pinned
     def robust(self) -> bool:
         """True if permits are recorded per holder and a dead holder's come back."""
-        self._check_open()
         return bool(self._ptr.flags & lib.RSM_SEM_ROBUST)
 
+    @pinned
     def disable(self) -> None:
         """Disable for good: every waiter wakes with DisabledError, later acquires and
         releases fail fast.  Use it to shut a pool down without leaving anyone blocked."""
-        self._check_open()
         lib.rsm_sem_disable(self._ptr)
 
     @property
+    @pinned
     def disabled(self) -> bool:
-        self._check_open()
         return bool(self._ptr.count & lib.RSM_SEM_DISABLED)
 
     @property
+    @pinned
     def value(self) -> int:
         """The current value (a snapshot)."""
-        self._check_open()
         return lib.rsm_sem_value(self._ptr)
 
     @property
+    @pinned
     def pending(self) -> int:
         """How many threads are waiting right now."""
-        self._check_open()
         return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
 
+    @pinned
     def statistics(self) -> SemaphoreStatistics:
-        self._check_open()
         p = self._ptr
         return SemaphoreStatistics(
             value=p.count & lib.RSM_SEM_VALUE_MAX, max_value=p.max or None,

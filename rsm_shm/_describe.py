@@ -45,7 +45,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def waitq_record(q: Any, nslots_bound: int) -> dict:
+def waitq_record(q: Any, nslots_bound: int) -> dict[str, Any]:
     """A wait queue (an ``rsm_waitq *``, csrc/waitq.h): its counters and the occupied slots
     in ticket order.
 

@@ -36,7 +36,7 @@ class SegmentError(RsmError, ValueError):
 
 # queue.ShutDown exists from Python 3.13 on; subclass it there so that code written for
 # queue.Queue.shutdown() catches ours too.
-_QUEUE_SHUTDOWN: tuple = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
+_QUEUE_SHUTDOWN: tuple[type[Exception], ...] = (queue.ShutDown,) if hasattr(queue, "ShutDown") else ()
 
 
 class ShutDown(RsmError, *_QUEUE_SHUTDOWN):  # type: ignore[misc]

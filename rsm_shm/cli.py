@@ -150,6 +150,7 @@ from datetime import datetime, timezone
 from typing import Optional, Sequence
 
 from . import inspect as insp
+from .segment import PREFIX, SHM_DIR
 
 __all__ = ["main", "build_parser"]
 
@@ -344,7 +345,7 @@ def cmd_inspect(args) -> int:
     procs = insp.scan_processes()
     rec = insp.describe(*hit, procs) if hit else None
     if rec is None:
-        print(f"rsm-shm inspect: no segment named {args.name!r} in {insp.SHM_DIR}", file=sys.stderr)
+        print(f"rsm-shm inspect: no segment named {args.name!r} in {SHM_DIR}", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.json:
         _emit_json(_doc("inspect", procs, segment=rec))
@@ -393,7 +394,7 @@ def cmd_watch(args) -> int:
 
 
 def _matches(rec: dict, name: str) -> bool:
-    bare = name[len(insp.PREFIX):] if name.startswith(insp.PREFIX) else name
+    bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
     return rec["name"] in (name, bare)
 
 

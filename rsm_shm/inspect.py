@@ -183,8 +183,8 @@ class KindDecoder:
     """
 
     attach: Callable[[str], Any]
-    decode: Callable[[Any, SegmentHeader], dict]
-    phrase: Callable[[Any, dict], str]
+    decode: Callable[[Any, SegmentHeader], dict[str, Any]]
+    phrase: Callable[[Any, dict[str, Any]], str]
     release: Callable[[Any], None]
 
 
@@ -193,8 +193,9 @@ class KindDecoder:
 DECODERS: dict[Kind, KindDecoder] = {}
 
 
-def register(kind: Kind, attach: Callable[[str], Any], decode: Optional[Callable[[Any, SegmentHeader], dict]] = None,
-             phrase: Optional[Callable[[Any, dict], str]] = None,
+def register(kind: Kind, attach: Callable[[str], Any],
+             decode: Optional[Callable[[Any, SegmentHeader], dict[str, Any]]] = None,
+             phrase: Optional[Callable[[Any, dict[str, Any]], str]] = None,
              release: Optional[Callable[[Any], None]] = None) -> None:
     """Add (or replace) the decoder of a kind.  ``decode`` defaults to
     ``handle.describe()``, ``phrase`` to ``str(handle.statistics())``, ``release`` to
@@ -218,7 +219,8 @@ def _class_of(kind: Kind) -> Optional[Callable[..., Any]]:
         return None
     module, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)
+        cls: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+        return cls
     except Exception:  # ImportError, or an API that moved: list such segments undecoded
         return None
 
@@ -270,7 +272,7 @@ def resolve(name: str) -> Optional[tuple[str, bool]]:
     return None
 
 
-def _header_dict(h: SegmentHeader) -> dict:
+def _header_dict(h: SegmentHeader) -> dict[str, Any]:
     return {
         "version": h.version, "kind": kind_label(h.kind), "initialized": _INIT_NAMES.get(h.initialized, h.initialized),
         "creator_pid": h.creator_pid, "creator_start": h.creator_start, "created": h.created,
@@ -306,7 +308,7 @@ def _classify_invalid(name: str, path: str, size: int) -> SegmentStatus:
     return SegmentStatus.TRUNCATED
 
 
-def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs: ProcessIndex) -> dict:
+def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs: ProcessIndex) -> dict[str, Any]:
     """Every field of the schema, filled from the directory entry alone."""
     return {
         "name": entry if foreign else entry[len(PREFIX):],
@@ -332,7 +334,7 @@ def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs:
 
 
 def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = True,
-             now: Optional[float] = None) -> Optional[dict]:
+             now: Optional[float] = None) -> Optional[dict[str, Any]]:
     """The record of one /dev/shm entry (schema in rsm_shm/cli.py), or None if it vanished.
 
     ``decode=False`` skips attaching (header and processes only).  Never raises for a bad
@@ -390,7 +392,7 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
     return rec
 
 
-def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecoder) -> bool:
+def _decode_into(rec: dict[str, Any], name: str, header: SegmentHeader, decoder: KindDecoder) -> bool:
     """Attach, decode, close.  False if the segment vanished meanwhile (drop the record)."""
     obj = None
     try:
@@ -414,7 +416,7 @@ def _decode_into(rec: dict, name: str, header: SegmentHeader, decoder: KindDecod
 
 
 def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, names: Optional[list[str]] = None,
-            decode: bool = True, procs: Optional[ProcessIndex] = None) -> tuple[list[dict], ProcessIndex]:
+            decode: bool = True, procs: Optional[ProcessIndex] = None) -> tuple[list[dict[str, Any]], ProcessIndex]:
     """Records of the selected /dev/shm entries and the process index used for them.
 
     ``prefix`` keeps our segments whose name starts with it (foreign ones are dropped);
@@ -447,7 +449,7 @@ def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, name
 # -- gc policy ----------------------------------------------------------------------------
 
 
-def gc_verdict(rec: dict, *, corrupt: bool = False, ignore_unreadable: bool = False,
+def gc_verdict(rec: dict[str, Any], *, corrupt: bool = False, ignore_unreadable: bool = False,
                now: Optional[float] = None) -> tuple[bool, str]:
     """(remove?, why) for one record: the whole gc policy, a pure function of the record.
 

@@ -23,7 +23,7 @@ for any malformed input.
 from __future__ import annotations
 
 import struct
-from typing import Callable, List, Tuple, TypeVar
+from typing import Any, Callable, List, Tuple, TypeVar
 
 from .types import (
     ConfChange,
@@ -156,7 +156,7 @@ class _Reader:
         if n < 0 or self.pos + n > len(self.buf):
             raise DecodeError(f"truncated input reading {what} at offset {self.pos}")
 
-    def unpack(self, st: struct.Struct, what: str) -> tuple:
+    def unpack(self, st: struct.Struct, what: str) -> Tuple[Any, ...]:
         self.need(st.size, what)
         v = st.unpack_from(self.buf, self.pos)
         self.pos += st.size
@@ -169,7 +169,7 @@ class _Reader:
         return v
 
     def u32(self, what: str) -> int:
-        return self.unpack(_U32, what)[0]
+        return int(self.unpack(_U32, what)[0])
 
     def bytes_(self, what: str) -> bytes:
         n = self.u32(what + " length")

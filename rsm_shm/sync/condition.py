@@ -126,8 +126,8 @@ class Condition(SharedObject):
         if how == _EMBEDDED:
             # The embedded lock shares our pins: close() cuts it off too, so these are
             # its C entry points themselves (no Python layer on the hot path).
-            self.acquire = self._lock.acquire
-            self.release = self._lock.release
+            self.acquire = self._lock.acquire  # type: ignore[method-assign]
+            self.release = self._lock.release  # type: ignore[method-assign]
 
     @property
     def lock(self) -> Union[Lock, RLock]:

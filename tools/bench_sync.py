@@ -418,7 +418,7 @@ class ContendedCase:
     slow: bool = False                # does ops / slow_divisor
 
 
-def _contend_child(make, n: int, counter, times, switches, slot: int, ready, go) -> None:
+def _contend_child(make, n: int, counter, times, switches, cpu, slot: int, ready, go) -> None:
     acquire, release = make()
     gc.disable()
     ready.release()
@@ -437,6 +437,7 @@ def _contend_child(make, n: int, counter, times, switches, slot: int, ready, go)
     # the holder, which stalls every other process).
     switches[2 * slot] = after.ru_nvcsw - before.ru_nvcsw
     switches[2 * slot + 1] = after.ru_nivcsw - before.ru_nivcsw
+    cpu[slot] = int(NS_PER_S * ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)))
 
 
 def _shared(obj):
@@ -470,8 +471,10 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
     counter = CTX.RawValue("q", 0)
     times = CTX.RawArray("q", 2 * nproc)
     switches = CTX.RawArray("q", 2 * nproc)
+    cpu = CTX.RawArray("q", nproc)
     ready, go = CTX.Semaphore(0), CTX.Event()
-    err = run_children([(_contend_child, (make, n, counter, times, switches, i, ready, go)) for i in range(nproc)],
+    err = run_children([(_contend_child, (make, n, counter, times, switches, cpu, i, ready, go))
+                        for i in range(nproc)],
                        ready, go, nproc, progress=lambda: counter.value)
     res.dispose()
     if err:
@@ -482,6 +485,9 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
             "finish_spread": (max(times[1::2]) - min(times[1::2])) / elapsed, "exact": counter.value == nproc * n,
             "vol_csw_per_kop": 1000 * sum(switches[0::2]) / (nproc * n),
             "invol_csw_per_kop": 1000 * sum(switches[1::2]) / (nproc * n),
+            # CPU the lock costs per operation (all processes), and how many CPUs the run
+            # got on average: wall-clock throughput is ops / (cpu_ns_per_op / cpus_used).
+            "cpu_ns_per_op": sum(cpu) / (nproc * n), "cpus_used": sum(cpu) / elapsed,
             "counter": counter.value, "expected": nproc * n}
 
 
@@ -514,8 +520,12 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
                          if good else None,
                          "invol_csw_per_kop": statistics.median(s["invol_csw_per_kop"] for s in runs if "ops_per_s" in s)
                          if good else None,
-                         "runs_csw_per_kop": [(round(s["vol_csw_per_kop"], 1), round(s["invol_csw_per_kop"], 1))
+                         "runs_csw_per_kop": [(round(s["vol_csw_per_kop"], 2), round(s["invol_csw_per_kop"], 2))
                                               for s in runs if "ops_per_s" in s],
+                         "cpu_ns_per_op": statistics.median(s["cpu_ns_per_op"] for s in runs if "ops_per_s" in s)
+                         if good else None,
+                         "runs_cpu_ns_per_op": [round(s["cpu_ns_per_op"]) for s in runs if "ops_per_s" in s],
+                         "runs_cpus_used": [round(s["cpus_used"], 2) for s in runs if "ops_per_s" in s],
                          "exact": not inexact and not errors, "errors": errors, "inexact": inexact})
     for row in rows:
         ref = next(r["ops_per_s"] for r in rows if r["nproc"] == row["nproc"] and r["label"] == "mp.Lock")
@@ -531,15 +541,20 @@ def print_contended(r: Dict[str, Any]) -> None:
         check = "exact" if x["exact"] else "WRONG: " + "; ".join(x["errors"] + x["inexact"])
         spread = f"[{fmt_rate(x['min_ops_per_s'])}..{fmt_rate(x['max_ops_per_s'])}]" if x["ops_per_s"] else ""
         finish = "-" if x["finish_spread"] is None else f"{100 * x['finish_spread']:.0f}%"
-        csw = "-" if x["vol_csw_per_kop"] is None else f"{x['vol_csw_per_kop']:.0f} / {x['invol_csw_per_kop']:.0f}"
+        csw = "-" if x["vol_csw_per_kop"] is None else f"{x['vol_csw_per_kop']:.1f} / {x['invol_csw_per_kop']:.1f}"
+        used = x["runs_cpus_used"]
+        cpus = f"{statistics.median(used):.2f} [{min(used):.2f}..{max(used):.2f}]" if used else "-"
         rows.append([x["label"], str(x["nproc"]), str(x["ops_per_process"]), fmt_ns(x["run_ns"]),
-                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, csw, check])
+                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, csw,
+                     fmt_ns(x["cpu_ns_per_op"]), cpus, check])
     print_table(["candidate", "procs", "N/proc", "run", "throughput", "spread", "x mp (higher=better)",
-                 "finish spread", "csw/1k ops vol/invol", "counter"], rows)
+                 "finish spread", "csw/1k ops vol/invol", "CPU/op", "CPUs used", "counter"], rows)
     print("   finish spread: (last finish - first finish) / run time; near 0% = the processes shared the lock,"
           " near 50%+ = one process kept it while the others waited")
     print("   csw/1k ops: context switches per 1000 lock operations, all processes (getrusage): voluntary ="
-          " sleeps on the lock, involuntary = preemptions; throughput falls as they rise")
+          " sleeps on the lock, involuntary = preemptions")
+    print("   CPU/op: CPU time of all processes per operation; CPUs used: their CPU time / run time. Throughput ="
+          " CPUs used / CPU per op: on a shared machine the swing between runs is mostly in 'CPUs used'")
 
 
 # ==========================================================================================

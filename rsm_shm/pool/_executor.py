@@ -192,7 +192,8 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         # outside the collector happens under the lock and checks it first, because a
         # ring's fast path reads its mapping without pinning it.
         self._unmapped = False
-        self._counts = collections.Counter()
+        self._counts: collections.Counter = collections.Counter()
+        self._submitted = 0
 
         self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
                                 create=True if name is not None else None, mode=mode)
@@ -334,8 +335,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             if self._shutting_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._jobs[job_id] = job
-            self._counts["submitted"] += 1
-            self._table.ptr.submitted += 1
+            self._submitted += 1  # published to the table by _publish
             if self._pending or not self._hand_out(job):
                 self._pending.append(job_id)
         return future
@@ -440,21 +440,35 @@ class ProcessPool(ServesClients, MapMixin, Executor):
                 with self._lock:
                     for record in batch:
                         self._on_record(record, outcomes)
-                    if not self._broken:
-                        self._take_back()
-                        self._pump()
-                        if self._restart:
-                            self._start_replacements(outcomes)
-                            self._pump()
-                    queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
-                    self._publish()
-                    finished = self._shutting_down and not self._jobs and self._intake_done
+                    # With jobs waiting, feed the workers first (throughput); otherwise
+                    # complete the futures first (a lone job's round trip).
+                    feed_first = bool(self._pending or self._restart)
+                    if feed_first:
+                        queued_behind, finished = self._after_batch(outcomes)
+                if not feed_first:
+                    self._deliver(outcomes, loads)
+                    outcomes = []
+                    with self._lock:
+                        queued_behind, finished = self._after_batch(outcomes)
                 self._deliver(outcomes, loads)
                 del outcomes
                 if finished:
                     break
         finally:
             self._teardown()
+
+    def _after_batch(self, outcomes: list) -> tuple[bool, bool]:
+        """Take back, hand out, restart, publish (caller holds the lock).  Returns whether
+        jobs wait behind others and whether the collector's work is finished."""
+        if not self._broken:
+            self._take_back()
+            self._pump()
+            if self._restart:
+                self._start_replacements(outcomes)
+                self._pump()
+        self._publish()
+        queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
+        return queued_behind, self._shutting_down and not self._jobs and self._intake_done
 
     def _deliver(self, outcomes: list, loads) -> None:
         """Complete the futures (or answer the clients) of finished jobs, outside the lock:
@@ -558,6 +572,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
     def _publish(self) -> None:
         p = self._table.ptr
         c = self._counts
+        p.submitted = self._submitted
         p.completed, p.failed, p.retries, p.worker_deaths = c["completed"], c["failed"], c["retries"], \
             c["worker_deaths"]
         p.pending = len(self._pending)

@@ -91,8 +91,7 @@ class ServesClients:
                 f"in one message ({self._max_job})")))
             return
         self._jobs[job_id] = job
-        self._counts["submitted"] += 1
-        self._table.ptr.submitted += 1
+        self._submitted += 1
         if self._pending or not self._hand_out(job):
             self._pending.append(job_id)
 

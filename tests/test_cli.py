@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -587,7 +586,8 @@ def test_a_reused_pid_does_not_keep_a_dead_creators_segment_alive(shm_name, pref
 
 
 def test_rings_and_queues_of_another_process(children, prefix):
-    ring_mod = pytest.importorskip("rsm_shm.ring")
+    from rsm_shm import ring as ring_mod
+
     child = children.start("ring", prefix)
     segs = {name[len(prefix):]: s for name, s in by_name(run_json("ls", "--prefix", prefix, script=True)).items()}
     assert {k: s["kind"] for k, s in segs.items()} == {"ring": "ring", "queue": "queue", "shut": "ring"}
@@ -610,8 +610,6 @@ def test_rings_and_queues_of_another_process(children, prefix):
 
 
 def test_automaton_of_another_process(children, prefix):
-    pytest.importorskip("rsm_shm.ring")
-    pytest.importorskip("rsm_shm.fsm")
     child = children.start("automaton", prefix)
     segs = by_name(run_json("ls", "--prefix", prefix))
     auto = segs[prefix + "auto"]

@@ -165,7 +165,8 @@ def test_resolve_names(shm_name):
 
 
 def test_automaton_status_block_is_decoded(shm_name):
-    status = pytest.importorskip("rsm_shm.fsm._status")
+    from rsm_shm.fsm import _status as status
+
     block = status.StatusBlock(shm_name("auto"), create=True, mode=0o600, inbox_capacity=8)
     try:
         rec = insp.describe("rsm_shm." + block.name, False, insp.scan_processes())

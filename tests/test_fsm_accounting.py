@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-pytest.importorskip("rsm_shm.ring", reason="the automata's inbox is a Ring")
 
 from rsm_shm import inspect as insp
 from rsm_shm.fsm import Automaton, AutomatonFailed, ExitKind, Mode, Opcode

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-pytest.importorskip("rsm_shm.ring", reason="the automata's inbox is a Ring (issue 4)")
 
 from rsm_shm.fsm import Automaton, Opcode, TimerService, current, default_timer
 

@@ -12,7 +12,7 @@ import pytest
 import rsm_shm
 from rsm_shm import segment
 from rsm_shm._native import ffi
-from rsm_shm.segment import HEADER_SIZE, Kind, Segment, SegmentError
+from rsm_shm.segment import HEADER_SIZE, SegmentError
 
 
 def test_header_layout_matches_c():

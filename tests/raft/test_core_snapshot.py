@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from core_net import Net, cfg
 
 from rsm_shm.raft.storage import SnapshotTemporarilyUnavailable

@@ -38,8 +38,6 @@ from typing import List, Optional
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 sys.path.insert(0, os.path.dirname(__file__))
 
 from datadriven import Case, run_file  # noqa: E402

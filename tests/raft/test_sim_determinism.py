@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 from rsm_shm.raft.sim import Simulator
 from rsm_shm.raft.sim.fuzz import PROFILES, replay, run_seed
 

@@ -11,8 +11,6 @@ import os
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

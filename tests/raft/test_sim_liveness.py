@@ -15,8 +15,6 @@ import random
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 from rsm_shm.raft.sim import LEADER_ELECTION_TIMEOUTS, SimOptions, Simulator  # noqa: E402
 from rsm_shm.raft.types import Role  # noqa: E402
 

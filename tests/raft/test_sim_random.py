@@ -17,8 +17,6 @@ import warnings
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 from rsm_shm.raft.sim.fuzz import PROFILES, replay, run_seed, shrink
 
 SLOW = os.environ.get("RSM_SLOW") == "1"

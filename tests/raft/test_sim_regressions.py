@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 from rsm_shm.raft.sim import SimOptions  # noqa: E402
-from rsm_shm.raft.sim.check import SafetyViolation  # noqa: E402
 from rsm_shm.raft.sim.fuzz import replay  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)

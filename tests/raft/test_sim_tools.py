@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("rsm_shm.raft.core", reason="the Raft core is not in this tree yet")
-
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 
 

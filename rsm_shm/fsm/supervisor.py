@@ -57,9 +57,9 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class SupervisorStatistics:
-    watched: int
-    restarts: int
-    gave_up: int
+    watched: int   # automata this supervisor watches now
+    restarts: int  # restarts it made since it was created
+    gave_up: int   # deaths it left final because the restart budget was spent
 
 
 class _Watch:

@@ -73,10 +73,10 @@ class TimerHandle:
 
 @dataclass(frozen=True)
 class TimerStatistics:
-    pending: int
-    fired: int
-    cancelled: int
-    failed: int
+    pending: int         # timers waiting for their deadline
+    fired: int           # timers that fired (each tick of a periodic timer counts)
+    cancelled: int       # cancelled before firing, or by stop()
+    failed: int          # fired, but the post (or the callable) raised (see on_error)
     max_lateness: float  # seconds, the worst lateness seen when firing
 
 

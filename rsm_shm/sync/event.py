@@ -22,17 +22,17 @@ __all__ = ["Event", "Gate", "Countdown", "EventStatistics"]
 class EventStatistics:
     """Snapshot of an Event, Gate or Countdown."""
 
-    kind: str
+    kind: str             # "event", "gate" or "countdown"
     is_set: bool          # Event: set; Gate: open; Countdown: done
     count: int            # Gate: entries since opened; Countdown: remaining
-    waiters: int
-    generation: int
+    waiters: int          # threads blocked in wait(), in any process
+    generation: int       # bumped by Gate.open() and Countdown.reset()
 
     def __str__(self) -> str:
         if self.kind == "event":
             s = "set" if self.is_set else "clear"
         elif self.kind == "gate":
-            s = f"{'open' if self.is_set else 'closed'}, {self.count} entered"
+            s = f"{'open' if self.is_set else 'shut'}, {self.count} entered"
         else:
             s = "done" if self.is_set else f"{self.count} remaining"
         if self.waiters:

@@ -44,15 +44,15 @@ class LockStatistics:
     """A snapshot of a lock's shared state (what ``rsm-shm inspect`` shows)."""
 
     locked: bool
-    owner_tid: int
-    owner_pid: int
-    owner_alive: Optional[bool]
-    count: int  # recursion depth (RLock), 1 for a held Lock
-    waiters: int
-    tag: int
-    policy: str
-    owner_died: bool
-    recovered: Optional[OwnerDied]
+    owner_tid: int                  # the holding thread (a Linux tid), 0 when unlocked
+    owner_pid: int                  # its process, 0 if unknown (the thread already ended)
+    owner_alive: Optional[bool]     # whether that thread exists; None when unlocked
+    count: int                      # recursion depth (RLock), 1 for a held Lock, 0 unlocked
+    waiters: int                    # threads blocked in acquire(), in any process
+    tag: int                        # the lock's 32-bit user payload (``lock.tag``)
+    policy: str                     # "barging", "fifo" or "lifo" (see Policy)
+    owner_died: bool                # the lock word carries the owner-died mark
+    recovered: Optional[OwnerDied]  # the dead owner the current holder took over from
 
     def __str__(self) -> str:
         if not self.locked:

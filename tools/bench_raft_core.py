@@ -118,7 +118,7 @@ class Cluster:
         self.pump()
         for _ in range(MAX_ELECTION_TICKS):
             for i, node in self.nodes.items():
-                if node.status().role == Role.LEADER:
+                if node.leadership().role == Role.LEADER:
                     return i
             for node in self.nodes.values():
                 node.tick()

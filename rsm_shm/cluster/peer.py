@@ -232,7 +232,7 @@ class Peer:
                 c["msgs_bad"] += 1
 
     def _leader_hint(self) -> bytes:
-        return ev.LEADER_HINT.pack(self.node.raft.lead)
+        return ev.LEADER_HINT.pack(self.node.leadership().leader)
 
     def _reply(self, reply_to: str, rid: int, status: int, payload: bytes) -> None:
         if len(payload) > MAX_RESULT_BYTES:
@@ -242,7 +242,7 @@ class Peer:
     def flush_proposals(self) -> None:
         props, self._proposals = self._proposals, []
         node = self.node
-        if node.raft.role != Role.LEADER:
+        if node.leadership().role != Role.LEADER:
             hint = self._leader_hint()
             for p in props:
                 self._reply(p[0], p[2], ev.NOT_LEADER, hint)
@@ -284,7 +284,7 @@ class Peer:
     def flush_reads(self) -> None:
         reads, self._reads = self._reads, []
         node = self.node
-        if node.raft.role != Role.LEADER:
+        if node.leadership().role != Role.LEADER:
             hint = self._leader_hint()
             for reply_to, rid, _q in reads:
                 self._reply(reply_to, rid, ev.NOT_LEADER, hint)
@@ -301,7 +301,7 @@ class Peer:
 
     def admin(self, reply_to: str, rid: int, op: int, arg: int) -> None:
         node = self.node
-        if node.raft.role != Role.LEADER:
+        if node.leadership().role != Role.LEADER:
             self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
             return
         try:

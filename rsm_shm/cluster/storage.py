@@ -54,7 +54,7 @@ from itertools import accumulate
 from typing import List, Optional, Sequence, Tuple
 
 from ..raft.codec import decode_conf_state, encode_conf_state
-from ..raft.storage import CompactedError, SnapOutOfDateError, UnavailableError
+from ..raft.storage import CompactedError, SnapOutOfDateError, UnavailableError, check_snapshot_conf_state
 from ..raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .wal import HEADER_SIZE, OFFSET_BITS, CorruptLogError, RecordType, TornTail, WAL, fsync_dir, frame
 
@@ -409,7 +409,7 @@ class DiskStorage:
                         pos[want - off - 1] & _OFFSET_MASK,
                         f"entry {want} reads back as {index} (term {term}): the file changed under us",
                     )
-                out.append(Entry(term, index, _TYPES[t], buf[p + hsize : p + hsize + n]))
+                out.append(Entry(term=term, index=index, type=_TYPES[t], data=buf[p + hsize : p + hsize + n]))
                 p += hsize + n
             k = run_end
         return out
@@ -490,17 +490,17 @@ class DiskStorage:
         self._check_open()
         self._wal.sync()
 
-    def create_snapshot(self, index: int, conf_state: Optional[ConfState], data: bytes) -> Snapshot:
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a snapshot of applied ``index`` (see StorageWriter.create_snapshot);
         durable on return.  The log is kept; call :meth:`compact` to drop its prefix."""
         self._check_open()
+        cs = check_snapshot_conf_state(index, conf_state)
         if index <= self._snap_meta.index:
             raise SnapOutOfDateError(
                 f"create_snapshot({index}): not newer than the current snapshot at {self._snap_meta.index}"
             )
         if index > self.last_index():
             raise ValueError(f"create_snapshot({index}) is out of bound, last index is {self.last_index()}")
-        cs = conf_state if conf_state is not None else self._snap_meta.conf_state
         snap = Snapshot(SnapshotMeta(index, self.term(index), cs), bytes(data))
         self._write_snapshot_file(snap)
         self._wal.write(frame(RecordType.SNAPSHOT, _SNAPREC.pack(index, snap.meta.term, 0) + encode_conf_state(cs)))

@@ -204,7 +204,7 @@ class _Reader:
         term, index, etype = self.unpack(_ENT, "entry header")
         if etype not in _ENTRY_TYPES:
             raise DecodeError(f"unknown entry type {etype}")
-        return Entry(term, index, EntryType(etype), self.bytes_("entry data"))
+        return Entry(term=term, index=index, type=EntryType(etype), data=self.bytes_("entry data"))
 
     def done(self) -> None:
         if self.pos != len(self.buf):

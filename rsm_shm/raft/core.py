@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, NamedTuple, Optional
 
 from .codec import decode_conf_change, encode_conf_change
 from .config import Config
@@ -58,6 +58,7 @@ __all__ = [
     "ProposalDroppedError",
     "Status",
     "ProgressStatus",
+    "Leadership",
 ]
 
 
@@ -68,6 +69,15 @@ class ProgressStatus:
     state: ProgressState
     recent_active: bool = False
     is_learner: bool = False
+
+
+class Leadership(NamedTuple):
+    """Who leads, as a node sees it: its ``term``, its ``role`` and the ``leader`` it
+    knows in that term (0: none).  What :meth:`RawNode.leadership` returns."""
+
+    term: int
+    role: Role
+    leader: int
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,7 @@ class RawNode:
         """Append ``data`` as a new entry; returns its log index.  It is committed when
         it comes back in ``committed_entries`` (it may also be lost if leadership
         changes before that).  Raises NotLeaderError or ProposalDroppedError."""
-        return self.raft.propose_entries([Entry(0, 0, EntryType.NORMAL, bytes(data))])
+        return self.raft.propose_entries([Entry(term=0, index=0, type=EntryType.NORMAL, data=bytes(data))])
 
     def propose_conf_change(self, cc: ConfChange) -> int:
         """Propose a membership change; returns its log index.  It takes effect when
@@ -155,7 +165,8 @@ class RawNode:
         Raises NotLeaderError, or ProposalDroppedError when another change is pending,
         the leader has not applied an entry of its term yet, or the change is invalid
         for the current configuration."""
-        return self.raft.propose_entries([Entry(0, 0, EntryType.CONF_CHANGE, encode_conf_change(cc))])
+        e = Entry(term=0, index=0, type=EntryType.CONF_CHANGE, data=encode_conf_change(cc))
+        return self.raft.propose_entries([e])
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Apply a committed conf change (call it when applying its entry); returns
@@ -266,6 +277,13 @@ class RawNode:
         r.on_applied(old_applied)
 
     # ------------------------------------------------------------------ status
+    def leadership(self) -> Leadership:
+        """``(term, role, leader)`` now: three field reads, for callers that ask every
+        step or every request (routing, a status record, a simulator's checks).
+        :meth:`status` builds the full record (progress of every peer, configuration)."""
+        r = self.raft
+        return Leadership(r.term, r.role, r.lead)
+
     def status(self) -> Status:
         r = self.raft
         prs: Dict[int, ProgressStatus] = {}

@@ -113,7 +113,7 @@ class MembershipMixin:
             and self.raft_log.applied >= self.pending_conf_index
             and self.lead_transferee == NONE
         ):
-            ent = Entry(0, 0, EntryType.CONF_CHANGE, encode_conf_change(ConfChange()))
+            ent = Entry(term=0, index=0, type=EntryType.CONF_CHANGE, data=encode_conf_change(ConfChange()))
             if self.append_entry([ent]):
                 self.pending_conf_index = self.raft_log.last_index()
                 self.bcast_append()

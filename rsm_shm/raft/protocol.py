@@ -184,7 +184,7 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
         # last_index + 1) is applied: see membership.py on the single-server bug.
         self.pending_conf_index = self.raft_log.last_index() + 1
         # The no-op of thesis §6.4 / §8: committing it commits every earlier entry.
-        if not self.append_entry([Entry(0, 0)]):
+        if not self.append_entry([Entry(term=0, index=0)]):
             raise RuntimeError("empty entry was dropped")
         # The no-op does not count against max_uncommitted_size.
         self.uncommitted_size = 0
@@ -244,7 +244,17 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
             elif m.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
                 self.become_follower(m.term, m.frm)
             else:
+                # A vote request (which we may well reject) or a response carrying a
+                # higher term: we adopt the term, but this is not hearing from a leader.
+                # Figure 2 restarts the election timer only on hearing from the current
+                # leader or granting a vote (handle_vote_request does that); restarting it
+                # here, as etcd's becomeFollower does, lets candidates with stale logs
+                # keep the only up-to-date node from ever campaigning when pre-vote is
+                # off (tests/testdata/raft/vote_reject_timer.txt, the no_prevote profile).
+                elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
                 self.become_follower(m.term, NONE)
+                if self.role == Role.FOLLOWER:
+                    self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
         elif m.term < self.term:
             if (self.check_quorum or self.pre_vote) and m.type in (MessageType.HEARTBEAT, MessageType.APP):
                 # A leader of an older term (maybe we advanced our term while
@@ -357,7 +367,7 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
 
     def append_entry(self, es: List[Entry]) -> bool:
         li = self.raft_log.last_index()
-        es = [Entry(self.term, li + 1 + i, e.type, e.data) for i, e in enumerate(es)]
+        es = [Entry(term=self.term, index=li + 1 + i, type=e.type, data=e.data) for i, e in enumerate(es)]
         if not self.increase_uncommitted_size(es):
             return False
         li = self.raft_log.append(es)

@@ -32,6 +32,7 @@ __all__ = [
     "StorageWriter",
     "MemoryStorage",
     "limit_size",
+    "check_snapshot_conf_state",
 ]
 
 
@@ -125,11 +126,14 @@ class StorageWriter(Protocol):
         Raises :class:`SnapOutOfDateError` unless it is newer than the current one."""
         ...
 
-    def create_snapshot(self, index: int, conf_state: Optional[ConfState], data: bytes) -> Snapshot:
-        """Record the application's snapshot ``data`` of applied ``index``, with the
-        configuration in force there (None: unchanged).  The log is kept: call
-        :meth:`compact` to drop its prefix.  Raises :class:`SnapOutOfDateError` when
-        ``index`` is not newer than the current snapshot, ValueError past the last index."""
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record the application's snapshot ``data`` of applied ``index``, with
+        ``conf_state``, the configuration in force at that index (the one the last
+        ``apply_conf_change`` at or below ``index`` returned, or the boot configuration).
+        The log is kept: call :meth:`compact` to drop its prefix.  Raises
+        :class:`SnapOutOfDateError` when ``index`` is not newer than the current
+        snapshot, ValueError past the last index, and TypeError/ValueError for a missing
+        or voterless ``conf_state`` (see :func:`check_snapshot_conf_state`)."""
         ...
 
     def compact(self, index: int) -> None:
@@ -138,6 +142,22 @@ class StorageWriter(Protocol):
         current point, a ValueError past the last index.  Compact only up to the
         applied index, and normally only up to the snapshot's index."""
         ...
+
+
+def check_snapshot_conf_state(index: int, conf_state: object) -> ConfState:
+    """The configuration to record with a snapshot at ``index``, checked: a ConfState
+    with at least one voter.  There is no default: a snapshot that carried an empty (or
+    stale) configuration would be refused by every follower it is sent to (it does not
+    list them), and the cluster would stall on the first snapshot it needs."""
+    if not isinstance(conf_state, ConfState):
+        raise TypeError(
+            f"create_snapshot({index}): conf_state must be the ConfState in force at index {index} "
+            f"(the last apply_conf_change() result at or below it, or the boot configuration), "
+            f"not {conf_state!r}"
+        )
+    if not conf_state.voters:
+        raise ValueError(f"create_snapshot({index}): conf_state {conf_state} has no voters")
+    return conf_state
 
 
 class MemoryStorage:
@@ -151,7 +171,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._hard_state = HardState()
         self._snapshot = Snapshot()
-        self._ents: List[Entry] = [Entry(0, 0)]
+        self._ents: List[Entry] = [Entry(term=0, index=0)]
 
     # ---- Storage interface
     def initial_state(self) -> Tuple[HardState, ConfState]:
@@ -203,20 +223,21 @@ class MemoryStorage:
                 f"snapshot at {snap.meta.index} is not newer than the current one at {self._snapshot.meta.index}"
             )
         self._snapshot = snap
-        self._ents = [Entry(snap.meta.term, snap.meta.index)]
+        self._ents = [Entry(term=snap.meta.term, index=snap.meta.index)]
 
-    def create_snapshot(self, index: int, conf_state: Optional[ConfState], data: bytes) -> Snapshot:
-        """Make a snapshot at applied ``index`` with the application's ``data`` and the
-        configuration in force at that index.  Call :meth:`compact` afterwards to drop
-        the log prefix.  Raises :class:`SnapOutOfDateError` when ``index`` is not newer
-        than the current snapshot and ValueError when it is past the last index."""
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Make a snapshot at applied ``index`` with the application's ``data`` and
+        ``conf_state``, the configuration in force at that index (required: see
+        :func:`check_snapshot_conf_state`).  Call :meth:`compact` afterwards to drop the
+        log prefix.  Raises :class:`SnapOutOfDateError` when ``index`` is not newer than
+        the current snapshot and ValueError when it is past the last index."""
+        cs = check_snapshot_conf_state(index, conf_state)
         if index <= self._snapshot.meta.index:
             raise SnapOutOfDateError(
                 f"create_snapshot({index}): not newer than the current snapshot at {self._snapshot.meta.index}"
             )
         if index > self.last_index():
             raise ValueError(f"create_snapshot({index}) is out of bound, last index is {self.last_index()}")
-        cs = conf_state if conf_state is not None else self._snapshot.meta.conf_state
         self._snapshot = Snapshot(SnapshotMeta(index, self.term(index), cs), bytes(data))
         return self._snapshot
 
@@ -230,7 +251,7 @@ class MemoryStorage:
         if index > self.last_index():
             raise ValueError(f"compact({index}) is out of bound, last index is {self.last_index()}")
         i = index - off
-        self._ents = [Entry(self._ents[i].term, self._ents[i].index)] + self._ents[i + 1 :]
+        self._ents = [Entry(term=self._ents[i].term, index=self._ents[i].index)] + self._ents[i + 1 :]
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Append ``entries``, truncating any existing entries from the first one's index

@@ -72,11 +72,14 @@ class EntryType(enum.IntEnum):
     CONF_CHANGE = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
-    """One log entry.  ``data`` is opaque to Raft except for CONF_CHANGE entries, whose
-    data is a :class:`ConfChange` encoded by :func:`rsm_shm.raft.codec.encode_conf_change`.
-    An entry with empty data proposed by a new leader is the "no-op" of thesis §6.4."""
+    """One log entry: ``Entry(term=..., index=..., type=EntryType.NORMAL, data=b"")``.
+    The fields are keyword-only: two ints side by side invite a swapped term and index,
+    which no type check would catch.  ``data`` is opaque to Raft except for CONF_CHANGE
+    entries, whose data is a :class:`ConfChange` encoded by
+    :func:`rsm_shm.raft.codec.encode_conf_change`.  An entry with empty data proposed by
+    a new leader is the "no-op" of thesis §6.4."""
 
     term: int
     index: int

@@ -29,7 +29,8 @@ def open_disk(path, **kw):
 
 
 def ents(first, last, term=1, size=20):
-    return [Entry(term, i, EntryType.NORMAL, bytes([i % 251]) * size) for i in range(first, last + 1)]
+    return [Entry(term=term, index=i, type=EntryType.NORMAL, data=bytes([i % 251]) * size)
+            for i in range(first, last + 1)]
 
 
 def observed(s):

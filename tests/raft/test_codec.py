@@ -72,7 +72,10 @@ def sample_message() -> Message:
         term=7,
         log_term=6,
         index=41,
-        entries=(Entry(6, 42, EntryType.NORMAL, b"a"), Entry(7, 43, EntryType.CONF_CHANGE, b"\x00\xff")),
+        entries=(
+            Entry(term=6, index=42, type=EntryType.NORMAL, data=b"a"),
+            Entry(term=7, index=43, type=EntryType.CONF_CHANGE, data=b"\x00\xff"),
+        ),
         commit=40,
         reject=True,
         reject_hint=12,
@@ -213,7 +216,15 @@ def test_conf_change_roundtrip():
 
 
 def test_entry_and_conf_state_roundtrip():
-    e = Entry(3, 9, EntryType.CONF_CHANGE, b"x" * 100)
+    e = Entry(term=3, index=9, type=EntryType.CONF_CHANGE, data=b"x" * 100)
     assert decode_entry(encode_entry(e)) == e
     cs = ConfState((1, 2), (3,), (1, 2, 4), (4,), True)
     assert decode_conf_state(encode_conf_state(cs)) == cs
+
+
+def test_entry_fields_are_keyword_only():
+    # Entry(term, index) and Entry(index, term) would both type-check: no positional form.
+    with pytest.raises(TypeError):
+        Entry(3, 9)  # type: ignore[misc]
+    e = Entry(term=3, index=9)
+    assert (e.term, e.index, e.type, e.data) == (3, 9, EntryType.NORMAL, b"")

@@ -9,7 +9,7 @@ from core_net import Net, cfg
 
 from rsm_shm.raft.core import Config, RawNode
 from rsm_shm.raft.storage import MemoryStorage
-from rsm_shm.raft.types import HardState, Message, MessageType, Role
+from rsm_shm.raft.types import Entry, HardState, Message, MessageType, Role
 
 
 def test_single_node_elects_itself_and_commits_noop():
@@ -231,3 +231,38 @@ def test_local_messages_from_the_wire_are_ignored():
     net.nodes[2].step(Message(MessageType.HUP, to=2, frm=1))
     net.nodes[2].step(Message(MessageType.APP, to=3, frm=1, term=5))  # not for us
     assert net.status(2).term == 0 and net.status(2).role == Role.FOLLOWER
+
+
+def test_leadership_is_the_cheap_part_of_status():
+    net = Net(3, seed=3)
+    net.tick(40)
+    for i in net.ids:
+        node = net.nodes[i]
+        st = node.status()
+        assert node.leadership() == (st.term, st.role, st.leader)
+        term, role, leader = node.leadership()  # unpacks as a plain tuple
+        assert leader == net.leaders()[0]
+
+
+@pytest.mark.parametrize("check_quorum", [False, True])
+def test_rejecting_a_higher_term_vote_keeps_the_election_timer(check_quorum):
+    # Figure 2: the timer restarts on hearing from the current leader or on granting a
+    # vote, not on a vote request we reject.  (etcd restarts it in becomeFollower.)
+    s = MemoryStorage()
+    s.append([Entry(term=1, index=1), Entry(term=1, index=2)])
+    s.set_hard_state(HardState(term=1, vote=0, commit=0))
+    node = RawNode(1, [1, 2, 3], s, cfg(pre_vote=False, check_quorum=check_quorum), random.Random(5))
+    r = node.raft
+    for _ in range(7):
+        node.tick()
+    assert r.election_elapsed == 7 and r.randomized_election_timeout > 7
+    timeout = r.randomized_election_timeout
+    stale = Message(MessageType.VOTE, to=1, frm=3, term=5, log_term=1, index=1)  # log behind ours
+    node.step(stale)
+    assert (r.term, r.role, r.vote) == (5, Role.FOLLOWER, 0)
+    assert node.ready().messages[-1].reject
+    node.advance()
+    assert (r.election_elapsed, r.randomized_election_timeout) == (7, timeout)
+    fresh = Message(MessageType.VOTE, to=1, frm=2, term=6, log_term=1, index=2)  # as up to date
+    node.step(fresh)
+    assert r.vote == 2 and r.election_elapsed == 0  # granting a vote does restart it

@@ -97,7 +97,7 @@ def test_batching_respects_max_size_per_msg():
 
 def _storage(terms, hs_term):
     s = MemoryStorage()
-    s.append([Entry(t, i + 1) for i, t in enumerate(terms)])
+    s.append([Entry(term=t, index=i + 1) for i, t in enumerate(terms)])
     s.set_hard_state(HardState(hs_term, 0, 0))
     return s
 

@@ -36,10 +36,10 @@ def test_two_leaders_in_one_term():
 
 def test_log_matching_same_index_term_different_data():
     ck = SafetyChecker()
-    a = [Entry(1, 1, data=b"x"), Entry(1, 2, data=b"y")]
+    a = [Entry(term=1, index=1, data=b"x"), Entry(term=1, index=2, data=b"y")]
     ck.observe_persisted(1, a, _terms(a))
     ck.observe_persisted(2, a[:1], _terms(a))  # a prefix is fine
-    b = [Entry(1, 1, data=b"x"), Entry(1, 2, data=b"z")]
+    b = [Entry(term=1, index=1, data=b"x"), Entry(term=1, index=2, data=b"z")]
     with pytest.raises(SafetyViolation) as ei:
         ck.observe_persisted(3, b, _terms(b))
     assert ei.value.prop == "log-matching"
@@ -47,9 +47,9 @@ def test_log_matching_same_index_term_different_data():
 
 def test_log_matching_same_entry_different_predecessor():
     ck = SafetyChecker()
-    a = [Entry(1, 1), Entry(2, 2), Entry(3, 3, data=b"q")]
+    a = [Entry(term=1, index=1), Entry(term=2, index=2), Entry(term=3, index=3, data=b"q")]
     ck.observe_persisted(1, a, _terms(a))
-    b = [Entry(1, 1), Entry(1, 2), Entry(3, 3, data=b"q")]
+    b = [Entry(term=1, index=1), Entry(term=1, index=2), Entry(term=3, index=3, data=b"q")]
     with pytest.raises(SafetyViolation) as ei:
         ck.observe_persisted(2, b, _terms(b))
     assert ei.value.prop == "log-matching"
@@ -57,31 +57,31 @@ def test_log_matching_same_entry_different_predecessor():
 
 def test_log_matching_conf_change_type_differs():
     ck = SafetyChecker()
-    ck.observe_persisted(1, [Entry(1, 1, EntryType.NORMAL, b"c")], lambda i: 0)
+    ck.observe_persisted(1, [Entry(term=1, index=1, type=EntryType.NORMAL, data=b"c")], lambda i: 0)
     with pytest.raises(SafetyViolation):
-        ck.observe_persisted(2, [Entry(1, 1, EntryType.CONF_CHANGE, b"c")], lambda i: 0)
+        ck.observe_persisted(2, [Entry(term=1, index=1, type=EntryType.CONF_CHANGE, data=b"c")], lambda i: 0)
 
 
 def test_state_machine_safety():
     ck = SafetyChecker()
-    ck.observe_apply(1, Entry(1, 1, data=b"a"))
-    ck.observe_apply(2, Entry(1, 1, data=b"a"))
+    ck.observe_apply(1, Entry(term=1, index=1, data=b"a"))
+    ck.observe_apply(2, Entry(term=1, index=1, data=b"a"))
     with pytest.raises(SafetyViolation) as ei:
-        ck.observe_apply(3, Entry(2, 1, data=b"b"))
+        ck.observe_apply(3, Entry(term=2, index=1, data=b"b"))
     assert ei.value.prop == "state-machine-safety"
 
 
 def test_applied_gap_and_regression():
     ck = SafetyChecker()
-    ck.observe_apply(1, Entry(1, 1))
+    ck.observe_apply(1, Entry(term=1, index=1))
     with pytest.raises(SafetyViolation) as ei:
-        ck.observe_apply(1, Entry(1, 3))
+        ck.observe_apply(1, Entry(term=1, index=3))
     assert ei.value.prop == "applied-monotonic"
     ck2 = SafetyChecker()
-    ck2.observe_apply(1, Entry(1, 1))
-    ck2.observe_apply(1, Entry(1, 2))
+    ck2.observe_apply(1, Entry(term=1, index=1))
+    ck2.observe_apply(1, Entry(term=1, index=2))
     with pytest.raises(SafetyViolation):
-        ck2.observe_apply(1, Entry(1, 2))  # applied twice in one incarnation
+        ck2.observe_apply(1, Entry(term=1, index=2))  # applied twice in one incarnation
     with pytest.raises(SafetyViolation):
         ck2.observe_snapshot_applied(1, 1)  # a snapshot older than the applied index
 
@@ -89,20 +89,20 @@ def test_applied_gap_and_regression():
 def test_restart_resumes_from_snapshot_index():
     ck = SafetyChecker()
     for i in range(1, 4):
-        ck.observe_apply(1, Entry(1, i, data=b"%d" % i))
+        ck.observe_apply(1, Entry(term=1, index=i, data=b"%d" % i))
     ck.node_restarted(1, 2)  # crash: state machine restored from a snapshot at 2
-    ck.observe_apply(1, Entry(1, 3, data=b"3"))  # re-applying the same entry is fine
+    ck.observe_apply(1, Entry(term=1, index=3, data=b"3"))  # re-applying the same entry is fine
 
 
 def test_leader_completeness():
     ck = SafetyChecker()
-    log = [Entry(1, 1), Entry(1, 2, data=b"w")]
+    log = [Entry(term=1, index=1), Entry(term=1, index=2, data=b"w")]
     ck.observe_persisted(1, log, _terms(log))
     ck.observe_commit(1, 1, 2, _terms(log))  # node 1 at term 1 knows 1..2 committed
     # a leader of term 1 (the committer) is not bound; a leader of term 2 is
     ck.check_leader_log(1, 1, _terms(log), 0)
     ck.check_leader_log(2, 2, _terms(log), 0)  # it has both entries: fine
-    short = [Entry(1, 1)]
+    short = [Entry(term=1, index=1)]
     with pytest.raises(SafetyViolation) as ei:
         ck.check_leader_log(3, 3, _terms(short), 0)
     assert ei.value.prop == "leader-completeness"
@@ -112,16 +112,16 @@ def test_leader_completeness():
 
 def test_commit_divergence():
     ck = SafetyChecker()
-    ck.observe_commit(1, 1, 2, _terms([Entry(1, 1), Entry(1, 2)]))
+    ck.observe_commit(1, 1, 2, _terms([Entry(term=1, index=1), Entry(term=1, index=2)]))
     with pytest.raises(SafetyViolation) as ei:
-        ck.observe_commit(2, 2, 2, _terms([Entry(1, 1), Entry(2, 2)]))
+        ck.observe_commit(2, 2, 2, _terms([Entry(term=1, index=1), Entry(term=2, index=2)]))
     assert ei.value.prop == "commit-safety"
 
 
 def test_stale_read_is_caught():
     ck = SafetyChecker()
     for i in range(1, 6):
-        ck.observe_apply(1, Entry(1, i))
+        ck.observe_apply(1, Entry(term=1, index=i))
     ck.read_issued(b"r1")
     with pytest.raises(SafetyViolation) as ei:
         ck.read_returned(2, 3, b"r1")  # index 5 was applied before the read started
@@ -133,7 +133,7 @@ def test_stale_read_is_caught():
 
 def test_stale_lease_read_tolerated_when_disabled():
     ck = SafetyChecker(check_reads=False)
-    ck.observe_apply(1, Entry(1, 1))
+    ck.observe_apply(1, Entry(term=1, index=1))
     ck.read_issued(b"r")
     ck.read_returned(1, 0, b"r")
     assert ck.reads_checked == 1
@@ -158,10 +158,10 @@ def test_hard_state_must_not_go_back():
 def test_a_command_proposed_once_is_committed_once():
     ck = SafetyChecker()
     ck.proposed_once(b"c")
-    ck.observe_apply(1, Entry(1, 1, data=b"c"))
-    ck.observe_apply(2, Entry(1, 1, data=b"c"))  # another replica, same index: fine
-    ck.observe_apply(1, Entry(1, 2, data=b"d"))  # not registered: may repeat
-    ck.observe_apply(1, Entry(1, 3, data=b"d"))
+    ck.observe_apply(1, Entry(term=1, index=1, data=b"c"))
+    ck.observe_apply(2, Entry(term=1, index=1, data=b"c"))  # another replica, same index: fine
+    ck.observe_apply(1, Entry(term=1, index=2, data=b"d"))  # not registered: may repeat
+    ck.observe_apply(1, Entry(term=1, index=3, data=b"d"))
     with pytest.raises(SafetyViolation) as ei:
-        ck.observe_apply(1, Entry(1, 4, data=b"c"))
+        ck.observe_apply(1, Entry(term=1, index=4, data=b"c"))
     assert ei.value.prop == "no-duplicates"

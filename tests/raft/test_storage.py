@@ -47,7 +47,7 @@ def store(new_storage):
         """Storage whose dummy entry is (index 3, term 3) followed by entries 4.. ."""
         s = new_storage()
         s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
-        s.append([Entry(t, 4 + k) for k, t in enumerate(terms_from_3)])
+        s.append([Entry(term=t, index=4 + k) for k, t in enumerate(terms_from_3)])
         return s
 
     return build
@@ -83,7 +83,7 @@ def test_entries_and_limits(store):
     with pytest.raises(UnavailableError):
         s.entries(4, 8)
     assert [e.index for e in s.entries(4, 7)] == [4, 5, 6]
-    one = entry_size(Entry(4, 4))
+    one = entry_size(Entry(term=4, index=4))
     assert [e.index for e in s.entries(4, 7, max_bytes=0)] == [4]  # at least one
     assert [e.index for e in s.entries(4, 7, max_bytes=2 * one)] == [4, 5]
     assert [e.index for e in s.entries(4, 7, max_bytes=2 * one + 1)] == [4, 5]
@@ -116,6 +116,20 @@ def test_create_snapshot(store):
         s.create_snapshot(9, cs, b"")
 
 
+def test_create_snapshot_requires_the_configuration(new_storage):
+    # A node that never had a snapshot used to fall back to an empty configuration here:
+    # followers then refused the snapshot (it did not list them) and the cluster stalled.
+    s = new_storage()
+    s.append([Entry(term=1, index=1), Entry(term=1, index=2)])
+    with pytest.raises(TypeError, match=r"create_snapshot\(2\): conf_state must be the ConfState"):
+        s.create_snapshot(2, None, b"data")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no voters"):
+        s.create_snapshot(2, ConfState(), b"data")
+    assert s.snapshot().meta.index == 0  # nothing was recorded
+    snap = s.create_snapshot(2, ConfState((1, 2, 3)), b"data")
+    assert snap.meta.conf_state.voters == (1, 2, 3)
+
+
 def test_apply_snapshot(new_storage):
     s = new_storage()
     s.apply_snapshot(Snapshot(SnapshotMeta(4, 4, ConfState((1, 2)))))
@@ -124,21 +138,25 @@ def test_apply_snapshot(new_storage):
         s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
 
 
+def _ents(*term_index):
+    return [Entry(term=t, index=i) for t, i in term_index]
+
+
 @pytest.mark.parametrize(
     "ents,want",
     [
-        ([Entry(3, 3), Entry(4, 4), Entry(5, 5)], [(3, 3), (4, 4), (5, 5)]),
-        ([Entry(3, 3), Entry(4, 4), Entry(6, 5)], [(3, 3), (4, 4), (6, 5)]),  # truncate 5
-        ([Entry(3, 3), Entry(4, 4), Entry(5, 5), Entry(5, 6)], [(3, 3), (4, 4), (5, 5), (5, 6)]),
-        ([Entry(3, 2), Entry(3, 3), Entry(5, 4)], [(3, 3), (5, 4)]),  # skips compacted
-        ([Entry(5, 4)], [(3, 3), (5, 4)]),
-        ([Entry(5, 6)], [(3, 3), (4, 4), (5, 5), (5, 6)]),
+        (_ents((3, 3), (4, 4), (5, 5)), [(3, 3), (4, 4), (5, 5)]),
+        (_ents((3, 3), (4, 4), (6, 5)), [(3, 3), (4, 4), (6, 5)]),  # truncate 5
+        (_ents((3, 3), (4, 4), (5, 5), (5, 6)), [(3, 3), (4, 4), (5, 5), (5, 6)]),
+        (_ents((3, 2), (3, 3), (5, 4)), [(3, 3), (5, 4)]),  # skips compacted
+        (_ents((5, 4)), [(3, 3), (5, 4)]),
+        (_ents((5, 6)), [(3, 3), (4, 4), (5, 5), (5, 6)]),
     ],
 )
 def test_append(new_storage, ents, want):
     s = new_storage()
     s.apply_snapshot(Snapshot(SnapshotMeta(3, 3, ConfState((1,)))))
-    s.append([Entry(4, 4), Entry(5, 5)])
+    s.append([Entry(term=4, index=4), Entry(term=5, index=5)])
     s.append(ents)
     got = [(s.term(i), i) for i in range(s.first_index() - 1, s.last_index() + 1)]
     assert [(t, i) for (t, i) in got] == [(t, i) for (t, i) in want]
@@ -147,7 +165,7 @@ def test_append(new_storage, ents, want):
 def test_append_gap_is_an_error(store):
     s = store(4)
     with pytest.raises(ValueError, match="missing"):
-        s.append([Entry(4, 7)])
+        s.append([Entry(term=4, index=7)])
 
 
 def test_hard_state(new_storage):

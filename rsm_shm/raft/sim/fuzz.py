@@ -60,6 +60,8 @@ class FaultProfile:
     # meaningful with synchronised clocks and no forced campaigns (``campaign`` = 0),
     # which is the clock assumption lease reads are documented to rest on.
     lease_reads: bool = False
+    # Pre-vote forced on or off (None: drawn from the seed, on in 3 runs of 4).
+    pre_vote: Optional[bool] = None
 
 
 PROFILES: Dict[str, FaultProfile] = {
@@ -75,6 +77,10 @@ PROFILES: Dict[str, FaultProfile] = {
     "membership": FaultProfile(conf=2.0, transfer=0.8, crash=0.3, partition=0.2),
     # lease-based reads under synchronised clocks, with crashes, partitions, transfers
     "lease": FaultProfile(sync_ticks=True, lease_reads=True, campaign=0, read=6.0, crash=1.0, partition=1.0),
+    # everything at once without pre-vote: a node that rejects a higher-term vote request
+    # must not restart its election timer, or stale candidates can keep the only
+    # up-to-date node from ever campaigning (found here; see protocol.Raft.step)
+    "no_prevote": FaultProfile(pre_vote=False),
 }
 
 
@@ -199,7 +205,7 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
     if kind == "read" and to_leader:
         # a client with a stale view reads from whichever node it believes leads: that is
         # how a deposed leader that still thinks it leads gets asked
-        leaders = [i for i in live if sim.nodes[i].raw.status().role == Role.LEADER]
+        leaders = [i for i in live if sim.nodes[i].raw.leadership().role == Role.LEADER]
         nid = rng.choice(leaders)
     if kind == "transfer":
         others = [i for i in ids if i != nid]
@@ -234,6 +240,8 @@ def _new_sim(
     seed: int, nodes: int, options: Optional[SimOptions], verbose: bool, profile: Optional[FaultProfile] = None
 ) -> Simulator:
     opts = options or options_for_seed(seed)
+    if profile is not None and profile.pre_vote is not None:
+        opts = dataclasses.replace(opts, pre_vote=profile.pre_vote)
     if profile is not None and profile.lease_reads:
         opts = dataclasses.replace(opts, lease_reads=True, check_quorum=True)
     # lease reads are checked only where their clock assumption holds

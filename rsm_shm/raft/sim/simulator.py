@@ -174,19 +174,6 @@ class SimNode:
         return cs
 
 
-def _term_and_role(raw) -> Tuple[int, int]:
-    """(term, role) of a RawNode.  ``status()`` builds a full record (progress, conf
-    state) and dominates the cost of checking every node after every step, so read the
-    two fields directly when the core exposes them, else fall back to the contract."""
-    r = getattr(raw, "raft", None)
-    term = getattr(r, "term", None)
-    role = getattr(r, "role", None)
-    if isinstance(term, int) and role is not None:
-        return term, role
-    st = raw.status()
-    return st.term, st.role
-
-
 def _term_of(storage: MemoryStorage) -> Callable[[int], Optional[int]]:
     def term_of(i: int) -> Optional[int]:
         try:
@@ -629,7 +616,9 @@ class Simulator:
             n = self.nodes[nid]
             if n.raw is None:
                 continue
-            term, role = _term_and_role(n.raw)
+            # leadership(), not status(): the full record would dominate checking
+            # every node after every step
+            term, role, _ = n.raw.leadership()
             ck.observe_role(nid, term, role)
             if role == Role.LEADER and not n.raw.has_ready():
                 ck.check_leader_log(nid, term, _term_of(n.storage), n.storage.first_index() - 1)
@@ -761,9 +750,9 @@ class Simulator:
             lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
             node = self.nodes[lid]
             cs = node.raw.status().conf_state
-            if cs.voters_outgoing and not cs.auto_leave and (lid, node.raw.status().term) not in asked_leave:
+            if cs.voters_outgoing and not cs.auto_leave and (lid, node.raw.leadership().term) not in asked_leave:
                 # leave a joint configuration left behind by the chaos phase
-                asked_leave.add((lid, node.raw.status().term))
+                asked_leave.add((lid, node.raw.leadership().term))
                 self.do(("conf", lid, ()))
                 self.stabilize()
             # A joint config with auto-leave may still be pending here: the core proposes
@@ -800,7 +789,7 @@ class Simulator:
             lid = self.leader()
             if lid is not None:
                 members = [m for m in self.members() if self.nodes[m].alive]
-                if all(self.nodes[m].raw.status().leader == lid for m in members):
+                if all(self.nodes[m].raw.leadership().leader == lid for m in members):
                     return lid
             self._tick_round()
         raise LivenessViolation(

@@ -54,7 +54,7 @@ def child_append(path: str, fsync: bool, batch: int, payload: int, seconds: floa
     t0 = time.perf_counter()
     deadline = t0 + seconds
     while time.perf_counter() < deadline and idx < max_entries:
-        ents = [Entry(1, idx + k + 1, data=data) for k in range(batch)]
+        ents = [Entry(term=1, index=idx + k + 1, data=data) for k in range(batch)]
         idx += batch
         s.save(HardState(1, 1, idx - batch), ents, sync=True)
         saves += 1
@@ -72,7 +72,7 @@ def child_fill(path: str, n: int, batch: int, payload: int) -> dict:
     t0 = time.perf_counter()
     for start in range(1, n + 1, batch):
         stop = min(start + batch, n + 1)
-        s.save(HardState(1, 1, start - 1), [Entry(1, i, data=data) for i in range(start, stop)], sync=False)
+        s.save(HardState(1, 1, start - 1), [Entry(term=1, index=i, data=data) for i in range(start, stop)], sync=False)
     s.sync()
     el = time.perf_counter() - t0
     out = {"entries": s.last_index(), "seconds": el, "rss_mb": rss_mb(), "rss_base_mb": base,

@@ -352,7 +352,7 @@ from rsm_shm.raft.types import ConfState, Entry, HardState
 s = DiskStorage(sys.argv[1], cluster="kill", fsync=sys.argv[2] == "1", segment_bytes=4096)
 i = s.last_index()
 while True:
-    batch = [Entry(1, j, data=b"%d" % j * 3) for j in range(i + 1, i + 8)]
+    batch = [Entry(term=1, index=j, data=b"%d" % j * 3) for j in range(i + 1, i + 8)]
     s.save(HardState(1, 1, i), batch, sync=True)
     i += 7
     if i % 98 == 0:

@@ -22,8 +22,10 @@ round so that noise on a shared machine hits both alike):
   ``get`` (its local read is not linearizable: a deposed leader serves stale data).
 * ``failover``: a writer keeps writing; the leader is SIGKILLed; the time from the kill
   to the next acknowledged write.  A fresh cluster per round, median of ``--failovers``.
-* ``--long``: a peer's RSS after 1M entries were committed, and the time a follower takes
-  from restart until it has applied the whole log again.
+* ``--long``: a peer's RSS after 1M commands were committed, and the time a follower
+  takes from restart until it has applied the whole log again (also: until its process
+  runs).  rsm_shm packs the commands of one leader turn into one log entry, so its log
+  holds fewer entries than commands (printed); PySyncObj has one entry per command.
 
 **Where the clients run.**  rsm_shm's clients are separate processes (``Client(name)``
 talks to the peers through shared memory).  PySyncObj has no client protocol: commands
@@ -67,7 +69,12 @@ def _pct(values: list, p: float) -> float:
 
 
 def _brief(r: dict) -> str:
-    return ", ".join(f"{k}={_brief(v) if isinstance(v, dict) else format(v, '.4g')}" for k, v in r.items())
+    def one(v):
+        if isinstance(v, dict):
+            return "{" + _brief(v) + "}"
+        return format(v, ".4g") if isinstance(v, (int, float)) else repr(v)
+
+    return ", ".join(f"{k}={one(v)}" for k, v in r.items() if v not in ("", None))
 
 
 def _free_ports(n: int) -> list:
@@ -336,14 +343,18 @@ def pso_long(args) -> dict:
         c.procs[follower].join(5)
         t0 = time.monotonic()
         c._spawn(follower)
-        deadline = time.monotonic() + 300
-        while c.ask(follower, "status")["applied"] < commit:
-            if time.monotonic() > deadline:
-                raise TimeoutError("PySyncObj follower did not catch up after its restart")
-            time.sleep(0.01)
-        restart_s = time.monotonic() - t0
+        deadline = time.monotonic() + args.restart_timeout
+        restart_s, note = None, ""
+        while True:
+            if c.ask(follower, "status")["applied"] >= commit:
+                restart_s = time.monotonic() - t0
+                break
+            if time.monotonic() > deadline or not c.procs[follower].is_alive():
+                note = f"the restarted follower did not catch up within {args.restart_timeout:g} s (see its errors above)"
+                break
+            time.sleep(0.05)
         return {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
-                "rss_mb": rss, "restart_s": restart_s}
+                "rss_mb": rss, "restart_s": restart_s, "note": note}
     finally:
         c.stop()
 
@@ -541,11 +552,13 @@ def rsm_failover(args) -> float | None:
 
 
 def rsm_long(args) -> dict:
-    """RSS of each peer after ``args.entries`` commits and a follower's restart time,
-    with the default compaction and with compaction off (the whole log on disk)."""
+    """RSS of each peer after ``args.entries`` commands were committed and a follower's
+    restart time, with the default compaction and with compaction off (the whole log on
+    disk).  The leader packs the commands that arrive in one loop turn into one log
+    entry, so the log holds fewer entries than commands: the report says how many."""
     out = {}
     for label, timing in (("rsm_shm (snapshot every 10,000)", {}),
-                          ("rsm_shm (no compaction: 1M-entry log)", {"snapshot_every": 10 * args.entries})):
+                          ("rsm_shm (no compaction: whole log kept)", {"snapshot_every": 10 * args.entries})):
         c = RsmCluster(fsync=True, **timing)
         try:
             t0 = time.perf_counter()
@@ -559,17 +572,24 @@ def rsm_long(args) -> dict:
             rss = {s.id: _rss_mb(s.pid) for s in st if s.alive}
             leader = c.cluster.leader()
             commit = next(s.commit for s in st if s.id == leader)
-            follower = next(s.id for s in st if s.id != leader)
-            c.cluster.kill(follower)
+            follower = next(s for s in st if s.id != leader)
+            c.cluster.kill(follower.id)
             t0 = time.monotonic()
-            c.cluster.restart(follower)
-            deadline = time.monotonic() + 300
-            while next(s.applied for s in c.cluster.status() if s.id == follower) < commit:
+            c.cluster.restart(follower.id)          # returns once the peer process runs
+            running_s = time.monotonic() - t0
+            deadline = time.monotonic() + args.restart_timeout
+            restart_s, note = None, ""
+            while True:
+                if next(s.applied for s in c.cluster.status() if s.id == follower.id) >= commit:
+                    restart_s = time.monotonic() - t0
+                    break
                 if time.monotonic() > deadline:
-                    raise TimeoutError("rsm_shm follower did not catch up after its restart")
+                    note = f"the restarted follower did not catch up within {args.restart_timeout:g} s"
+                    break
                 time.sleep(0.01)
             out[label] = {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
-                          "rss_mb": rss, "restart_s": time.monotonic() - t0}
+                          "rss_mb": rss, "log_entries": follower.last_index - follower.first_index + 1,
+                          "running_s": running_s, "restart_s": restart_s, "note": note}
         finally:
             c.destroy()
     return out
@@ -594,6 +614,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma list of: pysyncobj, rsm")
     ap.add_argument("--long", action="store_true", help="RSS after 1M entries and restart time")
     ap.add_argument("--entries", type=int, default=1_000_000, help="log entries of the --long run")
+    ap.add_argument("--restart-timeout", type=float, default=120.0,
+                    help="seconds a restarted follower gets to catch up (--long)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     # --quick shrinks every count not given explicitly.
@@ -664,13 +686,21 @@ def main_long(args, systems) -> int:
     finally:
         KILLER.cleanup()
     print()
-    print(f"{'after ' + format(args.entries, ',') + ' entries':44} {'RSS MB (max peer)':>18} {'restart s':>10} {'write s':>8}")
+    print(f"{'after ' + format(args.entries, ',') + ' entries':40} {'RSS MB (max peer)':>18} "
+          f"{'restart: running':>17} {'caught up':>10} {'write s':>8}")
     for s, r in out.items():
         for label, row in ([(s, r)] if "rss_mb_max" in r else list(r.items())):
-            print(f"{label:44} {row['rss_mb_max']:>18.1f} {row['restart_s']:>10.2f} {row['write_s']:>8.1f}")
+            running = f"{row['running_s']:.2f} s" if row.get("running_s") is not None else "-"
+            caught = f"{row['restart_s']:.2f} s" if row.get("restart_s") is not None else "FAILED"
+            print(f"{label:40} {row['rss_mb_max']:>18.1f} {running:>17} {caught:>10} {row['write_s']:>8.1f}")
+            if row.get("log_entries") is not None:
+                print(f"  the restarted follower's log held {row['log_entries']:,} entries")
+            if row.get("note"):
+                print(f"  note: {row['note']}")
             if s == "rsm":
+                ok_restart = row.get("restart_s") is not None and row["restart_s"] < 5
                 print(f"  {'PASS' if row['rss_mb_max'] < 100 else 'FAIL'}  RSS < 100 MB;  "
-                      f"{'PASS' if row['restart_s'] < 5 else 'FAIL'}  restart < 5 s")
+                      f"{'PASS' if ok_restart else 'FAIL'}  restart (to caught up) < 5 s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

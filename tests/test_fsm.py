@@ -18,12 +18,12 @@ import time
 
 import pytest
 
-
+import rsm_shm
 from rsm_shm.fsm import (
     MAX_TRANSITION_CHAIN,
     Automaton,
-    AutomatonClosedError,
     AutomatonFailed,
+    AutomatonShutDown,
     ExitKind,
     HostKind,
     Mode,
@@ -185,8 +185,9 @@ def test_thread_host_mode_machine_and_opcode_order(shm_name):
         a.post(b"second")
         a.drain()
         assert a.mode in (Mode.SIGNALED, Mode.DRAINING)
-        with pytest.raises(AutomatonClosedError, match="draining"):
+        with pytest.raises(AutomatonShutDown, match="draining") as info:
             a.post(b"too late")
+        assert isinstance(info.value, rsm_shm.ShutDown)  # as a put to a shut-down ring
         gate.set()
         assert a.join(SLOW) is True
         assert a.mode is Mode.DEAD
@@ -199,7 +200,7 @@ def test_thread_host_mode_machine_and_opcode_order(shm_name):
         assert s.mode is Mode.DEAD and s.exit_kind is ExitKind.CLEAN and s.host is HostKind.THREAD
         assert s.commands == 2 and s.transitions == 2 and s.dropped == 0
         assert "second" in s.state and s.error == ""
-        with pytest.raises(AutomatonClosedError, match="dead"):
+        with pytest.raises(AutomatonShutDown, match="dead"):
             a.post(b"after death")
         a.drain()  # idempotent on a dead automaton
         assert a.exception() is None
@@ -357,7 +358,7 @@ def test_handler_exception_ends_dead_and_join_reports_it(shm_name, host):
         assert "in state 1" in e.text
         assert a.mode is Mode.DEAD
         assert isinstance(a.exception(), AutomatonFailed)
-        with pytest.raises(AutomatonClosedError, match="handler raised"):
+        with pytest.raises(AutomatonShutDown, match="handler raised"):
             a.post(b"2")
         # Another handle (any process) sees the same report.
         other = Automaton(a.name, create=False)
@@ -390,7 +391,7 @@ def test_sigkill_of_a_process_host_is_detected(shm_name):
         s = a.statistics()
         assert s.mode is Mode.DEAD and s.exit_kind is ExitKind.KILLED and not s.host_alive
         assert s.dropped > 0
-        with pytest.raises(AutomatonClosedError):
+        with pytest.raises(AutomatonShutDown):
             a.post(b"x")
         other.close()
     finally:
@@ -405,7 +406,7 @@ def test_post_to_a_killed_host_fails_once_noticed(shm_name):
         a.post(b"1")
         wait_until(lambda: a.statistics().commands == 1)
         os.kill(a.statistics().host_pid, signal.SIGKILL)
-        with pytest.raises(AutomatonClosedError, match="died"):
+        with pytest.raises(AutomatonShutDown, match="died"):
             deadline = time.monotonic() + SLOW
             while time.monotonic() < deadline:
                 a.post(b"1")
@@ -463,7 +464,7 @@ def test_a_poster_blocked_on_a_full_inbox_learns_that_the_host_was_killed(shm_na
             try:
                 for _ in range(100_000):
                     other.post(b"x" * 64)
-            except AutomatonClosedError as e:
+            except AutomatonShutDown as e:
                 errors.append(e)
             finally:
                 other.close()
@@ -704,7 +705,7 @@ def test_post_many(shm_name):
         a.start("thread")
         a.post_many([b"%d" % i for i in range(500)])  # more than fits at once: waits for room
         a.drain()
-        with pytest.raises(AutomatonClosedError):
+        with pytest.raises(AutomatonShutDown):
             a.post_many([b"late"])
         assert a.join(SLOW)
         assert log == [b"a", b"b", b"c"] + [b"x" * 100] * sent + [b"%d" % i for i in range(500)]

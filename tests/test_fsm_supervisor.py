@@ -11,8 +11,8 @@ import pytest
 
 from rsm_shm.fsm import (
     Automaton,
-    AutomatonClosedError,
     AutomatonFailed,
+    AutomatonShutDown,
     ExitKind,
     Mode,
     Opcode,
@@ -52,7 +52,7 @@ def post_retrying(a: Automaton, payload: bytes, timeout=SLOW):
         try:
             a.post(payload)
             return
-        except AutomatonClosedError:
+        except AutomatonShutDown:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.005)

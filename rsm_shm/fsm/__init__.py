@@ -30,7 +30,7 @@ The contract, in short:
 * Commands are bytes.  The state is any Python value and stays in the host; a process
   host receives the handler and *initial* state by pickle.  ``repr(state)`` (truncated)
   is published for ``rsm-shm ls/inspect`` together with the mode and the inbox depth.
-* Posting to a draining or dead automaton raises AutomatonClosedError; nothing is queued.
+* Posting to a draining or dead automaton raises AutomatonShutDown; nothing is queued.
 * A handler exception, or the death of a process host (SIGKILL included; detected by pid
   and start time), ends the automaton DEAD with a report that ``join()`` raises as
   AutomatonFailed in any process.  Commands left in its inbox, or taken out of it and
@@ -42,12 +42,12 @@ The contract, in short:
 from ._core import MAX_TRANSITION_CHAIN, Op, Opcode, TransitionLoopError
 from ._status import AutomatonStatistics, ExitKind, HostKind, Mode
 from .automaton import DEFAULT_INBOX_CAPACITY, Automaton, current, post, wait_all
-from .errors import AutomatonClosedError, AutomatonError, AutomatonFailed
+from .errors import AutomatonError, AutomatonFailed, AutomatonShutDown
 from .supervisor import RestartPolicy, Supervisor, SupervisorStatistics
 from .timer import TimerHandle, TimerService, TimerStatistics, default_timer
 
 __all__ = [
-    "Automaton", "AutomatonClosedError", "AutomatonError", "AutomatonFailed", "AutomatonStatistics",
+    "Automaton", "AutomatonError", "AutomatonFailed", "AutomatonShutDown", "AutomatonStatistics",
     "DEFAULT_INBOX_CAPACITY", "ExitKind", "HostKind", "MAX_TRANSITION_CHAIN", "Mode", "Op", "Opcode",
     "RestartPolicy", "Supervisor", "SupervisorStatistics", "TimerHandle", "TimerService", "TimerStatistics",
     "TransitionLoopError", "current", "default_timer", "post", "wait_all",

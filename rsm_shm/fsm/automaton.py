@@ -46,7 +46,7 @@ from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
 from ._runner import _local as _runner_local
 from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind,
                       HostKind, Mode, StatusBlock, generation_tag, mode_of, with_mode)
-from .errors import AutomatonClosedError, AutomatonFailed
+from .errors import AutomatonShutDown, AutomatonFailed
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
 
@@ -185,7 +185,7 @@ class Automaton:
         w = st.word()
         m = w & MODE_MASK
         if m != _IDLE and m != _RUNNING:
-            raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
+            raise AutomatonShutDown(self.name, mode_of(w, self.name), self._closed_detail(w))
         now = time.monotonic_ns()
         if now >= self._next_liveness_check:
             self._next_liveness_check = now + LIVENESS_CHECK_NS
@@ -193,10 +193,10 @@ class Automaton:
                 self._declare_host_dead(w)
                 w = st.word()
                 if w & MODE_MASK == _DEAD:
-                    raise AutomatonClosedError(self.name, mode_of(w, self.name), self._closed_detail(w))
+                    raise AutomatonShutDown(self.name, mode_of(w, self.name), self._closed_detail(w))
         ring = self._current_inbox()
         if ring is None:
-            raise AutomatonClosedError(self.name, mode_of(st.word(), self.name), "its inbox ring is gone")
+            raise AutomatonShutDown(self.name, mode_of(st.word(), self.name), "its inbox ring is gone")
         return ring
 
     def _closed_detail(self, w: int) -> str:
@@ -211,7 +211,7 @@ class Automaton:
     def post(self, payload: Union[bytes, bytearray, memoryview], timeout: Optional[float] = None) -> None:
         """Queue one command (bytes) for the handler; blocks while the inbox is full.
 
-        Raises AutomatonClosedError if the automaton is draining or dead (nothing queued),
+        Raises AutomatonShutDown if the automaton is draining or dead (nothing queued),
         queue.Full if the inbox stayed full for ``timeout`` seconds, TypeError for a
         payload that is not bytes-like.
         """
@@ -242,7 +242,7 @@ class Automaton:
 
         Blocks while the inbox is full, like post().  On timeout raises queue.Full whose
         ``sent`` attribute counts the commands queued (a prefix).  If the automaton starts
-        draining or dies meanwhile, raises AutomatonClosedError; a prefix of the commands
+        draining or dies meanwhile, raises AutomatonShutDown; a prefix of the commands
         may have been queued (and is delivered, or counted as dropped, like any other).
         """
         items = [b if type(b) is bytes else bytes(b) for b in payloads]
@@ -279,7 +279,7 @@ class Automaton:
                 # The ring we just failed on is still the current one: it was shut down by a
                 # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
-                raise AutomatonClosedError(self.name, mode_of(w, self.name),
+                raise AutomatonShutDown(self.name, mode_of(w, self.name),
                                            self._closed_detail(w) or "its inbox is shut down")
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
@@ -335,7 +335,7 @@ class Automaton:
         command already queued, then EXIT, and the automaton ends DEAD (clean).
 
         Returns at once (``join()`` waits); idempotent.  Posts fail with
-        AutomatonClosedError from the moment this returns.  Drained before it started, an
+        AutomatonShutDown from the moment this returns.  Drained before it started, an
         automaton delivers START, DRAIN, the queue and EXIT when started.  On a dead
         automaton it only makes the death final: a supervisor will not restart it (nor one
         that fails while draining).
@@ -646,7 +646,7 @@ def post(name: Union[str, Automaton], payload: Union[bytes, bytearray, memoryvie
                 a = _handles[name] = Automaton(name, create=False)
     try:
         a.post(payload, timeout)
-    except AutomatonClosedError:
+    except AutomatonShutDown:
         # The cached handle may map an automaton that was since removed and created anew
         # under the same name: if so, post to the new one.
         fresh = _replaced(a)

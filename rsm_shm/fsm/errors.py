@@ -1,19 +1,22 @@
 """Errors of the automata: posting to one that no longer takes commands, and failures."""
 from __future__ import annotations
 
-from .._errors import RsmError
+from .._errors import RsmError, ShutDown
 from ._status import ExitKind, Mode
 
-__all__ = ["AutomatonError", "AutomatonClosedError", "AutomatonFailed"]
+__all__ = ["AutomatonError", "AutomatonShutDown", "AutomatonFailed"]
 
 
 class AutomatonError(RsmError):
     """Base class of the automata's errors."""
 
 
-class AutomatonClosedError(AutomatonError, RuntimeError):
+class AutomatonShutDown(AutomatonError, ShutDown, RuntimeError):
     """A command was posted to an automaton that no longer accepts commands: it is
     draining (SIGNALED, DRAINING) or ended (DEAD).  Nothing was queued.
+
+    An :class:`rsm_shm.ShutDown`, as a put to a shut-down ring is ("closed" is kept for a
+    handle that was unmapped, which raises ValueError).
 
     ``name`` and ``mode`` say which automaton and where it was.
     """

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from .errors import AutomatonClosedError
+from .errors import AutomatonShutDown
 
 __all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
 
@@ -228,7 +228,7 @@ class TimerService:
                 a = self._resolve(h._target)
                 try:
                     a.post_nowait(h._payload)
-                except AutomatonClosedError:
+                except AutomatonShutDown:
                     fresh = _replaced(a)  # removed and created again under the same name?
                     if fresh is None:
                         raise
@@ -238,7 +238,7 @@ class TimerService:
         except Exception as e:
             with self._cond:
                 self._failed += 1
-            if h.interval_ns and isinstance(e, (AutomatonClosedError, FileNotFoundError)):
+            if h.interval_ns and isinstance(e, (AutomatonShutDown, FileNotFoundError)):
                 self.cancel(h)  # its target is gone for good: stop ticking
             if self._on_error is not None:
                 try:

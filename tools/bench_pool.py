@@ -52,6 +52,14 @@ def tiny(x):
     return x + 1
 
 
+def busy(x, us: int = 20):
+    """Burn ``us`` microseconds of CPU, return x + 1 (a job long enough to be killed in)."""
+    end = time.perf_counter_ns() + us * 1000
+    while time.perf_counter_ns() < end:
+        pass
+    return x + 1
+
+
 def announce_and_block(ring_name: str, event_name: str):
     """Tell the bench we (re)started, then block until released."""
     ring = rsm_shm.Ring(ring_name, create=False)
@@ -265,21 +273,27 @@ def run_kill(c, timeout=2.0):
 
 def torture(n: int, every: int, workers: int) -> int:
     rng = random.Random(1)
+    killed: set = set()
     kills = 0
     t0 = time.perf_counter()
     with ProcessPool(workers, max_retries=5) as pool:
         expected = 0
-        for i, r in enumerate(pool.map(tiny, range(n))):
+        for i, r in enumerate(pool.map(busy, range(n))):
             if r != expected + 1:
                 print(f"FAIL: result {i} is {r}, expected {expected + 1}")
                 return 1
             expected += 1
             if i % every == every // 2:
                 st = pool.statistics()
-                live = [w for w in st.workers if w.state == WorkerState.BUSY] or \
-                       [w for w in st.workers if w.state == WorkerState.IDLE]
-                os.kill(rng.choice(live).pid, signal.SIGKILL)
+                live = [w for w in st.workers if w.state == WorkerState.BUSY and w.pid not in killed] or \
+                       [w for w in st.workers if w.state == WorkerState.IDLE and w.pid not in killed]
+                victim = rng.choice(live).pid
+                os.kill(victim, signal.SIGKILL)
+                killed.add(victim)
                 kills += 1
+        deadline = time.monotonic() + 30  # the last death may still be on its way to the collector
+        while pool.statistics().worker_deaths < kills and time.monotonic() < deadline:
+            time.sleep(0.01)
         st = pool.statistics()
     dt = time.perf_counter() - t0
     ok = expected == n and st.worker_deaths == kills and st.failed == 0 and st.completed == st.submitted

@@ -280,3 +280,25 @@ def test_progress_drives_a_tqdm_bar(pool):
     with tqdm.tqdm(total=50, file=out) as bar:
         assert list(progress(pool.map(jobs.square, range(50)), pool=pool, bar=bar)) == [i * i for i in range(50)]
         assert bar.n == 50
+
+
+def test_rsm_shm_inspect_shows_the_pool_from_another_process(pool, blocker):
+    import json
+    import subprocess
+    import sys
+
+    ev, started = blocker
+    running = pool.submit(jobs.wait_event, ev.name, None, started.name)
+    assert started.acquire(timeout=60)
+    out = subprocess.run([sys.executable, "-m", "rsm_shm", "inspect", "--json", pool.name], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seg = json.loads(out.stdout)["segment"]
+    assert seg["kind"] == "pool"
+    detail = seg["detail"]
+    assert detail["alive"] == 2 and detail["busy"] == 1 and detail["in_flight"] == 1
+    busy = [w for w in detail["workers"] if w["state"] == "busy"]
+    assert len(busy) == 1 and busy[0]["job"] is not None and busy[0]["busy_for"] >= 0
+    assert "1 busy" in seg["state"]
+    ev.set()
+    running.result(timeout=60)

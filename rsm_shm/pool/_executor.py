@@ -197,6 +197,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
 
         self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
                                 create=True if name is not None else None, mode=mode)
+        self._tptr = self._table.ptr  # raw: used under the lock, never after _unmapped
         self._made: list = [self._table]
         try:
             self._results = Ring(self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22),
@@ -335,9 +336,10 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             if self._shutting_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._jobs[job_id] = job
-            self._submitted += 1  # published to the table by _publish
+            self._submitted += 1
             if self._pending or not self._hand_out(job):
                 self._pending.append(job_id)
+            self._publish_queue()  # so that rsm-shm inspect sees it at once
         return future
 
     def _hand_out(self, job: _Job) -> bool:
@@ -569,14 +571,21 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         self._shutting_down = True
         self._close_intake()
 
-    def _publish(self) -> None:
-        p = self._table.ptr
-        c = self._counts
+    def _publish_queue(self) -> None:
+        """Write the queue counters to the table (caller holds the lock; not torn down:
+        the table is unmapped only after shutdown, which refuses new jobs)."""
+        p = self._tptr
         p.submitted = self._submitted
+        pending = len(self._pending)
+        p.pending = pending
+        p.in_flight = len(self._jobs) - pending
+
+    def _publish(self) -> None:
+        self._publish_queue()
+        p = self._tptr
+        c = self._counts
         p.completed, p.failed, p.retries, p.worker_deaths = c["completed"], c["failed"], c["retries"], \
             c["worker_deaths"]
-        p.pending = len(self._pending)
-        p.in_flight = sum(len(w.assigned) for w in self._workers if w is not None)
 
     # -- shutting down -------------------------------------------------------------------
 

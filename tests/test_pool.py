@@ -52,6 +52,7 @@ def test_exception_propagates_with_remote_traceback(pool):
         f.result(timeout=60)
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
+    assert isinstance(cause, cf.process._RemoteTraceback)  # what ProcessPoolExecutor sets
     # The worker's stack, as ProcessPoolExecutor shows it: the job's own frame is there.
     assert 'raise ValueError(f"job {x} failed on purpose")' in str(cause)
     assert "_pool_jobs.py" in str(cause)

@@ -8,6 +8,7 @@ one ordered stream: a worker's results always precede the record of its death.
 """
 from __future__ import annotations
 
+import concurrent.futures.process as _cf_process
 import pickle
 import struct
 import traceback
@@ -45,14 +46,21 @@ def submit_ring_capacity(ring_capacity: int) -> int:
 MAX_US = (1 << 32) - 1
 
 
-class RemoteTraceback(Exception):
+# ProcessPoolExecutor's own class, when this Python has it, so code that recognises its
+# remote tracebacks recognises ours too.
+_RemoteTracebackBase: type = getattr(_cf_process, "_RemoteTraceback", Exception)
+
+
+class RemoteTraceback(_RemoteTracebackBase):
     """The formatted traceback of an exception raised in a worker.
 
     Set as the ``__cause__`` of the exception a future raises, so the worker's stack
-    appears after the local one, as ``ProcessPoolExecutor`` does.
+    appears after the local one, as ``ProcessPoolExecutor`` does (this is a subclass of
+    its ``_RemoteTraceback``).
     """
 
     def __init__(self, tb: str) -> None:
+        Exception.__init__(self, tb)
         self.tb = tb
 
     def __str__(self) -> str:

@@ -154,7 +154,9 @@ def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_a
         plog, clog = str(tmp_path / "victim_p.log"), str(tmp_path / "victim_c.log")
         cons = [_start(consumer, r.name, str(tmp_path / "c0.json"), 1, clog)]
         cons += [_start(consumer, r.name, str(tmp_path / f"c{i}.json"), 1 + 3 * (i % 2)) for i in (1, 2)]
-        prods = [_start(producer, r.name, 0, n, 7, 1, plog)]
+        # The victim producer has far more to put than the test waits for, so it is
+        # always killed mid-stream, never found already finished on a slow machine.
+        prods = [_start(producer, r.name, 0, 1000 * n, 7, 1, plog)]
         prods += [_start(producer, r.name, p, n, 7 + p, 1 + 3 * (p % 2)) for p in (1, 2)]
 
         def lines(path):

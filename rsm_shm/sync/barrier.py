@@ -136,7 +136,10 @@ class Barrier(SharedObject):
         waits forever, a timeout that passes (or is <= 0) breaks the barrier."""
         if timeout is None:
             timeout = self._timeout
-        deadline = _base.deadline(timeout, _base.RULE_WAIT)
+        try:
+            deadline = _base.deadline(timeout, _base.RULE_WAIT)
+        except (TypeError, ValueError) as e:
+            deadline = e  # threading judges the timeout only if this party must wait
         b = self._b
         with self._lock:
             self._check_parties()
@@ -216,8 +219,10 @@ class Barrier(SharedObject):
             self._break()
             raise
 
-    def _wait(self, deadline: int) -> None:
+    def _wait(self, deadline) -> None:
         b = self._b
+        if isinstance(deadline, Exception) and b.state == FILLING:
+            raise deadline
         while b.state == FILLING:
             if deadline == _base.DEADLINE_TOO_LARGE:
                 raise _base.too_large()  # it must wait: threading raises here too

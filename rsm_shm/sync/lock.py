@@ -6,8 +6,8 @@ rules); this module holds the policy those entries call back for: is an owner de
 telling the new holder.
 
 Owner death: a waiter that sleeps through a slice (~50 ms) checks whether the owner
-still exists -- the owner's process for a Lock (which, as in threading, belongs to no
-thread), the owner thread for an RLock (which does).  If not, exactly one waiter takes the lock over (one CAS in C) and
+still exists -- the owner's *process*: as in threading, a thread that exits holding a
+Lock or an RLock leaves it held.  If the process is gone, exactly one waiter takes the lock over (one CAS in C) and
 is *told*: ``acquire()`` returns True, an :class:`OwnerDiedWarning` is issued naming the
 dead process, and ``recovered`` describes it until the holder releases.  If the warning
 is configured to raise, the lock is released again with the mark kept, so the next
@@ -174,8 +174,16 @@ class _LockCommon(FastLock, SharedObject):
     # -- policy, called by the C entry points (csrc/fastpath.c) ---------------------------
 
     def _owner_is_dead(self, tid: int) -> bool:
-        """Between slices of a blocked acquire: may the waiter take the lock over?"""
-        return _base.owner_is_dead(tid)
+        """Between slices of a blocked acquire: may the waiter take the lock over?
+
+        Only if the owner's *process* died.  A thread that exits holding the lock has not
+        abandoned it as far as threading is concerned: a Lock belongs to no thread (any
+        other thread may release it), and a live process may still be using what an
+        RLock protects, so threading leaves both held -- and so do we."""
+        if not _base.owner_is_dead(tid):
+            return False
+        pid = self._ptr.owner_pid  # written right after the acquiring CAS
+        return pid <= 0 or not _proc.process_alive(pid)
 
     def _tell_owner_died(self) -> None:
         """Tell a holder that took the lock over from a dead owner.  If this raises (the
@@ -226,15 +234,6 @@ class Lock(_LockCommon):
         self._open_lock(name, create, mode, policy, max_waiters)
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
 
-    def _owner_is_dead(self, tid: int) -> bool:
-        """A Lock is owned by no thread (threading.Lock: any thread may release it), so a
-        thread that exits holding it has not abandoned it -- another thread may still
-        release it.  Only the death of the owner's *process* frees it."""
-        if not _base.owner_is_dead(tid):
-            return False
-        pid = self._ptr.owner_pid  # written right after the acquiring CAS
-        return pid <= 0 or not _proc.process_alive(pid)
-
     def _release_save(self) -> int:
         self.release()
         return 1
@@ -251,12 +250,11 @@ class RLock(_LockCommon):
     un-acquired lock").  Fairness is that of :class:`Lock`; re-entry and the uncontended
     paths run in C with the GIL held (csrc/lock.h).
 
-    Owner death is per *thread* here, because an RLock belongs to its thread: only the
-    owner may release it, so once that thread is gone nobody ever can.  ``threading``
-    leaves such a lock held forever (a program bug that deadlocks silently); we recover
-    it like a dead process's lock -- one waiter takes it over within about 0.1 s and is
-    told with :class:`OwnerDiedWarning` -- because "nothing deadlocks forever" is this
-    package's rule and the warning says exactly what happened.
+    Owner death means the owner's *process* died, as for :class:`Lock`.  A thread of a
+    live process that exits holding an RLock leaves it held, as ``threading.RLock``
+    does: the process may still be using what the lock protects, and only the owner
+    could release it, so later acquirers wait or time out (a program bug, reported by
+    ``statistics()`` as an owner that is not alive).
     """
 
     _kind = Kind.RLOCK

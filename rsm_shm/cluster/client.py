@@ -53,6 +53,8 @@ _SLICE = 0.02          # between checks of the target's status while waiting
 # resending to the same leader is only a last resort; a full inbox is retried soon.
 _RESEND_AFTER = 3.0
 _SEND_BACKOFF = 0.005
+_ENVELOPE_BYTES = 1 << 20   # a pipelined batch travels in envelopes of about this size
+_REQ_OVERHEAD = 37          # bytes a request adds to its command in an envelope
 _NO_LEADER_POLL = 0.002
 _READ_RID = 1 << 63    # read and admin request ids live above this; commands use seq
 
@@ -140,7 +142,7 @@ class Client:
             deadline = time.monotonic() + self._check_timeout(timeout)
             rid = self._new_rid()
             res = self._exchange(
-                lambda target: ev.encode_read(self._hdr[ev.KIND_READ], self.reply_to, [(rid, q)]), {rid}, deadline)
+                lambda waiting: [ev.encode_read(self._hdr[ev.KIND_READ], self.reply_to, [(rid, q)])], {rid}, deadline)
             return self._outcome(*res[rid])
 
     def leader(self) -> Optional[int]:
@@ -193,7 +195,7 @@ class Client:
             deadline = time.monotonic() + timeout
             rid = self._new_rid()
             res = self._exchange(
-                lambda target: ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg), {rid},
+                lambda waiting: [ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg)], {rid},
                 deadline)
             self._outcome(*res[rid])
 
@@ -240,12 +242,24 @@ class Client:
             acked = self._acked
             batch = dict(todo)
 
-            def build(target, batch=batch):
-                reqs = []
+            def build(waiting, batch=batch):
+                # Envelopes of at most _ENVELOPE_BYTES, in sequence order (the leader
+                # takes an inbox in order, so the commands are applied in this order).
+                hdr = self._hdr[ev.KIND_PROPOSE]
+                out, reqs, size = [], [], 0
                 if not self._registered:
                     reqs.append((ev.OP_REGISTER, 0, session, 0, acked, b""))
-                reqs.extend((ev.OP_COMMAND, seq, session, seq, acked, cmds[pos]) for seq, pos in batch.items())
-                return ev.encode_propose(self._hdr[ev.KIND_PROPOSE], self.reply_to, reqs)
+                for seq, pos in batch.items():
+                    if seq not in waiting:
+                        continue
+                    c = cmds[pos]
+                    if reqs and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
+                        out.append(ev.encode_propose(hdr, self.reply_to, reqs))
+                        reqs, size = [], 0
+                    reqs.append((ev.OP_COMMAND, seq, session, seq, acked, c))
+                    size += len(c) + _REQ_OVERHEAD
+                out.append(ev.encode_propose(hdr, self.reply_to, reqs))
+                return out
 
             got = self._exchange(build, set(batch), deadline)
             self._registered = True
@@ -261,13 +275,16 @@ class Client:
         return results  # type: ignore[return-value]
 
     def _exchange(self, build, rids: set, deadline: float) -> Dict[int, tuple]:
-        """Send what ``build(target)`` makes to the leader until every rid is answered
-        (other than 'not the leader' / 'retry'); resend after leader changes."""
+        """Send the envelopes ``build(waiting)`` makes (for the request ids still
+        waiting) to the leader until every rid is answered (other than 'not the leader' /
+        'retry'); send again after leader changes.  Envelopes that did not fit in a full
+        inbox are put later, without sending the others again."""
         done: Dict[int, tuple] = {}
         waiting = set(rids)
         target = self._leader if self._leader is not None else self._discover(deadline)
+        unsent = self._send(target, build(waiting))
         now = time.monotonic()
-        retry_at = now + (_RESEND_AFTER if self._send(target, build(target)) else _SEND_BACKOFF)
+        retry_at = now + (_SEND_BACKOFF if unsent else _RESEND_AFTER)
         last_check = now
         reply = self._reply
         while True:
@@ -299,6 +316,7 @@ class Client:
                             self._leader = None
                         resend = True
                     elif status == ev.RETRY:
+                        unsent = []  # send everything still waiting again, shortly
                         retry_at = min(retry_at, time.monotonic() + _SEND_BACKOFF)
                     else:
                         waiting.discard(rid)
@@ -316,31 +334,39 @@ class Client:
                     self._leader = best
                     resend = True
             if not resend and now >= retry_at:
-                resend = True
+                if unsent:  # the inbox was full: put the rest
+                    unsent = self._send(target, unsent)
+                    retry_at = time.monotonic() + (_SEND_BACKOFF if unsent else _RESEND_AFTER)
+                else:
+                    resend = True
             if resend:
                 if self._leader is None:
                     time.sleep(_NO_LEADER_POLL)
                     target = self._discover(deadline)
                 else:
                     target = self._leader
-                ok = self._send(target, build(target))
-                retry_at = time.monotonic() + (_RESEND_AFTER if ok else _SEND_BACKOFF)
+                unsent = self._send(target, build(waiting))
+                retry_at = time.monotonic() + (_SEND_BACKOFF if unsent else _RESEND_AFTER)
 
-    def _send(self, target: int, data: bytes) -> bool:
-        """Put into ``target``'s inbox without blocking; False if it could not be."""
+    def _send(self, target: int, envelopes: List[bytes]) -> List[bytes]:
+        """Put into ``target``'s inbox without blocking; returns the envelopes that did
+        not fit (the wait loop puts them shortly)."""
         ring = self._inboxes.get(target)
+        i = 0
         try:
             if ring is None:
                 ring = self._inboxes[target] = Ring(inbox_name(self.name, target), create=False)
-            ring.put_nowait(data)
-            return True
+            for data in envelopes:
+                ring.put_nowait(data)
+                i += 1
+            return []
         except queue.Full:
-            return False  # the leader is busy: the wait loop resends shortly
+            return envelopes[i:]  # the leader is busy
         except (FileNotFoundError, *RING_SHUTDOWN):
             bad = self._inboxes.pop(target, None)
             if bad is not None:
                 bad.close()
-            return False
+            return envelopes[i:]
 
     def _status_of(self, peer_id: int):
         rec = self._statuses.get(peer_id)

@@ -45,6 +45,7 @@ from typing import Dict, List, Optional
 
 from .. import _proc
 from ..ring import Ring
+from ..segment import shm_path
 from ..raft.codec import DecodeError, decode_message, encode_message
 from ..raft.core import Config, NotLeaderError, ProposalDroppedError, RawNode
 from ..raft.driver import handle_ready
@@ -169,10 +170,11 @@ class Peer:
                 rd = handle_ready(node, self)
                 if rd.soft_state is not None:
                     self._on_role(rd.soft_state)
+            # Status first: a client that got its answer finds the commit in the record.
+            self.publish_status()
             if self._replies:
                 self.flush_replies()
             self.maybe_snapshot()
-            self.publish_status()
         self.publish_status(force=True, stopped=True)
 
     def _orphaned(self) -> bool:
@@ -184,7 +186,7 @@ class Peer:
         if ControlBlock.slots_of(rec).get(self.id, (0,))[0] == 0:
             return True
         return not _proc.process_alive(int(rec.owner_pid), int(rec.owner_start)) and not os.path.exists(
-            "/dev/shm/rsm_shm." + self.ctl.name)
+            shm_path(self.ctl.name))
 
     def stop(self, *_args) -> None:
         self.stopping = True
@@ -324,6 +326,8 @@ class Peer:
             self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
         except ProposalDroppedError as e:
             self._reply(reply_to, rid, ev.RETRY, str(e).encode())
+        except (ValueError, TypeError) as e:  # e.g. a peer id the configuration cannot take
+            self._reply(reply_to, rid, ev.BAD_REQUEST, str(e).encode())
 
     # ------------------------------------------------------------------ ReadyIO
     def persist(self, rd) -> None:
@@ -498,8 +502,9 @@ class Peer:
         r = self.node.raft
         log = r.raft_log
         now = time.monotonic_ns()
-        # Clients act on role, term and leader at once; the rest may lag up to a tick.
-        key = (r.role, r.term, r.lead, self.links.seq)
+        # Published whenever something a reader acts on moved (role, term, leader,
+        # commit, applied, links); counters alone may lag up to a tick.
+        key = (r.role, r.term, r.lead, log.committed, self.applied, self.links.seq)
         if not force and key == self._published and now - self._status.updated_ns < self._publish_ns:
             return
         self._published = key

@@ -202,3 +202,19 @@ def test_state_survives_a_full_stop_and_a_kill_of_every_peer(cluster_name, tmp_p
         c.wait_leader(10)
         assert cl.propose(b"inc") == struct.pack("<Q", 7)
     assert os.path.isdir(data)  # stop() keeps the data directory
+
+
+def test_a_pipelined_batch_larger_than_an_inbox_message_is_applied_in_order(cluster_name):
+    from rsm_shm.cluster.layout import INBOX_CAPACITY
+    with LocalCluster(cluster_name, KV, peers=3, **FAST) as c:
+        c.wait_leader(10)
+        kv = KVClient(cluster_name)
+        try:
+            pad = "x" * 64
+            n = 50_000
+            cmds = [json.dumps({"op": "put", "key": f"k{i % 100}", "value": [i, pad]}).encode() for i in range(n)]
+            assert sum(map(len, cmds)) > INBOX_CAPACITY  # more than one ring message can hold
+            assert set(kv.client.propose_many(cmds, timeout=60)) == {b'{"ok": true}'}
+            assert [kv.get(f"k{j}")[0] for j in range(100)] == [n - 100 + j for j in range(100)]
+        finally:
+            kv.close()

@@ -6,10 +6,27 @@ static uint32_t first_slot(uint32_t pid, uint32_t nslots)
     return nslots ? (pid * 2654435761u) % nslots : 0;
 }
 
-int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n)
+/* Is this word (and the slot's start time) this process's, usable for counting? */
+static int is_mine(rsm_share *s, uint64_t v, uint32_t pid, uint64_t start)
 {
     /* A slot with our pid but another start time is a dead predecessor's (reused pid):
      * never ours to add to or take from. */
+    return rsm_share_pid(v) == pid && (uint32_t)v != RSM_SHARE_CLAIMING && atomic_load(&s->start) == start;
+}
+
+/* Claim slot s from `from` (0, or an idle slot) and put n units in it. */
+static int claim(rsm_share *s, uint64_t from, uint32_t pid, uint64_t start, uint32_t n)
+{
+    uint64_t claiming = (uint64_t)pid << 32 | RSM_SHARE_CLAIMING;
+    if (!atomic_compare_exchange_strong(&s->word, &from, claiming))
+        return 0;
+    atomic_store(&s->start, start); /* before any unit: whoever sees a unit sees it too */
+    uint64_t v = claiming;
+    return atomic_compare_exchange_strong(&s->word, &v, ((uint64_t)pid << 32) | n);
+}
+
+int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n)
+{
     uint64_t start = rsm_self_start();
     uint32_t pid = (uint32_t)rsm_getpid();
     uint32_t h = first_slot(pid, nslots);
@@ -17,8 +34,8 @@ int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n)
         rsm_share *s = &slots[(h + k) % nslots];
         uint64_t v = atomic_load(&s->word);
         for (;;) {
-            if (rsm_share_pid(v) == pid && rsm_share_count(v) != 0 && atomic_load(&s->start) == start) {
-                if (rsm_share_count(v) > UINT32_MAX - n)
+            if (is_mine(s, v, pid, start)) {
+                if ((uint32_t)v > RSM_SHARE_MAX - n)
                     break; /* this slot is full: another one */
                 if (atomic_compare_exchange_weak(&s->word, &v, v + n))
                     return 1;
@@ -26,29 +43,59 @@ int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n)
             }
             if (v != 0)
                 break; /* another process's, or one of our threads is claiming it */
-            uint64_t claimed = (uint64_t)pid << 32;
-            if (!atomic_compare_exchange_strong(&s->word, &v, claimed))
-                continue;
-            /* The start time before the count leaves 0: whoever sees a count sees it too. */
-            atomic_store(&s->start, start);
-            v = claimed;
-            if (atomic_compare_exchange_strong(&s->word, &v, claimed + n))
+            if (claim(s, 0, pid, start, n))
                 return 1;
-            continue; /* cannot happen to a live claimant (see share.h); re-examine */
+            v = atomic_load(&s->word);
         }
+    }
+    /* No free slot: take over an idle one (it holds nothing; see share.h). */
+    for (uint32_t k = 0; k < nslots; k++) {
+        rsm_share *s = &slots[(h + k) % nslots];
+        uint64_t v = atomic_load(&s->word);
+        if (v != 0 && (uint32_t)v == 0 && claim(s, v, pid, start, n))
+            return 1;
     }
     return 0;
 }
 
-/* Take up to n units from slot s if it is (pid, start)'s (anyone's when pid == 0). */
+rsm_share *rsm_share_own(rsm_share *slots, uint32_t nslots)
+{
+    uint64_t start = rsm_self_start();
+    uint32_t pid = (uint32_t)rsm_getpid(), h = first_slot(pid, nslots);
+    for (uint32_t k = 0; k < nslots; k++) {
+        rsm_share *s = &slots[(h + k) % nslots];
+        uint64_t v = atomic_load(&s->word);
+        if (v == 0)
+            return NULL; /* claims probe from h and stop at the first free slot */
+        if (is_mine(s, v, pid, start))
+            return s;
+    }
+    return NULL;
+}
+
+int rsm_share_bump(rsm_share *s, int delta)
+{
+    uint64_t start = rsm_self_start();
+    uint32_t pid = (uint32_t)rsm_getpid();
+    uint64_t v = atomic_load(&s->word);
+    while (is_mine(s, v, pid, start)) {
+        uint32_t c = (uint32_t)v;
+        if (delta > 0 ? c >= RSM_SHARE_MAX : c == 0)
+            return 0;
+        if (atomic_compare_exchange_weak(&s->word, &v, delta > 0 ? v + 1 : v - 1))
+            return 1;
+    }
+    return 0;
+}
+
+/* Take up to n units from slot s if it is (pid, start)'s (anyone's when pid == 0).  The
+ * slot stays with its process when its count reaches 0 (idle). */
 static uint32_t take(rsm_share *s, uint32_t pid, uint64_t start, uint32_t n)
 {
     uint64_t v = atomic_load(&s->word);
-    while (v != 0 && rsm_share_count(v) != 0 &&
-           (pid == 0 || (rsm_share_pid(v) == pid && atomic_load(&s->start) == start))) {
+    while (rsm_share_count(v) != 0 && (pid == 0 || is_mine(s, v, pid, start))) {
         uint32_t c = rsm_share_count(v), t = c < n ? c : n;
-        uint64_t next = t == c ? 0 : v - t;
-        if (atomic_compare_exchange_weak(&s->word, &v, next))
+        if (atomic_compare_exchange_weak(&s->word, &v, v - t))
             return t;
     }
     return 0;

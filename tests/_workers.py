@@ -174,3 +174,31 @@ def semaphore_hold(kind: str, name: str, n: int, ready_name: str) -> None:
     rsm_shm.Event(ready_name, create=False).set()
     while True:
         time.sleep(1)
+
+
+def rwlock_churn(rw_name: str, progress, slot: int) -> None:
+    """Read (mostly) and write in a loop until killed; progress[slot] counts iterations."""
+    import warnings
+    warnings.simplefilter("ignore")  # taking over from a killed writer warns: expected here
+    rw = rsm_shm.RWLock(rw_name, create=False)
+    i = 0
+    while True:
+        if i % 5 == 0:
+            with rw.write():
+                pass
+        else:
+            with rw.read():
+                pass
+        i += 1
+        progress[slot] = i
+
+
+def semaphore_churn(sem_name: str, progress, slot: int) -> None:
+    """Acquire and release a robust semaphore's permit in a loop until killed."""
+    sem = rsm_shm.Semaphore(sem_name, create=False)
+    i = 0
+    while True:
+        with sem:
+            pass
+        i += 1
+        progress[slot] = i

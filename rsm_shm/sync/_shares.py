@@ -13,6 +13,9 @@ from .. import _proc
 
 __all__ = ["reclaim_dead", "holders"]
 
+#: The count field of a slot whose claim is in progress (csrc/share.h RSM_SHARE_CLAIMING).
+_CLAIMING = 0xFFFFFFFF
+
 
 def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
     """Call ``reclaim(i, word)`` for every slot whose process is dead; returns the sum of
@@ -27,9 +30,10 @@ def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
         if pid == me:
             continue
         # A slot with units is judged by pid *and* start time (a reused pid is not its
-        # process); one still being claimed (count 0) may not have its start time yet,
-        # so it is judged by the pid alone.
-        if not _proc.task_alive(pid, slots[i].start if count else 0):
+        # process); an idle slot holds nothing, and one still being claimed may not have
+        # its start time yet: those are judged by the pid alone.
+        holds = count not in (0, _CLAIMING)
+        if not _proc.task_alive(pid, slots[i].start if holds else 0):
             total += reclaim(i, word)
     return total
 
@@ -37,4 +41,4 @@ def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
 def holders(slots, nslots: int) -> tuple[tuple[int, int], ...]:
     """(pid, count) of every slot with units (a process may appear more than once)."""
     words = [slots[i].word for i in range(nslots)]
-    return tuple((w >> 32, w & 0xFFFFFFFF) for w in words if w & 0xFFFFFFFF)
+    return tuple((w >> 32, w & 0xFFFFFFFF) for w in words if (w & 0xFFFFFFFF) not in (0, _CLAIMING))

@@ -14,12 +14,7 @@
  * the protocol that keeps a segment mapped while any call uses it, and deadline(), the one
  * converter from a user's timeout to a deadline (docs/blocking.md has the table).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-/* The C core lives in rsm_shm._native; calls to it go through its table (core_api.h). */
-#define RSM_CORE_VIA_TABLE
-#include "core_api.h"
+#include "fast.h"
 
 #include <math.h>
 #include <string.h>
@@ -76,6 +71,10 @@ static int pins_exit(Pins *p)
         return pins_unmap(p);
     return 0;
 }
+
+/* For the other files of _fast (fast.h), to which Pins are opaque. */
+int rsm_pins_check(PyObject *o) { return PyObject_TypeCheck(o, &PinsType); }
+int rsm_pins_open(PyObject *pins) { return ((Pins *)pins)->closed ? pins_raise_closed((Pins *)pins) : 0; }
 
 static int Pins_init(Pins *self, PyObject *args, PyObject *kwds)
 {
@@ -980,7 +979,7 @@ PyMODINIT_FUNC PyInit__fast(void)
         PyModule_AddIntConstant(m, "RULE_LOCK", RULE_LOCK) < 0 ||
         PyModule_AddIntConstant(m, "RULE_WAIT", RULE_WAIT) < 0 ||
         PyModule_AddIntConstant(m, "RULE_QUEUE", RULE_QUEUE) < 0 ||
-        PyModule_AddObject(m, "TIMEOUT_MAX", PyFloat_FromDouble(TIMEOUT_MAX_S)) < 0) {
+        PyModule_AddObject(m, "TIMEOUT_MAX", PyFloat_FromDouble(TIMEOUT_MAX_S)) < 0 || rsm_fast_ring_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

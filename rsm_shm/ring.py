@@ -46,6 +46,7 @@ from typing import Any, Iterable, List, Optional
 from . import _proc
 from ._describe import plain, waitq_record
 from ._errors import SegmentError, ShutDown, raise_for
+from ._fast import FastRing
 from ._native import ffi, lib
 from .segment import Kind, SegmentHeader
 from .sync import _base
@@ -71,8 +72,6 @@ _TIMEOUT = lib.RSM_TIMEOUT
 _CLOSED = lib.RSM_CLOSED
 _OVERFLOW = lib.RSM_OVERFLOW
 _RETRY = lib.RSM_RETRY
-_put1 = lib.rsm_ring_put1
-_get1 = lib.rsm_ring_get1
 _get_tls = lib.rsm_ring_get_tls
 _WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
@@ -148,7 +147,7 @@ def _body_size(header: SegmentHeader) -> int:
     return lib.rsm_ring_size(capacity, nslots)
 
 
-class Ring(SharedObject):
+class Ring(FastRing, SharedObject):
     """A bounded multi-producer multi-consumer queue of byte messages in shared memory.
 
     ``Ring(name=None, *, capacity=1 MiB, producers=None, consumers=None, create=None,
@@ -209,6 +208,9 @@ class Ring(SharedObject):
         self._capacity = ptr.capacity
         self._max_message = lib.rsm_ring_max_message(ptr)
         self._local = threading.local()
+        # put/get/put_nowait/get_nowait: one C call (csrc/fast_ring.c) that tries once with
+        # the GIL held and hands everything else to _put_slow / _get_slow.
+        self._bind(int(ffi.cast("uintptr_t", ptr)), self._pins, type(self)._put_slow, type(self)._get_slow)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -230,31 +232,16 @@ class Ring(SharedObject):
 
     # -- put -----------------------------------------------------------------------------
 
-    def put(self, data, timeout: Optional[float] = None) -> None:
-        """Append one message (bytes, bytearray, memoryview or any contiguous buffer).
+    # FastRing provides put(data, timeout=None) and put_nowait(data), each one C call
+    # that falls back to _put_slow; these names document them.
+    put = FastRing.put
+    put_nowait = FastRing.put_nowait
 
-        Blocks while there is no room: ``timeout=None`` forever, ``0`` not at all, else up
-        to ``timeout`` seconds, then raises ``queue.Full``.  Raises :class:`ShutDown` if the
-        ring is shut down (also while waiting), ValueError if the message is larger than
-        :attr:`max_message`, RuntimeError if the ring is single-producer and another live
-        thread is its producer.
-        """
-        with self._pins:  # ValueError once closed; keeps the mapping while C runs
-            if timeout is not None:
-                _validate_timeout(timeout)  # queue.Queue checks it even when there is room
-            if type(data) is bytes:
-                r = _put1(self._ptr, data, len(data))
-                if r == _OK:
-                    return
-            else:
-                r = _RETRY
-            self._put_slow(data, timeout, r)
-
-    def put_nowait(self, data) -> None:
-        """``put(data, timeout=0)``: raises ``queue.Full`` at once if there is no room."""
-        self.put(data, 0)
-
+    @pinned
     def _put_slow(self, data, timeout, first) -> None:
+        """Every put that the C attempt did not finish (``first``: its status, RETRY if
+        it did not try): arguments to judge, a full ring to wait on, roles, errors."""
+        deadline = _validate_timeout(timeout)  # queue.Queue checks it even when there is room
         buf = data if type(data) is bytes else ffi.from_buffer(data)
         n = len(buf)
         if n > self._max_message:
@@ -264,7 +251,6 @@ class Ring(SharedObject):
             )
         if first == _CLOSED:
             raise_for(first, self, "put")
-        deadline = _validate_timeout(timeout)
         if first == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
             raise_for(first, self, "put")
         ptr = self._ptr
@@ -311,41 +297,10 @@ class Ring(SharedObject):
 
     # -- get -----------------------------------------------------------------------------
 
-    def get(self, timeout: Optional[float] = None) -> bytes:
-        """Remove and return the oldest message.
-
-        Blocks while the ring is empty: ``timeout=None`` forever, ``0`` not at all, else up
-        to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`ShutDown`
-        once the ring is shut down and drained (also while waiting), RuntimeError if the ring
-        is single-consumer and another live thread is its consumer.  Not reentrant: do not
-        call it on the same handle from a signal handler of the same thread (it shares
-        that thread's receive buffer).
-        """
-        with self._pins:  # ValueError once closed; keeps the mapping while C runs
-            ptr = self._ptr
-            try:
-                buf, size, w, op, tls = self._local.st
-            except AttributeError:
-                buf, size, w, op, tls = self._thread_state()
-            try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
-                if timeout is None:
-                    # One C call takes a message, or waits for one until a slice ends (then
-                    # the general loop takes over): lean for throughput and round-trip latency.
-                    n = _get_tls(ptr, tls, -1)
-                else:
-                    _validate_timeout(timeout)  # queue.Queue checks it even when not empty
-                    n = _get1(ptr, buf, size)
-                if n >= 0:
-                    return _unpack(buf, n)
-                return self._get_slow(timeout, -n)
-            except BaseException:
-                if w.slot != _WAITER_NONE:  # interrupted while enqueued: leave, pass on a wake
-                    lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)
-                raise
-
-    def get_nowait(self) -> bytes:
-        """``get(timeout=0)``: raises ``queue.Empty`` at once if there is nothing."""
-        return self.get(0)
+    # FastRing provides get(timeout=None) and get_nowait(), each one C call that falls
+    # back to _get_slow; these names document them.
+    get = FastRing.get
+    get_nowait = FastRing.get_nowait
 
     def _thread_state(self, need: int = 0):
         """This thread's receive buffer, waiter and op (the C calls run without the GIL,
@@ -368,41 +323,48 @@ class Ring(SharedObject):
         return st
 
     def _get_slow(self, timeout, status) -> bytes:
-        """Everything but the fast paths: non-blocking misses, timeouts, slices (the
-        thread's waiter may be enqueued: continue with it), roles, large messages."""
-        ptr = self._ptr
-        buf, size, w, op = self._thread_state()[:4]
-        try:
-            if status == _CLOSED:
-                raise_for(status, self, "get")
-            if status == _OVERFLOW:
-                buf, size, w, op = self._thread_state(op.len)[:4]
-            if status == _WOULDBLOCK or status == _OVERFLOW or status == _RETRY:
-                deadline = _validate_timeout(timeout)
-                if status == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
-                    raise_for(status, self, "get")
-                # the general loop below makes the attempts (and judges a too-large timeout)
-                n = -lib.RSM_RETRY
-            else:
-                deadline = -1  # a slice of a wait with no timeout just ended
-                n = -status
-            while True:
-                if n >= 0:
-                    return _unpack(buf, n)
-                if n == -_OVERFLOW:
-                    buf, size, w, op = self._thread_state(op.len)[:4]
-                elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER and n != -lib.RSM_RETRY:
-                    raise_for(-n, self, "get")
-                b, bs = buf, size
-                r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
-                              lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), w=w,
-                              resume=(n == -lib.RSM_SLICE))
-                if r == _OK:
-                    return _unpack(b, op.len)  # op.len: set by the get or by a reclaim
-                n = -r
-        except BaseException:
-            lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)  # idempotent; passes on a wake
-            raise
+        """Every get that the C attempt did not finish (``status``: its status, RETRY if
+        it did not try): arguments to judge, an empty ring to wait on, slices (the
+        thread's waiter may stay enqueued between them), roles, large messages."""
+        with self._pins:  # ValueError once closed; keeps the mapping while C runs
+            ptr = self._ptr
+            try:
+                buf, size, w, op, tls = self._local.st
+            except AttributeError:
+                buf, size, w, op, tls = self._thread_state()
+            try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
+                if timeout is None and status == _WOULDBLOCK:
+                    # One C call waits for a message until a slice ends (then the general loop
+                    # takes over): lean for round-trip latency.
+                    n = _get_tls(ptr, tls, -1)
+                    if n >= 0:
+                        return _unpack(buf, n)
+                    deadline = _base.DEADLINE_FOREVER
+                else:
+                    if status == _CLOSED:
+                        raise_for(status, self, "get")
+                    deadline = _validate_timeout(timeout)
+                    if status == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
+                        raise_for(status, self, "get")
+                    # the general loop below makes the attempts (and judges a too-large timeout)
+                    n = -lib.RSM_RETRY
+                while True:
+                    if n >= 0:
+                        return _unpack(buf, n)
+                    if n == -_OVERFLOW:
+                        buf, size, w, op = self._thread_state(op.len)[:4]
+                    elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER and n != -lib.RSM_RETRY:
+                        raise_for(-n, self, "get")
+                    b, bs = buf, size
+                    r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
+                                  lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), w=w,
+                                  resume=(n == -lib.RSM_SLICE))
+                    if r == _OK:
+                        return _unpack(b, op.len)  # op.len: set by the get or by a reclaim
+                    n = -r
+            except BaseException:
+                lib.rsm_ring_abandon(ptr, w, lib.RSM_RING_ROLE_CONSUMER)  # idempotent; passes on a wake
+                raise
 
     @pinned
     def get_many(self, max_items: int, timeout: Optional[float] = None) -> List[bytes]:
@@ -679,13 +641,7 @@ class Queue:
         exceeds the ring's max_message, :class:`ShutDown` once shut down, ValueError once
         this handle is closed.
         """
-        data = self._dumps(obj)
-        ring = self._ring
-        if block and timeout is None and type(data) is bytes:
-            with ring._pins:
-                if _put1(ring._ptr, data, len(data)) == _OK:
-                    return
-        ring.put(data, timeout if block else 0)
+        self._ring.put(self._dumps(obj), timeout if block else 0)
 
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)

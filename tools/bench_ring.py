@@ -533,6 +533,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("Ring 64B 1->1 single vs posix_ipc MQ", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "posix_ipc MQ"), 1.5),
         ("  same, both on one CPU", ratio("64B 1->1 single shared", "rsm Ring", "64B 1->1 single shared",
                                           "posix_ipc MQ"), 1.5),
+        ("Ring 64B 1->1 single vs pyzmq", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "pyzmq PUSH/PULL"), 2.5),
         ("Ring 64B 1->1 single vs mp.Queue", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "mp.Queue"), 3.0),
         ("Ring 64B 1->1 batched vs pyzmq", ratio("64B 1->1 batched", "rsm Ring", "64B 1->1 batched", "pyzmq PUSH/PULL"), 1.5),
         ("Ring 4KiB 1->1 single vs posix_ipc MQ (MB/s)",

@@ -1,0 +1,308 @@
+/* fast_ring.c -- rsm_shm._fast.FastRing: a ring's one-message put and get in one C call.
+ *
+ * rsm_shm.Ring derives from FastRing as Lock derives from FastLock.  put, put_nowait,
+ * get and get_nowait make their one non-blocking attempt here, with the GIL held
+ * (rsm_ring_put1 / rsm_ring_get1: a few atomics and the copy), which costs a fraction of
+ * a cffi call that releases and retakes the GIL.  Holding the GIL is also what keeps the
+ * mapping alive during the attempt: close() needs the GIL, so no pin is taken (Pins,
+ * fastpath.c).  Everything else -- a full or empty ring, a timeout to honour, roles to
+ * settle, dead peers to judge, a message larger than the receive buffer, errors -- goes
+ * to the Ring's slow paths in Python, given at _bind, which pin the mapping and release
+ * the GIL while they wait:
+ *
+ *     put_slow(ring, data, timeout, status)    status: why the attempt did not put
+ *     get_slow(ring, timeout, status) -> bytes
+ *
+ * The attempt is made only when `timeout` is one queue.Queue accepts (None, or an int or
+ * float >= 0); anything else goes straight to the slow path, which raises.  A big message
+ * is copied with the GIL held (as bytes operations do); the receive buffer is one per
+ * handle, which the GIL serializes.
+ */
+#include "fast.h"
+
+#include <math.h>
+
+/* Gets copy into this buffer first, then into a new bytes object: at most this much.
+ * A larger message takes the slow path (which grows its per-thread buffer). */
+#define RECV_BUFFER_MAX (64 * 1024)
+
+typedef struct {
+    PyObject_HEAD
+    rsm_ring *ring;     /* the control block inside the mapping; NULL while unbound */
+    PyObject *pins;     /* the segment's Pins: an open segment is checked before each call */
+    PyObject *put_slow; /* functions, called with the ring first (no reference cycle) */
+    PyObject *get_slow;
+    char *buf;          /* receive buffer (PyMem), used with the GIL held */
+    uint64_t cap;
+} FastRing;
+
+/* queue.Queue's rule: None, or an int or float >= 0 (not NaN).  1: try now; 0: let the
+ * slow path judge (and raise). */
+static int timeout_ok(PyObject *t)
+{
+    if (t == Py_None)
+        return 1;
+    if (PyFloat_Check(t))
+        return PyFloat_AS_DOUBLE(t) >= 0; /* false for NaN */
+    if (PyLong_Check(t)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(t, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return overflow == 0 ? v >= 0 : 0; /* huge values: the slow path says how it treats them */
+    }
+    return 0;
+}
+
+/* The ring, or NULL with ValueError set if the handle is closed (or was never bound). */
+static rsm_ring *open_ring(FastRing *self)
+{
+    if (!self->pins) {
+        PyErr_SetString(PyExc_ValueError, "ring handle is not open");
+        return NULL;
+    }
+    if (rsm_pins_open(self->pins) < 0)
+        return NULL;
+    return self->ring;
+}
+
+/* Parse (data, timeout=None) or (timeout=None), positional or keyword. */
+static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int with_data,
+                      PyObject **data, PyObject **timeout)
+{
+    PyObject *slots[2] = {NULL, NULL}; /* data, timeout (or timeout alone) */
+    static const char *const names_put[] = {"data", "timeout"};
+    static const char *const names_get[] = {"timeout"};
+    const char *const *names = with_data ? names_put : names_get;
+    Py_ssize_t max = with_data ? 2 : 1;
+    if (nargs > max) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, max, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        slots[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < max && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            i++;
+        if (i == max) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+            return -1;
+        }
+        if (slots[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+            return -1;
+        }
+        slots[i] = args[nargs + k];
+    }
+    if (with_data) {
+        if (!slots[0]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument 'data'", fname);
+            return -1;
+        }
+        *data = slots[0];
+        *timeout = slots[1] ? slots[1] : Py_None;
+    } else {
+        *timeout = slots[0] ? slots[0] : Py_None;
+    }
+    return 0;
+}
+
+static PyObject *put_status(FastRing *self, PyObject *data, PyObject *timeout, int status)
+{
+    PyObject *st = PyLong_FromLong(status);
+    if (!st)
+        return NULL;
+    PyObject *argv[4] = {(PyObject *)self, data, timeout, st};
+    PyObject *r = PyObject_Vectorcall(self->put_slow, argv, 4, NULL);
+    Py_DECREF(st);
+    return r;
+}
+
+static PyObject *ring_put(FastRing *self, PyObject *data, PyObject *timeout)
+{
+    rsm_ring *ring = open_ring(self);
+    if (!ring)
+        return NULL;
+    int status = RSM_RETRY; /* not tried: the slow path judges the arguments */
+    if (timeout_ok(timeout)) {
+        if (PyBytes_CheckExact(data)) {
+            status = rsm_ring_put1(ring, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data));
+        } else {
+            Py_buffer view;
+            if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
+                status = rsm_ring_put1(ring, view.buf, (uint64_t)view.len);
+                PyBuffer_Release(&view);
+            } else {
+                PyErr_Clear(); /* not a contiguous buffer: the slow path says what is wrong */
+            }
+        }
+        if (status == RSM_OK)
+            Py_RETURN_NONE;
+    }
+    return put_status(self, data, timeout, status);
+}
+
+static PyObject *ring_get(FastRing *self, PyObject *timeout)
+{
+    rsm_ring *ring = open_ring(self);
+    if (!ring)
+        return NULL;
+    int64_t n = -RSM_RETRY;
+    if (timeout_ok(timeout)) {
+        n = rsm_ring_get1(ring, self->buf, self->cap);
+        if (n >= 0)
+            return PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)n);
+    }
+    PyObject *st = PyLong_FromLongLong(-n);
+    if (!st)
+        return NULL;
+    PyObject *argv[3] = {(PyObject *)self, timeout, st};
+    PyObject *r = PyObject_Vectorcall(self->get_slow, argv, 3, NULL);
+    Py_DECREF(st);
+    return r;
+}
+
+static PyObject *FastRing_put(FastRing *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *data, *timeout;
+    if (nargs == 1 && !kwnames) /* the common form, first */
+        return ring_put(self, args[0], Py_None);
+    if (parse_args("put", args, nargs, kwnames, 1, &data, &timeout) < 0)
+        return NULL;
+    return ring_put(self, data, timeout);
+}
+
+static PyObject *zero; /* the timeout of put_nowait / get_nowait */
+
+static PyObject *FastRing_put_nowait(FastRing *self, PyObject *data) { return ring_put(self, data, zero); }
+
+static PyObject *FastRing_get(FastRing *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *timeout;
+    if (nargs == 0 && !kwnames)
+        return ring_get(self, Py_None);
+    if (parse_args("get", args, nargs, kwnames, 0, NULL, &timeout) < 0)
+        return NULL;
+    return ring_get(self, timeout);
+}
+
+static PyObject *FastRing_get_nowait(FastRing *self, PyObject *Py_UNUSED(ignored)) { return ring_get(self, zero); }
+
+/* _bind(address, pins, put_slow, get_slow): point at the ring control block inside the
+ * mapping that `pins` guards; the slow paths are functions taking the ring first. */
+static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, pins, put_slow, get_slow)");
+        return NULL;
+    }
+    unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
+    if (addr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (addr == 0 || addr % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "misaligned ring address");
+        return NULL;
+    }
+    if (!rsm_pins_check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_bind: pins must be an rsm_shm._fast.Pins");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[2]) || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "_bind: put_slow and get_slow must be callable");
+        return NULL;
+    }
+    if (rsm_pins_open(args[1]) < 0)
+        return NULL;
+    rsm_ring *ring = (rsm_ring *)(uintptr_t)addr;
+    uint64_t cap = rsm_ring_max_message(ring); /* checked by rsm_ring_check before binding */
+    if (cap > RECV_BUFFER_MAX)
+        cap = RECV_BUFFER_MAX;
+    char *buf = PyMem_Realloc(self->buf, cap ? cap : 1);
+    if (!buf)
+        return PyErr_NoMemory();
+    self->buf = buf;
+    self->cap = cap;
+    self->ring = ring;
+    Py_XSETREF(self->pins, Py_NewRef(args[1]));
+    Py_XSETREF(self->put_slow, Py_NewRef(args[2]));
+    Py_XSETREF(self->get_slow, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+static int FastRing_traverse(FastRing *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pins);
+    Py_VISIT(self->put_slow);
+    Py_VISIT(self->get_slow);
+    return 0;
+}
+
+static int FastRing_clear(FastRing *self)
+{
+    self->ring = NULL;
+    Py_CLEAR(self->pins);
+    Py_CLEAR(self->put_slow);
+    Py_CLEAR(self->get_slow);
+    return 0;
+}
+
+static void FastRing_dealloc(FastRing *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastRing_clear(self);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef FastRing_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))FastRing_put, METH_FASTCALL | METH_KEYWORDS,
+     "put($self, data, timeout=None)\n--\n\n"
+     "Append one message (bytes, bytearray, memoryview or any contiguous buffer).\n\n"
+     "Blocks while there is no room: ``timeout=None`` forever, ``0`` not at all, else up\n"
+     "to ``timeout`` seconds, then raises ``queue.Full``.  Raises :class:`ShutDown` if the\n"
+     "ring is shut down (also while waiting), ValueError if the message is larger than\n"
+     ":attr:`max_message` or the handle is closed, RuntimeError if the ring is\n"
+     "single-producer and another live thread is its producer."},
+    {"put_nowait", (PyCFunction)FastRing_put_nowait, METH_O,
+     "put_nowait($self, data, /)\n--\n\n"
+     "``put(data, timeout=0)``: raises ``queue.Full`` at once if there is no room."},
+    {"get", (PyCFunction)(void (*)(void))FastRing_get, METH_FASTCALL | METH_KEYWORDS,
+     "get($self, timeout=None)\n--\n\n"
+     "Remove and return the oldest message (bytes).\n\n"
+     "Blocks while the ring is empty: ``timeout=None`` forever, ``0`` not at all, else up\n"
+     "to ``timeout`` seconds, then raises ``queue.Empty``.  Raises :class:`ShutDown`\n"
+     "once the ring is shut down and drained (also while waiting), ValueError if the\n"
+     "handle is closed, RuntimeError if the ring is single-consumer and another live\n"
+     "thread is its consumer."},
+    {"get_nowait", (PyCFunction)FastRing_get_nowait, METH_NOARGS,
+     "get_nowait($self, /)\n--\n\n"
+     "``get(timeout=0)``: raises ``queue.Empty`` at once if there is nothing."},
+    {"_bind", (PyCFunction)(void (*)(void))FastRing_bind, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rsm_shm._fast.FastRing",
+    .tp_basicsize = sizeof(FastRing),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "C entry points of rsm_shm.Ring's one-message put and get (internal).",
+    .tp_methods = FastRing_methods,
+    .tp_new = PyType_GenericNew,
+    .tp_traverse = (traverseproc)FastRing_traverse,
+    .tp_clear = (inquiry)FastRing_clear,
+    .tp_dealloc = (destructor)FastRing_dealloc,
+};
+
+int rsm_fast_ring_add(PyObject *module)
+{
+    if (!zero && !(zero = PyLong_FromLong(0)))
+        return -1;
+    if (PyType_Ready(&FastRingType) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "FastRing", (PyObject *)&FastRingType);
+}

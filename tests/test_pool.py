@@ -303,3 +303,10 @@ def test_rsm_shm_inspect_shows_the_pool_from_another_process(pool, blocker):
     assert "1 busy" in seg["state"]
     ev.set()
     running.result(timeout=60)
+
+
+def test_a_pool_that_cannot_be_built_leaves_nothing(shm_name):
+    name = shm_name("pool")
+    with pytest.raises(ValueError, match="capacity must be a power of two"):
+        ProcessPool(1, name, ring_capacity=1000)
+    assert _leftovers(name) == []

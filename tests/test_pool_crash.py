@@ -149,3 +149,16 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing(shm_name, named):
     pool_name = lines["pool"][0]
     assert _leftovers(pool_name) == []
     assert not [e for e in os.listdir(SHM) if e.startswith(f"rsm_shm.anon.{proc.pid}.")]
+
+
+def test_a_slot_left_mid_update_by_a_killed_worker_is_evened_up(shm_name):
+    """A worker killed inside its slot update leaves the sequence odd; the replacement's
+    slot must read consistent again (the bug: its parity stayed inverted for good)."""
+    with ProcessPool(1, shm_name("pool")) as pool:
+        pid = pool.submit(jobs.pid).result(timeout=60)
+        pool._table.slot(0).seq += 1  # as if killed between the two sequence stores
+        assert pool.statistics().workers[0].torn
+        os.kill(pid, signal.SIGKILL)
+        assert pool.submit(jobs.square, 3).result(timeout=60) == 9  # ran on the replacement
+        st = pool.statistics()
+        assert st.worker_deaths == 1 and not st.workers[0].torn and st.workers[0].pid != pid

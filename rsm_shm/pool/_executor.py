@@ -199,6 +199,10 @@ class ProcessPool(ServesClients, MapMixin, Executor):
                                 create=True if name is not None else None, mode=mode)
         self._tptr = self._table.ptr  # raw: used under the lock, never after _unmapped
         self._made: list = [self._table]
+        # A named pool takes jobs from other processes too (ProcessPool.attach).
+        self._inbound: Optional[Ring] = None
+        self._intake_done = name is None
+        self._replies: dict[str, Ring] = {}
         try:
             self._results = Ring(self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22),
                                  consumers=1, create=True, mode=mode)
@@ -207,10 +211,6 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             self._owner = (os.getpid(), _proc.start_time(os.getpid()))
             self._wake_r, self._wake_w = os.pipe()
             self._watch_stop = False
-            # A named pool takes jobs from other processes too (ProcessPool.attach).
-            self._inbound: Optional[Ring] = None
-            self._intake_done = name is None
-            self._replies: dict[str, Ring] = {}
             if name is not None:
                 self._inbound = Ring(self._child_name("submit"), capacity=submit_ring_capacity(ring_capacity),
                                      consumers=1, create=True, mode=mode)
@@ -257,6 +257,8 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         inbox = Ring(self._child_name(f"w{slot}.{generation}"), capacity=self._ring_capacity, create=True,
                      mode=self._mode)
         w = self._table.slot(slot)
+        if w.seq & 1:  # the previous worker was killed inside a slot update: even it up
+            w.seq += 1
         lib.rsm_pool_worker_set(w, lib.RSM_WORKER_STARTING, 0, time.time_ns(), 0)
         w.generation = generation
         w.started_ns = time.time_ns()

@@ -492,6 +492,32 @@ static void advance_head(rsm_ring *r)
         wake_producers(r);
 }
 
+/* Bounds checks of every read path (corruption, never a correct writer's state):
+ * the tail is at most one capacity ahead of head; a record ends at or before the tail,
+ * and the record after it (if the tail is past it) starts with a header for its own
+ * position -- so a length changed within max_message is caught too.  `tail` may be a
+ * lower bound (tail_cache): the real tail is loaded only when the record reaches past it.
+ * The record at `pos` is not consumed yet, so the slot at `next` cannot have been freed
+ * and reused under us (head <= pos). */
+static int record_in_bounds(rsm_ring *r, uint64_t pos, uint64_t next, uint64_t tail)
+{
+    if (next > tail) {
+        tail = tpos(atomic_load(&r->tail));
+        if (next > tail)
+            return 0;
+    }
+    if (next < tail && !st_is_for(atomic_load_explicit(&rec_at(r, next)->state, memory_order_acquire), next))
+        return 0;
+    (void)pos;
+    return 1;
+}
+
+static int tail_in_bounds(rsm_ring *r, uint64_t tail)
+{
+    uint64_t h = atomic_load(&r->head); /* after the tail: tail <= head + capacity holds */
+    return tail >= h && tail - h <= r->capacity;
+}
+
 /* Take one message.  Returns its length, or minus a status (see rsm_ring_get1); when the
  * next record is reserved but unpublished, op (if any) names its producer.  batch: single
  * consumer, leave head for the caller to store (get_many stores it once). */
@@ -505,17 +531,22 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
                 uint64_t tw = atomic_load(&r->tail);
                 if (h == tpos(tw))
                     return (tw & RSM_RING_TAIL_CLOSED) ? -RSM_CLOSED : -RSM_WOULDBLOCK;
+                if (tpos(tw) < h || tpos(tw) - h > r->capacity)
+                    return -RSM_CORRUPT;
                 atomic_store_explicit(&r->tail_cache, tpos(tw), memory_order_release);
             }
             rsm_rec *rec = rec_at(r, h);
             uint64_t st = atomic_load_explicit(&rec->state, memory_order_acquire);
             if (!st_is_for(st, h))
-                return -RSM_INVAL;
+                return -RSM_CORRUPT;
             uint32_t phase = st_phase(st);
             uint64_t len = rec->len;
             if (len > maxm)
-                return -RSM_INVAL;
+                return -RSM_CORRUPT;
             uint64_t next = h + rec_size(len);
+            if (phase != RSM_REC_RESERVED &&
+                !record_in_bounds(r, h, next, atomic_load_explicit(&r->tail_cache, memory_order_acquire)))
+                return -RSM_CORRUPT;
             if (phase == RSM_REC_RESERVED) {
                 if (op) {
                     op->suspect = RSM_SUSPECT_RESERVED;
@@ -532,7 +563,7 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
                 }
                 copy_out(r, h, buf, len);
             } else if (phase != RSM_REC_CONSUMED) {
-                return -RSM_INVAL;
+                return -RSM_CORRUPT;
             }
             /* CONSUMED here is a tombstone (a dead producer's record): skip it. */
             if (sc_head) {
@@ -553,6 +584,8 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
         uint64_t tw = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
         if (rd >= tw) {
             tw = atomic_load(&r->tail);
+            if (!tail_in_bounds(r, tpos(tw)) || rd > tpos(tw))
+                return -RSM_CORRUPT;
             if (rd != tpos(tw)) {
                 uint64_t c = atomic_load_explicit(&r->tail_cache, memory_order_relaxed);
                 if (c < tpos(tw))
@@ -576,9 +609,14 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
         if (atomic_load(&r->read) != rd)
             continue;
         if (!st_is_for(st, rd) || len > maxm)
-            return -RSM_INVAL; /* a written header that is not: corruption */
+            return -RSM_CORRUPT; /* a written header that is not: corruption */
         uint32_t phase = st_phase(st);
         uint64_t next = rd + rec_size(len);
+        if (phase == RSM_REC_PUBLISHED && !record_in_bounds(r, rd, next, tpos(tw))) {
+            if (atomic_load(&r->read) != rd)
+                continue; /* claimed and passed meanwhile: the check read a moving slot */
+            return -RSM_CORRUPT;
+        }
         switch (phase) {
         case RSM_REC_RESERVED:
             if (op) {
@@ -608,7 +646,7 @@ static int64_t take(rsm_ring *r, char *buf, uint64_t cap, rsm_ring_op *op, uint6
             atomic_compare_exchange_strong(&r->read, &rd, next);
             continue;
         default:
-            return -RSM_INVAL;
+            return -RSM_CORRUPT;
         }
     }
 }
@@ -817,8 +855,8 @@ int rsm_ring_reclaim(rsm_ring *r, uint64_t pos, int32_t dead_pid, char *buf, uin
     if (atomic_load(&rec->state) != st)
         return RSM_RETRY;
     uint64_t len = rec->len;
-    if (len > rsm_ring_max_message(r))
-        return RSM_INVAL;
+    if (len > rsm_ring_max_message(r) || pos + rec_size(len) > rd)
+        return RSM_CORRUPT;
     if (len > cap) {
         op->len = len;
         return RSM_OVERFLOW;

@@ -86,7 +86,8 @@ enum { RSM_SUSPECT_NONE = 0, RSM_SUSPECT_PLOCK = 1, RSM_SUSPECT_RESERVED = 2, RS
 #define RSM_REC_HEADER 16u
 #define RSM_REC_ALIGN 16u
 #define RSM_RING_MIN_CAPACITY 64u
-#define RSM_RING_MAX_CAPACITY (1ull << 38)
+/* 2 GiB: the segment header's body_size (segment.h) is 32 bits, and so is a record's len. */
+#define RSM_RING_MAX_CAPACITY (1ull << 31)
 #define RSM_RING_CTRL_SIZE 256u
 #define RSM_REC_PID_MAX ((1u << 22) - 1)
 #define RSM_RING_NEED_CLASSES 16u

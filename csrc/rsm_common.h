@@ -25,7 +25,8 @@ enum {
     RSM_INVAL = 9,         /* bad argument or corrupt shared state */
     RSM_OVERFLOW = 10,     /* a counter would exceed its bound (BoundedSemaphore.release) */
     RSM_NO_SLOT = 11,      /* the wait queue has no free slot */
-    RSM_RETRY = 12         /* internal: state changed under us, try again */
+    RSM_RETRY = 12,        /* internal: state changed under us, try again */
+    RSM_CORRUPT = 13       /* shared state that no correct writer leaves: SegmentError */
 };
 
 /* One blocking call never sleeps longer than this, so Python signal handlers (Ctrl-C) run

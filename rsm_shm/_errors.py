@@ -116,6 +116,8 @@ def raise_for(code: int, obj: Any, op: str = "", detail: str = "") -> NoReturn:
         exc = BrokenBarrierError()
     elif code == lib.RSM_NO_SLOT:
         exc = RuntimeError(f"too many threads waiting on {what}; create it with a larger max_waiters")
+    elif code == lib.RSM_CORRUPT:
+        exc = SegmentError(f"{what} is corrupt: its shared state is not one a correct writer leaves{tail}")
     elif code == lib.RSM_INVAL:
         if ring:
             exc = ValueError(f"message too large for {what}, or the ring is corrupt{tail}")

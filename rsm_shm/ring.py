@@ -498,25 +498,42 @@ class Ring(FastRing, SharedObject):
     @pinned
     def empty(self) -> bool:
         """True if there is nothing to get right now (a snapshot)."""
-        p = self._ptr
-        tail = p.tail & ~(RECORD_ALIGN - 1)
-        nxt = p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read
-        return nxt >= tail
+        _, read, tail = self._positions()
+        return read >= tail
 
     @pinned
     def full(self) -> bool:
         """True if not even an empty message fits right now (a snapshot)."""
+        head, _, tail = self._positions()
+        return tail - head + record_size(0) > self._capacity
+
+    def _positions(self) -> tuple[int, int, int]:
+        """(head, read, tail), checked: head <= read <= tail <= head + capacity holds in any
+        ring a correct writer left.  Positions move while we read them, so the check uses
+        a snapshot taken while head stood still (head, read, tail, head again)."""
         p = self._ptr
-        return (p.tail & ~(RECORD_ALIGN - 1)) - p.head + record_size(0) > self._capacity
+        single = p.flags & lib.RSM_RING_SINGLE_CONSUMER
+        for _ in range(100):
+            head = p.head
+            read = head if single else p.read
+            tail = p.tail & ~(RECORD_ALIGN - 1)
+            if p.head == head:
+                break
+        else:
+            return head, max(read, head), max(tail, head)  # too busy to judge: report what we saw
+        if not head <= read <= tail <= head + self._capacity:
+            raise SegmentError(f"{self._describe()} is corrupt: head {head}, read {read} and tail {tail} "
+                               f"do not fit a {self._capacity}-byte ring")
+        return head, read, tail
 
     @pinned
     def statistics(self) -> RingStatistics:
+        """A snapshot of the shared state; SegmentError if its positions are corrupt."""
         p = self._ptr
-        tail = p.tail & ~(RECORD_ALIGN - 1)
+        head, read, tail = self._positions()
         return RingStatistics(
-            capacity=self._capacity, max_message=self._max_message, used_bytes=tail - p.head,
-            messages=max(p.nput - p.nget, 0), head=p.head,
-            read=p.head if p.flags & lib.RSM_RING_SINGLE_CONSUMER else p.read, tail=tail,
+            capacity=self._capacity, max_message=self._max_message, used_bytes=tail - head,
+            messages=max(p.nput - p.nget, 0), head=head, read=read, tail=tail,
             is_shutdown=bool(p.tail & lib.RSM_RING_TAIL_CLOSED),
             blocked_producers=self._pwq.nwaiters + self._pwq.noverflow,
             blocked_consumers=self._cwq.nwaiters + self._cwq.noverflow,

@@ -60,7 +60,7 @@ LAYOUT_VERSION = lib.RSM_LAYOUT_VERSION
 NPARAMS = lib.RSM_NPARAMS
 REF_NAME_MAX = lib.RSM_REF_NAME_MAX
 MAX_NAME_LEN = 200  # NAME_MAX is 255; leave room for the prefix
-MAX_BODY_SIZE = 1 << 40
+MAX_BODY_SIZE = (1 << 32) - 1  # the header's body_size field is 32 bits (csrc/segment.h)
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 # Header layout (csrc/segment.h); tests/test_layout.py checks it against the C struct.
@@ -298,7 +298,7 @@ class Segment:
         if not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be a permission mode between 0 and 0o777, not {mode!r}")
         if not isinstance(body_size, int) or not 0 <= body_size <= MAX_BODY_SIZE:
-            raise ValueError(f"segment body size {body_size!r} is out of range")
+            raise ValueError(f"segment body size {body_size!r} is out of range (0 to {MAX_BODY_SIZE} bytes)")
         if len(params) > NPARAMS:
             raise ValueError(f"at most {NPARAMS} parameters")
         for p in params:

@@ -372,19 +372,30 @@ class Segment:
     def _attach(self, fd, check, body_size_of) -> None:
         try:
             deadline = time.monotonic() + CREATE_WAIT_TIMEOUT
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             while size < HEADER_SIZE:
-                # The winner of the creation race has not sized the file yet.
-                if size == 0 and time.monotonic() < deadline:
+                # The winner of the creation race sizes the file microseconds after creating
+                # it: wait for that only while the empty file is that young.  An older empty
+                # file was left by a creator that died first (or is not ours): say so now.
+                if size == 0 and time.time() - st.st_mtime < MAGIC_WAIT_TIMEOUT and time.monotonic() < deadline:
                     time.sleep(0.001)
-                    size = os.fstat(fd).st_size
+                    st = os.fstat(fd)
+                    size = st.st_size
                     continue
+                if size == 0:
+                    raise SegmentError(
+                        f"segment {self.name!r} is empty (0 bytes) and nobody is creating it: its creator "
+                        f"died before sizing it, or it is not ours; unlink it (rsm_shm's unlink() or "
+                        f"rm {shm_path(self.name)})"
+                    )
                 raise SegmentError(f"segment {self.name!r} is truncated: {size} bytes")
+            sized_at = st.st_mtime
             self._map(fd, size)
         finally:
             os.close(fd)
         try:
-            self._await_ready(deadline)
+            self._await_ready(deadline, sized_at)
             self.header = decode_header(self.name, self._header_bytes(), size)
             if self.header.kind != self.kind:
                 raise SegmentError(
@@ -398,22 +409,25 @@ class Segment:
             self.close()
             raise
 
-    def _await_ready(self, deadline: float) -> None:
-        """Wait until the creator published the header; fail fast on foreign or orphaned ones."""
+    def _await_ready(self, deadline: float, sized_at: float) -> None:
+        """Wait until the creator published the header; fail fast on foreign or orphaned ones.
+
+        ``sized_at``: when the file got its size (its mtime).  The creator writes the magic
+        microseconds after that, so a zero magic is waited for only while that is recent."""
         hdr = self._header_ptr()
-        magic_deadline = time.monotonic() + MAGIC_WAIT_TIMEOUT
+        magic_deadline = time.monotonic() + max(MAGIC_WAIT_TIMEOUT - (time.time() - sized_at), 0)
         while True:
-            magic, _, _, state, pid = struct.unpack_from("<IHHIi", self._mmap, 0)  # type: ignore[arg-type]
+            magic, _, _, state, pid, start = struct.unpack_from("<IHHIiQ", self._mmap, 0)  # type: ignore[arg-type]
             if magic != MAGIC:
-                # The winner writes the magic microseconds after sizing the file: a zero
-                # magic that stays zero, or any other value, is not ours.
+                # A zero magic that stays zero, or any other value, is not ours.
                 if magic != 0 or time.monotonic() >= magic_deadline:
                     raise SegmentError(f"segment {self.name!r} is not an rsm_shm segment (magic {magic:#010x})")
                 time.sleep(0.001)
                 continue
             if state != lib.RSM_INIT_BUILDING:
                 return  # READY or FAILED: decode_header reports the latter
-            if not _proc.process_alive(pid):
+            # The start time tells a reused pid from the creator (0: unknown, pid only).
+            if not _proc.process_alive(pid, start):
                 raise SegmentError(
                     f"segment {self.name!r} was never finished by its creator (pid {pid}, dead); "
                     f"remove it with `rsm-shm gc` or unlink it"
@@ -422,7 +436,9 @@ class Segment:
                 raise SegmentError(
                     f"segment {self.name!r} is still being built by pid {pid} after {CREATE_WAIT_TIMEOUT} s"
                 )
-            lib.rsm_segment_wait_ready(hdr, time.monotonic_ns() + int(max(deadline - time.monotonic(), 0) * 1e9))
+            # One slice at a time, so a creator that dies while we wait is seen within ~50 ms.
+            slice_end = min(deadline, time.monotonic() + lib.RSM_SLICE_NS / 1e9)
+            lib.rsm_segment_wait_ready(hdr, int(slice_end * 1e9))
 
     def _map(self, fd: int, size: int) -> None:
         self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)

@@ -59,6 +59,9 @@ class PoolClient(MapMixin, Executor):
         self._replies = Ring(None, capacity=capacity, consumers=1, create=True)
         self._reply_name = self._replies.name.encode()
         self._lock = threading.Lock()
+        # Held around every use of the submit ring by submitting threads, and by shutdown
+        # while it unmaps the ring (a put in flight must not meet an unmapped ring).
+        self._ring_guard = threading.Lock()
         self._futures: dict[int, tuple[Future, bool]] = {}
         self._ids = itertools.count(1)
         self._shutdown = False
@@ -89,10 +92,15 @@ class PoolClient(MapMixin, Executor):
         except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
             future.set_exception(e)
             return future
-        with self._lock:
+        with self._lock:  # checked with the registration: the collector ends on (shutdown, none left)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
             self._futures[cid] = (future, single)
         try:
-            self._submit_ring.put(record)
+            with self._ring_guard:
+                if self._done.is_set():
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                self._submit_ring.put(record)
         except ShutDown:
             with self._lock:
                 self._futures.pop(cid, None)
@@ -162,12 +170,13 @@ class PoolClient(MapMixin, Executor):
             if self._done.is_set():
                 return
             self._done.set()
-        try:
-            self._submit_ring.put_nowait(CLIENT_HEAD.pack(0, C_BYE, len(self._reply_name)) + self._reply_name)
-        except (queue.Full, ShutDown, ValueError):
-            pass  # the owner is gone or busy: it forgets the ring at its shutdown
-        for obj in (self._submit_ring, self._table):
-            obj.close()
+        with self._ring_guard:
+            try:
+                self._submit_ring.put_nowait(CLIENT_HEAD.pack(0, C_BYE, len(self._reply_name)) + self._reply_name)
+            except (queue.Full, ShutDown, ValueError):
+                pass  # the owner is gone or busy: it forgets the ring at its shutdown
+            for obj in (self._submit_ring, self._table):
+                obj.close()
         self._replies.close()
         self._replies.unlink()
 

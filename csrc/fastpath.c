@@ -6,9 +6,18 @@
  * cffi call alone costs ~48 ns here, an uncontended acquire is one CAS), then, if it must
  * wait, the slice loop with the GIL released around each futex wait and
  * PyErr_CheckSignals() between slices (Ctrl-C).  The algorithms stay in lock.c, sem.c and
- * event.c; policy stays in Python: between slices a Lock waiter asks
- * `self._owner_is_dead(tid)`, and a holder that recovered a dead owner's lock is told by
- * `self._tell_owner_died()`; `self._fail(code)` turns a status into its exception.
+ * event.c; policy stays in Python, in functions each object hands over at _bind (the
+ * whole protocol between these types and their Python classes):
+ *
+ *     FastLock._bind(address, pins, recursive, internal, owner_is_dead, tell_owner_died)
+ *         owner_is_dead(lock, tid) -> bool   between slices: may a waiter take it over?
+ *         tell_owner_died(lock)              a holder that recovered a dead owner's lock
+ *     FastSem._bind(address, pins, reclaim_dead_holders)
+ *         reclaim_dead_holders(sem) -> int   robust semaphores: permits given back
+ *     FastEvent._bind(address, pins)
+ *
+ * `pins` is the segment's Pins (below).  A status C does not handle becomes its exception
+ * in rsm_shm._errors.raise_for(code, obj), the package's one place for that.
  *
  * Two things here serve every blocking call of the package, Python ones included: Pins,
  * the protocol that keeps a segment mapped while any call uses it, and deadline(), the one
@@ -192,6 +201,7 @@ typedef struct {
     int recursive;      /* FastLock only: an RLock */
     int internal;       /* a private part of a larger object (Barrier's lock): usable while
                            that object's call still pins the mapping, even after close() */
+    PyObject *policy[2]; /* the functions given at _bind (see the top of this file) */
 } FastObj;
 
 /* The struct, or NULL if this handle may not touch it (closed, or never bound). */
@@ -216,7 +226,7 @@ static inline int release_fast(FastLock *self, rsm_lock *l)
     return self->recursive ? rsm_rlock_release_fast(l, rsm_gettid()) : rsm_lock_release_fast(l, rsm_gettid());
 }
 
-static PyObject *str_fail, *str_owner_is_dead, *str_tell_owner_died, *str_reclaim_dead_holders;
+static PyObject *raise_for; /* rsm_shm._errors.raise_for */
 
 #define REAP_EVERY_SLICES 20
 
@@ -348,15 +358,24 @@ static PyObject *py_deadline(PyObject *Py_UNUSED(module), PyObject *const *args,
     return PyLong_FromLongLong(d);
 }
 
-/* Hand a status to the Python side, which raises the right exception. */
+/* Raise the exception a status means (rsm_shm._errors.raise_for(code, obj)); NULL. */
 static PyObject *fail(PyObject *self, int code)
 {
     PyObject *c = PyLong_FromLong(code);
     if (!c)
         return NULL;
-    PyObject *r = PyObject_CallMethodOneArg(self, str_fail, c);
+    PyObject *argv[2] = {c, self};
+    PyObject *r = PyObject_Vectorcall(raise_for, argv, 2, NULL);
     Py_DECREF(c);
-    return r;
+    Py_XDECREF(r); /* raise_for always raises */
+    return NULL;
+}
+
+/* Call policy function `i` with the object first (and one argument if `arg`). */
+static PyObject *call_policy(FastObj *self, int i, PyObject *arg)
+{
+    PyObject *argv[2] = {(PyObject *)self, arg};
+    return PyObject_Vectorcall(self->policy[i], argv, arg ? 2 : 1, NULL);
 }
 
 /* Closed (or never bound): the ValueError names the object that owns the segment (a
@@ -438,12 +457,14 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
     return status;
 }
 
-/* _bind(address, pins, recursive=False, internal=False): point at the struct inside the
- * mapping that `pins` (the segment's Pins) guards.  Every entry checks the pins first. */
-static PyObject *FastObj_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+/* The common part of each type's _bind(address, pins, ...): point at the struct inside the
+ * mapping that `pins` (the segment's Pins) guards.  Every entry checks the pins first.
+ * `npolicy` functions follow at args[first]. */
+static PyObject *bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+                      Py_ssize_t first, int npolicy)
 {
-    if (nargs < 2 || nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "_bind(address, pins, recursive=False, internal=False)");
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments (%zd given)", usage, want, nargs);
         return NULL;
     }
     unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
@@ -454,18 +475,44 @@ static PyObject *FastObj_bind(FastObj *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     if (!PyObject_TypeCheck(args[1], &PinsType)) {
-        PyErr_SetString(PyExc_TypeError, "_bind: pins must be an rsm_shm._fast.Pins");
+        PyErr_Format(PyExc_TypeError, "%s: pins must be an rsm_shm._fast.Pins", usage);
         return NULL;
     }
-    int recursive = nargs >= 3 ? PyObject_IsTrue(args[2]) : 0;
-    int internal = nargs >= 4 ? PyObject_IsTrue(args[3]) : 0;
+    for (int i = 0; i < npolicy; i++)
+        if (!PyCallable_Check(args[first + i])) {
+            PyErr_Format(PyExc_TypeError, "%s: argument %zd must be callable", usage, first + i + 1);
+            return NULL;
+        }
+    self->obj = (void *)(uintptr_t)addr;
+    Py_XSETREF(self->pins, (Pins *)Py_NewRef(args[1]));
+    for (int i = 0; i < 2; i++)
+        Py_XSETREF(self->policy[i], i < npolicy ? Py_NewRef(args[first + i]) : NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FastLock_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char usage[] = "_bind(address, pins, recursive, internal, owner_is_dead, tell_owner_died)";
+    int recursive = nargs == 6 ? PyObject_IsTrue(args[2]) : 0;
+    int internal = nargs == 6 ? PyObject_IsTrue(args[3]) : 0;
     if (recursive < 0 || internal < 0)
         return NULL;
-    self->obj = (void *)(uintptr_t)addr;
-    self->recursive = recursive;
-    self->internal = internal;
-    Py_XSETREF(self->pins, (Pins *)Py_NewRef(args[1]));
-    Py_RETURN_NONE;
+    PyObject *r = bind(self, args, nargs, 6, usage, 4, 2);
+    if (r) {
+        self->recursive = recursive;
+        self->internal = internal;
+    }
+    return r;
+}
+
+static PyObject *FastSem_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return bind(self, args, nargs, 3, "_bind(address, pins, reclaim_dead_holders)", 2, 1);
+}
+
+static PyObject *FastEvent_bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return bind(self, args, nargs, 2, "_bind(address, pins)", 2, 0);
 }
 
 /* ---- FastLock ------------------------------------------------------------------------- */
@@ -485,7 +532,7 @@ static int lock_policy(FastObj *self, void *obj, rsm_waiter *w)
     PyObject *tid = PyLong_FromUnsignedLong(owner);
     if (!tid)
         return -1;
-    PyObject *dead = PyObject_CallMethodOneArg((PyObject *)self, str_owner_is_dead, tid);
+    PyObject *dead = call_policy(self, 0, tid);
     Py_DECREF(tid);
     if (!dead)
         return -1;
@@ -548,7 +595,7 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tri
     } else if (r == RSM_TIMEOUT) {
         result = Py_NewRef(Py_False);
     } else if (r == RSM_OWNER_DEAD) {
-        PyObject *told = PyObject_CallMethodNoArgs((PyObject *)self, str_tell_owner_died);
+        PyObject *told = call_policy(self, 1, NULL);
         if (!told) {
             /* Telling failed (warning turned into an error): do not keep the lock, and
              * keep its OWNER_DIED mark so the next holder is told instead. */
@@ -701,7 +748,7 @@ static PyObject *sem_result(FastObj *self, int r)
  * Returns how many permits came back, or -1 with an exception set. */
 static long reclaim_dead_holders(FastObj *self)
 {
-    PyObject *n = PyObject_CallMethodNoArgs((PyObject *)self, str_reclaim_dead_holders);
+    PyObject *n = call_policy(self, 0, NULL);
     if (!n)
         return -1;
     long got = PyLong_AsLong(n);
@@ -870,12 +917,16 @@ static PyObject *FastEvent_is_set(FastObj *self, PyObject *Py_UNUSED(ignored))
 static int FastObj_traverse(FastObj *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->pins);
+    Py_VISIT(self->policy[0]);
+    Py_VISIT(self->policy[1]);
     return 0;
 }
 
 static int FastObj_clear_refs(FastObj *self)
 {
     Py_CLEAR(self->pins);
+    Py_CLEAR(self->policy[0]);
+    Py_CLEAR(self->policy[1]);
     return 0;
 }
 
@@ -893,7 +944,7 @@ static PyMethodDef FastLock_methods[] = {
     {"locked", (PyCFunction)FastLock_locked, METH_NOARGS, "locked() -> bool"},
     {"__enter__", (PyCFunction)FastLock_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))FastObj_exit, METH_FASTCALL, NULL},
-    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastLock_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -904,7 +955,7 @@ static PyMethodDef FastSem_methods[] = {
     {"_wait", (PyCFunction)(void (*)(void))FastSem_wait, METH_FASTCALL | METH_KEYWORDS, "_wait(timeout=None) -> bool"},
     {"__enter__", (PyCFunction)FastSem_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))FastObj_exit, METH_FASTCALL, NULL},
-    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastSem_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -913,7 +964,7 @@ static PyMethodDef FastEvent_methods[] = {
     {"set", (PyCFunction)FastEvent_set, METH_NOARGS, "set()"},
     {"clear", (PyCFunction)FastEvent_clear, METH_NOARGS, "clear()"},
     {"is_set", (PyCFunction)FastEvent_is_set, METH_NOARGS, "is_set() -> bool"},
-    {"_bind", (PyCFunction)(void (*)(void))FastObj_bind, METH_FASTCALL, NULL},
+    {"_bind", (PyCFunction)(void (*)(void))FastEvent_bind, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -957,11 +1008,12 @@ PyMODINIT_FUNC PyInit__fast(void)
 {
     if (rsm_core_attach() < 0)
         return NULL;
-    str_fail = PyUnicode_InternFromString("_fail");
-    str_owner_is_dead = PyUnicode_InternFromString("_owner_is_dead");
-    str_tell_owner_died = PyUnicode_InternFromString("_tell_owner_died");
-    str_reclaim_dead_holders = PyUnicode_InternFromString("_reclaim_dead_holders");
-    if (!str_fail || !str_owner_is_dead || !str_tell_owner_died || !str_reclaim_dead_holders)
+    PyObject *errors = PyImport_ImportModule("rsm_shm._errors");
+    if (!errors)
+        return NULL;
+    Py_XSETREF(raise_for, PyObject_GetAttrString(errors, "raise_for"));
+    Py_DECREF(errors);
+    if (!raise_for)
         return NULL;
     if (PyType_Ready(&PinsType) < 0 || PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 ||
         PyType_Ready(&FastEventType) < 0)

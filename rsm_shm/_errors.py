@@ -3,8 +3,8 @@
 Every C entry point returns a status code (``RSM_*`` in ``csrc/rsm_common.h``).  A
 caller handles the codes that are results for it (``RSM_OK``, a ``RSM_TIMEOUT`` that
 means "return False", ``RSM_SLICE``) and passes every other one to :func:`raise_for`,
-which alone decides the exception and its message.  The C fast paths do the same through
-``SharedObject._fail``.
+which alone decides the exception and its message.  The C fast paths (``csrc/fastpath.c``)
+call it too.
 """
 from __future__ import annotations
 

@@ -70,3 +70,13 @@ def test_fork_child_ids_are_fresh_on_both_paths(shm_name):
     finally:
         lock.close()
         lock.unlink()
+
+
+def test_entry_points_call_python_only_through_what_bind_hands_them():
+    # The protocol between the C entry types and their Python classes is their _bind
+    # arguments (csrc/fastpath.c, csrc/fast_ring.c): no method looked up by name.
+    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+    for name in ("fastpath.c", "fast_ring.c"):
+        with open(os.path.join(csrc, name)) as f:
+            text = f.read()
+        assert "PyObject_CallMethod" not in text and "PyObject_VectorcallMethod" not in text, name

@@ -65,7 +65,7 @@ def test_unknown_code_names_object_and_code(objs):
 def test_fast_path_failures_go_through_raise_for(objs):
     lock = objs(rsm_shm.Lock)
     with pytest.raises(RuntimeError, match="release unlocked lock"):
-        lock.release()  # a C fast path: the status reaches raise_for through _fail
+        lock.release()  # a C fast path: the status reaches raise_for from C
     sem = objs(rsm_shm.BoundedSemaphore, value=1)
     with pytest.raises(ValueError, match="released too many times"):
         sem.release()

@@ -24,7 +24,6 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import _proc
 from .._describe import plain, waitq_record
-from .._errors import raise_for
 from .._fast import (DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT,
                      deadline)
 from .._native import ffi, lib
@@ -202,10 +201,6 @@ class SharedObject:
 
     def __reduce__(self):
         return (_attach, (type(self), self.name))
-
-    def _fail(self, code: int):
-        """Called by the C fast paths (csrc/fastpath.c) with a status they do not handle."""
-        raise_for(code, self)
 
     @pinned
     def describe(self) -> dict:

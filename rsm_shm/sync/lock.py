@@ -168,10 +168,17 @@ class _LockCommon(FastLock, SharedObject):
         self._seg = seg
         self._pins = seg.pins
         self._ptr = ptr
-        self._bind(int(ffi.cast("uintptr_t", ptr)), seg.pins, cls._kind == Kind.RLOCK, internal)
+        self._bind_entries(cls._kind == Kind.RLOCK, internal)
         return self
 
-    # -- policy, called by the C entry points (csrc/fastpath.c) ---------------------------
+    def _bind_entries(self, recursive: bool, internal: bool = False) -> None:
+        """Point the C entry points (FastLock, csrc/fastpath.c) at the lock and hand them
+        this class's owner-death policy (the two methods below)."""
+        cls = type(self)
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, recursive, internal, cls._owner_is_dead,
+                   cls._tell_owner_died)
+
+    # -- policy, handed to the C entry points by _bind_entries ----------------------------
 
     def _owner_is_dead(self, tid: int) -> bool:
         """Between slices of a blocked acquire: may the waiter take the lock over?
@@ -232,7 +239,7 @@ class Lock(_LockCommon):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
+        self._bind_entries(False)
 
     def _release_save(self) -> int:
         self.release()
@@ -263,7 +270,7 @@ class RLock(_LockCommon):
     def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
                  policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, True)
+        self._bind_entries(True)
 
     def _release_save(self) -> int:
         """Condition support: release every level; returns the depth to restore."""

@@ -81,7 +81,8 @@ class _SemaphoreBase(FastSem, SharedObject):
             self._seg.close()
             raise SegmentError(f"segment {self.name!r} is corrupt: semaphore flags or holder slots "
                                f"disagree with its header")
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
+        # the C entry points (FastSem, csrc/fastpath.c) and their policy for robust ones
+        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, type(self)._reclaim_dead_holders)
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
             self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
@@ -98,7 +99,7 @@ class _SemaphoreBase(FastSem, SharedObject):
 
     @pinned
     def _reclaim_dead_holders(self) -> int:
-        """Robust semaphores (called by the C entry points between slices): give back the
+        """Robust semaphores (the C entry points call it between slices): give back the
         permits of holders whose process died; returns how many came back."""
         p = self._ptr
         return _shares.reclaim_dead(lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p),

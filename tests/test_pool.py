@@ -310,3 +310,17 @@ def test_a_pool_that_cannot_be_built_leaves_nothing(shm_name):
     with pytest.raises(ValueError, match="capacity must be a power of two"):
         ProcessPool(1, name, ring_capacity=1000)
     assert _leftovers(name) == []
+
+
+def test_shutdown_from_a_done_callback_does_not_deadlock(shm_name, blocker):
+    ev, started = blocker
+    pool = ProcessPool(1, shm_name("pool"))
+    f = pool.submit(jobs.wait_event, ev.name, 4, started.name)
+    assert started.acquire(timeout=60)
+    called = []
+    f.add_done_callback(lambda _: (pool.shutdown(wait=True), called.append(1)))  # runs on the collector
+    ev.set()
+    assert f.result(timeout=60) == 4
+    pool.shutdown(wait=True)  # returns once the collector finished the shutdown
+    assert called == [1]
+    assert _leftovers(pool.name) == []

@@ -617,7 +617,9 @@ class ProcessPool(ServesClients, MapMixin, Executor):
                 if not self._unmapped:
                     self._table.ptr.state = lib.RSM_POOL_SHUTTING_DOWN
         self._wake_collector()
-        if wait:
+        if wait and threading.current_thread() is not getattr(self, "_collector", None):
+            # (From a future's callback, which runs on the collector, waiting would deadlock:
+            # the collector finishes the shutdown itself once that callback returns.)
             try:
                 self._torn_down.wait()
             except BaseException:

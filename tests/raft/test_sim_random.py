@@ -48,7 +48,7 @@ def _run_many(profile: str, seeds: range, steps: int, nodes: int) -> int:
             )
         total += r.committed
     if known:
-        warnings.warn(f"{profile}: {len(known)} seeds hit known core issues: {known}")
+        warnings.warn(f"{profile}: {len(known)} seeds hit known core issues: {known}", stacklevel=2)
     return total
 
 

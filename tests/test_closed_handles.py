@@ -4,8 +4,15 @@ Generated over every exported class that owns a segment (``tests/_closing.py`` f
 through the packages' ``__all__``): every public member of a closed handle, and close()
 while another thread of the process is blocked in each blocking method.  Each case runs in
 a child process, so a use of unmapped memory shows as a negative return code (SIGSEGV)
-instead of taking the test run down.  ``RSM_SHM_SANITIZE=address`` reruns the children
-under ASan (see tests/test_c_stress.py's sanitizer build and docs/blocking.md).
+instead of taking the test run down.
+
+Under AddressSanitizer + UBSan (the C entry points, the pins, the cffi core): build a copy
+of the tree with ``CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g"
+LDFLAGS="-fsanitize=address,undefined" python setup.py build_ext --inplace``, then run
+this file from that copy with ``PYTHONPATH=<copy> PYTHONMALLOC=malloc
+LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+ASAN_OPTIONS=detect_leaks=0:halt_on_error=1``; the children inherit the environment, and
+an ASan report makes a child exit non-zero, which fails its case.
 """
 from __future__ import annotations
 

@@ -258,9 +258,46 @@ def close_while_blocked(cls_name: str, prefix: str, member: str) -> None:
     obj.unlink()
 
 
+def race(cls_name: str, prefix: str, rounds: int = 8) -> None:
+    """close() while other threads call every public member in a loop: whatever each call
+    sees (a result, ValueError, a timeout), the process must not die of a signal."""
+    cls = handle_classes()[cls_name]
+    members = [m for m in public_members(cls) if m not in ("__enter__", "__exit__")]
+    for i in range(rounds):
+        obj = cls(f"{prefix}.{i}", create=True, **MAKE_KW.get(cls_name, {}))
+        stop = threading.Event()
+        started = threading.Barrier(4)
+
+        def hammer(offset):
+            started.wait(10)
+            k = offset
+            while not stop.is_set():
+                member = members[k % len(members)]
+                k += 1
+                try:
+                    call_member(obj, member)
+                except BaseException:  # noqa: BLE001 -- only a signal would be a failure
+                    pass
+
+        threads = [threading.Thread(target=hammer, args=(j,), daemon=True) for j in range(3)]
+        for t in threads:
+            t.start()
+        started.wait(10)
+        time.sleep(0.002 * (i % 5))  # close at different points of the members' calls
+        obj.close()
+        time.sleep(0.01)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        emit(event="round", alive=sum(t.is_alive() for t in threads))
+        obj.unlink()
+
+
 def main() -> None:
     mode, cls_name, prefix = sys.argv[1:4]
-    if mode == "after_close":
+    if mode == "race":
+        race(cls_name, prefix)
+    elif mode == "after_close":
         after_close(cls_name, prefix)
     elif mode == "blocked":
         close_while_blocked(cls_name, prefix, sys.argv[4])

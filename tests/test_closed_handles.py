@@ -86,3 +86,11 @@ def test_close_while_another_thread_blocks_raises_value_error_there(cls_name, me
     assert not r["alive"], f"{cls_name}.{member} still blocked 10 s after close()"
     assert r["outcome"] == "ValueError", r
     assert r["latency"] < 2.0, r  # a slice is ~50 ms
+
+
+@pytest.mark.parametrize("cls_name", sorted(CLASSES))
+def test_close_racing_with_every_member_never_crashes(cls_name, shm_name):
+    # A call that checked "open" and then touched memory after another thread's close()
+    # unmapped it would die of SIGSEGV here (each member holds a pin instead).
+    rounds = [r for r in run_child("race", cls_name, shm_name(cls_name)) if r["event"] == "round"]
+    assert len(rounds) == 8 and not any(r["alive"] for r in rounds)

@@ -62,10 +62,25 @@ class OwnerDiedWarning(RuntimeWarning):
     """
 
 
+_late: Any = None  # (lib, Kind) once imported; see _late_imports()
+
+
+def _late_imports() -> Any:
+    """The C layer's constants and the segment kinds, imported on first use only: the
+    segment module imports this one, and ``import rsm_shm.raft`` must not load the C layer.
+    Cached, because a polling consumer meets queue.Empty here on every miss."""
+    global _late
+    if _late is None:
+        from ._native import lib
+        from .segment import Kind
+
+        _late = (lib, Kind)
+    return _late
+
+
 def _label(obj: Any) -> str:
     """``Lock 'jobs'``: how messages name the object."""
-    from .segment import Kind  # late: segment imports this module
-
+    Kind = _late_imports()[1]
     kind = getattr(obj, "_kind", None)
     cls = "Queue" if kind == Kind.QUEUE else type(obj).__name__  # a Queue's ring is its Queue
     return f"{cls} {getattr(obj, 'name', '?')!r}"
@@ -79,9 +94,12 @@ def raise_for(code: int, obj: Any, op: str = "", detail: str = "") -> NoReturn:
     to the message.  Codes with no meaning for the call (a corrupt segment, a bug) raise
     RuntimeError naming the object and the code.
     """
-    from ._native import lib  # late: ``import rsm_shm.raft`` must not load the C layer
-    from .segment import Kind
-
+    lib, Kind = _late_imports()
+    if (code == lib.RSM_TIMEOUT or code == lib.RSM_WOULDBLOCK) and (op == "get" or op == "put"):
+        # The common case first, with nothing to format: a ring's non-blocking miss.
+        if op == "get":
+            raise queue.Empty(detail) if detail else queue.Empty()
+        raise queue.Full(detail) if detail else queue.Full()
     kind = getattr(obj, "_kind", None)
     ring = kind in (Kind.RING, Kind.QUEUE)
     what = _label(obj)
@@ -93,12 +111,7 @@ def raise_for(code: int, obj: Any, op: str = "", detail: str = "") -> NoReturn:
         else:  # the C fast paths of an unmapped handle
             exc = ValueError(f"{what} is closed{tail}")
     elif code == lib.RSM_TIMEOUT or code == lib.RSM_WOULDBLOCK:
-        if op == "put":
-            exc = queue.Full(detail) if detail else queue.Full()
-        elif op == "get":
-            exc = queue.Empty(detail) if detail else queue.Empty()
-        else:
-            exc = TimeoutError(f"{what}: {op or 'the call'} timed out{tail}")
+        exc = TimeoutError(f"{what}: {op or 'the call'} timed out{tail}")
     elif code == lib.RSM_NOT_OWNER:
         # A lock's plain release keeps threading's own wording ("release unlocked lock").
         own = None if op else getattr(obj, "_not_owner_message", None)

@@ -299,8 +299,10 @@ def main() -> None:
         race(cls_name, prefix)
     elif mode == "after_close":
         after_close(cls_name, prefix)
-    elif mode == "blocked":
-        close_while_blocked(cls_name, prefix, sys.argv[4])
+    elif mode == "blocked":  # every blocking member of the class, one after the other
+        for i, member in enumerate(sorted(BLOCKING[cls_name])):
+            emit(event="start", member=member)
+            close_while_blocked(cls_name, f"{prefix}.{i}", member)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -49,8 +49,8 @@ class MapMixin:
         """``fn`` over the iterables' items, results in order (as ``Executor.map``).
 
         ``chunksize`` items travel (and fail) together as one job.  The iterables are read
-        lazily: at most ``buffersize`` chunks (default ``max(4 * max_workers, 4096 //
-        chunksize)``) are submitted ahead of the result being waited for.  ``timeout``
+        lazily: at most ``buffersize`` chunks (default ``max(4 * max_workers, min(1024,
+        65536 // chunksize))``) are submitted ahead of the result being waited for.  ``timeout``
         counts from this call, as in ``Executor.map``; when it expires, iterating raises
         ``TimeoutError``.  If a job raises, iterating re-raises it at that point and the jobs
         still queued are cancelled.
@@ -59,7 +59,9 @@ class MapMixin:
             raise ValueError("chunksize must be >= 1.")
         if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
             raise ValueError("buffersize must be None or > 0.")
-        window = buffersize or max(4 * self._max_workers, 4096 // chunksize)
+        # Enough chunks ahead that the workers never wait for the consumer (up to 65536
+        # items, at most 1024 futures), still a bounded read of the input.
+        window = buffersize or max(4 * self._max_workers, min(1024, 65536 // chunksize))
         end = None if timeout is None else time.monotonic() + timeout
         args = zip(*iterables)
         islice = itertools.islice

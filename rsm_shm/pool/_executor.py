@@ -126,8 +126,9 @@ class ProcessPool(ServesClients, MapMixin, Executor):
       processes that trust each other.  One serialized job or outcome must fit in a ring
       (``ring_capacity`` - 32 bytes); a larger job fails its future with ValueError, a
       larger outcome comes back as a ValueError.
-    * A future is cancellable until its job is handed to a worker.  Workers hold only a
-      few milliseconds of work each, so most queued jobs stay cancellable.
+    * A future is cancellable until its job is handed to a worker.  A worker is handed
+      more than the job it runs only once jobs are known to be short (about 2 ms of work
+      queued per worker), so most queued jobs stay cancellable.
     * ``initializer`` raising breaks the pool (``BrokenProcessPool``), as in
       ``ProcessPoolExecutor``; so do workers that keep dying before they finish starting.
     * ``name`` makes the pool's shared memory named (``rsm-shm inspect NAME`` shows it from
@@ -182,6 +183,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         # Moving average of a job's run time; it starts optimistic (tiny jobs, big
         # batches): a long job is noticed after STUCK_NS and the jobs behind it taken back.
         self._run_us = 0.0
+        self._measured = False  # an outcome came back: _run_us means something
         self._credit = MAX_CREDIT
         self._restart: list[int] = []   # slots whose worker ended, to start again after the pump
         self._startup_failures = 0
@@ -351,10 +353,15 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         load = self._credit
         stuck_before = 0
         table = self._table
+        # Until one job came back, how long jobs take is unknown: one job per worker, the
+        # rest stay queued here (cancellable) rather than behind a job that may run long.
+        queue_behind = self._measured
         for w in self._workers:
             if w is not None and not w.reported and w.quota != 0 and len(w.assigned) < load:
-                slot = table.slot(w.slot)
                 n = len(w.assigned)
+                if n and not queue_behind:
+                    continue
+                slot = table.slot(w.slot)
                 state = slot.state
                 if n and state == lib.RSM_WORKER_BUSY:  # not behind a long job
                     if not stuck_before:
@@ -371,7 +378,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             if not job.future.set_running_or_notify_cancel():
                 del self._jobs[job.id]
                 self._counts["cancelled"] += 1
-                self._table.ptr.cancelled += 1
+                self._tptr.cancelled += 1
                 return True
             job.started = True
         try:
@@ -493,6 +500,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             if job is None:
                 return  # failed already (the pool broke)
             self._run_us += (run_us - self._run_us) * 0.25
+            self._measured = True
             self._credit = max(MIN_CREDIT, min(MAX_CREDIT, int(TARGET_QUEUED_US / max(self._run_us, 1.0))))
             self._counts["completed"] += 1
             outcomes.append((job, status, memoryview(record)))

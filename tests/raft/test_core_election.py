@@ -266,3 +266,37 @@ def test_rejecting_a_higher_term_vote_keeps_the_election_timer(check_quorum):
     fresh = Message(MessageType.VOTE, to=1, frm=2, term=6, log_term=1, index=2)  # as up to date
     node.step(fresh)
     assert r.vote == 2 and r.election_elapsed == 0  # granting a vote does restart it
+
+
+class _Draws(random.Random):
+    """Always draws ``offset`` for a randomized election timeout: one legal schedule of
+    the random timeouts, picked by the test."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(0)
+        self.offset = offset
+
+    def randrange(self, *args, **kwargs) -> int:  # type: ignore[override]
+        return self.offset
+
+
+def test_a_stale_candidate_cannot_keep_the_up_to_date_node_from_campaigning():
+    # Node 2 alone has the committed entry; node 3 is behind and node 1 is down, so only
+    # node 2 can win.  Node 3 draws the shortest timeout (10 ticks), node 2 the longest
+    # (19).  Had each rejected vote request restarted node 2's timer, node 3 would
+    # campaign every 10 ticks and node 2 would never reach 19: no leader, ever.
+    net = Net(3, config=cfg(pre_vote=False, check_quorum=False))
+    net.elect(1)
+    net.isolate(3)
+    net.nodes[1].propose(b"x")
+    net.stabilize()
+    assert net.status(2).commit == 2 and net.status(3).commit == 1
+    net.crash(1)
+    net.heal()
+    for i, offset in ((2, 9), (3, 0)):
+        r = net.nodes[i].raft
+        r.rng = _Draws(offset)
+        r.reset_randomized_election_timeout()
+    net.tick(200, who=[2, 3])
+    assert net.leaders() == [2], [net.nodes[i].leadership() for i in (2, 3)]
+    assert net.status(3).leader == 2 and net.status(3).commit == 3  # the new leader's no-op

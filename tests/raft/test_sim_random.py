@@ -67,3 +67,20 @@ def test_random_seeds_ci(profile):
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_random_seeds_slow(profile, nodes):
     _run_many(profile, range(10_000, 10_000 + SLOW_SEEDS), SLOW_STEPS, nodes)
+
+
+def test_the_no_prevote_profile_runs_without_pre_vote_on_skewed_clocks():
+    from rsm_shm.raft.sim.fuzz import _new_sim
+    from rsm_shm.raft.sim.world import SkewedTimeouts
+
+    for seed in range(8):  # whatever the seed draws, the profile forces both
+        sim = _new_sim(seed, 3, None, False, PROFILES["no_prevote"])
+        assert sim.options.pre_vote is False and sim.options.skewed_timeouts is True
+        fast, slow = (sim.nodes[i].raw.raft for i in (1, 2))
+        assert isinstance(fast.rng, SkewedTimeouts)
+        et = sim.options.election_tick
+        for _ in range(20):
+            fast.reset_randomized_election_timeout()
+            slow.reset_randomized_election_timeout()
+            # odd ids draw from the lower half of [et, 2 et), even ids from the upper half
+            assert et <= fast.randomized_election_timeout < slow.randomized_election_timeout < 2 * et

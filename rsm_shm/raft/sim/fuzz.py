@@ -62,6 +62,8 @@ class FaultProfile:
     lease_reads: bool = False
     # Pre-vote forced on or off (None: drawn from the seed, on in 3 runs of 4).
     pre_vote: Optional[bool] = None
+    # Odd node ids draw short election timeouts, even ids long ones (fast and slow clocks).
+    skewed_timeouts: bool = False
 
 
 PROFILES: Dict[str, FaultProfile] = {
@@ -77,10 +79,11 @@ PROFILES: Dict[str, FaultProfile] = {
     "membership": FaultProfile(conf=2.0, transfer=0.8, crash=0.3, partition=0.2),
     # lease-based reads under synchronised clocks, with crashes, partitions, transfers
     "lease": FaultProfile(sync_ticks=True, lease_reads=True, campaign=0, read=6.0, crash=1.0, partition=1.0),
-    # everything at once without pre-vote: a node that rejects a higher-term vote request
-    # must not restart its election timer, or stale candidates can keep the only
-    # up-to-date node from ever campaigning (found here; see protocol.Raft.step)
-    "no_prevote": FaultProfile(pre_vote=False),
+    # everything at once without pre-vote, on fast and slow clocks: a node that rejects a
+    # higher-term vote request must not restart its election timer, or a stale candidate
+    # on a fast clock keeps the only up-to-date node from ever campaigning (see
+    # protocol.Raft.step)
+    "no_prevote": FaultProfile(pre_vote=False, skewed_timeouts=True),
 }
 
 
@@ -242,6 +245,8 @@ def _new_sim(
     opts = options or options_for_seed(seed)
     if profile is not None and profile.pre_vote is not None:
         opts = dataclasses.replace(opts, pre_vote=profile.pre_vote)
+    if profile is not None and profile.skewed_timeouts:
+        opts = dataclasses.replace(opts, skewed_timeouts=True)
     if profile is not None and profile.lease_reads:
         opts = dataclasses.replace(opts, lease_reads=True, check_quorum=True)
     # lease reads are checked only where their clock assumption holds

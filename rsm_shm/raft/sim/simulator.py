@@ -58,7 +58,7 @@ from ..driver import handle_ready
 from .check import SafetyChecker, SafetyViolation
 from .formatting import format_conf_change, format_conf_state, format_entry, format_message
 from .formatting import short as _short
-from .world import InFlight, Network, StateMachine
+from .world import InFlight, Network, SkewedTimeouts, StateMachine
 from ..storage import CompactedError, MemoryStorage, UnavailableError
 from ..types import (
     LOCAL_MESSAGES,
@@ -128,6 +128,7 @@ class SimOptions:
     max_uncommitted_size: int = 0
     snapshot_chunk_size: int = 64 * 1024
     snapshot_padding: int = 0  # extra bytes in each app snapshot (to force chunking)
+    skewed_timeouts: bool = False  # odd ids time out early, even ids late (world.SkewedTimeouts)
 
     def config(self, applied: int):
         core = _core()
@@ -360,7 +361,8 @@ class Simulator:
         node.incarnation += 1
         node.pending_reads = []
         node.last_role = None
-        rng = random.Random(f"{self.seed}:{node.id}:{node.incarnation}")
+        key = f"{self.seed}:{node.id}:{node.incarnation}"
+        rng = SkewedTimeouts(key, node.id) if self.options.skewed_timeouts else random.Random(key)
         node.raw = core.RawNode(
             node.id, node.boot_voters, node.storage, self.options.config(snap.meta.index), rng
         )

@@ -4,13 +4,14 @@ network (see :mod:`rsm_shm.raft.sim`)."""
 from __future__ import annotations
 
 import hashlib
+import random
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..types import Entry
 
-__all__ = ["StateMachine", "InFlight", "Network"]
+__all__ = ["StateMachine", "InFlight", "Network", "SkewedTimeouts"]
 
 _DIGEST_SIZE = 32
 _SM_MAGIC = b"SM1"
@@ -140,3 +141,23 @@ class Network:
 
     def heal(self) -> None:
         self.cut.clear()
+
+
+class SkewedTimeouts(random.Random):
+    """The random source of a node whose clock runs fast or slow: odd node ids draw their
+    randomized election timeouts from the lower half of the range, even ids from the
+    upper half.  Every draw is still a legal timeout, and each half keeps at least two
+    values, so split votes among the nodes of one half still resolve (§5.2).  What the
+    skew adds is schedules in which the same nodes keep timing out first, as nodes on
+    faster clocks would -- the schedules that expose a timer restarted when it should not
+    be."""
+
+    def __init__(self, seed: str, node_id: int) -> None:
+        super().__init__(seed)
+        self.node_id = node_id
+
+    def randrange(self, start, stop=None, step=1):  # type: ignore[override]
+        if stop is not None or step != 1 or start < 4:
+            return super().randrange(start, stop, step)
+        half = start // 2
+        return (0 if self.node_id % 2 else start - half) + super().randrange(half)

@@ -632,7 +632,7 @@ class Queue:
                  serializer: Any = pickle, producers: Optional[int] = None, consumers: Optional[int] = None,
                  create: Optional[bool] = None, mode: int = 0o600) -> None:
         if maxsize:
-            raise ValueError("rsm_shm.Queue is bounded by capacity (bytes), not maxsize: pass maxsize=0")
+            raise ValueError(f"rsm_shm.Queue is bounded by capacity (bytes), not maxsize: pass maxsize=0, not {maxsize!r}")
         if not (callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))):
             raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
         self._serializer = serializer

@@ -230,6 +230,8 @@ def test_messages_name_what_the_user_passed(shm_name):
     with pytest.raises(ValueError, match=r"Barrier parties .* not 1000000") as e:
         rsm_shm.Barrier(shm_name(), parties=10 ** 6)
     assert "max_waiters" not in str(e.value)
+    with pytest.raises(ValueError, match=r"Countdown count .* not 2\.5"):
+        rsm_shm.Countdown(shm_name(), count=2.5)
     with pytest.raises(ValueError, match=r"non-negative number or -1, not -0\.5"):
         rsm_shm.Lock(shm_name()).acquire(timeout=-0.5)
 

@@ -172,7 +172,7 @@ class Countdown(_EventBase):
                  create: Optional[bool] = None, mode: int = 0o600,
                  max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
         if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
-            raise ValueError(f"count must be between 0 and {lib.RSM_COUNT_MASK}")
+            raise ValueError(f"Countdown count must be an int between 0 and {lib.RSM_COUNT_MASK}, not {count!r}")
         word = count if count else lib.RSM_COUNTDOWN_DONE
         self._open_event(name, create, mode, word, 0, max_waiters, (count,))
         self._action = action
@@ -192,7 +192,7 @@ class Countdown(_EventBase):
     def count_down(self, n: int = 1) -> bool:
         """Subtract ``n``; returns True if this call reached zero (and ran the action)."""
         if not isinstance(n, int) or n < 1:
-            raise ValueError("n must be one or more")
+            raise ValueError(f"Countdown {self.name!r}: count_down(n) needs an int n >= 1, not {n!r}")
         reached = ffi.new("int *")
         if lib.rsm_countdown_down(self._ptr, n, reached) == lib.RSM_OVERFLOW:
             raise ValueError(f"Countdown {self.name!r}: count_down({n}) exceeds the remaining count {self.count}")
@@ -208,7 +208,7 @@ class Countdown(_EventBase):
     @pinned
     def reset(self, count: int) -> None:
         if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
-            raise ValueError(f"count must be between 0 and {lib.RSM_COUNT_MASK}")
+            raise ValueError(f"Countdown count must be an int between 0 and {lib.RSM_COUNT_MASK}, not {count!r}")
         lib.rsm_countdown_reset(self._ptr, count)
 
     def _finisher_died(self, w) -> Optional[int]:

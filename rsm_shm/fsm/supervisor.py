@@ -139,9 +139,19 @@ class Supervisor:
                         self._give_up(w, f"the supervisor failed to restart it: {type(e).__name__}: {e}")
 
     def _check(self, w: _Watch) -> None:
+        # Pin the watched handle's status block: the user may close() that handle at any
+        # moment, and the mapping must outlive this check (see segment.Segment.close).
+        try:
+            w.automaton._status.seg.begin_use()
+        except ValueError:
+            return  # closed: nothing to watch through this handle
+        try:
+            self._check_pinned(w)
+        finally:
+            w.automaton._status.seg.end_use()
+
+    def _check_pinned(self, w: _Watch) -> None:
         a = w.automaton
-        if a.closed:
-            return
         st = a._status
         word = st.word()
         if word & MODE_MASK != _DEAD:

@@ -53,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from typing import Callable
 
 _CTX = multiprocessing.get_context("spawn")
@@ -618,6 +619,8 @@ def main(argv=None) -> int:
                     help="seconds a restarted follower gets to catch up (--long)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
+    # fsync=False is measured on purpose; the table says which figures are not durable.
+    warnings.filterwarnings("ignore", message=".*runs with fsync=False.*")
     # --quick shrinks every count not given explicitly.
     defaults = ((1, 3), (1, 5), (5000, 100_000), (2000, 20_000), (200, 2000))
     for name, (quick, full) in zip(("repeat", "failovers", "ops", "inflight", "seq"), defaults):

@@ -15,7 +15,10 @@ import rsm_shm
 
 from . import _workers
 
-SPAWN = mp.get_context("spawn")
+# forkserver: children start from a server that has rsm_shm imported (fast, and no fork()
+# from this multi-threaded test process).
+SPAWN = mp.get_context("forkserver")
+SPAWN.set_forkserver_preload(["rsm_shm", "tests._workers"])
 _started: list = []
 
 

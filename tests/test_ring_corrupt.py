@@ -2,7 +2,7 @@
 
 The tests damage a ring's shared memory the way a stray write would -- a record length,
 the tail -- through a second handle's raw mapping, then read it through the public API.
-Every read path bounds-checks positions and lengths against the capacity (csrc/ring.c,
+Every read path bounds-checks positions and lengths against the capacity (csrc/ring_get.c,
 record_in_bounds / tail_in_bounds; Ring._positions).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""csrc/ring.c alone under AddressSanitizer + UBSan and ThreadSanitizer.
+"""The ring's C code alone (csrc/ring*.c) under AddressSanitizer + UBSan and ThreadSanitizer.
 
 A small C harness (below) runs P producer and C consumer threads over one ring for every
 mode (MPMC, SPSC, MPSC, SPMC) with random sizes, put_many/get_many mixed in, and checks
@@ -7,6 +7,7 @@ close() and end of stream.
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -165,7 +166,7 @@ int main(void)
 """
 
 
-# Consumers read record headers optimistically and validate the read afterwards (ring.c:
+# Consumers read record headers optimistically and validate the read afterwards (ring_get.c:
 # take() re-checks `read`; advance_head() and the claims walk validate by CAS), so a header
 # slot may be read while a producer rewrites it after the slot was freed; the value read is
 # then discarded.  TSan reports those reads against the producer's memcpy; they are
@@ -173,7 +174,7 @@ int main(void)
 # or lost messages, which the harness checks.
 TSAN_SUPPRESSIONS = """
 race:take
-race:advance_head
+race:ring_advance_head
 race:rsm_ring_claims
 """
 
@@ -185,7 +186,7 @@ def test_ring_c_under_sanitizer(tmp_path, sanitizer):
     src = tmp_path / "ring_harness.c"
     src.write_text(HARNESS)
     exe = tmp_path / "ring_harness"
-    sources = [os.path.join(CSRC, f) for f in ("ring.c", "waitq.c", "rsm_common.c")]
+    sources = sorted(glob.glob(os.path.join(CSRC, "ring*.c"))) + [os.path.join(CSRC, f) for f in ("waitq.c", "rsm_common.c")]
     iters = "20000" if sanitizer == "thread" else "40000"
     build = subprocess.run(
         ["gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", f"-fsanitize={sanitizer}",

@@ -78,10 +78,14 @@ static int record_in_bounds(rsm_ring *r, uint64_t pos, uint64_t next, uint64_t t
     return 1;
 }
 
+/* The tail is at most one capacity ahead of head.  head is read after the tail and only
+ * grows, so this holds for a correct ring while others move both.  Not checked from below:
+ * consumers may carry head past the tail read a moment ago (the caller checks the tail
+ * against `read`, read before it, instead). */
 static int tail_in_bounds(rsm_ring *r, uint64_t tail)
 {
-    uint64_t h = atomic_load(&r->head); /* after the tail: tail <= head + capacity holds */
-    return tail >= h && tail - h <= r->capacity;
+    uint64_t h = atomic_load(&r->head);
+    return tail <= h + r->capacity;
 }
 
 /* Take one message.  Returns its length, or minus a status (see rsm_ring_get1); when the

@@ -99,6 +99,9 @@ enum { RSM_SUSPECT_NONE = 0, RSM_SUSPECT_PLOCK = 1, RSM_SUSPECT_RESERVED = 2, RS
 #define RSM_RING_POLL_NS 3000
 /* ... or, on the producer's CPU, yields it this many times (lets a runnable producer in). */
 #define RSM_RING_POLL_YIELDS 4
+/* A put finding the reservation lock busy waits at least this long for it, whatever its
+ * timeout (the holder is inside a few instructions, or preempted there, or dead). */
+#define RSM_RING_PLOCK_GRACE_NS (10LL * 1000 * 1000)
 
 typedef struct rsm_rec {
     _Atomic uint64_t state;  /* tag << 25 | pid << 3 | phase */

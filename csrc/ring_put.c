@@ -158,17 +158,32 @@ static int put_loop(rsm_ring *r, rsm_waiter *w, const char *data, const uint32_t
         }
         if (s == RSM_RETRY) {
             /* The reservation lock is held for a few instructions; its holder may have been
-             * preempted or killed.  Spin, yield, and after a slice let Python judge it. */
+             * preempted or killed.  Spin, yield, and after a slice let Python judge it.
+             * A busy lock is not a full ring: even a try (put_nowait) or a short timeout
+             * waits for it up to RSM_RING_PLOCK_GRACE_NS (as queue.Queue.put(block=False)
+             * waits for its mutex); raising Full at once made producers on a loaded
+             * machine drop messages whenever another producer was preempted in here. */
             if (++spins < PLOCK_SPINS) {
                 rsm_cpu_relax();
                 continue;
             }
             sched_yield();
             int64_t now = rsm_now_ns();
-            if (spin_end < 0)
+            if (spin_end < 0) {
                 spin_end = rsm_slice_end(deadline_ns);
+                if (spin_end < now + RSM_RING_PLOCK_GRACE_NS)
+                    spin_end = now + RSM_RING_PLOCK_GRACE_NS;
+            }
             if (now >= spin_end) {
                 if (deadline_ns >= 0 && now >= deadline_ns) {
+                    /* No slice is left for Python to judge the holder: a dead one is
+                     * released here, so that puts that never block still get through. */
+                    if (holder && !rsm_pid_alive((int32_t)holder) &&
+                        rsm_ring_repair(r, RSM_SUSPECT_PLOCK, 0, (int32_t)holder) == RSM_OK) {
+                        spin_end = -1;
+                        spins = 0;
+                        continue;
+                    }
                     ring_leave(r, w, RSM_RING_ROLE_PRODUCER);
                     return RSM_TIMEOUT;
                 }

@@ -61,6 +61,24 @@ static uint32_t charge(rsm_sem *s, uint32_t n)
     return got;
 }
 
+uint32_t rsm_sem_reap_handed(rsm_sem *s)
+{
+    uint32_t n = rsm_wq_nslots(&s->wq), got = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        rsm_wslot *slot = &s->wq.slots[i];
+        uint32_t st = atomic_load(&slot->state);
+        if (rsm_slot_phase(st) != RSM_SLOT_WOKEN || rsm_slot_kind(st) != RSM_WQ_KIND_KEEPS_TOKEN ||
+            rsm_slot_token(st) != RSM_TOKEN_PERMIT || rsm_pid_alive(atomic_load(&slot->pid)))
+            continue;
+        uint32_t freed = (st & 0xFFFF0000u) | RSM_SLOT_FREE; /* same generation, phase FREE */
+        if (atomic_compare_exchange_strong(&slot->state, &st, freed)) {
+            release_raw(s, 1, 1);
+            got++;
+        }
+    }
+    return got;
+}
+
 uint32_t rsm_sem_reclaim_holder(rsm_sem *s, uint32_t i, uint64_t seen)
 {
     uint32_t n = rsm_share_reclaim(rsm_sem_holders(s), rsm_sem_nholders(s), i, seen);
@@ -136,7 +154,7 @@ static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
             return RSM_TIMEOUT;
         }
         if (w->slot == RSM_WAITER_NONE) {
-            rsm_wq_enqueue(&s->wq, w, 0);
+            rsm_wq_enqueue(&s->wq, w, (s->flags & RSM_SEM_ROBUST) ? RSM_WQ_KIND_KEEPS_TOKEN : 0);
             continue;
         }
         int r = rsm_wq_wait(&s->wq, w, deadline_ns);

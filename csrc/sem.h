@@ -48,6 +48,9 @@ uint32_t rsm_sem_nholders(const rsm_sem *s);
 /* Holder slot i held `seen` and its process was judged dead: give its permits back.
  * Returns how many (0 if the slot changed meanwhile). */
 uint32_t rsm_sem_reclaim_holder(rsm_sem *s, uint32_t i, uint64_t seen);
+/* Robust: give back the permits a FIFO release handed to waiters that died before taking
+ * them (their slots are WOKEN with a PERMIT token, left alone by rsm_wq_reap). */
+uint32_t rsm_sem_reap_handed(rsm_sem *s);
 void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uint32_t flags, uint32_t nslots);
 int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns);
 /* RSM_OVERFLOW if a bounded semaphore would exceed max; RSM_DISABLED after disable(). */

@@ -202,3 +202,10 @@ def semaphore_churn(sem_name: str, progress, slot: int) -> None:
             pass
         i += 1
         progress[slot] = i
+
+
+def semaphore_wait_one(sem_name: str) -> None:
+    """Block on a semaphore (the test stops, hands a permit to, and kills this process)."""
+    rsm_shm.Semaphore(sem_name, create=False).acquire(timeout=120)
+    while True:
+        time.sleep(1)

@@ -376,3 +376,18 @@ def test_robust_semaphore_churners_killed_at_random_points(objs):
     assert got >= 3 - kills
     print(f"{kills} holders killed, {3 - got} permits leaked")
     assert sem.statistics().holders == ((os.getpid(), got),) if got else sem.statistics().holders == ()
+
+
+def test_robust_fifo_permit_handed_to_a_dying_waiter_comes_back(objs):
+    """A FIFO release hands the permit straight to the oldest waiter's slot; if that waiter
+    dies before it runs (here: stopped, handed the permit, then killed), the permit is
+    given back instead of vanishing with the slot."""
+    sem = objs(rsm_shm.Semaphore, value=0, policy="fifo", robust=True)
+    p = _start(_workers.semaphore_wait_one, sem.name)
+    _await(lambda: sem.pending == 1, "the child to wait")
+    os.kill(p.pid, signal.SIGSTOP)
+    sem.release()  # handed to the stopped child: the value stays 0
+    assert sem.value == 0 and sem.pending == 0
+    _kill(p)
+    assert sem.acquire(timeout=5) is True
+    assert sem.acquire(timeout=0.2) is False

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -217,6 +218,29 @@ static int robust_phase(void)
     rsm_waiter sw = {.slot = RSM_WAITER_NONE};
     CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 1);
     CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 0);
+    munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+
+    /* Robust FIFO: a permit handed to a waiter that dies before taking it comes back. */
+    s = shared_alloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+    rsm_sem_init(s, 0, 0, RSM_LOCK_FIFO, RSM_SEM_ROBUST, NSLOTS);
+    pid_t waiter = fork();
+    if (waiter == 0) {
+        rsm_waiter cw = {.slot = RSM_WAITER_NONE};
+        while (rsm_sem_acquire(s, &cw, -1) == RSM_SLICE)
+            ;
+        _exit(0);
+    }
+    CHECK(waiter > 0);
+    for (int i = 0; i < 10000 && atomic_load(&s->wq.nwaiters) == 0; i++)
+        usleep(1000);
+    CHECK(atomic_load(&s->wq.nwaiters) == 1);
+    kill(waiter, SIGSTOP);
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 0); /* handed, not counted */
+    kill(waiter, SIGKILL);
+    int status = 0;
+    CHECK(waitpid(waiter, &status, 0) == waiter && WIFSIGNALED(status));
+    CHECK(rsm_wq_reap(&s->wq) == 0);         /* the generic reaper leaves the permit alone */
+    CHECK(rsm_sem_reap_handed(s) == 1 && rsm_sem_value(s) == 1 && rsm_sem_reap_handed(s) == 0);
     munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
     return 1;
 }

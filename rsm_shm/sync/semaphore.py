@@ -102,8 +102,9 @@ class _SemaphoreBase(FastSem, SharedObject):
         """Robust semaphores (the C entry points call it between slices): give back the
         permits of holders whose process died; returns how many came back."""
         p = self._ptr
-        return _shares.reclaim_dead(lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p),
-                                    lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word))
+        # Also the permits a FIFO release handed to a waiter that died before taking them.
+        return lib.rsm_sem_reap_handed(p) + _shares.reclaim_dead(
+            lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p), lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word))
 
     @property
     @pinned
@@ -157,7 +158,8 @@ class Semaphore(_SemaphoreBase):
     one does not give it back.  With ``robust=True`` each permit taken is recorded in the
     taking process's holder slot (pid, start time, count), and when a holder dies its
     permits come back: a waiter that sleeps past a slice (~50 ms), or a non-blocking
-    ``acquire`` that would fail, looks for dead holders.
+    ``acquire`` that would fail, looks for dead holders.  So does a permit that a FIFO
+    release handed to a waiter which died before it could take it.
 
     Accounting of a robust semaphore.  ``release()`` is legal from any thread of any
     process, as for every semaphore; it is charged first to the releasing process's own

@@ -15,9 +15,10 @@
  * uncontended Lock/RLock figures of tools/bench_sync.py did not move).  The inline fast
  * paths in the headers (rsm_lock_try_fast, ...) are still inlined into _fast.
  *
- * fast*.c files are written against the core's ordinary names: they define
- * RSM_CORE_VIA_TABLE before including this header, and the macros at the end send each
- * name through the table.  A core function they call that is missing from the table
+ * fast*.c files are written against the core's ordinary names: RSM_CORE_VIA_TABLE is
+ * defined before this header is included (fast.h does it), and the macros at the end send
+ * each name through the table.  So the inline functions of the headers, compiled into
+ * _fast too, must not call core functions (lock.h's release says "wake" instead).  A core function they call that is missing from the table
  * shows up as an undefined `rsm_*` symbol when _fast is imported (tests/test_build.py
  * also checks that _fast defines and needs no rsm_* symbol).
  */

@@ -257,6 +257,39 @@ def test_get_many_with_large_messages_grows_buffer(make_ring):
     assert r.get() == big
 
 
+def test_one_message_calls_take_keywords_and_messages_larger_than_the_c_buffer(make_ring, mode):
+    # put/get/put_nowait/get_nowait are C entry points (csrc/fast_ring.c): their argument
+    # forms are those of the documented signatures, and a message larger than the C
+    # receive buffer (64 KiB) goes through the slow path intact, on a fresh handle too.
+    r = make_ring(capacity=1 << 18, **mode)
+    big = os.urandom(70_000)
+    r.put(data=b"kw")
+    r.put(b"kw2", timeout=1)
+    r.put(data=bytearray(big), timeout=None)
+    r.put_nowait(big)
+    r.put(big, 0)
+    assert r.get(timeout=1) == b"kw"
+    assert r.get(1.5) == b"kw2"
+    assert r.get() == big
+    assert r.get_nowait() == big
+    assert r.get(timeout=0) == big
+    with pytest.raises(queue.Empty):
+        r.get_nowait()
+    with pytest.raises(TypeError):
+        r.put()
+    with pytest.raises(TypeError):
+        r.put(b"x", 1, 2)
+    with pytest.raises(TypeError):
+        r.put(b"x", block=True)
+    with pytest.raises(TypeError):
+        r.get(block=True)
+    with pytest.raises(TypeError):
+        r.put_nowait(b"x", 0)
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        r.put(b"x", timeout="1")
+    assert r.empty()  # nothing was put by the calls that raised
+
+
 def test_single_producer_role_is_enforced(make_ring):
     r = make_ring(capacity=1024, producers=1, consumers=1)
     r.put(b"mine")

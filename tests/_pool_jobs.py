@@ -146,3 +146,22 @@ def client_session(pool_name: str, out_path: str, n: int) -> None:
         client.shutdown()
     with open(out_path, "w") as f:
         json.dump({"squares": squares, "single": single, "died": died, "raised": raised, "pid": os.getpid()}, f)
+
+
+def block_first_time(marker_dir: str, x):
+    """Block on the first attempt (until the test SIGKILLs this worker; 60 s at most), and
+    return x at once when run again."""
+    import time
+
+    path = os.path.join(marker_dir, f"m{x}")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x
+    os.close(fd)
+    time.sleep(60)
+    return x
+
+
+def torture_job(marker_dir: str, blocking: frozenset, x):
+    return block_first_time(marker_dir, x) if x in blocking else spin(x, 20)

@@ -7,7 +7,6 @@ replaces the worker and keeps serving; nothing is left in /dev/shm.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -74,37 +73,43 @@ def test_workers_that_die_while_starting_break_the_pool(shm_name):
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_random_workers_during_a_large_map(shm_name):
-    """20k jobs through map while a worker is SIGKILLed every 2k results: every result
-    arrives once, in order; the deaths are counted; nothing is left behind.  (The 100k
-    version runs in tools/bench_pool.py --torture.)"""
-    n, every = 20_000, 2_000
+def test_sigkill_workers_during_a_large_map(shm_name, tmp_path):
+    """20k jobs through map; at 8 points a worker is SIGKILLed while it runs a chosen job
+    (one that blocks on its first attempt, so the kill surely interrupts it).  Every result
+    arrives once, in order; each kill is one death and one retry; nothing is left behind.
+    (tools/bench_pool.py --torture kills random workers during a 100k-job map.)"""
+    import functools
+
+    n, every = 20_000, 2_500
+    blocking = frozenset(range(every // 2, n, every))
     name = shm_name("pool")
-    rng = random.Random(12)
-    killed: set[int] = set()
-    with ProcessPool(3, name, max_retries=5) as pool:
+    kills = 0
+    with ProcessPool(3, name, max_retries=1) as pool:
         out = []
-        for i, r in enumerate(pool.map(jobs.spin, range(n), chunksize=1)):
+        results = pool.map(functools.partial(jobs.torture_job, str(tmp_path), blocking), range(n))
+        for i, r in enumerate(results):
             out.append(r)
-            if i % every == every // 2:
-                st = pool.statistics()
-                live = [w for w in st.workers if w.pid not in killed and w.state == WorkerState.BUSY] or \
-                       [w for w in st.workers if w.pid not in killed and w.state == WorkerState.IDLE]
-                victim = rng.choice(live).pid
-                os.kill(victim, signal.SIGKILL)
-                killed.add(victim)
-        kills = len(killed)
-        # The last deaths may still be on their way to the collector (the results they
-        # interrupted were already re-run elsewhere): await the count, bounded.
+            if i + 1 in blocking:
+                # The map submitted job i+1 as the pool's job number i+2 (numbers start at 1).
+                deadline = time.monotonic() + 30
+                while True:
+                    st = pool.statistics()
+                    victim = next((w for w in st.workers if w.state == WorkerState.BUSY and w.job == i + 2), None)
+                    if victim is not None or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.001)
+                assert victim is not None, f"job {i + 2} never started: {st.workers} {os.listdir(tmp_path)}"
+                os.kill(victim.pid, signal.SIGKILL)
+                kills += 1
+        # The last death may still be on its way to the collector: await the count, bounded.
         deadline = time.monotonic() + 30
         while pool.statistics().worker_deaths < kills and time.monotonic() < deadline:
             time.sleep(0.01)
         st = pool.statistics()
     assert out == list(range(n))
-    assert kills == n // every
-    assert st.worker_deaths == kills and st.failed == 0
-    assert 1 <= st.retries <= kills  # a kill retries the job it interrupts, if any
-    assert st.completed == st.submitted
+    assert kills == len(blocking) == 8
+    assert (st.worker_deaths, st.retries, st.failed) == (kills, kills, 0)
+    assert st.completed == st.submitted == n
     assert _leftovers(name) == []
 
 

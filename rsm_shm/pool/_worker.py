@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from itertools import starmap
@@ -20,8 +21,6 @@ from ._wire import (JOB_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VA
 #: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
 #: once the oldest unsent one has waited this long (a batch of slow jobs).
 FLUSH_AFTER_NS = 1_000_000
-#: Jobs taken from the inbox in one call.
-BATCH = 64
 #: How often an idle worker checks that the pool's owner still lives.
 OWNER_CHECK_S = 0.5
 
@@ -80,55 +79,86 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
 
     done = 0
     job = 0
+    out: list = []          # outcomes not yet sent
+    first_unsent = 0
+    # A flusher thread sends outcomes that waited FLUSH_AFTER_NS while this thread runs a
+    # long job: they must not wait for it (the owner, or a map, may be waiting on them).
+    lock = threading.Lock()
+    unsent = threading.Event()
+
+    def flush_locked() -> None:
+        nonlocal out, first_unsent
+        if len(out) == 1:
+            results.put(out[0])
+        elif out:
+            results.put_many(out)
+        out = []
+        first_unsent = 0
+
+    def flusher() -> None:
+        while True:
+            unsent.wait()
+            time.sleep(FLUSH_AFTER_NS / 1e9)
+            with lock:
+                if out and now() - first_unsent >= FLUSH_AFTER_NS:
+                    try:
+                        flush_locked()
+                    except (ShutDown, ValueError):
+                        return
+                if not out:
+                    unsent.clear()
+
+    threading.Thread(target=flusher, name="rsm_shm pool flusher", daemon=True).start()
+
     try:
         while not max_tasks or done < max_tasks:
-            want = BATCH if not max_tasks else min(BATCH, max_tasks - done)
+            # One job at a time: jobs behind a long one stay in the inbox, where the owner
+            # can take them back for another worker.  While jobs keep coming, outcomes are
+            # sent in batches; the moment the inbox is empty, they go.
             try:
-                batch = inbox.get_many(want, OWNER_CHECK_S)
+                msg = inbox.get_nowait() if out else inbox.get(timeout=OWNER_CHECK_S)
             except queue.Empty:
-                if not _proc.process_alive(owner_pid, owner_start):
+                if out:
+                    with lock:
+                        flush_locked()
+                elif not _proc.process_alive(owner_pid, owner_start):
                     break  # the owner is gone: nobody will read our results
                 continue
             except ShutDown:
                 break
-            out = []
-            first_unsent = 0
-            for msg in batch:
-                job, _kind = unpack_job(msg)
-                t0 = now()
-                # BUSY before anything of the job runs (even its unpickling): a job that
-                # kills this process is the one the owner charges.
-                set_slot(me, _BUSY, job, t0, 0)
+            job, _kind = unpack_job(msg)
+            t0 = now()
+            # BUSY before anything of the job runs (even its unpickling): a job that
+            # kills this process is the one the owner charges.
+            set_slot(me, _BUSY, job, t0, 0)
+            try:
+                fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
+                # starmap: the loop over a map chunk runs in C, as multiprocessing's does
+                value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))
+                status = R_VALUE
                 try:
-                    fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
-                    # starmap: the loop over a map chunk runs in C, as multiprocessing's does
-                    value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))
-                    status = R_VALUE
-                    try:
-                        data = dumps(value)
-                        if len(data) > max_message - RESULT_HEAD.size:
-                            raise ValueError(f"the result's serialized form ({len(data)} bytes) exceeds the results "
-                                             f"ring's largest message ({max_message - RESULT_HEAD.size} bytes)")
-                    except BaseException as e:  # noqa: BLE001 -- ProcessPoolExecutor sends these back too
-                        status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
-                except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future gets it
+                    data = dumps(value)
+                    if len(data) > max_message - RESULT_HEAD.size:
+                        raise ValueError(f"the result's serialized form ({len(data)} bytes) exceeds the results "
+                                         f"ring's largest message ({max_message - RESULT_HEAD.size} bytes)")
+                except BaseException as e:  # noqa: BLE001 -- ProcessPoolExecutor sends these back too
                     status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
-                    del e
-                t1 = now()
-                done += 1
-                set_slot(me, _IDLE, job, t1, 1)
-                out.append(pack_result(job, status, slot, min((t1 - t0) // 1000, MAX_US)) + data)
+            except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future gets it
+                status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
+                del e
+            t1 = now()
+            done += 1
+            set_slot(me, _IDLE, job, t1, 1)
+            record = pack_result(job, status, slot, min((t1 - t0) // 1000, MAX_US)) + data
+            with lock:
+                out.append(record)
                 if not first_unsent:
                     first_unsent = t0
+                    unsent.set()
                 if t1 - first_unsent >= FLUSH_AFTER_NS:
-                    results.put_many(out)
-                    out = []
-                    first_unsent = 0
-            if out:
-                if len(out) == 1:
-                    results.put(out[0])
-                else:
-                    results.put_many(out)
+                    flush_locked()
+        with lock:
+            flush_locked()
     except ShutDown:
         pass  # the pool was torn down under us
     set_slot(me, lib.RSM_WORKER_RETIRED, job, now(), 0)

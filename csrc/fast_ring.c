@@ -14,17 +14,19 @@
  *     get_slow(ring, timeout, status) -> bytes
  *
  * The attempt is made only when `timeout` is one queue.Queue accepts (None, or an int or
- * float >= 0); anything else goes straight to the slow path, which raises.  A big message
- * is copied with the GIL held (as bytes operations do); the receive buffer is one per
+ * float >= 0); anything else goes straight to the slow path, which raises.  Only messages
+ * up to COPY_MAX are copied with the GIL held (a few microseconds at most); larger ones
+ * take the slow path, whose C calls release the GIL.  The receive buffer is one per
  * handle, which the GIL serializes.
  */
 #include "fast.h"
 
 #include <math.h>
 
-/* Gets copy into this buffer first, then into a new bytes object: at most this much.
- * A larger message takes the slow path (which grows its per-thread buffer). */
-#define RECV_BUFFER_MAX (64 * 1024)
+/* The largest message copied with the GIL held, and the size of the receive buffer gets
+ * copy into first (then into a new bytes object).  A larger message takes the slow path
+ * (which grows its per-thread buffer and releases the GIL while it copies). */
+#define COPY_MAX (64 * 1024)
 
 typedef struct {
     PyObject_HEAD
@@ -131,11 +133,13 @@ static PyObject *ring_put(FastRing *self, PyObject *data, PyObject *timeout)
     int status = RSM_RETRY; /* not tried: the slow path judges the arguments */
     if (timeout_ok(timeout)) {
         if (PyBytes_CheckExact(data)) {
-            status = rsm_ring_put1(ring, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data));
+            if (PyBytes_GET_SIZE(data) <= COPY_MAX)
+                status = rsm_ring_put1(ring, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data));
         } else {
             Py_buffer view;
             if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
-                status = rsm_ring_put1(ring, view.buf, (uint64_t)view.len);
+                if (view.len <= COPY_MAX)
+                    status = rsm_ring_put1(ring, view.buf, (uint64_t)view.len);
                 PyBuffer_Release(&view);
             } else {
                 PyErr_Clear(); /* not a contiguous buffer: the slow path says what is wrong */
@@ -220,8 +224,8 @@ static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t
         return NULL;
     rsm_ring *ring = (rsm_ring *)(uintptr_t)addr;
     uint64_t cap = rsm_ring_max_message(ring); /* checked by rsm_ring_check before binding */
-    if (cap > RECV_BUFFER_MAX)
-        cap = RECV_BUFFER_MAX;
+    if (cap > COPY_MAX)
+        cap = COPY_MAX;
     char *buf = PyMem_Realloc(self->buf, cap ? cap : 1);
     if (!buf)
         return PyErr_NoMemory();

@@ -288,6 +288,10 @@ def test_one_message_calls_take_keywords_and_messages_larger_than_the_c_buffer(m
     with pytest.raises(TypeError, match="timeout must be a number"):
         r.put(b"x", timeout="1")
     assert r.empty()  # nothing was put by the calls that raised
+    for _ in range(3):  # 3 records of 70016 bytes fill 256 KiB
+        r.put(big)
+    with pytest.raises(queue.Full):
+        r.put_nowait(big)  # too big to copy with the GIL held: the slow path tries, then Full
 
 
 def test_single_producer_role_is_enforced(make_ring):

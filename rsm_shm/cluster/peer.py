@@ -102,6 +102,9 @@ class Peer:
         config = Config(
             election_tick=self.timing.election_tick, heartbeat_tick=self.timing.heartbeat_tick,
             max_size_per_msg=MAX_SIZE_PER_MSG, pre_vote=True, check_quorum=True, applied=snap.meta.index,
+            # Followers learn a new commit index with the next append or heartbeat: per
+            # command this spares each follower a wake-up and the leader a response.
+            broadcast_commit=False,
         )
         self.node = RawNode(peer_id, voters, self.storage, config, random.Random(os.urandom(16)))
         self.stopping = False

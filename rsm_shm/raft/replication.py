@@ -173,7 +173,10 @@ class ReplicationMixin:
                 pr.inflights.free_le(m.index)
             if self.maybe_commit():
                 self.release_pending_read_index_messages()
-                self.bcast_append()
+                if self.cfg.broadcast_commit:
+                    self.bcast_append()
+                elif old_paused:
+                    self.send_append(m.frm)
             elif old_paused:
                 self.send_append(m.frm)
             # keep the pipeline full (several AppendEntries in flight)

@@ -249,3 +249,25 @@ def test_ready_contract_messages_after_entries():
     n.advance(rd)
     assert not n.has_ready()
     assert n.raft.raft_log.unstable.entries == []
+
+
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_broadcast_commit_off_leaves_commit_to_the_next_append_or_heartbeat(broadcast):
+    net = Net(3, config=cfg(broadcast_commit=broadcast, heartbeat_tick=2))
+    net.elect(1)
+    net.nodes[1].propose(b"x")
+    net.stabilize()
+    li = net.status(1).commit
+    assert net.data(1)[-1:] == [b"x"]
+    # Once the leader commits, only a broadcast tells the followers at once.
+    expected = li if broadcast else li - 1
+    assert net.status(2).commit == expected and net.status(3).commit == expected
+    assert not net.queue
+    if not broadcast:
+        net.tick(2, who=[1])           # the next heartbeat carries the commit index
+        net.stabilize()
+        assert net.status(2).commit == li and net.status(3).commit == li
+        net.nodes[1].propose(b"y")     # ... and so does the next append
+        net.process(1)
+        apps = [m for m in net.take() if m.type == MessageType.APP]
+        assert apps and all(m.commit == li for m in apps)

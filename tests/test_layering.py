@@ -1,4 +1,4 @@
-"""DESIGN.md's layering: the Raft core imports nothing but the standard library."""
+"""The layering rule (docs/architecture.md): the Raft core imports nothing but the standard library."""
 from __future__ import annotations
 
 import subprocess

@@ -246,7 +246,9 @@ enum {
                        forever, <= 0 = try once */
     RULE_QUEUE = 2, /* queue.Queue.get/put: None = forever, negative ValueError, 0 = try once */
 };
-/* threading.TIMEOUT_MAX in seconds: PY_TIMEOUT_MAX is in microseconds; CPython floors it. */
+/* threading.TIMEOUT_MAX in seconds: PY_TIMEOUT_MAX is in microseconds; CPython floors it.
+ * (PyErr_Format has no float conversions -- 3.12 raises SystemError on %f -- so messages
+ * print it as a long long.) */
 #define TIMEOUT_MAX_S floor((double)PY_TIMEOUT_MAX / 1e6)
 
 static const char *type_name(PyObject *o) { return Py_TYPE(o)->tp_name; }
@@ -283,8 +285,8 @@ static int deadline_convert(PyObject *timeout, int rule, int blocking, int64_t *
     if (rule == RULE_LOCK) {
         /* threading.Lock converts first (inf and huge values: OverflowError), then checks */
         if (!isfinite(t) || t > TIMEOUT_MAX_S || t < -TIMEOUT_MAX_S) {
-            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R (threading.TIMEOUT_MAX is %.0f)",
-                         timeout, TIMEOUT_MAX_S);
+            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R (threading.TIMEOUT_MAX is %lld)",
+                         timeout, (long long)TIMEOUT_MAX_S);
             return -1;
         }
         if (!blocking) {
@@ -330,8 +332,8 @@ static int deadline_convert(PyObject *timeout, int rule, int blocking, int64_t *
 
 static int raise_too_large(void)
 {
-    PyErr_Format(PyExc_OverflowError, "timeout value is too large (threading.TIMEOUT_MAX is %.0f s)",
-                 TIMEOUT_MAX_S);
+    PyErr_Format(PyExc_OverflowError, "timeout value is too large (threading.TIMEOUT_MAX is %lld s)",
+                 (long long)TIMEOUT_MAX_S);
     return -1;
 }
 

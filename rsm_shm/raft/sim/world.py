@@ -152,6 +152,10 @@ class SkewedTimeouts(random.Random):
     faster clocks would -- the schedules that expose a timer restarted when it should not
     be."""
 
+    def __new__(cls, seed: str, node_id: int) -> "SkewedTimeouts":
+        # Python 3.10's random.Random.__new__ refuses a second argument.
+        return super().__new__(cls, seed)
+
     def __init__(self, seed: str, node_id: int) -> None:
         super().__init__(seed)
         self.node_id = node_id

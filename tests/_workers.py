@@ -6,6 +6,16 @@ import time
 
 import rsm_shm
 
+# Children a test started that must not outlive it (tests/conftest.py kills and reaps them
+# after every test, pass or fail).
+CHILDREN: list = []
+
+
+def reap_after_test(process):
+    """Track a multiprocessing Process so it is killed and joined when the test ends."""
+    CHILDREN.append(process)
+    return process
+
 
 def start_together(gate_name: str | None) -> None:
     """Block until the test opens the start gate, so every worker contends from the first op."""

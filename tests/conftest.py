@@ -90,6 +90,18 @@ def _dev_shm_is_left_as_found():
     assert not leaked, f"the test session leaked segments: {sorted(leaked)}"
 
 
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test():
+    """Children registered with tests._workers.reap_after_test die with their test."""
+    yield
+    from tests._workers import CHILDREN
+    while CHILDREN:
+        p = CHILDREN.pop()
+        if p.is_alive():
+            p.kill()
+        p.join(30)
+
+
 @pytest.fixture
 def shm_token():
     """The prefix every segment name of this test starts with."""

@@ -14,27 +14,14 @@ import pytest
 import rsm_shm
 
 from . import _workers
+from ._workers import reap_after_test
 
 # forkserver: children start from a server that has rsm_shm imported (fast, and no fork()
 # from this multi-threaded test process).
 SPAWN = mp.get_context("forkserver")
 SPAWN.set_forkserver_preload(["rsm_shm", "tests._workers"])
-_started: list = []
-
-
-@pytest.fixture(autouse=True)
-def _no_child_outlives_its_test():
-    yield
-    while _started:
-        p = _started.pop()
-        if p.is_alive():
-            p.kill()
-        p.join(30)
-
-
 def _start(target, *args):
-    p = SPAWN.Process(target=target, args=args, daemon=True)
-    _started.append(p)
+    p = reap_after_test(SPAWN.Process(target=target, args=args, daemon=True))
     p.start()
     return p
 

@@ -17,29 +17,15 @@ import pytest
 import rsm_shm
 
 from . import _workers
+from ._workers import reap_after_test
 
 FORK = mp.get_context("fork")
 SPAWN = mp.get_context("spawn")
 
 
-_started: list = []
-
-
-@pytest.fixture(autouse=True)
-def _no_child_outlives_its_test():
-    """Holders sleep forever until killed: if a test fails before killing one, kill it here."""
-    yield
-    while _started:
-        p = _started.pop()
-        if p.is_alive():
-            p.kill()
-        p.join(30)
-
-
 def _child(target, *args):
-    p = FORK.Process(target=target, args=args, daemon=True)
-    _started.append(p)
-    return p
+    # Holders sleep forever until killed: the conftest reaps any a failing test left alive.
+    return reap_after_test(FORK.Process(target=target, args=args, daemon=True))
 
 
 def _holder(kind, name, ready):

@@ -21,9 +21,12 @@ The loop, one turn at a time (no threads):
    a snapshot is taken every ``snapshot_every`` entries, and the status record is
    republished.
 
-Sending never blocks: a full, missing or shut-down inbox drops the envelope and counts
-it (Raft tolerates loss; the peer is reported unreachable so the leader probes it).
-Links cut in the control block and the drop rate are applied here, by the sender.
+Sending goes through a :class:`~rsm_shm.cluster.transport.Transport` (by default the
+:class:`~rsm_shm.cluster.transport.RingTransport`: straight into the other peers' inbox
+rings) and never blocks: a full, missing or shut-down inbox drops the envelope and
+counts it (Raft tolerates loss; the peer is reported unreachable so the leader probes
+it).  Links cut in the control block and the drop rate are applied here, by the sender,
+whatever the transport.
 Garbage in the inbox is dropped and counted (``msgs_bad``); the peer keeps running.
 
 SIGTERM and SIGINT stop the peer cleanly at the end of the current turn (it publishes
@@ -58,6 +61,7 @@ from .layout import (
 from .statemachine import Sessions, decode_batch, encode_batch, load_state_machine, OP_OVERHEAD
 from .status import StatusRecord, status_segment_name
 from .storage_factory import open_storage
+from .transport import RingTransport, Transport
 
 _ShutDown = RING_SHUTDOWN
 _MAX_BATCH = 4096             # envelopes taken from the inbox per turn
@@ -69,7 +73,7 @@ _CTX = struct.Struct(">Q")
 class Peer:
     """One peer process (see the module docstring).  Also usable in-process by tests."""
 
-    def __init__(self, cluster: str, peer_id: int) -> None:
+    def __init__(self, cluster: str, peer_id: int, transport: Optional[Transport] = None) -> None:
         self.cluster = cluster
         self.id = peer_id
         self.ctl = ControlBlock(cluster)
@@ -122,7 +126,7 @@ class Peer:
         self._force_snapshot = False
         self._replies: Dict[str, list] = {}
         self._reply_rings: "OrderedDict[str, Ring]" = OrderedDict()
-        self._peer_rings: Dict[int, Ring] = {}
+        self.transport: Transport = transport if transport is not None else RingTransport(cluster)
         self._was_leader = False
         self._raft_hdr = ev.encode_header(ev.KIND_RAFT, peer_id, self.cluster_id)
         self._reply_hdr = ev.encode_header(ev.KIND_REPLY, peer_id, self.cluster_id)
@@ -195,10 +199,10 @@ class Peer:
         self.stopping = True
 
     def close(self) -> None:
-        for r in list(self._reply_rings.values()) + list(self._peer_rings.values()):
+        for r in self._reply_rings.values():
             r.close()
         self._reply_rings.clear()
-        self._peer_rings.clear()
+        self.transport.close()
         self.store.close()
         self.inbox.close()
         self.status_rec.close()
@@ -345,8 +349,10 @@ class Peer:
         drop = links.drop_rate
         hdr = self._raft_hdr
         c = self.c
+        put = self.transport.send
         for m in messages:
             to = m.to
+            # Links and the drop rate are the sender's business, for every transport.
             if links.is_cut(to):
                 c["msgs_dropped"] += 1
                 unreachable.append(to)
@@ -356,21 +362,11 @@ class Peer:
                 continue
             if m.type == MessageType.SNAP and m.snap_offset == 0:
                 c["snapshots_sent"] += 1
-            ring = self._peer_rings.get(to)
-            try:
-                if ring is None:
-                    ring = self._peer_rings[to] = Ring(inbox_name(self.cluster, to), create=False)
-                ring.put_nowait(hdr + encode_message(m))
+            if put(to, hdr + encode_message(m)):
                 c["msgs_out"] += 1
-            except queue.Full:
+            else:
                 c["msgs_dropped"] += 1
                 unreachable.append(to)
-            except (FileNotFoundError, ValueError, *_ShutDown):
-                c["msgs_dropped"] += 1
-                unreachable.append(to)
-                bad = self._peer_rings.pop(to, None)
-                if bad is not None:
-                    bad.close()
         return unreachable
 
     def restore(self, snapshot) -> None:

@@ -197,3 +197,31 @@ def test_status_seqlock_never_shows_a_torn_record(shm_name):
         t.join()
         rec.close()
         rec.unlink()
+
+
+def test_ring_transport_drops_and_counts_instead_of_blocking(shm_name):
+    from rsm_shm import Ring
+    from rsm_shm.cluster.layout import inbox_name
+    from rsm_shm.cluster.transport import RingTransport, Transport
+
+    cluster = shm_name("t")
+    t = RingTransport(cluster)
+    assert isinstance(t, Transport)
+    assert t.send(2, b"x") is False  # no inbox ring for peer 2: dropped, counted
+    assert t.counters() == {"ring_dropped_full": 0, "ring_dropped_missing": 1}
+    ring = Ring(inbox_name(cluster, 2), create=True, capacity=4096)
+    try:
+        sent = 0
+        while t.send(2, b"y" * 100):
+            sent += 1
+            assert sent < 100, "a 4 KiB ring took more than 100 messages of 100 bytes"
+        assert t.counters()["ring_dropped_full"] == 1 and sent > 0
+        assert ring.get_nowait() == b"y" * 100
+        ring.shutdown()
+        assert t.send(2, b"z") is False
+        assert t.counters()["ring_dropped_missing"] == 2
+    finally:
+        t.close()
+        ring.close()
+        ring.unlink()
+    t.close()  # idempotent

@@ -13,8 +13,9 @@ protocol core — neither needs nor loads the native layer.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,22 +32,28 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rsm_shm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-if TYPE_CHECKING:  # static view for type checkers and IDEs
-    from ._errors import BrokenBarrierError, DisabledError, OwnerDiedWarning, RsmError, SegmentError, ShutDown
-    from .ring import Queue, Ring
-    from .sync import (AutoResetEvent, Barrier, BoundedSemaphore, Condition, Countdown, Event, Gate, Lock, Once,
-                       OwnerDied, Policy, RLock, RWLock, Semaphore)
+if TYPE_CHECKING:  # static view for type checkers and IDEs ("X as X": re-exported)
+    from ._errors import BrokenBarrierError as BrokenBarrierError
+    from ._errors import DisabledError as DisabledError
+    from ._errors import OwnerDiedWarning as OwnerDiedWarning
+    from ._errors import RsmError as RsmError
+    from ._errors import SegmentError as SegmentError
+    from ._errors import ShutDown as ShutDown
+    from .ring import Queue as Queue
+    from .ring import Ring as Ring
+    from .sync import AutoResetEvent as AutoResetEvent
+    from .sync import Barrier as Barrier
+    from .sync import BoundedSemaphore as BoundedSemaphore
+    from .sync import Condition as Condition
+    from .sync import Countdown as Countdown
+    from .sync import Event as Event
+    from .sync import Gate as Gate
+    from .sync import Lock as Lock
+    from .sync import Once as Once
+    from .sync import OwnerDied as OwnerDied
+    from .sync import Policy as Policy
+    from .sync import RLock as RLock
+    from .sync import RWLock as RWLock
+    from .sync import Semaphore as Semaphore

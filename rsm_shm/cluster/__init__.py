@@ -19,29 +19,33 @@ Names are resolved lazily so that ``import rsm_shm.cluster`` stays cheap.
 """
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "StateMachine": "statemachine",
-    "KVStore": "statemachine",
-    "CommandError": "statemachine",
-    "LocalCluster": "local",
-    "Client": "client",
-    "KVClient": "client",
-    "SessionExpiredError": "client",
-    "PeerStatus": "status",
-    "Timing": "layout",
+    "StateMachine": ".statemachine",
+    "KVStore": ".statemachine",
+    "CommandError": ".statemachine",
+    "LocalCluster": ".local",
+    "Client": ".client",
+    "KVClient": ".client",
+    "SessionExpiredError": ".client",
+    "PeerStatus": ".status",
+    "Timing": ".layout",
 }
 
 __all__ = sorted(_EXPORTS)
 
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'rsm_shm.cluster' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+if TYPE_CHECKING:  # static view for type checkers and IDEs ("X as X": re-exported)
+    from .client import Client as Client
+    from .client import KVClient as KVClient
+    from .client import SessionExpiredError as SessionExpiredError
+    from .layout import Timing as Timing
+    from .local import LocalCluster as LocalCluster
+    from .statemachine import CommandError as CommandError
+    from .statemachine import KVStore as KVStore
+    from .statemachine import StateMachine as StateMachine
+    from .status import PeerStatus as PeerStatus

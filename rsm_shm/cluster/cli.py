@@ -29,12 +29,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .local import LocalCluster
+    from .status import PeerStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,7 +75,7 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _peer_dict(st) -> dict:
+def _peer_dict(st: PeerStatus) -> dict[str, Any]:
     if hasattr(st, "as_dict"):
         return st.as_dict()
     d = dataclasses.asdict(st)
@@ -76,7 +83,7 @@ def _peer_dict(st) -> dict:
     return d
 
 
-def cluster_names() -> list:
+def cluster_names() -> list[str]:
     """The names of the clusters whose control segment exists on this machine."""
     try:
         entries = os.listdir(SHM_DIR)
@@ -86,25 +93,29 @@ def cluster_names() -> list:
                   if e.startswith(SEGMENT_PREFIX) and e.endswith(CONTROL_SUFFIX))
 
 
-def _attach(name: str):
-    """LocalCluster.attach(name), or None (after saying why) when there is no such cluster."""
-    from . import LocalCluster
+def _on_attached(command: Callable[[argparse.Namespace, LocalCluster], int]) -> Callable[[argparse.Namespace], int]:
+    """The command ``cmd(args)`` that runs ``command(args, cluster)`` on the running cluster
+    ``args.name``: attached from this process (exit 1, after saying why, when there is no
+    such cluster) and unmapped afterwards (the cluster keeps running)."""
 
-    try:
-        return LocalCluster.attach(name)
-    except (FileNotFoundError, LookupError) as exc:
-        _err(f"no cluster named {name!r} ({exc})")
-        return None
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from .local import LocalCluster
+
+        try:
+            cluster = LocalCluster.attach(args.name)
+        except (FileNotFoundError, LookupError) as exc:
+            _err(f"no cluster named {args.name!r} ({exc})")
+            return EXIT_FAILED
+        try:
+            return command(args, cluster)
+        finally:
+            cluster.close()
+
+    return run
 
 
-def _close(cluster) -> None:
-    """Unmap an attached handle (the cluster keeps running)."""
-    close = getattr(cluster, "close", None)
-    if close is not None:
-        close()
-
-
-def _leader_of(statuses) -> int | None:
+def _leader_of(statuses: Iterable[PeerStatus]) -> int | None:
     leaders = [s for s in statuses if s.alive and s.role == "leader"]
     if not leaders:
         return None
@@ -114,12 +125,12 @@ def _leader_of(statuses) -> int | None:
 # -- commands ---------------------------------------------------------------------------
 
 
-def cmd_start(args) -> int:
-    from . import LocalCluster
+def cmd_start(args: argparse.Namespace) -> int:
+    from .local import LocalCluster
 
     stop = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     try:
@@ -175,13 +186,13 @@ def _stopped_elsewhere(name: str) -> bool:
         ctl.close()
 
 
-def cmd_ls(args) -> int:
-    rows = []
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .local import LocalCluster
+
+    rows: list[dict[str, Any]] = []
     for name in cluster_names():
         cluster = None
         try:
-            from . import LocalCluster
-
             cluster = LocalCluster.attach(name)
             statuses = cluster.status()
             rows.append({"name": name, "peers": len(statuses), "leader": _leader_of(statuses),
@@ -192,7 +203,7 @@ def cmd_ls(args) -> int:
                          "error": str(exc)})
         finally:
             if cluster is not None:
-                _close(cluster)
+                cluster.close()
     if args.json:
         print(json.dumps({"schema": 1, "command": "cluster ls", "time": time.time(), "clusters": rows}))
         return EXIT_OK
@@ -206,7 +217,7 @@ def cmd_ls(args) -> int:
     return EXIT_OK
 
 
-def _status_table(name: str, statuses) -> str:
+def _status_table(name: str, statuses: Sequence[PeerStatus]) -> str:
     lines = [f"cluster {name}: leader {_leader_of(statuses) or '-'}",
              f"{'PEER':>4} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
              f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8}"]
@@ -218,10 +229,8 @@ def _status_table(name: str, statuses) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(args) -> int:
-    cluster = _attach(args.name)
-    if cluster is None:
-        return EXIT_FAILED
+@_on_attached
+def cmd_status(args: argparse.Namespace, cluster: LocalCluster) -> int:
     try:
         frame = 0
         while True:
@@ -242,14 +251,10 @@ def cmd_status(args) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return EXIT_OK
-    finally:
-        _close(cluster)
 
 
-def _peer_action(args) -> int:
-    cluster = _attach(args.name)
-    if cluster is None:
-        return EXIT_FAILED
+@_on_attached
+def _peer_action(args: argparse.Namespace, cluster: LocalCluster) -> int:
     try:
         ids = {s.id for s in cluster.status()}
         if args.peer not in ids:
@@ -262,11 +267,9 @@ def _peer_action(args) -> int:
     except (ValueError, RuntimeError) as exc:
         _err(f"cluster {args.action} {args.name} {args.peer}: {exc}")
         return EXIT_FAILED
-    finally:
-        _close(cluster)
 
 
-def parse_groups(tokens) -> list:
+def parse_groups(tokens: Sequence[str]) -> list[list[int]]:
     """``["1", "/", "2,3"]`` or ``["1/2,3"]`` -> [[1], [2, 3]]."""
     text = " ".join(tokens).replace(" ", "")
     groups = []
@@ -282,54 +285,44 @@ def parse_groups(tokens) -> list:
     return groups
 
 
-def cmd_partition(args) -> int:
+def cmd_partition(args: argparse.Namespace) -> int:
     try:
-        groups = parse_groups(args.groups)
+        args.groups = parse_groups(args.groups)
     except ValueError as exc:
         _err(f"cluster partition: {exc}")
         return EXIT_USAGE
-    cluster = _attach(args.name)
-    if cluster is None:
+    return _partition(args)
+
+
+@_on_attached
+def _partition(args: argparse.Namespace, cluster: LocalCluster) -> int:
+    groups: list[list[int]] = args.groups
+    ids = {s.id for s in cluster.status()}
+    unknown = sorted({p for g in groups for p in g} - ids)
+    if unknown:
+        _err(f"cluster {args.name} has no peer {', '.join(map(str, unknown))}")
         return EXIT_FAILED
-    try:
-        ids = {s.id for s in cluster.status()}
-        unknown = sorted({p for g in groups for p in g} - ids)
-        if unknown:
-            _err(f"cluster {args.name} has no peer {', '.join(map(str, unknown))}")
-            return EXIT_FAILED
-        cluster.partition(*groups)
-        print(f"cluster {args.name}: partitioned " + " / ".join(",".join(map(str, g)) for g in groups))
-        return EXIT_OK
-    finally:
-        _close(cluster)
+    cluster.partition(*groups)
+    print(f"cluster {args.name}: partitioned " + " / ".join(",".join(map(str, g)) for g in groups))
+    return EXIT_OK
 
 
-def cmd_heal(args) -> int:
-    cluster = _attach(args.name)
-    if cluster is None:
-        return EXIT_FAILED
-    try:
-        cluster.heal()
-        print(f"cluster {args.name}: healed")
-        return EXIT_OK
-    finally:
-        _close(cluster)
+@_on_attached
+def cmd_heal(args: argparse.Namespace, cluster: LocalCluster) -> int:
+    cluster.heal()
+    print(f"cluster {args.name}: healed")
+    return EXIT_OK
 
 
-def cmd_stop(args) -> int:
-    cluster = _attach(args.name)
-    if cluster is None:
-        return EXIT_FAILED
-    try:
-        cluster.stop()
-        print(f"cluster {args.name}: stopped")
-        return EXIT_OK
-    finally:
-        _close(cluster)
+@_on_attached
+def cmd_stop(args: argparse.Namespace, cluster: LocalCluster) -> int:
+    cluster.stop()
+    print(f"cluster {args.name}: stopped")
+    return EXIT_OK
 
 
-def cmd_kv(args) -> int:
-    from . import KVClient
+def cmd_kv(args: argparse.Namespace) -> int:
+    from .client import KVClient
 
     if args.op == "put" and args.value is None:
         _err("kv put needs a KEY and a VALUE")
@@ -363,11 +356,16 @@ def cmd_kv(args) -> int:
 # -- wiring -----------------------------------------------------------------------------
 
 
-def add_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``cluster`` and ``kv`` to the ``rsm-shm`` sub-command parser ``sub``."""
     cl = sub.add_parser("cluster", help="start, watch and poke a local Raft cluster")
     csub = cl.add_subparsers(dest="cluster_command", metavar="ACTION")
-    cl.set_defaults(func=lambda args: (cl.print_help(sys.stderr), EXIT_USAGE)[1])
+
+    def cluster_usage(args: argparse.Namespace) -> int:
+        cl.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    cl.set_defaults(func=cluster_usage)
 
     p = csub.add_parser("start", help="run a cluster in the foreground (Ctrl-C stops it)")
     p.add_argument("name", metavar="NAME")

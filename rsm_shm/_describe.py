@@ -18,7 +18,7 @@ from typing import Any
 from . import _proc
 from ._native import lib
 
-__all__ = ["plain", "waitq_record"]
+__all__ = ["plain", "plain_record", "waitq_record"]
 
 _SLOT_PHASES = {
     lib.RSM_SLOT_FREE: "free", lib.RSM_SLOT_CLAIMED: "claimed", lib.RSM_SLOT_WAITING: "waiting",
@@ -43,6 +43,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def plain_record(record: object) -> dict[str, Any]:
+    """A statistics record (a dataclass instance) as a JSON object: :func:`plain` for a
+    caller that needs the dict."""
+    d = plain(record)
+    if not isinstance(d, dict):
+        raise TypeError(f"plain_record() takes a dataclass instance, not {type(record).__name__}")
+    return d
 
 
 def waitq_record(q: Any, nslots_bound: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pickle
 import sys
 
 
-def main(argv: list) -> int:
+def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
         print("usage: python -m rsm_shm.fsm._host NAME GENERATION  (handler and state pickled on stdin)",
               file=sys.stderr)

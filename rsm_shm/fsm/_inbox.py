@@ -21,7 +21,7 @@ def inbox_name(name: str, generation: int) -> str:
     return f"{name}.inbox.{generation}"
 
 
-def open_inbox(name: str, generation: int, capacity: int, *, create: Optional[bool]):
+def open_inbox(name: str, generation: int, capacity: int, *, create: Optional[bool]) -> Ring:
     """Open (create=False), create (True) or open-or-create (None) one generation's ring."""
     # One consumer (the host thread), any number of producers: the ring's lock-free
     # consumer path.  Each generation is a new ring, so a restarted host never competes
@@ -54,6 +54,6 @@ def unlink_generation(name: str, generation: int) -> None:
         pass
 
 
-def release(ring) -> None:
+def release(ring: Ring) -> None:
     """Unmap a ring handle in this process without shutting the ring down for its other users."""
     ring.close()

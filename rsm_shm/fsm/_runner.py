@@ -23,6 +23,7 @@ from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, Exit
                       generation_tag, mode_of, with_mode)
 
 if TYPE_CHECKING:
+    from ..ring import Ring
     from .automaton import Automaton
 
 __all__ = ["current", "EXIT_STATUS_HANDLER_ERROR"]
@@ -52,13 +53,13 @@ def current() -> "Automaton":
     It is the host's own handle: use it inside the handler, do not keep it or hand it to
     another thread (the host closes it when it ends).  Raises RuntimeError outside a handler.
     """
-    a = getattr(_local, "automaton", None)
+    a: Automaton | None = getattr(_local, "automaton", None)
     if a is None:
         raise RuntimeError("rsm_shm.fsm.current() was called outside an automaton's handler")
     return a
 
 
-def _finish_dead(st: StatusBlock, generation: int, ring, kind: ExitKind, text: str) -> bool:
+def _finish_dead(st: StatusBlock, generation: int, ring: Ring | None, kind: ExitKind, text: str) -> bool:
     """Publish the end of incarnation ``generation``: shut its inbox down, record the report,
     then CAS the mode to DEAD (with RESTART_PENDING if supervised and the end was not
     clean and it was not draining: a drained automaton is never restarted).  The commands
@@ -158,7 +159,7 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
     _local.automaton = a
 
     machine = Machine(handler, state)
-    shown: list = [_NOTHING]  # the state object whose repr the status block shows
+    shown: list[object] = [_NOTHING]  # the state object whose repr the status block shows
 
     def sync() -> None:
         # The transition count and the state text are published once per batch (commands

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import _proc
 from .._native import ffi, lib
@@ -18,12 +18,12 @@ from ..segment import Kind, Segment, SegmentError, SegmentHeader
 __all__ = ["Mode", "mode_of", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX",
            "ERROR_TEXT_MAX", "generation_tag", "with_mode"]
 
-STATE_TEXT_MAX = lib.RSM_FSM_STATE_TEXT_MAX
-ERROR_TEXT_MAX = lib.RSM_FSM_ERROR_TEXT_MAX
-MODE_MASK = lib.RSM_FSM_MODE_MASK
-RESTART_PENDING = lib.RSM_FSM_RESTART_PENDING
-GEN_MASK = lib.RSM_FSM_GEN_MASK
-_GEN_SHIFT = lib.RSM_FSM_GEN_SHIFT
+STATE_TEXT_MAX: int = lib.RSM_FSM_STATE_TEXT_MAX
+ERROR_TEXT_MAX: int = lib.RSM_FSM_ERROR_TEXT_MAX
+MODE_MASK: int = lib.RSM_FSM_MODE_MASK
+RESTART_PENDING: int = lib.RSM_FSM_RESTART_PENDING
+GEN_MASK: int = lib.RSM_FSM_GEN_MASK
+_GEN_SHIFT: int = lib.RSM_FSM_GEN_SHIFT
 #: Header parameter slots of an AUTOMATON segment.
 PARAM_INBOX_CAPACITY = 0
 NPARAMS = 1
@@ -156,7 +156,7 @@ def _size(n: int) -> str:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    return ffi.sizeof("rsm_automaton")
+    return int(ffi.sizeof("rsm_automaton"))
 
 
 def _check(header: SegmentHeader) -> None:
@@ -164,7 +164,7 @@ def _check(header: SegmentHeader) -> None:
         raise SegmentError(f"automaton segment {header.name!r} has no valid inbox capacity")
 
 
-def _clamped_text(buf, length: int, size: int) -> str:
+def _clamped_text(buf: Any, length: int, size: int) -> str:
     # The writer may have died mid-write: clamp, and decode leniently.
     n = max(0, min(int(length), size))
     return bytes(ffi.buffer(buf, n)).decode("utf-8", "replace")
@@ -207,7 +207,7 @@ class StatusBlock:
     # -- the mode word -------------------------------------------------------------------
 
     def word(self) -> int:
-        return lib.rsm_fsm_load(self.p)
+        return int(lib.rsm_fsm_load(self.p))
 
     def mode(self) -> Mode:
         return mode_of(lib.rsm_fsm_load(self.p), self.name)
@@ -217,7 +217,7 @@ class StatusBlock:
 
     def wait_change(self, seen: int, deadline_ns: int) -> int:
         """One slice of waiting for the word to leave ``seen``: RSM_OK, RSM_TIMEOUT or RSM_SLICE."""
-        return lib.rsm_fsm_wait(self.p, seen, deadline_ns)
+        return int(lib.rsm_fsm_wait(self.p, seen, deadline_ns))
 
     # -- fields --------------------------------------------------------------------------
 
@@ -296,13 +296,13 @@ class StatusBlock:
         except Exception:
             return -1
         try:
-            return ring.qsize()
+            return int(ring.qsize())
         except Exception:
             return -1
         finally:
             release(ring)
 
-    def fold_dropped(self, queued: int) -> tuple:
+    def fold_dropped(self, queued: int) -> tuple[int, int]:
         """A supervisor restart: count what the dead incarnation left (``queued`` in its
         inbox, and taken - commands in its host's hands) into ``dropped`` for good.  Only
         the supervisor calls it, while the mode word is DEAD|RESTART_PENDING; returns the

@@ -34,9 +34,9 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Concatenate, Iterable, Optional, ParamSpec, TypeVar, Union
 
-from .._describe import plain
+from .._describe import plain_record
 from .._native import lib
 from ..segment import MAX_NAME_LEN, validate_name
 from ..sync import _base
@@ -47,6 +47,10 @@ from ._runner import _local as _runner_local
 from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind,
                       HostKind, Mode, StatusBlock, generation_tag, mode_of, with_mode)
 from .errors import AutomatonShutDown, AutomatonFailed
+
+if TYPE_CHECKING:
+    from ..ring import Ring
+    from .timer import TimerHandle, TimerService
 
 __all__ = ["Automaton", "current", "post", "DEFAULT_INBOX_CAPACITY", "HOSTS"]
 
@@ -76,13 +80,17 @@ def _attach(name: str) -> "Automaton":
     return Automaton(name, create=False)
 
 
-def _pinned(method):
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _pinned(method: Callable[Concatenate[Automaton, _P], _R]) -> Callable[Concatenate[Automaton, _P], _R]:
     """Run an Automaton method holding a pin on its status segment (ValueError once this
     handle is closed): a close() from another thread never unmaps under a running call."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: Automaton, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._status.seg.pins:
             return method(self, *args, **kwargs)
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 
@@ -106,12 +114,12 @@ class Automaton:
             raise ValueError(f"inbox capacity must be a positive int, not {capacity!r}")
         self._handler = handler
         self._initial_state = state
-        self._inbox = None
+        self._inbox: Optional[Ring] = None
         self._inbox_gen = -1
         # (generation, host) of the last host this handle started: a threading.Thread,
         # multiprocessing.Process or subprocess.Popen.  One tuple, replaced whole, so a
         # thread reading it never pairs one incarnation's generation with another's host.
-        self._hosted: tuple = (-1, None)
+        self._hosted: tuple[int, Any] = (-1, None)
         self._host_kind: Optional[str] = None
         self._start_method: Optional[str] = None
         self._daemon = True
@@ -155,7 +163,7 @@ class Automaton:
         if self._status.seg.closed:
             raise ValueError(f"Automaton {self._status.seg.name!r} is closed")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str], Automaton], tuple[str]]:
         return (_attach, (self.name,))
 
     def __repr__(self) -> str:
@@ -169,7 +177,7 @@ class Automaton:
 
     # -- the inbox -----------------------------------------------------------------------
 
-    def _current_inbox(self, create: Optional[bool] = False):
+    def _current_inbox(self, create: Optional[bool] = False) -> Optional[Ring]:
         """The ring of the current generation (re-opened after a restart), or None if gone."""
         gen = self._status.p.generation
         if gen != self._inbox_gen or self._inbox is None:
@@ -180,7 +188,7 @@ class Automaton:
             self._inbox, self._inbox_gen = ring, gen
         return self._inbox
 
-    def _accepting_inbox(self):
+    def _accepting_inbox(self) -> Ring:
         st = self._status
         w = st.word()
         m = w & MODE_MASK
@@ -232,7 +240,7 @@ class Automaton:
             self._post_slow(payload, timeout)
 
     @_pinned
-    def _post_slow(self, payload, timeout: Optional[float]) -> None:
+    def _post_slow(self, payload: Union[bytes, bytearray, memoryview], timeout: Optional[float]) -> None:
         self._put_blocking(lambda ring, left: ring.put(payload, left), timeout)
 
     @_pinned
@@ -250,7 +258,7 @@ class Automaton:
             return
         sent = 0
 
-        def put(ring, left: float) -> None:
+        def put(ring: Ring, left: Optional[float]) -> None:
             nonlocal sent
             try:
                 ring.put_many(items[sent:], left)
@@ -305,7 +313,7 @@ class Automaton:
     # -- timers --------------------------------------------------------------------------
 
     @_pinned
-    def after(self, delay: float, payload: bytes, timer=None):
+    def after(self, delay: float, payload: bytes, timer: Optional[TimerService] = None) -> TimerHandle:
         """Post ``payload`` to this automaton after ``delay`` seconds (this process's shared
         timer unless ``timer`` is given); returns the timer handle (``.cancel()``)."""
         from .timer import default_timer
@@ -313,7 +321,7 @@ class Automaton:
         return (timer or default_timer()).schedule(delay, self, payload)
 
     @_pinned
-    def every(self, interval: float, payload: bytes, timer=None):
+    def every(self, interval: float, payload: bytes, timer: Optional[TimerService] = None) -> TimerHandle:
         """Post ``payload`` to this automaton every ``interval`` seconds until the handle is
         cancelled or the automaton stops accepting commands (see TimerService.schedule_every)."""
         from .timer import default_timer
@@ -321,7 +329,7 @@ class Automaton:
         return (timer or default_timer()).schedule_every(interval, self, payload)
 
     @_pinned
-    def drain_after(self, delay: float, timer=None):
+    def drain_after(self, delay: float, timer: Optional[TimerService] = None) -> TimerHandle:
         """drain() this automaton after ``delay`` seconds; returns the timer handle."""
         from .timer import default_timer
 
@@ -589,9 +597,9 @@ class Automaton:
             depth = -1
         return self._status.statistics(depth)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """:meth:`statistics` as JSON-ready data (what ``rsm-shm inspect`` shows)."""
-        return plain(self.statistics())
+        return plain_record(self.statistics())
 
     def close(self) -> None:
         """Unmap this handle (idempotent); the automaton itself is unaffected."""
@@ -610,13 +618,13 @@ class Automaton:
         self._check_open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 # -- posting by name -----------------------------------------------------------------------
 
-_handles: dict = {}
+_handles: dict[str, Automaton] = {}
 _handles_lock = threading.Lock()
 
 

@@ -67,7 +67,7 @@ class _Watch:
 
     def __init__(self, automaton: Automaton) -> None:
         self.automaton = automaton
-        self.restarts: collections.deque = collections.deque()
+        self.restarts: collections.deque[float] = collections.deque()
 
 
 class Supervisor:
@@ -243,14 +243,14 @@ class Supervisor:
     def __enter__(self) -> "Supervisor":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
         return f"<rsm_shm.fsm.Supervisor {self._name!r} {self.statistics()} {self.policy}>"
 
 
-def _reap(host) -> None:
+def _reap(host: object) -> None:
     """Wait briefly for a dead host to finish (a thread ends right after publishing DEAD)."""
     if host is None:
         return

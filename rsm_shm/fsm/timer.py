@@ -22,9 +22,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .errors import AutomatonShutDown
+
+if TYPE_CHECKING:
+    from .automaton import Automaton
 
 __all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
 
@@ -99,7 +102,7 @@ class TimerService:
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
         self._on_error = on_error
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, Automaton] = {}
         self._fired = self._cancelled = self._failed = 0
         self._dead_in_heap = 0  # cancelled entries still in the heap
         self._max_late_ns = 0
@@ -205,7 +208,7 @@ class TimerService:
                     break
             self._fire(h)  # outside the lock: a post may take a moment
 
-    def _resolve(self, name: str):
+    def _resolve(self, name: str) -> Automaton:
         # Always this thread's own handle, opened by name (schedule() keeps names only): a
         # handle passed in belongs to another thread (a host closes its handle when it
         # ends), and using a handle while its owner unmaps it would touch unmapped memory.
@@ -278,7 +281,7 @@ class TimerService:
     def __enter__(self) -> "TimerService":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

@@ -147,7 +147,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from . import inspect as insp
 from .segment import PREFIX, SHM_DIR
@@ -204,14 +204,14 @@ def printable(text: str, limit: Optional[int] = None) -> str:
     return out
 
 
-def _creator_cell(rec: dict) -> str:
+def _creator_cell(rec: dict[str, Any]) -> str:
     c = rec.get("creator")
     if not c:
         return "-"
     return f"{c['pid']} {'alive' if c['alive'] else 'dead'}"
 
 
-def _attached_cell(rec: dict) -> str:
+def _attached_cell(rec: dict[str, Any]) -> str:
     pids = [str(a["pid"]) for a in rec.get("attached") or []]
     if not pids:
         return "-"
@@ -221,7 +221,7 @@ def _attached_cell(rec: dict) -> str:
     return f"{len(pids)}: {shown}"
 
 
-def _state_cell(rec: dict) -> str:
+def _state_cell(rec: dict[str, Any]) -> str:
     status = rec.get("status")
     if status == insp.SegmentStatus.FOREIGN.value:
         return "foreign (not decoded)"
@@ -230,7 +230,7 @@ def _state_cell(rec: dict) -> str:
     return printable(f"{str(status).upper()}: {rec.get('problem') or ''}".rstrip(": "), _MAX_STATE_CHARS)
 
 
-def render_table(records: Sequence[dict]) -> str:
+def render_table(records: Sequence[dict[str, Any]]) -> str:
     """The ``ls``/``watch`` table: one line per record, columns sized to fit."""
     header = ("NAME", "KIND", "SIZE", "CREATOR", "ATTACHED", "AGE", "STATE")
     rows = [header]
@@ -252,7 +252,7 @@ def _when(t: Optional[float]) -> str:
 _QUEUE_KEYS = {"nslots", "nwaiters", "noverflow", "slots"}
 
 
-def _queue_lines(q: dict, indent: str) -> list[str]:
+def _queue_lines(q: dict[str, Any], indent: str) -> list[str]:
     out = [f"{indent}{q['nwaiters']} waiting in slots, {q['noverflow']} overflowed, {q['nslots']} slots"]
     if q["slots"]:
         out.append(f"{indent}  {'SLOT':>4}  {'TICKET':>8}  {'PID':>7}  {'TID':>7}  PHASE     KIND  TOKEN  PROCESS")
@@ -262,7 +262,7 @@ def _queue_lines(q: dict, indent: str) -> list[str]:
     return out
 
 
-def _detail_lines(detail: dict, indent: str = "  ") -> list[str]:
+def _detail_lines(detail: dict[str, Any], indent: str = "  ") -> list[str]:
     out = []
     for key, value in detail.items():
         if isinstance(value, dict) and _QUEUE_KEYS <= set(value):
@@ -278,7 +278,7 @@ def _detail_lines(detail: dict, indent: str = "  ") -> list[str]:
     return out
 
 
-def render_inspect(rec: dict) -> str:
+def render_inspect(rec: dict[str, Any]) -> str:
     lines = [
         f"name:       {printable(rec['name'])}",
         f"path:       {printable(rec['path'])}",
@@ -312,20 +312,20 @@ def render_inspect(rec: dict) -> str:
 # -- commands -----------------------------------------------------------------------------
 
 
-def _scan_info(procs: insp.ProcessIndex) -> dict:
+def _scan_info(procs: insp.ProcessIndex) -> dict[str, Any]:
     return {"processes": procs.scanned, "seconds": round(procs.seconds, 6)}
 
 
-def _emit_json(doc: dict) -> None:
+def _emit_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, sort_keys=False) + "\n")
 
 
-def _doc(command: str, procs: insp.ProcessIndex, **fields) -> dict:
+def _doc(command: str, procs: insp.ProcessIndex, **fields: Any) -> dict[str, Any]:
     return {"schema": insp.SCHEMA_VERSION, "command": command, "time": time.time(), "scan": _scan_info(procs),
             **fields}
 
 
-def cmd_ls(args) -> int:
+def cmd_ls(args: argparse.Namespace) -> int:
     records, procs = insp.collect(include_foreign=args.all, prefix=args.prefix)
     if args.json:
         _emit_json(_doc("ls", procs, segments=records))
@@ -336,7 +336,7 @@ def cmd_ls(args) -> int:
     return EXIT_NOT_FOUND if args.prefix is not None and not records else EXIT_OK
 
 
-def cmd_inspect(args) -> int:
+def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         hit = insp.resolve(args.name)
     except ValueError as e:
@@ -354,7 +354,7 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-def cmd_watch(args) -> int:
+def cmd_watch(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     names = args.names or None
     frame = 0
@@ -393,12 +393,12 @@ def cmd_watch(args) -> int:
     return EXIT_NOT_FOUND if filtered and not matched else EXIT_OK
 
 
-def _matches(rec: dict, name: str) -> bool:
+def _matches(rec: dict[str, Any], name: str) -> bool:
     bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
     return rec["name"] in (name, bare)
 
 
-def _remove(rec: dict) -> tuple[str, str]:
+def _remove(rec: dict[str, Any]) -> tuple[str, str]:
     """Unlink one segment, unless the file was replaced since it was judged."""
     path = rec["path"]
     try:
@@ -412,7 +412,7 @@ def _remove(rec: dict) -> tuple[str, str]:
     return "removed", ""
 
 
-def cmd_gc(args) -> int:
+def cmd_gc(args: argparse.Namespace) -> int:
     # Decoding is not needed to judge; skipping it means gc never attaches to anything.
     records, procs = insp.collect(prefix=args.prefix, decode=False)
     now = time.time()
@@ -471,10 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                "The --json schema is documented in rsm_shm/cli.py.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(p, *, json_help="machine-readable output (schema 1)"):
+    def common(p: argparse.ArgumentParser, *, json_help: str = "machine-readable output (schema 1)") -> None:
         p.add_argument("--json", action="store_true", help=json_help)
 
-    def prefix(p):
+    def prefix(p: argparse.ArgumentParser) -> None:
         p.add_argument("--prefix", metavar="P", help="only segments whose name (without 'rsm_shm.') starts with P")
 
     p = sub.add_parser("ls", help="one line per segment")
@@ -528,7 +528,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "names", None) and (args.prefix is not None or args.all):
         parser.error("watch: give segment NAMEs or --prefix/--all, not both")
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except BrokenPipeError:
         # `rsm-shm ls | head`: the reader left; exit quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)

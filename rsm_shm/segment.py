@@ -30,7 +30,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import _posixshmem
 
@@ -308,11 +308,11 @@ class Segment:
         if len(ref) >= REF_NAME_MAX:
             raise ValueError(f"referenced name {ref_name!r} is too long")
         anonymous = name is None
-        if anonymous:
+        if name is None:
             if create is False:
                 raise ValueError("an anonymous object (name=None) can only be created")
             name, create = _anonymous_name(), True
-        self.name: str = validate_name(name)  # type: ignore[arg-type]
+        self.name: str = validate_name(name)
         self.pins.label = f"rsm_shm segment {self.name!r}"
         self._shm_name = "/" + PREFIX + self.name
         self.kind = Kind(kind)
@@ -334,7 +334,8 @@ class Segment:
 
     # -- creation and attachment -------------------------------------------------------
 
-    def _build(self, fd, body_size, mode, params, ref, anonymous, init) -> None:
+    def _build(self, fd: int, body_size: int, mode: int, params: Sequence[int], ref: bytes, anonymous: bool,
+               init: Optional[Callable[[Segment], None]]) -> None:
         try:
             os.fchmod(fd, mode)  # shm_open's mode is filtered by the umask
             os.ftruncate(fd, HEADER_SIZE + body_size)
@@ -369,7 +370,8 @@ class Segment:
         lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
         self.header = decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)
 
-    def _attach(self, fd, check, body_size_of) -> None:
+    def _attach(self, fd: int, check: Optional[Callable[[SegmentHeader], None]],
+                body_size_of: Optional[Callable[[SegmentHeader], int]]) -> None:
         try:
             deadline = time.monotonic() + CREATE_WAIT_TIMEOUT
             st = os.fstat(fd)
@@ -449,20 +451,20 @@ class Segment:
         assert self._mmap is not None  # internal: only called while mapped
         return bytes(self._mmap[:HEADER_SIZE])
 
-    def _header_ptr(self):
+    def _header_ptr(self) -> Any:  # a cffi "rsm_segment_header *"
         return ffi.cast("rsm_segment_header *", self._buf)
 
     # -- access ------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        return self.pins.closed
+        return bool(self.pins.closed)
 
     def _check_open(self) -> None:
         if self.pins.closed:
             raise ValueError(f"{self.pins.label} is closed")
 
-    def body(self, ctype: str, offset: int = 0):
+    def body(self, ctype: str, offset: int = 0) -> Any:
         """A cffi pointer of type ``ctype`` (e.g. ``"rsm_lock *"``) at ``offset`` in the body.
 
         Use it only while holding a pin (or in the constructor): it dangles once unmapped."""

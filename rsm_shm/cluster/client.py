@@ -64,40 +64,25 @@ class SessionExpiredError(RuntimeError):
     of the command in flight is unknown."""
 
 
-class Client:
-    """A connection to cluster ``name`` (see the module docstring).
+class _SessionClient:
+    """What every client shares, whatever carries its envelopes: the exactly-once
+    session (``(session, seq)``, registration, ``acked``), the argument checks, and the
+    outcomes.  A subclass provides ``_exchange(build, rids, deadline)`` (send the
+    envelopes ``build(waiting)`` makes until every request id is answered) and ``close``."""
 
-    ``Client(name)`` raises FileNotFoundError if no cluster of that name runs.  Use it as
-    a context manager or call :meth:`close`.
-    """
+    name: str
+    _closed: bool
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def _init_session(self, cluster_id: int, reply_to: str) -> None:
         self._lock = threading.Lock()
-        self._closed = True
-        try:
-            self._ctl = ControlBlock(name)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no running cluster named {name!r} (no control segment)") from None
-        try:
-            rec = self._ctl.load()
-            self._cluster_id = int(rec.cluster_id)
-            ring_name = f"{reply_ring_prefix(name)}{os.getpid():x}.{secrets.token_hex(4)}"
-            self._reply = Ring(ring_name, create=True, capacity=REPLY_CAPACITY)
-        except BaseException:
-            self._ctl.close()
-            raise
-        self._closed = False
-        self.reply_to = ring_name
+        self._cluster_id = cluster_id
+        self.reply_to = reply_to
         self._session = int.from_bytes(secrets.token_bytes(8), "little") or 1
         self._registered = False
         self._seq = 0
         self._acked = 0  # every result up to here is received or given up
         self._next_rid = _READ_RID
-        self._inboxes: Dict[int, Ring] = {}
-        self._statuses: Dict[int, StatusRecord] = {}
-        self._leader: Optional[int] = None
-        self._hdr = {k: ev.encode_header(k, 0, self._cluster_id) for k in (ev.KIND_PROPOSE, ev.KIND_READ, ev.KIND_ADMIN)}
+        self._hdr = {k: ev.encode_header(k, 0, cluster_id) for k in (ev.KIND_PROPOSE, ev.KIND_READ, ev.KIND_ADMIN)}
 
     # ------------------------------------------------------------------ public API
     def propose(self, command: bytes, timeout: float = 5.0) -> bytes:
@@ -145,34 +130,17 @@ class Client:
                 lambda waiting: [ev.encode_read(self._hdr[ev.KIND_READ], self.reply_to, [(rid, q)])], {rid}, deadline)
             return self._outcome(*res[rid])
 
-    def leader(self) -> Optional[int]:
-        """The leader as the status records show it now (None: none known)."""
-        with self._lock:
-            self._check_open()
-            return self._discover_once()
-
     def close(self) -> None:
-        """Remove this client's reply ring and unmap everything (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        for r in self._inboxes.values():
-            r.close()
-        for s in self._statuses.values():
-            s.close()
-        self._inboxes.clear()
-        self._statuses.clear()
-        try:
-            self._reply.unlink()
-        finally:
-            self._reply.close()
-            self._ctl.close()
+        raise NotImplementedError
+
+    def _exchange(self, build, rids: set, deadline: float) -> Dict[int, tuple]:
+        raise NotImplementedError
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "Client":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -183,21 +151,6 @@ class Client:
             self.close()
         except Exception:
             pass
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"leader={self._leader}"
-        return f"<rsm_shm.cluster.Client {self.name!r} {state}>"
-
-    # ------------------------------------------------------------------ admin (LocalCluster)
-    def _admin(self, op: int, arg: int, timeout: float) -> None:
-        with self._lock:
-            self._check_open()
-            deadline = time.monotonic() + timeout
-            rid = self._new_rid()
-            res = self._exchange(
-                lambda waiting: [ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg)], {rid},
-                deadline)
-            self._outcome(*res[rid])
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:
@@ -274,6 +227,95 @@ class Client:
                     results[batch[seq]] = (status, payload)
         return results  # type: ignore[return-value]
 
+
+class Client(_SessionClient):
+    """A connection to cluster ``name`` (see the module docstring).
+
+    ``Client(name)`` raises FileNotFoundError if no cluster of that name runs.  Use it as
+    a context manager or call :meth:`close`.
+
+    ``Client.connect(["host:port", ...])`` reaches a cluster whose peers serve clients
+    over the network (``rsm-shm cluster serve``) from any machine instead; the client it
+    returns has the same contract.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._closed = True
+        try:
+            self._ctl = ControlBlock(name)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no running cluster named {name!r} (no control segment)") from None
+        try:
+            rec = self._ctl.load()
+            cluster_id = int(rec.cluster_id)
+            ring_name = f"{reply_ring_prefix(name)}{os.getpid():x}.{secrets.token_hex(4)}"
+            self._reply = Ring(ring_name, create=True, capacity=REPLY_CAPACITY)
+        except BaseException:
+            self._ctl.close()
+            raise
+        self._closed = False
+        self._init_session(cluster_id, ring_name)
+        self._inboxes: Dict[int, Ring] = {}
+        self._statuses: Dict[int, StatusRecord] = {}
+        self._leader: Optional[int] = None
+
+    @classmethod
+    def connect(cls, addresses: Sequence[str], *, tls=None, timeout: float = 5.0, server_name=None):
+        """A client of the cluster whose peers listen at ``addresses`` (``"host:port"``
+        strings; one reachable peer is enough, it tells the others' addresses), over
+        gRPC.  Same contract as ``Client(name)``: :meth:`propose`, :meth:`propose_many`,
+        :meth:`read`, :meth:`close`, exactly-once sessions.  ``tls``: a
+        :class:`rsm_shm.cluster.net.tls.TLSConfig` (mutual TLS), None for plaintext;
+        ``server_name``: the name the peers' certificates carry, if not the dialed host.
+        Needs the ``[net]`` extra (``pip install rsm_shm[net]``).  Raises
+        ConnectionError if no peer answers within ``timeout`` seconds."""
+        from .net.client import RemoteClient
+
+        return RemoteClient(addresses, tls=tls, timeout=timeout, server_name=server_name)
+
+    def leader(self) -> Optional[int]:
+        """The leader as the status records show it now (None: none known)."""
+        with self._lock:
+            self._check_open()
+            return self._discover_once()
+
+    def close(self) -> None:
+        """Remove this client's reply ring and unmap everything (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for r in self._inboxes.values():
+            r.close()
+        for s in self._statuses.values():
+            s.close()
+        self._inboxes.clear()
+        self._statuses.clear()
+        try:
+            self._reply.unlink()
+        finally:
+            self._reply.close()
+            self._ctl.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"leader={self._leader}"
+        return f"<rsm_shm.cluster.Client {self.name!r} {state}>"
+
+    # ------------------------------------------------------------------ admin (LocalCluster)
+    def _admin(self, op: int, arg: int, timeout: float) -> None:
+        with self._lock:
+            self._check_open()
+            deadline = time.monotonic() + timeout
+            rid = self._new_rid()
+            res = self._exchange(
+                lambda waiting: [ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg)], {rid},
+                deadline)
+            self._outcome(*res[rid])
+
+    # ------------------------------------------------------------------ internals
     def _exchange(self, build, rids: set, deadline: float) -> Dict[int, tuple]:
         """Send the envelopes ``build(waiting)`` makes (for the request ids still
         waiting) to the leader until every rid is answered (other than 'not the leader' /
@@ -407,7 +449,8 @@ class Client:
 
 
 class KVClient:
-    """A typed client of a :class:`~rsm_shm.cluster.KVStore` cluster.
+    """A typed client of a :class:`~rsm_shm.cluster.KVStore` cluster: ``KVClient(name)``
+    on the machine, ``KVClient.connect(["host:port", ...])`` from anywhere.
 
     Values are any JSON value; ``None`` stands for "absent" in :meth:`get` and
     :meth:`cas`.  Each method takes ``timeout`` (seconds) and raises like
@@ -416,6 +459,13 @@ class KVClient:
 
     def __init__(self, name: str) -> None:
         self.client = Client(name)
+
+    @classmethod
+    def connect(cls, addresses: Sequence[str], *, tls=None, timeout: float = 5.0, server_name=None) -> "KVClient":
+        """A KVClient over the network (see :meth:`Client.connect`)."""
+        kv = cls.__new__(cls)
+        kv.client = Client.connect(addresses, tls=tls, timeout=timeout, server_name=server_name)
+        return kv
 
     def put(self, key: str, value, timeout: float = 5.0) -> None:
         self.client.propose(_kv({"op": "put", "key": key, "value": value}), timeout)

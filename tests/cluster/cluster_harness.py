@@ -55,13 +55,23 @@ class AppendLog(StateMachine):
 # -- client processes ------------------------------------------------------------------
 
 
+def open_client(cluster, kv: bool = False):
+    """``cluster``: a cluster name (a local client) or a list of "host:port" addresses
+    of peers that serve clients over gRPC (``Client.connect``)."""
+    from rsm_shm.cluster import Client, KVClient
+
+    if isinstance(cluster, (list, tuple)):
+        return KVClient.connect(list(cluster)) if kv else Client.connect(list(cluster))
+    return KVClient(cluster) if kv else Client(cluster)
+
+
 def append_writer(cluster: str, client_id: int, stop, progress, out, timeout: float = 10.0) -> None:
     """Propose ``b"<client>:<seq>"`` one after another until ``stop`` is set; report
     (acknowledged, unknown) commands on ``out``.  ``progress`` counts acknowledgements."""
-    from rsm_shm.cluster import Client, SessionExpiredError
+    from rsm_shm.cluster import SessionExpiredError
 
     acked, unknown = [], []
-    client = Client(cluster)
+    client = open_client(cluster)
     try:
         seq = 0
         while not stop.is_set():
@@ -76,7 +86,7 @@ def append_writer(cluster: str, client_id: int, stop, progress, out, timeout: fl
                 # The cluster forgot our session: the outcome is unknown; start afresh.
                 unknown.append(cmd)
                 client.close()
-                client = Client(cluster)
+                client = open_client(cluster)
                 continue
             acked.append(cmd)
             with progress.get_lock():
@@ -90,12 +100,12 @@ def kv_recorder(cluster: str, client_id: int, keys: list, stop, progress, out, s
                 timeout: float = 5.0) -> None:
     """Random put/get/cas/delete on a few keys through ``KVClient``, every operation
     recorded with its times; the history goes to ``out``."""
-    from rsm_shm.cluster import KVClient, SessionExpiredError
+    from rsm_shm.cluster import SessionExpiredError
     from rsm_shm.cluster.linearizability import Recorder
 
     rng = random.Random(seed)
     rec = Recorder(client_id)
-    kv = KVClient(cluster)
+    kv = open_client(cluster, kv=True)
     try:
         last_seen: dict = {}
         i = 0
@@ -109,7 +119,7 @@ def kv_recorder(cluster: str, client_id: int, keys: list, stop, progress, out, s
             except SessionExpiredError:
                 # Recorded as an unknown outcome; the cluster forgot the session.
                 kv.close()
-                kv = KVClient(cluster)
+                kv = open_client(cluster, kv=True)
             with progress.get_lock():
                 progress.value += 1
     finally:

@@ -5,7 +5,7 @@
  * (rsm_ring_put1 / rsm_ring_get1: a few atomics and the copy), which costs a fraction of
  * a cffi call that releases and retakes the GIL.  Holding the GIL is also what keeps the
  * mapping alive during the attempt: close() needs the GIL, so no pin is taken (Pins,
- * fastpath.c).  Everything else -- a full or empty ring, a timeout to honour, roles to
+ * fast_pins.c).  Everything else -- a full or empty ring, a timeout to honour, roles to
  * settle, dead peers to judge, a message larger than the receive buffer, errors -- goes
  * to the Ring's slow paths in Python, given at _bind, which pin the mapping and release
  * the GIL while they wait:
@@ -31,7 +31,7 @@
 typedef struct {
     PyObject_HEAD
     rsm_ring *ring;     /* the control block inside the mapping; NULL while unbound */
-    PyObject *pins;     /* the segment's Pins: an open segment is checked before each call */
+    rsm_pins *pins;     /* the segment's Pins: an open segment is checked before each call */
     PyObject *put_slow; /* functions, called with the ring first (no reference cycle) */
     PyObject *get_slow;
     char *buf;          /* receive buffer (PyMem), used with the GIL held */
@@ -220,7 +220,7 @@ static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "_bind: put_slow and get_slow must be callable");
         return NULL;
     }
-    if (rsm_pins_open(args[1]) < 0)
+    if (rsm_pins_open((rsm_pins *)args[1]) < 0)
         return NULL;
     rsm_ring *ring = (rsm_ring *)(uintptr_t)addr;
     uint64_t cap = rsm_ring_max_message(ring); /* checked by rsm_ring_check before binding */
@@ -232,7 +232,7 @@ static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t
     self->buf = buf;
     self->cap = cap;
     self->ring = ring;
-    Py_XSETREF(self->pins, Py_NewRef(args[1]));
+    Py_XSETREF(self->pins, (rsm_pins *)Py_NewRef(args[1]));
     Py_XSETREF(self->put_slow, Py_NewRef(args[2]));
     Py_XSETREF(self->get_slow, Py_NewRef(args[3]));
     Py_RETURN_NONE;

@@ -72,8 +72,8 @@ int rsm_rlock_release(rsm_lock *l, int told);
 /* Condition support: drop every level at once (returns the depth in *count), and restore. */
 int rsm_rlock_release_all(rsm_lock *l, uint32_t *count, int told);
 
-/* The fast paths, inline so the GIL-holding entry points (fastpath.c) share the algorithm.
- * They touch only the shared words and call no other core function (fastpath.c reaches
+/* The fast paths, inline so the GIL-holding entry points (fast_sync.c) share the algorithm.
+ * They touch only the shared words and call no other core function (fast_sync.c reaches
  * the core through a table, core_api.h): a release that finds sleepers says so, and the
  * caller wakes one with rsm_lock_wake. */
 static inline int rsm_lock_try_fast(rsm_lock *l, uint32_t tid, int32_t pid)

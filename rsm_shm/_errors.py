@@ -3,7 +3,7 @@
 Every C entry point returns a status code (``RSM_*`` in ``csrc/rsm_common.h``).  A
 caller handles the codes that are results for it (``RSM_OK``, a ``RSM_TIMEOUT`` that
 means "return False", ``RSM_SLICE``) and passes every other one to :func:`raise_for`,
-which alone decides the exception and its message.  The C fast paths (``csrc/fastpath.c``)
+which alone decides the exception and its message.  The C fast paths (``csrc/fast_*.c``)
 call it too.
 """
 from __future__ import annotations

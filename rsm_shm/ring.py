@@ -130,7 +130,7 @@ def _status(n: int) -> int:
 
 
 def _validate_timeout(timeout: Optional[float]) -> int:
-    """queue.Queue's rules -> deadline (the one converter, csrc/fastpath.c; docs/blocking.md)."""
+    """queue.Queue's rules -> deadline (the one converter, csrc/fast_deadline.c; docs/blocking.md)."""
     return _base.deadline(timeout, _base.RULE_QUEUE)
 
 

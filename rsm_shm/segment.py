@@ -479,7 +479,7 @@ class Segment:
         Raises ValueError if the segment is closed.  Every call that hands pointers into
         the segment to C holds a pin for its whole duration (a cffi call releases the GIL,
         so another thread may call close() meanwhile); ``with seg.pins:`` is the same.
-        The C entry points (csrc/fastpath.c) pin through the same object."""
+        The C entry points (csrc/fast_pins.c) pin through the same object."""
         self.pins.__enter__()
 
     def end_use(self) -> None:

@@ -410,8 +410,8 @@ def _run(fn):
 
 @pytest.mark.parametrize("cls,block", [
     (rsm_shm.Lock, lambda o: o.acquire(timeout=30)),            # Python slice loop
-    (rsm_shm.Semaphore, lambda o: o.acquire(timeout=30)),       # C slice loop (fastpath.c)
-    (rsm_shm.Event, lambda o: o.wait(30)),                      # C slice loop (fastpath.c)
+    (rsm_shm.Semaphore, lambda o: o.acquire(timeout=30)),       # C slice loop (fast_sync.c)
+    (rsm_shm.Event, lambda o: o.wait(30)),                      # C slice loop (fast_sync.c)
 ])
 def test_close_while_another_thread_waits(shm_name, cls, block):
     """close() must never unmap under a blocked C call: the waiter gets ValueError instead."""

@@ -2,7 +2,7 @@
  *
  *   gcc -std=c11 -O1 -g -fsanitize=address,undefined -D_GNU_SOURCE -I.. stress.c SOURCES -lpthread
  *   gcc -std=c11 -O1 -g -fsanitize=thread -D_GNU_SOURCE -I.. stress.c SOURCES -lpthread
- * where SOURCES is every C file of csrc/ except fastpath.c (the CPython module).
+ * where SOURCES is every C file of csrc/ except fast*.c (the CPython module).
  *
  * Threads hammer a Lock (barging and FIFO), an RLock, a robust Semaphore, an RWLock and an
  * Event through the same entry points Python uses (including timeouts and slices), and

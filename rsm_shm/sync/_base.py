@@ -8,7 +8,7 @@ wait queue through the primitive's ``abandon`` C call, which passes on any wake-
 consumed: an interrupted waiter never swallows a notification.
 
 Two rules hold for every call that touches shared memory (the C entry points in
-csrc/fastpath.c follow them too):
+csrc/fast_sync.c and csrc/fast_ring.c follow them too):
 
 * it holds a pin on the segment (``with self._pins:``, or the :func:`pinned` decorator)
   for its whole duration, so a close() from another thread never unmaps under it;

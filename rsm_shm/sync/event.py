@@ -99,7 +99,7 @@ class Event(FastEvent, _EventBase):
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
 
     # wait(timeout=None) -> bool, set(), clear(), is_set() come from FastEvent
-    # (csrc/fastpath.c): the check with the GIL held, then the slice loop in C.
+    # (csrc/fast_sync.c): the check with the GIL held, then the slice loop in C.
     wait = FastEvent.wait
     set = FastEvent.set
     clear = FastEvent.clear

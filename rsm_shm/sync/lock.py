@@ -1,7 +1,7 @@
 """Lock and RLock: threading's locks, in shared memory, robust against owner death.
 
 The algorithm (word layout, transitions, hand-off) is in csrc/lock.h and csrc/lock.c,
-and each call is one C entry (csrc/fastpath.c, which also applies threading's argument
+and each call is one C entry (csrc/fast_sync.c, which also applies threading's argument
 rules); this module holds the policy those entries call back for: is an owner dead, and
 telling the new holder.
 
@@ -172,7 +172,7 @@ class _LockCommon(FastLock, SharedObject):
         return self
 
     def _bind_entries(self, recursive: bool, internal: bool = False) -> None:
-        """Point the C entry points (FastLock, csrc/fastpath.c) at the lock and hand them
+        """Point the C entry points (FastLock, csrc/fast_sync.c) at the lock and hand them
         this class's owner-death policy (the two methods below)."""
         cls = type(self)
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, recursive, internal, cls._owner_is_dead,

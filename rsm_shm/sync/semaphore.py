@@ -81,14 +81,14 @@ class _SemaphoreBase(FastSem, SharedObject):
             self._seg.close()
             raise SegmentError(f"segment {self.name!r} is corrupt: semaphore flags or holder slots "
                                f"disagree with its header")
-        # the C entry points (FastSem, csrc/fastpath.c) and their policy for robust ones
+        # the C entry points (FastSem, csrc/fast_sync.c) and their policy for robust ones
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, type(self)._reclaim_dead_holders)
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
             self.close()
             raise SegmentError(f"segment {self.name!r} has a corrupt semaphore bound")
 
     # acquire(blocking=True, timeout=None) -> bool, release(n=1), __enter__ and __exit__
-    # come from FastSem (csrc/fastpath.c): the attempt with the GIL held, then the slice
+    # come from FastSem (csrc/fast_sync.c): the attempt with the GIL held, then the slice
     # loop in C.  Semantics, as threading.Semaphore: acquire decrements the value, waiting
     # while it is zero; True once decremented, False on timeout (or at once when not
     # blocking); ValueError for a timeout with blocking=False.  release(n) adds n and wakes

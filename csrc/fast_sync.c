@@ -1,12 +1,10 @@
-/* fastpath.c -- rsm_shm._fast: CPython entry points for the hottest paths.
+/* fast_sync.c -- rsm_shm._fast.FastLock, FastSem and FastEvent: the C entry points of
+ * Lock/RLock, the semaphores and Event (fast_module.c says why they exist).
  *
- * Lock/RLock (FastLock), the semaphores (FastSem) and Event (FastEvent) derive from these
- * small CPython types, exactly as multiprocessing.synchronize.Lock derives from
- * _multiprocessing.SemLock.  Each call is one C entry: the attempt with the GIL held (a
- * cffi call alone costs ~48 ns here, an uncontended acquire is one CAS), then, if it must
- * wait, the slice loop with the GIL released around each futex wait and
- * PyErr_CheckSignals() between slices (Ctrl-C).  The algorithms stay in lock.c, sem.c and
- * event.c; policy stays in Python, in functions each object hands over at _bind (the
+ * Each call is one C entry: the attempt with the GIL held, then, if it must wait, the
+ * slice loop (blocking_loop below) with the GIL released around each futex wait and
+ * PyErr_CheckSignals() between slices (Ctrl-C).  The algorithms stay in lock.c, sem.c
+ * and event.c; policy stays in Python, in functions each object hands over at _bind (the
  * whole protocol between these types and their Python classes):
  *
  *     FastLock._bind(address, pins, recursive, internal, owner_is_dead, tell_owner_died)
@@ -16,188 +14,17 @@
  *         reclaim_dead_holders(sem) -> int   robust semaphores: permits given back
  *     FastEvent._bind(address, pins)
  *
- * `pins` is the segment's Pins (below).  A status C does not handle becomes its exception
- * in rsm_shm._errors.raise_for(code, obj), the package's one place for that.
- *
- * Two things here serve every blocking call of the package, Python ones included: Pins,
- * the protocol that keeps a segment mapped while any call uses it, and deadline(), the one
- * converter from a user's timeout to a deadline (docs/blocking.md has the table).
+ * `pins` is the segment's Pins (fast_pins.c).  A status C does not handle becomes its
+ * exception through rsm_fast_raise (rsm_shm._errors.raise_for).
  */
 #include "fast.h"
 
-#include <math.h>
 #include <string.h>
-
-/* ---- Pins: the one protocol between a segment's mapping and every C call into it ----
- *
- * Every rsm_shm segment owns one Pins object (rsm_shm/segment.py).  A call that hands raw
- * pointers into the mapping to C -- and every C call may release the GIL -- holds a pin
- * for its duration: `with segment.pins:` in Python, pins_enter()/pins_exit() here.
- * close() marks the Pins closed (new calls raise ValueError) and the mapping is released
- * (`on_unmap()`, given by the segment) only when the last pin is gone, so no C call can
- * ever run on an unmapped page.  Everything runs under the GIL: plain counters suffice.
- */
-typedef struct {
-    PyObject_HEAD
-    Py_ssize_t users;   /* calls in progress that hold raw pointers into the mapping */
-    int closed;         /* close() was called: new calls fail with ValueError */
-    int unmapped;       /* on_unmap() ran: the mapping is gone */
-    PyObject *on_unmap; /* called once, when closed and the last pin is released */
-    PyObject *label;    /* names the object in messages: "Lock 'jobs'" */
-} Pins;
-
-static PyTypeObject PinsType;
-
-static int pins_raise_closed(Pins *p)
-{
-    PyErr_Format(PyExc_ValueError, "%S is closed", p->label);
-    return -1;
-}
-
-static int pins_enter(Pins *p)
-{
-    if (p->closed)
-        return pins_raise_closed(p);
-    p->users++;
-    return 0;
-}
-
-static int pins_unmap(Pins *p)
-{
-    if (p->unmapped || p->users > 0)
-        return 0;
-    p->unmapped = 1; /* first: on_unmap may run Python code that switches threads */
-    PyObject *r = PyObject_CallNoArgs(p->on_unmap);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static int pins_exit(Pins *p)
-{
-    if (--p->users == 0 && p->closed)
-        return pins_unmap(p);
-    return 0;
-}
-
-/* For the other files of _fast (fast.h), to which Pins are opaque. */
-int rsm_pins_check(PyObject *o) { return PyObject_TypeCheck(o, &PinsType); }
-int rsm_pins_open(PyObject *pins) { return ((Pins *)pins)->closed ? pins_raise_closed((Pins *)pins) : 0; }
-
-static int Pins_init(Pins *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"on_unmap", "label", NULL};
-    PyObject *on_unmap, *label;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU:Pins", kwlist, &on_unmap, &label))
-        return -1;
-    if (!PyCallable_Check(on_unmap)) {
-        PyErr_SetString(PyExc_TypeError, "Pins(on_unmap, label): on_unmap must be callable");
-        return -1;
-    }
-    Py_XSETREF(self->on_unmap, Py_NewRef(on_unmap));
-    Py_XSETREF(self->label, Py_NewRef(label));
-    return 0;
-}
-
-static PyObject *Pins_enter(Pins *self, PyObject *Py_UNUSED(ignored))
-{
-    if (pins_enter(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Pins_exit(Pins *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    (void)nargs;
-    if (self->users <= 0) {
-        PyErr_SetString(PyExc_RuntimeError, "Pins.__exit__ without a matching __enter__");
-        return NULL;
-    }
-    if (pins_exit(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Pins_close(Pins *self, PyObject *Py_UNUSED(ignored))
-{
-    self->closed = 1;
-    if (pins_unmap(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Pins_get_closed(Pins *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->closed); }
-static PyObject *Pins_get_unmapped(Pins *self, void *Py_UNUSED(c)) { return PyBool_FromLong(self->unmapped); }
-static PyObject *Pins_get_users(Pins *self, void *Py_UNUSED(c)) { return PyLong_FromSsize_t(self->users); }
-static PyObject *Pins_get_label(Pins *self, void *Py_UNUSED(c)) { return Py_NewRef(self->label); }
-
-static int Pins_set_label(Pins *self, PyObject *value, void *Py_UNUSED(c))
-{
-    if (!value || !PyUnicode_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "Pins.label must be a str");
-        return -1;
-    }
-    Py_XSETREF(self->label, Py_NewRef(value));
-    return 0;
-}
-
-static int Pins_traverse(Pins *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->on_unmap);
-    return 0;
-}
-
-static int Pins_clear(Pins *self)
-{
-    Py_CLEAR(self->on_unmap);
-    return 0;
-}
-
-static void Pins_dealloc(Pins *self)
-{
-    PyObject_GC_UnTrack(self);
-    Pins_clear(self);
-    Py_CLEAR(self->label);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMethodDef Pins_methods[] = {
-    {"__enter__", (PyCFunction)Pins_enter, METH_NOARGS, "Pin the mapping (ValueError if closed)."},
-    {"__exit__", (PyCFunction)(void (*)(void))Pins_exit, METH_FASTCALL, "Unpin; the last one out after close() unmaps."},
-    {"close", (PyCFunction)Pins_close, METH_NOARGS, "Refuse new pins; unmap now or when the last pin goes."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef Pins_getset[] = {
-    {"closed", (getter)Pins_get_closed, NULL, "close() was called", NULL},
-    {"unmapped", (getter)Pins_get_unmapped, NULL, "the mapping was released", NULL},
-    {"users", (getter)Pins_get_users, NULL, "pins held right now", NULL},
-    {"label", (getter)Pins_get_label, (setter)Pins_set_label, "names the object in messages", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject PinsType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rsm_shm._fast.Pins",
-    .tp_basicsize = sizeof(Pins),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Pins(on_unmap, label): counts the calls that hold raw pointers into a mapping (internal).",
-    .tp_methods = Pins_methods,
-    .tp_getset = Pins_getset,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Pins_init,
-    .tp_traverse = (traverseproc)Pins_traverse,
-    .tp_clear = (inquiry)Pins_clear,
-    .tp_dealloc = (destructor)Pins_dealloc,
-};
-
-/* ---- the primitives' entry types ------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
     void *obj;          /* rsm_lock / rsm_sem / rsm_event inside the mapping */
-    Pins *pins;         /* the segment's pins; NULL while unbound */
+    rsm_pins *pins;     /* the segment's pins; NULL while unbound */
     int recursive;      /* FastLock only: an RLock */
     int internal;       /* a private part of a larger object (Barrier's lock): usable while
                            that object's call still pins the mapping, even after close() */
@@ -207,7 +34,7 @@ typedef struct {
 /* The struct, or NULL if this handle may not touch it (closed, or never bound). */
 static inline void *live(FastObj *self)
 {
-    Pins *p = self->pins;
+    rsm_pins *p = self->pins;
     if (!p || (p->closed && (!self->internal || p->unmapped)))
         return NULL;
     return self->obj;
@@ -226,153 +53,6 @@ static inline int release_fast(FastLock *self, rsm_lock *l)
     return self->recursive ? rsm_rlock_release_fast(l, rsm_gettid()) : rsm_lock_release_fast(l, rsm_gettid());
 }
 
-static PyObject *raise_for; /* rsm_shm._errors.raise_for */
-
-#define REAP_EVERY_SLICES 20
-
-/* ---- Deadlines: the one converter from a user's timeout to an absolute deadline -------
- *
- * Used by every blocking call, here and (through deadline()) in Python.  The result is an
- * absolute CLOCK_MONOTONIC time in ns, or one of: */
-#define DEADLINE_FOREVER (-1)  /* wait without limit */
-#define DEADLINE_TRY (0)       /* try once, never sleep */
-#define DEADLINE_TOO_LARGE (-2) /* beyond threading.TIMEOUT_MAX: OverflowError, but only once
-                                   the call finds it must wait (as threading does) */
-/* The rules of the standard classes each of our calls mirrors (see docs/blocking.md): */
-enum {
-    RULE_LOCK = 0,  /* threading.Lock.acquire(blocking, timeout): -1 = forever, other
-                       negatives ValueError, a timeout with blocking=False ValueError */
-    RULE_WAIT = 1,  /* Event.wait, Condition.wait, Semaphore.acquire, Barrier.wait: None =
-                       forever, <= 0 = try once */
-    RULE_QUEUE = 2, /* queue.Queue.get/put: None = forever, negative ValueError, 0 = try once */
-};
-/* threading.TIMEOUT_MAX in seconds: PY_TIMEOUT_MAX is in microseconds; CPython floors it.
- * (PyErr_Format has no float conversions -- 3.12 raises SystemError on %f -- so messages
- * print it as a long long.) */
-#define TIMEOUT_MAX_S floor((double)PY_TIMEOUT_MAX / 1e6)
-
-static const char *type_name(PyObject *o) { return Py_TYPE(o)->tp_name; }
-
-/* `timeout` NULL means the argument was not passed.  Returns 0, or -1 with an exception. */
-static int deadline_convert(PyObject *timeout, int rule, int blocking, int64_t *deadline)
-{
-    if (timeout == NULL || (timeout == Py_None && rule != RULE_LOCK)) {
-        *deadline = blocking ? DEADLINE_FOREVER : DEADLINE_TRY;
-        return 0;
-    }
-    if (!blocking && rule == RULE_WAIT) { /* threading.Semaphore.acquire(False, timeout) */
-        PyErr_SetString(PyExc_ValueError, "can't specify timeout for non-blocking acquire");
-        return -1;
-    }
-    double t;
-    if (PyFloat_Check(timeout)) {
-        t = PyFloat_AS_DOUBLE(timeout);
-    } else if (PyLong_Check(timeout)) {
-        t = PyLong_AsDouble(timeout);
-        if (t == -1.0 && PyErr_Occurred()) {
-            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R", timeout);
-            return -1;
-        }
-    } else {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number (int or float)%s, not %.100s",
-                     rule == RULE_LOCK ? "" : " or None", type_name(timeout));
-        return -1;
-    }
-    if (isnan(t)) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a number, not NaN");
-        return -1;
-    }
-    if (rule == RULE_LOCK) {
-        /* threading.Lock converts first (inf and huge values: OverflowError), then checks */
-        if (!isfinite(t) || t > TIMEOUT_MAX_S || t < -TIMEOUT_MAX_S) {
-            PyErr_Format(PyExc_OverflowError, "timeout value is too large: %R (threading.TIMEOUT_MAX is %lld)",
-                         timeout, (long long)TIMEOUT_MAX_S);
-            return -1;
-        }
-        if (!blocking) {
-            if (t != -1) {
-                PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-                return -1;
-            }
-            *deadline = DEADLINE_TRY;
-            return 0;
-        }
-        if (t == -1) {
-            *deadline = DEADLINE_FOREVER;
-            return 0;
-        }
-        if (t < 0) {
-            PyErr_Format(PyExc_ValueError, "timeout value must be a non-negative number or -1, not %R", timeout);
-            return -1;
-        }
-    } else if (!blocking) { /* queue.Queue.get(block=False, timeout): the timeout is ignored */
-        *deadline = DEADLINE_TRY;
-        return 0;
-    } else if (rule == RULE_QUEUE && t < 0) {
-        PyErr_Format(PyExc_ValueError, "'timeout' must be a non-negative number, not %R", timeout);
-        return -1;
-    }
-    if (t <= 0) {
-        *deadline = DEADLINE_TRY;
-        return 0;
-    }
-    if (t > TIMEOUT_MAX_S) { /* inf included */
-        *deadline = DEADLINE_TOO_LARGE;
-        return 0;
-    }
-    int64_t now = rsm_now_ns();
-    double ns = t * 1e9;
-    if (ns >= (double)(INT64_MAX - now)) { /* past the end of int64 ns: centuries away */
-        *deadline = DEADLINE_FOREVER;
-        return 0;
-    }
-    *deadline = now + (ns >= 1 ? (int64_t)ns : 1);
-    return 0;
-}
-
-static int raise_too_large(void)
-{
-    PyErr_Format(PyExc_OverflowError, "timeout value is too large (threading.TIMEOUT_MAX is %lld s)",
-                 (long long)TIMEOUT_MAX_S);
-    return -1;
-}
-
-/* deadline(timeout, rule, blocking=True) -> int: the converter, for the Python callers. */
-static PyObject *py_deadline(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 2 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "deadline(timeout, rule, blocking=True)");
-        return NULL;
-    }
-    int rule = PyLong_AsLong(args[1]);
-    if (rule == -1 && PyErr_Occurred())
-        return NULL;
-    if (rule < RULE_LOCK || rule > RULE_QUEUE) {
-        PyErr_Format(PyExc_ValueError, "unknown timeout rule %d", rule);
-        return NULL;
-    }
-    int blocking = nargs == 3 ? PyObject_IsTrue(args[2]) : 1;
-    if (blocking < 0)
-        return NULL;
-    int64_t d;
-    if (deadline_convert(args[0], rule, blocking, &d) < 0)
-        return NULL;
-    return PyLong_FromLongLong(d);
-}
-
-/* Raise the exception a status means (rsm_shm._errors.raise_for(code, obj)); NULL. */
-static PyObject *fail(PyObject *self, int code)
-{
-    PyObject *c = PyLong_FromLong(code);
-    if (!c)
-        return NULL;
-    PyObject *argv[2] = {c, self};
-    PyObject *r = PyObject_Vectorcall(raise_for, argv, 2, NULL);
-    Py_DECREF(c);
-    Py_XDECREF(r); /* raise_for always raises */
-    return NULL;
-}
-
 /* Call policy function `i` with the object first (and one argument if `arg`). */
 static PyObject *call_policy(FastObj *self, int i, PyObject *arg)
 {
@@ -385,8 +65,8 @@ static PyObject *call_policy(FastObj *self, int i, PyObject *arg)
 static PyObject *fail_closed(FastObj *self)
 {
     if (!self->pins)
-        return fail((PyObject *)self, RSM_CLOSED);
-    pins_raise_closed(self->pins);
+        return rsm_fast_raise((PyObject *)self, RSM_CLOSED, NULL);
+    rsm_pins_raise_closed(self->pins);
     return NULL;
 }
 
@@ -413,10 +93,10 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
     w.slot = RSM_WAITER_NONE;
     if (deadline == DEADLINE_TOO_LARGE) { /* only an error if we must wait */
         int r = step(obj, &w, DEADLINE_TRY);
-        return r == RSM_TIMEOUT ? raise_too_large() : r;
+        return r == RSM_TIMEOUT ? rsm_deadline_raise_too_large() : r;
     }
-    Pins *pins = (Pins *)Py_NewRef(self->pins); /* a rebind must not free it under us */
-    pins->users++; /* live() held: may pin even if closed (an internal part, see live()) */
+    rsm_pins *pins = (rsm_pins *)Py_NewRef(self->pins); /* a rebind must not free it under us */
+    rsm_pins_hold(pins); /* live() held: may pin even if closed (an internal part, see live()) */
     int status, slices = 0;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
@@ -435,7 +115,7 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
             status = -1;
             break;
         }
-        if (++slices % REAP_EVERY_SLICES == 0)
+        if (++slices % RSM_REAP_EVERY_SLICES == 0)
             rsm_wq_reap(q);
         if (policy) {
             int decided = policy(self, obj, &w);
@@ -447,15 +127,8 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
             }
         }
     }
-    PyObject *exc = NULL, *val = NULL, *tb = NULL;
-    if (status < 0)
-        PyErr_Fetch(&exc, &val, &tb);
-    int unpinned = pins_exit(pins); /* after close(), the last one out unmaps */
+    status = rsm_pins_exit_keep(pins, status); /* after close(), the last one out unmaps */
     Py_DECREF(pins);
-    if (status < 0)
-        PyErr_Restore(exc, val, tb);
-    else if (unpinned < 0)
-        return -1;
     return status;
 }
 
@@ -476,7 +149,7 @@ static PyObject *bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs, Py
         PyErr_SetString(PyExc_ValueError, "misaligned object address");
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[1], &PinsType)) {
+    if (!PyObject_TypeCheck(args[1], &rsm_pins_type)) {
         PyErr_Format(PyExc_TypeError, "%s: pins must be an rsm_shm._fast.Pins", usage);
         return NULL;
     }
@@ -486,7 +159,7 @@ static PyObject *bind(FastObj *self, PyObject *const *args, Py_ssize_t nargs, Py
             return NULL;
         }
     self->obj = (void *)(uintptr_t)addr;
-    Py_XSETREF(self->pins, (Pins *)Py_NewRef(args[1]));
+    Py_XSETREF(self->pins, (rsm_pins *)Py_NewRef(args[1]));
     for (int i = 0; i < 2; i++)
         Py_XSETREF(self->policy[i], i < npolicy ? Py_NewRef(args[first + i]) : NULL);
     Py_RETURN_NONE;
@@ -573,7 +246,7 @@ static int lock_deadline(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             return -1;
         }
     }
-    return deadline_convert(timeout, RULE_LOCK, blocking, deadline);
+    return rsm_deadline_convert(timeout, RULE_LOCK, blocking, deadline);
 }
 
 /* `tried`: the caller already made the GIL-holding attempt (do not repeat the CAS). */
@@ -585,8 +258,8 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tri
     if (!tried && try_fast(self, l))
         Py_RETURN_TRUE;
     /* Our own pin: telling a recovered owner runs Python, after the loop's pin is gone. */
-    Pins *pins = (Pins *)Py_NewRef(self->pins);
-    pins->users++;
+    rsm_pins *pins = (rsm_pins *)Py_NewRef(self->pins);
+    rsm_pins_hold(pins);
     PyObject *result = NULL;
     int r = blocking_loop(self, self->recursive ? rlock_step : lock_step, lock_abandon, lock_policy, &l->wq,
                           deadline);
@@ -610,19 +283,12 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tri
             result = Py_NewRef(Py_True);
         }
     } else {
-        result = fail((PyObject *)self, r);
+        result = rsm_fast_raise((PyObject *)self, r, NULL);
     }
-    PyObject *exc = NULL, *val = NULL, *tb = NULL;
-    if (!result)
-        PyErr_Fetch(&exc, &val, &tb);
-    int unpinned = pins_exit(pins);
+    int unpinned = rsm_pins_exit_keep(pins, result ? 0 : -1);
     Py_DECREF(pins);
-    if (!result) {
-        PyErr_Restore(exc, val, tb);
-    } else if (unpinned < 0) {
-        Py_DECREF(result);
-        return NULL;
-    }
+    if (unpinned < 0)
+        Py_CLEAR(result);
     return result;
 }
 
@@ -666,7 +332,7 @@ static PyObject *FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
             r = rsm_lock_release_foreign(l); /* threading.Lock: any thread may release it */
     }
     if (r != RSM_OK)
-        return fail((PyObject *)self, r);
+        return rsm_fast_raise((PyObject *)self, r, NULL);
     Py_RETURN_NONE;
 }
 
@@ -742,7 +408,7 @@ static PyObject *sem_result(FastObj *self, int r)
         Py_RETURN_TRUE;
     if (r == RSM_TIMEOUT)
         Py_RETURN_FALSE;
-    return fail((PyObject *)self, r);
+    return rsm_fast_raise((PyObject *)self, r, NULL);
 }
 
 /* Robust semaphores, between slices: give back the permits of dead holders (Python
@@ -779,7 +445,7 @@ static PyObject *sem_acquire_timeout(FastObj *self, int blocking, PyObject *time
     if (r != RSM_TIMEOUT)
         return sem_result(self, r);
     int64_t deadline = DEADLINE_TRY;
-    if (blocking && deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
+    if (blocking && rsm_deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
         return NULL;
     if (deadline == DEADLINE_TRY) {
         if (robust) {
@@ -849,7 +515,7 @@ static PyObject *FastSem_release(FastObj *self, PyObject *const *args, Py_ssize_
     }
     int r = rsm_sem_release(s, (uint32_t)n);
     if (r != RSM_OK)
-        return fail((PyObject *)self, r);
+        return rsm_fast_raise((PyObject *)self, r, NULL);
     Py_RETURN_NONE;
 }
 
@@ -876,7 +542,7 @@ static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t
         return NULL;
     if (atomic_load(&e->word) == 1)
         Py_RETURN_TRUE;
-    if (deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
+    if (rsm_deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
         return NULL;
     if (deadline == DEADLINE_TRY)
         Py_RETURN_FALSE;
@@ -887,7 +553,7 @@ static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t
         Py_RETURN_TRUE;
     if (r == RSM_TIMEOUT)
         Py_RETURN_FALSE;
-    return fail((PyObject *)self, r);
+    return rsm_fast_raise((PyObject *)self, r, NULL);
 }
 
 static PyObject *FastEvent_set(FastObj *self, PyObject *Py_UNUSED(ignored))
@@ -991,51 +657,13 @@ FAST_TYPE(FastSemType, "rsm_shm._fast.FastSem", "C entry points of rsm_shm's sem
 FAST_TYPE(FastEventType, "rsm_shm._fast.FastEvent", "C entry points of rsm_shm.Event (internal).",
           FastEvent_methods);
 
-static PyMethodDef module_methods[] = {
-    {"deadline", (PyCFunction)(void (*)(void))py_deadline, METH_FASTCALL,
-     "deadline(timeout, rule, blocking=True) -> int: the absolute CLOCK_MONOTONIC deadline in ns, "
-     "DEADLINE_FOREVER, DEADLINE_TRY or DEADLINE_TOO_LARGE, by the rules RULE_LOCK, RULE_WAIT or RULE_QUEUE"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef fastmodule = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "rsm_shm._fast",
-    .m_doc = "Fast paths that keep the GIL (internal).",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
-PyMODINIT_FUNC PyInit__fast(void)
+int rsm_fast_sync_add(PyObject *m)
 {
-    if (rsm_core_attach() < 0)
-        return NULL;
-    PyObject *errors = PyImport_ImportModule("rsm_shm._errors");
-    if (!errors)
-        return NULL;
-    Py_XSETREF(raise_for, PyObject_GetAttrString(errors, "raise_for"));
-    Py_DECREF(errors);
-    if (!raise_for)
-        return NULL;
-    if (PyType_Ready(&PinsType) < 0 || PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 ||
-        PyType_Ready(&FastEventType) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&fastmodule);
-    if (!m)
-        return NULL;
-    if (PyModule_AddObjectRef(m, "Pins", (PyObject *)&PinsType) < 0 ||
-        PyModule_AddObjectRef(m, "FastLock", (PyObject *)&FastLockType) < 0 ||
+    if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastSemType) < 0 || PyType_Ready(&FastEventType) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(m, "FastLock", (PyObject *)&FastLockType) < 0 ||
         PyModule_AddObjectRef(m, "FastSem", (PyObject *)&FastSemType) < 0 ||
-        PyModule_AddObjectRef(m, "FastEvent", (PyObject *)&FastEventType) < 0 ||
-        PyModule_AddIntConstant(m, "DEADLINE_FOREVER", DEADLINE_FOREVER) < 0 ||
-        PyModule_AddIntConstant(m, "DEADLINE_TRY", DEADLINE_TRY) < 0 ||
-        PyModule_AddIntConstant(m, "DEADLINE_TOO_LARGE", DEADLINE_TOO_LARGE) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_LOCK", RULE_LOCK) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_WAIT", RULE_WAIT) < 0 ||
-        PyModule_AddIntConstant(m, "RULE_QUEUE", RULE_QUEUE) < 0 ||
-        PyModule_AddObject(m, "TIMEOUT_MAX", PyFloat_FromDouble(TIMEOUT_MAX_S)) < 0 || rsm_fast_ring_add(m) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+        PyModule_AddObjectRef(m, "FastEvent", (PyObject *)&FastEventType) < 0)
+        return -1;
+    return 0;
 }

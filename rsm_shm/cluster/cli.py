@@ -3,6 +3,7 @@
     rsm-shm cluster start NAME [--peers 3] --sm pkg.mod:Class [--data DIR] [--no-fsync]
     rsm-shm cluster ls [--json]
     rsm-shm cluster status NAME [--json] [--watch [--interval S] [--count N]]
+    rsm-shm cluster status [NAME] --remote HOST:PORT,... [--tls-cert F --tls-key F --tls-ca F]
     rsm-shm cluster kill|restart|pause|resume NAME PEER
     rsm-shm cluster partition NAME 1 / 2,3
     rsm-shm cluster heal NAME
@@ -14,6 +15,9 @@ Ctrl-C (or SIGTERM, or ``cluster stop NAME`` from another shell) stops them grac
 and the command exits 0.  Every other command controls a running cluster by name from
 any process of the machine (``LocalCluster.attach``) and reads peer state from the
 peers' shared-memory status records, without asking the peers anything.
+``cluster status --remote`` also asks peers that serve the network (``cluster serve``)
+for their status over gRPC -- the given addresses and every peer they name -- and shows
+them beside the local ones, with the address each answered at (needs the ``[net]`` extra).
 
 Exit codes follow the rest of ``rsm-shm``: 0 success; 1 not found or failed (no cluster
 of that name, no such peer, ``kv get`` of a missing key, an operation whose outcome is
@@ -23,7 +27,9 @@ unknown after its timeout); 2 usage error.
 ``cluster ls`` -> ``{"clusters": [{"name", "peers", "leader", "data_dir"}]}``;
 ``cluster status`` -> ``{"name", "leader", "peers": [PEER, ...]}`` where PEER holds the
 fields of :class:`rsm_shm.cluster.PeerStatus` (``--watch --json`` prints one such
-object per line, a frame each); ``kv get`` -> ``{"key", "value", "found"}``.
+object per line, a frame each); with ``--remote`` every PEER also has ``"address"``
+("local" or the HOST:PORT it answered at) and the object has ``"unreachable"``
+(``{address: why}``); ``kv get`` -> ``{"key", "value", "found"}``.
 """
 from __future__ import annotations
 
@@ -217,20 +223,95 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_table(name: str, statuses: Sequence[PeerStatus]) -> str:
+def _status_table(name: str, statuses: Sequence[PeerStatus], where: dict[int, str] | None = None) -> str:
+    """The status table; ``where`` (peer id -> "local" or the address it answered at)
+    adds an ADDRESS column (``--remote``)."""
+    addr_head = f" {'ADDRESS':<21}" if where is not None else ""
     lines = [f"cluster {name}: leader {_leader_of(statuses) or '-'}",
-             f"{'PEER':>4} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
+             f"{'PEER':>4}{addr_head} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
              f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8}"]
     for s in statuses:
         contact = "-" if s.last_contact is None else f"{s.last_contact:.2f}s"
-        lines.append(f"{s.id:>4} {s.pid:>7} {'yes' if s.alive else 'no':>5} {s.role:>13} {s.term:>5} "
+        addr = f" {where.get(s.id, '-'):<21}" if where is not None else ""
+        lines.append(f"{s.id:>4}{addr} {s.pid:>7} {'yes' if s.alive else 'no':>5} {s.role:>13} {s.term:>5} "
                      f"{s.commit:>8} {s.applied:>8} {s.first_index:>7} {s.last_index:>8} {s.msgs_in:>8} "
                      f"{s.msgs_out:>8} {s.msgs_dropped:>6} {s.msgs_bad:>4} {s.fsyncs:>7} {contact:>8}")
     return "\n".join(lines)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    if not args.remote:
+        if not args.name:
+            _err("cluster status: give NAME (a cluster on this machine), --remote HOST:PORT,..., or both")
+            return EXIT_USAGE
+        return _local_status(args)
+    try:
+        from .net.client import fetch_statuses, peer_status_from_dict
+        from .net.server import parse_address
+        from .net.tls import TLSConfig
+
+        tls = TLSConfig.from_options(args.tls_cert, args.tls_key, args.tls_ca)
+        addresses = [a.strip() for a in args.remote.split(",") if a.strip()]
+        if not addresses:
+            raise ValueError("--remote needs at least one HOST:PORT")
+        for a in addresses:
+            parse_address(a)
+    except ImportError as exc:
+        _err(f"cluster status --remote: {exc}")
+        return EXIT_FAILED
+    except (ValueError, TypeError) as exc:
+        _err(f"cluster status --remote: {exc}")
+        return EXIT_USAGE
+    local = None
+    if args.name:
+        from .local import LocalCluster
+
+        try:
+            local = LocalCluster.attach(args.name)
+        except (FileNotFoundError, LookupError):
+            local = None   # no such cluster on this machine: the remote peers only
+    try:
+        frame = 0
+        while True:
+            answers, errors = fetch_statuses(addresses, tls=tls, timeout=args.timeout)
+            rows: dict[int, PeerStatus] = {}
+            where: dict[int, str] = {}
+            if local is not None:
+                for st in local.status():
+                    rows[st.id], where[st.id] = st, "local"
+            names = {str(info.get("cluster")) for info in answers.values()}
+            for addr, info in answers.items():
+                st = peer_status_from_dict(dict(info.get("status") or {}, id=int(info["id"])))
+                if st.id not in rows or not rows[st.id].alive:
+                    rows[st.id], where[st.id] = st, addr
+            statuses = [rows[i] for i in sorted(rows)]
+            name = args.name or ",".join(sorted(names)) or "?"
+            if args.json:
+                peers = [dict(_peer_dict(st), address=where[st.id]) for st in statuses]
+                print(json.dumps({"schema": 1, "command": "cluster status", "time": time.time(), "frame": frame,
+                                  "name": name, "leader": _leader_of(statuses), "peers": peers,
+                                  "unreachable": errors}), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                print(_status_table(name, statuses, where), flush=True)
+                for addr, why in errors.items():
+                    print(f"unreachable {addr}: {why}", flush=True)
+            frame += 1
+            if not args.watch or (args.count is not None and frame >= args.count):
+                return EXIT_OK if answers or statuses else EXIT_FAILED
+            if not args.json and not sys.stdout.isatty():
+                print()
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if local is not None:
+            local.close()
+
+
 @_on_attached
-def cmd_status(args: argparse.Namespace, cluster: LocalCluster) -> int:
+def _local_status(args: argparse.Namespace, cluster: LocalCluster) -> int:
     try:
         frame = 0
         while True:
@@ -383,7 +464,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_ls)
 
     p = csub.add_parser("status", help="each peer's role, term, indexes and counters")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", nargs="?", default=None,
+                   help="a cluster on this machine (optional with --remote)")
+    p.add_argument("--remote", metavar="HOST:PORT,...", default=None,
+                   help="also ask served peers at these addresses (and every peer they name), over gRPC")
+    p.add_argument("--timeout", type=_positive_float, default=2.0, metavar="S",
+                   help="seconds to wait for each remote peer (with --remote)")
+    p.add_argument("--tls-cert", metavar="FILE", default=None, help="client certificate for --remote (mutual TLS)")
+    p.add_argument("--tls-key", metavar="FILE", default=None, help="its private key")
+    p.add_argument("--tls-ca", metavar="FILE", default=None, help="the cluster's CA certificate")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1)")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between frames")

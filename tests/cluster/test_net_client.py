@@ -203,3 +203,31 @@ def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs):
     # Plaintext to a TLS peer.
     with pytest.raises(ConnectionError):
         Client.connect(addrs, timeout=2)
+
+
+def test_cluster_status_shows_remote_peers(served, capsys):
+    from rsm_shm.cli import main
+
+    s = served(KV)
+    cluster = s.cluster
+    leader = cluster.wait_leader(timeout=15)
+    victim = next(i for i in s.addresses if i != leader)
+    cluster.kill(victim)
+    # One address is enough: the peers it names are asked too.
+    assert main(["cluster", "status", "--remote", s.addresses[leader], "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["name"] == cluster.name and out["leader"] == leader
+    peers = {p["id"]: p for p in out["peers"]}
+    # The killed peer's service lives in this process here: it answers, and says its
+    # peer is dead.
+    assert set(peers) == set(s.addresses) and out["unreachable"] == {}
+    assert all(p["address"] == s.addresses[p["id"]] for p in peers.values())
+    assert peers[leader]["role"] == "leader" and peers[leader]["alive"] is True
+    assert peers[victim]["alive"] is False
+    # Local and remote together: the local rows win for the peers both show.
+    assert main(["cluster", "status", cluster.name, "--remote", ",".join(s.addrs())]) == 0
+    text = capsys.readouterr().out
+    assert f"cluster {cluster.name}: leader {leader}" in text and "local" in text
+    assert main(["cluster", "status", "--remote", "127.0.0.1:1", "--timeout", "0.2"]) == 1
+    assert "unreachable 127.0.0.1:1" in capsys.readouterr().out
+    assert main(["cluster", "status", "--remote", "nohost"]) == 2

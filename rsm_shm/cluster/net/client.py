@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import envelope as ev
 from ..client import _SessionClient
+from ..status import PeerStatus
 from .client_service import METHOD_PROPOSE, METHOD_READ, METHOD_STATUS
 from .server import grpc_options
 from .tls import TLSConfig
 
 import grpc  # noqa: E402  (rsm_shm.cluster.net already said "pip install rsm_shm[net]" if missing)
 
-__all__ = ["RemoteClient"]
+__all__ = ["RemoteClient", "fetch_statuses", "peer_status_from_dict"]
 
 _CALL_TIMEOUT = 3.0      # longer than the service's MAX_WAIT: an unanswered call returns before it
 _NO_LEADER_PAUSE = 0.005  # between rounds over every peer while none leads
@@ -301,3 +303,59 @@ def _describe(exc: Any) -> str:
 def _looks_like_tls(text: str) -> bool:
     low = text.lower()
     return any(h.lower() in low for h in _TLS_HINTS)
+
+
+def peer_status_from_dict(d: Dict[str, Any]) -> PeerStatus:
+    """A :class:`PeerStatus` from the ``status`` object of a Status answer (unknown keys
+    are ignored: a newer peer may send more)."""
+    names = {f.name for f in fields(PeerStatus)}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["match"] = {int(k): int(v) for k, v in dict(kw.get("match") or {}).items()}
+    kw["voters"] = tuple(kw.get("voters") or ())
+    kw["learners"] = tuple(kw.get("learners") or ())
+    return PeerStatus(**kw)
+
+
+def fetch_statuses(addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 2.0,
+                   server_name: Optional[str] = None) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
+    """Ask every peer at ``addresses`` -- and every peer their answers name -- for its
+    status.  Returns ({address: Status answer}, {address: why it did not answer})."""
+    for a in addresses:
+        _check_address(a)
+    creds = tls.channel_credentials() if tls is not None else None
+    options: List[Tuple[str, Any]] = list(_CHANNEL_OPTIONS)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    todo = list(dict.fromkeys(addresses))
+    answers: Dict[str, Dict[str, Any]] = {}
+    errors: Dict[str, str] = {}
+    ids_seen: Set[int] = set()
+    while todo:
+        addr = todo.pop(0)
+        if addr in answers or addr in errors:
+            continue
+        ch = grpc.secure_channel(addr, creds, options=options) if creds else grpc.insecure_channel(addr, options=options)
+        try:
+            info = json.loads(ch.unary_unary(METHOD_STATUS)(b"", timeout=timeout))
+        except grpc.RpcError as exc:
+            errors[addr] = _describe(exc)
+            continue
+        except ValueError as exc:
+            errors[addr] = f"not an rsm_shm peer ({exc})"
+            continue
+        finally:
+            ch.close()
+        answers[addr] = info
+        ids_seen.add(int(info.get("id", 0)))
+        for pid, other in sorted((info.get("peers") or {}).items()):
+            if int(pid) not in ids_seen and isinstance(other, str) and other not in answers:
+                todo.append(other)
+    # A peer reached under two addresses (the one given and the one its peers know) once.
+    by_id: Dict[int, str] = {}
+    for addr, info in list(answers.items()):
+        pid = int(info.get("id", 0))
+        if pid in by_id:
+            del answers[addr]
+        else:
+            by_id[pid] = addr
+    return answers, errors

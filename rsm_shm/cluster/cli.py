@@ -159,7 +159,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         except TimeoutError:
             leader = None
         where = f", data in {args.data}" if args.data else " (temporary data directory)"
-        print(f"cluster {args.name}: {args.peers} peers running {args.sm}{where}; "
+        print(f"cluster {args.name}: {cluster.peers} peers running {args.sm}{where}; "
               f"leader {leader if leader is not None else 'not elected yet'}", flush=True)
         print("Ctrl-C stops it", flush=True)
         while not stop.wait(0.2):
@@ -450,7 +450,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = csub.add_parser("start", help="run a cluster in the foreground (Ctrl-C stops it)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--peers", type=_positive_int, default=3, help="number of peers (default 3)")
+    p.add_argument("--peers", type=_positive_int, default=None,
+                   help="number of peers (default 3; a reused --data directory keeps its own)")
     p.add_argument("--sm", required=True, metavar="pkg.mod:Class",
                    help="the state machine's import path, e.g. rsm_shm.cluster:KVStore")
     p.add_argument("--data", metavar="DIR", default=None,

@@ -1,7 +1,7 @@
 """``LocalCluster``: start, watch, fault-inject and tear down a cluster of peer processes.
 
-``LocalCluster(name, state_machine, peers=3, data_dir=None, fsync=True, **timing)``
-describes a cluster; :meth:`start` (or ``with``) creates its segments (control block,
+``LocalCluster(name, state_machine, peers=None, data_dir=None, fsync=True, **timing)``
+describes a cluster (``peers``: 3 unless given, or the data directory records them); :meth:`start` (or ``with``) creates its segments (control block,
 one inbox ring and one status record per peer; see :mod:`rsm_shm.cluster.layout`),
 writes ``cluster.json`` into the data directory and starts one process per peer
 (``python -m rsm_shm.cluster.peer``, via ``subprocess``: no fork).  Peer ids are 1..N.
@@ -10,7 +10,9 @@ Errors at start, each a clear exception before any peer runs: a state machine im
 path that does not import (ValueError naming it), a running cluster with the same name
 (RuntimeError naming the managing process; the leftovers of a dead one are reclaimed),
 a data directory that belongs to another cluster or was written by a newer rsm_shm
-(ValueError naming the file).
+(ValueError naming the file), and a ``peers`` count other than the one a reused data
+directory was created with (ValueError: the membership of an existing cluster lives in
+its peers' logs and changes only through :meth:`add_peer` / :meth:`remove_peer`).
 
 Fault injection acts on real processes and the shared control block: :meth:`kill`
 (SIGKILL), :meth:`restart`, :meth:`pause`/:meth:`resume` (SIGSTOP/SIGCONT),
@@ -73,15 +75,16 @@ _PEER_MAIN = "import sys; del sys.path[0]; from rsm_shm.cluster.peer import main
 class LocalCluster:
     """A cluster of peer processes on this machine (see the module docstring)."""
 
-    def __init__(self, name: str, state_machine: str, peers: int = 3, data_dir: Optional[str] = None,
+    def __init__(self, name: str, state_machine: str, peers: Optional[int] = None, data_dir: Optional[str] = None,
                  fsync: bool = True, **timing) -> None:
         self.name = validate_name(name)
         if not isinstance(state_machine, str):
             raise TypeError(f"state_machine must be an import path 'package.module:Class', not {state_machine!r}")
-        if not isinstance(peers, int) or not 1 <= peers <= MAX_PEER_ID:
+        if peers is not None and (not isinstance(peers, int) or not 1 <= peers <= MAX_PEER_ID):
             raise ValueError(f"peers must be an int between 1 and {MAX_PEER_ID}, not {peers!r}")
         self.state_machine = state_machine
-        self.peers = peers
+        self._peers_given = peers is not None
+        self.peers = 3 if peers is None else peers
         self.fsync = bool(fsync)
         self.timing = Timing.from_kwargs(timing)
         self._temp = data_dir is None
@@ -116,8 +119,9 @@ class LocalCluster:
         self.name = name
         self.state_machine = cfg["state_machine"]
         self.peers = len(cfg["peers"])
+        self._peers_given = False
         self.fsync = bool(cfg["fsync"])
-        self.timing = Timing(**cfg["timing"])
+        self.timing = Timing.from_config(cfg["timing"])
         self._temp = False
         self.data_dir = data_dir
         self._ctl = ctl
@@ -206,6 +210,11 @@ class LocalCluster:
             raise ValueError(f"{self.data_dir} holds a cluster of state machine {cfg['state_machine']!r}, "
                              f"not {self.state_machine!r}")
         # Timing and fsync may change between runs; the membership is the logs' business.
+        if self._peers_given and self.peers != len(cfg["peers"]):
+            raise ValueError(
+                f"{self.data_dir} holds cluster {self.name!r} created with {len(cfg['peers'])} peers, not "
+                f"peers={self.peers}: leave peers unset to restart it, or use another data directory "
+                f"(a running cluster changes its membership with add_peer / remove_peer)")
         cfg["fsync"] = self.fsync
         cfg["timing"] = self.timing.as_dict()
         write_config(self.data_dir, cfg)

@@ -18,8 +18,8 @@ The loop, one turn at a time (no threads):
    collected reads; a follower answers "not the leader" with its leader hint;
 5. every Ready is handled by :func:`rsm_shm.raft.driver.handle_ready` (persist, then
    send, then apply, then serve reads), replies are sent in one envelope per client,
-   a snapshot is taken every ``snapshot_every`` entries, and the status record is
-   republished.
+   a snapshot is taken once ``snapshot_commands`` commands or ``snapshot_bytes`` bytes
+   were applied since the last one, and the status record is republished.
 
 Sending goes through a :class:`~rsm_shm.cluster.transport.Transport` (by default the
 :class:`~rsm_shm.cluster.transport.RingTransport`: straight into the other peers' inbox
@@ -83,7 +83,7 @@ class Peer:
         cfg = read_config(self.data_dir)
         if cfg is None or cfg.get("cluster_id") != self.cluster_id or cfg.get("name") != cluster:
             raise RuntimeError(f"peer {peer_id}: {self.data_dir} does not hold cluster {cluster!r}")
-        self.timing = Timing(**cfg["timing"])
+        self.timing = Timing.from_config(cfg["timing"])
         self.fsync = bool(cfg["fsync"])
         self.sessions = Sessions(load_state_machine(cfg["state_machine"]), self.timing.max_sessions)
         self.store = open_storage(os.path.join(self.data_dir, f"peer{peer_id}"), cluster=cluster, node_id=peer_id,
@@ -124,6 +124,10 @@ class Peer:
         self._reads_ready: List[tuple] = []          # (index, [(reply_to, rid, query)])
         self._admin_pending: Dict[int, tuple] = {}   # log index of a conf change -> (reply_to, rid)
         self._force_snapshot = False
+        # Applied since the last snapshot (restart counts again what it re-applies):
+        # client commands and bytes of log entries (see Timing.snapshot_commands).
+        self._snap_commands = 0
+        self._snap_bytes = 0
         self._replies: Dict[str, list] = {}
         self._reply_rings: "OrderedDict[str, Ring]" = OrderedDict()
         self.transport: Transport = transport if transport is not None else RingTransport(cluster)
@@ -373,6 +377,7 @@ class Peer:
         self.sessions.restore(snapshot.data)
         self.conf_state = snapshot.meta.conf_state
         self.applied = snapshot.meta.index
+        self._snap_commands = self._snap_bytes = 0
 
     def apply(self, entry: Entry, conf_state: Optional[ConfState]) -> None:
         self.applied = entry.index
@@ -396,6 +401,8 @@ class Peer:
         except ValueError:
             self.c["msgs_bad"] += 1
             return
+        self._snap_commands += len(ops)
+        self._snap_bytes += len(entry.data)
         sessions = self.sessions
         pending = self._pending
         index = entry.index
@@ -483,19 +490,27 @@ class Peer:
                 self.c["msgs_dropped"] += 1
 
     def maybe_snapshot(self) -> None:
-        snap_index = self.storage.snapshot().meta.index
+        """Take a snapshot and compact the log once ``snapshot_commands`` commands or
+        ``snapshot_bytes`` bytes were applied since the last one (or one is forced: a
+        peer joined)."""
+        timing = self.timing
+        if (not self._force_snapshot and self._snap_commands < timing.snapshot_commands
+                and self._snap_bytes < timing.snapshot_bytes):
+            return
+        storage = self.storage
         applied = self.applied
-        if applied <= snap_index:
-            self._force_snapshot = False
-            return
-        if not self._force_snapshot and applied - snap_index < self.timing.snapshot_every:
-            return
         force, self._force_snapshot = self._force_snapshot, False
-        self.storage.create_snapshot(applied, self.conf_state, self.sessions.snapshot())
-        keep = 0 if force else self.timing.snapshot_keep
+        if applied <= storage.snapshot_meta.index:
+            return
+        storage.create_snapshot(applied, self.conf_state, self.sessions.snapshot())
+        self._snap_commands = self._snap_bytes = 0
+        # Keep a tail for slow followers: snapshot_keep entries, at most snapshot_bytes.
+        keep = 0 if force else min(timing.snapshot_keep, applied - storage.first_index() + 1)
+        while keep and storage.entries_size(applied - keep + 1, applied + 1) > timing.snapshot_bytes:
+            keep //= 2
         compact_to = applied - keep
-        if compact_to >= self.storage.first_index():
-            self.storage.compact(compact_to)
+        if compact_to >= storage.first_index():
+            storage.compact(compact_to)
 
     def publish_status(self, force: bool = False, stopped: bool = False) -> None:
         r = self.node.raft

@@ -47,6 +47,7 @@ import os
 import struct
 import time
 import warnings
+import weakref
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -228,7 +229,10 @@ class DiskStorage:
         t0 = time.perf_counter()
         self._hs = HardState()
         self._snap_meta = SnapshotMeta()
-        self._snap: Optional[Snapshot] = None
+        # The snapshot's data is not kept: it is read back from its file when asked for
+        # (rarely: a peer's start, a follower that needs it) and shared while a caller
+        # still holds it, so a large state is never in memory twice for long.
+        self._snap_ref: Optional["weakref.ReferenceType[Snapshot]"] = None
         self._offset = 0  # index of the entry before the first one (snapshot or compaction point)
         self._offset_term = 0
         self._terms = array("q")  # of entries offset+1 .. offset+len
@@ -415,10 +419,29 @@ class DiskStorage:
         return out
 
     def snapshot(self) -> Snapshot:
+        """The current snapshot, read back from its file (its data is not kept in
+        memory between calls; the same object is returned while a caller holds it)."""
         self._check_open()
-        if self._snap is None:
-            self._snap = self._load_snapshot(self._snap_meta) if self._snap_meta.index > 0 else Snapshot()
-        return self._snap
+        if self._snap_meta.index == 0:
+            return Snapshot()
+        snap = self._snap_ref() if self._snap_ref is not None else None
+        if snap is None or snap.meta != self._snap_meta:
+            snap = self._load_snapshot(self._snap_meta)
+            self._snap_ref = weakref.ref(snap)
+        return snap
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        """Index, term and configuration of the current snapshot (no file read)."""
+        return self._snap_meta
+
+    def entries_size(self, lo: int, hi: int) -> int:
+        """Bytes the entries ``[lo, hi)`` take in the log (record framing included);
+        ``lo`` and ``hi`` are clamped to the entries held."""
+        off = self._offset
+        a = max(lo - off - 1, 0)
+        b = min(hi - off - 1, len(self._sizes))
+        return sum(self._sizes[a:b]) if a < b else 0
 
     # ----------------------------------------------------- StorageWriter
     def append(self, entries: Sequence[Entry]) -> None:
@@ -473,7 +496,7 @@ class DiskStorage:
         # the write succeeded: now the in-memory view may follow
         if has_snap:
             self._snap_meta = snapshot.meta
-            self._snap = snapshot
+            self._snap_ref = weakref.ref(snapshot)
             self._reset_log(snapshot.meta.index, snapshot.meta.term)
         if ents:
             self._index_append(ents, start + ent_at)
@@ -501,10 +524,10 @@ class DiskStorage:
             )
         if index > self.last_index():
             raise ValueError(f"create_snapshot({index}) is out of bound, last index is {self.last_index()}")
-        snap = Snapshot(SnapshotMeta(index, self.term(index), cs), bytes(data))
+        snap = Snapshot(SnapshotMeta(index, self.term(index), cs), data if isinstance(data, bytes) else bytes(data))
         self._write_snapshot_file(snap)
         self._wal.write(frame(RecordType.SNAPSHOT, _SNAPREC.pack(index, snap.meta.term, 0) + encode_conf_state(cs)))
-        self._snap_meta, self._snap = snap.meta, snap
+        self._snap_meta, self._snap_ref = snap.meta, weakref.ref(snap)
         self._wal.sync()
         self._remove_snapshot_files(keep=snap.meta)
         self._maybe_roll()
@@ -612,10 +635,11 @@ class DiskStorage:
 
     def _write_snapshot_file(self, snap: Snapshot) -> None:
         cs = encode_conf_state(snap.meta.conf_state)
-        data = bytes(snap.data)
+        data = snap.data
         crc = zlib.crc32(data, zlib.crc32(cs))
         head = _SNAPFILE.pack(_SNAP_MAGIC, DATA_FORMAT, snap.meta.index, snap.meta.term, len(cs), len(data), crc)
-        _write_durably(self._snap_path(snap.meta), head + cs + data, sync=self.fsync)
+        # written in parts: the data (the whole state) is not copied once more
+        _write_durably(self._snap_path(snap.meta), (head + cs, data), sync=self.fsync)
         self._wal.bytes_written += len(head) + len(cs) + len(data)
 
     def _check_snapshot_file(self, meta: SnapshotMeta) -> None:
@@ -638,15 +662,16 @@ class DiskStorage:
     def _load_snapshot(self, meta: SnapshotMeta) -> Snapshot:
         path = self._snap_path(meta)
         with open(path, "rb") as f:
-            raw = f.read()
-        cs_len, data_len, crc = self._parse_snapshot_head(path, raw[: _SNAPFILE.size], meta)
-        body = memoryview(raw)[_SNAPFILE.size :]
-        if len(body) != cs_len + data_len or zlib.crc32(body) != crc:
+            cs_len, data_len, crc = self._parse_snapshot_head(path, f.read(_SNAPFILE.size), meta)
+            cs_raw = f.read(cs_len)
+            data = f.read(data_len)  # the data read once, straight into its bytes object
+            extra = f.read(1)
+        if len(cs_raw) != cs_len or len(data) != data_len or extra or zlib.crc32(data, zlib.crc32(cs_raw)) != crc:
             raise CorruptLogError(path, _SNAPFILE.size, "snapshot file checksum mismatch or wrong length")
-        cs = decode_conf_state(bytes(body[:cs_len]))
+        cs = decode_conf_state(cs_raw)
         if cs != meta.conf_state:
             raise CorruptLogError(path, _SNAPFILE.size, "snapshot configuration differs from the log's record of it")
-        return Snapshot(meta, bytes(body[cs_len:]))
+        return Snapshot(meta, data)
 
     def _remove_snapshot_files(self, keep: SnapshotMeta) -> None:
         keep_name = os.path.basename(self._snap_path(keep)) if keep.index > 0 else None
@@ -721,14 +746,16 @@ def _checked_run(entries: Sequence[Entry], offset: int, last: int) -> List[Entry
     return ents
 
 
-def _write_durably(path: str, data: bytes, sync: bool = True) -> None:
-    """Write ``path`` atomically: a temporary file, synced, renamed, directory synced."""
+def _write_durably(path: str, data, sync: bool = True) -> None:
+    """Write ``path`` atomically: a temporary file, synced, renamed, directory synced.
+    ``data``: bytes, or a tuple of bytes-like parts written one after the other."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        mv = memoryview(data)
-        while mv:
-            mv = mv[os.write(fd, mv) :]
+        for part in data if isinstance(data, tuple) else (data,):
+            mv = memoryview(part)
+            while mv:
+                mv = mv[os.write(fd, mv) :]
         if sync:
             os.fsync(fd)
     finally:

@@ -33,3 +33,27 @@ class Counter(StateMachine):
 
 class NotAMachine:
     pass
+
+
+class ApplyCounter(StateMachine):
+    """Counts applied commands (any bytes) and, separately, the ``apply`` calls made in
+    this process since it started (not restored from a snapshot): a query returns both,
+    so a test can see how much a restarted peer applied again."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.applied_here = 0
+
+    def apply(self, command: bytes) -> bytes:
+        self.count += 1
+        self.applied_here += 1
+        return b""
+
+    def query(self, query: bytes) -> bytes:
+        return struct.pack("<QQ", self.count, self.applied_here)
+
+    def snapshot(self) -> bytes:
+        return struct.pack("<Q", self.count)
+
+    def restore(self, data: bytes) -> None:
+        self.count = struct.unpack("<Q", data)[0] if data else 0

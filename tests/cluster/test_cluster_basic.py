@@ -141,6 +141,18 @@ def test_destroy_leaves_no_segment_and_no_data(cluster_name, tmp_path):
     assert not data.exists()
 
 
+def test_a_reused_data_directory_keeps_its_peers_and_refuses_another_count(cluster_name, tmp_path):
+    data = str(tmp_path / "data")
+    with LocalCluster(cluster_name, KV, peers=1, data_dir=data, **FAST) as c:
+        c.wait_leader(10)
+    with pytest.raises(ValueError, match=r"created with 1 peers, not peers=3"):
+        LocalCluster(cluster_name, KV, peers=3, data_dir=data, **FAST).start()
+    assert _segments_of(cluster_name) == []
+    with LocalCluster(cluster_name, KV, data_dir=data, **FAST) as c:  # peers unset: the directory's
+        assert c.peers == 1
+        assert [s.id for s in c.status()] == [1]
+
+
 def test_temporary_data_dir_is_removed(cluster_name):
     with LocalCluster(cluster_name, KV, peers=1, **FAST) as c:
         c.wait_leader(10)

@@ -22,7 +22,7 @@ def cluster_name(shm_name):
 
 
 def test_add_a_peer_from_a_snapshot_then_transfer_to_it_and_remove_the_old_leader(cluster_name):
-    with LocalCluster(cluster_name, COUNTER, peers=3, fsync=False, snapshot_every=20, snapshot_keep=5) as c:
+    with LocalCluster(cluster_name, COUNTER, peers=3, fsync=False, snapshot_commands=20, snapshot_keep=5) as c:
         old = c.wait_leader(10)
         cl = c.client()
         for _ in range(50):

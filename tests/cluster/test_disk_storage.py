@@ -269,6 +269,29 @@ def test_compaction_deletes_whole_segments_and_survives_restart(tmp_path):
         assert s.first_index() == 351 and s.term(350) == 1
 
 
+def test_snapshot_data_is_read_back_from_its_file_not_kept_in_memory(tmp_path):
+    import gc
+    import weakref
+
+    with open_disk(tmp_path / "data") as s:
+        s.save(HardState(1, 1, 10), ents(1, 10), sync=True)
+        data = b"state" * 1000
+        made = s.create_snapshot(8, CS, data)
+        ref = weakref.ref(made)
+        held = s.snapshot()
+        assert held is made  # shared while a caller holds it
+        del made, held
+        gc.collect()
+        assert ref() is None  # the storage itself does not keep the data
+        again = s.snapshot()  # read back from the file
+        assert again.meta == SnapshotMeta(8, 1, CS) and again.data == data
+        assert s.snapshot_meta == again.meta
+        # the sizes the log's index knows: 21-byte entry header + 20 bytes of data
+        assert s.entries_size(1, 11) == 10 * 41
+        assert s.entries_size(9, 11) == 2 * 41
+        assert s.entries_size(0, 100) == 10 * 41  # clamped
+
+
 # ------------------------------------------------------------------ group commit
 def test_one_fsync_per_save(tmp_path):
     with DiskStorage(tmp_path / "data", segment_bytes=1 << 20) as s:

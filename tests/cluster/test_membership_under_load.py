@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.timeout(120),
 
 # Small enough that a few hundred commands compact the log, so a new peer cannot be
 # sent the log from index 1 and must install a snapshot.
-SNAPSHOT_EVERY = 50
+SNAPSHOT_COMMANDS = 50
 
 
 def peer(cluster, pid_):
@@ -30,11 +30,11 @@ def loaded(cluster, n_clients=2):
 
 
 def test_added_peer_catches_up_from_a_snapshot_and_votes(make_cluster):
-    cluster = make_cluster(APPEND_LOG, fsync=False, snapshot_every=SNAPSHOT_EVERY, snapshot_keep=10)
+    cluster = make_cluster(APPEND_LOG, fsync=False, snapshot_commands=SNAPSHOT_COMMANDS, snapshot_keep=10)
     cluster.wait_leader(timeout=15)
     procs, stop, progress, out = loaded(cluster)
     try:
-        wait_progress(progress, 4 * SNAPSHOT_EVERY, timeout=30)
+        wait_progress(progress, 4 * SNAPSHOT_COMMANDS, timeout=30)
         wait_until(lambda: min(s.first_index for s in cluster.status()) > 1, 15, "the logs to compact")
         new = cluster.add_peer()
         assert new == 4
@@ -77,7 +77,7 @@ def test_removed_peer_leaves_and_the_rest_carry_on(make_cluster):
 
 
 def test_a_wiped_peer_is_replaced(make_cluster):
-    cluster = make_cluster(APPEND_LOG, fsync=True, snapshot_every=SNAPSHOT_EVERY, snapshot_keep=10)
+    cluster = make_cluster(APPEND_LOG, fsync=True, snapshot_commands=SNAPSHOT_COMMANDS, snapshot_keep=10)
     leader = cluster.wait_leader(timeout=15)
     procs, stop, progress, out = loaded(cluster)
     try:

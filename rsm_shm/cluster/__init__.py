@@ -5,6 +5,8 @@ The public names (``from rsm_shm.cluster import ...``):
 * :class:`StateMachine` -- the base class of a replicated application;
   :class:`KVStore` (``"rsm_shm.cluster:KVStore"``) a ready-made replicated dict.
 * :class:`LocalCluster` -- start, watch, fault-inject and tear down peer processes.
+* :class:`Peer` -- one peer of a cluster across hosts, served over gRPC
+  (``rsm-shm cluster serve``; the ``[net]`` extra).
 * :class:`Client` -- ``propose`` (exactly once) and linearizable ``read`` from any
   process; :class:`KVClient` the typed client of a KVStore.
 * :class:`PeerStatus` -- what each peer publishes in shared memory.
@@ -28,6 +30,7 @@ _EXPORTS = {
     "KVStore": ".statemachine",
     "CommandError": ".statemachine",
     "LocalCluster": ".local",
+    "Peer": ".serve",
     "Client": ".client",
     "KVClient": ".client",
     "SessionExpiredError": ".client",
@@ -45,6 +48,7 @@ if TYPE_CHECKING:  # static view for type checkers and IDEs ("X as X": re-export
     from .client import SessionExpiredError as SessionExpiredError
     from .layout import Timing as Timing
     from .local import LocalCluster as LocalCluster
+    from .serve import Peer as Peer
     from .statemachine import CommandError as CommandError
     from .statemachine import KVStore as KVStore
     from .statemachine import StateMachine as StateMachine

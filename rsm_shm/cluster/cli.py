@@ -1,6 +1,7 @@
 """The ``rsm-shm cluster ...`` and ``rsm-shm kv ...`` commands.
 
     rsm-shm cluster start NAME [--peers 3] --sm pkg.mod:Class [--data DIR] [--no-fsync]
+    rsm-shm cluster serve NAME --id N --listen HOST:PORT --peer ID=HOST:PORT ... --sm pkg.mod:Class --data DIR
     rsm-shm cluster ls [--json]
     rsm-shm cluster status NAME [--json] [--watch [--interval S] [--count N]]
     rsm-shm cluster status [NAME] --remote HOST:PORT,... [--tls-cert F --tls-key F --tls-ca F]
@@ -174,6 +175,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             cluster.destroy()        # a temporary directory is the cluster's own: remove it
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One peer in the foreground (see rsm_shm.cluster.serve); Ctrl-C/SIGTERM stop it."""
+    from .serve import serve
+
+    return serve(args)
 
 
 def _stopped_elsewhere(name: str) -> bool:
@@ -459,6 +467,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--no-fsync", action="store_true", help="do not fsync the logs (NOT durable: tests only)")
     p.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds to wait for a leader")
     p.set_defaults(func=cmd_start)
+
+    p = csub.add_parser("serve", help="run one peer of a cluster across hosts (gRPC; needs rsm_shm[net])")
+    from .serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = csub.add_parser("ls", help="the clusters running on this machine")
     p.add_argument("--json", action="store_true", help="machine-readable output (schema 1)")

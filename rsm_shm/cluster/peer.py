@@ -73,13 +73,16 @@ _CTX = struct.Struct(">Q")
 class Peer:
     """One peer process (see the module docstring).  Also usable in-process by tests."""
 
-    def __init__(self, cluster: str, peer_id: int, transport: Optional[Transport] = None) -> None:
+    def __init__(self, cluster: str, peer_id: int, transport: Optional[Transport] = None,
+                 data_dir: Optional[str] = None) -> None:
         self.cluster = cluster
         self.id = peer_id
         self.ctl = ControlBlock(cluster)
         rec = self.ctl.load()
         self.cluster_id = int(rec.cluster_id)
-        self.data_dir = ControlBlock.data_dir_of(rec)
+        # A served peer (rsm_shm.cluster.serve) names its own; a LocalCluster's peers
+        # share the one in the control block.
+        self.data_dir = data_dir if data_dir is not None else ControlBlock.data_dir_of(rec)
         cfg = read_config(self.data_dir)
         if cfg is None or cfg.get("cluster_id") != self.cluster_id or cfg.get("name") != cluster:
             raise RuntimeError(f"peer {peer_id}: {self.data_dir} does not hold cluster {cluster!r}")

@@ -1,0 +1,391 @@
+"""Raft messages between peers on different hosts: :class:`GrpcTransport` and its service.
+
+Wire: one long-lived client-streaming gRPC call per ordered peer pair, method
+``/rsm_shm.cluster.Peer/Stream`` with generic bytes handlers (no protobuf).  The caller
+sends metadata ``rsm-cluster-id``, ``rsm-from`` and ``rsm-to``; every request message is
+a batch of envelopes, each framed as ``length u32 (little-endian) | envelope`` (the same
+envelopes as in the inbox rings: see :mod:`rsm_shm.cluster.envelope`).
+
+Receiving (:class:`PeerStreamService`, registered on the peer's
+:class:`~rsm_shm.cluster.net.server.PeerServer`): a stream from another cluster id, from
+a peer id the server does not know, or addressed to another id is refused
+(``PERMISSION_DENIED``) and logged.  An accepted stream's envelopes go into the local
+peer's inbox ring, which stays the peer's only receive path (its loop is unchanged and
+single-threaded).  Only Raft envelopes whose header names the stream's sender and the
+cluster are taken; anything else, and any framing error, is dropped and counted as bad.
+A full inbox drops and counts.  Messages larger than
+:data:`~rsm_shm.cluster.net.server.MAX_GRPC_MESSAGE` are refused by gRPC itself.
+
+Sending (:class:`GrpcTransport`): ``send(to, payload)`` appends to a bounded
+per-destination queue and returns at once; one sender thread per destination drains it
+into the stream, batching what waits.  While a destination is not connected, or its
+queue is full, ``send`` returns False (dropped; the peer counts it and Raft
+retransmits).  A broken stream is re-established with exponential backoff (50 ms to
+1 s).  Destinations without an address go to ``local`` (a
+:class:`~rsm_shm.cluster.transport.RingTransport` for peers on this host): a cluster may
+mix both.
+
+No fork here: the threads are started in the peer process itself, which was started
+with subprocess (a fresh interpreter).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import struct
+import threading
+import time
+from typing import Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+
+import grpc
+
+from ...ring import Ring
+from .. import envelope as ev
+from ..layout import RING_SHUTDOWN
+from ..transport import Transport
+from .server import grpc_options
+from .tls import TLSConfig
+
+__all__ = ["GrpcTransport", "PeerStreamService", "SERVICE", "STREAM_METHOD", "frame", "unframe"]
+
+log = logging.getLogger("rsm_shm.cluster.net")
+
+SERVICE = "rsm_shm.cluster.Peer"
+STREAM_METHOD = f"/{SERVICE}/Stream"
+_LEN = struct.Struct("<I")
+_QUEUE_MESSAGES = 4096          # per destination
+_QUEUE_BYTES = 64 << 20         # per destination
+_BATCH_BYTES = 1 << 20          # one gRPC message carries up to this many bytes of envelopes
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 1.0
+_CONNECT_TIMEOUT = 1.0
+_IDLE_WAKE = 0.2                # a sender thread looks at `closed` at least this often
+_LOG_EVERY = 10.0               # repeated refusals are logged at most this often
+
+
+def frame(envelopes: List[bytes]) -> bytes:
+    """One stream message holding ``envelopes``."""
+    parts = []
+    for e in envelopes:
+        parts.append(_LEN.pack(len(e)))
+        parts.append(e)
+    return b"".join(parts)
+
+
+def unframe(msg: bytes) -> Tuple[List[bytes], bool]:
+    """(envelopes, intact): the envelopes of one stream message; ``intact`` is False when
+    the framing is broken (the rest of the message is dropped)."""
+    out: List[bytes] = []
+    off, n = 0, len(msg)
+    while off < n:
+        if off + 4 > n:
+            return out, False
+        (ln,) = _LEN.unpack_from(msg, off)
+        off += 4
+        if ln > n - off:
+            return out, False
+        out.append(msg[off:off + ln])
+        off += ln
+    return out, True
+
+
+class _Counters:
+    """Counters bumped by several threads (rare events: a lock is fine)."""
+
+    def __init__(self, *names: str) -> None:
+        self._lock = threading.Lock()
+        self._c = dict.fromkeys(names, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[name] += n
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._c)
+
+
+class _RateLimitedLog:
+    def __init__(self) -> None:
+        self._last: Dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -_LOG_EVERY) < _LOG_EVERY:
+                return
+            self._last[key] = now
+        log.warning(msg, *args)
+
+
+class PeerStreamService:
+    """The receiving side: accepts streams from the known peers of cluster
+    ``cluster_id`` addressed to ``my_id`` and puts their envelopes into ``inbox``.
+
+    ``known_peers`` is a callable returning the peer ids allowed to connect (read at
+    each new stream, so it may follow membership).
+    """
+
+    def __init__(self, cluster_id: int, my_id: int, inbox: Ring, known_peers: Callable[[], Set[int]]) -> None:
+        self.cluster_id = cluster_id
+        self.my_id = my_id
+        self._inbox = inbox
+        self._known = known_peers
+        self.stats = _Counters("streams", "streams_refused", "net_in", "net_bad", "net_inbox_full")
+        self._log = _RateLimitedLog()
+
+    def handler(self) -> "grpc.GenericRpcHandler":
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {"Stream": grpc.stream_unary_rpc_method_handler(self._stream)})
+
+    def _refuse(self, context: "grpc.ServicerContext", why: str) -> None:
+        self.stats.add("streams_refused")
+        self._log.warning(why, "refused a peer stream from %s: %s", context.peer(), why)
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+
+    def _stream(self, requests: Iterator[bytes], context: "grpc.ServicerContext") -> bytes:
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        try:
+            cid = int(md["rsm-cluster-id"])
+            frm = int(md["rsm-from"])
+            to = int(md["rsm-to"])
+        except (KeyError, ValueError):
+            self._refuse(context, "missing or malformed rsm-cluster-id/rsm-from/rsm-to metadata")
+            return b""
+        if cid != self.cluster_id:
+            self._refuse(context, f"cluster id {cid} is not this cluster's ({self.cluster_id})")
+            return b""
+        if to != self.my_id:
+            self._refuse(context, f"stream addressed to peer {to}, this is peer {self.my_id}")
+            return b""
+        if frm == self.my_id or frm not in self._known():
+            self._refuse(context, f"peer id {frm} is not a known peer of this cluster")
+            return b""
+        self.stats.add("streams")
+        # Tell the sender it was accepted: it starts queueing only now.
+        context.send_initial_metadata((("rsm-accepted", "1"),))
+        log.info("peer %d connected from %s", frm, context.peer())
+        put = self._inbox.put_nowait
+        decode_header = ev.decode_header
+        raft = ev.KIND_RAFT
+        for msg in requests:
+            envs, intact = unframe(msg)
+            good = bad = full = 0
+            for env in envs:
+                try:
+                    kind, sender, bcid = decode_header(env)
+                except ev.EnvelopeError:
+                    bad += 1
+                    continue
+                # Peers exchange Raft messages only: a client request names a reply ring
+                # on this host, which a remote peer has no business choosing.
+                if kind != raft or sender != frm or bcid != cid:
+                    bad += 1
+                    continue
+                try:
+                    put(env)
+                    good += 1
+                except queue.Full:
+                    full += 1
+                except RING_SHUTDOWN:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "peer is stopping")
+                except ValueError:  # the inbox was closed: the peer is stopping
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "peer is stopping")
+            if not intact:
+                bad += 1
+            if good:
+                self.stats.add("net_in", good)
+            if bad:
+                self.stats.add("net_bad", bad)
+            if full:
+                self.stats.add("net_inbox_full", full)
+        log.info("peer %d disconnected", frm)
+        return b""
+
+
+class _Refused(Exception):
+    """The stream ended before the server accepted it, without an error status."""
+
+
+class _Link:
+    """One destination: a bounded queue and the thread that streams it."""
+
+    def __init__(self, owner: "GrpcTransport", to: int, address: str) -> None:
+        self.owner = owner
+        self.to = to
+        self.address = address
+        self.q: Deque[bytes] = collections.deque()
+        self.enq_bytes = 0          # written by the peer's thread only
+        self.deq_bytes = 0          # written by the sender thread only
+        self.connected = False
+        self.sleeping = False
+        self.wake = threading.Event()
+        self.stream_ok = False
+        self.thread = threading.Thread(target=self._run, name=f"rsm-send-{to}", daemon=True)
+
+    # -- the peer's thread ---------------------------------------------------------
+    def offer(self, payload: bytes) -> bool:
+        if not self.connected:
+            self.owner.dropped_disconnected += 1
+            return False
+        if len(self.q) >= _QUEUE_MESSAGES or self.enq_bytes - self.deq_bytes > _QUEUE_BYTES:
+            self.owner.dropped_queue_full += 1
+            return False
+        self.q.append(payload)
+        self.enq_bytes += len(payload)
+        if self.sleeping:
+            self.wake.set()
+        return True
+
+    # -- the sender thread ---------------------------------------------------------
+    def _requests(self) -> Iterator[bytes]:
+        q = self.q
+        closed = self.owner._closed
+        while not closed.is_set() and self.stream_ok:
+            if not q:
+                self.sleeping = True
+                if not q:  # re-check: offer() appends before it looks at `sleeping`
+                    self.wake.wait(_IDLE_WAKE)
+                self.sleeping = False
+                self.wake.clear()
+                continue
+            batch: List[bytes] = []
+            size = 0
+            while q and size < _BATCH_BYTES:
+                p = q.popleft()
+                batch.append(p)
+                size += len(p)
+            self.deq_bytes += size
+            self.owner.stats.add("net_out", len(batch))
+            yield frame(batch)
+
+    def _run(self) -> None:
+        owner = self.owner
+        closed = owner._closed
+        options = grpc_options() + [
+            ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),
+        ]
+        if owner.tls is not None:
+            channel = grpc.secure_channel(self.address, owner.tls.channel_credentials(), options=options)
+        else:
+            channel = grpc.insecure_channel(self.address, options=options)
+        stream = channel.stream_unary(STREAM_METHOD)
+        md = (("rsm-cluster-id", str(owner.cluster_id)), ("rsm-from", str(owner.my_id)), ("rsm-to", str(self.to)))
+        backoff = _BACKOFF_MIN
+        refused_logged = False
+        try:
+            while not closed.is_set():
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT)
+                except grpc.FutureTimeoutError:
+                    closed.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+                self.stream_ok = True
+                call = stream.future(self._requests(), metadata=md)
+                try:
+                    # Returns once the server accepted the stream (or failed it).
+                    accepted = any(k == "rsm-accepted" for k, _v in call.initial_metadata() or ())
+                    if not accepted:
+                        call.result()  # raises the refusal
+                        raise _Refused()
+                    self.connected = True
+                    owner.stats.add("connects")
+                    backoff = _BACKOFF_MIN
+                    refused_logged = False
+                    log.info("connected to peer %d at %s", self.to, self.address)
+                    call.result()
+                except _Refused:
+                    pass
+                except grpc.RpcError as e:
+                    code = e.code() if isinstance(e, grpc.Call) else None
+                    if code == grpc.StatusCode.PERMISSION_DENIED and not refused_logged:
+                        log.warning("peer %d at %s refused our stream: %s", self.to, self.address,
+                                    e.details() if isinstance(e, grpc.Call) else e)
+                        refused_logged = True
+                    elif self.connected:
+                        log.info("lost peer %d at %s: %s", self.to, self.address, code)
+                finally:
+                    was = self.connected
+                    self.connected = False
+                    self.stream_ok = False
+                    call.cancel()
+                    # What waited in the queue is lost with the stream: Raft resends.
+                    lost = len(self.q)
+                    self.q.clear()
+                    self.deq_bytes = self.enq_bytes
+                    if lost:
+                        owner.stats.add("net_lost", lost)
+                    if was:
+                        owner.stats.add("disconnects")
+                if not closed.is_set():
+                    closed.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+        finally:
+            channel.close()
+
+
+class GrpcTransport:
+    """A :class:`~rsm_shm.cluster.transport.Transport` over gRPC streams (see the module
+    docstring).  ``addresses``: ``{peer id: "host:port"}`` of the peers reached over the
+    network; every other destination goes to ``local`` (dropped if there is none)."""
+
+    def __init__(self, cluster_id: int, my_id: int, addresses: Mapping[int, str], *,
+                 tls: Optional[TLSConfig] = None, local: Optional[Transport] = None) -> None:
+        self.cluster_id = cluster_id
+        self.my_id = my_id
+        self.tls = tls
+        self._local = local
+        self._closed = threading.Event()
+        self.stats = _Counters("net_out", "net_lost", "connects", "disconnects")
+        # Bumped only by the peer's thread (in send): plain ints.
+        self.dropped_disconnected = 0
+        self.dropped_queue_full = 0
+        self.dropped_no_route = 0
+        self._links: Dict[int, _Link] = {}
+        for pid, addr in addresses.items():
+            if pid == my_id:
+                continue
+            self._links[pid] = _Link(self, pid, addr)
+        for link in self._links.values():
+            link.thread.start()
+
+    def send(self, to: int, payload: bytes) -> bool:
+        link = self._links.get(to)
+        if link is not None:
+            return link.offer(payload)
+        if self._local is not None:
+            return self._local.send(to, payload)
+        self.dropped_no_route += 1
+        return False
+
+    def connected(self) -> Set[int]:
+        """The destinations whose stream is up."""
+        return {pid for pid, link in self._links.items() if link.connected}
+
+    def counters(self) -> Dict[str, int]:
+        out = self.stats.snapshot()
+        if self._local is not None:
+            out.update(self._local.counters())
+        out.update(dropped_disconnected=self.dropped_disconnected, dropped_queue_full=self.dropped_queue_full,
+                   dropped_no_route=self.dropped_no_route)
+        return out
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for link in self._links.values():
+            link.wake.set()
+        deadline = time.monotonic() + timeout
+        for link in self._links.values():
+            link.thread.join(max(0.0, deadline - time.monotonic()))
+        if self._local is not None:
+            self._local.close()
+
+    def __repr__(self) -> str:
+        return f"<rsm_shm.cluster.net.GrpcTransport peer {self.my_id} links={sorted(self._links)}>"

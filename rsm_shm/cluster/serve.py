@@ -1,0 +1,546 @@
+"""One peer per command, on any host: ``rsm-shm cluster serve`` and :class:`Peer`.
+
+    rsm-shm cluster serve NAME --id 2 --listen HOST:PORT --peer 1=HOST:PORT --peer 3=HOST:PORT \\
+        --sm pkg.mod:Class --data DIR [--tls-cert F --tls-key F --tls-ca F] [--insecure]
+        [--no-fsync] [--cluster-id N] [--timing KEY=VALUE ...]
+
+runs peer ``--id`` of cluster ``NAME`` in the foreground until SIGTERM or Ctrl-C (or
+``rsm-shm cluster stop NAME`` on its host).  The other peers are named with ``--peer
+ID=HOST:PORT`` (reached over gRPC, see :mod:`rsm_shm.cluster.net.transport`) or
+``--peer ID=local`` (another served peer of the same NAME on this host, reached through
+its inbox ring).  The peer ids given (with ``--id``) are the cluster's initial voters.
+
+The **cluster id** (every envelope and every peer stream carries it; a peer refuses
+anything of another id) is derived from NAME unless ``--cluster-id`` is given, so every
+host that runs NAME agrees without coordination; it is recorded in ``DIR/cluster.json``
+at the first start and a later start with another id (or name, or state machine) is
+refused.  Give two clusters with the same name different ``--cluster-id`` values (and,
+better, different CAs).
+
+Security: ``--tls-cert/--tls-key/--tls-ca`` switch both directions to mutual TLS;
+without them the peer listens on loopback addresses only unless ``--insecure``.
+
+On its host a served peer looks like a peer of a :class:`~rsm_shm.cluster.LocalCluster`:
+it publishes its status record ``NAME.s<id>`` and its inbox ring ``NAME.i<id>`` in
+/dev/shm and registers in the control block ``NAME.ctl`` (created by the first served
+peer of NAME on the host, joined by the others), so ``rsm-shm cluster ls/status`` and a
+local ``Client(NAME)`` see it, and the control block's link table and drop rate apply to
+its sends (a partition cuts gRPC links too).  The slots of the peers it only knows by
+address are registered as absent (so ``partition`` accepts their ids).  When it stops it
+removes its own segments, and the control block when it was the last served peer there.
+
+:class:`Peer` is the same from Python: ``Peer(name, id, listen=..., peers={1: "h:p"},
+state_machine=..., data_dir=...)`` with :meth:`Peer.run` (foreground, this process) or
+:meth:`Peer.start` (a child process; :meth:`Peer.stop`, :meth:`Peer.kill`,
+:meth:`Peer.pause`, :meth:`Peer.resume`).  Other modules can add gRPC services to every
+served peer's server with :func:`add_service_factory`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+from .. import _proc
+from ..ring import Ring
+from ..segment import PREFIX, SHM_DIR, validate_name
+from .control import PEER_ABSENT, PEER_RUNNING, PEER_STOPPED, ControlBlock, set_data_dir, set_slot
+from .layout import FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, segment_pattern, write_config
+from .statemachine import load_state_machine
+from .status import MAX_PEER_ID, StatusRecord, status_segment_name
+
+__all__ = ["Peer", "derive_cluster_id", "add_service_factory", "main", "add_arguments"]
+
+log = logging.getLogger("rsm_shm.cluster.net")
+
+LOCAL = "local"
+_START_TIMEOUT = 60.0
+_STOP_GRACE = 5.0
+_SERVE_MAIN = "import sys; del sys.path[0]; from rsm_shm.cluster.serve import main; sys.exit(main(sys.argv[1:]))"
+
+# Callables (served peer) -> iterable of grpc.GenericRpcHandler, run when a served peer
+# builds its server (e.g. the client-facing service).
+_SERVICE_FACTORIES: List[Callable[["ServedPeer"], Iterable[Any]]] = []
+
+
+def add_service_factory(factory: Callable[["ServedPeer"], Iterable[Any]]) -> None:
+    """Register ``factory(served_peer) -> [generic handlers]``: every peer served in this
+    process afterwards adds those handlers to its gRPC server."""
+    if factory not in _SERVICE_FACTORIES:
+        _SERVICE_FACTORIES.append(factory)
+
+
+def derive_cluster_id(name: str) -> int:
+    """The default cluster id of cluster ``name``: 63 bits of BLAKE2b of the name."""
+    d = hashlib.blake2b(name.encode(), digest_size=8, person=b"rsm_shm.cid").digest()
+    return (int.from_bytes(d, "big") & ((1 << 63) - 1)) or 1
+
+
+class Peer:
+    """A peer of cluster ``name`` served on ``listen`` (see the module docstring).
+
+    ``peers``: ``{id: "host:port" or "local"}`` of the other initial peers.  TLS: all
+    of ``tls_cert``, ``tls_key``, ``tls_ca`` (PEM file paths) or none.  ``timing``:
+    :class:`~rsm_shm.cluster.Timing` options.  Nothing runs until :meth:`run` or
+    :meth:`start`; the arguments are checked here (ValueError / TypeError naming them).
+    """
+
+    def __init__(self, name: str, peer_id: int, *, listen: str = "127.0.0.1:0",
+                 peers: Mapping[int, str], state_machine: str, data_dir: str,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_ca: Optional[str] = None,
+                 insecure: bool = False, fsync: bool = True, cluster_id: Optional[int] = None,
+                 **timing: Any) -> None:
+        self.name = validate_name(name)
+        if not isinstance(peer_id, int) or not 1 <= peer_id <= MAX_PEER_ID:
+            raise ValueError(f"peer id must be an int between 1 and {MAX_PEER_ID}, not {peer_id!r}")
+        self.id = peer_id
+        if not isinstance(state_machine, str) or ":" not in state_machine:
+            raise TypeError(f"state_machine must be an import path 'package.module:Class', not {state_machine!r}")
+        self.state_machine = state_machine
+        self.listen = listen
+        self.peers: Dict[int, str] = {}
+        for pid, addr in dict(peers).items():
+            if not isinstance(pid, int) or not 1 <= pid <= MAX_PEER_ID or pid == peer_id:
+                raise ValueError(f"peers: {pid!r} is not another peer's id (1..{MAX_PEER_ID}, not {peer_id})")
+            if not isinstance(addr, str) or not (addr == LOCAL or ":" in addr):
+                raise ValueError(f"peers[{pid}] must be 'HOST:PORT' or {LOCAL!r}, not {addr!r}")
+            self.peers[pid] = addr
+        self.data_dir = os.path.abspath(data_dir)
+        self.tls_files = (tls_cert, tls_key, tls_ca)
+        if any(self.tls_files) and not all(self.tls_files):
+            raise ValueError("mutual TLS needs tls_cert, tls_key and tls_ca (all three)")
+        self.insecure = bool(insecure)
+        self.fsync = bool(fsync)
+        if cluster_id is not None and (not isinstance(cluster_id, int) or not 1 <= cluster_id < 1 << 63):
+            raise ValueError(f"cluster_id must be an int in 1..2**63-1, not {cluster_id!r}")
+        self.cluster_id = cluster_id if cluster_id is not None else derive_cluster_id(self.name)
+        self.timing = Timing.from_kwargs(timing)
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._served: Optional[ServedPeer] = None
+
+    # ------------------------------------------------------------------ foreground
+    def run(self) -> None:
+        """Serve in this process until SIGTERM/SIGINT (installed here when called from
+        the main thread) or :meth:`ServedPeer.stop`."""
+        served = ServedPeer(self)
+        self._served = served
+        try:
+            if hasattr(signal, "SIGTERM"):
+                try:
+                    signal.signal(signal.SIGTERM, lambda *_a: served.stop())
+                    signal.signal(signal.SIGINT, lambda *_a: served.stop())
+                except ValueError:  # not the main thread: the caller stops it
+                    pass
+            served.run()
+        finally:
+            served.close()
+            self._served = None
+
+    # ------------------------------------------------------------------ child process
+    def argv(self) -> List[str]:
+        """The ``rsm-shm cluster serve`` arguments of this peer."""
+        out = [self.name, "--id", str(self.id), "--listen", self.listen, "--sm", self.state_machine,
+               "--data", self.data_dir, "--cluster-id", str(self.cluster_id)]
+        for pid, addr in sorted(self.peers.items()):
+            out += ["--peer", f"{pid}={addr}"]
+        if all(self.tls_files):
+            out += ["--tls-cert", str(self.tls_files[0]), "--tls-key", str(self.tls_files[1]),
+                    "--tls-ca", str(self.tls_files[2])]
+        if self.insecure:
+            out.append("--insecure")
+        if not self.fsync:
+            out.append("--no-fsync")
+        for k, v in self.timing.as_dict().items():
+            out += ["--timing", f"{k}={v}"]
+        return out
+
+    def start(self, timeout: float = _START_TIMEOUT) -> "Peer":
+        """Run the peer in a child process (a fresh interpreter, no fork); return once it
+        published its status.  Its output goes to ``DATA/peer<id>.log``."""
+        if self.alive:
+            raise RuntimeError(f"peer {self.id} of {self.name!r} is already running (pid {self.pid})")
+        os.makedirs(self.data_dir, exist_ok=True)
+        addr_file = _address_file(self.data_dir, self.id)
+        try:
+            os.unlink(addr_file)
+        except FileNotFoundError:
+            pass
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
+        with open(os.path.join(self.data_dir, f"peer{self.id}.log"), "ab") as out:
+            self._proc = subprocess.Popen([sys.executable, "-c", _SERVE_MAIN, *self.argv()],
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          close_fds=True, env=env)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(addr_file):
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"peer {self.id} of {self.name!r} exited with status {self._proc.returncode} "
+                                   f"while starting:\n{self.log_tail(12)}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"peer {self.id} of {self.name!r} did not start in {timeout} s:\n"
+                                   f"{self.log_tail(12)}")
+            time.sleep(0.005)
+        return self
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def address(self) -> str:
+        """The address the running peer listens on (with the port it bound)."""
+        try:
+            with open(_address_file(self.data_dir, self.id)) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            raise RuntimeError(f"peer {self.id} of {self.name!r} is not serving") from None
+
+    def stop(self, timeout: float = _STOP_GRACE) -> Optional[int]:
+        """SIGTERM the child (SIGKILL after ``timeout``); its exit status."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the child (its segments stay until it starts again)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP the child."""
+        if not self.alive:
+            raise RuntimeError(f"peer {self.id} of {self.name!r} is not running")
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the child."""
+        if not self.alive:
+            raise RuntimeError(f"peer {self.id} of {self.name!r} is not running")
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(os.path.join(self.data_dir, f"peer{self.id}.log"), "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "Peer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<rsm_shm.cluster.Peer {self.name!r} id={self.id} listen={self.listen!r} pid={self.pid}>"
+
+
+def _address_file(data_dir: str, peer_id: int) -> str:
+    return os.path.join(data_dir, f"peer{peer_id}.addr")
+
+
+class ServedPeer:
+    """A running served peer inside this process: segments, gRPC server, transport and
+    the Raft loop (what :meth:`Peer.run` drives).  ``node`` is the peer loop."""
+
+    def __init__(self, spec: Peer) -> None:
+        # The [net] extra is needed from here on; the error names it.
+        from .net.server import PeerServer
+        from .net.tls import TLSConfig
+        from .net.transport import GrpcTransport, PeerStreamService
+        from .peer import Peer as PeerLoop
+        from .transport import RingTransport
+
+        self.spec = spec
+        name, me = spec.name, spec.id
+        tls = TLSConfig.from_options(*spec.tls_files)
+        load_state_machine(spec.state_machine)  # a wrong import path fails here, clearly
+        self._prepare_data_dir()
+        self.server = PeerServer(spec.listen, tls=tls, insecure=spec.insecure)
+        self.ctl: Optional[ControlBlock] = None
+        self.node: Any = None
+        self.transport: Any = None
+        try:
+            self._join_control()
+            # Made by the first run, kept across restarts (as a LocalCluster keeps its
+            # peers' segments): clients on this host hold handles to them.
+            inbox_ring = Ring(inbox_name(name, me), create=None, capacity=INBOX_CAPACITY)
+            StatusRecord(status_segment_name(name, me), create=None).close()
+            remote = {pid: addr for pid, addr in spec.peers.items() if addr != LOCAL}
+            self.transport = GrpcTransport(spec.cluster_id, me, remote, tls=tls, local=RingTransport(name))
+            self.node = PeerLoop(name, me, transport=self.transport, data_dir=spec.data_dir)
+            known = set(spec.peers) | {me}
+            self.service = PeerStreamService(spec.cluster_id, me, inbox_ring, lambda: known)
+            self._inbox_for_service = inbox_ring
+            self.server.add_handlers([self.service.handler()])
+            for factory in list(_SERVICE_FACTORIES):
+                self.server.add_handlers(factory(self))
+            self._folded: Dict[str, int] = {"net_bad": 0, "net_inbox_full": 0}
+            self._wrap_publish()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare_data_dir(self) -> None:
+        spec = self.spec
+        os.makedirs(spec.data_dir, exist_ok=True)
+        cfg = read_config(spec.data_dir)
+        initial = sorted(set(spec.peers) | {spec.id})
+        if cfg is None:
+            cfg = {"format": FORMAT_VERSION, "name": spec.name, "cluster_id": spec.cluster_id,
+                   "state_machine": spec.state_machine, "peers": initial}
+        else:
+            for key, want in (("name", spec.name), ("cluster_id", spec.cluster_id),
+                              ("state_machine", spec.state_machine)):
+                if cfg.get(key) != want:
+                    raise ValueError(f"{spec.data_dir} holds a cluster with {key} {cfg.get(key)!r}, not {want!r}")
+        # The membership is the logs' business after the first start; timing, fsync and
+        # addresses may change between runs.
+        cfg["fsync"] = spec.fsync
+        cfg["timing"] = spec.timing.as_dict()
+        cfg["served"] = {"id": spec.id, "listen": spec.listen, "peers": {str(k): v for k, v in spec.peers.items()}}
+        write_config(spec.data_dir, cfg)
+
+    def _join_control(self) -> None:
+        spec = self.spec
+        me, pid = spec.id, os.getpid()
+        start = _proc.start_time(pid)
+        try:
+            ctl = ControlBlock(spec.name, create=True)
+        except FileExistsError:
+            ctl = ControlBlock(spec.name)
+        self.ctl = ctl
+        problem: List[str] = []
+
+        def join(rec: Any) -> None:
+            slots = ControlBlock.slots_of(rec)
+            live = {i for i, (st, p, s) in slots.items() if p and i != me and _proc.process_alive(p, s)}
+            if live and int(rec.cluster_id) != spec.cluster_id:
+                problem.append(f"another cluster named {spec.name!r} (cluster id {int(rec.cluster_id)}) runs on "
+                               f"this host with peers {sorted(live)}")
+                return
+            st, p, s = slots.get(me, (PEER_ABSENT, 0, 0))
+            if p and _proc.process_alive(p, s):
+                problem.append(f"peer {me} of {spec.name!r} already runs on this host (pid {p})")
+                return
+            if not live:  # first (or only) one here: a fresh record
+                owner_alive = _proc.process_alive(int(rec.owner_pid), int(rec.owner_start))
+                if owner_alive and int(rec.owner_pid) != pid:
+                    problem.append(f"a cluster named {spec.name!r} is managed by pid {int(rec.owner_pid)} here")
+                    return
+                rec.cluster_id = spec.cluster_id
+                rec.owner_pid = pid
+                rec.owner_start = start
+                rec.stopping = 0
+                rec.drop_ppm = 0
+                for i in range(MAX_PEER_ID):
+                    rec.cut[i] = 0
+                    rec.peers[i].id = 0
+                set_data_dir(rec, spec.data_dir)
+            for other in spec.peers:
+                if rec.peers[other - 1].id == 0:
+                    set_slot(rec, other, PEER_ABSENT)
+            set_slot(rec, me, PEER_RUNNING, pid, start)
+            rec.next_peer_id = max(int(rec.next_peer_id), max(list(spec.peers) + [me]) + 1)
+
+        ctl.update(join)
+        if problem:
+            raise RuntimeError(problem[0])
+
+    def _wrap_publish(self) -> None:
+        """Fold the receiving service's drop counters into the peer's published ones
+        (the peer loop is the only writer of its counters)."""
+        node = self.node
+        inner = node.publish_status
+        folded = self._folded
+        service = self.service
+
+        def publish_status(force: bool = False, stopped: bool = False) -> None:
+            st = service.stats.snapshot()
+            bad = st["net_bad"] - folded["net_bad"]
+            full = st["net_inbox_full"] - folded["net_inbox_full"]
+            if bad:
+                node.c["msgs_bad"] += bad
+                folded["net_bad"] += bad
+            if full:
+                node.c["msgs_dropped"] += full
+                folded["net_inbox_full"] += full
+            inner(force, stopped)
+
+        node.publish_status = publish_status
+
+    def run(self) -> None:
+        self.server.start()
+        addr_file = _address_file(self.spec.data_dir, self.spec.id)
+        tmp = addr_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.server.address + "\n")
+        os.replace(tmp, addr_file)
+        log.info("peer %d of %r (cluster id %d) serving on %s", self.spec.id, self.spec.name, self.spec.cluster_id,
+                 self.server.address)
+        self.node.run()
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+
+    def close(self) -> None:
+        """Stop serving, release everything, remove this peer's segments (and the
+        control block when no other served peer of NAME runs here).  Idempotent."""
+        spec = self.spec
+        self.server.stop(0.2)
+        try:
+            os.unlink(_address_file(spec.data_dir, spec.id))
+        except FileNotFoundError:
+            pass
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self.node is not None:
+            self.node.close()  # closes its transport (again: idempotent) and segments
+            self.node = None
+        inbox = getattr(self, "_inbox_for_service", None)
+        if inbox is not None:
+            inbox.close()
+        ctl = self.ctl
+        if ctl is None or ctl.closed:
+            return
+        me = spec.id
+        last: List[bool] = []
+
+        def leave(rec: Any) -> None:
+            set_slot(rec, me, PEER_STOPPED)
+            slots = ControlBlock.slots_of(rec)
+            live = [(p, s) for i, (_st, p, s) in slots.items() if p and i != me and _proc.process_alive(p, s)]
+            if live and int(rec.owner_pid) == os.getpid():
+                rec.owner_pid, rec.owner_start = live[0]  # hand the control block on
+            last.append(not live)
+
+        try:
+            ctl.update(leave)
+        finally:
+            ctl.close()
+            self.ctl = None
+        if last and last[0]:
+            # The last served peer of NAME here: remove every segment of NAME.
+            _remove_segments(spec.name)
+
+
+def _remove_segments(name: str) -> None:
+    pattern = segment_pattern(name)
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX):]):
+            try:
+                os.unlink(os.path.join(SHM_DIR, e))
+            except FileNotFoundError:
+                pass
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serve`` flags (shared by ``rsm-shm cluster serve`` and ``python -m``)."""
+    p.add_argument("name", help="cluster name (the same on every host)")
+    p.add_argument("--id", type=int, required=True, help="this peer's id (1..64)")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (default 127.0.0.1:0)")
+    p.add_argument("--peer", action="append", default=[], metavar="ID=HOST:PORT",
+                   help="another peer: ID=HOST:PORT (gRPC) or ID=local (same host, same NAME); repeat")
+    p.add_argument("--sm", required=True, help="state machine import path pkg.mod:Class")
+    p.add_argument("--data", required=True, help="this peer's data directory")
+    p.add_argument("--tls-cert", help="PEM certificate chain of this peer (mutual TLS)")
+    p.add_argument("--tls-key", help="PEM private key of this peer")
+    p.add_argument("--tls-ca", help="PEM CA bundle every peer and client certificate must chain to")
+    p.add_argument("--insecure", action="store_true", help="allow plaintext on a non-loopback address")
+    p.add_argument("--no-fsync", action="store_true", help="never sync the log (NOT durable: tests only)")
+    p.add_argument("--cluster-id", type=int, default=None, help="cluster id (default: derived from NAME)")
+    p.add_argument("--timing", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Timing option, e.g. tick=0.01 or election_tick=10; repeat")
+
+
+def peer_from_args(args: argparse.Namespace) -> Peer:
+    """Build a :class:`Peer` from parsed ``serve`` flags (ValueError on a bad one)."""
+    peers: Dict[int, str] = {}
+    for item in args.peer:
+        pid, sep, addr = item.partition("=")
+        if not sep or not pid.strip().isdigit() or not addr:
+            raise ValueError(f"--peer takes ID=HOST:PORT or ID=local, not {item!r}")
+        if int(pid) in peers:
+            raise ValueError(f"--peer {pid} is given twice")
+        peers[int(pid)] = addr.strip()
+    timing: Dict[str, Any] = {}
+    for item in args.timing:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--timing takes KEY=VALUE, not {item!r}")
+        try:
+            timing[key] = int(value)
+        except ValueError:
+            try:
+                timing[key] = float(value)
+            except ValueError:
+                raise ValueError(f"--timing {key}: {value!r} is not a number") from None
+    return Peer(args.name, args.id, listen=args.listen, peers=peers, state_machine=args.sm, data_dir=args.data,
+                tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, insecure=args.insecure,
+                fsync=not args.no_fsync, cluster_id=args.cluster_id, **timing)
+
+
+def _setup_logging(peer_id: int) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run a parsed ``serve`` command in the foreground; the exit code."""
+    try:
+        peer = peer_from_args(args)
+    except (ValueError, TypeError) as e:
+        print(f"rsm-shm: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(peer.id)
+    try:
+        peer.run()
+    except (ValueError, RuntimeError, OSError, ImportError) as e:
+        print(f"rsm-shm: peer {peer.id} of {peer.name!r}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="rsm-shm cluster serve", description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    return serve(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""GrpcTransport and the peer stream service, in one process: delivery into the inbox
+ring, refusals (cluster id, unknown peer), malformed input counted, never a crash."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+grpc = pytest.importorskip("grpc", reason="grpcio (the [net] extra, part of [test]) is not installed")
+
+from rsm_shm import Ring  # noqa: E402
+from rsm_shm.cluster import envelope as ev  # noqa: E402
+from rsm_shm.cluster.net.server import PeerServer  # noqa: E402
+from rsm_shm.cluster.net.transport import (  # noqa: E402
+    STREAM_METHOD, GrpcTransport, PeerStreamService, frame, unframe,
+)
+
+
+def _wait(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def receiver(shm_name):
+    """Peer 2 of cluster 77: a server with the stream service over a fresh inbox ring."""
+    inbox = Ring(shm_name("inbox"), create=True, capacity=1 << 16)
+    svc = PeerStreamService(77, 2, inbox, lambda: {1, 2, 3})
+    server = PeerServer("127.0.0.1:0")
+    server.add_handlers([svc.handler()])
+    server.start()
+    yield server, svc, inbox
+    server.stop(0)
+    inbox.close()
+    inbox.unlink()
+
+
+def test_frame_round_trip_and_truncation():
+    envs = [b"a", b"", b"x" * 1000]
+    assert unframe(frame(envs)) == (envs, True)
+    got, intact = unframe(frame(envs)[:-1])
+    assert not intact and got == envs[:2]
+
+
+def test_messages_reach_the_inbox_and_foreign_ones_are_counted(receiver):
+    server, svc, inbox = receiver
+    t = GrpcTransport(77, 1, {2: server.address})
+    try:
+        _wait(lambda: t.connected() == {2}, what="the stream to connect")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        for i in range(100):
+            assert t.send(2, hdr + b"msg%d" % i)
+        got = [inbox.get(timeout=10) for _ in range(100)]
+        assert got == [hdr + b"msg%d" % i for i in range(100)]
+        # Forged sender, other cluster, client request kind: dropped and counted.
+        assert t.send(2, ev.encode_header(ev.KIND_RAFT, 3, 77) + b"forged")
+        assert t.send(2, ev.encode_header(ev.KIND_RAFT, 1, 78) + b"other cluster")
+        assert t.send(2, ev.encode_header(ev.KIND_PROPOSE, 1, 77) + b"\0\0")
+        assert t.send(2, b"garbage")
+        _wait(lambda: svc.stats.snapshot()["net_bad"] == 4, what="4 bad envelopes counted")
+        assert inbox.qsize() == 0
+        assert t.send(5, hdr) is False  # no route to peer 5
+        assert t.counters()["dropped_no_route"] == 1
+    finally:
+        t.close()
+
+
+def test_streams_of_another_cluster_or_unknown_peer_are_refused(receiver, caplog):
+    server, svc, inbox = receiver
+    other = GrpcTransport(99, 1, {2: server.address})     # another cluster id
+    stranger = GrpcTransport(77, 9, {2: server.address})  # not a known peer
+    try:
+        _wait(lambda: svc.stats.snapshot()["streams_refused"] >= 2, what="two refusals")
+        assert other.connected() == set() and stranger.connected() == set()
+        assert other.send(2, b"x") is False
+        assert svc.stats.snapshot()["streams"] == 0
+    finally:
+        other.close()
+        stranger.close()
+    assert inbox.qsize() == 0
+
+
+def test_malformed_stream_messages_and_random_bytes_never_crash_the_server(receiver):
+    server, svc, inbox = receiver
+    rnd = os.urandom
+    # Random bytes on the TCP port (not even HTTP/2).
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            try:
+                s.sendall(rnd(int.from_bytes(rnd(2), "little") % 4096 + 1))
+            except OSError:
+                pass
+    # Well-formed gRPC with broken framing.
+    with grpc.insecure_channel(server.address) as ch:
+        call = ch.stream_unary(STREAM_METHOD)
+        md = (("rsm-cluster-id", "77"), ("rsm-from", "1"), ("rsm-to", "2"))
+        call(iter([b"\xff\xff\xff\x7f", rnd(100), b""]), metadata=md, timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            call(iter([b"x"]), metadata=(("rsm-cluster-id", "zz"),), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert svc.stats.snapshot()["net_bad"] >= 1
+    # Still serving.
+    t = GrpcTransport(77, 1, {2: server.address})
+    try:
+        _wait(lambda: t.connected() == {2}, what="a stream after the garbage")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        assert t.send(2, hdr + b"ok")
+        assert inbox.get(timeout=10) == hdr + b"ok"
+    finally:
+        t.close()

@@ -45,7 +45,7 @@ class Changer:
         self.last_index = last_index
 
     # ------------------------------------------------------------------ public
-    def enter_joint(self, auto_leave: bool, changes: Iterable[Tuple[ConfChangeType, int]]):
+    def enter_joint(self, auto_leave: bool, changes: Iterable[Tuple[ConfChangeType, int]]) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         cfg, prs = self._copy()
         if cfg.joint():
             raise ConfChangeError("config is already joint")
@@ -58,7 +58,7 @@ class Changer:
         cfg.auto_leave = auto_leave
         return self._check(cfg, prs)
 
-    def leave_joint(self):
+    def leave_joint(self) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         cfg, prs = self._copy()
         if not cfg.joint():
             raise ConfChangeError("can't leave a non-joint config")
@@ -73,7 +73,7 @@ class Changer:
         cfg.auto_leave = False
         return self._check(cfg, prs)
 
-    def simple(self, changes: Iterable[Tuple[ConfChangeType, int]]):
+    def simple(self, changes: Iterable[Tuple[ConfChangeType, int]]) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         cfg, prs = self._copy()
         if cfg.joint():
             raise ConfChangeError("can't apply simple config change in joint config")
@@ -98,7 +98,7 @@ class Changer:
             prs[i] = c
         return cfg, prs
 
-    def _apply(self, cfg: TrackerConfig, prs: Dict[int, Progress], changes) -> None:
+    def _apply(self, cfg: TrackerConfig, prs: Dict[int, Progress], changes: Iterable[Tuple[ConfChangeType, int]]) -> None:
         for typ, node in changes:
             if node <= 0:
                 continue  # etcd ignores "None"
@@ -122,7 +122,7 @@ class Changer:
         # check-quorum right after the change does not count it as dead.
         prs[node] = Progress(0, max(self.last_index, 1), self.tracker.new_inflights(), is_learner, True)
 
-    def _make_voter(self, cfg, prs, node: int) -> None:
+    def _make_voter(self, cfg: TrackerConfig, prs: Dict[int, Progress], node: int) -> None:
         pr = prs.get(node)
         if pr is None:
             self._init_progress(cfg, prs, node, False)
@@ -132,7 +132,7 @@ class Changer:
         cfg.learners_next.discard(node)
         cfg.incoming.add(node)
 
-    def _make_learner(self, cfg, prs, node: int) -> None:
+    def _make_learner(self, cfg: TrackerConfig, prs: Dict[int, Progress], node: int) -> None:
         pr = prs.get(node)
         if pr is None:
             self._init_progress(cfg, prs, node, True)
@@ -149,7 +149,7 @@ class Changer:
             pr.is_learner = True
             cfg.learners.add(node)
 
-    def _remove(self, cfg, prs, node: int) -> None:
+    def _remove(self, cfg: TrackerConfig, prs: Dict[int, Progress], node: int) -> None:
         if node not in prs:
             return
         cfg.incoming.discard(node)
@@ -158,7 +158,7 @@ class Changer:
         if node not in cfg.outgoing:
             del prs[node]
 
-    def _check(self, cfg: TrackerConfig, prs: Dict[int, Progress]):
+    def _check(self, cfg: TrackerConfig, prs: Dict[int, Progress]) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         for i in cfg.voters() | cfg.learners | cfg.learners_next:
             if i not in prs:
                 raise ConfChangeError(f"no progress for {i}")
@@ -180,7 +180,7 @@ class Changer:
         return cfg, prs
 
 
-def restore(cs: ConfState, tracker: ProgressTracker, last_index: int):
+def restore(cs: ConfState, tracker: ProgressTracker, last_index: int) -> Tuple[TrackerConfig, Dict[int, Progress]]:
     """Build (TrackerConfig, progress map) for the configuration ``cs`` (from a snapshot
     or from storage at start-up).  Progresses start at ``next = last_index + 1``."""
     cfg = TrackerConfig()

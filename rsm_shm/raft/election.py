@@ -4,13 +4,11 @@ thesis §3.4, §4.2.3, §9.6).  Mixed into :class:`rsm_shm.raft.protocol.Raft`."
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import Tuple
 
 from .quorum import VoteResult
 from .types import NONE, EntryType, Message, MessageType, Role, vote_resp_type
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .protocol import Raft
+from .state import RaftState
 
 __all__ = ["CampaignType", "ElectionMixin", "TRANSFER_CONTEXT"]
 
@@ -25,17 +23,17 @@ class CampaignType(enum.IntEnum):
     TRANSFER = 2
 
 
-class ElectionMixin:
+class ElectionMixin(RaftState):
     # ------------------------------------------------------------------ timers
-    def reset_randomized_election_timeout(self: "Raft") -> None:
+    def reset_randomized_election_timeout(self) -> None:
         # Randomized in [election_timeout, 2*election_timeout) to make split votes
         # rare (§5.2).
         self.randomized_election_timeout = self.election_timeout + self.rng.randrange(self.election_timeout)
 
-    def past_election_timeout(self: "Raft") -> bool:
+    def past_election_timeout(self) -> bool:
         return self.election_elapsed >= self.randomized_election_timeout
 
-    def tick_election(self: "Raft") -> None:
+    def tick_election(self) -> None:
         """Tick of followers and candidates: campaign when the timer expires."""
         self.election_elapsed += 1
         if self.boot_lease_ticks:
@@ -44,13 +42,13 @@ class ElectionMixin:
             self.election_elapsed = 0
             self.step(Message(MessageType.HUP, to=self.id, frm=self.id))
 
-    def promotable(self: "Raft") -> bool:
+    def promotable(self) -> bool:
         """Only voters, and no node with a snapshot still to install, may campaign."""
         pr = self.trk.progress.get(self.id)
         return pr is not None and not pr.is_learner and not self.raft_log.has_pending_snapshot()
 
     # ------------------------------------------------------------------ campaigning
-    def hup(self: "Raft", t: CampaignType) -> None:
+    def hup(self, t: CampaignType) -> None:
         if self.role == Role.LEADER:
             return
         if not self.promotable():
@@ -61,7 +59,7 @@ class ElectionMixin:
             return
         self.campaign(t)
 
-    def _has_unapplied_conf_change(self: "Raft") -> bool:
+    def _has_unapplied_conf_change(self) -> bool:
         lo = self.raft_log.applied + 1
         hi = self.raft_log.committed + 1
         if lo >= hi:
@@ -72,7 +70,7 @@ class ElectionMixin:
             return False
         return any(e.type == EntryType.CONF_CHANGE for e in ents)
 
-    def campaign(self: "Raft", t: CampaignType) -> None:
+    def campaign(self, t: CampaignType) -> None:
         if not self.promotable():
             return
         if t == CampaignType.PRE_ELECTION:
@@ -102,19 +100,19 @@ class ElectionMixin:
                 Message(vote_msg, to=i, frm=self.id, term=term, log_term=last_term, index=last_index, context=ctx)
             )
 
-    def poll(self: "Raft", id: int, t: MessageType, granted: bool):
+    def poll(self, id: int, t: MessageType, granted: bool) -> Tuple[int, int, VoteResult]:
         self.trk.record_vote(id, granted)
         return self.trk.tally_votes()
 
     # ------------------------------------------------------------------ voting
-    def in_lease(self: "Raft") -> bool:
+    def in_lease(self) -> bool:
         """Whether we heard from a leader within the election timeout (check-quorum
         only).  Such a node ignores (pre)votes: leader stickiness, thesis §4.2.3."""
         if self.boot_lease_ticks:
             return True  # restarted with lease reads on: see protocol.Raft.__init__
         return self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
 
-    def handle_vote_request(self: "Raft", m: Message) -> None:
+    def handle_vote_request(self, m: Message) -> None:
         """Grant or reject a VOTE / PRE_VOTE whose term is >= ours (Figure 2
         RequestVote receiver; §5.4.1 election restriction)."""
         can_vote = (
@@ -135,7 +133,7 @@ class ElectionMixin:
         else:
             self.send(Message(vote_resp_type(m.type), to=m.frm, frm=self.id, term=self.term, reject=True))
 
-    def step_candidate(self: "Raft", m: Message) -> None:
+    def step_candidate(self, m: Message) -> None:
         """Step function of PRE_CANDIDATE and CANDIDATE."""
         my_resp = MessageType.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MessageType.VOTE_RESP
         t = m.type

@@ -8,7 +8,7 @@ unstable tail may be truncated and replaced by a leader's entries (thesis §3.5)
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .storage import CompactedError, Storage, UnavailableError, limit_size
 from .types import Entry, Snapshot
@@ -174,7 +174,7 @@ class RaftLog:
         self.unstable.truncate_and_append(ents)
         return self.last_index()
 
-    def find_conflict(self, ents) -> int:
+    def find_conflict(self, ents: Sequence[Entry]) -> int:
         """Index of the first entry of ``ents`` that is new or conflicts, 0 if none."""
         for e in ents:
             if not self.match_term(e.index, e.term):

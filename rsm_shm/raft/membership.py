@@ -16,22 +16,22 @@ position.  Safety rules enforced at proposal time (leader side):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Dict, Tuple
+
 
 from .codec import encode_conf_change
 from .confchange import Changer, ConfChangeError, enter_joint_mode, restore as restore_config
 from .errors import ProposalDroppedError
 from .types import NONE, ConfChange, ConfState, Entry, EntryType, Message, MessageType, Role, Snapshot
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .protocol import Raft
+from .state import RaftState
+from .tracker import Progress, TrackerConfig
 
 __all__ = ["MembershipMixin"]
 
 
-class MembershipMixin:
+class MembershipMixin(RaftState):
     # ------------------------------------------------------------------ conf changes
-    def compute_conf_change(self: "Raft", cc: ConfChange):
+    def compute_conf_change(self, cc: ConfChange) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         """(TrackerConfig, progress) that ``cc`` would produce; raises ConfChangeError."""
         changer = Changer(self.trk, self.raft_log.last_index())
         if not cc.changes and cc.transition == 0:
@@ -41,7 +41,7 @@ class MembershipMixin:
             return changer.enter_joint(auto_leave, cc.changes)
         return changer.simple(cc.changes)
 
-    def check_conf_change_proposal(self: "Raft", cc: ConfChange) -> None:
+    def check_conf_change_proposal(self, cc: ConfChange) -> None:
         """Leader-side admission of a conf change proposal; raises ProposalDroppedError."""
         if self.pending_conf_index > self.raft_log.applied:
             raise ProposalDroppedError(
@@ -58,7 +58,7 @@ class MembershipMixin:
         except ConfChangeError as e:
             raise ProposalDroppedError(f"invalid conf change: {e}") from None
 
-    def apply_conf_change(self: "Raft", cc: ConfChange) -> ConfState:
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Switch to the configuration ``cc`` produces.  Every node applies the same
         sequence of changes, so an invalid change is ignored identically everywhere
         (the configuration stays as it is).
@@ -76,7 +76,7 @@ class MembershipMixin:
             return self.trk.conf_state()
         return self.switch_to_config(cfg, prs)
 
-    def switch_to_config(self: "Raft", cfg, prs) -> ConfState:
+    def switch_to_config(self, cfg: TrackerConfig, prs: Dict[int, Progress]) -> ConfState:
         self.trk.config = cfg
         self.trk.progress = prs
         cs = self.trk.conf_state()
@@ -102,7 +102,7 @@ class MembershipMixin:
             self.abort_leader_transfer()
         return cs
 
-    def maybe_auto_leave_joint(self: "Raft") -> None:
+    def maybe_auto_leave_joint(self) -> None:
         """A leader in an auto-leave joint config proposes the leave-joint change once
         the change that entered it is applied (thesis §4.3: C(new) is appended once
         C(old,new) is committed)."""
@@ -119,7 +119,7 @@ class MembershipMixin:
                 self.bcast_append()
 
     # ------------------------------------------------------------------ snapshots
-    def restore(self: "Raft", s: Snapshot) -> bool:
+    def restore(self, s: Snapshot) -> bool:
         """Install a leader's snapshot: True if the log was replaced, False if it was
         stale (then we may fast-forward our commit index)."""
         if s.meta.index <= self.raft_log.committed:
@@ -143,7 +143,7 @@ class MembershipMixin:
         return True
 
     # ------------------------------------------------------------------ transfer
-    def handle_transfer_leader(self: "Raft", target: int) -> None:
+    def handle_transfer_leader(self, target: int) -> None:
         """Leader: start transferring leadership to ``target`` (thesis §3.10)."""
         pr = self.trk.progress.get(target)
         if pr is None or pr.is_learner:
@@ -163,8 +163,8 @@ class MembershipMixin:
         else:
             self.send_append(target)
 
-    def send_timeout_now(self: "Raft", to: int) -> None:
+    def send_timeout_now(self, to: int) -> None:
         self.send(Message(MessageType.TIMEOUT_NOW, to=to, frm=self.id, term=self.term))
 
-    def abort_leader_transfer(self: "Raft") -> None:
+    def abort_leader_transfer(self) -> None:
         self.lead_transferee = NONE

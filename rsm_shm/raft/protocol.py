@@ -293,9 +293,9 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
             if not self.trk.quorum_active():
                 # thesis §6.2: a leader that cannot reach a quorum steps down
                 self.become_follower(self.term, NONE)
-            for i, pr in self.trk.progress.items():
+            for i, other in self.trk.progress.items():
                 if i != self.id:
-                    pr.recent_active = False
+                    other.recent_active = False
             return
         if t == MessageType.READ_INDEX:
             self.leader_read_index(m)

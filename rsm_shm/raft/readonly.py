@@ -40,10 +40,11 @@ import enum
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional
+from typing import AbstractSet, Deque, Dict, List, Optional
 
 from .quorum import joint_committed
-from .types import NONE
+from .types import NONE, Message
+from .state import RaftState
 
 __all__ = ["ReadOnlyOption", "ReadIndexRequest", "ReadOnly", "encode_round", "decode_round"]
 
@@ -63,7 +64,8 @@ def decode_round(b: bytes) -> Optional[int]:
     """The round number in a heartbeat context, or None if it is not one."""
     if len(b) != _ROUND.size:
         return None
-    return _ROUND.unpack(b)[0]
+    r: int = _ROUND.unpack(b)[0]
+    return r
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class ReadOnly:
         self._sent_at[self._round] = self.now
         return self._round
 
-    def lease_start(self, incoming, outgoing) -> Optional[int]:
+    def lease_start(self, incoming: AbstractSet[int], outgoing: AbstractSet[int]) -> Optional[int]:
         """The send tick of the newest round a quorum acknowledged (None: none yet).
         Every follower of that quorum reset its election timer at or after that tick."""
         r = self.confirmed_round(incoming, outgoing)
@@ -119,10 +121,10 @@ class ReadOnly:
         if round > self._acks.get(id, 0):
             self._acks[id] = round
 
-    def confirmed_round(self, incoming, outgoing) -> int:
+    def confirmed_round(self, incoming: AbstractSet[int], outgoing: AbstractSet[int]) -> int:
         return joint_committed(incoming, outgoing, self._acks.get)
 
-    def advance(self, incoming, outgoing) -> List[ReadIndexRequest]:
+    def advance(self, incoming: AbstractSet[int], outgoing: AbstractSet[int]) -> List[ReadIndexRequest]:
         """Pop and return every request whose round a quorum confirmed."""
         r = self.confirmed_round(incoming, outgoing)
         out: List[ReadIndexRequest] = []
@@ -131,13 +133,13 @@ class ReadOnly:
         return out
 
 
-class ReadMixin:
+class ReadMixin(RaftState):
     """ReadIndex handling, mixed into :class:`rsm_shm.raft.protocol.Raft`."""
 
     def committed_entry_in_current_term(self) -> bool:
         return self.raft_log.term_or_zero(self.raft_log.committed) == self.term
 
-    def leader_read_index(self, m) -> None:
+    def leader_read_index(self, m: Message) -> None:
         """A READ_INDEX at the leader (local when ``m.frm`` is 0 or ourselves)."""
         if self.trk.is_singleton():
             # Only one voter: our commit index is trivially confirmed.
@@ -158,7 +160,7 @@ class ReadMixin:
         start = self.read_only.lease_start(cfg.incoming, cfg.outgoing)
         return start is not None and self.read_only.now < start + self.election_timeout - 1
 
-    def _send_read_index_response(self, m) -> None:
+    def _send_read_index_response(self, m: Message) -> None:
         index = self.raft_log.committed
         if self.read_only.option == ReadOnlyOption.LEASE_BASED and self.in_read_lease():
             self._answer_read(m.frm, m.context, index)
@@ -174,7 +176,7 @@ class ReadMixin:
         for m in pending:
             self._send_read_index_response(m)
 
-    def handle_read_ack(self, m) -> None:
+    def handle_read_ack(self, m: Message) -> None:
         """A heartbeat response may acknowledge a ReadIndex round."""
         if not m.context:
             return

@@ -4,15 +4,13 @@ leader and the follower side (Raft §5.3, thesis §3.5, §5.3, §10.2).  Mixed i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from .readonly import ReadOnlyOption, encode_round
 from .storage import CompactedError, SnapshotTemporarilyUnavailable, UnavailableError
 from .tracker import Progress, ProgressState
 from .types import Message, MessageType, Snapshot, entry_size
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .protocol import Raft
+from .state import RaftState
 
 __all__ = ["ReplicationMixin", "SNAPSHOT_REFUSED"]
 
@@ -20,12 +18,12 @@ __all__ = ["ReplicationMixin", "SNAPSHOT_REFUSED"]
 SNAPSHOT_REFUSED = b"refused"
 
 
-class ReplicationMixin:
+class ReplicationMixin(RaftState):
     # ================================================================== leader side
-    def send_append(self: "Raft", to: int) -> None:
+    def send_append(self, to: int) -> None:
         self.maybe_send_append(to, True)
 
-    def maybe_send_append(self: "Raft", to: int, send_if_empty: bool = True) -> bool:
+    def maybe_send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send the entries ``to`` is missing (at most ``max_size_per_msg`` bytes), or
         snapshot chunks if it needs compacted entries.  Returns whether a message went."""
         pr = self.trk.progress.get(to)
@@ -64,7 +62,7 @@ class ReplicationMixin:
         pr.update_on_entries_send(len(ents), sum(entry_size(e) for e in ents), pr.next)
         return True
 
-    def _start_snapshot(self: "Raft", to: int, pr: Progress) -> bool:
+    def _start_snapshot(self, to: int, pr: Progress) -> bool:
         if not pr.recent_active:
             # Do not ship a snapshot to a node we have not heard from lately.
             return False
@@ -77,7 +75,7 @@ class ReplicationMixin:
         pr.become_snapshot(snap)
         return self._send_snapshot_chunks(to, pr)
 
-    def _send_snapshot_chunks(self: "Raft", to: int, pr: Progress) -> bool:
+    def _send_snapshot_chunks(self, to: int, pr: Progress) -> bool:
         """Send snapshot chunks from ``pr.snap_next`` while fewer than
         ``max_inflight_snapshot_chunks`` chunks are unacknowledged (thesis §5.3: the
         snapshot is sent in chunks; the follower reassembles them in order)."""
@@ -115,12 +113,12 @@ class ReplicationMixin:
             sent = True
         return sent
 
-    def bcast_append(self: "Raft") -> None:
+    def bcast_append(self) -> None:
         for i, _ in self.trk.visit():
             if i != self.id:
                 self.send_append(i)
 
-    def bcast_heartbeat(self: "Raft", ctx: Optional[bytes] = None) -> None:
+    def bcast_heartbeat(self, ctx: Optional[bytes] = None) -> None:
         if ctx is None:
             if self.read_only.option == ReadOnlyOption.LEASE_BASED:
                 rnd = self.read_only.new_lease_round()  # every heartbeat renews the lease
@@ -135,10 +133,10 @@ class ReplicationMixin:
             commit = min(pr.match, self.raft_log.committed)
             self.send(Message(MessageType.HEARTBEAT, to=i, frm=self.id, term=self.term, commit=commit, context=ctx))
 
-    def maybe_commit(self: "Raft") -> bool:
+    def maybe_commit(self) -> bool:
         return self.raft_log.maybe_commit(self.trk.committed(), self.term)
 
-    def handle_append_response(self: "Raft", m: Message, pr: Progress) -> None:
+    def handle_append_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
         if m.reject:
             # Fast backtracking: skip every entry the follower's hint proves cannot
@@ -186,7 +184,7 @@ class ReplicationMixin:
                 # the transfer target caught up: tell it to campaign now (thesis §3.10)
                 self.send_timeout_now(m.frm)
 
-    def handle_heartbeat_response(self: "Raft", m: Message, pr: Progress) -> None:
+    def handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.recent_active = True
         pr.msg_app_flow_paused = False
         if pr.state == ProgressState.SNAPSHOT:
@@ -204,7 +202,7 @@ class ReplicationMixin:
                 self.send_append(m.frm)
         self.handle_read_ack(m)
 
-    def handle_snapshot_response(self: "Raft", m: Message, pr: Progress) -> None:
+    def handle_snapshot_response(self, m: Message, pr: Progress) -> None:
         """A SNAP_RESP acknowledges ``m.snap_offset`` contiguous bytes of snapshot
         ``m.index`` (reject = the follower wants the transfer to restart there)."""
         pr.recent_active = True
@@ -226,7 +224,7 @@ class ReplicationMixin:
             pr.snap_next = max(pr.snap_next, pr.snap_acked)
         self._send_snapshot_chunks(m.frm, pr)
 
-    def handle_snapshot_status(self: "Raft", m: Message, pr: Progress) -> None:
+    def handle_snapshot_status(self, m: Message, pr: Progress) -> None:
         """The runtime reported the outcome of a snapshot transfer (``report_snapshot``)."""
         if pr.state != ProgressState.SNAPSHOT:
             return
@@ -239,7 +237,7 @@ class ReplicationMixin:
             pr.become_probe()
 
     # ================================================================== follower side
-    def handle_append_entries(self: "Raft", m: Message) -> None:
+    def handle_append_entries(self, m: Message) -> None:
         if m.index < self.raft_log.committed:
             # Everything up to our commit index is known to match: say so.
             self.send(
@@ -268,11 +266,11 @@ class ReplicationMixin:
             )
         )
 
-    def handle_heartbeat(self: "Raft", m: Message) -> None:
+    def handle_heartbeat(self, m: Message) -> None:
         self.raft_log.commit_to(m.commit)
         self.send(Message(MessageType.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context))
 
-    def handle_snapshot_chunk(self: "Raft", m: Message) -> None:
+    def handle_snapshot_chunk(self, m: Message) -> None:
         """Reassemble a chunked snapshot; once complete, install it (Figure 13 /
         thesis §5.3 InstallSnapshot receiver)."""
         s = m.snapshot
@@ -340,7 +338,7 @@ class ReplicationMixin:
                 Message(MessageType.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.raft_log.committed)
             )
 
-    def _send_snap_resp(self: "Raft", m: Message, offset: int, reject: bool) -> None:
+    def _send_snap_resp(self, m: Message, offset: int, reject: bool) -> None:
         self.send(
             Message(
                 MessageType.SNAP_RESP,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 NONE = 0  # "no node": no vote cast, no leader known
 
@@ -262,9 +262,9 @@ class Ready:
 
     soft_state: Optional[SoftState] = None
     hard_state: Optional[HardState] = None
-    entries: list = field(default_factory=list)
+    entries: List[Entry] = field(default_factory=list)
     snapshot: Optional[Snapshot] = None
-    committed_entries: list = field(default_factory=list)
-    messages: list = field(default_factory=list)
-    read_states: list = field(default_factory=list)
+    committed_entries: List[Entry] = field(default_factory=list)
+    messages: List[Message] = field(default_factory=list)
+    read_states: List[ReadState] = field(default_factory=list)
     must_sync: bool = False

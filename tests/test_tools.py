@@ -11,13 +11,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.timeout(240)
-def test_bench_sync_smoke():
+def test_bench_sync_smoke(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (for --plot) is in the [test] and [plots] extras")
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "bench_sync.py"), "--quick", "--only", "uncontended,recovery"],
+        [sys.executable, os.path.join(ROOT, "tools", "bench_sync.py"), "--quick", "--only", "uncontended,recovery",
+         "--json", str(tmp_path / "sync.json"), "--plot", str(tmp_path / "img")],
         capture_output=True, text=True, timeout=230,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "rsm Lock" in out.stdout and "recovery" in out.stdout
+    figures = ["sync_recovery.png", "sync_uncontended.png"]
+    assert sorted(os.listdir(tmp_path / "img")) == figures
+    # The same figures again from the saved JSON, without running the benchmark.
+    again = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "_plot.py"), "bench_sync", str(tmp_path / "sync.json"),
+         str(tmp_path / "again")], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "again")) == figures
+    for name in figures:
+        with open(tmp_path / "again" / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.timeout(120)

@@ -22,19 +22,24 @@ table ends with the issue's targets as ratios measured in this same run.
 
     python tools/bench_ring.py            # full run (a few minutes on 2 cores)
     python tools/bench_ring.py --quick    # fewer messages and repeats
+    python tools/bench_ring.py --json out.json --plot DIR   # save the figures, draw PNGs
 """
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import rsm_shm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _plot  # noqa: E402
 
 CTX = mp.get_context("fork")
 BATCH = 64
@@ -435,7 +440,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer messages and repeats")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    _plot.add_argument(ap)
     args = ap.parse_args(argv)
+    _plot.check_available(args.plot)
+    meta = _plot.run_meta()
     repeats = args.repeats or (3 if args.quick else 5)
     scale = 0.25 if args.quick else 1.0
 
@@ -456,6 +465,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# bench_ring: python {sys.version.split()[0]}, {ncpu} CPUs, median of {repeats} runs, "
           f"ring capacity {RING_CAPACITY} B, batch {BATCH}")
     results: Dict[Tuple[str, str], float] = {}
+    p99s: Dict[Tuple[str, str], float] = {}
 
     def counts(size: int, peer: Peer) -> int:
         base = 200_000 if size <= 64 else 40_000
@@ -519,6 +529,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             med = statistics.median(r[0] for r in runs)
             p99 = statistics.median(r[1] for r in runs)
             results[(f"rt {label}", peer.name)] = med
+            p99s[(f"rt {label}", peer.name)] = p99
             print(f"{label:<26}{peer.name:<22}{med:>12.1f}{p99:>10.1f}", flush=True)
 
     print("\nTargets (ratios measured in this run; >= target is met):")
@@ -555,7 +566,42 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {label:<50} {value:6.2f}x  (target {target}x: {'met' if value >= target else 'NOT met'})")
     if notes:
         print("\nNotes:\n" + "\n".join(f"  - {n}" for n in notes))
+    # Throughput rows are messages/s; "rt ..." rows are microseconds (median, and p99).
+    doc = {"meta": {**meta, "repeats": repeats, "quick": args.quick},
+           "rows": [{"scenario": s, "peer": p, "value": v, **({"p99": p99s[(s, p)]} if (s, p) in p99s else {})}
+                    for (s, p), v in results.items()],
+           "targets": [{"label": label.strip(), "ratio": value, "target": target} for label, value, target in targets],
+           "notes": notes}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    if args.plot:
+        for path in plot(doc, args.plot):
+            print(f"plot: {path}")
     return 0
+
+
+def plot(results: Dict[str, Any], out_dir: str) -> List[str]:
+    """The figures of a run (its --json results) as PNG files in ``out_dir``."""
+    note = _plot.machine_note(results["meta"])
+    rows = results["rows"]
+    peers = list(dict.fromkeys(r["peer"] for r in rows))
+    value = {(r["scenario"], r["peer"]): r["value"] for r in rows}
+    paths = []
+    for size, unit, scale in ((64, "messages/s", 1.0), (4096, "MB/s", 4096 / 1e6)):
+        scens = [s for s in dict.fromkeys(r["scenario"] for r in rows) if s.startswith(f"{size}B ")]
+        series = {p: [value[(s, p)] * scale if (s, p) in value else None for s in scens] for p in peers
+                  if any((s, p) in value for s in scens)}
+        paths.append(_plot.grouped_bars(
+            os.path.join(out_dir, f"ring_throughput_{size}.png"), f"{size} B messages, throughput (higher is better)",
+            [s[len(f"{size}B "):].replace(" ", "\n", 1) for s in scens], series, unit, log=True, note=note))
+    scens = [s for s in dict.fromkeys(r["scenario"] for r in rows) if s.startswith("rt ")]
+    if scens:
+        series = {p: [value.get((s, p)) for s in scens] for p in peers if any((s, p) in value for s in scens)}
+        paths.append(_plot.grouped_bars(
+            os.path.join(out_dir, "ring_round_trip.png"), "64 B round trip between two processes (lower is better)",
+            [s[3:] for s in scens], series, "microseconds (median)", log=True, note=note))
+    return paths
 
 
 def _obj_producer(peer, ctx, n, start, done, cpus=None):

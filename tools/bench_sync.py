@@ -35,6 +35,7 @@ Usage::
     python tools/bench_sync.py --repeat 9 --json out.json
     python tools/bench_sync.py --only pingpong   # one section (uncontended, contended,
                                                  # pingpong, recovery; comma separated)
+    python tools/bench_sync.py --json out.json --plot DIR   # and PNG figures (tools/_plot.py)
 
 Linux only (futexes, sched_setaffinity, fork).  Every segment, semaphore and lock file
 the run creates is removed at the end, also when it fails.
@@ -65,6 +66,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 import rsm_shm  # noqa: E402
 from rsm_shm import OwnerDiedWarning  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _plot  # noqa: E402
 
 try:
     import posix_ipc
@@ -994,18 +998,40 @@ BENCHES = {
 }
 
 
-def revision() -> str:
-    """The commit measured, marked '+dirty' if rsm_shm/ or csrc/ differ from it."""
-    import subprocess
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rsm_shm", "csrc"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
+def plot(results: Dict[str, Any], out_dir: str) -> List[str]:
+    """The figures of a run (its --json results) as PNG files in ``out_dir``: one per section."""
+    note = _plot.machine_note(results["meta"])
+    paths = []
+    if "uncontended" in results:
+        rows = [r for r in results["uncontended"]["rows"] if r.get("net_ns") is not None]
+        paths.append(_plot.hbars(
+            os.path.join(out_dir, "sync_uncontended.png"), "Uncontended acquire+release (lower is better)",
+            [r["label"] for r in rows], [r["net_ns"] for r in rows], "ns per pair (thread CPU time, loop subtracted)",
+            log=True, note=note))
+    if "contended" in results:
+        rows = [r for r in results["contended"]["rows"] if r.get("ops_per_s")]
+        labels = list(dict.fromkeys(r["label"] for r in rows))
+        nprocs = sorted({r["nproc"] for r in rows})
+        by = {(r["label"], r["nproc"]): r["ops_per_s"] for r in rows}
+        paths.append(_plot.grouped_bars(
+            os.path.join(out_dir, "sync_contended.png"), "Contended lock throughput (higher is better)",
+            [f"{n} processes" for n in nprocs], {lb: [by.get((lb, n)) for n in nprocs] for lb in labels},
+            "acquire/increment/release per s", log=True, note=note))
+    if "pingpong" in results:
+        rows = [r for r in results["pingpong"]["rows"] if r.get("median_ns")]
+        paths.append(_plot.hbars(
+            os.path.join(out_dir, "sync_pingpong.png"),
+            "Wake-up ping-pong, 2 processes: median round trip (lower is better)",
+            [f"{r['placement']}: {r['label']}" for r in rows], [r["median_ns"] for r in rows],
+            "ns per round trip (split: two CPUs, shared: one CPU)", log=True, note=note))
+    if "recovery" in results:
+        rows = results["recovery"]["rows"]
+        values = [r["median_ns"] / 1e6 if r.get("recovered") and r.get("median_ns") else None for r in rows]
+        texts = ["" if v is not None else "never recovers" for v in values]
+        paths.append(_plot.hbars(
+            os.path.join(out_dir, "sync_recovery.png"), "Holder SIGKILLed: kill -> the waiter holds the lock",
+            [r["label"] for r in rows], values, "ms (median)", note=note, texts=texts))
+    return paths
 
 
 def machine() -> Dict[str, Any]:
@@ -1016,7 +1042,7 @@ def machine() -> Dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
             "affinity": sorted(os.sched_getaffinity(0)), "loadavg_at_start": load,
             "peers": {"posix_ipc": getattr(posix_ipc, "VERSION", None), "filelock": getattr(filelock, "__version__", None)},
-            "rsm_shm": rsm_shm.__version__, "revision": revision()}
+            "rsm_shm": rsm_shm.__version__, "revision": _plot.revision()}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -1027,7 +1053,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--json", metavar="PATH", help="also write every figure (and the raw samples) as JSON")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
+    _plot.add_argument(ap)
     args = ap.parse_args(argv)
+    _plot.check_available(args.plot)
     if args.repeat is not None and args.repeat < 1:
         ap.error("--repeat must be at least 1")
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -1068,6 +1096,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.plot:
+        for path in plot(json.loads(json.dumps(results)), args.plot):  # the figures as --json would give them
+            print(f"plot: {path}")
     correctness = [c for c in checks if "correctness" in c.name]
     return 1 if any(c.ok is False for c in correctness) else 0
 

@@ -2,6 +2,7 @@
 
     python tools/bench_cluster.py [--quick] [--repeat N] [--only LIST] [--json FILE]
     python tools/bench_cluster.py --long        # RSS after 1M entries, restart of a 1M-entry log
+    python tools/bench_cluster.py --transport grpc   # served peers, Raft and clients over gRPC
 
 Both systems run 3 peers, each in its own process, on this machine: rsm_shm over its
 shared-memory rings, PySyncObj over loopback TCP (what a Python user picks today).  The
@@ -619,7 +620,15 @@ def main(argv=None) -> int:
     ap.add_argument("--restart-timeout", type=float, default=120.0,
                     help="seconds a restarted follower gets to catch up (--long)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--transport", choices=("ring", "grpc"), default="ring",
+                    help="rsm_shm over shared-memory rings (default) or served peers and clients over gRPC "
+                         "(tools/bench_cluster_net.py; needs the [net] extra)")
     args = ap.parse_args(argv)
+    net = None
+    if args.transport == "grpc":
+        import bench_cluster_net as net
+
+        net.bc = sys.modules[__name__]   # one KILLER and one set of helpers, also when run as a script
     # fsync=False is measured on purpose; the table says which figures are not durable.
     warnings.filterwarnings("ignore", message=".*runs with fsync=False.*")
     # --quick shrinks every count not given explicitly.
@@ -641,12 +650,12 @@ def main(argv=None) -> int:
     try:
         for rnd in range(args.repeat):
             for s in systems:
-                r = pso_round(args) if s == "pysyncobj" else rsm_round(args)
+                r = pso_round(args) if s == "pysyncobj" else (net.net_round(args) if net else rsm_round(args))
                 results[s].append(r)
                 print(f"round {rnd + 1} {s}: " + _brief(r), flush=True)
         for rnd in range(args.failovers):
             for s in systems:
-                f = pso_failover() if s == "pysyncobj" else rsm_failover(args)
+                f = pso_failover() if s == "pysyncobj" else (net.net_failover(args) if net else rsm_failover(args))
                 failovers[s].append(f)
                 print(f"failover {rnd + 1} {s}: {f if f is None else round(f, 3)} s", flush=True)
     finally:
@@ -668,13 +677,17 @@ def main(argv=None) -> int:
                 "latency_fsync_p50_ms": _median(rs, lambda r: r["latency_fsync"]["p50_ms"]),
                 "latency_fsync_p99_ms": _median(rs, lambda r: r["latency_fsync"]["p99_ms"]),
             })
+            if net:
+                summary[s].update(net.summary_extra(rs))
         else:
             summary[s].update({
                 "pipelined_batch_on_ops_s": _median(rs, lambda r: r.get("pipelined_batch_on")),
                 "pipelined_batch_off_ops_s": _median(rs, lambda r: r.get("pipelined_batch_off")),
             })
     print()
-    print_table(summary)
+    print_table(summary, targets=net is None)
+    if net:
+        net.print_targets(summary)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "rounds": results, "failovers": failovers}, f, indent=1)
@@ -711,7 +724,7 @@ def main_long(args, systems) -> int:
     return 0
 
 
-def print_table(summary: dict) -> None:
+def print_table(summary: dict, targets: bool = True) -> None:
     rows = [
         ("pipelined commits/s, fsync=False", "pipelined_ops_s", "{:,.0f}"),
         ("pipelined commits/s, fsync=True", "pipelined_fsync_ops_s", "{:,.0f}"),
@@ -728,7 +741,7 @@ def print_table(summary: dict) -> None:
         a = rsm.get(key)
         b = pso.get(key)
         print(f"{label:40} {fmt.format(a) if a is not None else '-':>12} {fmt.format(b) if b is not None else '-':>12}")
-    if rsm and pso:
+    if rsm and pso and targets:
         print()
         print("targets (issue 10), ratios from this run:")
 

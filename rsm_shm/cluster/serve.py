@@ -128,26 +128,16 @@ class Peer:
     def run(self) -> None:
         """Serve in this process until SIGTERM/SIGINT (installed here when called from
         the main thread) or :meth:`ServedPeer.stop`."""
-        box: List[ServedPeer] = []
-        asked: List[bool] = []
-
-        def on_signal(*_args: object) -> None:
-            asked.append(True)
-            for served in box:
-                served.stop()
-
-        # Installed first: a SIGTERM while the peer is still starting stops it cleanly.
-        try:
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-        except ValueError:  # not the main thread: the caller stops it
-            pass
         served = ServedPeer(self)
-        box.append(served)
         self._served = served
         try:
-            if not asked:
-                served.run()
+            if hasattr(signal, "SIGTERM"):
+                try:
+                    signal.signal(signal.SIGTERM, lambda *_a: served.stop())
+                    signal.signal(signal.SIGINT, lambda *_a: served.stop())
+                except ValueError:  # not the main thread: the caller stops it
+                    pass
+            served.run()
         finally:
             served.close()
             self._served = None
@@ -285,6 +275,7 @@ class ServedPeer:
         from .net.server import PeerServer
         from .net.tls import TLSConfig
         from .net.transport import GrpcTransport, PeerStreamService
+        from .net.client_service import serve_clients
         from .peer import Peer as PeerLoop
         from .transport import RingTransport
 
@@ -310,6 +301,7 @@ class ServedPeer:
             self.service = PeerStreamService(spec.cluster_id, me, inbox_ring, lambda: known)
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])
+            self.server.add_handlers(serve_clients(self))  # remote clients (Client.connect)
             for factory in list(_SERVICE_FACTORIES):
                 self.server.add_handlers(factory(self))
             self._folded: Dict[str, int] = {"net_bad": 0, "net_inbox_full": 0}

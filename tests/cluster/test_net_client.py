@@ -9,6 +9,7 @@ error replies while the peer keeps serving.
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -23,45 +24,68 @@ from cluster_harness import (  # noqa: E402
 from rsm_shm.cluster import Client, CommandError, KVClient  # noqa: E402
 from rsm_shm.cluster import envelope as ev  # noqa: E402
 from rsm_shm.cluster.linearizability import check_kv  # noqa: E402
-from rsm_shm.cluster.net.client_service import METHOD_PROPOSE, METHOD_STATUS, ClientService  # noqa: E402
-from rsm_shm.cluster.net.server import PeerServer  # noqa: E402
+from rsm_shm.cluster.net.client_service import METHOD_PROPOSE, METHOD_STATUS  # noqa: E402
 from rsm_shm.cluster.net.tls import TLSConfig  # noqa: E402
 
 
-class Served:
-    """A LocalCluster whose every peer has a client service on a 127.0.0.1 port."""
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for sk in socks:
+        sk.bind(("127.0.0.1", 0))
+    ports = [sk.getsockname()[1] for sk in socks]
+    for sk in socks:
+        sk.close()
+    return ports
 
-    def __init__(self, cluster, tls=None):
-        self.cluster = cluster
-        self.servers, self.services = {}, []
-        ids = [s.id for s in cluster.status()]
-        for i in ids:
-            self.servers[i] = PeerServer("127.0.0.1:0", tls=tls)
-        self.addresses = {i: srv.address for i, srv in self.servers.items()}
-        for i, srv in self.servers.items():
-            svc = ClientService(cluster.name, i, self.addresses)
-            self.services.append(svc)
-            srv.add_handlers([svc.handler()])
-            srv.start()
+
+class Served:
+    """3 served peers (``rsm_shm.cluster.serve.Peer``: a process each, Raft between them
+    over gRPC), each answering clients on its own 127.0.0.1 port.  ``local`` is the
+    cluster attached on this host (status, leadership transfer, reading every log)."""
+
+    def __init__(self, name, sm, data, tls_files=(None, None, None)):
+        from rsm_shm.cluster import LocalCluster
+        from rsm_shm.cluster.serve import Peer
+
+        self.name = name
+        self.addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(_free_ports(3))}
+        self.peers = {}
+        for i, addr in self.addresses.items():
+            others = {j: a for j, a in self.addresses.items() if j != i}
+            self.peers[i] = Peer(name, i, listen=addr, peers=others, state_machine=sm, data_dir=str(data / f"p{i}"),
+                                 fsync=False, tls_cert=tls_files[0], tls_key=tls_files[1], tls_ca=tls_files[2])
+        self.local = None
+        try:
+            for p in self.peers.values():
+                p.start()
+            self.local = LocalCluster.attach(name)
+            self.local.wait_leader(timeout=15)
+        except BaseException:
+            self.close()
+            raise
 
     def addrs(self, *ids):
         return [self.addresses[i] for i in (ids or sorted(self.addresses))]
 
+    def kill(self, i):
+        self.peers[i].kill()
+
+    def restart(self, i):
+        self.peers[i].start()
+
     def close(self):
-        for srv in self.servers.values():
-            srv.stop(0)
-        for svc in self.services:
-            svc.close()
+        if self.local is not None:
+            self.local.close()
+        for p in self.peers.values():
+            p.stop()
 
 
 @pytest.fixture
-def served(make_cluster):
+def served(shm_name, tmp_path, cluster_env):
     made = []
 
-    def make(sm, tls=None, **kw):
-        cluster = make_cluster(sm, fsync=False, **kw)
-        cluster.wait_leader(timeout=15)
-        s = Served(cluster, tls=tls)
+    def make(sm, tls_files=(None, None, None)):
+        s = Served(shm_name("c"), sm, tmp_path / f"cluster{len(made)}", tls_files)
         made.append(s)
         return s
 
@@ -72,8 +96,7 @@ def served(make_cluster):
 
 def test_connect_propose_read_and_follow_a_killed_leader(served):
     s = served(KV)
-    cluster = s.cluster
-    leader = cluster.wait_leader(timeout=15)
+    leader = s.local.wait_leader(timeout=15)
     follower = next(i for i in s.addresses if i != leader)
     # One follower's address is enough: it tells the others', and redirects to the leader.
     with KVClient.connect(s.addrs(follower)) as kv:
@@ -87,7 +110,7 @@ def test_connect_propose_read_and_follow_a_killed_leader(served):
             kv.client.propose(b"not json")
         assert kv.client.propose_many([b'{"op":"put","key":"k%d","value":%d}' % (i, i) for i in range(500)]) \
             == [b'{"ok": true}'] * 500
-        cluster.kill(leader)
+        s.kill(leader)
         kv.put("b", 2, timeout=10)         # follows the new leader by itself
         assert kv.get("a") == 2 and kv.get("b") == 2 and kv.get("k499") == 499
         assert kv.client.leader() not in (None, leader)
@@ -98,7 +121,7 @@ def test_connect_propose_read_and_follow_a_killed_leader(served):
 
 def test_exactly_once_across_leader_kills_through_connect(served):
     s = served(APPEND_LOG)
-    cluster = s.cluster
+    cluster = s.local
     addrs = s.addrs()
     procs, stop, progress, out = start_clients(
         append_writer, lambda cid, stop, progress, out: (addrs, cid, stop, progress, out), 3)
@@ -106,10 +129,10 @@ def test_exactly_once_across_leader_kills_through_connect(served):
         for _ in range(2):
             wait_progress(progress, 40, timeout=30)
             leader = cluster.wait_leader(timeout=15)
-            cluster.kill(leader)            # mid-request: three writers keep one in flight each
+            s.kill(leader)                  # mid-request: three writers keep one in flight each
             wait_until(lambda: cluster.leader() not in (None, leader), 15, "a new leader")
             wait_progress(progress, 40, timeout=30)
-            cluster.restart(leader)
+            s.restart(leader)
     finally:
         reports = finish_clients(procs, stop, out)
     wait_caught_up(cluster)
@@ -119,7 +142,7 @@ def test_exactly_once_across_leader_kills_through_connect(served):
 
 def test_histories_of_connect_clients_are_linearizable(served):
     s = served(KV)
-    cluster = s.cluster
+    cluster = s.local
     addrs = s.addrs()
     keys = ["a", "b"]
     procs, stop, progress, out = start_clients(
@@ -127,9 +150,9 @@ def test_histories_of_connect_clients_are_linearizable(served):
     try:
         wait_progress(progress, 60, timeout=30)
         leader = cluster.wait_leader(timeout=15)
-        cluster.kill(leader)
+        s.kill(leader)
         wait_progress(progress, 60, timeout=30)
-        cluster.restart(leader)
+        s.restart(leader)
         wait_progress(progress, 30, timeout=30)
     finally:
         reports = finish_clients(procs, stop, out)
@@ -142,7 +165,7 @@ def test_histories_of_connect_clients_are_linearizable(served):
 
 def test_malformed_requests_are_error_replies_and_the_peer_keeps_serving(served):
     s = served(KV)
-    leader = s.cluster.wait_leader(timeout=15)
+    leader = s.local.wait_leader(timeout=15)
     addr = s.addresses[leader]
     with grpc.insecure_channel(addr) as ch:
         propose = ch.unary_unary(METHOD_PROPOSE)
@@ -164,7 +187,9 @@ def test_malformed_requests_are_error_replies_and_the_peer_keeps_serving(served)
     with KVClient.connect([addr]) as kv:
         kv.put("still", "serving")
         assert kv.get("still") == "serving"
-    assert sum(svc.refused for svc in s.services) == len(bad) + 1
+    with grpc.insecure_channel(addr) as ch:
+        st = json.loads(ch.unary_unary(METHOD_STATUS)(b"", timeout=5))
+    assert st["refused"] == len(bad) + 1
 
 
 def test_connect_errors_name_the_problem():
@@ -178,28 +203,33 @@ def test_connect_errors_name_the_problem():
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
+    """PEM files: the cluster's CA, a peer certificate for 127.0.0.1, a client certificate
+    from the same CA and one from another CA."""
     trustme = pytest.importorskip("trustme", reason="trustme is not installed (the [test] extra)")
+    d = tmp_path_factory.mktemp("certs")
     ca, other_ca = trustme.CA(), trustme.CA()
-
-    def config(issuer, *names):
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    out = {"ca": str(d / "ca.pem")}
+    for label, issuer, names in (("peer", ca, ("127.0.0.1", "localhost")), ("client", ca, ("client.example",)),
+                                 ("stranger", other_ca, ("client.example",))):
         cert = issuer.issue_cert(*names)
-        return TLSConfig(cert.private_key_and_cert_chain_pem.bytes(), cert.private_key_pem.bytes(),
-                         ca.cert_pem.bytes())
-
-    return {"peer": config(ca, "127.0.0.1", "localhost"), "client": config(ca, "client.example"),
-            "stranger": TLSConfig(*(lambda c: (c.private_key_and_cert_chain_pem.bytes(), c.private_key_pem.bytes(),
-                                               ca.cert_pem.bytes()))(other_ca.issue_cert("client.example")))}
+        cert.cert_chain_pems[0].write_to_path(str(d / f"{label}.pem"))
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(str(d / f"{label}.pem"), append=True)
+        cert.private_key_pem.write_to_path(str(d / f"{label}.key"))
+        out[label] = (str(d / f"{label}.pem"), str(d / f"{label}.key"))
+    return out
 
 
 def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs):
-    s = served(KV, tls=certs["peer"])
+    s = served(KV, tls_files=(*certs["peer"], certs["ca"]))
     addrs = s.addrs()
-    with KVClient.connect(addrs, tls=certs["client"]) as kv:
+    with KVClient.connect(addrs, tls=TLSConfig.from_files(*certs["client"], certs["ca"])) as kv:
         kv.put("t", 1)
         assert kv.get("t") == 1
     # A certificate from another CA: the handshake fails; no retry makes it pass.
     with pytest.raises(ConnectionRefusedError):
-        Client.connect(addrs, tls=certs["stranger"], timeout=2)
+        Client.connect(addrs, tls=TLSConfig.from_files(*certs["stranger"], certs["ca"]), timeout=2)
     # Plaintext to a TLS peer.
     with pytest.raises(ConnectionError):
         Client.connect(addrs, timeout=2)
@@ -209,25 +239,23 @@ def test_cluster_status_shows_remote_peers(served, capsys):
     from rsm_shm.cli import main
 
     s = served(KV)
-    cluster = s.cluster
-    leader = cluster.wait_leader(timeout=15)
+    leader = s.local.wait_leader(timeout=15)
     victim = next(i for i in s.addresses if i != leader)
-    cluster.kill(victim)
+    s.kill(victim)
     # One address is enough: the peers it names are asked too.
-    assert main(["cluster", "status", "--remote", s.addresses[leader], "--json"]) == 0
+    assert main(["cluster", "status", "--remote", s.addresses[leader], "--json", "--timeout", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["name"] == cluster.name and out["leader"] == leader
+    assert out["name"] == s.name and out["leader"] == leader
     peers = {p["id"]: p for p in out["peers"]}
-    # The killed peer's service lives in this process here: it answers, and says its
-    # peer is dead.
-    assert set(peers) == set(s.addresses) and out["unreachable"] == {}
+    assert set(peers) == set(s.addresses) - {victim}
     assert all(p["address"] == s.addresses[p["id"]] for p in peers.values())
     assert peers[leader]["role"] == "leader" and peers[leader]["alive"] is True
-    assert peers[victim]["alive"] is False
-    # Local and remote together: the local rows win for the peers both show.
-    assert main(["cluster", "status", cluster.name, "--remote", ",".join(s.addrs())]) == 0
+    assert list(out["unreachable"]) == [s.addresses[victim]]
+    # Local and remote together: the local rows for the peers both show.
+    assert main(["cluster", "status", s.name, "--remote", ",".join(s.addrs()), "--timeout", "1"]) == 0
     text = capsys.readouterr().out
-    assert f"cluster {cluster.name}: leader {leader}" in text and "local" in text
+    assert f"cluster {s.name}: leader {leader}" in text and "local" in text
+    assert f"unreachable {s.addresses[victim]}" in text
     assert main(["cluster", "status", "--remote", "127.0.0.1:1", "--timeout", "0.2"]) == 1
     assert "unreachable 127.0.0.1:1" in capsys.readouterr().out
     assert main(["cluster", "status", "--remote", "nohost"]) == 2

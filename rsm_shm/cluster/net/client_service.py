@@ -15,7 +15,7 @@ Wire format: gRPC generic handlers carrying the cluster's envelopes (no protobuf
 * ``/rsm_shm.cluster.Client/Read``: a ``READ`` envelope in, a ``REPLY`` envelope out;
 * ``/rsm_shm.cluster.Client/Status``: anything in, UTF-8 JSON out:
   ``{"schema": 1, "cluster", "cluster_id", "id", "status": PeerStatus fields,
-  "peers": {"<id>": "host:port", ...}}``.
+  "peers": {"<id>": "host:port", ...}, "refused": client requests refused}``.
 
 A reply holds the answers that arrived within ``max_wait`` seconds (or the RPC's
 deadline, if sooner); a request id missing from it is unanswered so far and the client
@@ -275,7 +275,7 @@ class ClientService:
     def status_json(self) -> str:
         st = self._status.read(peer_id=self.peer_id)
         return json.dumps({"schema": 1, "cluster": self.cluster, "cluster_id": self.cluster_id, "id": self.peer_id,
-                           "time": time.time(), "status": st.as_dict(),
+                           "time": time.time(), "status": st.as_dict(), "refused": self.refused,
                            "peers": {str(k): v for k, v in sorted(self.addresses().items())}})
 
     # ------------------------------------------------------------------ lifetime
@@ -309,3 +309,20 @@ def _peer_of(context: Any) -> str:
         return str(context.peer())
     except Exception:
         return "?"
+
+
+def serve_clients(served: Any) -> List[Any]:
+    """The service factory of served peers (``rsm_shm.cluster.serve``): the client service
+    of ``served`` (a ServedPeer), answering at its listen address.  The peer map handed to
+    clients holds the addresses this peer was started with (``--peer ID=HOST:PORT``; peers
+    reached through local rings are left out: a client learns their addresses from them).
+    The service closes (its reply ring removed) when the process exits."""
+    import atexit
+
+    spec = served.spec
+    addresses = {int(pid): str(a) for pid, a in spec.peers.items() if ":" in str(a)}
+    addresses[int(spec.id)] = served.server.address
+    svc = ClientService(spec.name, spec.id, addresses, cluster_id=spec.cluster_id)
+    served.client_service = svc
+    atexit.register(svc.close)
+    return [svc.handler()]

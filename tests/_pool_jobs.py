@@ -165,3 +165,20 @@ def block_first_time(marker_dir: str, x):
 
 def torture_job(marker_dir: str, blocking: frozenset, x):
     return block_first_time(marker_dir, x) if x in blocking else spin(x, 20)
+
+
+def own_a_pool_then_hang(pool_name: str, out_path: str, ready_name: str) -> None:
+    """A pool owner the test SIGKILLs: start a pool, write its workers' pids, signal, wait."""
+    import json
+    import time
+
+    from rsm_shm.pool import ProcessPool
+
+    pool = ProcessPool(2, pool_name)
+    assert pool.submit(square, 3).result(timeout=60) == 9
+    with open(out_path, "w") as f:
+        json.dump([w.pid for w in pool.statistics().workers], f)
+    ready = rsm_shm.Event(ready_name, create=False)
+    ready.set()
+    ready.close()
+    time.sleep(120)

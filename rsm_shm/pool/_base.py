@@ -6,11 +6,11 @@ import collections
 import itertools
 import time
 from concurrent.futures import Future
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Tuple
 
-from ._wire import R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD
+from ._wire import JOB_CHUNK, JOB_MAP, R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD
 
-__all__ = ["settle", "MapMixin"]
+__all__ = ["settle", "MapMixin", "MapResults"]
 
 
 def settle(future: Future, status: int, payload, single: bool, loads) -> None:
@@ -36,12 +36,13 @@ def settle(future: Future, status: int, payload, single: bool, loads) -> None:
 
 
 class MapMixin:
-    """``map`` for an executor with ``_submit(fn, chunk, kwargs, single) -> Future`` whose
-    chunk futures resolve to lists, and ``_max_workers``."""
+    """``map`` for an executor with ``_submit(job, kind, single) -> Future`` (``job``: the
+    object serialized into the job record, ``kind`` its JOB_* kind) whose map futures
+    resolve to lists, and ``_max_workers``."""
 
     _max_workers: int
 
-    def _submit(self, fn, chunk, kwargs, single: bool) -> Future:
+    def _submit(self, job: tuple, kind: int, single: bool) -> Future:
         raise NotImplementedError
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None, chunksize: int = 1,
@@ -63,28 +64,88 @@ class MapMixin:
         # items, at most 1024 futures), still a bounded read of the input.
         window = buffersize or max(4 * self._max_workers, min(1024, 65536 // chunksize))
         end = None if timeout is None else time.monotonic() + timeout
-        args = zip(*iterables)
         islice = itertools.islice
-        fs: collections.deque[Future] = collections.deque()
-        for _ in range(window):  # start working at once, as Executor.map does
-            chunk = list(islice(args, chunksize))
-            if not chunk:
-                break
-            fs.append(self._submit(fn, chunk, {}, False))
-        return self._results_in_order(fn, fs, args, chunksize, end)
+        if len(iterables) == 1:
+            # One iterable: a chunk is the list of its items (no argument tuples to build,
+            # pickle and unpack: a third of the cost of a chunk of tiny items).
+            items = iter(iterables[0])
 
-    def _results_in_order(self, fn, fs, args, chunksize, end) -> Iterator:
-        islice = itertools.islice
+            def next_job() -> Optional[Tuple[int, tuple]]:
+                chunk = list(islice(items, chunksize))
+                return (JOB_MAP, (fn, chunk)) if chunk else None
+        else:
+            args = zip(*iterables)
+
+            def next_job() -> Optional[Tuple[int, tuple]]:
+                chunk = list(islice(args, chunksize))
+                return (JOB_CHUNK, (fn, chunk, {})) if chunk else None
+
+        # Submitted in groups (one hand-out for several chunks), an eighth of the window;
+        # the first fill at once, as Executor.map does, the first group small so the
+        # workers start while the rest is serialized.
+        group = max(1, window // 8)
+        fs: collections.deque[Future[Any]] = collections.deque()
+        jobs: list[Tuple[int, tuple[Any, ...]]] = []
+        size = min(group, self._max_workers)
+        for _ in range(window):
+            job = next_job()
+            if job is None:
+                break
+            jobs.append(job)
+            if len(jobs) >= size:
+                fs.extend(self._submit_many(jobs, False, True))
+                jobs, size = [], group
+        if jobs:
+            fs.extend(self._submit_many(jobs, False, True))
+        current: list[Iterator[Any]] = [iter(())]
+        chunks = self._chunks_in_order(fs, next_job, end, group, current)
+        results = MapResults.from_iterable(chunks)
+        results._chunks, results._current = chunks, current
+        return results
+
+    def _submit_many(self, jobs: list[Tuple[int, tuple[Any, ...]]], single: bool = False,
+                     chunks: bool = False) -> list[Any]:
+        """Several ``_submit``; ``chunks``: the caller needs only ``result(timeout)`` and
+        ``cancel()`` of what is returned (a lighter handle than a Future will do)."""
+        return [self._submit(job, kind, single) for kind, job in jobs]
+
+    def _chunks_in_order(self, fs: "collections.deque[Future[Any]]",
+                         next_job: Callable[[], Optional[Tuple[int, tuple[Any, ...]]]], end: Optional[float],
+                         group: int, current: list[Iterator[Any]]) -> Generator[Iterator[Any], None, None]:
+        submit_many = self._submit_many
+        owed = 0
         try:
             while fs:
                 f = fs.popleft()
                 values = f.result() if end is None else f.result(end - time.monotonic())
                 del f
-                chunk = list(islice(args, chunksize))
-                if chunk:
-                    fs.append(self._submit(fn, chunk, {}, False))
-                yield from values
+                owed += 1
+                if owed >= group or not fs:
+                    jobs = []
+                    for _ in range(owed):
+                        job = next_job()
+                        if job is None:
+                            break
+                        jobs.append(job)
+                    owed = 0
+                    if jobs:
+                        fs.extend(submit_many(jobs, False, True))
+                current[0] = it = iter(values)
+                del values
+                yield it
         finally:
             for f in fs:
                 f.cancel()
 
+
+class MapResults(itertools.chain):  # type: ignore[type-arg]
+    """What ``map`` returns: an iterator over the results, flattening the chunks' result
+    lists in C (no Python frame per item).  ``close()`` stops it as a generator's would:
+    the chunks still queued are cancelled (so does dropping it)."""
+
+    _chunks: Generator[Iterator[Any], None, None]
+    _current: list[Iterator[Any]]  # the chunk being flattened
+
+    def close(self) -> None:
+        self._chunks.close()
+        collections.deque(self._current[0], maxlen=0)  # the rest of this chunk goes too

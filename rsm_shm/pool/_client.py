@@ -14,7 +14,7 @@ from .._native import lib
 from ..ring import Ring
 from ._base import MapMixin, settle
 from ._table import PoolTable
-from ._wire import C_BYE, C_JOB, CLIENT_HEAD, R_WAKE, RESULT_HEAD, dumps_pickle
+from ._wire import C_BYE, C_JOB, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_MAP, R_WAKE, RESULT_HEAD, dumps_pickle
 
 __all__ = ["PoolClient"]
 
@@ -76,9 +76,9 @@ class PoolClient(MapMixin, Executor):
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         """Schedule ``fn(*args, **kwargs)`` on the pool; return its Future."""
-        return self._submit(fn, (args,), kwargs, True)
+        return self._submit((fn, (args,), kwargs), JOB_CHUNK, True)
 
-    def _submit(self, fn, chunk, kwargs, single: bool) -> Future:
+    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
         if self._broken:
             raise BrokenProcessPool(self._broken)
         if self._shutdown:
@@ -87,8 +87,8 @@ class PoolClient(MapMixin, Executor):
         future: Future = Future()
         future.set_running_or_notify_cancel()
         try:
-            record = (CLIENT_HEAD.pack(cid, C_JOB, len(self._reply_name)) + self._reply_name
-                      + self._dumps((fn, chunk, kwargs)))
+            record = (CLIENT_HEAD.pack(cid, C_MAP if kind == JOB_MAP else C_JOB, len(self._reply_name))
+                      + self._reply_name + self._dumps(job))
         except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
             future.set_exception(e)
             return future

@@ -39,10 +39,11 @@ from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
 from ._base import MapMixin, settle
-from ._serve import ServesClients, _Job
+from ._reading import ChunkHandle, PoolFuture, ReadsResults, Waitable
+from ._serve import Outcome, ServesClients, _Job
 from ._table import PoolStatistics, PoolTable, WorkerState
 from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT,
-                    R_INIT_FAILED, R_VALUE, R_WAKE, RESULT_HEAD, WorkerDiedError, dumps_pickle,
+                    R_INIT_FAILED, R_VALUE, RESULT_HEAD, WorkerDiedError, dumps_pickle,
                     submit_ring_capacity)
 from ._worker import worker_main
 
@@ -85,6 +86,14 @@ def _register_exit_hook() -> None:
         atexit.register(_at_interpreter_exit)
 
 
+def _load(c: list[Any]) -> int:
+    return c[0]  # type: ignore[no-any-return]
+
+
+def _job_id(job: _Job) -> int:
+    return job.id
+
+
 class _Worker:
     __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported")
 
@@ -98,7 +107,7 @@ class _Worker:
         self.reported = False                 # the watcher reported its end
 
 
-class ProcessPool(ServesClients, MapMixin, Executor):
+class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
     """A pool of worker processes fed through shared-memory rings; no job is lost when a
     worker dies.
 
@@ -176,6 +185,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         self._name = name
 
         self._lock = threading.Lock()
+        self._init_reading()
         self._jobs: dict[int, _Job] = {}
         self._pending: collections.deque[int] = collections.deque()
         self._ids = itertools.count(1)
@@ -206,8 +216,10 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         self._intake_done = name is None
         self._replies: dict[str, Ring] = {}
         try:
+            # Several consumers: the collector, and threads waiting for an outcome, which
+            # read it themselves (one at a time: see _reading.py).
             self._results = Ring(self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22),
-                                 consumers=1, create=True, mode=mode)
+                                 create=True, mode=mode)
             self._made.append(self._results)
             self._max_job = ring_capacity - 16  # an inbox's max_message
             self._owner = (os.getpid(), _proc.start_time(os.getpid()))
@@ -314,81 +326,137 @@ class ProcessPool(ServesClients, MapMixin, Executor):
 
     # -- submitting ----------------------------------------------------------------------
 
-    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; return its Future (as ``Executor.submit``)."""
-        return self._submit(fn, (args,), kwargs, True)
+        return self._submit((fn, (args,), kwargs), JOB_CHUNK, True)
 
-    def _submit(self, fn, chunk, kwargs, single: bool) -> Future:
+    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
+        return self._submit_many([(kind, job)], single)[0]  # type: ignore[return-value]
+
+    def _submit_many(self, jobs: list[tuple[int, tuple[Any, ...]]], single: bool = False,
+                     chunks: bool = False) -> list[Waitable]:
+        """Queue several jobs (``(kind, job)``: see ``_wire``) with one hand-out; their
+        futures, in order (``map`` submits its chunks in groups, with ``chunks``: light
+        :class:`ChunkHandle` instead of Futures)."""
         if self._broken:
             raise BrokenProcessPool(self._broken)
         if self._shutting_down:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        job_id = next(self._ids)  # one C call: atomic under the GIL
-        future: Future = Future()
-        try:
-            msg = JOB_HEAD.pack(job_id, JOB_CHUNK) + self._dumps((fn, chunk, kwargs))
-            if len(msg) > self._max_job:
-                raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
-                                 f"{self.name!r} carries in one message ({self._max_job}); raise ring_capacity")
-        except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
-            future.set_exception(e)
-            return future
-        job = _Job(job_id, future, msg, single)
+        futures: list[Waitable] = []
+        entries: list[_Job] = []
+        make = ChunkHandle if chunks else PoolFuture
+        dumps, pack, ids, max_job = self._dumps, JOB_HEAD.pack, self._ids, self._max_job
+        for kind, job in jobs:
+            job_id = next(ids)  # one C call: atomic under the GIL
+            future = make(self)
+            futures.append(future)
+            try:
+                msg = pack(job_id, kind) + dumps(job)
+                if len(msg) > max_job:
+                    raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
+                                     f"{self.name!r} carries in one message ({max_job}); raise ring_capacity")
+            except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
+                future.set_exception(e)
+                continue
+            entries.append(_Job(job_id, future, msg, single))
+        if not entries:
+            return futures
         with self._lock:
             if self._broken:  # broke while we serialized
                 raise BrokenProcessPool(self._broken)
             if self._shutting_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._jobs[job_id] = job
-            self._submitted += 1
-            if self._pending or not self._hand_out(job):
-                self._pending.append(job_id)
+            registry = self._jobs
+            for entry in entries:
+                registry[entry.id] = entry
+            self._submitted += len(entries)
+            self._pending.extend(entry.id for entry in entries)
+            self._pump()
             self._publish_queue()  # so that rsm-shm inspect sees it at once
-        return future
+        return futures
 
-    def _hand_out(self, job: _Job) -> bool:
-        """Give ``job`` to the least loaded worker with room (caller holds the lock).
-        False if none has room; True if it was handed out or turned out cancelled."""
-        best = None
-        load = self._credit
+    def _room(self) -> list[list[Any]]:
+        """``[load, worker, room]`` for each worker that may be handed jobs now (caller
+        holds the lock): ``load`` orders them (jobs held, a starting worker counting one
+        more), ``room`` is how many more it may hold."""
+        credit = self._credit
         stuck_before = 0
         table = self._table
         # Until one job came back, how long jobs take is unknown: one job per worker, the
         # rest stay queued here (cancellable) rather than behind a job that may run long.
         queue_behind = self._measured
+        out = []
         for w in self._workers:
-            if w is not None and not w.reported and w.quota != 0 and len(w.assigned) < load:
-                n = len(w.assigned)
-                if n and not queue_behind:
+            if w is None or w.reported or w.quota == 0:
+                continue
+            n = len(w.assigned)
+            if n >= credit or (n and not queue_behind):
+                continue
+            slot = table.slot(w.slot)
+            state = slot.state
+            if n and state == lib.RSM_WORKER_BUSY:  # not behind a long job
+                if not stuck_before:
+                    stuck_before = time.time_ns() - self._stuck_ns()
+                if slot.since_ns < stuck_before:
                     continue
-                slot = table.slot(w.slot)
-                state = slot.state
-                if n and state == lib.RSM_WORKER_BUSY:  # not behind a long job
-                    if not stuck_before:
-                        stuck_before = time.time_ns() - self._stuck_ns()
-                    if slot.since_ns < stuck_before:
-                        continue
-                if state == lib.RSM_WORKER_STARTING:
-                    n += 1  # at equal load, a worker that is up goes first
-                if n < load:
-                    best, load = w, n
-        if best is None:
-            return False
-        if not job.started:
-            if not job.future.set_running_or_notify_cancel():
-                del self._jobs[job.id]
-                self._counts["cancelled"] += 1
-                self._tptr.cancelled += 1
-                return True
-            job.started = True
-        try:
-            best.inbox.put_nowait(job.msg)
-        except Exception:  # noqa: BLE001 -- Full (bytes, not count) or the ring went away
-            return False
-        best.assigned[job.id] = None
-        best.quota -= 1
-        job.worker = best.slot
-        return True
+            room = (credit if queue_behind else 1) - n
+            if w.quota > 0:
+                room = min(room, w.quota)
+            # at equal load, a worker that is up goes first
+            out.append([n + (state == lib.RSM_WORKER_STARTING), w, room])
+        return out
+
+    def _pump(self) -> None:
+        """Hand out queued jobs, in order, each to the least loaded worker with room, with
+        one ring write per worker (caller holds the lock)."""
+        pending, registry = self._pending, self._jobs
+        if not pending:
+            return
+        cands = self._room()
+        if not cands:
+            return
+        given: dict[int, list[_Job]] = {}
+        while pending and cands:
+            job = registry.get(pending[0])
+            if job is None:  # cancelled by shutdown(cancel_futures=True)
+                pending.popleft()
+                continue
+            c = min(cands, key=_load)
+            if not job.started:
+                if not job.future.set_running_or_notify_cancel():
+                    pending.popleft()
+                    del registry[job.id]
+                    self._counts["cancelled"] += 1
+                    self._tptr.cancelled += 1
+                    continue
+                job.started = True
+            pending.popleft()
+            given.setdefault(id(c[1]), []).append(job)
+            c[0] += 1
+            c[2] -= 1
+            if c[2] <= 0:
+                cands.remove(c)
+        by_id = {id(w): w for w in self._workers if w is not None}
+        back: list[_Job] = []
+        for key, batch in given.items():
+            w = by_id[key]
+            sent = len(batch)
+            try:
+                if sent == 1:
+                    w.inbox.put_nowait(batch[0].msg)
+                else:
+                    w.inbox.put_many([j.msg for j in batch], 0)
+            except Exception as e:  # noqa: BLE001 -- Full (bytes, not count) or the ring went away
+                sent = getattr(e, "sent", 0)
+                back.extend(batch[sent:])
+            for j in batch[:sent]:
+                w.assigned[j.id] = None
+                j.worker = w.slot
+            if w.quota > 0:
+                w.quota -= sent
+        if back:  # they go first again, in their order
+            back.sort(key=_job_id)
+            pending.extendleft(j.id for j in reversed(back))
 
     def _stuck_ns(self) -> int:
         return max(STUCK_NS, int(3000 * self._run_us))
@@ -420,57 +488,35 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             self._counts["taken_back"] += len(back)
             self._pending.extendleft(reversed(back))
 
-    def _pump(self) -> None:
-        """Hand out queued jobs while workers have room (caller holds the lock)."""
-        pending, jobs = self._pending, self._jobs
-        while pending:
-            job = jobs.get(pending[0])
-            if job is None:  # cancelled by shutdown(cancel_futures=True)
-                pending.popleft()
-                continue
-            if not self._hand_out(job):
-                return
-            pending.popleft()
-
     # -- the collector -------------------------------------------------------------------
 
-    def _collect(self) -> None:
-        results = self._results
-        loads = self._loads
-        try:
-            queued_behind = False
-            while True:
-                try:
-                    # While jobs wait behind others, look again soon (a job may run long).
-                    batch = results.get_many(512, self._stuck_ns() / 2e9 if queued_behind else None)
-                except queue.Empty:
-                    batch = ()
-                except ShutDown:
-                    break
-                outcomes = []
-                with self._lock:
-                    for record in batch:
-                        self._on_record(record, outcomes)
-                    # With jobs waiting, feed the workers first (throughput); otherwise
-                    # complete the futures first (a lone job's round trip).
-                    feed_first = bool(self._pending or self._restart)
-                    if feed_first:
-                        queued_behind, finished = self._after_batch(outcomes)
-                if not feed_first:
-                    self._deliver(outcomes, loads)
-                    outcomes = []
-                    with self._lock:
-                        queued_behind, finished = self._after_batch(outcomes)
-                self._deliver(outcomes, loads)
-                del outcomes
-                if finished:
-                    break
-        finally:
-            self._teardown()
+    def _finished(self) -> bool:
+        """Every job has its outcome and no more can come (caller holds the lock)."""
+        return self._shutting_down and not self._jobs and self._intake_done
 
-    def _after_batch(self, outcomes: list) -> tuple[bool, bool]:
-        """Take back, hand out, restart, publish (caller holds the lock).  Returns whether
-        jobs wait behind others and whether the collector's work is finished."""
+    def _act_on(self, batch: list[bytes]) -> bool:
+        """Act on records taken from the results ring (by the collector or a direct
+        waiter, holding the reading turn).  True when the pool's work is finished."""
+        outcomes: list[Outcome] = []
+        with self._lock:
+            for record in batch:
+                self._on_record(record, outcomes)
+            # With jobs waiting, feed the workers first (throughput); otherwise
+            # complete the futures first (a lone job's round trip).
+            feed_first = bool(self._pending or self._restart)
+            if feed_first:
+                finished = self._after_batch(outcomes)
+        if not feed_first:
+            self._deliver(outcomes)
+            outcomes = []
+            with self._lock:
+                finished = self._after_batch(outcomes)
+        self._deliver(outcomes)
+        return finished
+
+    def _after_batch(self, outcomes: list[Outcome]) -> bool:
+        """Take back, hand out, restart, publish (caller holds the lock).  Notes whether
+        jobs wait behind others; returns whether the pool's work is finished."""
         if not self._broken:
             self._take_back()
             self._pump()
@@ -478,17 +524,21 @@ class ProcessPool(ServesClients, MapMixin, Executor):
                 self._start_replacements(outcomes)
                 self._pump()
         self._publish()
-        queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
-        return queued_behind, self._shutting_down and not self._jobs and self._intake_done
+        self._queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
+        return self._finished()
 
-    def _deliver(self, outcomes: list, loads) -> None:
+    def _deliver(self, outcomes: list[Outcome]) -> None:
         """Complete the futures (or answer the clients) of finished jobs, outside the lock:
         a future's callbacks may submit more."""
+        if not outcomes:
+            return
+        loads = self._loads
         for job, status, payload in outcomes:
             if job.reply is None:
                 settle(job.future, status, payload, job.single, loads)
             else:
                 self._forward(job, status, payload)
+        self._delivered()
 
     def _on_record(self, record: bytes, outcomes: list) -> None:
         job_id, status, slot, run_us = RESULT_HEAD.unpack_from(record)
@@ -600,13 +650,10 @@ class ProcessPool(ServesClients, MapMixin, Executor):
     # -- shutting down -------------------------------------------------------------------
 
     def _wake_collector(self) -> None:
+        """Bring the collector to the results ring and have whoever reads it look again."""
         with self._lock:
-            if self._unmapped:
-                return
-            try:
-                self._results.put_nowait(RESULT_HEAD.pack(0, R_WAKE, 0, 0))
-            except Exception:  # noqa: BLE001 -- Full: the collector has records to look at anyway
-                pass
+            self._post_wake_locked()
+        self._kick()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting jobs; free the workers and the shared memory once every job
@@ -625,9 +672,10 @@ class ProcessPool(ServesClients, MapMixin, Executor):
                 if not self._unmapped:
                     self._table.ptr.state = lib.RSM_POOL_SHUTTING_DOWN
         self._wake_collector()
-        if wait and threading.current_thread() is not getattr(self, "_collector", None):
-            # (From a future's callback, which runs on the collector, waiting would deadlock:
-            # the collector finishes the shutdown itself once that callback returns.)
+        if wait and threading.get_ident() not in (self._collector_ident, self._reader):
+            # (From a future's callback, which runs on the thread reading the results ring,
+            # waiting would deadlock: the collector finishes the shutdown itself once that
+            # callback returns.)
             try:
                 self._torn_down.wait()
             except BaseException:
@@ -639,7 +687,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
             job = self._jobs.get(job_id)
             if job is not None and not job.started:
                 del self._jobs[job_id]
-                job.future.cancel()
+                job.future.cancel_quietly()  # (we hold the lock; shutdown wakes the readers)
                 self._counts["cancelled"] += 1
                 if not self._unmapped:
                     self._table.ptr.cancelled += 1
@@ -674,7 +722,7 @@ class ProcessPool(ServesClients, MapMixin, Executor):
         finally:
             if lock_held:
                 self._lock.release()
-        self._deliver(outcomes, self._loads)
+        self._deliver(outcomes)
         if hasattr(self, "_collector") and self._collector.is_alive():
             self._wake_collector()
             self._torn_down.wait(STOP_GRACE_S + 5.0)

@@ -7,13 +7,13 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Tuple
 
 from .._errors import ShutDown
 from ..ring import Ring
-from ._wire import C_BYE, CLIENT_HEAD, JOB_CHUNK, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
+from ._wire import C_BYE, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_MAP, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
 
-__all__ = ["ServesClients"]
+__all__ = ["ServesClients", "Outcome"]
 
 if TYPE_CHECKING:
     from ._client import PoolClient
@@ -32,6 +32,10 @@ class _Job:
         self.single = single    # a submit(): the outcome is the chunk's only value
         self.reply = None       # a client's job: (its reply ring's name, its job number)
 
+
+#: A finished job, its result status (or -1: the payload is an exception made here) and
+#: its result record (or that exception).
+Outcome = Tuple[_Job, int, Any]
 
 
 class ServesClients:
@@ -59,7 +63,8 @@ class ServesClients:
             with self._lock:
                 for record in batch:
                     self._on_client_record(record, outcomes)
-            self._deliver(outcomes, self._loads)
+            self._deliver(outcomes)
+            self._kick()  # the collector reads their outcomes (nobody in this process waits on them)
         with self._lock:
             self._intake_done = True
         self._wake_collector()
@@ -79,7 +84,8 @@ class ServesClients:
             except (OSError, ValueError):
                 return  # the client is gone already
         job_id = next(self._ids)
-        job = _Job(job_id, None, JOB_HEAD.pack(job_id, JOB_CHUNK) + record[start:], True)
+        job = _Job(job_id, None, JOB_HEAD.pack(job_id, JOB_MAP if kind == C_MAP else JOB_CHUNK) + record[start:],
+                   True)
         job.reply = (reply, cid)
         job.started = True  # a client's future is running from its submit on
         if self._broken:
@@ -92,8 +98,8 @@ class ServesClients:
             return
         self._jobs[job_id] = job
         self._submitted += 1
-        if self._pending or not self._hand_out(job):
-            self._pending.append(job_id)
+        self._pending.append(job_id)
+        self._pump()
 
     def _forward(self, job: _Job, status: int, payload) -> None:
         """Send a client's outcome to its reply ring (bounded: a client that stopped reading

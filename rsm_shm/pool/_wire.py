@@ -21,6 +21,7 @@ RESULT_HEAD = struct.Struct("<QBxHI")    # job, status, slot, run time (us, satu
 
 # Job kinds
 JOB_CHUNK = 1      # payload: (fn, [args tuple, ...], kwargs) -> [fn(*args, **kwargs) ...]
+JOB_MAP = 2        # payload: (fn, [item, ...]) -> [fn(item) ...]  (map over one iterable: no tuples)
 
 # Result statuses (and control records)
 R_VALUE = 1        # payload: the serialized result
@@ -35,8 +36,10 @@ DIED_BODY = struct.Struct("<Iii")   # generation, pid, exit code (negative: -sig
 # number, kind, length of the reply ring's name), the reply ring's name, then (for a job)
 # the serialized (fn, chunk, kwargs), exactly as a job record's payload.
 CLIENT_HEAD = struct.Struct("<QBxH4x")
-C_JOB = 1
+C_JOB = 1          # payload: as JOB_CHUNK's
 C_BYE = 2          # the client leaves: the owner forgets its reply ring
+C_MAP = 3          # payload: as JOB_MAP's
+C_CANCEL = 4       # the client cancels its job (CLIENT_HEAD's job number) if not handed out yet
 
 
 def submit_ring_capacity(ring_capacity: int) -> int:

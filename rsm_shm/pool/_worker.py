@@ -15,13 +15,13 @@ from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
 from ._table import PoolTable
-from ._wire import (JOB_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
+from ._wire import (JOB_HEAD, JOB_MAP, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
                     ExceptionWithTraceback, dumps_pickle)
 
 #: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
 #: once the oldest unsent one has waited this long (a batch of slow jobs).
 FLUSH_AFTER_NS = 1_000_000
-#: How often an idle worker checks that the pool's owner still lives.
+#: How often a worker checks that the pool's owner still lives.
 OWNER_CHECK_S = 0.5
 
 _BUSY = lib.RSM_WORKER_BUSY
@@ -79,12 +79,16 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
 
     done = 0
     job = 0
-    out: list = []          # outcomes not yet sent
+    out: list[bytes] = []   # outcomes not yet sent
     first_unsent = 0
-    # A flusher thread sends outcomes that waited FLUSH_AFTER_NS while this thread runs a
+    # A helper thread sends outcomes that waited FLUSH_AFTER_NS while this thread runs a
     # long job: they must not wait for it (the owner, or a map, may be waiting on them).
+    # It is armed only while outcomes wait behind a running job (batching), so a lone
+    # job's outcome costs no thread wake-up.  Idle, it checks every OWNER_CHECK_S that
+    # the owner lives, and ends the inbox's stream if not: this thread's get then waits
+    # with no timeout, the quickest way to wake.
     lock = threading.Lock()
-    unsent = threading.Event()
+    armed = threading.Event()
 
     def flush_locked() -> None:
         nonlocal out, first_unsent
@@ -95,9 +99,16 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
         out = []
         first_unsent = 0
 
-    def flusher() -> None:
+    def helper() -> None:
         while True:
-            unsent.wait()
+            if not armed.wait(OWNER_CHECK_S):
+                if not _proc.process_alive(owner_pid, owner_start):
+                    try:
+                        inbox.shutdown()  # nobody will read our results: leave
+                    except ValueError:
+                        pass
+                    return
+                continue
             time.sleep(FLUSH_AFTER_NS / 1e9)
             with lock:
                 if out and now() - first_unsent >= FLUSH_AFTER_NS:
@@ -106,9 +117,9 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                     except (ShutDown, ValueError):
                         return
                 if not out:
-                    unsent.clear()
+                    armed.clear()
 
-    threading.Thread(target=flusher, name="rsm_shm pool flusher", daemon=True).start()
+    threading.Thread(target=helper, name="rsm_shm pool worker helper", daemon=True).start()
 
     try:
         while not max_tasks or done < max_tasks:
@@ -116,25 +127,31 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
             # can take them back for another worker.  While jobs keep coming, outcomes are
             # sent in batches; the moment the inbox is empty, they go.
             try:
-                msg = inbox.get_nowait() if out else inbox.get(timeout=OWNER_CHECK_S)
-            except queue.Empty:
                 if out:
-                    with lock:
-                        flush_locked()
-                elif not _proc.process_alive(owner_pid, owner_start):
-                    break  # the owner is gone: nobody will read our results
-                continue
+                    try:
+                        msg = inbox.get_nowait()
+                    except queue.Empty:
+                        with lock:
+                            flush_locked()
+                        continue
+                    if not armed.is_set():
+                        armed.set()  # outcomes wait behind this job: the helper watches them
+                else:
+                    msg = inbox.get()
             except ShutDown:
-                break
-            job, _kind = unpack_job(msg)
+                break  # the pool stops (or its owner died): send what is done, leave
+            job, kind = unpack_job(msg)
             t0 = now()
             # BUSY before anything of the job runs (even its unpickling): a job that
-            # kills this process is the one the owner charges.
+            # kills this process is the one charged.
             set_slot(me, _BUSY, job, t0, 0)
             try:
-                fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
-                # starmap: the loop over a map chunk runs in C, as multiprocessing's does
-                value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))
+                if kind == JOB_MAP:
+                    fn, items = loads(memoryview(msg)[head_size:])
+                    value = list(map(fn, items))  # the loop runs in C, as multiprocessing's does
+                else:
+                    fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
+                    value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))
                 status = R_VALUE
                 try:
                     data = dumps(value)
@@ -154,13 +171,12 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                 out.append(record)
                 if not first_unsent:
                     first_unsent = t0
-                    unsent.set()
                 if t1 - first_unsent >= FLUSH_AFTER_NS:
                     flush_locked()
         with lock:
             flush_locked()
     except ShutDown:
-        pass  # the pool was torn down under us
+        pass  # the pool was torn down under us, or its owner died
     set_slot(me, lib.RSM_WORKER_RETIRED, job, now(), 0)
     for h in (inbox, results):
         h.close()

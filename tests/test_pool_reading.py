@@ -1,0 +1,154 @@
+"""Who waits how: a thread waiting on a ProcessPool future reads the results ring itself;
+every other way of waiting (wait, as_completed, callbacks, polling done(), other threads)
+is still served, and nothing deadlocks.  Also: workers leave when their owner is killed."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+
+import psutil
+import pytest
+
+import rsm_shm
+from rsm_shm.pool import ProcessPool
+from tests import _pool_jobs as jobs
+from tests._workers import reap_after_test
+
+
+@pytest.fixture
+def pool(shm_name):
+    p = ProcessPool(2, shm_name("pool"))
+    yield p
+    p.shutdown(wait=True, cancel_futures=True)
+
+
+def _round_trips(pool, n=20):
+    # result() reads the ring in this thread: afterwards the collector stays off it
+    for i in range(n):
+        assert pool.submit(jobs.square, i).result(timeout=60) == i * i
+
+
+def test_every_way_of_waiting_completes_after_direct_reads(pool):
+    _round_trips(pool)
+    f = pool.submit(jobs.square, 2)
+    done, _ = cf.wait([f], timeout=60)
+    assert f in done and f.result() == 4
+
+    _round_trips(pool)
+    fs = [pool.submit(jobs.square, i) for i in range(10)]
+    assert sorted(f.result() for f in cf.as_completed(fs, timeout=60)) == [i * i for i in range(10)]
+
+    _round_trips(pool)
+    called = threading.Event()
+    pool.submit(jobs.square, 5).add_done_callback(lambda f: called.set())
+    assert called.wait(60)
+
+    _round_trips(pool)
+    f = pool.submit(jobs.square, 6)
+    polled = threading.Event()
+
+    def poll():
+        while not f.done():
+            polled.wait(0.001)
+        polled.set()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    assert polled.wait(60)  # nobody calls result(): the collector reads for the poller
+    t.join(60)
+    assert f.result(timeout=0) == 36
+
+
+def test_a_thread_waiting_on_a_long_job_does_not_hold_up_others(pool, objs):
+    ev = objs(rsm_shm.Event)
+    started = objs(rsm_shm.Semaphore, value=0)
+    slow = pool.submit(jobs.wait_event, ev.name, "slow", started.name)
+    assert started.acquire(timeout=60)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(slow.result(timeout=60)))
+    waiter.start()  # it reads the ring until the slow job ends
+    try:
+        # This thread's outcome is taken by the other reader (or this one once it has the
+        # turn): either way it returns while the slow job still runs.
+        for i in range(20):
+            assert pool.submit(jobs.square, i).result(timeout=60) == i * i
+        assert list(pool.map(jobs.square, range(50), chunksize=3)) == [i * i for i in range(50)]
+        assert not slow.done()
+    finally:
+        ev.set()
+        waiter.join(60)
+    assert got == ["slow"]
+
+
+def test_a_done_callback_may_wait_on_another_future(pool):
+    got = []
+    finished = threading.Event()
+
+    def callback(_f):
+        # runs on the thread that read the outcome (this one, or the collector)
+        got.append(pool.submit(jobs.square, 7).result(timeout=60))
+        finished.set()
+
+    f = pool.submit(jobs.square, 1)
+    f.add_done_callback(callback)
+    assert f.result(timeout=60) == 1
+    assert finished.wait(60)
+    _round_trips(pool, 3)
+    f = pool.submit(jobs.square, 2)
+    f.add_done_callback(callback)
+    assert finished.wait(60) and f.result(timeout=60) == 4
+    assert got == [49, 49]
+
+
+def test_cancelling_a_future_another_thread_waits_on_wakes_it(shm_name, objs):
+    ev = objs(rsm_shm.Event)
+    started = objs(rsm_shm.Semaphore, value=0)
+    with ProcessPool(1, shm_name("pool")) as pool:
+        running = pool.submit(jobs.wait_event, ev.name, "r", started.name)
+        assert started.acquire(timeout=60)
+        queued = pool.submit(jobs.square, 3)  # waits in the owner behind the running job
+        outcome = []
+
+        def wait():
+            try:
+                queued.result(timeout=60)
+            except cf.CancelledError:
+                outcome.append("cancelled")
+
+        t = threading.Thread(target=wait)
+        t.start()
+        assert queued.cancel()
+        t.join(30)
+        assert outcome == ["cancelled"] and not t.is_alive()  # woken, not left reading the ring
+        ev.set()
+        assert running.result(timeout=60) == "r"
+
+
+def test_map_results_close_cancels_the_queued_chunks(pool):
+    results = pool.map(jobs.square, range(10_000), chunksize=10, buffersize=50)
+    assert next(results) == 0
+    results.close()
+    with pytest.raises(StopIteration):
+        next(results)
+    before = pool.statistics().submitted
+    assert before <= 50 + 50 // 8 + 1  # the look-ahead, not the input
+    _round_trips(pool, 2)
+
+
+def test_workers_leave_when_the_owner_is_killed(shm_name, tmp_path, objs):
+    ready = objs(rsm_shm.Event)
+    out = tmp_path / "pids.json"
+    owner = reap_after_test(mp.get_context("spawn").Process(
+        target=jobs.own_a_pool_then_hang, args=(shm_name("pool"), str(out), ready.name)))
+    owner.start()
+    assert ready.wait(120)
+    workers = [psutil.Process(pid) for pid in json.loads(out.read_text())]
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.join(30)
+    # A worker checks on its owner twice a second, blocked in its inbox or not.
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []

@@ -128,16 +128,26 @@ class Peer:
     def run(self) -> None:
         """Serve in this process until SIGTERM/SIGINT (installed here when called from
         the main thread) or :meth:`ServedPeer.stop`."""
+        box: List[ServedPeer] = []
+        asked: List[bool] = []
+
+        def on_signal(*_args: object) -> None:
+            asked.append(True)
+            for served in box:
+                served.stop()
+
+        # Installed first: a SIGTERM while the peer is still starting stops it cleanly.
+        try:
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        except ValueError:  # not the main thread: the caller stops it
+            pass
         served = ServedPeer(self)
+        box.append(served)
         self._served = served
         try:
-            if hasattr(signal, "SIGTERM"):
-                try:
-                    signal.signal(signal.SIGTERM, lambda *_a: served.stop())
-                    signal.signal(signal.SIGINT, lambda *_a: served.stop())
-                except ValueError:  # not the main thread: the caller stops it
-                    pass
-            served.run()
+            if not asked:
+                served.run()
         finally:
             served.close()
             self._served = None

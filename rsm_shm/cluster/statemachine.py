@@ -289,16 +289,20 @@ class Sessions:
             return ev.ERROR, repr(e).encode("utf-8", "replace")
 
     def snapshot(self) -> bytes:
-        parts = [_SNAP_HDR.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(self.table))]
+        # Built in one growing buffer, not as a list of small bytes objects: a session
+        # table holds up to millions of results, and that many short-lived objects
+        # would leave the process's memory fragmented and larger after every snapshot.
+        out = bytearray(_SNAP_HDR.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, len(self.table)))
+        pack_session, pack_result = _SESSION.pack, _RESULT.pack
         for sid in sorted(self.table):
             last, idx, results, forgotten, acked = self.table[sid]
-            parts.append(_SESSION.pack(sid, last, idx, forgotten, acked, len(results)))
+            out += pack_session(sid, last, idx, forgotten, acked, len(results))
             for seq in sorted(results):
                 status, res = results[seq]
-                parts.append(_RESULT.pack(seq, status, len(res)))
-                parts.append(res)
-        parts.append(self.sm.snapshot())
-        return b"".join(parts)
+                out += pack_result(seq, status, len(res))
+                out += res
+        out += self.sm.snapshot()
+        return bytes(out)
 
     def restore(self, data: bytes) -> None:
         if not data:
@@ -312,6 +316,7 @@ class Sessions:
             raise ValueError(f"not a snapshot of this rsm_shm (magic {magic!r}, version {version})")
         off = _SNAP_HDR.size
         table: Dict[int, list] = {}
+        shared: Dict[tuple, tuple] = {}
         for _ in range(n):
             sid, last, idx, forgotten, acked, nres = _SESSION.unpack_from(data, off)
             off += _SESSION.size
@@ -319,7 +324,10 @@ class Sessions:
             for _ in range(nres):
                 seq, status, ln = _RESULT.unpack_from(data, off)
                 off += _RESULT.size
-                results[seq] = (status, data[off:off + ln])
+                out = (status, data[off:off + ln])
+                if ln <= 64:  # results repeat (b'{"ok": true}'): one copy of each short one
+                    out = shared.setdefault(out, out)
+                results[seq] = out
                 off += ln
             table[sid] = [last, idx, results, forgotten, acked]
         self.table = table

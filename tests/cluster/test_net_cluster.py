@@ -1,0 +1,149 @@
+"""Clusters of served peers talking gRPC on 127.0.0.1, each peer its own process with
+its own port: the fault suites' schedule (kill, restart, pause, partition by cutting
+the transport, drop) under load, the linearizability check, exactly-once on 5 peers,
+and the command line."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("grpc", reason="grpcio (the [net] extra, part of [test]) is not installed")
+
+from cluster_harness import (  # noqa: E402
+    APPEND_LOG, KV, append_writer, check_exactly_once, finish_clients, kv_recorder, logs_of_every_peer,
+    start_clients, wait_caught_up, wait_progress, wait_until,
+)
+from net_harness import ServedCluster, free_ports  # noqa: E402
+from test_cluster_faults import fault_schedule, new_leader, other_than  # noqa: E402
+
+from rsm_shm.cluster.linearizability import check_kv  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(150),
+              pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+
+
+@pytest.fixture
+def served(shm_name, tmp_path, cluster_env):
+    made = []
+
+    def make(state_machine, n=3, **kw):
+        c = ServedCluster(shm_name("net"), state_machine, n, tmp_path / f"c{len(made)}", **kw)
+        made.append(c)
+        return c.start()
+
+    yield make
+    for c in made:
+        c.destroy()
+
+
+def test_3_served_peers_stay_linearizable_under_faults_over_grpc(served):
+    cluster = served(KV)
+    keys = ["a", "b", "c"]
+    procs, stop, progress, out = start_clients(
+        kv_recorder, lambda cid, stop, progress, out: (cluster.name, cid, keys, stop, progress, out, cid), 3)
+    try:
+        done = fault_schedule(cluster, progress)
+    finally:
+        reports = finish_clients(procs, stop, out)
+    assert len(done) == 6
+    history = [op for ops in reports for op in ops]
+    known = [op for op in history if not op.unknown]
+    assert len(known) >= 150, f"only {len(known)} operations completed"
+    result = check_kv(history, timeout=60)
+    assert result.ok is True, result.explanation
+
+
+def test_5_served_peers_apply_every_acknowledged_write_exactly_once(served):
+    cluster = served(APPEND_LOG, n=5)
+    procs, stop, progress, out = start_clients(
+        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3)
+    try:
+        leader = cluster.wait_leader(timeout=15)
+        wait_progress(progress, 30, timeout=30)
+        # Lose two of five (the leader and a follower): the other three carry on.
+        follower = other_than(cluster, leader)[0]
+        cluster.kill(leader)
+        cluster.kill(follower)
+        new_leader(cluster, leader)
+        wait_progress(progress, 30, timeout=30)
+        cluster.restart(leader)
+        cluster.restart(follower)
+        wait_progress(progress, 30, timeout=30)
+        # Cut the leader off from the four others over the transport: they elect another.
+        second = cluster.wait_leader(timeout=15)
+        cluster.partition([second], other_than(cluster, second))
+        new_leader(cluster, second)
+        wait_progress(progress, 30, timeout=30)
+        cluster.heal()
+        wait_progress(progress, 30, timeout=30)
+    finally:
+        reports = finish_clients(procs, stop, out)
+    wait_caught_up(cluster)
+    acked = check_exactly_once(logs_of_every_peer(cluster), reports)
+    assert acked >= 120
+
+
+def _serve_cmd(name, pid, listen, peers, data, *extra):
+    cmd = [sys.executable, "-m", "rsm_shm", "cluster", "serve", name, "--id", str(pid), "--listen", listen,
+           "--sm", KV, "--data", str(data), "--no-fsync", *extra]
+    for q, addr in peers.items():
+        cmd += ["--peer", f"{q}={addr}"]
+    return cmd
+
+
+def test_serve_command_runs_in_the_foreground_and_stops_cleanly_on_sigterm(shm_name, tmp_path, cluster_env):
+    from rsm_shm.cluster import KVClient, LocalCluster
+
+    name = shm_name("cli")
+    ports = free_ports(3)
+    addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
+    procs = {}
+    try:
+        for pid, addr in addrs.items():
+            others = {q: a for q, a in addrs.items() if q != pid}
+            procs[pid] = subprocess.Popen(_serve_cmd(name, pid, addr, others, tmp_path / f"p{pid}"),
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_until(lambda: os.path.exists(f"/dev/shm/rsm_shm.{name}.ctl"), 30, "the control block")
+        cluster = LocalCluster.attach(name)
+        try:
+            cluster.wait_leader(timeout=30)
+            wait_until(lambda: len([s for s in cluster.status() if s.alive]) == 3, 30, "every peer to run")
+            with KVClient(name) as kv:
+                kv.put("x", 1)
+                assert kv.get("x") == 1
+        finally:
+            cluster.close()
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for pid, p in procs.items():
+            out, _ = p.communicate(timeout=20)
+            assert p.returncode == 0, out.decode(errors="replace")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    leftovers = [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]
+    assert leftovers == []
+
+
+def test_serve_refuses_bad_starts_clearly(shm_name, tmp_path, cluster_env):
+    name = shm_name("bad")
+    port = free_ports(1)[0]
+    # Plaintext on a non-loopback address without --insecure.
+    out = subprocess.run(_serve_cmd(name, 1, f"0.0.0.0:{port}", {2: "127.0.0.1:1"}, tmp_path / "a"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "without TLS" in out.stderr, out.stderr
+    # A data directory of another cluster id.
+    out = subprocess.run(_serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "127.0.0.1:1"}, tmp_path / "a",
+                                    "--cluster-id", "12345"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "cluster_id" in out.stderr, out.stderr
+    # Usage errors.
+    out = subprocess.run(_serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "nowhere"}, tmp_path / "b"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "HOST:PORT" in out.stderr, out.stderr
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]

@@ -26,8 +26,9 @@ it publishes its status record ``NAME.s<id>`` and its inbox ring ``NAME.i<id>`` 
 peer of NAME on the host, joined by the others), so ``rsm-shm cluster ls/status`` and a
 local ``Client(NAME)`` see it, and the control block's link table and drop rate apply to
 its sends (a partition cuts gRPC links too).  The slots of the peers it only knows by
-address are registered as absent (so ``partition`` accepts their ids).  When it stops it
-removes its own segments, and the control block when it was the last served peer there.
+address are registered as absent (so ``partition`` accepts their ids).  Its segments are
+kept across restarts (local clients hold handles to them); the last served peer of NAME
+on the host to stop removes every segment of NAME.
 
 :class:`Peer` is the same from Python: ``Peer(name, id, listen=..., peers={1: "h:p"},
 state_machine=..., data_dir=...)`` with :meth:`Peer.run` (foreground, this process) or

@@ -50,25 +50,24 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..codec import decode_message, encode_message
+from ..codec import decode_message
+from ..core import NotLeaderError, ProposalDroppedError, RawNode
 from ..driver import handle_ready
-from .check import SafetyChecker, SafetyViolation
-from .formatting import format_conf_change, format_conf_state, format_entry, format_message
+from .check import SafetyChecker
+from .formatting import format_conf_change, format_entry, format_message
 from .formatting import short as _short
+from .liveness import LivenessViolation, check_liveness
+from .node import SimNode, SimOptions, SimReadyIO, term_of
 from .world import InFlight, Network, SkewedTimeouts, StateMachine
-from ..storage import CompactedError, MemoryStorage, UnavailableError
+from ..storage import MemoryStorage
 from ..types import (
-    LOCAL_MESSAGES,
     ConfChange,
     ConfChangeType,
     ConfState,
-    Entry,
     HardState,
     MessageType,
-    ReadState,
     Role,
     Snapshot,
 )
@@ -84,181 +83,9 @@ __all__ = [
     "format_entry",
 ]
 
-# Election timeouts allowed for a leader to emerge once a majority is connected and the
-# network is perfect.  Randomised timeouts make a split vote possible but each further
-# round is ever less likely; 20 timeouts is far beyond anything a correct core needs.
-LEADER_ELECTION_TIMEOUTS = 20
-# Election timeouts allowed for an accepted proposal to commit on every member once a
-# stable leader exists on a perfect network.
-COMMIT_TIMEOUTS = 10
 # Upper bound of delivery/Ready rounds in one stabilize(); a correct core quiesces long
 # before (no ticks means no new heartbeats), so hitting it means a message storm.
 MAX_STABILIZE_ROUNDS = 10_000
-
-
-class LivenessViolation(Exception):
-    """A liveness property failed where it must hold (healed network, connected majority)."""
-
-    def __init__(self, prop: str, detail: str) -> None:
-        super().__init__(f"{prop}: {detail}")
-        self.prop = prop
-        self.detail = detail
-
-
-def _core():
-    # Imported lazily: the simulator module must import (for its checkers and tools)
-    # even in a tree where the core is being rewritten.
-    from .. import core
-
-    return core
-
-
-# -------------------------------------------------------------------------------- nodes
-@dataclass
-class SimOptions:
-    """Knobs of the simulated cluster (passed to every node's core Config)."""
-
-    election_tick: int = 10
-    heartbeat_tick: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
-    lease_reads: bool = False
-    max_size_per_msg: int = 1 << 20
-    max_inflight_msgs: int = 256
-    max_uncommitted_size: int = 0
-    snapshot_chunk_size: int = 64 * 1024
-    snapshot_padding: int = 0  # extra bytes in each app snapshot (to force chunking)
-    skewed_timeouts: bool = False  # odd ids time out early, even ids late (world.SkewedTimeouts)
-
-    def config(self, applied: int):
-        core = _core()
-        read_only = core.ReadOnlyOption.LEASE_BASED if self.lease_reads else core.ReadOnlyOption.SAFE
-        return core.Config(
-            election_tick=self.election_tick,
-            heartbeat_tick=self.heartbeat_tick,
-            max_size_per_msg=self.max_size_per_msg,
-            max_inflight_msgs=self.max_inflight_msgs,
-            pre_vote=self.pre_vote,
-            check_quorum=self.check_quorum,
-            read_only_option=read_only,
-            max_uncommitted_size=self.max_uncommitted_size,
-            snapshot_chunk_size=self.snapshot_chunk_size,
-            applied=applied,
-        )
-
-
-@dataclass
-class SimNode:
-    """One simulated server: its stable storage survives crashes, the rest does not."""
-
-    id: int
-    boot_voters: Tuple[int, ...]
-    storage: MemoryStorage
-    sm: StateMachine
-    raw: object = None  # RawNode, None while crashed
-    conf_state: ConfState = field(default_factory=ConfState)
-    # (index, conf state in force from that index on), to snapshot at a past index
-    conf_history: List[Tuple[int, ConfState]] = field(default_factory=list)
-    incarnation: int = 0
-    pending_reads: List[ReadState] = field(default_factory=list)
-    last_role: Optional[Tuple[int, int]] = None  # (leader, role) last reported
-
-    @property
-    def alive(self) -> bool:
-        return self.raw is not None
-
-    def conf_at(self, index: int) -> ConfState:
-        cs = self.conf_history[0][1] if self.conf_history else self.conf_state
-        for i, c in self.conf_history:
-            if i <= index:
-                cs = c
-        return cs
-
-
-def _term_of(storage: MemoryStorage) -> Callable[[int], Optional[int]]:
-    def term_of(i: int) -> Optional[int]:
-        try:
-            return storage.term(i)
-        except (CompactedError, UnavailableError):
-            return None
-
-    return term_of
-
-
-class _SimReadyIO:
-    """The simulator's :class:`~rsm_shm.raft.driver.ReadyIO` for one Ready of one node:
-    MemoryStorage, the simulated network and the hash-chain state machine, with every
-    step reported to the safety checker and the transcript."""
-
-    def __init__(self, sim: "Simulator", node: SimNode) -> None:
-        self.sim = sim
-        self.node = node
-        self.applied: List[Entry] = []
-
-    def persist(self, rd) -> None:
-        sim, n, st = self.sim, self.node, self.node.storage
-        nid = n.id
-        # persist() comes first, so the role change is reported before anything else
-        if rd.soft_state is not None:
-            key = (rd.soft_state.leader, int(rd.soft_state.role))
-            if key != n.last_role:
-                n.last_role = key
-                sim.emit(f"{nid} is {Role(rd.soft_state.role).name} (leader {rd.soft_state.leader})")
-        snap = rd.snapshot
-        if snap is not None and not snap.is_empty():
-            st.apply_snapshot(snap)
-            meta = snap.meta
-            sim.emit(f"{nid} installs snapshot {meta.term}/{meta.index} {format_conf_state(meta.conf_state)}")
-        if rd.entries:
-            st.append(rd.entries)
-            sim.checker.observe_persisted(nid, list(rd.entries), _term_of(st))
-        if rd.hard_state is not None:
-            sim.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
-            st.set_hard_state(rd.hard_state)
-
-    def send(self, messages) -> Set[int]:
-        sim, nid = self.sim, self.node.id
-        unreachable: Set[int] = set()
-        for m in messages:
-            if m.type in LOCAL_MESSAGES:
-                raise SafetyViolation("wire", f"node {nid} asked to send local message {m!r}")
-            if m.frm != nid:
-                raise SafetyViolation("wire", f"node {nid} sends a message claiming to be from {m.frm}: {m!r}")
-            sim.sent_by_type[m.type.name] += 1
-            if not sim.net.send(nid, m.to, encode_message(m)):
-                sim.emit(f"cut {format_message(m)}")
-                unreachable.add(m.to)
-        return unreachable
-
-    def restore(self, snap: Snapshot) -> None:
-        n = self.node
-        n.sm.restore(snap.data, snap.meta.index)
-        n.conf_state = snap.meta.conf_state
-        n.conf_history = [(snap.meta.index, n.conf_state)]
-        self.sim.checker.observe_snapshot_applied(n.id, snap.meta.index)
-
-    def apply(self, e: Entry, conf_state: Optional[ConfState]) -> None:
-        sim, n = self.sim, self.node
-        sim.checker.observe_apply(n.id, e)
-        n.sm.apply(e)
-        sim.applied_count += 1
-        self.applied.append(e)
-        if conf_state is not None:
-            n.conf_state = conf_state
-            n.conf_history.append((e.index, conf_state))
-            sim.emit(f"{n.id} conf {format_conf_state(conf_state)}")
-
-    def read_states(self, states) -> None:
-        sim, n = self.sim, self.node
-        if self.applied:
-            # one transcript line for the whole batch (called once, after applying)
-            first, last = self.applied[0], self.applied[-1]
-            shown = None
-            if sim.verbose:
-                shown = f"{n.id} applies [" + ", ".join(format_entry(e) for e in self.applied) + "]"
-            sim.emit(f"{n.id} applies {first.index}..{last.index} -> {n.sm.digest.hex()[:8]}", shown)
-        n.pending_reads.extend(states)
-        sim._serve_reads(n)
 
 
 class Simulator:
@@ -349,7 +176,6 @@ class Simulator:
         return st
 
     def _start(self, node: SimNode) -> None:
-        core = _core()
         snap = node.storage.snapshot()
         node.sm = StateMachine(self.options.snapshot_padding)
         node.sm.restore(snap.data, snap.meta.index)
@@ -363,7 +189,7 @@ class Simulator:
         node.last_role = None
         key = f"{self.seed}:{node.id}:{node.incarnation}"
         rng = SkewedTimeouts(key, node.id) if self.options.skewed_timeouts else random.Random(key)
-        node.raw = core.RawNode(
+        node.raw = RawNode(
             node.id, node.boot_voters, node.storage, self.options.config(snap.meta.index), rng
         )
         self.checker.node_restarted(node.id, snap.meta.index)
@@ -441,13 +267,12 @@ class Simulator:
             self._prop_seq += 1
             data = b"p%d" % self._prop_seq
             self.checker.proposed_once(data)
-        core = _core()
         try:
             idx = n.raw.propose(data)
-        except core.NotLeaderError as e:
+        except NotLeaderError as e:
             self.emit(f"{nid} propose {_short(data)}: not leader (hint {e.leader_hint})")
             return True
-        except core.ProposalDroppedError as e:
+        except ProposalDroppedError as e:
             self.emit(f"{nid} propose {_short(data)}: dropped ({e})")
             return True
         self.accepted.append((nid, idx, data))
@@ -461,11 +286,10 @@ class Simulator:
         if ctx is None:
             self._read_seq += 1
             ctx = b"r%d" % self._read_seq
-        core = _core()
         self.checker.read_issued(ctx)
         try:
             n.raw.read_index(ctx)
-        except (core.NotLeaderError, core.ProposalDroppedError) as e:
+        except (NotLeaderError, ProposalDroppedError) as e:
             self.emit(f"{nid} read-index {_short(ctx)}: refused ({type(e).__name__})")
             return True
         self.emit(f"{nid} read-index {_short(ctx)}")
@@ -475,7 +299,6 @@ class Simulator:
         n = self._live(nid)
         if n is None:
             return False
-        core = _core()
         cc = ConfChange(tuple((ConfChangeType(t), i) for t, i in changes), b"", transition)
         # A node added by this change must exist to catch up; it joins as a fresh server.
         for t, i in cc.changes:
@@ -484,7 +307,7 @@ class Simulator:
                 self.emit(f"new node {i}")
         try:
             idx = n.raw.propose_conf_change(cc)
-        except (core.NotLeaderError, core.ProposalDroppedError, ValueError) as e:
+        except (NotLeaderError, ProposalDroppedError, ValueError) as e:
             self.emit(f"{nid} conf-change {format_conf_change(cc)}: refused ({type(e).__name__}: {e})")
             return True
         self.emit(f"{nid} conf-change {format_conf_change(cc)}: index {idx}")
@@ -494,10 +317,9 @@ class Simulator:
         n = self._live(nid)
         if n is None:
             return False
-        core = _core()
         try:
             n.raw.transfer_leadership(to)
-        except (core.NotLeaderError, ValueError) as e:
+        except (NotLeaderError, ValueError) as e:
             self.emit(f"{nid} transfer-leadership to {to}: refused ({type(e).__name__})")
             return True
         self.emit(f"{nid} transfer-leadership to {to}")
@@ -595,10 +417,10 @@ class Simulator:
     def handle_ready(self, n: SimNode) -> None:
         """Handle one Ready of ``n`` with the runtime's own sequence
         (:func:`rsm_shm.raft.driver.handle_ready`), observing every step."""
-        handle_ready(n.raw, _SimReadyIO(self, n))
+        handle_ready(n.raw, SimReadyIO(self, n))
         st = n.storage
         hs = st.hard_state
-        self.checker.observe_commit(n.id, hs.term, min(hs.commit, st.last_index()), _term_of(st))
+        self.checker.observe_commit(n.id, hs.term, min(hs.commit, st.last_index()), term_of(st))
 
     def _serve_reads(self, n: SimNode) -> None:
         keep = []
@@ -623,7 +445,7 @@ class Simulator:
             term, role, _ = n.raw.leadership()
             ck.observe_role(nid, term, role)
             if role == Role.LEADER and not n.raw.has_ready():
-                ck.check_leader_log(nid, term, _term_of(n.storage), n.storage.first_index() - 1)
+                ck.check_leader_log(nid, term, term_of(n.storage), n.storage.first_index() - 1)
 
     # ------------------------------------------------------------- conveniences
     def live_ids(self) -> List[int]:
@@ -687,115 +509,5 @@ class Simulator:
         network: a leader within LEADER_ELECTION_TIMEOUTS election timeouts that applies
         its whole log (pending conf changes) within COMMIT_TIMEOUTS more, then
         ``proposals`` fresh proposals committed and applied by every member within
-        COMMIT_TIMEOUTS more.  Raises LivenessViolation otherwise."""
-        for nid in sorted(self.nodes):
-            if not self.nodes[nid].alive:
-                self.do(("restart", nid))
-        self.do(("heal",))
-        et = self.options.election_tick
-        self._settle(COMMIT_TIMEOUTS * et)
-        targets: List[Tuple[int, bytes]] = []
-        budget = COMMIT_TIMEOUTS * et
-        ticks = 0
-        while len(targets) < proposals:
-            lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
-            before = len(self.accepted)
-            self.do(("propose", lid))
-            if len(self.accepted) > before:
-                _, idx, data = self.accepted[-1]
-                targets.append((idx, data))
-            else:
-                self._tick_round()
-                ticks += 1
-                if ticks > budget:
-                    raise LivenessViolation("liveness-propose", f"leader {lid} keeps refusing proposals")
-            self.stabilize()
-        while True:
-            self.stabilize()
-            members = self.members()
-            lead = self.leader()
-            joint = lead is None or bool(self.nodes[lead].raw.status().conf_state.voters_outgoing)
-            if not joint and all(self._has_applied(m, idx, data) for m in members for idx, data in targets):
-                # Converged: every member applied the same state up to the same index.
-                top = max(self.nodes[m].sm.index for m in members)
-                digests = {self.nodes[m].sm.history.get(top) for m in members if self.nodes[m].sm.index == top}
-                if len(digests) > 1:
-                    raise LivenessViolation("convergence", f"members disagree on the state at {top}")
-                return
-            if ticks > budget:
-                lagging = {m: self.nodes[m].sm.index for m in members}
-                raise LivenessViolation(
-                    "liveness-commit",
-                    f"proposals {[(i, d) for i, d in targets]} not applied by every member "
-                    f"within {budget} ticks, or the joint configuration not left; applied "
-                    f"indexes {lagging}, leader {lead}",
-                )
-            self._tick_round()
-            ticks += 1
-            if ticks % et == 0:
-                # A runtime snapshots periodically.  That matters here: a member that joined
-                # after the leader's newest snapshot refuses that snapshot (it is not in its
-                # configuration, as in etcd) and can only catch up from a newer one.
-                lead = self.leader()
-                if lead is not None:
-                    self.do(("compact", lead))
-
-    def _settle(self, budget: int) -> None:
-        """Let the chaos phase's leftovers finish: a leader that has applied its whole log
-        (so pending conf changes, which may remove the leader itself, are done) and no
-        joint configuration.  Only then must fresh proposals commit: until then a leader
-        may legitimately step down and its uncommitted proposals be overwritten."""
-        et = self.options.election_tick
-        asked_leave = set()
-        ticks = 0
-        while True:
-            lid = self._await_leader(LEADER_ELECTION_TIMEOUTS * et)
-            node = self.nodes[lid]
-            cs = node.raw.status().conf_state
-            if cs.voters_outgoing and not cs.auto_leave and (lid, node.raw.leadership().term) not in asked_leave:
-                # leave a joint configuration left behind by the chaos phase
-                asked_leave.add((lid, node.raw.leadership().term))
-                self.do(("conf", lid, ()))
-                self.stabilize()
-            # A joint config with auto-leave may still be pending here: the core proposes
-            # the leave when an entry is applied, and that proposal is dropped while a
-            # leadership transfer is pending (as in etcd), so only the next applied entry
-            # retries it.  The proposals below are such entries; leaving is checked after.
-            if node.alive and node.sm.index >= node.storage.last_index() and (
-                not cs.voters_outgoing or cs.auto_leave
-            ):
-                return
-            if ticks > budget:
-                raise LivenessViolation(
-                    "liveness-settle",
-                    f"leader {lid} applied {node.sm.index} of {node.storage.last_index()} entries "
-                    f"({format_conf_state(cs)}) after {budget} ticks",
-                )
-            self._tick_round()
-            ticks += 1
-
-    def _has_applied(self, nid: int, idx: int, data: bytes) -> bool:
-        rec = self.checker.applied_entries().get(idx)
-        if rec is None or rec[2] != data:
-            # the accepted proposal was replaced in the log: it did not commit
-            return False
-        return self.nodes[nid].sm.index >= idx
-
-    def _tick_round(self) -> None:
-        for nid in self.live_ids():
-            self.do(("tick", nid))
-
-    def _await_leader(self, max_ticks: int) -> int:
-        for _ in range(max_ticks + 1):
-            self.stabilize()
-            lid = self.leader()
-            if lid is not None:
-                members = [m for m in self.members() if self.nodes[m].alive]
-                if all(self.nodes[m].raw.leadership().leader == lid for m in members):
-                    return lid
-            self._tick_round()
-        raise LivenessViolation(
-            "liveness-election",
-            f"no leader acknowledged by every member within {max_ticks} ticks "
-            f"({max_ticks // self.options.election_tick} election timeouts)",
-        )
+        COMMIT_TIMEOUTS more.  Raises LivenessViolation otherwise (see :mod:`.liveness`)."""
+        check_liveness(self, proposals)

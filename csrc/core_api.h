@@ -35,7 +35,7 @@
 /* Bump when a member is added, removed or changes type: _fast refuses a _native of
  * another build (the two modules of one installation always match; this catches a stale
  * in-place build). */
-#define RSM_CORE_API_VERSION 2u
+#define RSM_CORE_API_VERSION 3u
 
 /* X(name) for every core function _fast calls; the table's members bear the same names. */
 #define RSM_CORE_FUNCTIONS(X)                                                                 \
@@ -44,7 +44,8 @@
     X(rsm_lock_abandon) X(rsm_lock_wake) X(rsm_rlock_acquire) X(rsm_rlock_release)            \
     X(rsm_sem_acquire) X(rsm_sem_release) X(rsm_sem_abandon)                                  \
     X(rsm_event_wait) X(rsm_event_set) X(rsm_event_clear) X(rsm_event_abandon)                \
-    X(rsm_ring_put1) X(rsm_ring_get1) X(rsm_ring_max_message)
+    X(rsm_ring_put1) X(rsm_ring_get1) X(rsm_ring_max_message) X(rsm_ring_put) X(rsm_ring_get)    \
+    X(rsm_ring_abandon)
 
 typedef struct rsm_core_api {
     uint32_t version; /* RSM_CORE_API_VERSION */
@@ -86,6 +87,9 @@ __attribute__((visibility("hidden"))) extern const rsm_core_api *rsm_core;
 #define rsm_ring_put1 (rsm_core->rsm_ring_put1)
 #define rsm_ring_get1 (rsm_core->rsm_ring_get1)
 #define rsm_ring_max_message (rsm_core->rsm_ring_max_message)
+#define rsm_ring_put (rsm_core->rsm_ring_put)
+#define rsm_ring_get (rsm_core->rsm_ring_get)
+#define rsm_ring_abandon (rsm_core->rsm_ring_abandon)
 
 /* Fetch the table from rsm_shm._native; 0, or -1 with ImportError set.  Python.h first. */
 __attribute__((visibility("hidden"))) int rsm_core_attach(void);

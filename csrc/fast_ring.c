@@ -1,39 +1,57 @@
 /* fast_ring.c -- rsm_shm._fast.FastRing: a ring's one-message put and get in one C call.
  *
  * rsm_shm.Ring derives from FastRing as Lock derives from FastLock.  put, put_nowait,
- * get and get_nowait make their one non-blocking attempt here, with the GIL held
- * (rsm_ring_put1 / rsm_ring_get1: a few atomics and the copy), which costs a fraction of
- * a cffi call that releases and retakes the GIL.  Holding the GIL is also what keeps the
- * mapping alive during the attempt: close() needs the GIL, so no pin is taken (Pins,
- * fast_pins.c).  Everything else -- a full or empty ring, a timeout to honour, roles to
- * settle, dead peers to judge, a message larger than the receive buffer, errors -- goes
- * to the Ring's slow paths in Python, given at _bind, which pin the mapping and release
- * the GIL while they wait:
+ * get and get_nowait make their first attempt here with the GIL held (rsm_ring_put1 /
+ * rsm_ring_get1: a few atomics and the copy), which costs a fraction of a cffi call that
+ * releases and retakes the GIL.  Holding the GIL is also what keeps the mapping alive
+ * during the attempt: close() needs the GIL, so no pin is taken (Pins, fast_pins.c).
  *
- *     put_slow(ring, data, timeout, status)    status: why the attempt did not put
+ * A put that finds the ring full or a get that finds it empty waits here too, when the
+ * timeout is one queue.Queue accepts: the same slice loop as the locks' (fast_sync.c),
+ * with the mapping pinned and the GIL released around each rsm_ring_put/rsm_ring_get
+ * slice; between slices signal handlers run (Ctrl-C), a close() from another thread
+ * ends the wait with ValueError, and the ring's policy runs.  A consumer that keeps up
+ * with its producer finds the ring empty on most gets, so this wait is on the hot path:
+ * one C call per message, no Python frame.
+ *
+ * Everything else -- an argument to judge, a try that must wait for the reservation
+ * lock, a role to settle, a message larger than COPY_MAX, a timeout beyond
+ * threading.TIMEOUT_MAX -- goes to the Ring's slow paths in Python, which pin the mapping
+ * and release the GIL while they wait.  The functions given at _bind are the whole
+ * protocol with the Python class (each called with the ring first):
+ *
+ *     put_slow(ring, data, timeout, status)    status: why C did not finish the put
  *     get_slow(ring, timeout, status) -> bytes
+ *     on_slice(ring, role, suspect, suspect_pid, suspect_pos) -> bytes or None
+ *         between slices: repair what a dead peer left (rsm_ring_op's suspect); for a
+ *         get, a message a dead consumer had claimed, delivered to this caller
  *
- * The attempt is made only when `timeout` is one queue.Queue accepts (None, or an int or
- * float >= 0); anything else goes straight to the slow path, which raises.  Only messages
- * up to COPY_MAX are copied with the GIL held (a few microseconds at most); larger ones
- * take the slow path, whose C calls release the GIL.  The receive buffer is one per
- * handle, which the GIL serializes.
+ * A slow path that takes over after C waited starts the timeout afresh: that happens
+ * only when the single-producer/consumer role moved or for a message too large for
+ * COPY_MAX, never on the paths a steady stream takes.  Only messages up to COPY_MAX are
+ * copied with the GIL held (a few microseconds at most).  The receive buffer is one per
+ * handle, which the GIL serializes; a get that waits receives into its own stack buffer.
  */
 #include "fast.h"
 
-#include <math.h>
+#include <string.h>
 
 /* The largest message copied with the GIL held, and the size of the receive buffer gets
  * copy into first (then into a new bytes object).  A larger message takes the slow path
  * (which grows its per-thread buffer and releases the GIL while it copies). */
 #define COPY_MAX (64 * 1024)
+/* A get that waits receives messages up to this size into a buffer on its stack (the
+ * GIL is released then, so the handle's buffer is not ours); a larger one stays in the
+ * ring and is taken into the handle's buffer once the GIL is back. */
+#define WAIT_BUF 4096
 
 typedef struct {
     PyObject_HEAD
     rsm_ring *ring;     /* the control block inside the mapping; NULL while unbound */
     rsm_pins *pins;     /* the segment's Pins: an open segment is checked before each call */
-    PyObject *put_slow; /* functions, called with the ring first (no reference cycle) */
+    PyObject *put_slow; /* the functions given at _bind (see the top of this file) */
     PyObject *get_slow;
+    PyObject *on_slice;
     char *buf;          /* receive buffer (PyMem), used with the GIL held */
     uint64_t cap;
 } FastRing;
@@ -114,6 +132,149 @@ static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs
     return 0;
 }
 
+/* ---- waiting in C ---------------------------------------------------------------------- */
+
+/* One blocking put or get in progress: the waiter and op live on the caller's stack. */
+typedef struct {
+    FastRing *self;
+    rsm_ring *ring;
+    uint32_t role; /* RSM_RING_ROLE_PRODUCER or _CONSUMER */
+    rsm_waiter w;
+    rsm_ring_op op;
+    int slices;
+} ring_wait;
+
+static void wait_begin(ring_wait *rw, FastRing *self, rsm_ring *ring, uint32_t role)
+{
+    memset(rw, 0, sizeof *rw);
+    rw->self = self;
+    rw->ring = ring;
+    rw->role = role;
+    rw->w.slot = RSM_WAITER_NONE;
+    rsm_pins_hold(self->pins); /* open_ring() just checked it; the caller holds a reference */
+}
+
+/* Between two slices: signal handlers, a close() from another thread, dead waiters, the
+ * ring's policy.  0: keep waiting; 1: *out is a message the policy delivered; -1: an
+ * exception is set.  In both last cases the waiter has left the wait queue. */
+static int wait_between_slices(ring_wait *rw, PyObject **out)
+{
+    rsm_ring *ring = rw->ring;
+    if (PyErr_CheckSignals() < 0)
+        goto leave;
+    if (rw->self->pins->closed) {
+        PyErr_Format(PyExc_ValueError, "%S was closed while this thread waited on it", rw->self->pins->label);
+        goto leave;
+    }
+    if (++rw->slices % RSM_REAP_EVERY_SLICES == 0)
+        rsm_wq_reap((rsm_waitq *)((char *)ring +
+                                  (rw->role == RSM_RING_ROLE_PRODUCER ? ring->pwq_offset : ring->cwq_offset)));
+    PyObject *argv[5] = {(PyObject *)rw->self, PyLong_FromUnsignedLong(rw->role),
+                         PyLong_FromUnsignedLong(rw->op.suspect), PyLong_FromLong(rw->op.suspect_pid),
+                         PyLong_FromUnsignedLongLong(rw->op.suspect_pos)};
+    PyObject *r = NULL;
+    if (argv[1] && argv[2] && argv[3] && argv[4])
+        r = PyObject_Vectorcall(rw->self->on_slice, argv, 5, NULL);
+    for (int i = 1; i < 5; i++)
+        Py_XDECREF(argv[i]);
+    if (!r)
+        goto leave;
+    if (r == Py_None) {
+        Py_DECREF(r);
+        return 0;
+    }
+    rsm_ring_abandon(ring, &rw->w, rw->role);
+    *out = r;
+    return 1;
+leave:
+    rsm_ring_abandon(ring, &rw->w, rw->role); /* passes on a wake-up we consumed */
+    return -1;
+}
+
+/* Unpin; returns `result` (NULL: an exception is set), or NULL if unpinning raised. */
+static PyObject *wait_end(ring_wait *rw, PyObject *result)
+{
+    if (rsm_pins_exit_keep(rw->self->pins, result ? 0 : -1) < 0)
+        Py_CLEAR(result);
+    return result;
+}
+
+/* Wait until the put of data[0:len] (len <= COPY_MAX) is done.  Returns None, NULL with
+ * an exception, or NULL with no exception when the slow path must take over. */
+static PyObject *put_wait(FastRing *self, rsm_ring *ring, const char *data, uint64_t len, int64_t deadline)
+{
+    ring_wait rw;
+    wait_begin(&rw, self, ring, RSM_RING_ROLE_PRODUCER);
+    PyObject *result = NULL;
+    for (;;) {
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = rsm_ring_put(ring, &rw.w, data, len, deadline, &rw.op);
+        Py_END_ALLOW_THREADS
+        if (r == RSM_OK) {
+            result = Py_NewRef(Py_None);
+            break;
+        }
+        if (r == RSM_SLICE) {
+            PyObject *got = NULL;
+            int b = wait_between_slices(&rw, &got);
+            if (b == 0)
+                continue;
+            if (b > 0) { /* a producer's policy delivers nothing: a bug in on_slice */
+                Py_DECREF(got);
+                PyErr_SetString(PyExc_SystemError, "Ring on_slice returned a message to a put");
+            }
+            break;
+        }
+        if (r != RSM_NOT_OWNER && r != RSM_RETRY && r != RSM_INVAL)
+            rsm_fast_raise((PyObject *)self, r, "put"); /* Full (timeout), ShutDown, corrupt */
+        break; /* NULL, no exception set: the slow path takes over */
+    }
+    return wait_end(&rw, result);
+}
+
+/* Wait for a message.  Returns bytes, NULL with an exception, or NULL with no exception
+ * when the slow path must take over. */
+static PyObject *get_wait(FastRing *self, rsm_ring *ring, int64_t deadline)
+{
+    char buf[WAIT_BUF];
+    ring_wait rw;
+    wait_begin(&rw, self, ring, RSM_RING_ROLE_CONSUMER);
+    PyObject *result = NULL;
+    for (;;) {
+        int64_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = rsm_ring_get(ring, &rw.w, buf, sizeof buf, deadline, &rw.op);
+        Py_END_ALLOW_THREADS
+        if (n >= 0) {
+            result = PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
+            break;
+        }
+        if (n == -RSM_SLICE) {
+            if (wait_between_slices(&rw, &result) == 0)
+                continue;
+            break;
+        }
+        if (n == -RSM_OVERFLOW) {
+            /* Larger than the stack buffer (nothing was taken, the waiter left the queue):
+             * take it into the handle's buffer with the GIL held. */
+            n = rsm_ring_get1(ring, self->buf, self->cap);
+            if (n >= 0) {
+                result = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)n);
+                break;
+            }
+            if (n == -RSM_WOULDBLOCK)
+                continue; /* another consumer took it: wait again */
+        }
+        if (n != -RSM_NOT_OWNER && n != -RSM_RETRY && n != -RSM_OVERFLOW)
+            rsm_fast_raise((PyObject *)self, (int)-n, "get"); /* Empty (timeout), ShutDown, corrupt */
+        break; /* NULL, no exception set: the slow path takes over */
+    }
+    return wait_end(&rw, result);
+}
+
+/* ---- put and get ------------------------------------------------------------------------ */
+
 static PyObject *put_status(FastRing *self, PyObject *data, PyObject *timeout, int status)
 {
     PyObject *st = PyLong_FromLong(status);
@@ -125,6 +286,26 @@ static PyObject *put_status(FastRing *self, PyObject *data, PyObject *timeout, i
     return r;
 }
 
+/* After an attempt that did not put: wait here if the timeout allows and C can.  Returns
+ * the put's result, or NULL with no exception set when the slow path must take over. */
+static PyObject *put_blocking(FastRing *self, rsm_ring *ring, const char *data, uint64_t len, PyObject *timeout,
+                              int status)
+{
+    if (status != RSM_WOULDBLOCK && status != RSM_RETRY)
+        return NULL; /* closed, too large, ...: the slow path says so */
+    int64_t deadline;
+    if (rsm_deadline_convert(timeout, RULE_QUEUE, 1, &deadline) < 0)
+        return NULL; /* cannot happen after timeout_ok(); the slow path raises */
+    if (deadline == DEADLINE_TRY) {
+        if (status == RSM_WOULDBLOCK)
+            return rsm_fast_raise((PyObject *)self, RSM_WOULDBLOCK, "put"); /* queue.Full */
+        return NULL; /* a busy reservation lock: the slow path waits a grace period */
+    }
+    if (deadline == DEADLINE_TOO_LARGE)
+        return NULL;
+    return put_wait(self, ring, data, len, deadline);
+}
+
 static PyObject *ring_put(FastRing *self, PyObject *data, PyObject *timeout)
 {
     rsm_ring *ring = open_ring(self);
@@ -132,21 +313,33 @@ static PyObject *ring_put(FastRing *self, PyObject *data, PyObject *timeout)
         return NULL;
     int status = RSM_RETRY; /* not tried: the slow path judges the arguments */
     if (timeout_ok(timeout)) {
+        PyObject *r = NULL;
         if (PyBytes_CheckExact(data)) {
-            if (PyBytes_GET_SIZE(data) <= COPY_MAX)
-                status = rsm_ring_put1(ring, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data));
+            if (PyBytes_GET_SIZE(data) <= COPY_MAX) {
+                const char *p = PyBytes_AS_STRING(data);
+                uint64_t len = (uint64_t)PyBytes_GET_SIZE(data);
+                status = rsm_ring_put1(ring, p, len);
+                if (status == RSM_OK)
+                    Py_RETURN_NONE;
+                r = put_blocking(self, ring, p, len, timeout, status);
+            }
         } else {
             Py_buffer view;
             if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0) {
-                if (view.len <= COPY_MAX)
+                if (view.len <= COPY_MAX) {
                     status = rsm_ring_put1(ring, view.buf, (uint64_t)view.len);
+                    if (status == RSM_OK)
+                        r = Py_NewRef(Py_None);
+                    else
+                        r = put_blocking(self, ring, view.buf, (uint64_t)view.len, timeout, status);
+                }
                 PyBuffer_Release(&view);
             } else {
                 PyErr_Clear(); /* not a contiguous buffer: the slow path says what is wrong */
             }
         }
-        if (status == RSM_OK)
-            Py_RETURN_NONE;
+        if (r || PyErr_Occurred())
+            return r;
     }
     return put_status(self, data, timeout, status);
 }
@@ -161,6 +354,19 @@ static PyObject *ring_get(FastRing *self, PyObject *timeout)
         n = rsm_ring_get1(ring, self->buf, self->cap);
         if (n >= 0)
             return PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)n);
+        if (n == -RSM_WOULDBLOCK) {
+            int64_t deadline;
+            if (rsm_deadline_convert(timeout, RULE_QUEUE, 1, &deadline) < 0)
+                return NULL;
+            if (deadline == DEADLINE_TRY)
+                return rsm_fast_raise((PyObject *)self, RSM_WOULDBLOCK, "get"); /* queue.Empty */
+            if (deadline != DEADLINE_TOO_LARGE) {
+                PyObject *r = get_wait(self, ring, deadline);
+                if (r || PyErr_Occurred())
+                    return r;
+                n = -RSM_RETRY; /* the slow path takes over */
+            }
+        }
     }
     PyObject *st = PyLong_FromLongLong(-n);
     if (!st)
@@ -197,12 +403,13 @@ static PyObject *FastRing_get(FastRing *self, PyObject *const *args, Py_ssize_t 
 
 static PyObject *FastRing_get_nowait(FastRing *self, PyObject *Py_UNUSED(ignored)) { return ring_get(self, zero); }
 
-/* _bind(address, pins, put_slow, get_slow): point at the ring control block inside the
- * mapping that `pins` guards; the slow paths are functions taking the ring first. */
+/* _bind(address, pins, put_slow, get_slow, on_slice): point at the ring control block
+ * inside the mapping that `pins` guards; the functions take the ring first (see the top
+ * of this file). */
 static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_bind(address, pins, put_slow, get_slow)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_bind(address, pins, put_slow, get_slow, on_slice)");
         return NULL;
     }
     unsigned long long addr = PyLong_AsUnsignedLongLong(args[0]);
@@ -216,8 +423,8 @@ static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "_bind: pins must be an rsm_shm._fast.Pins");
         return NULL;
     }
-    if (!PyCallable_Check(args[2]) || !PyCallable_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "_bind: put_slow and get_slow must be callable");
+    if (!PyCallable_Check(args[2]) || !PyCallable_Check(args[3]) || !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "_bind: put_slow, get_slow and on_slice must be callable");
         return NULL;
     }
     if (rsm_pins_open((rsm_pins *)args[1]) < 0)
@@ -235,6 +442,7 @@ static PyObject *FastRing_bind(FastRing *self, PyObject *const *args, Py_ssize_t
     Py_XSETREF(self->pins, (rsm_pins *)Py_NewRef(args[1]));
     Py_XSETREF(self->put_slow, Py_NewRef(args[2]));
     Py_XSETREF(self->get_slow, Py_NewRef(args[3]));
+    Py_XSETREF(self->on_slice, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -243,6 +451,7 @@ static int FastRing_traverse(FastRing *self, visitproc visit, void *arg)
     Py_VISIT(self->pins);
     Py_VISIT(self->put_slow);
     Py_VISIT(self->get_slow);
+    Py_VISIT(self->on_slice);
     return 0;
 }
 
@@ -252,6 +461,7 @@ static int FastRing_clear(FastRing *self)
     Py_CLEAR(self->pins);
     Py_CLEAR(self->put_slow);
     Py_CLEAR(self->get_slow);
+    Py_CLEAR(self->on_slice);
     return 0;
 }
 

@@ -159,15 +159,6 @@ typedef struct rsm_ring_op {
     uint32_t suspect;        /* RSM_SUSPECT_* */
 } rsm_ring_op;
 
-/* A thread's private state for blocking gets (process memory, not shared): one argument
- * instead of four on the hottest blocking call. */
-typedef struct rsm_ring_tls {
-    rsm_waiter w;
-    rsm_ring_op op;
-    char *buf;
-    uint64_t cap;
-} rsm_ring_tls;
-
 RSM_STATIC_ASSERT(sizeof(rsm_rec) == RSM_REC_HEADER, "rsm_rec layout");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, closed) == 40, "rsm_ring.closed offset");
 RSM_STATIC_ASSERT(offsetof(rsm_ring, tail) == 64, "rsm_ring.tail offset");
@@ -209,8 +200,6 @@ int rsm_ring_put(rsm_ring *r, rsm_waiter *w, const char *data, uint64_t len, int
 int rsm_ring_put_many(rsm_ring *r, rsm_waiter *w, const char *data, const uint32_t *lens, uint64_t n,
                       int64_t deadline_ns, rsm_ring_op *op);
 int64_t rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_t deadline_ns, rsm_ring_op *op);
-/* rsm_ring_get with the waiter, op and buffer of a thread's rsm_ring_tls. */
-int64_t rsm_ring_get_tls(rsm_ring *r, rsm_ring_tls *t, int64_t deadline_ns);
 int rsm_ring_get_many(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, uint32_t *lens, uint64_t max_items,
                       int64_t deadline_ns, rsm_ring_op *op);
 

@@ -287,11 +287,6 @@ int64_t rsm_ring_get(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, int64_
     return -(int64_t)s;
 }
 
-int64_t rsm_ring_get_tls(rsm_ring *r, rsm_ring_tls *t, int64_t deadline_ns)
-{
-    return rsm_ring_get(r, &t->w, t->buf, t->cap, deadline_ns, &t->op);
-}
-
 int rsm_ring_get_many(rsm_ring *r, rsm_waiter *w, char *buf, uint64_t cap, uint32_t *lens, uint64_t max_items,
                       int64_t deadline_ns, rsm_ring_op *op)
 {

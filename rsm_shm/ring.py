@@ -72,8 +72,6 @@ _TIMEOUT = lib.RSM_TIMEOUT
 _CLOSED = lib.RSM_CLOSED
 _OVERFLOW = lib.RSM_OVERFLOW
 _RETRY = lib.RSM_RETRY
-_get_tls = lib.rsm_ring_get_tls
-_WAITER_NONE = lib.RSM_WAITER_NONE
 _unpack = ffi.unpack
 
 
@@ -208,9 +206,11 @@ class Ring(FastRing, SharedObject):
         self._capacity = ptr.capacity
         self._max_message = lib.rsm_ring_max_message(ptr)
         self._local = threading.local()
-        # put/get/put_nowait/get_nowait: one C call (csrc/fast_ring.c) that tries once with
-        # the GIL held and hands everything else to _put_slow / _get_slow.
-        self._bind(int(ffi.cast("uintptr_t", ptr)), self._pins, type(self)._put_slow, type(self)._get_slow)
+        # put/get/put_nowait/get_nowait: one C call (csrc/fast_ring.c) that tries with the
+        # GIL held and waits without it, calling _on_slice between slices; what C does not
+        # handle goes to _put_slow / _get_slow.
+        cls = type(self)
+        self._bind(int(ffi.cast("uintptr_t", ptr)), self._pins, cls._put_slow, cls._get_slow, cls._on_slice)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -233,14 +233,15 @@ class Ring(FastRing, SharedObject):
     # -- put -----------------------------------------------------------------------------
 
     # FastRing provides put(data, timeout=None) and put_nowait(data), each one C call
-    # that falls back to _put_slow; these names document them.
+    # (waits included) that falls back to _put_slow; these names document them.
     put = FastRing.put
     put_nowait = FastRing.put_nowait
 
     @pinned
     def _put_slow(self, data, timeout, first) -> None:
-        """Every put that the C attempt did not finish (``first``: its status, RETRY if
-        it did not try): arguments to judge, a full ring to wait on, roles, errors."""
+        """Every put that C did not finish (``first``: its status, RETRY if it did not
+        try): arguments to judge, roles, a try that meets a busy reservation lock, large
+        messages, errors."""
         deadline = _validate_timeout(timeout)  # queue.Queue checks it even when there is room
         buf = data if type(data) is bytes else ffi.from_buffer(data)
         n = len(buf)
@@ -297,62 +298,45 @@ class Ring(FastRing, SharedObject):
 
     # -- get -----------------------------------------------------------------------------
 
-    # FastRing provides get(timeout=None) and get_nowait(), each one C call that falls
-    # back to _get_slow; these names document them.
+    # FastRing provides get(timeout=None) and get_nowait(), each one C call (waits
+    # included) that falls back to _get_slow; these names document them.
     get = FastRing.get
     get_nowait = FastRing.get_nowait
 
     def _thread_state(self, need: int = 0):
         """This thread's receive buffer, waiter and op (the C calls run without the GIL,
-        so each thread has its own)."""
+        so each thread has its own): ``(buf, size, waiter, op)``."""
         local = self._local
         st = getattr(local, "st", None)
         if st is None or st[1] < need:
             size = max(need, min(_INITIAL_BUFFER, self._max_message), 1)
             buf = ffi.new("char[]", size)
             if st is None:
-                tls = ffi.new("rsm_ring_tls *")  # waiter + op + buffer: one argument in C
-                tls.w.slot = _WAITER_NONE
-                st = (buf, size, ffi.addressof(tls, "w"), ffi.addressof(tls, "op"), tls)
+                st = (buf, size, _base.new_waiter(), ffi.new("rsm_ring_op *"))
             else:
-                tls = st[4]
-                st = (buf, size, st[2], st[3], tls)
-            tls.buf = buf
-            tls.cap = size
+                st = (buf, size, st[2], st[3])
             local.st = st
         return st
 
     def _get_slow(self, timeout, status) -> bytes:
-        """Every get that the C attempt did not finish (``status``: its status, RETRY if
-        it did not try): arguments to judge, an empty ring to wait on, slices (the
-        thread's waiter may stay enqueued between them), roles, large messages."""
+        """Every get that C did not finish (``status``: its status, RETRY if it did not
+        try): arguments to judge, roles, large messages, a timeout beyond TIMEOUT_MAX."""
         with self._pins:  # ValueError once closed; keeps the mapping while C runs
             ptr = self._ptr
-            try:
-                buf, size, w, op, tls = self._local.st
-            except AttributeError:
-                buf, size, w, op, tls = self._thread_state()
+            buf, size, w, op = self._thread_state()
             try:  # free in 3.11 unless raised; Ctrl-C may land anywhere between C calls
-                if timeout is None and status == _WOULDBLOCK:
-                    # One C call waits for a message until a slice ends (then the general loop
-                    # takes over): lean for round-trip latency.
-                    n = _get_tls(ptr, tls, -1)
-                    if n >= 0:
-                        return _unpack(buf, n)
-                    deadline = _base.DEADLINE_FOREVER
-                else:
-                    if status == _CLOSED:
-                        raise_for(status, self, "get")
-                    deadline = _validate_timeout(timeout)
-                    if status == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
-                        raise_for(status, self, "get")
-                    # the general loop below makes the attempts (and judges a too-large timeout)
-                    n = -lib.RSM_RETRY
+                if status == _CLOSED:
+                    raise_for(status, self, "get")
+                deadline = _validate_timeout(timeout)
+                if status == _WOULDBLOCK and deadline == _base.DEADLINE_TRY:
+                    raise_for(status, self, "get")
+                # the general loop below makes the attempts (and judges a too-large timeout)
+                n = -lib.RSM_RETRY
                 while True:
                     if n >= 0:
                         return _unpack(buf, n)
                     if n == -_OVERFLOW:
-                        buf, size, w, op = self._thread_state(op.len)[:4]
+                        buf, size, w, op = self._thread_state(op.len)
                     elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER and n != -lib.RSM_RETRY:
                         raise_for(-n, self, "get")
                     b, bs = buf, size
@@ -421,7 +405,7 @@ class Ring(FastRing, SharedObject):
             w = _base.new_waiter()
 
         def on_slice(w):
-            self._judge(op)
+            self._judge(op.suspect, op.suspect_pid, op.suspect_pos)
             if buf is not None and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
                 r = self._reclaim(op, buf)
                 if r is not None:
@@ -462,22 +446,35 @@ class Ring(FastRing, SharedObject):
             )
         return r
 
-    def _judge(self, op) -> None:
+    def _on_slice(self, role: int, suspect: int, pid: int, pos: int) -> Optional[bytes]:
+        """Between slices of a put or get that waits in C (csrc/fast_ring.c; the waiting
+        call pins the mapping): repair what a dead peer left (``suspect``, ``pid`` and
+        ``pos`` from the C call's op); a get of a multi-consumer ring also takes over a
+        message a dead consumer had claimed and returns it."""
+        ptr = self._ptr
+        self._judge(suspect, pid, pos, ptr)
+        if role == lib.RSM_RING_ROLE_CONSUMER and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
+            buf, size, _, op = self._thread_state()
+            if self._reclaim(op, (buf, size), ptr) == _OK:
+                return _unpack(buf, op.len)
+        return None
+
+    def _judge(self, suspect: int, pid: int, pos: int, ptr=None) -> None:
         """Between slices: if what blocks us is a dead process, repair the ring."""
-        suspect, pid = op.suspect, op.suspect_pid
         if suspect in (lib.RSM_SUSPECT_PLOCK, lib.RSM_SUSPECT_RESERVED) and pid > 0:
             if not _proc.process_alive(pid):
-                lib.rsm_ring_repair(self._ptr, suspect, op.suspect_pos, pid)
+                lib.rsm_ring_repair(self._ptr if ptr is None else ptr, suspect, pos, pid)
 
-    def _reclaim(self, op, buf) -> Optional[int]:
+    def _reclaim(self, op, buf, ptr=None) -> Optional[int]:
         """Deliver a message claimed by a consumer that died before returning it."""
+        ptr = self._ptr if ptr is None else ptr
         pos = ffi.new("uint64_t[]", _MAX_CLAIMS)
         pids = ffi.new("int32_t[]", _MAX_CLAIMS)
-        n = lib.rsm_ring_claims(self._ptr, pos, pids, _MAX_CLAIMS)
+        n = lib.rsm_ring_claims(ptr, pos, pids, _MAX_CLAIMS)
         for i in range(n):
             if pids[i] > 0 and not _proc.process_alive(pids[i]):
                 b, size = buf
-                r = lib.rsm_ring_reclaim(self._ptr, pos[i], pids[i], b, size, op)
+                r = lib.rsm_ring_reclaim(ptr, pos[i], pids[i], b, size, op)
                 if r == _OK:
                     return r
                 # OVERFLOW: the caller's buffer is too small; a later slice retries with

@@ -294,6 +294,26 @@ def test_one_message_calls_take_keywords_and_messages_larger_than_the_c_buffer(m
         r.put_nowait(big)  # too big to copy with the GIL held: the slow path tries, then Full
 
 
+def test_a_get_waiting_in_c_receives_messages_of_every_size(make_ring, mode):
+    # A get that finds the ring empty waits in C (csrc/fast_ring.c) into a 4 KiB stack
+    # buffer: a larger message is taken with the GIL held into the handle's 64 KiB buffer,
+    # a larger one still by the Python slow path.  Each message arrives while it waits.
+    r = make_ring(capacity=1 << 18, **mode)
+    sizes = [10, 4096, 4097, 65_536, 70_000, 0]
+    out = []
+    t = threading.Thread(target=lambda: out.extend(r.get(timeout=10) for _ in sizes))
+    t.start()
+    sent = []
+    for i, n in enumerate(sizes):
+        _wait_for(lambda: r.statistics().blocked_consumers == 1)
+        sent.append(os.urandom(n))
+        r.put(sent[-1])
+        _wait_for(lambda: len(out) > i or not t.is_alive())
+    t.join(10)
+    assert [len(m) for m in out] == sizes and out == sent
+    assert r.statistics().blocked_consumers == 0
+
+
 def test_single_producer_role_is_enforced(make_ring):
     r = make_ring(capacity=1024, producers=1, consumers=1)
     r.put(b"mine")

@@ -100,7 +100,8 @@ class MapMixin:
         current: list[Iterator[Any]] = [iter(())]
         chunks = self._chunks_in_order(fs, next_job, end, group, current)
         results = MapResults.from_iterable(chunks)
-        results._chunks, results._current = chunks, current
+        results._chunks, results._current, results._queued, results._cancel_all = chunks, current, fs, \
+            self._cancel_all
         return results
 
     def _submit_many(self, jobs: list[Tuple[int, tuple[Any, ...]]], single: bool = False,
@@ -134,8 +135,12 @@ class MapMixin:
                 del values
                 yield it
         finally:
-            for f in fs:
-                f.cancel()
+            self._cancel_all(fs)
+
+    def _cancel_all(self, futures: Iterable[Any]) -> None:
+        """Cancel what can be (``map`` ends early: the queued chunks are not needed)."""
+        for f in futures:
+            f.cancel()
 
 
 class MapResults(itertools.chain):  # type: ignore[type-arg]
@@ -145,7 +150,11 @@ class MapResults(itertools.chain):  # type: ignore[type-arg]
 
     _chunks: Generator[Iterator[Any], None, None]
     _current: list[Iterator[Any]]  # the chunk being flattened
+    _queued: "collections.deque[Any]"  # the chunks submitted and not yet waited for
+    _cancel_all: Callable[[Iterable[Any]], None]
 
     def close(self) -> None:
-        self._chunks.close()
+        self._chunks.close()  # cancels the queued chunks, if it started
+        self._cancel_all(self._queued)  # (if it had not)
+        self._queued.clear()
         collections.deque(self._current[0], maxlen=0)  # the rest of this chunk goes too

@@ -215,6 +215,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         self._inbound: Optional[Ring] = None
         self._intake_done = name is None
         self._replies: dict[str, Ring] = {}
+        self._client_jobs: dict[tuple[str, int], int] = {}  # (reply ring, client's number) -> job
         try:
             # Several consumers: the collector, and threads waiting for an outcome, which
             # read it themselves (one at a time: see _reading.py).

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Tuple
 
 from .._errors import ShutDown
 from ..ring import Ring
-from ._wire import C_BYE, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_MAP, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
+from ._wire import C_BYE, C_CANCEL, C_MAP, CLIENT_HEAD, R_CANCEL, JOB_CHUNK, JOB_MAP, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
 
 __all__ = ["ServesClients", "Outcome"]
 
@@ -59,17 +59,22 @@ class ServesClients:
                 batch = ring.get_many(256)
             except ShutDown:
                 break
-            outcomes: list = []
+            outcomes: list[Outcome] = []
+            answers: list[tuple[str, bytes]] = []
             with self._lock:
                 for record in batch:
-                    self._on_client_record(record, outcomes)
+                    self._on_client_record(record, outcomes, answers)
             self._deliver(outcomes)
+            for reply, answer in answers:
+                self._send_reply(reply, answer)
             self._kick()  # the collector reads their outcomes (nobody in this process waits on them)
         with self._lock:
             self._intake_done = True
         self._wake_collector()
 
-    def _on_client_record(self, record: bytes, outcomes: list) -> None:
+    def _on_client_record(self, record: bytes, outcomes: list[Outcome], answers: list[tuple[str, bytes]]) -> None:
+        """Act on a client's record (caller holds the lock); answers to send go to
+        ``answers``."""
         cid, kind, nlen = CLIENT_HEAD.unpack_from(record)
         start = CLIENT_HEAD.size + nlen
         reply = bytes(record[CLIENT_HEAD.size:start]).decode("utf-8", "replace")
@@ -77,6 +82,9 @@ class ServesClients:
             ring = self._replies.pop(reply, None)
             if ring is not None:
                 ring.close()
+            return
+        if kind == C_CANCEL:
+            answers.append((reply, RESULT_HEAD.pack(cid, R_CANCEL, int(self._cancel_client_job(reply, cid)), 0)))
             return
         if reply not in self._replies:
             try:
@@ -97,14 +105,34 @@ class ServesClients:
                 f"in one message ({self._max_job})")))
             return
         self._jobs[job_id] = job
+        self._client_jobs[job.reply] = job_id
         self._submitted += 1
         self._pending.append(job_id)
         self._pump()
+
+    def _cancel_client_job(self, reply: str, cid: int) -> bool:
+        """Drop a client's job if no worker was handed it yet (caller holds the lock)."""
+        job_id = self._client_jobs.get((reply, cid))
+        job = None if job_id is None else self._jobs.get(job_id)
+        if job is None or job.worker != -1:
+            return False
+        del self._jobs[job_id]
+        del self._client_jobs[(reply, cid)]
+        try:
+            self._pending.remove(job_id)
+        except ValueError:
+            pass
+        self._counts["cancelled"] += 1
+        if not self._unmapped:
+            self._tptr.cancelled += 1
+        return True
 
     def _forward(self, job: _Job, status: int, payload) -> None:
         """Send a client's outcome to its reply ring (bounded: a client that stopped reading
         loses it after a second)."""
         reply, cid = job.reply
+        with self._lock:
+            self._client_jobs.pop(job.reply, None)
         if status == -1:  # an exception made here
             try:
                 status, data = R_ERROR, self._dumps(payload)
@@ -112,24 +140,28 @@ class ServesClients:
                 status, data = R_ERROR_TEXT, str(payload).encode()
         else:
             data = payload[RESULT_HEAD.size:]
-        record = RESULT_HEAD.pack(cid, status, 0, 0) + data
+        if not self._send_reply(reply, RESULT_HEAD.pack(cid, status, 0, 0) + data):
+            self._counts["undeliverable"] += 1
+
+    def _send_reply(self, reply: str, record: bytes) -> bool:
+        """Put ``record`` on a client's reply ring (bounded: a client that stopped reading
+        loses it after a second)."""
         deadline = time.monotonic() + 1.0
         while True:
             with self._lock:
                 ring = self._replies.get(reply)
                 if ring is None or self._unmapped:
-                    break
+                    return False
                 try:
                     ring.put_nowait(record)
-                    return
+                    return True
                 except queue.Full:
                     pass
                 except (ShutDown, ValueError):
-                    break
+                    return False
             if time.monotonic() >= deadline:
-                break
+                return False
             time.sleep(0.001)
-        self._counts["undeliverable"] += 1
 
     def _close_intake(self) -> None:
         """No more jobs from other processes (caller holds the lock): the intake thread

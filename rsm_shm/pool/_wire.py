@@ -30,6 +30,7 @@ R_ERROR_TEXT = 3   # payload: UTF-8 text; the serializer could not carry the exc
 R_INIT_FAILED = 4  # the initializer raised (payload: UTF-8 traceback); the pool is broken
 R_DIED = 5         # control: a worker process ended (payload: DIED_BODY)
 R_WAKE = 6         # control: look at the pool's state (shutdown, submit)
+R_CANCEL = 7       # to a client: the answer to its C_CANCEL (slot field: 1 cancelled, 0 not)
 DIED_BODY = struct.Struct("<Iii")   # generation, pid, exit code (negative: -signal)
 
 # A named pool's submit ring carries clients' records: CLIENT_HEAD (the client's job

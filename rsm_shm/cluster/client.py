@@ -73,7 +73,10 @@ class _SessionClient:
     name: str
     _closed: bool
 
-    def _init_session(self, cluster_id: int, reply_to: str) -> None:
+    def _init_session(self, cluster_id: int, reply_to: str, *, random_rids: bool = False) -> None:
+        """``random_rids``: request ids start at a random offset (a command's id is the
+        offset plus its sequence number), so that requests of different clients never
+        share an id where one reply ring serves many clients (the network service)."""
         self._lock = threading.Lock()
         self._cluster_id = cluster_id
         self.reply_to = reply_to
@@ -82,6 +85,10 @@ class _SessionClient:
         self._seq = 0
         self._acked = 0  # every result up to here is received or given up
         self._next_rid = _READ_RID
+        self._rid_base = 0
+        if random_rids:
+            self._rid_base = int.from_bytes(secrets.token_bytes(8), "little") >> 3   # commands: base + seq < 2**62
+            self._next_rid = _READ_RID + (int.from_bytes(secrets.token_bytes(8), "little") >> 2)
         self._hdr = {k: ev.encode_header(k, 0, cluster_id) for k in (ev.KIND_PROPOSE, ev.KIND_READ, ev.KIND_ADMIN)}
 
     # ------------------------------------------------------------------ public API
@@ -191,6 +198,7 @@ class _SessionClient:
         results: List[Optional[tuple]] = [None] * len(cmds)
         todo = {first + i: i for i in range(len(cmds))}  # seq -> position in cmds
         session = self._session
+        base = self._rid_base
         while todo:
             acked = self._acked
             batch = dict(todo)
@@ -203,21 +211,22 @@ class _SessionClient:
                 if not self._registered:
                     reqs.append((ev.OP_REGISTER, 0, session, 0, acked, b""))
                 for seq, pos in batch.items():
-                    if seq not in waiting:
+                    if base + seq not in waiting:
                         continue
                     c = cmds[pos]
                     if reqs and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
                         out.append(ev.encode_propose(hdr, self.reply_to, reqs))
                         reqs, size = [], 0
-                    reqs.append((ev.OP_COMMAND, seq, session, seq, acked, c))
+                    reqs.append((ev.OP_COMMAND, base + seq, session, seq, acked, c))
                     size += len(c) + _REQ_OVERHEAD
                 out.append(ev.encode_propose(hdr, self.reply_to, reqs))
                 return out
 
-            got = self._exchange(build, set(batch), deadline)
+            got = self._exchange(build, {base + seq for seq in batch}, deadline)
             self._registered = True
             todo = {}
-            for seq, (status, payload) in got.items():
+            for rid, (status, payload) in got.items():
+                seq = rid - base
                 if status == ev.STALE:
                     # Never applied and never will be (a later command of this session
                     # was): send it again under a new sequence number.

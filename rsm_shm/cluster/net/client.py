@@ -102,7 +102,7 @@ class RemoteClient(_SessionClient):
             self.close()
             raise
         self.name = str(info["cluster"])
-        self._init_session(int(info["cluster_id"]), "")
+        self._init_session(int(info["cluster_id"]), "", random_rids=True)
 
     # ------------------------------------------------------------------ connection
     def _stubs(self, addr: str) -> Tuple[Any, Any, Any, Any]:

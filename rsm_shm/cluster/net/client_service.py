@@ -2,12 +2,16 @@
 
 A peer that serves the network (``rsm-shm cluster serve``) hosts one
 :class:`ClientService` next to its Raft loop.  The service behaves like a local client
-of its own peer: it puts each request into the peer's inbox ring, tagged with a reply
-ring the service owns, and a dispatcher thread hands the answers that arrive in that
-ring to the RPCs waiting for them.  The remote client's ``(session, seq)`` travel
-unchanged, so the replicated session table gives the same exactly-once guarantee as
-for a local client; only the request ids are renamed (every RPC gets ids of its own, so
-two clients' ids never collide in the one reply ring).
+of its own peer: an RPC's thread puts the client's request envelope into the peer's
+inbox ring as it came -- only the reply ring's name is replaced by one of the service's
+-- and reads the answers from that ring itself (one ring per RPC in flight, from a
+pool; no other thread in between).  The remote client's ``(session, seq)`` and request
+ids travel unchanged, so the replicated session table gives the same exactly-once
+guarantee as for a local client.  The request is checked (walked, not copied) before it
+goes in, and the answers go back as the peer wrote them (several reply envelopes are
+joined without decoding).  Request ids start at a random 62-bit offset per remote
+client, so an answer that arrives late, after its RPC gave up, never passes for the
+answer to another client's request (and the client ignores ids it does not wait for).
 
 Wire format: gRPC generic handlers carrying the cluster's envelopes (no protobuf):
 
@@ -34,9 +38,10 @@ import logging
 import os
 import queue
 import secrets
+import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
 from ... import _proc
 from ...ring import Ring
@@ -60,23 +65,48 @@ MAX_WAIT = 2.0           # seconds an RPC waits for its answers before returning
 _PUT_TIMEOUT = 0.5       # a full inbox: the leader is busy; past this the client is told RETRY
 _MAX_REPLY_BYTES = RING_MAX_MESSAGE  # under the gRPC message limit both sides set (server.MAX_GRPC_MESSAGE)
 _LIVENESS_SLICE = 0.05  # how often a waiting RPC checks that the peer process lives
-_SLICE = 0.2             # the dispatcher's wake-ups while idle (to notice close())
 
 
 _Addresses = Union[Mapping[int, str], Callable[[], Mapping[int, str]], None]
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_PROPOSE_ITEM = struct.Struct("<B32xI")   # op, (rid session seq acked), len of ev's request
+_PROPOSE_ITEM_SIZE = 37
+_READ_ITEM = struct.Struct("<8xI")        # (rid), len
+_READ_ITEM_SIZE = 12
 
 
-class _Call:
-    """One RPC waiting for its answers."""
-
-    __slots__ = ("rids", "silent", "results", "left", "done")
-
-    def __init__(self, n: int) -> None:
-        self.rids: Dict[int, int] = {}      # service rid -> the client's rid
-        self.silent: Set[int] = set()            # service rids of registrations (no wait for them)
-        self.results: List[Tuple[int, int, bytes]] = []
-        self.left = n
-        self.done = threading.Event()
+def _check_request(b: bytes, kind: int) -> Tuple[int, int]:
+    """Walk a PROPOSE or READ envelope's requests without copying them: (offset of the
+    body after the reply ring name, number of requests).  EnvelopeError if malformed."""
+    end = len(b)
+    off = ev.HEADER_SIZE
+    if off + 2 > end:
+        raise ev.EnvelopeError("truncated reply ring name")
+    off += 2 + _U16.unpack_from(b, off)[0]
+    body = off
+    if off + 4 > end:
+        raise ev.EnvelopeError("truncated count")
+    (n,) = _U32.unpack_from(b, off)
+    off += 4
+    if kind == ev.KIND_PROPOSE:
+        item, size = _PROPOSE_ITEM.unpack_from, _PROPOSE_ITEM_SIZE
+        for _ in range(n):
+            if off + size > end:
+                raise ev.EnvelopeError("truncated proposal")
+            op, ln = item(b, off)
+            if op != ev.OP_COMMAND and op != ev.OP_REGISTER:
+                raise ev.EnvelopeError(f"unknown proposal op {op}")
+            off += size + ln
+    else:
+        item, size = _READ_ITEM.unpack_from, _READ_ITEM_SIZE
+        for _ in range(n):
+            if off + size > end:
+                raise ev.EnvelopeError("truncated read")
+            off += size + item(b, off)[0]
+    if off != end:
+        raise ev.EnvelopeError("truncated request data" if off > end else "trailing bytes after the requests")
+    return body, n
 
 
 class ClientService:
@@ -84,7 +114,7 @@ class ClientService:
 
     ``addresses``: the cluster's peer id -> "host:port" map (or a callable returning it)
     that the Status RPC hands to clients.  Register :meth:`handler` on a gRPC server;
-    :meth:`close` stops the dispatcher and removes the reply ring.
+    :meth:`close` removes the reply rings.
     """
 
     def __init__(self, cluster: str, peer_id: int, addresses: _Addresses = None, *,
@@ -105,18 +135,13 @@ class ClientService:
         self.refused = 0
         self._pid = os.getpid()
         self._closed = False
-        self._lock = threading.Lock()       # waiters and the rid counter
-        self._put_lock = threading.Lock()   # one producer thread at a time on our inbox handle
-        self._waiters: Dict[int, _Call] = {}
-        self._next_rid = 0
+        self._lock = threading.Lock()        # the ring pool
+        self._put_lock = threading.Lock()    # one producer thread at a time on our inbox handle
+        self._free: List[Ring] = []          # reply rings not in use by an RPC
+        self._rings: List[Ring] = []         # every reply ring made
         self._inbox = Ring(inbox_name(cluster, self.peer_id), create=False)
         self._status = StatusRecord(status_segment_name(cluster, self.peer_id), create=False)
-        self.reply_to = f"{reply_ring_prefix(cluster)}{os.getpid():x}.{secrets.token_hex(4)}"
-        self._reply = Ring(self.reply_to, create=True, capacity=REPLY_CAPACITY)
-        self._hdr = {k: ev.encode_header(k, 0, self.cluster_id) for k in (ev.KIND_PROPOSE, ev.KIND_READ)}
         self._reply_hdr = ev.encode_header(ev.KIND_REPLY, self.peer_id, self.cluster_id)
-        self._thread = threading.Thread(target=self._dispatch, name=f"rsm-client-service-{self.peer_id}", daemon=True)
-        self._thread.start()
 
     # ------------------------------------------------------------------ gRPC glue
     def handler(self) -> Any:
@@ -146,6 +171,28 @@ class ClientService:
         context.abort(getattr(grpc.StatusCode, code_name), message)
         raise AssertionError("grpc's context.abort returned")  # it raises
 
+    # ------------------------------------------------------------------ reply rings
+    def _take_ring(self) -> Ring:
+        with self._lock:
+            if self._free:
+                ring = self._free.pop()
+            else:
+                name = f"{reply_ring_prefix(self.cluster)}{self._pid:x}.{secrets.token_hex(4)}"
+                ring = Ring(name, create=True, capacity=REPLY_CAPACITY)
+                self._rings.append(ring)
+        # Late answers to an RPC that gave up: not ours (the ids differ), drop them now.
+        try:
+            while True:
+                ring.get_nowait()
+        except queue.Empty:
+            pass
+        return ring
+
+    def _give_ring(self, ring: Ring) -> None:
+        with self._lock:
+            if not self._closed:
+                self._free.append(ring)
+
     # ------------------------------------------------------------------ the requests
     def _serve(self, request: bytes, context: Any, kind: int) -> bytes:
         if self._closed:
@@ -159,72 +206,71 @@ class ClientService:
             got_kind, _sender, cid = ev.decode_header(request)
             if got_kind != kind:
                 raise ev.EnvelopeError(f"envelope of kind {got_kind} sent to the method for kind {kind}")
-            if kind == ev.KIND_PROPOSE:
-                _reply_to, reqs = ev.decode_propose(request)
-            else:
-                _reply_to, reqs = ev.decode_read(request)
+            body, n = _check_request(request, kind)
         except ev.EnvelopeError as exc:
             self._refuse(context, "INVALID_ARGUMENT", f"malformed request: {exc}")
         if cid != self.cluster_id:
             self._refuse(context, "FAILED_PRECONDITION",
                          f"request for cluster id {cid:#x}; peer {self.peer_id} serves cluster {self.cluster!r} "
                          f"(id {self.cluster_id:#x})")
-        if not reqs:
+        if n == 0:
             return ev.encode_reply(self._reply_hdr, [])
         if not self._peer_alive():
             self._refuse(context, "UNAVAILABLE", f"peer {self.peer_id} is not running")
-        call = _Call(len(reqs))
-        with self._lock:
-            base = self._next_rid
-            self._next_rid += len(reqs)
-            for i, r in enumerate(reqs):
-                # PROPOSE: (op, rid, ...); READ: (rid, query).  A registration is answered
-                # too (rid 0 to a local client), but the RPC does not wait for it.
-                crid = r[1] if kind == ev.KIND_PROPOSE else r[0]
-                call.rids[base + i] = crid
-                self._waiters[base + i] = call
-                if kind == ev.KIND_PROPOSE and r[0] == ev.OP_REGISTER:
-                    call.silent.add(base + i)
-                    call.left -= 1
-        if kind == ev.KIND_PROPOSE:
-            env = ev.encode_propose(self._hdr[kind], self.reply_to,
-                                    [(op, base + i, s, q, a, d) for i, (op, _rid, s, q, a, d) in enumerate(reqs)])
-        else:
-            env = ev.encode_read(self._hdr[kind], self.reply_to, [(base + i, q) for i, (_rid, q) in enumerate(reqs)])
+        ring = self._take_ring()
         try:
+            # The client's request as it came, answered into our ring: the peer answers
+            # every request once, under the client's own request id.
+            name = ring.name.encode()
+            env = b"".join((request[:ev.HEADER_SIZE], _U16.pack(len(name)), name, request[body:]))
             try:
                 with self._put_lock:
                     self._inbox.put(env, timeout=_PUT_TIMEOUT)
             except queue.Full:
-                return self._answer_all(call, ev.RETRY, b"the peer's inbox is full")
+                return self._retry_all(request, kind)
             except RING_SHUTDOWN:
                 self._refuse(context, "UNAVAILABLE", f"peer {self.peer_id} is stopping")
-            if call.left > 0:
-                remaining = context.time_remaining()
-                wait = self.max_wait if remaining is None else max(0.0, min(self.max_wait, remaining - 0.05))
-                end = time.monotonic() + wait
-                while not call.done.wait(min(_LIVENESS_SLICE, max(0.0, end - time.monotonic()))):
-                    if time.monotonic() >= end:
-                        break
-                    if not self._peer_alive():
-                        # Hosted outside the peer (gateway): its peer died; the client
-                        # goes elsewhere at once rather than after max_wait.
-                        self._refuse(context, "UNAVAILABLE", f"peer {self.peer_id} is not running")
-            with self._lock:
-                results = list(call.results)
-            # Within gRPC's message limit: answers left out are sent again by the client
-            # (their results stay recorded in the session table until it acknowledges them).
-            size, keep = 64, 0
-            for _rid, _st, payload in results:
-                size += 13 + len(payload)
-                if size > _MAX_REPLY_BYTES:
-                    break
-                keep += 1
-            return ev.encode_reply(self._reply_hdr, results[:keep])
+            return self._collect(ring, n, context)
         finally:
-            with self._lock:
-                for rid in call.rids:
-                    self._waiters.pop(rid, None)
+            self._give_ring(ring)
+
+    def _collect(self, ring: Ring, n: int, context: Any) -> bytes:
+        """The reply envelopes for ``n`` requests (fewer after ``max_wait``), merged."""
+        remaining = context.time_remaining()
+        wait = self.max_wait if remaining is None else max(0.0, min(self.max_wait, remaining - 0.05))
+        end = time.monotonic() + wait
+        got: List[bytes] = []
+        answered = size = 0
+        while answered < n and size < _MAX_REPLY_BYTES:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                data = ring.get(timeout=min(_LIVENESS_SLICE, left))
+            except queue.Empty:
+                if not self._peer_alive():
+                    # Hosted outside the peer (a gateway): its peer died; the client
+                    # goes elsewhere at once rather than after max_wait.
+                    self._refuse(context, "UNAVAILABLE", f"peer {self.peer_id} is not running")
+                continue
+            if len(data) < ev.HEADER_SIZE + 4 or data[3] != ev.KIND_REPLY:
+                continue
+            got.append(data)
+            answered += _U32.unpack_from(data, ev.HEADER_SIZE)[0]
+            size += len(data)
+        if len(got) == 1:
+            return got[0]
+        # Several reply envelopes: one, by concatenating their items (no decoding).
+        total = sum(_U32.unpack_from(d, ev.HEADER_SIZE)[0] for d in got)
+        return b"".join([self._reply_hdr, _U32.pack(total)] + [d[ev.HEADER_SIZE + 4:] for d in got])
+
+    def _retry_all(self, request: bytes, kind: int) -> bytes:
+        """Every request answered RETRY (the peer's inbox stayed full)."""
+        if kind == ev.KIND_PROPOSE:
+            rids = [r[1] for r in ev.decode_propose(request)[1]]
+        else:
+            rids = [r[0] for r in ev.decode_read(request)[1]]
+        return ev.encode_reply(self._reply_hdr, [(rid, ev.RETRY, b"the peer's inbox is full") for rid in rids])
 
     def _peer_alive(self) -> bool:
         raw = self._status.load()  # type: ignore[no-untyped-call]
@@ -233,39 +279,6 @@ class ClientService:
         if int(raw.pid) == self._pid:
             return True
         return _proc.process_alive(int(raw.pid), int(raw.start_time))
-
-    def _answer_all(self, call: _Call, status: int, payload: bytes) -> bytes:
-        return ev.encode_reply(self._reply_hdr, [(crid, status, payload) for crid in call.rids.values()])
-
-    def _dispatch(self) -> None:
-        reply = self._reply
-        while True:
-            try:
-                data = reply.get(timeout=_SLICE)
-            except queue.Empty:
-                if self._closed:
-                    return
-                continue
-            except RING_SHUTDOWN:
-                return
-            except ValueError:   # closed under us
-                return
-            try:
-                items = ev.decode_reply(data)
-            except ev.EnvelopeError:
-                continue
-            with self._lock:
-                for rid, status, payload in items:
-                    call = self._waiters.pop(rid, None)
-                    if call is None:
-                        continue   # an RPC that gave up already
-                    call.results.append((call.rids[rid], status, payload))
-                    if rid not in call.silent:
-                        call.left -= 1
-                    if call.left <= 0 or status == ev.NOT_LEADER:
-                        # A "not the leader" answer ends the RPC at once: the client
-                        # redirects; the other answers of the batch say the same.
-                        call.done.set()
 
     # ------------------------------------------------------------------ status
     def addresses(self) -> Dict[int, str]:
@@ -284,21 +297,21 @@ class ClientService:
         return self._closed
 
     def close(self) -> None:
-        """Stop the dispatcher, wake the waiting RPCs, remove the reply ring (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._thread.join(2 * _SLICE + 1)
+        """Remove the reply rings and unmap everything (idempotent).  RPCs still running
+        get no more answers; new ones are refused UNAVAILABLE."""
         with self._lock:
-            for call in self._waiters.values():
-                call.done.set()
-            self._waiters.clear()
-        try:
-            self._reply.unlink()
-        finally:
-            self._reply.close()
-            self._inbox.close()
-            self._status.close()
+            if self._closed:
+                return
+            self._closed = True
+            rings, self._rings, self._free = self._rings, [], []
+        for ring in rings:
+            try:
+                ring.unlink()
+            except FileNotFoundError:
+                pass
+            ring.close()
+        self._inbox.close()
+        self._status.close()
 
     def __repr__(self) -> str:
         return f"<rsm_shm.cluster.net.ClientService {self.cluster!r} peer {self.peer_id}{' closed' if self._closed else ''}>"

@@ -147,3 +147,53 @@ def test_serve_refuses_bad_starts_clearly(shm_name, tmp_path, cluster_env):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "HOST:PORT" in out.stderr, out.stderr
     assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]
+
+
+def test_a_restarted_peer_catches_up_from_a_snapshot_over_grpc(served):
+    from rsm_shm.cluster import KVClient
+
+    cluster = served(KV, snapshot_commands=20, snapshot_keep=5)
+    leader = cluster.wait_leader(timeout=30)
+    lagging = other_than(cluster, leader)[0]
+    cluster.kill(lagging)
+    with KVClient(cluster.name) as kv:
+        for i in range(120):
+            kv.put(f"k{i % 7}", i)
+    cluster.restart(lagging)
+    st = wait_caught_up(cluster)
+    me = next(s for s in st if s.id == lagging)
+    assert me.snapshots_received >= 1 and me.applied >= 120, me
+
+
+def test_a_cluster_may_mix_rings_and_grpc(shm_name, tmp_path, cluster_env):
+    """Peers 1 and 2 share this host's rings; peer 3 is reached (and reaches them) over
+    gRPC only."""
+    from rsm_shm.cluster import KVClient, LocalCluster, Peer
+
+    name = shm_name("mix")
+    port3 = free_ports(3)
+    addr = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(port3)}
+    peers_of = {1: {2: "local", 3: addr[3]}, 2: {1: "local", 3: addr[3]}, 3: {1: addr[1], 2: addr[2]}}
+    peers = [Peer(name, pid, listen=addr[pid], peers=peers_of[pid], state_machine=KV,
+                  data_dir=str(tmp_path / f"p{pid}"), fsync=False) for pid in (1, 2, 3)]
+    cluster = None
+    try:
+        for p in peers:
+            p.start()
+        cluster = LocalCluster.attach(name)
+        cluster.wait_leader(timeout=30)
+        with KVClient(name) as kv:
+            for i in range(30):
+                kv.put("k", i)
+        # Every peer applies everything, and peer 3 only ever heard of it over gRPC;
+        # cut 3 off and the ring pair still commits.
+        wait_until(lambda: all(s.applied >= 30 and s.alive for s in cluster.status()), 30, "every peer to apply")
+        cluster.partition([3], [1, 2])
+        with KVClient(name) as kv:
+            kv.put("k", "cut")
+            assert kv.get("k") == "cut"
+    finally:
+        if cluster is not None:
+            cluster.close()
+        for p in peers:
+            p.stop()

@@ -113,3 +113,29 @@ def test_malformed_stream_messages_and_random_bytes_never_crash_the_server(recei
         assert inbox.get(timeout=10) == hdr + b"ok"
     finally:
         t.close()
+
+
+def test_large_envelopes_are_batched_within_the_grpc_limit(shm_name):
+    from rsm_shm.cluster.net.server import MAX_GRPC_MESSAGE
+
+    inbox = Ring(shm_name("big"), create=True, capacity=1 << 24)
+    svc = PeerStreamService(77, 2, inbox, lambda: {1, 2})
+    server = PeerServer("127.0.0.1:0")
+    server.add_handlers([svc.handler()])
+    server.start()
+    t = GrpcTransport(77, 1, {2: server.address})
+    try:
+        _wait(lambda: t.connected() == {2}, what="the stream to connect")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        big = [hdr + bytes([i]) * (700 << 10) for i in range(12)]  # 8.4 MB in all, queued at once
+        assert all(t.send(2, b) for b in big)
+        assert t.send(2, hdr + b"x" * MAX_GRPC_MESSAGE) is False
+        assert t.counters()["dropped_too_large"] == 1
+        got = [inbox.get(timeout=20) for _ in big]
+        assert got == big
+        assert t.connected() == {2} and t.counters()["disconnects"] == 0
+    finally:
+        t.close()
+        server.stop(0)
+        inbox.close()
+        inbox.unlink()

@@ -44,7 +44,7 @@ from ...ring import Ring
 from .. import envelope as ev
 from ..layout import RING_SHUTDOWN
 from ..transport import Transport
-from .server import grpc_options
+from .server import MAX_GRPC_MESSAGE, grpc_options
 from .tls import TLSConfig
 
 __all__ = ["GrpcTransport", "PeerStreamService", "SERVICE", "STREAM_METHOD", "frame", "unframe"]
@@ -61,6 +61,7 @@ _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 _CONNECT_TIMEOUT = 1.0
 _IDLE_WAKE = 0.2                # a sender thread looks at `closed` at least this often
+_MAX_ENVELOPE = MAX_GRPC_MESSAGE - 4  # one framed envelope alone must fit in a gRPC message
 _LOG_EVERY = 10.0               # repeated refusals are logged at most this often
 
 
@@ -230,11 +231,14 @@ class _Link:
         if not self.connected:
             self.owner.dropped_disconnected += 1
             return False
+        if len(payload) > _MAX_ENVELOPE:
+            self.owner.dropped_too_large += 1
+            return False
         if len(self.q) >= _QUEUE_MESSAGES or self.enq_bytes - self.deq_bytes > _QUEUE_BYTES:
             self.owner.dropped_queue_full += 1
             return False
         self.q.append(payload)
-        self.enq_bytes += len(payload)
+        self.enq_bytes += 4 + len(payload)
         if self.sleeping:
             self.wake.set()
         return True
@@ -253,10 +257,15 @@ class _Link:
                 continue
             batch: List[bytes] = []
             size = 0
-            while q and size < _BATCH_BYTES:
-                p = q.popleft()
+            # Up to _BATCH_BYTES, and always at least one envelope (each is far below
+            # the gRPC message limit: offer() refused anything larger).
+            while q:
+                p = q[0]
+                if batch and size + 4 + len(p) > _BATCH_BYTES:
+                    break
+                q.popleft()
                 batch.append(p)
-                size += len(p)
+                size += 4 + len(p)
             self.deq_bytes += size
             self.owner.stats.add("net_out", len(batch))
             yield frame(batch)
@@ -346,6 +355,7 @@ class GrpcTransport:
         self.dropped_disconnected = 0
         self.dropped_queue_full = 0
         self.dropped_no_route = 0
+        self.dropped_too_large = 0
         self._links: Dict[int, _Link] = {}
         for pid, addr in addresses.items():
             if pid == my_id:
@@ -372,7 +382,7 @@ class GrpcTransport:
         if self._local is not None:
             out.update(self._local.counters())
         out.update(dropped_disconnected=self.dropped_disconnected, dropped_queue_full=self.dropped_queue_full,
-                   dropped_no_route=self.dropped_no_route)
+                   dropped_no_route=self.dropped_no_route, dropped_too_large=self.dropped_too_large)
         return out
 
     def close(self, timeout: float = 2.0) -> None:

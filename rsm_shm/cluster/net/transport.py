@@ -59,7 +59,6 @@ _QUEUE_BYTES = 64 << 20         # per destination
 _BATCH_BYTES = 1 << 20          # one gRPC message carries up to this many bytes of envelopes
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
-_CONNECT_TIMEOUT = 1.0
 _IDLE_WAKE = 0.2                # a sender thread looks at `closed` at least this often
 _MAX_ENVELOPE = MAX_GRPC_MESSAGE - 4  # one framed envelope alone must fit in a gRPC message
 _LOG_EVERY = 10.0               # repeated refusals are logged at most this often
@@ -275,7 +274,7 @@ class _Link:
         closed = owner._closed
         options = grpc_options() + [
             ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
-            ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),  # = the least connect timeout
             ("grpc.max_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),
         ]
         if owner.tls is not None:
@@ -288,14 +287,11 @@ class _Link:
         refused_logged = False
         try:
             while not closed.is_set():
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=_CONNECT_TIMEOUT)
-                except grpc.FutureTimeoutError:
-                    closed.wait(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-                    continue
                 self.stream_ok = True
-                call = stream.future(self._requests(), metadata=md)
+                # Not wait_for_ready: a call on a channel that cannot connect fails at
+                # once (UNAVAILABLE) and we back off.  (No channel_ready_future: its
+                # polling thread outlives a timeout and trips over channel.close().)
+                call = stream.future(self._requests(), metadata=md, wait_for_ready=False)
                 try:
                     # Returns once the server accepted the stream (or failed it).
                     accepted = any(k == "rsm-accepted" for k, _v in call.initial_metadata() or ())

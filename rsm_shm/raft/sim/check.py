@@ -33,9 +33,12 @@ storage and what the Ready hands to the application.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from ..types import Entry, EntryType, Role
+from ..types import Entry, EntryType, HardState, Role
+
+#: The term of a node's persisted entry at an index, None when unknown (compacted away).
+TermOf = Callable[[int], Optional[int]]
 
 __all__ = ["SafetyViolation", "SafetyChecker"]
 
@@ -75,7 +78,7 @@ class SafetyChecker:
     # election safety: term -> leader id
     leaders: Dict[int, int] = field(default_factory=dict)
     # log matching: (index, term) -> (type, data, previous term)
-    _entries: Dict[Tuple[int, int], Tuple[int, bytes, int]] = field(default_factory=dict)
+    _entries: Dict[Tuple[int, int], Tuple[int, bytes, Optional[int]]] = field(default_factory=dict)
     # known committed entries: index -> (term, term of the first observer)
     _committed: Dict[int, Tuple[int, int]] = field(default_factory=dict)
     _committed_order: List[int] = field(default_factory=list)
@@ -107,7 +110,7 @@ class SafetyChecker:
             )
 
     # ------------------------------------------------------------------- hard state
-    def observe_hard_state(self, node: int, old, new) -> None:
+    def observe_hard_state(self, node: int, old: HardState, new: HardState) -> None:
         """``node`` persists hard state ``new`` over ``old``: the term never goes back, a
         vote once cast in a term never changes (one vote per term, Figure 2), and the
         commit index never goes back."""
@@ -123,7 +126,7 @@ class SafetyChecker:
             )
 
     # ---------------------------------------------------------------------- log matching
-    def observe_persisted(self, node: int, entries: List[Entry], prev_term_of) -> None:
+    def observe_persisted(self, node: int, entries: List[Entry], prev_term_of: TermOf) -> None:
         """Record ``entries`` just appended to ``node``'s stable log.  ``prev_term_of(i)``
         returns the persisted term at index ``i`` (or None when compacted away)."""
         prev: Optional[int] = None
@@ -149,7 +152,7 @@ class SafetyChecker:
             prev = e.term
 
     # ------------------------------------------------------------------ commit knowledge
-    def observe_commit(self, node: int, node_term: int, upto: int, term_of) -> None:
+    def observe_commit(self, node: int, node_term: int, upto: int, term_of: TermOf) -> None:
         """``node`` (at ``node_term``) has commit index ``upto``; ``term_of(i)`` gives the
         term of its entry ``i`` or None if unknown (compacted)."""
         start = self._committed_order[-1] + 1 if self._committed_order else 1
@@ -176,7 +179,7 @@ class SafetyChecker:
                     f"committed with term {rec[0]} before",
                 )
 
-    def check_leader_log(self, node: int, term: int, term_of, snapshot_index: int) -> None:
+    def check_leader_log(self, node: int, term: int, term_of: TermOf, snapshot_index: int) -> None:
         """Leader completeness for ``node``, leader of ``term``, whose whole log is persisted.
         ``term_of(i)`` returns its term at ``i`` or None if ``i`` is past its last index."""
         lc = self._leader_checks.setdefault((node, term), _LeaderCheck())

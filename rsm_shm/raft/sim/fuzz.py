@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .simulator import LivenessViolation, SimOptions, Simulator
+from .simulator import Action, LivenessViolation, SimOptions, Simulator
 from .check import SafetyChecker, SafetyViolation
 from ..types import ConfChangeType, Role
 
@@ -92,7 +92,7 @@ class RunResult:
     seed: int
     steps: int
     digest: str
-    actions: List[tuple]
+    actions: List[Action]
     violation: Optional[Exception] = None
     # set when the violation is the symptom of a known core issue (see known_issue())
     known_issue: Optional[str] = None
@@ -106,7 +106,7 @@ class RunResult:
         return self.violation is None
 
 
-def _pick_message(sim: Simulator, rng: random.Random, reorder: float) -> tuple:
+def _pick_message(sim: Simulator, rng: random.Random, reorder: float) -> Action:
     q = sim.net.queue
     f = q[rng.randrange(len(q))] if rng.random() < reorder else q[0]
     k = 0
@@ -118,12 +118,12 @@ def _pick_message(sim: Simulator, rng: random.Random, reorder: float) -> tuple:
     return f.frm, f.to, k
 
 
-def _conf_action(sim: Simulator, rng: random.Random, nid: int) -> Optional[tuple]:
+def _conf_action(sim: Simulator, rng: random.Random, nid: int) -> Optional[Action]:
     cs = sim.nodes[nid].conf_state
     voters = sorted(cs.voters)
     learners = sorted(cs.learners)
     fresh = max(sim.nodes) + 1
-    choices: List[tuple] = []
+    choices: List[Action] = []
     if len(sim.nodes) < MAX_NODES:
         choices.append(((int(ConfChangeType.ADD_LEARNER), fresh),))
         choices.append(((int(ConfChangeType.ADD_NODE), fresh),))
@@ -144,12 +144,12 @@ def _conf_action(sim: Simulator, rng: random.Random, nid: int) -> Optional[tuple
     return ("conf", nid, rng.choice(choices))
 
 
-def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Optional[tuple]:
+def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Optional[Action]:
     """Draw one action applicable to the current state (None if nothing is possible)."""
     ids = sorted(sim.nodes)
     live = [i for i in ids if sim.nodes[i].alive]
     dead = [i for i in ids if not sim.nodes[i].alive]
-    ready = [i for i in live if sim.nodes[i].raw.has_ready()]
+    ready = [i for i in live if sim.nodes[i].running.has_ready()]
     kinds: List[Tuple[str, float]] = []
     if sim.net.queue:
         kinds += [("deliver", p.deliver), ("drop", p.drop), ("dup", p.dup)]
@@ -204,11 +204,11 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
     # the rest act on a live node; proposals and membership mostly go to the leader
     lead = sim.leader()
     to_leader = lead is not None and kind in ("propose", "conf", "transfer", "read") and rng.random() < TO_LEADER
-    nid = lead if to_leader else rng.choice(live)
+    nid = lead if to_leader and lead is not None else rng.choice(live)
     if kind == "read" and to_leader:
         # a client with a stale view reads from whichever node it believes leads: that is
         # how a deposed leader that still thinks it leads gets asked
-        leaders = [i for i in live if sim.nodes[i].raw.leadership().role == Role.LEADER]
+        leaders = [i for i in live if sim.nodes[i].running.leadership().role == Role.LEADER]
         nid = rng.choice(leaders)
     if kind == "transfer":
         others = [i for i in ids if i != nid]
@@ -317,7 +317,7 @@ def known_issue(sim: Simulator, violation: Optional[Exception]) -> Optional[str]
 
 
 def replay(
-    actions: Sequence[tuple],
+    actions: Sequence[Action],
     seed: int,
     nodes: int = 3,
     options: Optional[SimOptions] = None,
@@ -347,7 +347,7 @@ def _signature(e: Optional[Exception]) -> Optional[str]:
 
 
 def shrink(
-    actions: Sequence[tuple],
+    actions: Sequence[Action],
     seed: int,
     nodes: int = 3,
     options: Optional[SimOptions] = None,
@@ -355,7 +355,7 @@ def shrink(
     budget: int = 2000,
     progress: Optional[Callable[[int], None]] = None,
     profile: Optional[FaultProfile] = None,
-) -> List[tuple]:
+) -> List[Action]:
     """Delta-debugging (ddmin) reduction of a failing action list: the result still fails
     with the same property and no single removed chunk keeps it failing.  ``budget``
     bounds the number of replays."""
@@ -365,7 +365,7 @@ def shrink(
     cur = list(actions)
     runs = 0
 
-    def fails(cand: List[tuple]) -> bool:
+    def fails(cand: List[Action]) -> bool:
         nonlocal runs
         runs += 1
         return _signature(replay(cand, seed, nodes, options, liveness, False, profile)[0]) == want

@@ -64,7 +64,7 @@ def check_liveness(sim: Simulator, proposals: int = 3) -> None:
         sim.stabilize()
         members = sim.members()
         lead = sim.leader()
-        joint = lead is None or bool(sim.nodes[lead].raw.status().conf_state.voters_outgoing)
+        joint = lead is None or bool(sim.nodes[lead].running.status().conf_state.voters_outgoing)
         if not joint and all(_has_applied(sim, m, idx, data) for m in members for idx, data in targets):
             # Converged: every member applied the same state up to the same index.
             top = max(sim.nodes[m].sm.index for m in members)
@@ -102,10 +102,10 @@ def _settle(sim: Simulator, budget: int) -> None:
     while True:
         lid = _await_leader(sim, LEADER_ELECTION_TIMEOUTS * et)
         node = sim.nodes[lid]
-        cs = node.raw.status().conf_state
-        if cs.voters_outgoing and not cs.auto_leave and (lid, node.raw.leadership().term) not in asked_leave:
+        cs = node.running.status().conf_state
+        if cs.voters_outgoing and not cs.auto_leave and (lid, node.running.leadership().term) not in asked_leave:
             # leave a joint configuration left behind by the chaos phase
-            asked_leave.add((lid, node.raw.leadership().term))
+            asked_leave.add((lid, node.running.leadership().term))
             sim.do(("conf", lid, ()))
             sim.stabilize()
         # A joint config with auto-leave may still be pending here: the core proposes
@@ -145,7 +145,7 @@ def _await_leader(sim: Simulator, max_ticks: int) -> int:
         lid = sim.leader()
         if lid is not None:
             members = [m for m in sim.members() if sim.nodes[m].alive]
-            if all(sim.nodes[m].raw.leadership().leader == lid for m in members):
+            if all(sim.nodes[m].running.leadership().leader == lid for m in members):
                 return lid
         _tick_round(sim)
     raise LivenessViolation(

@@ -6,17 +6,18 @@ machine), reporting every step to the safety checker and the transcript."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Sequence, Set, TYPE_CHECKING, Tuple
 
 from ..codec import encode_message
 from ..config import Config, ReadOnlyOption
 from ..storage import CompactedError, MemoryStorage, UnavailableError
-from ..types import LOCAL_MESSAGES, ConfState, Entry, ReadState, Role, Snapshot
+from ..types import LOCAL_MESSAGES, ConfState, Entry, Message, ReadState, Ready, Role, Snapshot
 from .check import SafetyViolation
 from .formatting import format_conf_state, format_entry, format_message
 from .world import StateMachine
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..core import RawNode
     from .simulator import Simulator
 
 __all__ = ["SimNode", "SimOptions", "SimReadyIO", "term_of"]
@@ -62,7 +63,7 @@ class SimNode:
     boot_voters: Tuple[int, ...]
     storage: MemoryStorage
     sm: StateMachine
-    raw: object = None  # RawNode, None while crashed
+    raw: Optional[RawNode] = None  # None while crashed
     conf_state: ConfState = field(default_factory=ConfState)
     # (index, conf state in force from that index on), to snapshot at a past index
     conf_history: List[Tuple[int, ConfState]] = field(default_factory=list)
@@ -73,6 +74,14 @@ class SimNode:
     @property
     def alive(self) -> bool:
         return self.raw is not None
+
+    @property
+    def running(self) -> RawNode:
+        """The RawNode of a running node (RuntimeError if it crashed)."""
+        raw = self.raw
+        if raw is None:
+            raise RuntimeError(f"simulated node {self.id} is crashed")
+        return raw
 
     def conf_at(self, index: int) -> ConfState:
         cs = self.conf_history[0][1] if self.conf_history else self.conf_state
@@ -102,7 +111,7 @@ class SimReadyIO:
         self.node = node
         self.applied: List[Entry] = []
 
-    def persist(self, rd) -> None:
+    def persist(self, rd: Ready) -> None:
         sim, n, st = self.sim, self.node, self.node.storage
         nid = n.id
         # persist() comes first, so the role change is reported before anything else
@@ -123,7 +132,7 @@ class SimReadyIO:
             sim.checker.observe_hard_state(nid, st.hard_state, rd.hard_state)
             st.set_hard_state(rd.hard_state)
 
-    def send(self, messages) -> Set[int]:
+    def send(self, messages: Sequence[Message]) -> Set[int]:
         sim, nid = self.sim, self.node.id
         unreachable: Set[int] = set()
         for m in messages:
@@ -155,7 +164,7 @@ class SimReadyIO:
             n.conf_history.append((e.index, conf_state))
             sim.emit(f"{n.id} conf {format_conf_state(conf_state)}")
 
-    def read_states(self, states) -> None:
+    def read_states(self, states: Sequence[ReadState]) -> None:
         sim, n = self.sim, self.node
         if self.applied:
             # one transcript line for the whole batch (called once, after applying)

@@ -50,10 +50,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..codec import decode_message
-from ..core import NotLeaderError, ProposalDroppedError, RawNode
+from ..core import NotLeaderError, ProposalDroppedError, RawNode, Status
 from ..driver import handle_ready
 from .check import SafetyChecker
 from .formatting import format_conf_change, format_entry, format_message
@@ -67,6 +67,7 @@ from ..types import (
     ConfChangeType,
     ConfState,
     HardState,
+    Message,
     MessageType,
     Role,
     Snapshot,
@@ -82,6 +83,9 @@ __all__ = [
     "format_message",
     "format_entry",
 ]
+
+#: One step of a run: ``(kind, *arguments)`` as in the table above.
+Action = Tuple[Any, ...]
 
 # Upper bound of delivery/Ready rounds in one stabilize(); a correct core quiesces long
 # before (no ticks means no new heartbeats), so hitting it means a message storm.
@@ -111,16 +115,16 @@ class Simulator:
         self.net = Network()
         self.out: List[str] = []
         self._hash = hashlib.sha256()
-        self.actions: List[tuple] = []  # applied actions, for replay and shrinking
+        self.actions: List[Action] = []  # applied actions, for replay and shrinking
         self.steps = 0
         self._prop_seq = 0
         self._read_seq = 0
         self.accepted: List[Tuple[int, int, bytes]] = []  # (node, index, data) proposals accepted
         self.applied_count = 0  # entries applied, summed over nodes
-        self.sent_by_type: Counter = Counter()  # messages sent, by MessageType name
+        self.sent_by_type: Counter[str] = Counter()  # messages sent, by MessageType name
         # (node, snapshot index) of complete snapshots delivered to a node outside their
         # configuration, which the core refuses as etcd does (for diagnosing stalls)
-        self.refused_snapshots: set = set()
+        self.refused_snapshots: Set[Tuple[int, int]] = set()
 
     # ---------------------------------------------------------------- transcript
     def emit(self, line: str, shown: Optional[str] = None) -> None:
@@ -195,7 +199,7 @@ class Simulator:
         self.checker.node_restarted(node.id, snap.meta.index)
 
     # ------------------------------------------------------------------- actions
-    def do(self, action: tuple) -> bool:
+    def do(self, action: Action) -> bool:
         """Perform one action; return False (and do nothing) when it does not apply in
         the current state (e.g. delivering a message that is not there).  Safety is
         checked afterwards."""
@@ -218,18 +222,18 @@ class Simulator:
         n = self._live(nid)
         if n is None:
             return False
-        n.raw.tick()
+        n.running.tick()
         return True
 
     def _act_tick_all(self) -> bool:
         for n in self.nodes.values():
             if n.alive:
-                n.raw.tick()
+                n.running.tick()
         return True
 
     def _act_ready(self, nid: int) -> bool:
         n = self._live(nid)
-        if n is None or not n.raw.has_ready():
+        if n is None or not n.running.has_ready():
             return False
         self.handle_ready(n)
         return True
@@ -268,7 +272,7 @@ class Simulator:
             data = b"p%d" % self._prop_seq
             self.checker.proposed_once(data)
         try:
-            idx = n.raw.propose(data)
+            idx = n.running.propose(data)
         except NotLeaderError as e:
             self.emit(f"{nid} propose {_short(data)}: not leader (hint {e.leader_hint})")
             return True
@@ -288,14 +292,14 @@ class Simulator:
             ctx = b"r%d" % self._read_seq
         self.checker.read_issued(ctx)
         try:
-            n.raw.read_index(ctx)
+            n.running.read_index(ctx)
         except (NotLeaderError, ProposalDroppedError) as e:
             self.emit(f"{nid} read-index {_short(ctx)}: refused ({type(e).__name__})")
             return True
         self.emit(f"{nid} read-index {_short(ctx)}")
         return True
 
-    def _act_conf(self, nid: int, changes: tuple, transition: int = 0) -> bool:
+    def _act_conf(self, nid: int, changes: Sequence[Tuple[int, int]], transition: int = 0) -> bool:
         n = self._live(nid)
         if n is None:
             return False
@@ -306,7 +310,7 @@ class Simulator:
                 self.add_node(i)
                 self.emit(f"new node {i}")
         try:
-            idx = n.raw.propose_conf_change(cc)
+            idx = n.running.propose_conf_change(cc)
         except (NotLeaderError, ProposalDroppedError, ValueError) as e:
             self.emit(f"{nid} conf-change {format_conf_change(cc)}: refused ({type(e).__name__}: {e})")
             return True
@@ -318,7 +322,7 @@ class Simulator:
         if n is None:
             return False
         try:
-            n.raw.transfer_leadership(to)
+            n.running.transfer_leadership(to)
         except (NotLeaderError, ValueError) as e:
             self.emit(f"{nid} transfer-leadership to {to}: refused ({type(e).__name__})")
             return True
@@ -329,7 +333,7 @@ class Simulator:
         n = self._live(nid)
         if n is None:
             return False
-        n.raw.campaign()
+        n.running.campaign()
         return True
 
     def _act_compact(self, nid: int, index: Optional[int] = None) -> bool:
@@ -404,20 +408,20 @@ class Simulator:
             return
         self.emit(format_message(m))
         if m.type == MessageType.SNAP and m.snapshot is not None:
-            self._note_snapshot_to_outsider(n.id, m)
-        n.raw.step(m)
+            self._note_snapshot_to_outsider(n.id, m, m.snapshot)
+        n.running.step(m)
 
-    def _note_snapshot_to_outsider(self, nid: int, m) -> None:
-        cs = m.snapshot.meta.conf_state
-        if m.snap_offset + len(m.snapshot.data) >= m.snap_total and nid not in (
+    def _note_snapshot_to_outsider(self, nid: int, m: Message, snap: Snapshot) -> None:
+        cs = snap.meta.conf_state
+        if m.snap_offset + len(snap.data) >= m.snap_total and nid not in (
             set(cs.voters) | set(cs.learners) | set(cs.voters_outgoing) | set(cs.learners_next)
         ):
-            self.refused_snapshots.add((nid, m.snapshot.meta.index))
+            self.refused_snapshots.add((nid, snap.meta.index))
 
     def handle_ready(self, n: SimNode) -> None:
         """Handle one Ready of ``n`` with the runtime's own sequence
         (:func:`rsm_shm.raft.driver.handle_ready`), observing every step."""
-        handle_ready(n.raw, SimReadyIO(self, n))
+        handle_ready(n.running, SimReadyIO(self, n))
         st = n.storage
         hs = st.hard_state
         self.checker.observe_commit(n.id, hs.term, min(hs.commit, st.last_index()), term_of(st))
@@ -442,26 +446,26 @@ class Simulator:
                 continue
             # leadership(), not status(): the full record would dominate checking
             # every node after every step
-            term, role, _ = n.raw.leadership()
+            term, role, _ = n.running.leadership()
             ck.observe_role(nid, term, role)
-            if role == Role.LEADER and not n.raw.has_ready():
+            if role == Role.LEADER and not n.running.has_ready():
                 ck.check_leader_log(nid, term, term_of(n.storage), n.storage.first_index() - 1)
 
     # ------------------------------------------------------------- conveniences
     def live_ids(self) -> List[int]:
         return [i for i in sorted(self.nodes) if self.nodes[i].alive]
 
-    def status(self, nid: int):
+    def status(self, nid: int) -> Status:
         n = self._live(nid)
         if n is None:
             raise ValueError(f"node {nid} is not running")
-        return n.raw.status()
+        return n.running.status()
 
     def leader(self) -> Optional[int]:
         """The live leader of the highest term, if any."""
         best = None
         for nid in self.live_ids():
-            st = self.nodes[nid].raw.status()
+            st = self.nodes[nid].running.status()
             if st.role == Role.LEADER and (best is None or st.term > best[0]):
                 best = (st.term, nid)
         return None if best is None else best[1]
@@ -479,7 +483,7 @@ class Simulator:
                 if only is not None and nid not in only:
                     continue
                 n = self.nodes[nid]
-                if n.alive and n.raw.has_ready():
+                if n.alive and n.running.has_ready():
                     self.do(("ready", nid))
                     done += 1
                     progressed = True
@@ -500,7 +504,7 @@ class Simulator:
         lowest live node when there is no leader)."""
         lid = self.leader()
         ref = self.nodes[lid] if lid is not None else self.nodes[self.live_ids()[0]]
-        cs = ref.raw.status().conf_state
+        cs = ref.running.status().conf_state
         return sorted(set(cs.voters) | set(cs.voters_outgoing) | set(cs.learners) | set(cs.learners_next))
 
     # ------------------------------------------------------------------ liveness

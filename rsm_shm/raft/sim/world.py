@@ -7,7 +7,7 @@ import hashlib
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..types import Entry
 
@@ -27,9 +27,12 @@ class StateMachine:
     """
 
     def __init__(self, padding: int = 0) -> None:
+        self.padding = padding
+        self._reset()
+
+    def _reset(self) -> None:
         self.index = 0
         self.digest = bytes(_DIGEST_SIZE)
-        self.padding = padding
         # digests of recent indexes, so a snapshot can be made at any index >= the last
         # compaction point (the application snapshots at a past applied index)
         self.history: Dict[int, bytes] = {0: self.digest}
@@ -51,7 +54,7 @@ class StateMachine:
         """Replace the state by snapshot ``data`` taken at ``index`` (empty data and index 0
         mean the initial state)."""
         if index == 0 and not data:
-            self.__init__(self.padding)
+            self._reset()
             return
         magic, idx, digest = _SM_HEADER.unpack_from(data)
         if magic != _SM_MAGIC or idx != index:
@@ -86,7 +89,7 @@ class Network:
     """
 
     queue: List[InFlight] = field(default_factory=list)
-    cut: set = field(default_factory=set)
+    cut: Set[Tuple[int, int]] = field(default_factory=set)
     seq: int = 0
     sent: int = 0
     bytes_sent: int = 0
@@ -154,13 +157,14 @@ class SkewedTimeouts(random.Random):
 
     def __new__(cls, seed: str, node_id: int) -> "SkewedTimeouts":
         # Python 3.10's random.Random.__new__ refuses a second argument.
-        return super().__new__(cls, seed)
+        # (typeshed declares no Random.__new__, hence the ignore)
+        return super().__new__(cls, seed)  # type: ignore[call-arg]
 
     def __init__(self, seed: str, node_id: int) -> None:
         super().__init__(seed)
         self.node_id = node_id
 
-    def randrange(self, start, stop=None, step=1):  # type: ignore[override]
+    def randrange(self, start: int, stop: Optional[int] = None, step: int = 1) -> int:
         if stop is not None or step != 1 or start < 4:
             return super().randrange(start, stop, step)
         half = start // 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .. import _proc
 from .._errors import OwnerDiedWarning
@@ -39,6 +39,8 @@ PEER_STATES = {
     PEER_KILLED: "killed", PEER_PAUSED: "paused", PEER_REMOVED: "removed",
 }
 PPM = 1_000_000
+#: A loaded ``rsm_raft_control`` record (a cffi struct: cffi values carry no static type).
+RawControl = Any
 _LOAD_TRIES = 1000
 
 
@@ -91,7 +93,7 @@ class ControlBlock:
         self._check_open()
         return int(lib.rsm_raft_control_seq(self._rec))
 
-    def load(self):
+    def load(self) -> RawControl:
         """A consistent copy (``rsm_raft_control``).  Raises SegmentError if none can be
         read (a writer died mid-update and nobody wrote since)."""
         self._check_open()
@@ -100,7 +102,7 @@ class ControlBlock:
             raise SegmentError(f"control block of cluster {self.cluster!r} is being rewritten or torn")
         return out
 
-    def update(self, change: Callable) -> None:
+    def update(self, change: Callable[[RawControl], None]) -> None:
         """Apply ``change(record)`` to a fresh copy under the cluster lock and publish it."""
         self._check_open()
         with warnings.catch_warnings():
@@ -118,21 +120,21 @@ class ControlBlock:
     # -- decoded views ----------------------------------------------------------------
 
     @staticmethod
-    def data_dir_of(rec) -> str:
-        raw = ffi.string(rec.data_dir, lib.RSM_RAFT_DATA_DIR_MAX)
+    def data_dir_of(rec: RawControl) -> str:
+        raw: bytes = ffi.string(rec.data_dir, lib.RSM_RAFT_DATA_DIR_MAX)
         return raw.decode("utf-8", "replace")
 
     @staticmethod
-    def slots_of(rec) -> Dict[int, Tuple[int, int, int]]:
+    def slots_of(rec: RawControl) -> Dict[int, Tuple[int, int, int]]:
         """{peer id: (state, pid, start_time)} of the used slots."""
-        out = {}
+        out: Dict[int, Tuple[int, int, int]] = {}
         for i in range(MAX_PEER_ID):
             s = rec.peers[i]
             if s.id and 1 <= s.id <= MAX_PEER_ID:
                 out[int(s.id)] = (int(s.state), int(s.pid), int(s.start_time))
         return out
 
-    def owner_alive(self, rec=None) -> bool:
+    def owner_alive(self, rec: Optional[RawControl] = None) -> bool:
         rec = rec if rec is not None else self.load()
         return _proc.process_alive(int(rec.owner_pid), int(rec.owner_start))
 
@@ -145,7 +147,7 @@ class ControlBlock:
         self._lock.unlink()
 
 
-def set_slot(rec, peer_id: int, state: int, pid: int = 0, start_time: int = 0) -> None:
+def set_slot(rec: RawControl, peer_id: int, state: int, pid: int = 0, start_time: int = 0) -> None:
     """Set the slot of ``peer_id`` in a control record being updated."""
     if not 1 <= peer_id <= MAX_PEER_ID:
         raise ValueError(f"peer id must be between 1 and {MAX_PEER_ID}, not {peer_id!r}")
@@ -153,14 +155,14 @@ def set_slot(rec, peer_id: int, state: int, pid: int = 0, start_time: int = 0) -
     s.id, s.state, s.pid, s.start_time = peer_id, state, pid, start_time
 
 
-def set_data_dir(rec, path: str) -> None:
+def set_data_dir(rec: RawControl, path: str) -> None:
     raw = os.fsencode(path)
     if len(raw) >= lib.RSM_RAFT_DATA_DIR_MAX:
         raise ValueError(f"data directory path is longer than {lib.RSM_RAFT_DATA_DIR_MAX - 1} bytes: {path!r}")
     ffi.memmove(rec.data_dir, raw + b"\0" * (lib.RSM_RAFT_DATA_DIR_MAX - len(raw)), lib.RSM_RAFT_DATA_DIR_MAX)
 
 
-def set_partition(rec, groups: List[List[int]]) -> None:
+def set_partition(rec: RawControl, groups: Sequence[Sequence[int]]) -> None:
     """Cut every link between peers of different groups, both ways (others stay as they are
     only if they were healed: callers heal first)."""
     group_of = {}

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from ..ring import RECORD_HEADER, ShutDown
 from .envelope import HEADER_SIZE
@@ -86,7 +86,7 @@ class Timing:
     max_sessions: int = 4096
 
     @classmethod
-    def from_kwargs(cls, kw: dict) -> "Timing":
+    def from_kwargs(cls, kw: Dict[str, Any]) -> "Timing":
         names = {f.name for f in fields(cls)}
         bad = sorted(set(kw) - names)
         if bad:
@@ -109,11 +109,11 @@ class Timing:
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"{name} must be a positive int, not {v!r}")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_config(cls, d: dict) -> "Timing":
+    def from_config(cls, d: Dict[str, Any]) -> "Timing":
         """The timing recorded in a ``cluster.json`` (one written before
         ``snapshot_every`` was replaced still opens: that key is ignored)."""
         return cls(**{k: v for k, v in d.items() if k != "snapshot_every"})
@@ -132,7 +132,7 @@ def segment_pattern(cluster: str) -> "re.Pattern[str]":
     return re.compile(re.escape(cluster) + r"\.(ctl|lock|s\d+|i\d+|c[0-9a-f]+\.[0-9a-f]+)")
 
 
-def read_config(data_dir: str) -> Optional[dict]:
+def read_config(data_dir: str) -> Optional[Dict[str, Any]]:
     """The cluster.json of ``data_dir`` (None if there is none).  Raises ValueError for
     a file that is not one, or of a newer format."""
     path = os.path.join(data_dir, CONFIG_FILE)
@@ -155,7 +155,7 @@ def read_config(data_dir: str) -> Optional[dict]:
     return cfg
 
 
-def write_config(data_dir: str, cfg: dict) -> None:
+def write_config(data_dir: str, cfg: Dict[str, Any]) -> None:
     """Write cluster.json atomically (temp file, fsync, rename, directory fsync)."""
     path = os.path.join(data_dir, CONFIG_FILE)
     tmp = path + ".tmp"

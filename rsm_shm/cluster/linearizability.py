@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence, Tuple
 
 __all__ = [
     "UNKNOWN", "Operation", "CheckResult", "Model", "KVModel", "check", "check_kv", "Recorder",
@@ -59,9 +59,9 @@ __all__ = [
 class _Unknown:
     """The output of an operation whose outcome nobody saw (it timed out)."""
 
-    _instance = None
+    _instance: "_Unknown | None" = None
 
-    def __new__(cls):
+    def __new__(cls) -> "_Unknown":
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -69,7 +69,7 @@ class _Unknown:
     def __repr__(self) -> str:
         return "UNKNOWN"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[[], "_Unknown"], Tuple[()]]:
         # Histories are gathered from client processes: the singleton must survive pickling.
         return (_Unknown, ())
 
@@ -101,7 +101,7 @@ class Operation:
     expected: Any = None
     output: Any = UNKNOWN
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"Operation: kind must be one of {_KINDS}, got {self.kind!r}")
         if not self.ret >= self.call:

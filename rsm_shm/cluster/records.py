@@ -11,10 +11,10 @@ neither record, raises SegmentError (the inspector reports it as undecodable).
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from .._native import ffi, lib
-from ..segment import Kind, Segment, SegmentError
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
 from .control import PEER_STATES, PPM, ControlBlock
 from .status import MAX_PEER_ID, RECORD_CONTROL, RECORD_PEER, VERSION, decode_status
 
@@ -34,7 +34,7 @@ class ClusterRecord:
         self.record = self._seg.header.params[0]
 
     @staticmethod
-    def _check(h) -> None:
+    def _check(h: SegmentHeader) -> None:
         p = h.params
         if len(p) < 2 or p[0] not in (RECORD_PEER, RECORD_CONTROL):
             raise SegmentError(f"segment {h.name!r} is a RAFT_STATUS segment of no known record type "
@@ -46,7 +46,7 @@ class ClusterRecord:
         if h.body_size < want:
             raise SegmentError(f"segment {h.name!r} is smaller than its record ({h.body_size} < {want} bytes)")
 
-    def _load(self):
+    def _load(self) -> Any:  # a loaded rsm_raft_status or rsm_raft_control
         if self.record == RECORD_PEER:
             out = ffi.new("rsm_raft_status *")
             rc = lib.rsm_raft_status_load(self._seg.body("rsm_raft_status_rec *"), out, _TRIES)
@@ -57,7 +57,7 @@ class ClusterRecord:
             raise SegmentError(f"segment {self.name!r}: the record is being rewritten or was left torn")
         return out
 
-    def describe(self) -> dict:
+    def describe(self) -> Dict[str, Any]:
         raw = self._load()
         if self.record == RECORD_PEER:
             return {"record": "peer", **decode_status(raw, now_ns=time.monotonic_ns()).as_dict()}

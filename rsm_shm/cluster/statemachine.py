@@ -35,7 +35,7 @@ import importlib
 import json
 import struct
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from . import envelope as ev
 
@@ -86,7 +86,7 @@ class KVStore(StateMachine):
         self.data: Dict[str, object] = {}
 
     @staticmethod
-    def _parse(raw: bytes) -> dict:
+    def _parse(raw: bytes) -> Dict[str, Any]:
         cmd = _json_loads(raw)
         if type(cmd) is not dict or type(cmd.get("key")) is not str:
             raise ValueError("a KVStore command is a JSON object with a string 'key'")
@@ -131,10 +131,10 @@ class KVStore(StateMachine):
 
 
 _MISSING = object()
-_scan_json = json.JSONDecoder().scan_once
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (not in typeshed)
 
 
-def _json_loads(raw: bytes):
+def _json_loads(raw: bytes) -> Any:
     """``json.loads`` for the common case in one C call (no encoding detection, no
     whitespace handling); anything unusual goes through ``json.loads`` itself, so the
     accepted language and the errors are exactly json's."""
@@ -174,10 +174,12 @@ def load_state_machine(path: str) -> StateMachine:
 BATCH_VERSION = 1
 _BATCH_HDR = struct.Struct("<BI")
 _OP = struct.Struct("<BQQQI")
+#: One client operation of a batch: (op, session, seq, acked, data).
+BatchOp = Tuple[int, int, int, int, bytes]
 OP_OVERHEAD = _OP.size
 
 
-def encode_batch(ops: List[tuple]) -> bytes:
+def encode_batch(ops: List[BatchOp]) -> bytes:
     """``ops``: list of (op, session, seq, acked, data)."""
     parts = [_BATCH_HDR.pack(BATCH_VERSION, len(ops))]
     pack = _OP.pack
@@ -187,7 +189,7 @@ def encode_batch(ops: List[tuple]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch(b: bytes) -> List[tuple]:
+def decode_batch(b: bytes) -> List[BatchOp]:
     """Inverse of :func:`encode_batch`; raises ValueError on malformed input."""
     if len(b) < _BATCH_HDR.size:
         raise ValueError("truncated batch")
@@ -230,7 +232,7 @@ class Sessions:
         self.max_sessions = max_sessions
         # session id -> [last_seq, last_index, {seq: (status, result)}, forgotten up to seq,
         #                highest acked seen]
-        self.table: Dict[int, list] = {}
+        self.table: Dict[int, List[Any]] = {}
 
     def apply(self, op: int, session: int, seq: int, acked: int, data: bytes, index: int) -> Tuple[int, bytes]:
         """Apply one client operation of the entry at ``index``; (status, result)."""
@@ -248,7 +250,7 @@ class Sessions:
         if s is None:
             return ev.SESSION_EXPIRED, b"session expired or never registered"
         s[1] = index
-        results = s[2]
+        results: OrderedDict[int, Tuple[int, bytes]] = s[2]
         # Results are kept in sequence order (applied in increasing seq): forget the
         # acknowledged prefix (only when the client acknowledged more: a batch of
         # commands all carry the same ``acked``).
@@ -315,12 +317,12 @@ class Sessions:
         if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
             raise ValueError(f"not a snapshot of this rsm_shm (magic {magic!r}, version {version})")
         off = _SNAP_HDR.size
-        table: Dict[int, list] = {}
-        shared: Dict[tuple, tuple] = {}
+        table: Dict[int, List[Any]] = {}
+        shared: Dict[Tuple[int, bytes], Tuple[int, bytes]] = {}
         for _ in range(n):
             sid, last, idx, forgotten, acked, nres = _SESSION.unpack_from(data, off)
             off += _SESSION.size
-            results: OrderedDict = OrderedDict()
+            results: OrderedDict[int, Tuple[int, bytes]] = OrderedDict()
             for _ in range(nres):
                 seq, status, ln = _RESULT.unpack_from(data, off)
                 off += _RESULT.size

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from .. import _proc
 from .._native import ffi, lib
@@ -44,12 +44,16 @@ ROLE_LEADER = lib.RSM_RAFT_ROLE_LEADER
 ROLE_STOPPED = lib.RSM_RAFT_ROLE_STOPPED
 
 
+#: A loaded ``rsm_raft_status`` record (a cffi struct: cffi values carry no static type).
+RawStatus = Any
+
+
 def status_segment_name(cluster: str, peer_id: int) -> str:
     """The segment holding peer ``peer_id``'s status record."""
     return f"{cluster}.s{peer_id}"
 
 
-def ids_of_mask(mask: int) -> tuple:
+def ids_of_mask(mask: int) -> Tuple[int, ...]:
     return tuple(i + 1 for i in range(MAX_PEER_ID) if mask >> i & 1)
 
 
@@ -78,8 +82,8 @@ class PeerStatus:
     match: Dict[int, int] = field(default_factory=dict)
     last_contact: Optional[float] = None
     age: Optional[float] = None
-    voters: tuple = ()
-    learners: tuple = ()
+    voters: Tuple[int, ...] = ()
+    learners: Tuple[int, ...] = ()
     msgs_in: int = 0
     msgs_out: int = 0
     msgs_dropped: int = 0
@@ -97,14 +101,14 @@ class PeerStatus:
     def is_leader(self) -> bool:
         return self.alive and self.role == "leader"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         d = dict(self.__dict__)
         d["match"] = {str(k): v for k, v in self.match.items()}
         d["voters"], d["learners"] = list(self.voters), list(self.learners)
         return d
 
 
-def decode_status(raw, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True) -> PeerStatus:
+def decode_status(raw: RawStatus, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True) -> PeerStatus:
     """A :class:`PeerStatus` from a loaded ``rsm_raft_status`` (untrusted values)."""
     now_ns = time.monotonic_ns() if now_ns is None else now_ns
     pid = int(raw.pid)
@@ -162,11 +166,11 @@ class StatusRecord:
         if self._seg.closed:
             raise ValueError(f"status record {self.name!r} is closed")
 
-    def new_record(self):
+    def new_record(self) -> RawStatus:
         """A zeroed ``rsm_raft_status`` to fill and :meth:`publish`."""
         return ffi.new("rsm_raft_status *")
 
-    def publish(self, rec) -> None:
+    def publish(self, rec: RawStatus) -> None:
         """Publish a filled ``rsm_raft_status`` (one writer at a time: the peer)."""
         self._check_open()
         lib.rsm_raft_status_store(self._rec, rec)
@@ -175,7 +179,7 @@ class StatusRecord:
         self._check_open()
         return int(lib.rsm_raft_status_seq(self._rec))
 
-    def load(self):
+    def load(self) -> Optional[RawStatus]:
         """A consistent copy of the record (an ``rsm_raft_status``), or None if no
         consistent copy could be read (a writer died mid-publication) or it was never
         published."""

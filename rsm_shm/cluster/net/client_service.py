@@ -128,7 +128,7 @@ class ClientService:
 
             ctl = ControlBlock(cluster)
             try:
-                cluster_id = int(ctl.load().cluster_id)  # type: ignore[no-untyped-call]
+                cluster_id = int(ctl.load().cluster_id)
             finally:
                 ctl.close()
         self.cluster_id = int(cluster_id)
@@ -273,7 +273,7 @@ class ClientService:
         return ev.encode_reply(self._reply_hdr, [(rid, ev.RETRY, b"the peer's inbox is full") for rid in rids])
 
     def _peer_alive(self) -> bool:
-        raw = self._status.load()  # type: ignore[no-untyped-call]
+        raw = self._status.load()
         if raw is None:
             return True   # never published yet, or mid-publication: assume alive
         if int(raw.pid) == self._pid:

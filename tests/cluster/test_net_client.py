@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -117,6 +118,27 @@ def test_connect_propose_read_and_follow_a_killed_leader(served):
     assert kv.client.closed
     with pytest.raises(ValueError, match="closed"):
         kv.client.propose(b"x")
+
+
+def test_a_paused_leader_is_left_for_the_new_one(served):
+    """A SIGSTOPped leader keeps its connections open and never answers: the client asks
+    the other peers while it waits and moves to the one that leads now, well before the
+    3 s a call may last."""
+    s = served(KV)
+    leader = s.local.wait_leader(timeout=15)
+    with KVClient.connect(s.addrs()) as kv:
+        kv.put("p", 0)
+        assert kv.client.leader() == leader
+        s.peers[leader].pause()
+        try:
+            t0 = time.monotonic()
+            kv.put("p", 1, timeout=10)
+            took = time.monotonic() - t0
+            assert kv.client.leader() != leader
+            assert kv.get("p") == 1
+        finally:
+            s.peers[leader].resume()
+    assert took < 2.5, f"the put took {took:.2f} s"
 
 
 def test_exactly_once_across_leader_kills_through_connect(served):

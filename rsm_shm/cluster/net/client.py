@@ -10,7 +10,10 @@ until one answers; the answer names the cluster (its id goes into every request,
 peer of another cluster refuses it) and maps every peer id to its address.  Requests go
 to the peer believed to lead; a "not the leader" answer carries the leader's id, and the
 client goes there.  A peer that cannot be reached (killed: the connection is reset at
-once; a host gone: after the call's timeout) is skipped and the next one is tried.
+once; a host gone: after the call's timeout) is skipped and the next one is tried.  A
+leader that stops answering without closing its connections (paused, cut off) is noticed
+by asking the other peers for their status while the answer is late (after 0.3 s, then
+every 0.1 s): once one of them says it leads, the request goes there.
 
 Exactly once.  Every command carries ``(session, seq)`` as with a local client; a
 resend -- to the same peer after an unanswered call, or to a new leader -- reuses them,
@@ -45,6 +48,9 @@ import grpc  # noqa: E402  (rsm_shm.cluster.net already said "pip install rsm_sh
 __all__ = ["RemoteClient", "fetch_statuses", "peer_status_from_dict"]
 
 _CALL_TIMEOUT = 3.0      # longer than the service's MAX_WAIT: an unanswered call returns before it
+_PROBE_AFTER = 0.3       # an answer this late: ask the other peers whether one of them leads now
+_PROBE_EVERY = 0.1
+_PROBE_TIMEOUT = 0.2
 _NO_LEADER_PAUSE = 0.005  # between rounds over every peer while none leads
 _RETRY_PAUSE = 0.005
 _CHANNEL_OPTIONS = grpc_options() + [
@@ -212,10 +218,13 @@ class RemoteClient(_SessionClient):
                 kind = env[3]
                 stub = self._stubs(target)[1 if kind == ev.KIND_PROPOSE else 2]
                 try:
-                    resp = stub(env, timeout=max(0.001, min(deadline - time.monotonic(), _CALL_TIMEOUT)))
+                    resp, elsewhere = self._call(stub, env, target, deadline)
                 except grpc.RpcError as exc:
                     self._raise_if_fatal(exc, target)
                     move_on = True     # unreachable or gone: try the next peer
+                    break
+                if elsewhere is not None:
+                    redirect = elsewhere   # another peer leads now; the target is paused or cut off
                     break
                 try:
                     items = ev.decode_reply(resp) if ev.decode_header(resp)[0] == ev.KIND_REPLY else ()
@@ -263,6 +272,41 @@ class RemoteClient(_SessionClient):
                 # if this one still leads); the resend keeps the sequence numbers.
                 self._leader_addr = None
                 target = self._next_after(target)
+
+    def _call(self, stub: Any, env: bytes, target: str, deadline: float) -> Tuple[bytes, Optional[str]]:
+        """One RPC to ``target``: (its answer, None), or (b"", address) when, while the
+        answer was slow to come, another peer said it leads (a paused or cut-off leader
+        does not know it was deposed and keeps the call open: the local client sees that
+        in the status records; here the other peers are asked)."""
+        fut = stub.future(env, timeout=max(0.001, min(deadline - time.monotonic(), _CALL_TIMEOUT)))
+        wait = _PROBE_AFTER
+        probes: Dict[str, Any] = {}    # address -> Status call in flight (never waited on)
+        try:
+            while True:
+                try:
+                    return fut.result(timeout=wait), None
+                except grpc.FutureTimeoutError:
+                    pass
+                wait = _PROBE_EVERY
+                for addr, probe in list(probes.items()):
+                    if not probe.done():
+                        continue
+                    del probes[addr]
+                    try:
+                        info = json.loads(probe.result())
+                    except (grpc.RpcError, ValueError):
+                        continue
+                    st = info.get("status") or {}
+                    if st.get("role") == "leader" and st.get("alive"):
+                        self._learn(addr, info)
+                        fut.cancel()
+                        return b"", addr
+                for addr in self._order:
+                    if addr != target and addr not in probes:
+                        probes[addr] = self._stubs(addr)[3].future(b"", timeout=_PROBE_TIMEOUT)
+        finally:
+            for probe in probes.values():
+                probe.cancel()
 
     def _raise_if_fatal(self, exc: Any, target: str) -> None:
         code = exc.code().name if exc.code() is not None else ""

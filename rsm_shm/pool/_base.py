@@ -6,14 +6,28 @@ import collections
 import itertools
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Protocol, Tuple, TypeVar, cast
 
-from ._wire import JOB_CHUNK, JOB_MAP, R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD
+from ._wire import JOB_CHUNK, JOB_MAP, R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD, Loads
 
-__all__ = ["settle", "MapMixin", "MapResults"]
+__all__ = ["settle", "MapMixin", "MapResults", "Settleable", "JobSpec"]
+
+T = TypeVar("T")
 
 
-def settle(future: Future, status: int, payload, single: bool, loads) -> None:
+class Settleable(Protocol):
+    """A Future, or anything completed like one (``ChunkHandle``)."""
+
+    def set_result(self, result: Any, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+#: A job as ``map`` hands it to ``_submit_many``: its JOB_* kind and the object serialized.
+JobSpec = Tuple[int, Tuple[Any, ...]]
+
+
+def settle(future: Settleable, status: int, payload: Any, single: bool, loads: Loads) -> None:
     """Complete ``future`` from a result record (``payload``: the whole record) or, for
     status -1, from an exception object made by the owner (WorkerDiedError, ...)."""
     if status == R_VALUE:
@@ -42,11 +56,11 @@ class MapMixin:
 
     _max_workers: int
 
-    def _submit(self, job: tuple, kind: int, single: bool) -> Future:
+    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
         raise NotImplementedError
 
-    def map(self, fn: Callable, *iterables: Iterable, timeout: Optional[float] = None, chunksize: int = 1,
-            buffersize: Optional[int] = None) -> Iterator:
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: Optional[float] = None,
+            chunksize: int = 1, buffersize: Optional[int] = None) -> Iterator[T]:
         """``fn`` over the iterables' items, results in order (as ``Executor.map``).
 
         ``chunksize`` items travel (and fail) together as one job.  The iterables are read
@@ -70,13 +84,13 @@ class MapMixin:
             # pickle and unpack: a third of the cost of a chunk of tiny items).
             items = iter(iterables[0])
 
-            def next_job() -> Optional[Tuple[int, tuple]]:
+            def next_job() -> Optional[JobSpec]:
                 chunk = list(islice(items, chunksize))
                 return (JOB_MAP, (fn, chunk)) if chunk else None
         else:
             args = zip(*iterables)
 
-            def next_job() -> Optional[Tuple[int, tuple]]:
+            def next_job() -> Optional[JobSpec]:
                 chunk = list(islice(args, chunksize))
                 return (JOB_CHUNK, (fn, chunk, {})) if chunk else None
 
@@ -85,7 +99,7 @@ class MapMixin:
         # workers start while the rest is serialized.
         group = max(1, window // 8)
         fs: collections.deque[Future[Any]] = collections.deque()
-        jobs: list[Tuple[int, tuple[Any, ...]]] = []
+        jobs: list[JobSpec] = []
         size = min(group, self._max_workers)
         for _ in range(window):
             job = next_job()
@@ -99,19 +113,18 @@ class MapMixin:
             fs.extend(self._submit_many(jobs, False, True))
         current: list[Iterator[Any]] = [iter(())]
         chunks = self._chunks_in_order(fs, next_job, end, group, current)
-        results = MapResults.from_iterable(chunks)
+        results = cast("MapResults[T]", MapResults.from_iterable(chunks))
         results._chunks, results._current, results._queued, results._cancel_all = chunks, current, fs, \
             self._cancel_all
         return results
 
-    def _submit_many(self, jobs: list[Tuple[int, tuple[Any, ...]]], single: bool = False,
-                     chunks: bool = False) -> list[Any]:
+    def _submit_many(self, jobs: list[JobSpec], single: bool = False, chunks: bool = False) -> list[Any]:
         """Several ``_submit``; ``chunks``: the caller needs only ``result(timeout)`` and
         ``cancel()`` of what is returned (a lighter handle than a Future will do)."""
         return [self._submit(job, kind, single) for kind, job in jobs]
 
     def _chunks_in_order(self, fs: "collections.deque[Future[Any]]",
-                         next_job: Callable[[], Optional[Tuple[int, tuple[Any, ...]]]], end: Optional[float],
+                         next_job: Callable[[], Optional[JobSpec]], end: Optional[float],
                          group: int, current: list[Iterator[Any]]) -> Generator[Iterator[Any], None, None]:
         submit_many = self._submit_many
         owed = 0
@@ -143,7 +156,7 @@ class MapMixin:
             f.cancel()
 
 
-class MapResults(itertools.chain):  # type: ignore[type-arg]
+class MapResults(itertools.chain[T]):
     """What ``map`` returns: an iterator over the results, flattening the chunks' result
     lists in C (no Python frame per item).  ``close()`` stops it as a generator's would:
     the chunks still queued are cancelled (so does dropping it)."""

@@ -121,7 +121,7 @@ class PoolClient(MapMixin, Executor):
     def name(self) -> str:
         return self._name
 
-    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` on the pool; return its Future."""
         return self._submit((fn, (args,), kwargs), JOB_CHUNK, True)
 

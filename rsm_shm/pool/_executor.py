@@ -32,12 +32,16 @@ import time
 import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from types import TracebackType
 from typing import Any, Callable, Optional
 
 from .. import _proc
 from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
+from ..sync._base import SharedObject
 from ._base import MapMixin, settle
 from ._reading import ChunkHandle, PoolFuture, ReadsResults, Waitable
 from ._serve import Outcome, ServesClients, _Job
@@ -97,7 +101,7 @@ def _job_id(job: _Job) -> int:
 class _Worker:
     __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported")
 
-    def __init__(self, slot: int, generation: int, process, inbox: Ring, quota: int) -> None:
+    def __init__(self, slot: int, generation: int, process: BaseProcess, inbox: Ring, quota: int) -> None:
         self.slot = slot
         self.generation = generation
         self.process = process
@@ -145,8 +149,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
       Ctrl-C inside ``with ProcessPool() as pool:`` stops the workers and removes it too.
     """
 
-    def __init__(self, max_workers: Optional[int] = None, name: Optional[str] = None, *, mp_context=None,
-                 initializer: Optional[Callable] = None, initargs: tuple = (),
+    def __init__(self, max_workers: Optional[int] = None, name: Optional[str] = None, *,
+                 mp_context: Optional[BaseContext] = None, initializer: Optional[Callable[..., object]] = None,
+                 initargs: tuple[Any, ...] = (),
                  max_tasks_per_child: Optional[int] = None, max_retries: int = 1, serializer: Any = None,
                  ring_capacity: int = DEFAULT_RING_CAPACITY, mode: int = 0o600) -> None:
         if max_workers is None:
@@ -173,7 +178,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
                                            and callable(getattr(serializer, "loads", None))):
             raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
         self._max_workers = max_workers
-        self._ctx = mp_context
+        self._ctx: Any = mp_context  # (typeshed's BaseContext does not declare Process)
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._max_tasks = max_tasks_per_child or 0
         self._max_retries = max_retries
@@ -204,13 +209,13 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         # outside the collector happens under the lock and checks it first, because a
         # ring's fast path reads its mapping without pinning it.
         self._unmapped = False
-        self._counts: collections.Counter = collections.Counter()
+        self._counts: collections.Counter[str] = collections.Counter()
         self._submitted = 0
 
         self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
                                 create=True if name is not None else None, mode=mode)
         self._tptr = self._table.ptr  # raw: used under the lock, never after _unmapped
-        self._made: list = [self._table]
+        self._made: list[SharedObject] = [self._table]
         # A named pool takes jobs from other processes too (ProcessPool.attach).
         self._inbound: Optional[Ring] = None
         self._intake_done = name is None
@@ -301,11 +306,14 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             with self._lock:
                 if self._watch_stop:
                     return
-                procs = {w.process.sentinel: w for w in self._workers if w is not None and not w.reported}
+                procs: dict[int, _Worker] = {w.process.sentinel: w for w in self._workers
+                                             if w is not None and not w.reported}
             ready = wait([self._wake_r, *procs])
             for s in ready:
                 if s == self._wake_r:
                     os.read(self._wake_r, 4096)
+                    continue
+                if not isinstance(s, int):  # (sentinels are ints; wait() returns what it was given)
                     continue
                 w = procs[s]
                 w.process.join()  # already ended: reaps it and sets exitcode
@@ -423,7 +431,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
                 pending.popleft()
                 continue
             c = min(cands, key=_load)
-            if not job.started:
+            if not job.started and job.future is not None:
                 if not job.future.set_running_or_notify_cancel():
                     pending.popleft()
                     del registry[job.id]
@@ -535,13 +543,13 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             return
         loads = self._loads
         for job, status, payload in outcomes:
-            if job.reply is None:
+            if job.future is not None:
                 settle(job.future, status, payload, job.single, loads)
             else:
                 self._forward(job, status, payload)
         self._delivered()
 
-    def _on_record(self, record: bytes, outcomes: list) -> None:
+    def _on_record(self, record: bytes, outcomes: list[Outcome]) -> None:
         job_id, status, slot, run_us = RESULT_HEAD.unpack_from(record)
         if status in (R_VALUE, R_ERROR, R_ERROR_TEXT):
             job = self._jobs.pop(job_id, None)
@@ -564,7 +572,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             text = bytes(memoryview(record)[RESULT_HEAD.size:]).decode("utf-8", "replace")
             self._break(f"a worker's initializer raised; the pool is not usable anymore:\n{text}", outcomes)
 
-    def _on_worker_end(self, w: _Worker, pid: int, exitcode: int, outcomes: list) -> None:
+    def _on_worker_end(self, w: _Worker, pid: int, exitcode: int, outcomes: list[Outcome]) -> None:
         seen = self._table.read_slot(w.slot)
         retired = exitcode == 0 and seen.state == WorkerState.RETIRED
         requeue = []
@@ -605,7 +613,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         # starting a process takes milliseconds, the re-queued job should not wait for it.
         self._restart.append(w.slot)
 
-    def _start_replacements(self, outcomes: list) -> None:
+    def _start_replacements(self, outcomes: list[Outcome]) -> None:
         while self._restart and not self._broken:
             slot = self._restart.pop()
             try:
@@ -613,13 +621,13 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             except Exception as e:  # noqa: BLE001 -- cannot start processes any more
                 self._break(f"cannot start a replacement worker: {e!r}", outcomes)
 
-    def _break(self, reason: str, outcomes: list) -> None:
+    def _break(self, reason: str, outcomes: list[Outcome]) -> None:
         """The pool cannot run jobs any more: fail every job (caller holds the lock)."""
         if self._broken or self._unmapped:
             return
         self._broken = reason
         for job in self._jobs.values():
-            if not job.started:
+            if not job.started and job.future is not None:
                 if not job.future.set_running_or_notify_cancel():
                     continue
             outcomes.append((job, -1, BrokenProcessPool(reason)))
@@ -686,7 +694,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
     def _cancel_pending(self) -> None:
         for job_id in self._pending:
             job = self._jobs.get(job_id)
-            if job is not None and not job.started:
+            if job is not None and not job.started and job.future is not None:
                 del self._jobs[job_id]
                 job.future.cancel_quietly()  # (we hold the lock; shutdown wakes the readers)
                 self._counts["cancelled"] += 1
@@ -705,7 +713,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         self._terminate(kill=True)
 
     def _terminate(self, kill: bool) -> None:
-        outcomes: list = []
+        outcomes: list[Outcome] = []
         if self._torn_down.is_set():
             return
         lock_held = self._lock.acquire(timeout=5.0)
@@ -792,13 +800,13 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         _live_pools.discard(self)
         self._torn_down.set()
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc_val: Optional[BaseException],
+                 exc_tb: Optional[TracebackType]) -> None:
         if exc_type is not None and not issubclass(exc_type, Exception):
             # Ctrl-C (or SystemExit) in the with-block: stop now rather than finish the queue.
             self._terminate(kill=False)
         else:
             self.shutdown(wait=True)
-        return False
 
     # -- visibility ----------------------------------------------------------------------
 

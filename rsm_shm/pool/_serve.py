@@ -2,16 +2,18 @@
 from the submit ring and sending their outcomes back to their reply rings."""
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
 
 from .._errors import ShutDown
 from ..ring import Ring
-from ._wire import C_BYE, C_CANCEL, C_MAP, CLIENT_HEAD, R_CANCEL, JOB_CHUNK, JOB_MAP, JOB_HEAD, R_ERROR, R_ERROR_TEXT, RESULT_HEAD
+from ._reading import Waitable
+from ._wire import (C_BYE, C_CANCEL, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_HEAD, JOB_MAP, R_CANCEL, R_ERROR,
+                    R_ERROR_TEXT, RESULT_HEAD, Dumps)
 
 __all__ = ["ServesClients", "Outcome"]
 
@@ -22,15 +24,15 @@ if TYPE_CHECKING:
 class _Job:
     __slots__ = ("id", "future", "msg", "attempts", "worker", "started", "single", "reply")
 
-    def __init__(self, id: int, future: Future, msg: bytes, single: bool) -> None:
+    def __init__(self, id: int, future: Optional[Waitable], msg: bytes, single: bool) -> None:
         self.id = id
-        self.future = future
+        self.future = future    # None for a client's job (its future is in the client)
         self.msg = msg
         self.attempts = 0       # times a worker died while running it
         self.worker = -1        # slot it was handed to, -1 while queued in the owner
         self.started = False    # set_running_or_notify_cancel() done
         self.single = single    # a submit(): the outcome is the chunk's only value
-        self.reply = None       # a client's job: (its reply ring's name, its job number)
+        self.reply: Optional[tuple[str, int]] = None  # a client's job: (its reply ring's name, its job number)
 
 
 #: A finished job, its result status (or -1: the payload is an exception made here) and
@@ -42,6 +44,32 @@ class ServesClients:
     """Mixed into ProcessPool: its lock, jobs, ids, table and hand-out are the pool's."""
 
     _lock: threading.Lock
+    _inbound: Optional[Ring]
+    _replies: dict[str, Ring]
+    _client_jobs: dict[tuple[str, int], int]
+    _ids: Iterator[int]
+    _broken: Optional[str]
+    _max_job: int
+    _jobs: dict[int, _Job]
+    _submitted: int
+    _pending: collections.deque[int]
+    _counts: collections.Counter[str]
+    _unmapped: bool
+    _tptr: Any
+    _dumps: Dumps
+    _intake_done: bool
+
+    if TYPE_CHECKING:  # the pool's (declared here only for the type checker)
+        @property
+        def name(self) -> str: ...
+
+        def _deliver(self, outcomes: list[Outcome]) -> None: ...
+
+        def _kick(self) -> None: ...
+
+        def _wake_collector(self) -> None: ...
+
+        def _pump(self) -> None: ...
 
     @staticmethod
     def attach(name: str, *, serializer: Any = None) -> "PoolClient":
@@ -54,7 +82,7 @@ class ServesClients:
     def _intake(self) -> None:
         """Take the clients' jobs from the submit ring (a named pool's third thread)."""
         ring = self._inbound
-        while True:
+        while ring is not None:  # (a named pool's: it has one)
             try:
                 batch = ring.get_many(256)
             except ShutDown:
@@ -114,7 +142,7 @@ class ServesClients:
         """Drop a client's job if no worker was handed it yet (caller holds the lock)."""
         job_id = self._client_jobs.get((reply, cid))
         job = None if job_id is None else self._jobs.get(job_id)
-        if job is None or job.worker != -1:
+        if job_id is None or job is None or job.worker != -1:
             return False
         del self._jobs[job_id]
         del self._client_jobs[(reply, cid)]
@@ -127,9 +155,11 @@ class ServesClients:
             self._tptr.cancelled += 1
         return True
 
-    def _forward(self, job: _Job, status: int, payload) -> None:
+    def _forward(self, job: _Job, status: int, payload: Any) -> None:
         """Send a client's outcome to its reply ring (bounded: a client that stopped reading
         loses it after a second)."""
+        if job.reply is None:  # not a client's job
+            return
         reply, cid = job.reply
         with self._lock:
             self._client_jobs.pop(job.reply, None)

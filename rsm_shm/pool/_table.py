@@ -10,18 +10,18 @@ import enum
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from .. import _proc
 from .._errors import SegmentError
 from .._native import ffi, lib
-from ..segment import Kind, SegmentHeader
+from ..segment import Kind, Segment, SegmentHeader
 from ..sync._base import SharedObject
 
 __all__ = ["PoolState", "WorkerState", "WorkerStatus", "PoolStatistics", "PoolTable"]
 
-_HEAD = ffi.sizeof("rsm_pool")
-_SLOT = ffi.sizeof("rsm_pool_worker")
+_HEAD: int = ffi.sizeof("rsm_pool")
+_SLOT: int = ffi.sizeof("rsm_pool_worker")
 
 
 class PoolState(enum.IntEnum):
@@ -81,7 +81,7 @@ class PoolStatistics:
     pending: int          # queue depth: jobs waiting for a worker
     in_flight: int        # handed to a worker, no outcome yet
     cancelled: int
-    workers: tuple        # WorkerStatus per slot
+    workers: tuple[WorkerStatus, ...]  # per slot
 
     @property
     def alive(self) -> int:
@@ -100,7 +100,7 @@ class PoolStatistics:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    n = header.params[0] if header.params else 0
+    n: int = header.params[0] if header.params else 0
     if not 1 <= n <= lib.RSM_POOL_MAX_WORKERS:
         raise SegmentError(f"segment {header.name!r} has an invalid worker count {n}")
     return _HEAD + n * _SLOT
@@ -117,7 +117,7 @@ class PoolTable(SharedObject):
         if not isinstance(max_workers, int) or not 1 <= max_workers <= lib.RSM_POOL_MAX_WORKERS:
             raise ValueError(f"max_workers must be between 1 and {lib.RSM_POOL_MAX_WORKERS}, not {max_workers!r}")
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             p = seg.body("rsm_pool *")
             p.state = lib.RSM_POOL_RUNNING
             p.max_workers = max_workers
@@ -128,7 +128,7 @@ class PoolTable(SharedObject):
         header = self._open_segment(name, create, mode, _HEAD + max_workers * _SLOT, (max_workers,), init,
                                     _body_size)
         self._ptr = self._seg.body("rsm_pool *")
-        self._n = header.params[0]
+        self._n: int = header.params[0]
         claimed = self._ptr.max_workers
         if claimed != self._n:
             self._seg.close()  # unmaps: read nothing through _ptr from here on
@@ -141,12 +141,13 @@ class PoolTable(SharedObject):
         return self._n
 
     @property
-    def ptr(self):
+    def ptr(self) -> Any:
         """The table's cffi pointer (the owner writes the pool fields through it)."""
         self._check_open()
         return self._ptr
 
-    def slot(self, i: int):
+    def slot(self, i: int) -> Any:
+        """Worker slot ``i``'s cffi pointer (``rsm_pool_worker *``)."""
         if not 0 <= i < self._n:
             raise IndexError(f"{self!r} has no worker slot {i}")
         return self._ptr.workers + i
@@ -166,7 +167,7 @@ class PoolTable(SharedObject):
             jobs_done=out.jobs_done, last_exit=out.last_exit, torn=not ok,
         )
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """:meth:`statistics` as plain data for ``rsm-shm inspect``, with the counts of
         workers alive and busy."""
         from .._describe import plain

@@ -12,7 +12,8 @@ import concurrent.futures.process as _cf_process
 import pickle
 import struct
 import traceback
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 __all__ = ["RemoteTraceback", "WorkerDiedError"]
 
@@ -52,7 +53,10 @@ MAX_US = (1 << 32) - 1
 
 # ProcessPoolExecutor's own class, when this Python has it, so code that recognises its
 # remote tracebacks recognises ours too.
-_RemoteTracebackBase: type = getattr(_cf_process, "_RemoteTraceback", Exception)
+if TYPE_CHECKING:
+    _RemoteTracebackBase = Exception
+else:
+    _RemoteTracebackBase = getattr(_cf_process, "_RemoteTraceback", Exception)
 
 
 class RemoteTraceback(_RemoteTracebackBase):
@@ -80,14 +84,14 @@ class ExceptionWithTraceback:
     """Pickles an exception together with its formatted traceback (which itself cannot be
     pickled); unpickles as the exception, with a :class:`RemoteTraceback` as cause."""
 
-    def __init__(self, exc: BaseException, tb=None) -> None:
+    def __init__(self, exc: BaseException, tb: Optional[TracebackType] = None) -> None:
         lines = traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
         self.exc = exc
         # Drop the traceback objects (not picklable; they would keep frames alive too).
         self.exc.__traceback__ = None
         self.tb = '\n"""\n' + "".join(lines) + '"""'
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[BaseException, str], BaseException], tuple[BaseException, str]]:
         return _rebuild, (self.exc, self.tb)
 
 
@@ -104,7 +108,7 @@ class WorkerDiedError(RuntimeError):
     def __init__(self, job: int, pid: int, exitcode: int, attempts: int) -> None:
         import signal as _signal
 
-        sig = None
+        sig: Union[_signal.Signals, int, None] = None
         if exitcode is not None and exitcode < 0:
             try:
                 sig = _signal.Signals(-exitcode)
@@ -116,8 +120,21 @@ class WorkerDiedError(RuntimeError):
                          f"{attempts} attempt{'s' if attempts != 1 else ''}, no retries left")
         self.job, self.pid, self.signal, self.exitcode, self.attempts = job, pid, sig, exitcode, attempts
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[WorkerDiedError], tuple[int, int, int, int]]:
         return type(self), (self.job, self.pid, self.exitcode, self.attempts)
+
+
+#: A serializer's two halves (``loads`` takes bytes or a memoryview).
+Dumps = Callable[[Any], bytes]
+Loads = Callable[[Any], Any]
+
+
+class Serializer(Protocol):
+    """What ``ProcessPool(serializer=...)`` takes: anything with these two."""
+
+    def dumps(self, obj: Any, /) -> bytes: ...
+
+    def loads(self, data: Any, /) -> Any: ...
 
 
 def dumps_pickle(obj: Any) -> bytes:

@@ -9,6 +9,7 @@ import threading
 import time
 import traceback
 from itertools import starmap
+from typing import Any, Callable, Optional
 
 from .. import _proc
 from .._errors import ShutDown
@@ -16,7 +17,7 @@ from .._native import lib
 from ..ring import Ring
 from ._table import PoolTable
 from ._wire import (JOB_HEAD, JOB_MAP, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
-                    ExceptionWithTraceback, dumps_pickle)
+                    Dumps, ExceptionWithTraceback, Loads, Serializer, dumps_pickle)
 
 #: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
 #: once the oldest unsent one has waited this long (a batch of slow jobs).
@@ -28,7 +29,7 @@ _BUSY = lib.RSM_WORKER_BUSY
 _IDLE = lib.RSM_WORKER_IDLE
 
 
-def _encode_error(exc: BaseException, dumps, max_message: int) -> tuple[int, bytes]:
+def _encode_error(exc: BaseException, dumps: Dumps, max_message: int) -> tuple[int, bytes]:
     """An exception raised by a job (or by sending its outcome) as a result payload."""
     try:
         data = dumps(ExceptionWithTraceback(exc))
@@ -46,14 +47,17 @@ def _encode_error(exc: BaseException, dumps, max_message: int) -> tuple[int, byt
     return R_ERROR_TEXT, text.encode("utf-8", "replace")[:max_message]
 
 
-def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, serializer, initializer,
-                initargs, max_tasks: int, owner_pid: int, owner_start: int) -> None:
+def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, serializer: Optional[Serializer],
+                initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...], max_tasks: int, owner_pid: int,
+                owner_start: int) -> None:
     # Ctrl-C belongs to the owner: it decides how its workers stop (cleanly, via the rings).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     table = PoolTable(table_name, create=False)
     inbox = Ring(inbox_name, create=False)
     results = Ring(results_name, create=False)
     me = table.slot(slot)
+    dumps: Dumps
+    loads: Loads
     if serializer is None:
         import pickle
 

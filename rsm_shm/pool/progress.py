@@ -16,17 +16,21 @@ to use any object with ``update(n)``, ``close()`` and optionally ``set_postfix(*
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import time
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, TextIO, TypeVar
 
 __all__ = ["progress", "TextBar"]
+
+T = TypeVar("T")
 
 
 class TextBar:
     """The fallback bar: ``desc: n/total [rate/s] postfix`` rewritten in place on a stream."""
 
-    def __init__(self, total: Optional[int] = None, desc: str = "", file=None, min_interval: float = 0.1) -> None:
+    def __init__(self, total: Optional[int] = None, desc: str = "", file: Optional[TextIO] = None,
+                 min_interval: float = 0.1) -> None:
         self.total, self.desc, self.n = total, desc, 0
         self.file = file if file is not None else sys.stderr
         self.postfix = ""
@@ -58,16 +62,16 @@ class TextBar:
         self.file.flush()
 
 
-def _default_bar(total: Optional[int], desc: str):
+def _default_bar(total: Optional[int], desc: str) -> Any:
     try:
-        from tqdm import tqdm
+        tqdm = importlib.import_module("tqdm").tqdm  # optional, untyped
     except ImportError:
         return TextBar(total, desc)
     return tqdm(total=total, desc=desc or None)
 
 
-def progress(results: Iterable, total: Optional[int] = None, *, pool: Any = None, desc: str = "",
-             bar: Any = None, refresh: float = 0.5) -> Iterator:
+def progress(results: Iterable[T], total: Optional[int] = None, *, pool: Any = None, desc: str = "",
+             bar: Any = None, refresh: float = 0.5) -> Iterator[T]:
     """Yield ``results`` unchanged, advancing a progress bar per item (see the module)."""
     own = bar is None
     if own:

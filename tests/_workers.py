@@ -1,10 +1,18 @@
 """Module-level worker functions for tests that start processes (spawn needs importable targets)."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 
 import rsm_shm
+
+#: How the suite starts child processes: from a fork server that already has rsm_shm and
+#: the modules holding the targets imported, so a child starts in milliseconds, and the
+#: pytest process (which may be running threads) is never forked.  Targets must be
+#: importable functions (here, or in a module this list preloads).
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["rsm_shm", "tests._workers", "tests.test_ring_procs"])
 
 # Children a test started that must not outlive it (tests/conftest.py kills and reaps them
 # after every test, pass or fail).
@@ -124,6 +132,18 @@ def churn_until_killed(name: str, counter_name: str) -> None:
     while True:
         with lk:
             counter.tag = counter.tag + 1
+
+
+def once_hang_in_call(once_name: str, ready_name: str) -> None:
+    """Run a Once's function that signals and then hangs (the test kills this process)."""
+    once = rsm_shm.Once(once_name, create=False)
+    ready = rsm_shm.Event(ready_name, create=False)
+
+    def hang():
+        ready.set()
+        time.sleep(3600)
+
+    once.call(hang)
 
 
 def once_runner(once_name: str, marker_name: str) -> bool:

@@ -8,7 +8,6 @@ each producer's order.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import queue
 import random
@@ -25,7 +24,10 @@ import rsm_shm
 from rsm_shm._native import ffi, lib
 from rsm_shm.ring import ShutDown, record_size
 
-FORK = mp.get_context("fork")
+from . import _workers
+
+# Children start from the suite's fork server (tests/_workers.py), never by fork().
+FORKSERVER = _workers.FORKSERVER
 HDR = struct.Struct("<III")  # producer, sequence, crc32(body)
 EMPTY_EVERY = 97  # every 97th message of a producer is empty (0 bytes, unattributable)
 
@@ -87,7 +89,7 @@ def consumer(name: str, out_path: str, many: int, log_path: str | None = None) -
 
 
 def _start(target, *args):
-    p = FORK.Process(target=target, args=args, daemon=True)
+    p = FORKSERVER.Process(target=target, args=args, daemon=True)
     p.start()
     return p
 
@@ -207,7 +209,7 @@ def test_sigkill_a_producer_and_a_consumer_mid_stream(shm_name, tmp_path, kill_a
 
 
 def _dead_pid() -> int:
-    p = FORK.Process(target=os._exit, args=(0,))
+    p = FORKSERVER.Process(target=os._exit, args=(0,))
     p.start()
     p.join()
     return p.pid

@@ -2,7 +2,6 @@
 semaphore holders.  Each test SIGKILLs a real process at an awaited point."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -16,10 +15,8 @@ import rsm_shm
 from . import _workers
 from ._workers import reap_after_test
 
-# forkserver: children start from a server that has rsm_shm imported (fast, and no fork()
-# from this multi-threaded test process).
-SPAWN = mp.get_context("forkserver")
-SPAWN.set_forkserver_preload(["rsm_shm", "tests._workers"])
+# forkserver (tests/_workers.py): fast starts, and no fork() of this multi-threaded process.
+SPAWN = _workers.FORKSERVER
 def _start(target, *args):
     p = reap_after_test(SPAWN.Process(target=target, args=args, daemon=True))
     p.start()

@@ -19,13 +19,14 @@ import rsm_shm
 from . import _workers
 from ._workers import reap_after_test
 
-FORK = mp.get_context("fork")
+# Children start from the suite's fork server (tests/_workers.py), never by fork().
+FORKSERVER = _workers.FORKSERVER
 SPAWN = mp.get_context("spawn")
 
 
 def _child(target, *args):
     # Holders sleep forever until killed: the conftest reaps any a failing test left alive.
-    return reap_after_test(FORK.Process(target=target, args=args, daemon=True))
+    return reap_after_test(FORKSERVER.Process(target=target, args=args, daemon=True))
 
 
 def _holder(kind, name, ready):
@@ -125,21 +126,10 @@ def test_rwlock_writer_killed_readers_proceed(objs):
     rw.release_read()
 
 
-def _once_killed_runner(once_name, ready_name):
-    once = rsm_shm.Once(once_name, create=False)
-    ready = rsm_shm.Event(ready_name, create=False)
-
-    def hang():
-        ready.set()
-        time.sleep(3600)
-
-    once.call(hang)
-
-
 def test_once_runner_killed_is_taken_over(objs):
     once = objs(rsm_shm.Once)
     ready = objs(rsm_shm.Event)
-    p = _child(_once_killed_runner, once.name, ready.name)
+    p = _child(_workers.once_hang_in_call, once.name, ready.name)
     p.start()
     assert ready.wait(30)
     _kill(p)

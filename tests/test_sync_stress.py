@@ -1,7 +1,6 @@
 """Multi-process torture: many processes, many operations, an exact invariant at the end."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 
 import pytest
@@ -10,7 +9,8 @@ import rsm_shm
 
 from . import _workers
 
-FORK = mp.get_context("fork")
+# Children start from the suite's fork server (tests/_workers.py), never by fork().
+FORKSERVER = _workers.FORKSERVER
 
 
 def _open_when_all_wait(gate, n, timeout=60):
@@ -24,7 +24,7 @@ def _open_when_all_wait(gate, n, timeout=60):
 
 
 def _run_all(target, argsets, timeout=240, before_join=None):
-    procs = [FORK.Process(target=target, args=a) for a in argsets]
+    procs = [FORKSERVER.Process(target=target, args=a) for a in argsets]
     for p in procs:
         p.start()
     try:
@@ -88,7 +88,7 @@ def test_condition_producer_consumer_no_lost_wakeup(objs):
     cond = objs(rsm_shm.Condition)
     box = objs(rsm_shm.Lock)
     producers, per = 4, 1_000
-    procs = [FORK.Process(target=_workers.condition_producer, args=(cond.name, box.name, per, 1 + k * per))
+    procs = [FORKSERVER.Process(target=_workers.condition_producer, args=(cond.name, box.name, per, 1 + k * per))
              for k in range(producers)]
     for p in procs:
         p.start()
@@ -112,7 +112,7 @@ def test_condition_producer_consumer_no_lost_wakeup(objs):
 def test_barrier_many_generations(objs):
     parties, cycles = 4, 300
     b = objs(rsm_shm.Barrier, parties=parties)
-    with FORK.Pool(parties) as pool:
+    with FORKSERVER.Pool(parties) as pool:
         results = pool.starmap(_workers.barrier_cycles, [(b.name, cycles)] * parties, chunksize=1)
     for cycle in range(cycles):
         assert sorted(r[cycle] for r in results) == list(range(parties))
@@ -125,7 +125,7 @@ def test_event_pingpong_no_stale_wakeups(objs):
     the woken side cleared, waited again, and the same set() woke it a second time)."""
     e1, e2, seq = objs(rsm_shm.Event), objs(rsm_shm.Event), objs(rsm_shm.Lock)
     rounds = 3000
-    with FORK.Pool(1) as pool:
+    with FORKSERVER.Pool(1) as pool:
         result = pool.apply_async(_workers.event_pingpong_b, (e1.name, e2.name, seq.name, rounds))
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         try:

@@ -36,3 +36,10 @@ def test_mypy_is_clean_at_the_configured_level():
     # The level and the modules still exempted are in pyproject.toml ([tool.mypy]).
     r = _run_tool("mypy", "--cache-dir", os.path.join(ROOT, ".mypy_cache"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_c_extension_stub_matches_the_built_module():
+    # rsm_shm/_fast.pyi (what mypy knows of csrc/fast_*.c) against the module as built:
+    # a method added to or removed from the C tables fails here until the stub follows.
+    r = _run_tool("mypy.stubtest", "--mypy-config-file", "pyproject.toml", "rsm_shm._fast")
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -20,11 +20,11 @@ from __future__ import annotations
 import enum
 import functools
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Concatenate, Optional, ParamSpec, Protocol, Sequence, Tuple, TypeVar
 
 from .. import _proc
-from .._describe import plain, waitq_record
-from .._fast import (DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT,
+from .._describe import plain_record, waitq_record
+from .._fast import (DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT, Pins,
                      deadline)
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
@@ -53,8 +53,9 @@ class Policy(str, enum.Enum):
 
     @property
     def code(self) -> int:
-        return {Policy.BARGING: lib.RSM_LOCK_BARGING, Policy.FIFO: lib.RSM_LOCK_FIFO,
-                Policy.LIFO: lib.RSM_LOCK_LIFO}[self]
+        code: int = {Policy.BARGING: lib.RSM_LOCK_BARGING, Policy.FIFO: lib.RSM_LOCK_FIFO,
+                     Policy.LIFO: lib.RSM_LOCK_LIFO}[self]
+        return code
 
     @classmethod
     def from_code(cls, code: int) -> "Policy":
@@ -74,7 +75,8 @@ def remaining(deadline_ns: int) -> bool:
     return deadline_ns < 0 or (deadline_ns > 0 and time.monotonic_ns() < deadline_ns)
 
 
-def new_waiter():
+def new_waiter() -> Any:
+    """A fresh ``rsm_waiter *`` (cffi) in no slot."""
     w = ffi.new("rsm_waiter *")
     w.slot = lib.RSM_WAITER_NONE
     return w
@@ -84,10 +86,10 @@ def run_blocking(
     step: Callable[[Any, int], int],
     abandon: Callable[[Any], None],
     deadline: int,
-    queue=None,
+    queue: Any = None,
     on_slice: Optional[Callable[[Any], Optional[int]]] = None,
     seg: Optional[Segment] = None,
-    waiter=None,
+    waiter: Any = None,
     closed_ok: bool = False,
 ) -> int:
     """Call ``step(waiter, deadline)`` until it returns something other than RSM_SLICE.
@@ -134,12 +136,21 @@ def run_blocking(
             pins.__exit__(None, None, None)
 
 
-def pinned(method):
+class _Pinnable(Protocol):
+    _pins: Pins
+
+
+_S = TypeVar("_S", bound=_Pinnable)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def pinned(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
     """Decorator: run ``method`` holding a pin on ``self._seg`` (ValueError if closed)."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._pins:
             return method(self, *args, **kwargs)
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 
@@ -148,7 +159,10 @@ def owner_is_dead(tid: int) -> bool:
     return tid != 0 and not _proc.task_alive(tid)
 
 
-def _attach(cls, name):
+_T = TypeVar("_T")
+
+
+def _attach(cls: Callable[..., _T], name: str) -> _T:
     return cls(name, create=False)
 
 
@@ -199,24 +213,28 @@ class SharedObject:
         keep working until closed."""
         self._seg.unlink()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
         return (_attach, (type(self), self.name))
 
     @pinned
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """A JSON-ready snapshot of the shared state, as ``rsm-shm inspect`` shows it:
         ``statistics()`` as plain data plus, for a kind with a wait queue, its occupied
         slots (``"queue"``).  Fields may disagree slightly while other processes use the
         object.  Raises SegmentError if the shared memory is corrupt."""
         ptr = getattr(self, "_ptr", None)
         if ptr is None or not hasattr(ptr, "wq"):
-            return plain(self.statistics())  # type: ignore[attr-defined]
+            return plain_record(self.statistics())
         q = ffi.addressof(ptr, "wq")
         self._check_queues(q)  # before statistics(): RWLock's walks the queue
-        stats = plain(self.statistics())  # type: ignore[attr-defined]
+        stats = plain_record(self.statistics())
         return {**stats, "queue": waitq_record(q, self._seg.header.params[0])}
 
-    def _check_queues(self, *queues) -> None:
+    def statistics(self) -> object:
+        """A frozen record of the object's shared state (each kind defines its own)."""
+        raise NotImplementedError
+
+    def _check_queues(self, *queues: Any) -> None:
         """The slot count inside each wait queue must be the one the (CRC-checked) header
         sized the segment for: C walks that many slots, so a corrupt count would read past
         the mapping.  Raises SegmentError (and closes) on mismatch."""
@@ -238,7 +256,7 @@ class SharedObject:
         if self._seg.closed:
             return f"<rsm_shm.{type(self).__name__} {self.name!r} closed>"
         try:
-            stats = self.statistics()  # type: ignore[attr-defined]
+            stats = self.statistics()
         except Exception as e:  # a repr must never raise (closed meanwhile, corrupt)
             stats = f"unreadable: {e}"
         return f"<rsm_shm.{type(self).__name__} {self.name!r} {stats}>"

@@ -7,7 +7,7 @@ processes are dead.  Used by RWLock (read locks) and robust semaphores (permits)
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from .. import _proc
 
@@ -17,7 +17,7 @@ __all__ = ["reclaim_dead", "holders"]
 _CLAIMING = 0xFFFFFFFF
 
 
-def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
+def reclaim_dead(slots: Any, nslots: int, reclaim: Callable[[int, int], int]) -> int:
     """Call ``reclaim(i, word)`` for every slot whose process is dead; returns the sum of
     what it returned (the units reclaimed)."""
     me = os.getpid()
@@ -38,7 +38,7 @@ def reclaim_dead(slots, nslots: int, reclaim: Callable[[int, int], int]) -> int:
     return total
 
 
-def holders(slots, nslots: int) -> tuple[tuple[int, int], ...]:
+def holders(slots: Any, nslots: int) -> tuple[tuple[int, int], ...]:
     """(pid, count) of every slot with units (a process may appear more than once)."""
     words = [slots[i].word for i in range(nslots)]
     return tuple((w >> 32, w & 0xFFFFFFFF) for w in words if (w & 0xFFFFFFFF) not in (0, _CLAIMING))

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .. import _proc
-from .._describe import plain, waitq_record
+from .._describe import plain_record, waitq_record
 from .._errors import BrokenBarrierError
 from .._native import ffi, lib
-from ..segment import Kind, SegmentError, SegmentHeader
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
 from . import _base
 from ._base import SharedObject, pinned
 from .condition import _align64, wait_on
@@ -88,7 +88,7 @@ class Barrier(SharedObject):
         nslots = _base.validate_max_waiters(max(max_waiters, parties))
         lock_off, q_off, seats_off, size = _layout(nslots, parties)
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             b = seg.body("rsm_barrier *")
             b.state, b.count, b.parties = FILLING, 0, parties
             lib.rsm_lock_init(seg.body("rsm_lock *", lock_off), lib.RSM_LOCK_BARGING, nslots)
@@ -136,6 +136,7 @@ class Barrier(SharedObject):
         waits forever, a timeout that passes (or is <= 0) breaks the barrier."""
         if timeout is None:
             timeout = self._timeout
+        deadline: Union[int, Exception]
         try:
             deadline = _base.deadline(timeout, _base.RULE_WAIT)
         except (TypeError, ValueError) as e:
@@ -152,7 +153,7 @@ class Barrier(SharedObject):
                     self._release()
                 else:
                     self._wait(deadline)
-                return index
+                return int(index)
             finally:
                 b.count -= 1
                 self._leave_seat(seat)
@@ -219,17 +220,19 @@ class Barrier(SharedObject):
             self._break()
             raise
 
-    def _wait(self, deadline) -> None:
+    def _wait(self, deadline: Union[int, Exception]) -> None:
         b = self._b
-        if isinstance(deadline, Exception) and b.state == FILLING:
-            raise deadline
-        while b.state == FILLING:
-            if deadline == _base.DEADLINE_TOO_LARGE:
-                raise _base.too_large()  # it must wait: threading raises here too
-            if not _base.remaining(deadline):
-                self._break()
-                raise BrokenBarrierError
-            self._cond_wait(deadline)
+        if isinstance(deadline, Exception):
+            if b.state == FILLING:
+                raise deadline
+        else:
+            while b.state == FILLING:
+                if deadline == _base.DEADLINE_TOO_LARGE:
+                    raise _base.too_large()  # it must wait: threading raises here too
+                if not _base.remaining(deadline):
+                    self._break()
+                    raise BrokenBarrierError
+                self._cond_wait(deadline)
         if b.state < 0:
             raise BrokenBarrierError
 
@@ -263,7 +266,7 @@ class Barrier(SharedObject):
     @property
     @pinned
     def parties(self) -> int:
-        return self._b.parties
+        return int(self._b.parties)
 
     @property
     @pinned
@@ -273,13 +276,13 @@ class Barrier(SharedObject):
     @property
     @pinned
     def broken(self) -> bool:
-        return self._b.state == BROKEN
+        return bool(self._b.state == BROKEN)
 
     @pinned
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """As :meth:`SharedObject.describe`, with the embedded lock's snapshot under ``"lock"``."""
         self._check_queues(self._q)
-        detail = plain(self.statistics())
+        detail = plain_record(self.statistics())
         detail["queue"] = waitq_record(self._q, self._seg.header.params[0])
         detail["lock"] = self._lock.describe()
         return detail

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from .._describe import plain, waitq_record
+from .._describe import plain_record, waitq_record
 from .._errors import raise_for
 from .._native import ffi, lib
-from ..segment import Kind, SegmentError, SegmentHeader
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
 from . import _base
 from ._base import SharedObject, pinned
 from .lock import Lock, LockStatistics, RLock
@@ -27,7 +27,8 @@ def _align64(n: int) -> int:
     return (n + 63) & ~63
 
 
-def wait_on(q, lock, deadline: int, owner_check: Callable[[], bool], seg, closed_ok: bool = False) -> bool:
+def wait_on(q: Any, lock: Union[Lock, RLock], deadline: int, owner_check: Callable[[], bool], seg: Segment,
+            closed_ok: bool = False) -> bool:
     """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too).
 
     ``deadline`` comes from ``_base.deadline``; the caller holds a pin on ``seg``.  The
@@ -45,7 +46,7 @@ def wait_on(q, lock, deadline: int, owner_check: Callable[[], bool], seg, closed
         raise RuntimeError("too many threads waiting on this condition; create it with a larger max_waiters")
     saved = lock._release_save()
 
-    def abandon(w):
+    def abandon(w: Any) -> None:
         if lib.rsm_wq_cancel(q, w) == 1:
             lib.rsm_wq_notify(q, 1, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)  # pass the notification on
 
@@ -55,7 +56,7 @@ def wait_on(q, lock, deadline: int, owner_check: Callable[[], bool], seg, closed
         if r == lib.RSM_OK:
             return True
         if r == lib.RSM_TIMEOUT:
-            return lib.rsm_wq_cancel(q, w) == 1
+            return bool(lib.rsm_wq_cancel(q, w) == 1)
         raise_for(r, lock)  # no other status is possible: a corrupt segment
     finally:
         lock._acquire_restore(saved)
@@ -91,7 +92,7 @@ class Condition(SharedObject):
             how = _EXTERNAL_RLOCK if isinstance(lock, RLock) else _EXTERNAL_LOCK
             ref, body = lock.name, lock_off
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             lib.rsm_wq_init(seg.body("rsm_waitq *"), nslots)
             if how == _EMBEDDED:
                 lib.rsm_lock_init(seg.body("rsm_lock *", lock_off), lib.RSM_LOCK_BARGING, nslots)
@@ -105,6 +106,7 @@ class Condition(SharedObject):
         self._q = self._seg.body("rsm_waitq *")
         self._check_queues(self._q)
         how = hdr.params[1]
+        self._lock: Union[Lock, RLock]
         if how == _EMBEDDED:
             if lock is not None:
                 self.close()
@@ -146,7 +148,7 @@ class Condition(SharedObject):
         self._check_open()
         return self._lock.__enter__()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         # No check of this handle: leaving a with-block releases the lock it entered with
         # (an external lock's own handle decides; the embedded one is cut off by close()).
         self._lock.release()
@@ -186,20 +188,20 @@ class Condition(SharedObject):
     @property
     @pinned
     def waiters(self) -> int:
-        return self._q.nwaiters
+        return int(self._q.nwaiters)
 
     @pinned
     def statistics(self) -> "ConditionStatistics":
         return ConditionStatistics(waiters=self._q.nwaiters, lock=self._lock.statistics())
 
     @pinned
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """As :meth:`SharedObject.describe`, with the lock's own snapshot under ``"lock"``
         (``embedded``: it lives in this segment; else ``name`` is its segment)."""
         header = self._seg.header
         self._check_queues(self._q)
         embedded = len(header.params) > 1 and header.params[1] == _EMBEDDED
-        detail = plain(self.statistics())
+        detail = plain_record(self.statistics())
         detail["queue"] = waitq_record(self._q, header.params[0])
         detail["lock"] = {"embedded": embedded, "name": None if embedded else header.ref_name,
                           "type": type(self._lock).__name__, **self._lock.describe()}

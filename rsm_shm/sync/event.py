@@ -5,13 +5,13 @@ The algorithms are in csrc/event.c; each wait is a slice loop in Python (Ctrl-C 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .. import _proc
 from .._errors import raise_for
 from .._fast import FastEvent
 from .._native import ffi, lib
-from ..segment import Kind, SegmentHeader
+from ..segment import Kind, Segment, SegmentHeader
 from . import _base
 from ._base import SharedObject, pinned
 
@@ -41,17 +41,18 @@ class EventStatistics:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    return lib.rsm_event_size(_base.check_nslots(header))
+    return int(lib.rsm_event_size(_base.check_nslots(header)))
 
 
 class _EventBase(SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
     _stat_kind = "event"
 
-    def _open_event(self, name, create, mode, word, aux, max_waiters, extra_params=()) -> None:
+    def _open_event(self, name: Optional[str], create: Optional[bool], mode: int, word: int, aux: int, max_waiters: int,
+                    extra_params: Sequence[int] = ()) -> None:
         nslots = _base.validate_max_waiters(max_waiters)
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             lib.rsm_event_init(seg.body("rsm_event *"), word, aux, nslots)
 
         self._open_segment(name, create, mode, lib.rsm_event_size(nslots), (nslots, aux, *extra_params),
@@ -60,18 +61,19 @@ class _EventBase(SharedObject):
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     @pinned
-    def _wait(self, step, timeout: Optional[float], on_slice=None) -> bool:
+    def _wait(self, step: Callable[[Any, int], int], timeout: Optional[float],
+              on_slice: Optional[Callable[[Any], Optional[int]]] = None) -> bool:
         ptr = self._ptr
         r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline(timeout, _base.RULE_WAIT),
                                queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
         if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
-            return r == lib.RSM_OK
+            return bool(r == lib.RSM_OK)
         raise_for(r, self)
 
     @property
     @pinned
     def pending(self) -> int:
-        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+        return int(self._ptr.wq.nwaiters + self._ptr.wq.noverflow)
 
     def _is_set(self) -> bool:
         raise NotImplementedError
@@ -145,7 +147,7 @@ class Gate(_EventBase):
     @property
     @pinned
     def entries(self) -> int:
-        return self._ptr.word & lib.RSM_COUNT_MASK
+        return int(self._ptr.word & lib.RSM_COUNT_MASK)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Pass through the gate: True once passed, False if it stayed shut until timeout."""
@@ -180,7 +182,7 @@ class Countdown(_EventBase):
     @property
     @pinned
     def count(self) -> int:
-        return self._ptr.word & lib.RSM_COUNT_MASK
+        return int(self._ptr.word & lib.RSM_COUNT_MASK)
 
     @pinned
     def done(self) -> bool:
@@ -211,7 +213,7 @@ class Countdown(_EventBase):
             raise ValueError(f"Countdown count must be an int between 0 and {lib.RSM_COUNT_MASK}, not {count!r}")
         lib.rsm_countdown_reset(self._ptr, count)
 
-    def _finisher_died(self, w) -> Optional[int]:
+    def _finisher_died(self, w: Any) -> Optional[int]:
         p = self._ptr
         if p.word == 0 and p.finisher_pid and not _proc.process_alive(p.finisher_pid):
             lib.rsm_countdown_finish(p)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from .. import _proc
 from .._errors import OwnerDiedWarning, raise_for
 from .._fast import FastLock
 from .._native import ffi, lib
-from ..segment import Kind, SegmentHeader
+from ..segment import Kind, Segment, SegmentHeader
 from . import _base
 from ._base import Policy, SharedObject, pinned
 
@@ -72,14 +72,14 @@ class LockStatistics:
 
 
 def _lock_body_size(header: SegmentHeader) -> int:
-    return lib.rsm_lock_size(_base.check_nslots(header))
+    return int(lib.rsm_lock_size(_base.check_nslots(header)))
 
 
 def _check_policy(header: SegmentHeader) -> None:
     Policy.from_code(header.params[1] if len(header.params) > 1 else -1)
 
 
-def lock_statistics(ptr) -> LockStatistics:
+def lock_statistics(ptr: Any) -> LockStatistics:
     """Decode an rsm_lock (shared with Condition/Barrier internals and the CLI)."""
     word = ptr.word
     tid = word & lib.RSM_TID_MASK
@@ -98,16 +98,19 @@ def lock_statistics(ptr) -> LockStatistics:
     )
 
 
+_L = TypeVar("_L", bound="_LockCommon")
+
+
 class _LockCommon(FastLock, SharedObject):
     """Segment handling, tag, pending, statistics, owner-death policy for Lock and RLock."""
 
     _ptr: Any  # cffi pointer to the C struct in the segment
 
-    def _open_lock(self, name, create, mode, policy, max_waiters) -> None:
+    def _open_lock(self, name: Optional[str], create: Optional[bool], mode: int, policy: str, max_waiters: int) -> None:
         policy = Policy(policy)
         nslots = _base.validate_max_waiters(max_waiters)
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             lib.rsm_lock_init(seg.body("rsm_lock *"), policy.code, nslots)
 
         self._open_segment(name, create, mode, lib.rsm_lock_size(nslots), (nslots, policy.code), init,
@@ -121,7 +124,7 @@ class _LockCommon(FastLock, SharedObject):
     @pinned
     def tag(self) -> int:
         """A 32-bit payload stored with the lock, free for the application (e.g. an epoch)."""
-        return self._ptr.tag
+        return int(self._ptr.tag)
 
     @tag.setter
     @pinned
@@ -134,7 +137,7 @@ class _LockCommon(FastLock, SharedObject):
     @pinned
     def pending(self) -> int:
         """How many threads (in any process) are waiting to acquire the lock right now."""
-        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+        return int(self._ptr.wq.nwaiters + self._ptr.wq.noverflow)
 
     @property
     @pinned
@@ -155,10 +158,10 @@ class _LockCommon(FastLock, SharedObject):
 
     def _is_owned(self) -> bool:
         with self._pins:
-            return (self._ptr.word & lib.RSM_TID_MASK) == lib.rsm_gettid()
+            return bool((self._ptr.word & lib.RSM_TID_MASK) == lib.rsm_gettid())
 
     @classmethod
-    def _embedded(cls, seg, ptr, internal: bool = False):
+    def _embedded(cls: type[_L], seg: Segment, ptr: Any, internal: bool = False) -> _L:
         """A handle on a lock living inside another object's segment (Condition, Barrier).
 
         It shares that segment's pins: closing the object cuts the lock off too.
@@ -279,7 +282,7 @@ class RLock(_LockCommon):
             r = lib.rsm_rlock_release_all(self._ptr, count, 1)
         if r != lib.RSM_OK:
             raise_for(r, self)
-        return count[0]
+        return int(count[0])
 
     def _acquire_restore(self, count: int) -> None:
         self.acquire()

@@ -40,7 +40,7 @@ class OnceStatistics:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    return lib.rsm_once_size(_base.check_nslots(header))
+    return int(lib.rsm_once_size(_base.check_nslots(header)))
 
 
 class Once(SharedObject):
@@ -70,16 +70,16 @@ class Once(SharedObject):
     def done(self) -> bool:
         return bool(self._ptr.word & lib.RSM_ONCE_DONE)
 
-    def _on_slice(self, w) -> Optional[int]:
+    def _on_slice(self, w: Any) -> Optional[int]:
         word = self._ptr.word
         runner = word & lib.RSM_TID_MASK
         if not word & lib.RSM_ONCE_DONE and _base.owner_is_dead(runner):
             if lib.rsm_once_recover(self._ptr, runner, w) == lib.RSM_OWNER_DEAD:
-                return lib.RSM_OWNER_DEAD
+                return int(lib.RSM_OWNER_DEAD)
         return None
 
     @pinned
-    def call(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> bool:
+    def call(self, /, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> bool:
         ptr = self._ptr
         run = ffi.new("int *")
         r = _base.run_blocking(

@@ -13,7 +13,7 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .._errors import OwnerDiedWarning, raise_for
 from .._native import ffi, lib
@@ -38,7 +38,7 @@ class RWLockStatistics:
     waiting_writers: int
     prefer: str
     owner_died: bool
-    reader_pids: tuple = ()     # processes holding read locks in reader slots (one entry per slot)
+    reader_pids: tuple[int, ...] = ()     # processes holding read locks in reader slots (one entry per slot)
     untracked_readers: int = 0  # read locks held without a slot (every slot was taken): not robust
 
     def __str__(self) -> str:
@@ -57,7 +57,7 @@ class RWLockStatistics:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    return lib.rsm_rwlock_size(_base.check_nslots(header))
+    return int(lib.rsm_rwlock_size(_base.check_nslots(header)))
 
 
 class RWLock(SharedObject):
@@ -101,10 +101,10 @@ class RWLock(SharedObject):
             self._seg.close()  # C bounds its walks by nreaders: never trust a disagreeing one
             raise SegmentError(f"segment {self.name!r} is corrupt: {nreaders} reader slots, the header says {want}")
 
-    def _run(self, step, deadline: int, as_writer: bool) -> int:
+    def _run(self, step: Callable[[Any, int], int], deadline: int, as_writer: bool) -> int:
         ptr = self._ptr
 
-        def on_slice(w):
+        def on_slice(w: Any) -> Optional[int]:
             if as_writer:
                 self._reclaim_dead_readers()
             writer = ptr.writer & lib.RSM_TID_MASK
@@ -150,7 +150,7 @@ class RWLock(SharedObject):
         if r != lib.RSM_OK:
             raise_for(r, self, "release_write")
 
-    def _result(self, r: int, release_untold) -> bool:
+    def _result(self, r: int, release_untold: Optional[Callable[[], object]]) -> bool:
         if r == lib.RSM_OK:
             return True
         if r == lib.RSM_TIMEOUT:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from .._fast import FastSem
 from .._native import ffi, lib
-from ..segment import Kind, SegmentError, SegmentHeader
+from ..segment import Kind, Segment, SegmentError, SegmentHeader
 from . import _base, _shares
 from ._base import Policy, SharedObject, pinned
 
@@ -28,7 +28,7 @@ class SemaphoreStatistics:
     disabled: bool
     policy: str
     robust: bool = False
-    holders: tuple = ()   # robust: (pid, permits) per holder slot in use
+    holders: tuple[tuple[int, int], ...] = ()   # robust: (pid, permits) per holder slot in use
     untracked: int = 0    # robust: permits held without a slot (every slot was busy): not returned on death
 
     def __str__(self) -> str:
@@ -49,13 +49,14 @@ def _flags(header: SegmentHeader) -> int:
 
 
 def _body_size(header: SegmentHeader) -> int:
-    return lib.rsm_sem_size(_base.check_nslots(header), _flags(header))
+    return int(lib.rsm_sem_size(_base.check_nslots(header), _flags(header)))
 
 
 class _SemaphoreBase(FastSem, SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
 
-    def _open_sem(self, name, create, mode, value, max_value, flags, policy, max_waiters, robust=False) -> None:
+    def _open_sem(self, name: Optional[str], create: Optional[bool], mode: int, value: int, max_value: int, flags: int,
+                  policy: str, max_waiters: int, robust: bool = False) -> None:
         if not isinstance(value, int) or not 0 <= value <= lib.RSM_SEM_VALUE_MAX:
             raise ValueError(f"{type(self).__name__} value must be an int between 0 and "
                              f"{lib.RSM_SEM_VALUE_MAX}, not {value!r}")
@@ -66,7 +67,7 @@ class _SemaphoreBase(FastSem, SharedObject):
         policy = Policy(policy)
         nslots = _base.validate_max_waiters(max_waiters)
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             lib.rsm_sem_init(seg.body("rsm_sem *"), value, max_value, policy.code, flags, nslots)
 
         def check(header: SegmentHeader) -> None:
@@ -103,7 +104,7 @@ class _SemaphoreBase(FastSem, SharedObject):
         permits of holders whose process died; returns how many came back."""
         p = self._ptr
         # Also the permits a FIFO release handed to a waiter that died before taking them.
-        return lib.rsm_sem_reap_handed(p) + _shares.reclaim_dead(
+        return int(lib.rsm_sem_reap_handed(p)) + _shares.reclaim_dead(
             lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p), lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word))
 
     @property
@@ -127,13 +128,13 @@ class _SemaphoreBase(FastSem, SharedObject):
     @pinned
     def value(self) -> int:
         """The current value (a snapshot)."""
-        return lib.rsm_sem_value(self._ptr)
+        return int(lib.rsm_sem_value(self._ptr))
 
     @property
     @pinned
     def pending(self) -> int:
         """How many threads are waiting right now."""
-        return self._ptr.wq.nwaiters + self._ptr.wq.noverflow
+        return int(self._ptr.wq.nwaiters + self._ptr.wq.noverflow)
 
     @pinned
     def statistics(self) -> SemaphoreStatistics:

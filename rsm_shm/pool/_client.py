@@ -163,7 +163,7 @@ class PoolClient(MapMixin, Executor):
             try:
                 batch = self._replies.get_many(256, OWNER_CHECK_S)
             except queue.Empty:
-                batch = ()
+                batch = []
                 if self._pool_gone():
                     self._fail_all("the pool's owner shut it down or died before answering")
             done = []

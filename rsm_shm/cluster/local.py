@@ -1,7 +1,8 @@
 """``LocalCluster``: start, watch, fault-inject and tear down a cluster of peer processes.
 
 ``LocalCluster(name, state_machine, peers=None, data_dir=None, fsync=True, **timing)``
-describes a cluster (``peers``: 3 unless given, or the data directory records them); :meth:`start` (or ``with``) creates its segments (control block,
+describes a cluster (``peers``: 3 unless given, or the data directory records them);
+:meth:`start` (or ``with``) creates its segments (control block,
 one inbox ring and one status record per peer; see :mod:`rsm_shm.cluster.layout`),
 writes ``cluster.json`` into the data directory and starts one process per peer
 (``python -m rsm_shm.cluster.peer``, via ``subprocess``: no fork).  Peer ids are 1..N.

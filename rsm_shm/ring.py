@@ -41,14 +41,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from . import _proc
 from ._describe import plain, waitq_record
 from ._errors import SegmentError, ShutDown, raise_for
 from ._fast import FastRing
 from ._native import ffi, lib
-from .segment import Kind, SegmentHeader
+from .segment import Kind, Segment, SegmentHeader
 from .sync import _base
 from .sync._base import SharedObject, pinned
 
@@ -63,8 +63,8 @@ _ROLE_RECHECK = 0.05
 #: How many stuck claims of dead consumers one slice looks at.
 _MAX_CLAIMS = 16
 #: Bytes a record takes beyond its payload (header, alignment): see csrc/ring.h.
-RECORD_HEADER = lib.RSM_REC_HEADER
-RECORD_ALIGN = lib.RSM_REC_ALIGN
+RECORD_HEADER: int = lib.RSM_REC_HEADER
+RECORD_ALIGN: int = lib.RSM_REC_ALIGN
 
 _OK = lib.RSM_OK
 _WOULDBLOCK = lib.RSM_WOULDBLOCK
@@ -72,7 +72,7 @@ _TIMEOUT = lib.RSM_TIMEOUT
 _CLOSED = lib.RSM_CLOSED
 _OVERFLOW = lib.RSM_OVERFLOW
 _RETRY = lib.RSM_RETRY
-_unpack = ffi.unpack
+_unpack: Callable[[Any, int], bytes] = ffi.unpack
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _body_size(header: SegmentHeader) -> int:
     capacity = header.params[1] if len(header.params) > 1 else 0
     if not lib.RSM_RING_MIN_CAPACITY <= capacity <= lib.RSM_RING_MAX_CAPACITY or capacity & (capacity - 1):
         raise SegmentError(f"segment {header.name!r} has an invalid ring capacity {capacity}")
-    return lib.rsm_ring_size(capacity, nslots)
+    return int(lib.rsm_ring_size(capacity, nslots))
 
 
 class Ring(FastRing, SharedObject):
@@ -190,7 +190,7 @@ class Ring(FastRing, SharedObject):
             lib.RSM_RING_SINGLE_CONSUMER if consumers == 1 else 0
         )
 
-        def init(seg):
+        def init(seg: Segment) -> None:
             if lib.rsm_ring_init(seg.body("rsm_ring *"), capacity, flags, nslots) != _OK:
                 raise ValueError("invalid ring parameters")
 
@@ -203,8 +203,8 @@ class Ring(FastRing, SharedObject):
         self._ptr = ptr  # dereference only while holding self._pins (see sync/_base.py)
         self._cwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.cwq_offset)
         self._pwq = ffi.cast("rsm_waitq *", ffi.cast("char *", ptr) + ptr.pwq_offset)
-        self._capacity = ptr.capacity
-        self._max_message = lib.rsm_ring_max_message(ptr)
+        self._capacity: int = ptr.capacity
+        self._max_message: int = lib.rsm_ring_max_message(ptr)
         self._local = threading.local()
         # put/get/put_nowait/get_nowait: one C call (csrc/fast_ring.c) that tries with the
         # GIL held and waits without it, calling _on_slice between slices; what C does not
@@ -238,7 +238,7 @@ class Ring(FastRing, SharedObject):
     put_nowait = FastRing.put_nowait
 
     @pinned
-    def _put_slow(self, data, timeout, first) -> None:
+    def _put_slow(self, data: Any, timeout: Optional[float], first: int) -> None:
         """Every put that C did not finish (``first``: its status, RETRY if it did not
         try): arguments to judge, roles, a try that meets a busy reservation lock, large
         messages, errors."""
@@ -261,7 +261,7 @@ class Ring(FastRing, SharedObject):
             raise_for(r, self, "put")
 
     @pinned
-    def put_many(self, items: Iterable, timeout: Optional[float] = None) -> None:
+    def put_many(self, items: Iterable[Any], timeout: Optional[float] = None) -> None:
         """Append several messages in order with one C call per batch that fits.
 
         Blocks like :meth:`put` for whatever does not fit yet.  On timeout raises
@@ -303,7 +303,7 @@ class Ring(FastRing, SharedObject):
     get = FastRing.get
     get_nowait = FastRing.get_nowait
 
-    def _thread_state(self, need: int = 0):
+    def _thread_state(self, need: int = 0) -> Tuple[Any, int, Any, Any]:
         """This thread's receive buffer, waiter and op (the C calls run without the GIL,
         so each thread has its own): ``(buf, size, waiter, op)``."""
         local = self._local
@@ -318,7 +318,7 @@ class Ring(FastRing, SharedObject):
             local.st = st
         return st
 
-    def _get_slow(self, timeout, status) -> bytes:
+    def _get_slow(self, timeout: Optional[float], status: int) -> bytes:
         """Every get that C did not finish (``status``: its status, RETRY if it did not
         try): arguments to judge, roles, large messages, a timeout beyond TIMEOUT_MAX."""
         with self._pins:  # ValueError once closed; keeps the mapping while C runs
@@ -395,7 +395,8 @@ class Ring(FastRing, SharedObject):
 
     # -- blocking, roles and recovery ----------------------------------------------------
 
-    def _run(self, step, role, deadline, op, buf=None, many=None, w=None, resume=False) -> int:
+    def _run(self, step: Callable[[Any, int], int], role: int, deadline: int, op: Any,
+             buf: Optional[Tuple[Any, int]] = None, many: Any = None, w: Any = None, resume: bool = False) -> int:
         """The common slice loop (sync._base.run_blocking) with this ring's policy: judge
         stuck peers between slices, settle single-producer/consumer roles.  ``w``: a waiter to use; ``resume``: ``w`` just
         finished a slice (judge before calling again)."""
@@ -404,7 +405,7 @@ class Ring(FastRing, SharedObject):
         if w is None:
             w = _base.new_waiter()
 
-        def on_slice(w):
+        def on_slice(w: Any) -> Optional[int]:
             self._judge(op.suspect, op.suspect_pid, op.suspect_pos)
             if buf is not None and not (ptr.flags & lib.RSM_RING_SINGLE_CONSUMER):
                 r = self._reclaim(op, buf)
@@ -416,21 +417,22 @@ class Ring(FastRing, SharedObject):
                     return r
             return None
 
-        def abandon(w):
+        def abandon(w: Any) -> None:
             lib.rsm_ring_abandon(ptr, w, role)  # passes on a wake-up we consumed
 
         for _ in range(3):
+            stepper = step
             if resume:  # the caller's C call just ended a slice: judge before calling again
                 resume = False
                 first = [True]
 
-                def stepper(w, d, step=step, first=first):
+                def slice_first(w: Any, d: int) -> int:
                     if first[0]:
                         first[0] = False
-                        return lib.RSM_SLICE
+                        return int(lib.RSM_SLICE)
                     return step(w, d)
-            else:
-                stepper = step
+
+                stepper = slice_first
             r = _base.run_blocking(stepper, abandon, deadline, queue=q, on_slice=on_slice, seg=self._seg, waiter=w)
             if r != lib.RSM_NOT_OWNER:
                 return r
@@ -459,13 +461,13 @@ class Ring(FastRing, SharedObject):
                 return _unpack(buf, op.len)
         return None
 
-    def _judge(self, suspect: int, pid: int, pos: int, ptr=None) -> None:
+    def _judge(self, suspect: int, pid: int, pos: int, ptr: Any = None) -> None:
         """Between slices: if what blocks us is a dead process, repair the ring."""
         if suspect in (lib.RSM_SUSPECT_PLOCK, lib.RSM_SUSPECT_RESERVED) and pid > 0:
             if not _proc.process_alive(pid):
                 lib.rsm_ring_repair(self._ptr if ptr is None else ptr, suspect, pos, pid)
 
-    def _reclaim(self, op, buf, ptr=None) -> Optional[int]:
+    def _reclaim(self, op: Any, buf: Tuple[Any, int], ptr: Any = None) -> Optional[int]:
         """Deliver a message claimed by a consumer that died before returning it."""
         ptr = self._ptr if ptr is None else ptr
         pos = ffi.new("uint64_t[]", _MAX_CLAIMS)
@@ -474,7 +476,7 @@ class Ring(FastRing, SharedObject):
         for i in range(n):
             if pids[i] > 0 and not _proc.process_alive(pids[i]):
                 b, size = buf
-                r = lib.rsm_ring_reclaim(ptr, pos[i], pids[i], b, size, op)
+                r: int = lib.rsm_ring_reclaim(ptr, pos[i], pids[i], b, size, op)
                 if r == _OK:
                     return r
                 # OVERFLOW: the caller's buffer is too small; a later slice retries with
@@ -502,7 +504,7 @@ class Ring(FastRing, SharedObject):
     def full(self) -> bool:
         """True if not even an empty message fits right now (a snapshot)."""
         head, _, tail = self._positions()
-        return tail - head + record_size(0) > self._capacity
+        return bool(tail - head + record_size(0) > self._capacity)
 
     def _positions(self) -> tuple[int, int, int]:
         """(head, read, tail), checked: head <= read <= tail <= head + capacity holds in any
@@ -540,7 +542,7 @@ class Ring(FastRing, SharedObject):
         )
 
     @pinned
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """A JSON-ready snapshot for ``rsm-shm inspect``: :meth:`statistics` as plain data,
         ``fill`` (percent used) and the occupied slots of the consumers' and producers'
         wait queues.  Raises SegmentError if the shared memory is corrupt."""
@@ -587,7 +589,7 @@ class _ObjectRing(Ring):
 
     _kind = Kind.QUEUE
 
-    def _open_segment(self, *args, **kwargs):
+    def _open_segment(self, *args: Any, **kwargs: Any) -> SegmentHeader:
         header = super()._open_segment(*args, **kwargs)
         self._pins.label = f"Queue {self.name!r}"  # the user holds a Queue
         return header
@@ -600,7 +602,7 @@ class _ObjectRing(Ring):
             raise ValueError(f"Queue {self.name!r} is closed")
 
 
-def _attach_queue(name: str, serializer) -> "Queue":
+def _attach_queue(name: str, serializer: Any) -> "Queue":
     return Queue(name, create=False, serializer=pickle if serializer is None else serializer)
 
 
@@ -719,14 +721,14 @@ class Queue:
     def statistics(self) -> RingStatistics:
         return self._ring.statistics()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The ring's :meth:`Ring.describe`."""
         return self._ring.describe()
 
     def unlink(self) -> None:
         self._ring.unlink()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[[str, Any], Queue], Tuple[str, Any]]:
         # The pickle module itself cannot be pickled: None stands for the default.
         return (_attach_queue, (self.name, None if self._serializer is pickle else self._serializer))
 

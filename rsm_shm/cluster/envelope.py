@@ -24,7 +24,7 @@ Every decoder checks every length against the input and raises :class:`EnvelopeE
 from __future__ import annotations
 
 import struct
-from typing import List, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 __all__ = [
     "EnvelopeError", "KIND_RAFT", "KIND_PROPOSE", "KIND_READ", "KIND_ADMIN", "KIND_REPLY",
@@ -68,6 +68,13 @@ _REQ = struct.Struct("<BQQQQI")
 _READ = struct.Struct("<QI")
 _ADMIN = struct.Struct("<QBQ")
 _REPLY = struct.Struct("<QBI")
+
+#: One command of a PROPOSE: (op, rid, session, seq, acked, data).
+ProposeRequest = Tuple[int, int, int, int, int, bytes]
+#: One query of a READ: (rid, query).
+ReadRequest = Tuple[int, bytes]
+#: One answer of a REPLY: (rid, status, payload).
+Reply = Tuple[int, int, bytes]
 LEADER_HINT = _U32
 
 
@@ -117,7 +124,7 @@ def _count(b: bytes, off: int) -> Tuple[int, int]:
     return _U32.unpack_from(b, off)[0], off + 4
 
 
-def encode_propose(header: bytes, reply_to: str, requests) -> bytes:
+def encode_propose(header: bytes, reply_to: str, requests: Iterable[ProposeRequest]) -> bytes:
     """``requests``: iterable of (op, rid, session, seq, acked, data)."""
     parts = [header, _name(reply_to), b""]
     n = 0
@@ -130,7 +137,7 @@ def encode_propose(header: bytes, reply_to: str, requests) -> bytes:
     return b"".join(parts)
 
 
-def decode_propose(b: bytes) -> Tuple[str, List[tuple]]:
+def decode_propose(b: bytes) -> Tuple[str, List[ProposeRequest]]:
     reply_to, off = _read_name(b, HEADER_SIZE)
     n, off = _count(b, off)
     out = []
@@ -153,7 +160,7 @@ def decode_propose(b: bytes) -> Tuple[str, List[tuple]]:
     return reply_to, out
 
 
-def encode_read(header: bytes, reply_to: str, requests) -> bytes:
+def encode_read(header: bytes, reply_to: str, requests: Iterable[ReadRequest]) -> bytes:
     """``requests``: iterable of (rid, query)."""
     parts = [header, _name(reply_to), b""]
     n = 0
@@ -165,7 +172,7 @@ def encode_read(header: bytes, reply_to: str, requests) -> bytes:
     return b"".join(parts)
 
 
-def decode_read(b: bytes) -> Tuple[str, List[tuple]]:
+def decode_read(b: bytes) -> Tuple[str, List[ReadRequest]]:
     reply_to, off = _read_name(b, HEADER_SIZE)
     n, off = _count(b, off)
     out = []
@@ -196,7 +203,7 @@ def decode_admin(b: bytes) -> Tuple[str, int, int, int]:
     return reply_to, rid, op, arg
 
 
-def encode_reply(header: bytes, replies) -> bytes:
+def encode_reply(header: bytes, replies: Sequence[Reply]) -> bytes:
     """``replies``: list of (rid, status, payload)."""
     parts = [header, _U32.pack(len(replies))]
     pack = _REPLY.pack
@@ -206,7 +213,7 @@ def encode_reply(header: bytes, replies) -> bytes:
     return b"".join(parts)
 
 
-def decode_reply(b: bytes) -> List[tuple]:
+def decode_reply(b: bytes) -> List[Reply]:
     n, off = _count(b, HEADER_SIZE)
     out = []
     end = len(b)

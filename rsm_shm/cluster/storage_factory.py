@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+from ..raft.types import Ready
 from .storage import DiskStorage, NotDurableWarning
 
 __all__ = ["open_storage"]
@@ -25,7 +26,7 @@ class _DiskStore:
         if not fsync:
             print(f"peer {node_id}: fsync=False -- this log is NOT durable across an OS crash", flush=True)
 
-    def save(self, rd) -> None:
+    def save(self, rd: Ready) -> None:
         if rd.snapshot is None and not rd.entries and rd.hard_state is None:
             return
         self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)

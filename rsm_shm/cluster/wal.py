@@ -287,7 +287,7 @@ class WAL:
             raise CorruptLogError(path, 0, "empty segment (no header record)")
         return size
 
-    def _check_segment_header(self, path: str, seq: int, rtype: int, payload) -> int:
+    def _check_segment_header(self, path: str, seq: int, rtype: int, payload: memoryview) -> int:
         if rtype != RecordType.HEADER or len(payload) < _SEG_HEADER.size:
             raise CorruptLogError(path, 0, "the segment does not start with a header record")
         magic, fmt, hseq, initial_end = _SEG_HEADER.unpack_from(payload)
@@ -299,7 +299,8 @@ class WAL:
             )
         if hseq != seq:
             raise CorruptLogError(path, 0, f"segment header says sequence {hseq}, file name says {seq}")
-        return initial_end
+        end: int = initial_end
+        return end
 
     def _cut(self, path: str, offset: int, dropped: int, reason: str) -> None:
         fd = os.open(path, os.O_WRONLY)
@@ -371,7 +372,7 @@ class WAL:
         if self.fsync:
             self._timed_sync(os.fdatasync, self._wfd)
 
-    def _timed_sync(self, fn, fd: int) -> None:
+    def _timed_sync(self, fn: Callable[[int], None], fd: int) -> None:
         t0 = time.perf_counter()
         try:
             fn(fd)

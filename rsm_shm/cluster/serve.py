@@ -124,11 +124,13 @@ class Peer:
         self.timing = Timing.from_kwargs(timing)
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._served: Optional[ServedPeer] = None
+        self._stop_asked: List[bool] = []
 
     # ------------------------------------------------------------------ foreground
     def run(self) -> None:
-        """Serve in this process until SIGTERM/SIGINT (installed here when called from
-        the main thread) or :meth:`ServedPeer.stop`."""
+        """Serve in this process until SIGTERM/SIGINT (handled here when called from the
+        main thread; the previous handlers are restored on return) or until
+        :meth:`stop` is called from another thread."""
         box: List[ServedPeer] = []
         asked: List[bool] = []
 
@@ -138,20 +140,26 @@ class Peer:
                 served.stop()
 
         # Installed first: a SIGTERM while the peer is still starting stops it cleanly.
+        previous = {}
         try:
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-        except ValueError:  # not the main thread: the caller stops it
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: the caller stops it with stop()
             pass
-        served = ServedPeer(self)
-        box.append(served)
-        self._served = served
+        self._stop_asked = asked
         try:
-            if not asked:
-                served.run()
+            served = ServedPeer(self)
+            box.append(served)
+            self._served = served
+            try:
+                if not asked:
+                    served.run()
+            finally:
+                served.close()
+                self._served = None
         finally:
-            served.close()
-            self._served = None
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # ------------------------------------------------------------------ child process
     def argv(self) -> List[str]:
@@ -218,9 +226,15 @@ class Peer:
             raise RuntimeError(f"peer {self.id} of {self.name!r} is not serving") from None
 
     def stop(self, timeout: float = _STOP_GRACE) -> Optional[int]:
-        """SIGTERM the child (SIGKILL after ``timeout``); its exit status."""
+        """SIGTERM the child (SIGKILL after ``timeout``); its exit status.  For a peer
+        running in this process (:meth:`run` in another thread): ask it to stop at the
+        end of its current turn and return None."""
         proc = self._proc
         if proc is None:
+            self._stop_asked.append(True)  # also when run() is still starting
+            served = self._served
+            if served is not None:
+                served.stop()
             return None
         if proc.poll() is None:
             try:
@@ -435,6 +449,8 @@ class ServedPeer:
             pass
         if self.transport is not None:
             self.transport.close()
+            log.info("peer %d stopping; transport %s; receiving %s", spec.id, self.transport.counters(),
+                     self.service.stats.snapshot() if hasattr(self, "service") else {})
             self.transport = None
         if self.node is not None:
             self.node.close()  # closes its transport (again: idempotent) and segments

@@ -35,3 +35,39 @@ def make_cluster(shm_name, tmp_path, cluster_env):
     yield make
     for c in made:
         c.destroy()
+
+
+
+def _os_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # not Linux: nothing to check
+        return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _grpc_leaves_no_threads(request):
+    """Modules that use gRPC in this process must release it: gRPC's core threads stop
+    only once every channel and server is gone, and a test process with threads left
+    over must not fork later (later suites fork; Python 3.12+ warns, an error here)."""
+    if not request.module.__name__.startswith("test_net_"):
+        yield
+        return
+    import gc
+    import time
+
+    before = _os_threads()
+    yield
+    deadline = time.monotonic() + 10
+    while _os_threads() > before:
+        gc.collect()
+        if time.monotonic() > deadline:
+            names = []
+            for t in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{t}/comm") as f:
+                        names.append(f.read().strip())
+                except OSError:
+                    pass
+            pytest.fail(f"{_os_threads() - before} thread(s) left running after {request.module.__name__}: {names}")
+        time.sleep(0.02)

@@ -197,3 +197,40 @@ def test_a_cluster_may_mix_rings_and_grpc(shm_name, tmp_path, cluster_env):
             cluster.close()
         for p in peers:
             p.stop()
+
+
+def test_peer_runs_in_this_process_and_stops_from_another_thread(shm_name, tmp_path):
+    import threading
+
+    from rsm_shm.cluster import KVClient, LocalCluster, Peer
+
+    name = shm_name("inproc")
+    peer = Peer(name, 1, listen="127.0.0.1:0", peers={}, state_machine=KV, data_dir=str(tmp_path / "p1"),
+                fsync=False)
+    errors = []
+
+    def run():
+        try:
+            peer.run()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(str(tmp_path / "p1"), "peer1.addr")) or errors, 30,
+                   "the peer to serve")
+        assert not errors, errors
+        cluster = LocalCluster.attach(name)
+        try:
+            assert cluster.wait_leader(timeout=30) == 1
+            with KVClient(name) as kv:
+                kv.put("solo", 1)
+                assert kv.get("solo") == 1
+        finally:
+            cluster.close()
+    finally:
+        assert peer.stop() is None
+        t.join(30)
+    assert not t.is_alive() and not errors, errors
+    assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]

@@ -108,8 +108,9 @@ class PeerServer:
         self.host = host
         self._started = False
         self._stopped = False
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rsm-grpc")
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rsm-grpc"),
+            self._executor,
             options=grpc_options() + [("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=_MAX_CONCURRENT_RPCS,
         )
@@ -149,6 +150,8 @@ class PeerServer:
             return
         self._stopped = True
         self._server.stop(grace).wait()
+        # grpc leaves the executor to us: its idle workers would outlive the server.
+        self._executor.shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"<rsm_shm.cluster.net.PeerServer {self.address} tls={self.tls is not None}>"

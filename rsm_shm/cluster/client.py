@@ -36,7 +36,7 @@ import queue
 import secrets
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .. import _proc
 from ..ring import Ring
@@ -44,7 +44,16 @@ from . import envelope as ev
 from .control import PEER_ABSENT, PEER_REMOVED, ControlBlock
 from .layout import MAX_COMMAND_BYTES, REPLY_CAPACITY, RING_SHUTDOWN, inbox_name, reply_ring_prefix
 from .statemachine import MAX_RESULTS_PER_SESSION, CommandError
-from .status import ROLE_LEADER, StatusRecord, status_segment_name
+from .status import ROLE_LEADER, RawStatus, StatusRecord, status_segment_name
+
+if TYPE_CHECKING:
+    from .net.tls import TLSConfig
+
+#: A command's or a query's outcome as a peer answered: (status, payload).
+Outcome = Tuple[int, bytes]
+#: Builds the envelopes to send for the request ids still waiting.
+Build = Callable[[Set[int]], List[bytes]]
+_C = TypeVar("_C", bound="_SessionClient")
 
 __all__ = ["Client", "KVClient", "SessionExpiredError", "CommandError"]
 
@@ -140,17 +149,17 @@ class _SessionClient:
     def close(self) -> None:
         raise NotImplementedError
 
-    def _exchange(self, build, rids: set, deadline: float) -> Dict[int, tuple]:
+    def _exchange(self, build: Build, rids: Set[int], deadline: float) -> Dict[int, Outcome]:
         raise NotImplementedError
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self):
+    def __enter__(self: _C) -> _C:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -165,7 +174,7 @@ class _SessionClient:
             raise ValueError(f"client of cluster {self.name!r} is closed")
 
     @staticmethod
-    def _check_bytes(b, what: str) -> bytes:
+    def _check_bytes(b: object, what: str) -> bytes:
         if isinstance(b, (bytearray, memoryview)):
             return bytes(b)
         if not isinstance(b, bytes):
@@ -173,7 +182,7 @@ class _SessionClient:
         return b
 
     @staticmethod
-    def _check_timeout(timeout) -> float:
+    def _check_timeout(timeout: object) -> float:
         if timeout is None or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         return float(timeout)
@@ -194,8 +203,8 @@ class _SessionClient:
             raise ValueError(payload.decode("utf-8", "replace"))
         raise RuntimeError(f"unexpected reply status {status}: {payload!r}")
 
-    def _run_proposals(self, cmds: List[bytes], first: int, deadline: float) -> List[tuple]:
-        results: List[Optional[tuple]] = [None] * len(cmds)
+    def _run_proposals(self, cmds: List[bytes], first: int, deadline: float) -> List[Outcome]:
+        results: List[Optional[Outcome]] = [None] * len(cmds)
         todo = {first + i: i for i in range(len(cmds))}  # seq -> position in cmds
         session = self._session
         base = self._rid_base
@@ -203,11 +212,13 @@ class _SessionClient:
             acked = self._acked
             batch = dict(todo)
 
-            def build(waiting, batch=batch):
+            def build(waiting: Set[int], batch: Dict[int, int] = batch) -> List[bytes]:
                 # Envelopes of at most _ENVELOPE_BYTES, in sequence order (the leader
                 # takes an inbox in order, so the commands are applied in this order).
                 hdr = self._hdr[ev.KIND_PROPOSE]
-                out, reqs, size = [], [], 0
+                out: List[bytes] = []
+                reqs: List[ev.ProposeRequest] = []
+                size = 0
                 if not self._registered:
                     reqs.append((ev.OP_REGISTER, 0, session, 0, acked, b""))
                 for seq, pos in batch.items():
@@ -270,7 +281,8 @@ class Client(_SessionClient):
         self._leader: Optional[int] = None
 
     @classmethod
-    def connect(cls, addresses: Sequence[str], *, tls=None, timeout: float = 5.0, server_name=None):
+    def connect(cls, addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 5.0,
+                server_name: Optional[str] = None) -> _SessionClient:
         """A client of the cluster whose peers listen at ``addresses`` (``"host:port"``
         strings; one reachable peer is enough, it tells the others' addresses), over
         gRPC.  Same contract as ``Client(name)``: :meth:`propose`, :meth:`propose_many`,
@@ -325,12 +337,12 @@ class Client(_SessionClient):
             self._outcome(*res[rid])
 
     # ------------------------------------------------------------------ internals
-    def _exchange(self, build, rids: set, deadline: float) -> Dict[int, tuple]:
+    def _exchange(self, build: Build, rids: Set[int], deadline: float) -> Dict[int, Outcome]:
         """Send the envelopes ``build(waiting)`` makes (for the request ids still
         waiting) to the leader until every rid is answered (other than 'not the leader' /
         'retry'); send again after leader changes.  Envelopes that did not fit in a full
         inbox are put later, without sending the others again."""
-        done: Dict[int, tuple] = {}
+        done: Dict[int, Outcome] = {}
         waiting = set(rids)
         target = self._leader if self._leader is not None else self._discover(deadline)
         unsent = self._send(target, build(waiting))
@@ -419,7 +431,7 @@ class Client(_SessionClient):
                 bad.close()
             return envelopes[i:]
 
-    def _status_of(self, peer_id: int):
+    def _status_of(self, peer_id: int) -> Optional[RawStatus]:
         rec = self._statuses.get(peer_id)
         if rec is None:
             try:
@@ -467,25 +479,26 @@ class KVClient:
     """
 
     def __init__(self, name: str) -> None:
-        self.client = Client(name)
+        self.client: _SessionClient = Client(name)
 
     @classmethod
-    def connect(cls, addresses: Sequence[str], *, tls=None, timeout: float = 5.0, server_name=None) -> "KVClient":
+    def connect(cls, addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 5.0,
+                server_name: Optional[str] = None) -> "KVClient":
         """A KVClient over the network (see :meth:`Client.connect`)."""
         kv = cls.__new__(cls)
         kv.client = Client.connect(addresses, tls=tls, timeout=timeout, server_name=server_name)
         return kv
 
-    def put(self, key: str, value, timeout: float = 5.0) -> None:
+    def put(self, key: str, value: Any, timeout: float = 5.0) -> None:
         self.client.propose(_kv({"op": "put", "key": key, "value": value}), timeout)
 
-    def get(self, key: str, timeout: float = 5.0):
+    def get(self, key: str, timeout: float = 5.0) -> Any:
         return json.loads(self.client.read(_kv({"op": "get", "key": key}), timeout))["value"]
 
     def delete(self, key: str, timeout: float = 5.0) -> bool:
         return bool(json.loads(self.client.propose(_kv({"op": "delete", "key": key}), timeout))["deleted"])
 
-    def cas(self, key: str, expected, new, timeout: float = 5.0) -> bool:
+    def cas(self, key: str, expected: Any, new: Any, timeout: float = 5.0) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (None: absent); True if set."""
         cmd = {"op": "cas", "key": key, "expected": expected, "new": new}
         return bool(json.loads(self.client.propose(_kv(cmd), timeout))["ok"])
@@ -496,11 +509,11 @@ class KVClient:
     def __enter__(self) -> "KVClient":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _kv(obj: dict) -> bytes:
+def _kv(obj: Dict[str, Any]) -> bytes:
     if not isinstance(obj.get("key"), str):
         raise TypeError(f"key must be a str, not {type(obj.get('key')).__name__}")
     return json.dumps(obj, separators=(",", ":")).encode()

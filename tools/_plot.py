@@ -74,19 +74,8 @@ def grouped_bars(path: str, title: str, groups: Sequence[str], series: Dict[str,
         ax.bar(xs, ys, width=width, label=name, color=color)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_title(title, fontsize=10)
-    if log:
-        ax.set_yscale("log")
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    if note:
-        fig.text(0.01, 0.005, note, fontsize=6, color="#555555")
-    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, "y", ylabel, log, note)
 
 
 def hbars(path: str, title: str, labels: Sequence[str], values: Sequence[Optional[float]], xlabel: str, *,
@@ -103,17 +92,24 @@ def hbars(path: str, title: str, labels: Sequence[str], values: Sequence[Optiona
     ax.barh(ys, [0 if v is None else v for v in values], color=colors, height=0.7)
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=7)
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_title(title, fontsize=10)
-    if log:
-        ax.set_xscale("log")
-    ax.tick_params(axis="x", labelsize=8)
-    ax.grid(axis="x", alpha=0.3)
     if texts is not None:
         positive = [v for v in values if v]
         anchor = (min(positive) if positive else 1.0) if log else 0.0
         for y, v, t in zip(ys, values, texts):
             ax.text(v if v else anchor, y, " " + t, va="center", fontsize=6)
+    return _finish(plt, fig, ax, path, title, "x", xlabel, log, note)
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: str, title: str, value_axis: str, label: str, log: bool,
+            note: str) -> str:
+    """What every figure shares: the title, the value axis (label, log scale, grid), the
+    machine note at the bottom; then write ``path``."""
+    ax.set_title(title, fontsize=10)
+    getattr(ax, f"set_{value_axis}label")(label, fontsize=9)
+    if log:
+        getattr(ax, f"set_{value_axis}scale")("log")
+    ax.tick_params(axis=value_axis, labelsize=8)
+    ax.grid(axis=value_axis, alpha=0.3)
     if note:
         fig.text(0.01, 0.005, note, fontsize=6, color="#555555")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))

@@ -449,7 +449,10 @@ class LocalCluster:
         return ("; " + "; ".join(notes)) if notes else ""
 
     def peer_log(self, peer: int, lines: int = 20) -> str:
-        """The last ``lines`` lines of peer ``peer``'s output (its log file)."""
+        """The last ``lines`` lines of peer ``peer``'s output (its log file; "" if there is
+        none, as before start() or after destroy())."""
+        if self.data_dir is None:
+            return ""
         try:
             with open(os.path.join(self.data_dir, f"peer{peer}.log"), "rb") as f:
                 return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")

@@ -225,3 +225,13 @@ def test_ring_transport_drops_and_counts_instead_of_blocking(shm_name):
         ring.close()
         ring.unlink()
     t.close()  # idempotent
+
+
+def test_peer_log_of_a_cluster_without_a_data_directory_is_empty(shm_name):
+    # Before start() (and after destroy()) a temporary-directory cluster has no data
+    # directory: peer_log said "" only for a missing file and raised TypeError here.
+    from rsm_shm.cluster import LocalCluster
+
+    cluster = LocalCluster(shm_name("c"), "rsm_shm.cluster:KVStore", peers=1)
+    assert cluster.data_dir is None
+    assert cluster.peer_log(1) == ""

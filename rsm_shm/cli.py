@@ -150,6 +150,8 @@ from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
 from . import inspect as insp
+from ._cliargs import positive_float as _positive_float
+from ._cliargs import positive_int as _positive_int
 from .segment import PREFIX, SHM_DIR
 
 __all__ = ["main", "build_parser"]
@@ -444,24 +446,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -544,6 +544,9 @@ def test_cluster_records_are_decoded(shm_name):
 @pytest.mark.parametrize("args", [
     [], ["inspect"], ["watch", "--interval", "0"], ["watch", "--count", "0"], ["watch", "--interval", "nan"],
     ["gc", "--prefix", ""], ["ls", "--bogus"], ["inspect", "../etc"], ["watch", "x", "--prefix", "x"],
+    # the cluster commands share the same argument types (an infinite interval was accepted there)
+    ["cluster", "status", "x", "--count", "0"], ["cluster", "status", "x", "--interval", "inf"],
+    ["kv", "x", "get", "k", "--timeout", "-1"],
 ])
 def test_usage_errors_exit_2(args):
     r = run(*args, check_rc=2)

@@ -46,6 +46,9 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from .._cliargs import positive_float as _positive_float
+from .._cliargs import positive_int as _positive_int
+
 if TYPE_CHECKING:
     from .local import LocalCluster
     from .status import PeerStatus
@@ -62,24 +65,8 @@ def _err(msg: str) -> None:
     print(f"rsm-shm: {msg}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return v
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return v
 
 
 def _peer_dict(st: PeerStatus) -> dict[str, Any]:

@@ -52,7 +52,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 from ..raft.codec import decode_conf_state, encode_conf_state
 from ..raft.storage import CompactedError, SnapOutOfDateError, UnavailableError, check_snapshot_conf_state
@@ -157,20 +157,20 @@ class DiskStorage:
             )
         self._closed = True
         self._lock_fd = -1
-        self._wal: Optional[WAL] = None
         self._cache_entries = cache_entries
         self._cache_bytes_max = cache_bytes
         os.makedirs(self.path, exist_ok=True)
         self._lock()
+        wal: Optional[WAL] = None
         try:
             self._check_meta(cluster, node_id)
             self._snap_dir = os.path.join(self.path, SNAP_DIR)
             os.makedirs(self._snap_dir, exist_ok=True)
-            self._wal = WAL(os.path.join(self.path, WAL_DIR), fsync=self.fsync, segment_bytes=segment_bytes)
+            wal = self._wal = WAL(os.path.join(self.path, WAL_DIR), fsync=self.fsync, segment_bytes=segment_bytes)
             self._recover()
         except BaseException:
-            if getattr(self, "_wal", None) is not None:
-                self._wal.close()
+            if wal is not None:
+                wal.close()
             self._unlock()
             raise
         self._closed = False
@@ -470,14 +470,14 @@ class DiskStorage:
         is written durably first, and the previous one is deleted after)."""
         self._check_open()
         buf = bytearray()
-        has_snap = snapshot is not None and not snapshot.is_empty()
-        if has_snap:
-            meta = snapshot.meta
+        snap = snapshot if snapshot is not None and not snapshot.is_empty() else None
+        if snap is not None:
+            meta = snap.meta
             if meta.index <= self._snap_meta.index:
                 raise SnapOutOfDateError(
                     f"snapshot at {meta.index} is not newer than the current one at {self._snap_meta.index}"
                 )
-            self._write_snapshot_file(snapshot)
+            self._write_snapshot_file(snap)
             buf += frame(RecordType.SNAPSHOT, _SNAPREC.pack(meta.index, meta.term, 1) + encode_conf_state(meta.conf_state))
             offset, last = meta.index, meta.index
         else:
@@ -494,18 +494,18 @@ class DiskStorage:
             return
         start = self._wal.write(bytes(buf))
         # the write succeeded: now the in-memory view may follow
-        if has_snap:
-            self._snap_meta = snapshot.meta
-            self._snap_ref = weakref.ref(snapshot)
-            self._reset_log(snapshot.meta.index, snapshot.meta.term)
+        if snap is not None:
+            self._snap_meta = snap.meta
+            self._snap_ref = weakref.ref(snap)
+            self._reset_log(snap.meta.index, snap.meta.term)
         if ents:
             self._index_append(ents, start + ent_at)
         if hard_state is not None:
             self._hs = hard_state
-        if sync or has_snap:
+        if sync or snap is not None:
             self._wal.sync()
-        if has_snap:
-            self._remove_snapshot_files(keep=snapshot.meta)
+        if snap is not None:
+            self._remove_snapshot_files(keep=snap.meta)
         self._maybe_roll()
 
     def sync(self) -> None:
@@ -716,7 +716,7 @@ class DiskStorage:
     def __enter__(self) -> "DiskStorage":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -746,7 +746,7 @@ def _checked_run(entries: Sequence[Entry], offset: int, last: int) -> List[Entry
     return ents
 
 
-def _write_durably(path: str, data, sync: bool = True) -> None:
+def _write_durably(path: str, data: Union[bytes, Tuple[bytes, ...]], sync: bool = True) -> None:
     """Write ``path`` atomically: a temporary file, synced, renamed, directory synced.
     ``data``: bytes, or a tuple of bytes-like parts written one after the other."""
     tmp = path + ".tmp"

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .. import _proc
 from ..ring import Ring
@@ -49,7 +49,7 @@ from . import envelope as ev
 from .client import Client
 from .control import (
     PEER_ABSENT, PEER_KILLED, PEER_PAUSED, PEER_REMOVED, PEER_RUNNING, PEER_STATES, PEER_STOPPED, PPM,
-    ControlBlock, set_data_dir, set_partition, set_slot,
+    ControlBlock, RawControl, set_data_dir, set_partition, set_slot,
 )
 from .layout import (
     FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, segment_pattern, write_config,
@@ -77,7 +77,7 @@ class LocalCluster:
     """A cluster of peer processes on this machine (see the module docstring)."""
 
     def __init__(self, name: str, state_machine: str, peers: Optional[int] = None, data_dir: Optional[str] = None,
-                 fsync: bool = True, **timing) -> None:
+                 fsync: bool = True, **timing: float) -> None:
         self.name = validate_name(name)
         if not isinstance(state_machine, str):
             raise TypeError(f"state_machine must be an import path 'package.module:Class', not {state_machine!r}")
@@ -91,7 +91,7 @@ class LocalCluster:
         self._temp = data_dir is None
         self.data_dir: Optional[str] = None if data_dir is None else os.path.abspath(data_dir)
         self._ctl: Optional[ControlBlock] = None
-        self._procs: Dict[int, subprocess.Popen] = {}
+        self._procs: Dict[int, subprocess.Popen[bytes]] = {}
         self._clients: List[Client] = []
         self._admin_client: Optional[Client] = None
         self._records: Dict[int, StatusRecord] = {}
@@ -170,7 +170,7 @@ class LocalCluster:
             raise
         return self
 
-    def _await_started(self, ids, deadline: float) -> None:
+    def _await_started(self, ids: Iterable[int], deadline: float) -> None:
         """Wait until every peer in ``ids`` published its status (it opened its log and
         runs); a peer that exits first fails the start with its last words."""
         waiting = set(ids)
@@ -195,15 +195,21 @@ class LocalCluster:
                 raise TimeoutError(f"cluster {self.name!r}: peers {sorted(waiting)} did not start in time")
             time.sleep(_POLL)
 
-    def _prepare_config(self) -> dict:
-        cfg = read_config(self.data_dir)
+    def _dir(self) -> str:
+        """The data directory (set by start(), or given)."""
+        if self.data_dir is None:
+            raise RuntimeError(f"cluster {self.name!r} has no data directory (not started)")
+        return self.data_dir
+
+    def _prepare_config(self) -> Dict[str, Any]:
+        cfg = read_config(self._dir())
         if cfg is None:
             cfg = {
                 "format": FORMAT_VERSION, "name": self.name, "cluster_id": secrets.randbits(63) or 1,
                 "state_machine": self.state_machine, "peers": list(range(1, self.peers + 1)),
                 "fsync": self.fsync, "timing": self.timing.as_dict(),
             }
-            write_config(self.data_dir, cfg)
+            write_config(self._dir(), cfg)
             return cfg
         if cfg["name"] != self.name:
             raise ValueError(f"{self.data_dir} holds the data of cluster {cfg['name']!r}, not {self.name!r}")
@@ -218,11 +224,11 @@ class LocalCluster:
                 f"(a running cluster changes its membership with add_peer / remove_peer)")
         cfg["fsync"] = self.fsync
         cfg["timing"] = self.timing.as_dict()
-        write_config(self.data_dir, cfg)
+        write_config(self._dir(), cfg)
         self.peers = len(cfg["peers"])
         return cfg
 
-    def _create_control(self, cfg: dict) -> None:
+    def _create_control(self, cfg: Dict[str, Any]) -> None:
         try:
             ctl = ControlBlock(self.name, create=True)
         except FileExistsError:
@@ -244,12 +250,14 @@ class LocalCluster:
         peers = cfg["peers"]
         nxt = max(peers) + 1
 
-        def init(rec):
+        data_dir = self._dir()
+
+        def init(rec: RawControl) -> None:
             rec.cluster_id = cfg["cluster_id"]
             rec.owner_pid = me
             rec.owner_start = _proc.start_time(me)
             rec.next_peer_id = nxt
-            set_data_dir(rec, self.data_dir)
+            set_data_dir(rec, data_dir)
             for p in peers:
                 set_slot(rec, p, PEER_STOPPED)
 
@@ -263,7 +271,7 @@ class LocalCluster:
             obj.close()
 
     def _spawn(self, peer_id: int) -> None:
-        log = open(os.path.join(self.data_dir, f"peer{peer_id}.log"), "ab")
+        log = open(os.path.join(self._dir(), f"peer{peer_id}.log"), "ab")
         # The peer imports the state machine with the import path this process checked
         # at start(): give it the same module search path.
         env = dict(os.environ)
@@ -277,7 +285,7 @@ class LocalCluster:
             log.close()
         self._procs[peer_id] = proc
         start = _proc.start_time(proc.pid)
-        self._ctl.update(lambda rec: set_slot(rec, peer_id, PEER_RUNNING, proc.pid, start))
+        self._check_started().update(lambda rec: set_slot(rec, peer_id, PEER_RUNNING, proc.pid, start))
 
     def stop(self) -> None:
         """Stop every peer (SIGTERM, then SIGKILL after a grace period) and remove the
@@ -380,7 +388,7 @@ class LocalCluster:
             self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._temp:
             self.destroy()
         else:
@@ -395,7 +403,7 @@ class LocalCluster:
             raise RuntimeError(f"cluster {self.name!r} is not started")
         return self._ctl
 
-    def _slots(self) -> Dict[int, tuple]:
+    def _slots(self) -> Dict[int, Tuple[int, int, int]]:
         return ControlBlock.slots_of(self._check_started().load())
 
     def status(self) -> List[PeerStatus]:
@@ -467,7 +475,7 @@ class LocalCluster:
         return c
 
     # ------------------------------------------------------------------ faults
-    def _peer_slot(self, peer: int) -> tuple:
+    def _peer_slot(self, peer: int) -> Tuple[int, int, int]:
         slots = self._slots()
         if peer not in slots or slots[peer][0] in (PEER_ABSENT, PEER_REMOVED):
             raise ValueError(f"cluster {self.name!r} has no peer {peer!r} (peers: {sorted(slots)})")
@@ -486,7 +494,7 @@ class LocalCluster:
         if self._signal(peer, signal.SIGKILL):
             self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
         self._procs.pop(peer, None)
-        self._ctl.update(lambda rec: set_slot(rec, peer, PEER_KILLED, 0, 0))
+        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_KILLED, 0, 0))
 
     def restart(self, peer: int) -> None:
         """Start peer ``peer`` again from its log (killing it first if it runs)."""
@@ -501,14 +509,14 @@ class LocalCluster:
         state, ospid, start = self._peer_slot(peer)
         if not self._signal(peer, signal.SIGSTOP):
             raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
-        self._ctl.update(lambda rec: set_slot(rec, peer, PEER_PAUSED, ospid, start))
+        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_PAUSED, ospid, start))
 
     def resume(self, peer: int) -> None:
         """SIGCONT peer ``peer``."""
         state, ospid, start = self._peer_slot(peer)
         if not self._signal(peer, signal.SIGCONT):
             raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
-        self._ctl.update(lambda rec: set_slot(rec, peer, PEER_RUNNING, ospid, start))
+        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_RUNNING, ospid, start))
 
     def partition(self, *groups: Union[int, Iterable[int]]) -> None:
         """Cut every link between peers of different groups, both ways.  Peers named in
@@ -535,7 +543,7 @@ class LocalCluster:
         ppm = round(p * PPM)
         self._set_links(lambda rec: setattr(rec, "drop_ppm", ppm))
 
-    def _set_links(self, change) -> None:
+    def _set_links(self, change: Callable[[RawControl], None]) -> None:
         """Update the link table; return once every running peer applies it (peers
         that are paused, dead or starved for longer than a second apply it when they
         next run)."""
@@ -560,9 +568,9 @@ class LocalCluster:
         snapshot), promote it to voter; returns its id."""
         deadline = time.monotonic() + timeout
         ctl = self._check_started()
-        box = {}
+        box: Dict[str, int] = {}
 
-        def take(rec):
+        def take(rec: RawControl) -> None:
             box["id"] = int(rec.next_peer_id)
             rec.next_peer_id += 1
             set_slot(rec, box["id"], PEER_STOPPED)
@@ -601,7 +609,7 @@ class LocalCluster:
             os.kill(ospid, signal.SIGTERM)
             self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
         self._procs.pop(peer, None)
-        self._ctl.update(lambda rec: set_slot(rec, peer, PEER_REMOVED, 0, 0))
+        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_REMOVED, 0, 0))
         old = self._records.pop(peer, None)
         if old is not None:
             old.close()
@@ -630,7 +638,7 @@ class LocalCluster:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"cluster {self.name!r}: leadership did not move to peer {to}") from None
 
-    def _wait(self, cond, deadline: float, what: str) -> None:
+    def _wait(self, cond: Callable[[], bool], deadline: float, what: str) -> None:
         while not cond():
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"cluster {self.name!r}: timed out waiting for {what}")

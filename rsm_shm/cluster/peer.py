@@ -44,7 +44,7 @@ import struct
 import sys
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _proc
 from ..ring import Ring
@@ -52,16 +52,23 @@ from ..segment import shm_path
 from ..raft.codec import DecodeError, decode_message, encode_message
 from ..raft.core import Config, NotLeaderError, ProposalDroppedError, RawNode
 from ..raft.driver import handle_ready
-from ..raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, MessageType, Role
+from ..raft.types import (ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, ReadState,
+                          Ready, Role, Snapshot, SoftState)
 from . import envelope as ev
 from .control import ControlBlock, LinkView
 from .layout import (
     MAX_ENTRY_BYTES, MAX_RESULT_BYTES, MAX_SIZE_PER_MSG, RING_SHUTDOWN, Timing, inbox_name, read_config,
 )
-from .statemachine import Sessions, decode_batch, encode_batch, load_state_machine, OP_OVERHEAD
+from .statemachine import BatchOp, Sessions, decode_batch, encode_batch, load_state_machine, OP_OVERHEAD
 from .status import StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
+
+# What the peer holds for a client between taking a request and answering it.
+_Proposal = Tuple[str, int, int, int, int, int, bytes]  # (reply_to, op, rid, session, seq, acked, data)
+_Read = Tuple[str, int, bytes]                          # (reply_to, rid, query)
+_Waiter = Tuple[str, int]                               # (reply_to, rid)
+_Meta = Tuple[str, int, int, int]                       # (reply_to, rid, session, seq) of a proposed op
 
 _ShutDown = RING_SHUTDOWN
 _MAX_BATCH = 4096             # envelopes taken from the inbox per turn
@@ -119,19 +126,19 @@ class Peer:
         self.start_time = _proc.start_time(self.pid)
 
         # Proposals and reads collected this turn; pending ones waiting for apply.
-        self._proposals: List[tuple] = []   # (reply_to, op, rid, session, seq, acked, data)
-        self._reads: List[tuple] = []       # (reply_to, rid, query)
-        self._pending: Dict[tuple, tuple] = {}       # (session, seq) -> (reply_to, rid)
+        self._proposals: List[_Proposal] = []
+        self._reads: List[_Read] = []
+        self._pending: Dict[Tuple[int, int], _Waiter] = {}   # (session, seq) -> who waits
         self._read_ctx = 0
-        self._reads_waiting: Dict[bytes, list] = {}  # read_index ctx -> [(reply_to, rid, query)]
-        self._reads_ready: List[tuple] = []          # (index, [(reply_to, rid, query)])
-        self._admin_pending: Dict[int, tuple] = {}   # log index of a conf change -> (reply_to, rid)
+        self._reads_waiting: Dict[bytes, List[_Read]] = {}   # read_index ctx -> the reads
+        self._reads_ready: List[Tuple[int, List[_Read]]] = []  # (index, the reads)
+        self._admin_pending: Dict[int, _Waiter] = {}         # log index of a conf change -> who waits
         self._force_snapshot = False
         # Applied since the last snapshot (restart counts again what it re-applies):
         # client commands and bytes of log entries (see Timing.snapshot_commands).
         self._snap_commands = 0
         self._snap_bytes = 0
-        self._replies: Dict[str, list] = {}
+        self._replies: Dict[str, List[ev.Reply]] = {}
         self._reply_rings: "OrderedDict[str, Ring]" = OrderedDict()
         self.transport: Transport = transport if transport is not None else RingTransport(cluster)
         self._was_leader = False
@@ -143,7 +150,7 @@ class Peer:
                       snapshots_received=0, proposals=0, reads=0)
         self._last_contact_ns = 0
         self._status = self.status_rec.new_record()
-        self._published = None
+        self._published: Optional[Tuple[Role, int, int, int, int, int]] = None
         self._publish_ns = int(self.timing.tick * 1e9)
 
     # ------------------------------------------------------------------ main loop
@@ -202,7 +209,7 @@ class Peer:
         return not _proc.process_alive(int(rec.owner_pid), int(rec.owner_start)) and not os.path.exists(
             shm_path(self.ctl.name))
 
-    def stop(self, *_args) -> None:
+    def stop(self, *_args: object) -> None:
         self.stopping = True
 
     def close(self) -> None:
@@ -233,8 +240,8 @@ class Peer:
                     self._last_contact_ns = time.monotonic_ns()
                     node.step(m)
                 elif kind == ev.KIND_PROPOSE:
-                    reply_to, reqs = ev.decode_propose(b)
-                    for op, rid, session, seq, acked, data in reqs:
+                    reply_to, props = ev.decode_propose(b)
+                    for op, rid, session, seq, acked, data in props:
                         self._proposals.append((reply_to, op, rid, session, seq, acked, data))
                 elif kind == ev.KIND_READ:
                     reply_to, reqs = ev.decode_read(b)
@@ -263,8 +270,8 @@ class Peer:
             for p in props:
                 self._reply(p[0], p[2], ev.NOT_LEADER, hint)
             return
-        ops: List[tuple] = []
-        meta: List[tuple] = []
+        ops: List[BatchOp] = []
+        meta: List[_Meta] = []
         size = 5
         for reply_to, op, rid, session, seq, acked, data in props:
             n = OP_OVERHEAD + len(data)
@@ -280,7 +287,7 @@ class Peer:
         if ops:
             self._propose_batch(ops, meta)
 
-    def _propose_batch(self, ops: List[tuple], meta: List[tuple]) -> None:
+    def _propose_batch(self, ops: List[BatchOp], meta: List[_Meta]) -> None:
         try:
             self.node.propose(encode_batch(ops))
         except NotLeaderError:
@@ -344,13 +351,13 @@ class Peer:
             self._reply(reply_to, rid, ev.BAD_REQUEST, str(e).encode())
 
     # ------------------------------------------------------------------ ReadyIO
-    def persist(self, rd) -> None:
+    def persist(self, rd: Ready) -> None:
         snap = rd.snapshot
         if snap is not None and not snap.is_empty():
             self.c["snapshots_received"] += 1
         self.store.save(rd)
 
-    def send(self, messages) -> List[int]:
+    def send(self, messages: Sequence[Message]) -> List[int]:
         unreachable = []
         links = self.links
         drop = links.drop_rate
@@ -376,7 +383,7 @@ class Peer:
                 unreachable.append(to)
         return unreachable
 
-    def restore(self, snapshot) -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         self.sessions.restore(snapshot.data)
         self.conf_state = snapshot.meta.conf_state
         self.applied = snapshot.meta.index
@@ -415,7 +422,7 @@ class Peer:
             if waiter is not None:
                 self._reply(waiter[0], waiter[1], status, result)
 
-    def read_states(self, states) -> None:
+    def read_states(self, states: Sequence[ReadState]) -> None:
         for rs in states:
             reads = self._reads_waiting.pop(rs.context, None)
             if reads:
@@ -436,7 +443,7 @@ class Peer:
         self._reads_ready = keep
 
     # ------------------------------------------------------------------ after a Ready
-    def _on_role(self, ss) -> None:
+    def _on_role(self, ss: SoftState) -> None:
         leader = ss.role == Role.LEADER
         if self._was_leader and not leader:
             # Deposed: nothing pending here will be answered by this peer; tell clients
@@ -473,7 +480,8 @@ class Peer:
                 else:
                     self._reply_rings.move_to_end(reply_to)
                 limit = ring.max_message - ev.HEADER_SIZE - 4
-                chunk, size = [], 0
+                chunk: List[ev.Reply] = []
+                size = 0
                 for it in items:
                     n = 13 + len(it[2])
                     if chunk and size + n > limit:
@@ -558,7 +566,7 @@ class Peer:
         self.status_rec.publish(s)
 
 
-def _members(cs: ConfState) -> set:
+def _members(cs: ConfState) -> Set[int]:
     return set(cs.voters) | set(cs.learners) | set(cs.voters_outgoing) | set(cs.learners_next)
 
 

@@ -4,6 +4,7 @@ the transport, drop) under load, the linearizability check, exactly-once on 5 pe
 and the command line."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,6 +118,10 @@ def test_serve_command_runs_in_the_foreground_and_stops_cleanly_on_sigterm(shm_n
                 assert kv.get("x") == 1
         finally:
             cluster.close()
+        ls = subprocess.run([sys.executable, "-m", "rsm_shm", "cluster", "ls", "--json"], capture_output=True,
+                            text=True, timeout=60)
+        listed = {c["name"]: c for c in json.loads(ls.stdout)["clusters"]}
+        assert ls.returncode == 0 and listed[name]["peers"] == 3, ls.stdout + ls.stderr
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
         for pid, p in procs.items():

@@ -57,6 +57,8 @@ import time
 import warnings
 from typing import Callable
 
+import _plot  # tools/_plot.py: --plot DIR
+
 _CTX = multiprocessing.get_context("spawn")
 VALUE = b"x" * 8
 
@@ -623,7 +625,9 @@ def main(argv=None) -> int:
     ap.add_argument("--transport", choices=("ring", "grpc"), default="ring",
                     help="rsm_shm over shared-memory rings (default) or served peers and clients over gRPC "
                          "(tools/bench_cluster_net.py; needs the [net] extra)")
+    _plot.add_argument(ap)
     args = ap.parse_args(argv)
+    _plot.check_available(args.plot)
     net = None
     if args.transport == "grpc":
         import bench_cluster_net as net
@@ -688,9 +692,13 @@ def main(argv=None) -> int:
     print_table(summary, targets=net is None)
     if net:
         net.print_targets(summary)
+    doc = {"summary": summary, "rounds": results, "failovers": failovers, "meta": _plot.run_meta()}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "rounds": results, "failovers": failovers}, f, indent=1)
+            json.dump(doc, f, indent=1)
+    if args.plot:
+        for path in plot(doc, args.plot):
+            print(f"plot: {path}")
     return 0
 
 
@@ -761,6 +769,31 @@ def print_table(summary: dict, targets: bool = True) -> None:
     if pso:
         print(f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "
               f"off {pso['pipelined_batch_off_ops_s']:,.0f}/s; it has no fsync)")
+
+
+def plot(results: dict, out_dir: str) -> list:
+    """The figures of a steady-state run (its --json results) as PNG files in ``out_dir``."""
+    summary = results["summary"]
+    note = _plot.machine_note(results.get("meta", {}))
+    names = {"rsm": "rsm_shm", "pysyncobj": "PySyncObj"}
+    systems = [s for s in ("rsm", "pysyncobj") if s in summary]
+
+    def values(keys):
+        return {names[s]: [summary[s].get(k) for k in keys] for s in systems}
+
+    paths = [_plot.grouped_bars(
+        os.path.join(out_dir, "cluster_throughput.png"), "3 peers: pipelined commits (higher is better)",
+        ["fsync=False", "fsync=True"], values(["pipelined_ops_s", "pipelined_fsync_ops_s"]),
+        "commands committed per s", note=note)]
+    paths.append(_plot.grouped_bars(
+        os.path.join(out_dir, "cluster_latency.png"), "3 peers: one command or read at a time (lower is better)",
+        ["commit p50", "commit p99", "read p50", "commit p50\nfsync=True", "commit p99\nfsync=True"],
+        values(["latency_p50_ms", "latency_p99_ms", "read_p50_ms", "latency_fsync_p50_ms", "latency_fsync_p99_ms"]),
+        "milliseconds", log=True, note=note))
+    paths.append(_plot.hbars(
+        os.path.join(out_dir, "cluster_failover.png"), "Leader SIGKILLed: until a new leader commits (median)",
+        [names[s] for s in systems], [summary[s].get("failover_s") for s in systems], "seconds", note=note))
+    return paths
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rsm_shm  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _plot  # noqa: E402  (tools/_plot.py: --plot DIR)
 from rsm_shm.pool import ProcessPool, WorkerState  # noqa: E402
 
 CTX = mp.get_context("forkserver")
@@ -312,7 +315,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--only", default="", help="comma-separated candidate names (substrings)")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    _plot.add_argument(ap)
     args = ap.parse_args()
+    _plot.check_available(args.plot)
     if args.torture:
         return torture(10_000 if args.quick else 100_000, 1_000 if args.quick else 10_000, args.workers)
     rounds = args.repeat or (1 if args.quick else 5)
@@ -351,6 +357,20 @@ def main() -> int:
         print(f"{c.name:24} {med(r['submit']):14,.0f} {med(r['map']):12,.0f} {med(r['rt']):13.0f} "
               f"{med(r['rt99']):10.0f}  {kill}")
 
+    doc = {"meta": {**_plot.run_meta(), "workers": args.workers, "rounds": rounds}, "rounds": res,
+           "summary": {c.name: {"submit_jobs_s": med(res[c.name]["submit"]), "map_items_s": med(res[c.name]["map"]),
+                                "rt_median_us": med(res[c.name]["rt"]), "rt_p99_us": med(res[c.name]["rt99"]),
+                                "kill_rerun_ms": (med([k for k in res[c.name]["kill"] if isinstance(k, float)]) * 1000
+                                                  if any(isinstance(k, float) for k in res[c.name]["kill"]) else None)}
+                       for c in cands}}
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+    if args.plot:
+        for path in plot(doc, args.plot):
+            print(f"plot: {path}")
     rsm = res.get(RsmPool.name)
     if rsm is None:
         return 0
@@ -374,6 +394,29 @@ def main() -> int:
         print(f"  FAIL  SIGKILL -> job running again: {rsm['kill']}")
         return 1
     return 0
+
+
+def plot(results: dict, out_dir: str) -> list:
+    """The figures of a run (its --json results) as PNG files in ``out_dir``."""
+    summary = results["summary"]
+    note = _plot.machine_note(results.get("meta", {}))
+    names = list(summary)
+    paths = [_plot.grouped_bars(
+        os.path.join(out_dir, "pool_throughput.png"),
+        f"{results['meta'].get('workers', '?')} workers: tiny jobs (higher is better)",
+        ["submit one by one (jobs/s)", "map, chunksize=100 (items/s)"],
+        {n: [summary[n]["submit_jobs_s"], summary[n]["map_items_s"]] for n in names}, "per second", log=True,
+        note=note)]
+    paths.append(_plot.grouped_bars(
+        os.path.join(out_dir, "pool_latency.png"), "submit(f).result() round trip (lower is better)",
+        ["median", "p99"], {n: [summary[n]["rt_median_us"], summary[n]["rt_p99_us"]] for n in names},
+        "microseconds", log=True, note=note))
+    kills = [summary[n]["kill_rerun_ms"] for n in names]
+    paths.append(_plot.hbars(
+        os.path.join(out_dir, "pool_kill.png"), "Worker SIGKILLed mid-job: until the job runs again",
+        names, kills, "milliseconds (median)", note=note,
+        texts=["" if k is not None else "the job is not run again" for k in kills]))
+    return paths
 
 
 if __name__ == "__main__":

@@ -99,10 +99,12 @@ def _job_id(job: _Job) -> int:
 
 
 class _Worker:
-    __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported")
+    __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported", "status")
 
-    def __init__(self, slot: int, generation: int, process: BaseProcess, inbox: Ring, quota: int) -> None:
+    def __init__(self, slot: int, generation: int, process: BaseProcess, inbox: Ring, quota: int,
+                 status: Any) -> None:
         self.slot = slot
+        self.status = status                  # its slot of the table (cffi pointer; read under the lock)
         self.generation = generation
         self.process = process
         self.inbox = inbox
@@ -295,7 +297,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             inbox.unlink()
             raise
         w.pid = process.pid
-        self._workers[slot] = _Worker(slot, generation, process, inbox, self._max_tasks or -1)
+        self._workers[slot] = _Worker(slot, generation, process, inbox, self._max_tasks or -1, w)
         self._table.ptr.workers_started += 1
         os.write(self._wake_w, b"w")  # the watcher picks up the new sentinel
 
@@ -337,7 +339,34 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; return its Future (as ``Executor.submit``)."""
-        return self._submit((fn, (args,), kwargs), JOB_CHUNK, True)
+        # (_submit_many for one job, without its loops: a lone job's round trip pays for
+        # every line here)
+        if self._broken:
+            raise BrokenProcessPool(self._broken)
+        if self._shutting_down:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        job_id = next(self._ids)  # one C call: atomic under the GIL
+        future = PoolFuture(self)
+        try:
+            msg = JOB_HEAD.pack(job_id, JOB_CHUNK) + self._dumps((fn, (args,), kwargs))
+            if len(msg) > self._max_job:
+                raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
+                                 f"{self.name!r} carries in one message ({self._max_job}); raise ring_capacity")
+        except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
+            future.set_exception(e)
+            return future
+        entry = _Job(job_id, future, msg, True)
+        with self._lock:
+            if self._broken:  # broke while we serialized
+                raise BrokenProcessPool(self._broken)
+            if self._shutting_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._jobs[job_id] = entry
+            self._submitted += 1
+            self._pending.append(job_id)
+            self._pump()
+            self._publish_queue()  # so that rsm-shm inspect sees it at once
+        return future
 
     def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
         return self._submit_many([(kind, job)], single)[0]  # type: ignore[return-value]
@@ -390,7 +419,6 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         more), ``room`` is how many more it may hold."""
         credit = self._credit
         stuck_before = 0
-        table = self._table
         # Until one job came back, how long jobs take is unknown: one job per worker, the
         # rest stay queued here (cancellable) rather than behind a job that may run long.
         queue_behind = self._measured
@@ -401,7 +429,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             n = len(w.assigned)
             if n >= credit or (n and not queue_behind):
                 continue
-            slot = table.slot(w.slot)
+            slot = w.status
             state = slot.state
             if n and state == lib.RSM_WORKER_BUSY:  # not behind a long job
                 if not stuck_before:
@@ -463,6 +491,8 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
                 j.worker = w.slot
             if w.quota > 0:
                 w.quota -= sent
+            if len(w.assigned) > 1:
+                self._queued_behind = True  # readers look at the clock (a job may run long)
         if back:  # they go first again, in their order
             back.sort(key=_job_id)
             pending.extendleft(j.id for j in reversed(back))
@@ -527,13 +557,20 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         """Take back, hand out, restart, publish (caller holds the lock).  Notes whether
         jobs wait behind others; returns whether the pool's work is finished."""
         if not self._broken:
-            self._take_back()
-            self._pump()
+            if self._queued_behind:
+                self._take_back()
+            if self._pending:
+                self._pump()
             if self._restart:
                 self._start_replacements(outcomes)
                 self._pump()
         self._publish()
-        self._queued_behind = any(w is not None and len(w.assigned) > 1 for w in self._workers)
+        queued = False
+        for w in self._workers:
+            if w is not None and len(w.assigned) > 1:
+                queued = True
+                break
+        self._queued_behind = queued
         return self._finished()
 
     def _deliver(self, outcomes: list[Outcome]) -> None:

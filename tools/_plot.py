@@ -133,14 +133,15 @@ def revision() -> str:
 
 def run_meta() -> Dict[str, Any]:
     """What every saved result records about the run: the interpreter, the CPUs, the load
-    when it started and the commit measured (what :func:`machine_note` prints)."""
-    return {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
+    average now (call it when the run starts) and the commit measured (what
+    :func:`machine_note` prints)."""
+    return {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
             "revision": revision(), "argv": sys.argv[1:]}
 
 
 def machine_note(meta: Dict[str, Any]) -> str:
     """The footnote of every figure: what ran where, under which load."""
-    load = meta.get("loadavg_at_start")
+    load = meta.get("loadavg_at_start") or meta.get("loadavg")
     load_text = f"load {load[0]:.1f}" if load else "load ?"
     return (f"python {meta.get('python', '?')}, {meta.get('cpus', '?')} CPUs (shared machine, {load_text}), "
             f"rsm_shm {meta.get('revision', '?')}")

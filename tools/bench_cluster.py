@@ -628,6 +628,7 @@ def main(argv=None) -> int:
     _plot.add_argument(ap)
     args = ap.parse_args(argv)
     _plot.check_available(args.plot)
+    meta = _plot.run_meta()  # the load average at the start
     net = None
     if args.transport == "grpc":
         import bench_cluster_net as net
@@ -692,7 +693,7 @@ def main(argv=None) -> int:
     print_table(summary, targets=net is None)
     if net:
         net.print_targets(summary)
-    doc = {"summary": summary, "rounds": results, "failovers": failovers, "meta": _plot.run_meta()}
+    doc = {"summary": summary, "rounds": results, "failovers": failovers, "meta": meta}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -319,6 +319,7 @@ def main() -> int:
     _plot.add_argument(ap)
     args = ap.parse_args()
     _plot.check_available(args.plot)
+    meta = _plot.run_meta()  # the load average at the start
     if args.torture:
         return torture(10_000 if args.quick else 100_000, 1_000 if args.quick else 10_000, args.workers)
     rounds = args.repeat or (1 if args.quick else 5)
@@ -357,7 +358,7 @@ def main() -> int:
         print(f"{c.name:24} {med(r['submit']):14,.0f} {med(r['map']):12,.0f} {med(r['rt']):13.0f} "
               f"{med(r['rt99']):10.0f}  {kill}")
 
-    doc = {"meta": {**_plot.run_meta(), "workers": args.workers, "rounds": rounds}, "rounds": res,
+    doc = {"meta": {**meta, "workers": args.workers, "rounds": rounds}, "rounds": res,
            "summary": {c.name: {"submit_jobs_s": med(res[c.name]["submit"]), "map_items_s": med(res[c.name]["map"]),
                                 "rt_median_us": med(res[c.name]["rt"]), "rt_p99_us": med(res[c.name]["rt99"]),
                                 "kill_rerun_ms": (med([k for k in res[c.name]["kill"] if isinstance(k, float)]) * 1000

@@ -444,7 +444,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _plot.add_argument(ap)
     args = ap.parse_args(argv)
     _plot.check_available(args.plot)
-    meta = _plot.run_meta()
+    meta = _plot.run_meta()  # the load average at the start
     repeats = args.repeats or (3 if args.quick else 5)
     scale = 0.25 if args.quick else 1.0
 

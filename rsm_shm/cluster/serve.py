@@ -311,6 +311,7 @@ class ServedPeer:
         self._prepare_data_dir()
         self.server = PeerServer(spec.listen, tls=tls, insecure=spec.insecure)
         self.ctl: Optional[ControlBlock] = None
+        self._joined = False
         self.node: Any = None
         self.transport: Any = None
         try:
@@ -400,6 +401,7 @@ class ServedPeer:
         ctl.update(join)
         if problem:
             raise RuntimeError(problem[0])
+        self._joined = True
 
     def _wrap_publish(self) -> None:
         """Fold the receiving service's drop counters into the peer's published ones
@@ -460,6 +462,10 @@ class ServedPeer:
             inbox.close()
         ctl = self.ctl
         if ctl is None or ctl.closed:
+            return
+        if not self._joined:  # refused at start: the slot and segments are another's
+            ctl.close()
+            self.ctl = None
             return
         me = spec.id
         last: List[bool] = []

@@ -239,3 +239,22 @@ def test_peer_runs_in_this_process_and_stops_from_another_thread(shm_name, tmp_p
         t.join(30)
     assert not t.is_alive() and not errors, errors
     assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]
+
+
+def test_a_second_copy_of_a_running_peer_is_refused_and_leaves_it_alone(served, tmp_path):
+    from rsm_shm.cluster import KVClient, Peer
+
+    cluster = served(KV)
+    cluster.wait_leader(timeout=30)
+    first = cluster.peers[2]
+    twin = Peer(cluster.name, 2, listen="127.0.0.1:0", peers=first.peers, state_machine=KV,
+                data_dir=str(tmp_path / "twin"), fsync=False)
+    with pytest.raises(RuntimeError, match="peer 2 .* already runs on this host"):
+        twin.run()
+    st = {s.id: s for s in cluster.status()}
+    assert st[2].alive and st[2].pid == first.pid and first.alive
+    with KVClient(cluster.name) as kv:
+        kv.put("twin", "refused")
+    cluster.transfer_leadership(2)
+    with KVClient(cluster.name) as kv:
+        assert kv.get("twin") == "refused"

@@ -149,6 +149,11 @@ class PeerServer:
         if self._stopped:
             return
         self._stopped = True
+        if not self._started:
+            # A grpc server that bound a port but never started is never released (its
+            # core threads outlive it): start it, so that stopping it frees everything.
+            self._started = True
+            self._server.start()
         self._server.stop(grace).wait()
         # grpc leaves the executor to us: its idle workers would outlive the server.
         self._executor.shutdown(wait=True)

@@ -152,3 +152,15 @@ def test_workers_leave_when_the_owner_is_killed(shm_name, tmp_path, objs):
     # A worker checks on its owner twice a second, blocked in its inbox or not.
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert alive == []
+
+
+def test_map_switches_functions_and_carries_an_unpicklable_one(pool):
+    # A map's function travels once per chunk as bytes the worker decodes only when they
+    # change: consecutive maps with other functions must not reuse the last one.
+    for _ in range(2):
+        assert list(pool.map(jobs.square, range(40), chunksize=3)) == [i * i for i in range(40)]
+        assert list(pool.map(str, range(40), chunksize=3)) == [str(i) for i in range(40)]
+    results = pool.map(lambda x: x, range(3))  # as Executor.map: iterating raises, not map()
+    with pytest.raises(Exception, match="(?i)pickl|lambda"):
+        list(results)
+    assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Generator, Iterable, Iterator, Optional, Protocol, Tuple, TypeVar, cast
 
-from ._wire import JOB_CHUNK, JOB_MAP, R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD, Loads
+from ._wire import JOB_CHUNK, JOB_MAP, R_ERROR, R_ERROR_TEXT, R_VALUE, RESULT_HEAD, Dumps, Loads, map_payload
 
 __all__ = ["settle", "MapMixin", "MapResults", "Settleable", "JobSpec"]
 
@@ -23,8 +23,9 @@ class Settleable(Protocol):
     def set_exception(self, exception: BaseException, /) -> None: ...
 
 
-#: A job as ``map`` hands it to ``_submit_many``: its JOB_* kind and the object serialized.
-JobSpec = Tuple[int, Tuple[Any, ...]]
+#: A job as ``map`` hands it to ``_submit_many``: its JOB_* kind and the object to
+#: serialize (for JOB_MAP: the payload, serialized already).
+JobSpec = Tuple[int, Any]
 
 
 def settle(future: Settleable, status: int, payload: Any, single: bool, loads: Loads) -> None:
@@ -51,12 +52,14 @@ def settle(future: Settleable, status: int, payload: Any, single: bool, loads: L
 
 class MapMixin:
     """``map`` for an executor with ``_submit(job, kind, single) -> Future`` (``job``: the
-    object serialized into the job record, ``kind`` its JOB_* kind) whose map futures
-    resolve to lists, and ``_max_workers``."""
+    object serialized into the job record, or a JOB_MAP payload, serialized already;
+    ``kind`` its JOB_* kind) whose map futures resolve to lists, ``_dumps`` and
+    ``_max_workers``."""
 
     _max_workers: int
+    _dumps: Dumps
 
-    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
+    def _submit(self, job: Any, kind: int, single: bool) -> Future[Any]:
         raise NotImplementedError
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: Optional[float] = None,
@@ -79,14 +82,21 @@ class MapMixin:
         window = buffersize or max(4 * self._max_workers, min(1024, 65536 // chunksize))
         end = None if timeout is None else time.monotonic() + timeout
         islice = itertools.islice
+        fn_bytes = None
         if len(iterables) == 1:
+            try:
+                fn_bytes = self._dumps(fn)  # once per map
+            except Exception:  # noqa: BLE001 -- the general path below lets each chunk's outcome carry it
+                pass
+        if fn_bytes is not None:
             # One iterable: a chunk is the list of its items (no argument tuples to build,
             # pickle and unpack: a third of the cost of a chunk of tiny items).
             items = iter(iterables[0])
+            dumps, fn_once = self._dumps, fn_bytes
 
             def next_job() -> Optional[JobSpec]:
                 chunk = list(islice(items, chunksize))
-                return (JOB_MAP, (fn, chunk)) if chunk else None
+                return (JOB_MAP, map_payload(fn_once, dumps(chunk))) if chunk else None
         else:
             args = zip(*iterables)
 

@@ -125,7 +125,7 @@ class PoolClient(MapMixin, Executor):
         """Schedule ``fn(*args, **kwargs)`` on the pool; return its Future."""
         return self._submit((fn, (args,), kwargs), JOB_CHUNK, True)
 
-    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
+    def _submit(self, job: Any, kind: int, single: bool) -> Future[Any]:
         if self._broken:
             raise BrokenProcessPool(self._broken)
         if self._shutdown:
@@ -134,7 +134,7 @@ class PoolClient(MapMixin, Executor):
         future = ClientFuture(self, cid)
         try:
             record = (CLIENT_HEAD.pack(cid, C_MAP if kind == JOB_MAP else C_JOB, len(self._reply_name))
-                      + self._reply_name + self._dumps(job))
+                      + self._reply_name + (job if kind == JOB_MAP else self._dumps(job)))
         except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
             future.set_exception(e)
             return future

@@ -42,11 +42,11 @@ from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
 from ..sync._base import SharedObject
-from ._base import MapMixin, settle
+from ._base import JobSpec, MapMixin, settle
 from ._reading import ChunkHandle, PoolFuture, ReadsResults, Waitable
 from ._serve import Outcome, ServesClients, _Job
 from ._table import PoolStatistics, PoolTable, WorkerState
-from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, R_DIED, R_ERROR, R_ERROR_TEXT,
+from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, JOB_MAP, R_DIED, R_ERROR, R_ERROR_TEXT,
                     R_INIT_FAILED, R_VALUE, RESULT_HEAD, WorkerDiedError, dumps_pickle,
                     submit_ring_capacity)
 from ._worker import worker_main
@@ -368,10 +368,10 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             self._publish_queue()  # so that rsm-shm inspect sees it at once
         return future
 
-    def _submit(self, job: tuple[Any, ...], kind: int, single: bool) -> Future[Any]:
+    def _submit(self, job: Any, kind: int, single: bool) -> Future[Any]:
         return self._submit_many([(kind, job)], single)[0]  # type: ignore[return-value]
 
-    def _submit_many(self, jobs: list[tuple[int, tuple[Any, ...]]], single: bool = False,
+    def _submit_many(self, jobs: list[JobSpec], single: bool = False,
                      chunks: bool = False) -> list[Waitable]:
         """Queue several jobs (``(kind, job)``: see ``_wire``) with one hand-out; their
         futures, in order (``map`` submits its chunks in groups, with ``chunks``: light
@@ -389,7 +389,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             future = make(self)
             futures.append(future)
             try:
-                msg = pack(job_id, kind) + dumps(job)
+                msg = pack(job_id, kind) + (job if kind == JOB_MAP else dumps(job))
                 if len(msg) > max_job:
                     raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
                                      f"{self.name!r} carries in one message ({max_job}); raise ring_capacity")

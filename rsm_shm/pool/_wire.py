@@ -22,7 +22,10 @@ RESULT_HEAD = struct.Struct("<QBxHI")    # job, status, slot, run time (us, satu
 
 # Job kinds
 JOB_CHUNK = 1      # payload: (fn, [args tuple, ...], kwargs) -> [fn(*args, **kwargs) ...]
-JOB_MAP = 2        # payload: (fn, [item, ...]) -> [fn(item) ...]  (map over one iterable: no tuples)
+JOB_MAP = 2        # payload: MAP_HEAD, fn serialized, [item, ...] serialized -> [fn(item) ...]
+# (map over one iterable: no argument tuples; fn serialized once per map, and a worker
+# deserializes it again only when it changes)
+MAP_HEAD = struct.Struct("<I")    # length of the serialized fn
 
 # Result statuses (and control records)
 R_VALUE = 1        # payload: the serialized result
@@ -135,6 +138,11 @@ class Serializer(Protocol):
     def dumps(self, obj: Any, /) -> bytes: ...
 
     def loads(self, data: Any, /) -> Any: ...
+
+
+def map_payload(fn_bytes: bytes, items_bytes: bytes) -> bytes:
+    """A JOB_MAP job's payload from its serialized fn and items."""
+    return MAP_HEAD.pack(len(fn_bytes)) + fn_bytes + items_bytes
 
 
 def dumps_pickle(obj: Any) -> bytes:

@@ -16,7 +16,7 @@ from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
 from ._table import PoolTable
-from ._wire import (JOB_HEAD, JOB_MAP, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
+from ._wire import (JOB_HEAD, JOB_MAP, MAP_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
                     Dumps, ExceptionWithTraceback, Loads, Serializer, dumps_pickle)
 
 #: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
@@ -83,6 +83,10 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
 
     done = 0
     job = 0
+    map_fn: Any = None       # the last map's fn, and its serialized form
+    map_fn_bytes = b""
+    unpack_map = MAP_HEAD.unpack_from
+    map_head = MAP_HEAD.size
     out: list[bytes] = []   # outcomes not yet sent
     first_unsent = 0
     # A helper thread sends outcomes that waited FLUSH_AFTER_NS while this thread runs a
@@ -151,8 +155,11 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
             set_slot(me, _BUSY, job, t0, 0)
             try:
                 if kind == JOB_MAP:
-                    fn, items = loads(memoryview(msg)[head_size:])
-                    value = list(map(fn, items))  # the loop runs in C, as multiprocessing's does
+                    body = memoryview(msg)[head_size:]
+                    n = unpack_map(body)[0]
+                    if body[map_head:map_head + n] != map_fn_bytes:  # a new map
+                        map_fn, map_fn_bytes = loads(body[map_head:map_head + n]), bytes(body[map_head:map_head + n])
+                    value = list(map(map_fn, loads(body[map_head + n:])))  # the loop runs in C
                 else:
                     fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
                     value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))

@@ -70,7 +70,7 @@ def test_messages_reach_the_inbox_and_foreign_ones_are_counted(receiver):
         t.close()
 
 
-def test_streams_of_another_cluster_or_unknown_peer_are_refused(receiver, caplog):
+def test_streams_of_another_cluster_or_unknown_peer_are_refused(receiver):
     server, svc, inbox = receiver
     other = GrpcTransport(99, 1, {2: server.address})     # another cluster id
     stranger = GrpcTransport(77, 9, {2: server.address})  # not a known peer

@@ -223,6 +223,7 @@ class _Link:
         self.sleeping = False
         self.wake = threading.Event()
         self.stream_ok = False
+        self.call: Optional["grpc.Future"] = None
         self.thread = threading.Thread(target=self._run, name=f"rsm-send-{to}", daemon=True)
 
     # -- the peer's thread ---------------------------------------------------------
@@ -292,6 +293,9 @@ class _Link:
                 # once (UNAVAILABLE) and we back off.  (No channel_ready_future: its
                 # polling thread outlives a timeout and trips over channel.close().)
                 call = stream.future(self._requests(), metadata=md, wait_for_ready=False)
+                self.call = call
+                if closed.is_set():  # close() may have looked before self.call was set
+                    call.cancel()
                 try:
                     # Returns once the server accepted the stream (or failed it).
                     accepted = any(k == "rsm-accepted" for k, _v in call.initial_metadata() or ())
@@ -304,7 +308,7 @@ class _Link:
                     refused_logged = False
                     log.info("connected to peer %d at %s", self.to, self.address)
                     call.result()
-                except _Refused:
+                except (_Refused, grpc.FutureCancelledError):  # refused, or cancelled by close()
                     pass
                 except grpc.RpcError as e:
                     code = e.code() if isinstance(e, grpc.Call) else None
@@ -387,6 +391,11 @@ class GrpcTransport:
         self._closed.set()
         for link in self._links.values():
             link.wake.set()
+            # A stream to a paused or silent peer would not end by itself before the
+            # keepalive gives up: cancel it.
+            call = link.call
+            if call is not None:
+                call.cancel()
         deadline = time.monotonic() + timeout
         for link in self._links.values():
             link.thread.join(max(0.0, deadline - time.monotonic()))

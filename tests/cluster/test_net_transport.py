@@ -139,3 +139,37 @@ def test_large_envelopes_are_batched_within_the_grpc_limit(shm_name):
         server.stop(0)
         inbox.close()
         inbox.unlink()
+
+
+def test_close_is_prompt_even_when_the_peer_stopped_reading():
+    """A peer that accepted the stream and then stopped reading (as a SIGSTOPped one):
+    sends fill the queue and are dropped, never block, and close() returns at once."""
+    import threading
+
+    release = threading.Event()
+
+    def frozen(requests, context):
+        context.send_initial_metadata((("rsm-accepted", "1"),))
+        release.wait(30)  # reads nothing
+        return b""
+
+    server = PeerServer("127.0.0.1:0")
+    server.add_handlers([grpc.method_handlers_generic_handler(
+        "rsm_shm.cluster.Peer", {"Stream": grpc.stream_unary_rpc_method_handler(frozen)})])
+    server.start()
+    t = GrpcTransport(77, 1, {2: server.address})
+    try:
+        _wait(lambda: t.connected() == {2}, what="the stream to connect")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        payload = hdr + b"z" * (64 << 10)
+        start = time.monotonic()
+        results = [t.send(2, payload) for _ in range(6000)]
+        assert time.monotonic() - start < 5, "sends blocked"
+        assert not all(results) and t.counters()["dropped_queue_full"] > 0
+    finally:
+        start = time.monotonic()
+        t.close()
+        closed_in = time.monotonic() - start
+        release.set()
+        server.stop(0)
+    assert closed_in < 1.5, f"close() took {closed_in:.2f} s"

@@ -46,8 +46,10 @@ static int wait_loop(rsm_event *e, rsm_waiter *w, uint32_t mask, uint32_t want, 
             continue;
         }
         int r = rsm_wq_wait(&e->wq, w, deadline_ns);
-        if (r == RSM_OK && w->token == RSM_TOKEN_SIGNAL)
-            return RSM_OK; /* woken by Event.set: True even if clear() followed (threading semantics) */
+        /* Woken by Event.set: True even if clear() followed (threading semantics), if that
+         * set() came after this wait began; a late wake-up of an older one is ignored. */
+        if (r == RSM_OK && w->token == RSM_TOKEN_SIGNAL && (atomic_load(&e->word) >> 1) != w->stage)
+            return RSM_OK;
         if (r == RSM_OK)
             continue;
         if (r == RSM_TIMEOUT) {
@@ -66,19 +68,24 @@ static int word_matches(rsm_event *e, uint32_t mask, uint32_t want)
 
 int rsm_event_wait(rsm_event *e, rsm_waiter *w, uint32_t mask, uint32_t want, int64_t deadline_ns)
 {
+    if (w->slot == RSM_WAITER_NONE) /* a new wait, not the next slice of one: the sets so far */
+        w->stage = atomic_load(&e->word) >> 1;
     return wait_loop(e, w, mask, want, deadline_ns, word_matches);
 }
 
 void rsm_event_set(rsm_event *e)
 {
-    if (atomic_exchange(&e->word, 1) == 1)
-        return;
+    uint32_t v = atomic_load(&e->word);
+    do {
+        if (v & RSM_EVENT_SET)
+            return;
+    } while (!atomic_compare_exchange_weak(&e->word, &v, (v + 2) | RSM_EVENT_SET));
     wake_all(e, RSM_TOKEN_SIGNAL);
 }
 
 void rsm_event_clear(rsm_event *e)
 {
-    atomic_store(&e->word, 0);
+    atomic_fetch_and(&e->word, ~RSM_EVENT_SET);
 }
 
 static int gate_pass(rsm_event *e, uint32_t mask, uint32_t want)

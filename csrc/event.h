@@ -3,7 +3,11 @@
  * Each has one state word and a wait queue; state changes that may release waiters wake
  * every waiter, which re-check the word (so a dead or slow waiter costs nothing).
  *
- * Event word:     0 clear, 1 set.
+ * Event word:     bit 0 set; bits 1-31 count the set() calls that found it clear (wrapping).
+ *                 One CAS changes both, so a waiter woken by a set() can tell whether that
+ *                 set() happened after its wait began: a wake-up that lands late (its setter
+ *                 was preempted between the CAS and the wake) must not end a wait that began
+ *                 after a clear() that followed it.
  * Gate word:      bit 31 OPEN; bits 0-30 entries since it last opened.  With auto_close = N
  *                 the N-th entry closes it in the same CAS that counts it.
  * Countdown word: bits 0-30 remaining count; bit 31 DONE (set once the count reached zero
@@ -33,7 +37,11 @@ RSM_STATIC_ASSERT(offsetof(rsm_event, wq) == 32, "rsm_event.wq offset");
 size_t rsm_event_size(uint32_t nslots);
 void rsm_event_init(rsm_event *e, uint32_t word, uint32_t aux, uint32_t nslots);
 
-/* Wait until (word & mask) == want (Event: mask 1, want 1; Countdown: DONE). */
+#define RSM_EVENT_SET 1u
+/* Wait until (word & mask) == want (Event: mask 1, want 1; Countdown: DONE).  Event: a
+ * wait woken by set() returns RSM_OK even if clear() followed (threading's semantics), but
+ * only for a set() counted in the word after the wait began (w->stage keeps the count seen
+ * then, across slices). */
 int rsm_event_wait(rsm_event *e, rsm_waiter *w, uint32_t mask, uint32_t want, int64_t deadline_ns);
 void rsm_event_set(rsm_event *e);
 void rsm_event_clear(rsm_event *e);

@@ -540,7 +540,7 @@ static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t
     int64_t deadline;
     if (parse_timeout(args, nargs, kwnames, &timeout) < 0)
         return NULL;
-    if (atomic_load(&e->word) == 1)
+    if ((atomic_load(&e->word) & RSM_EVENT_SET) != 0)
         Py_RETURN_TRUE;
     if (rsm_deadline_convert(timeout, RULE_WAIT, 1, &deadline) < 0)
         return NULL;
@@ -579,7 +579,7 @@ static PyObject *FastEvent_is_set(FastObj *self, PyObject *Py_UNUSED(ignored))
     rsm_event *e = (rsm_event *)live(self);
     if (!e)
         return fail_closed(self);
-    return PyBool_FromLong(atomic_load(&e->word) == 1);
+    return PyBool_FromLong((atomic_load(&e->word) & RSM_EVENT_SET) != 0);
 }
 
 static int FastObj_traverse(FastObj *self, visitproc visit, void *arg)

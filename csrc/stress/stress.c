@@ -7,8 +7,9 @@
  * Threads hammer a Lock (barging and FIFO), an RLock, a robust Semaphore, an RWLock and an
  * Event through the same entry points Python uses (including timeouts and slices), and
  * check exact invariants.  Then forked children die holding read locks and permits, and
- * the reclaim transitions (share.h) are checked on shared mappings.  Exit status 0 = all
- * invariants held.  (Run by tests/test_c_stress.py.)
+ * the reclaim transitions (share.h) are checked on shared mappings.  Last, an Event's
+ * set() whose wake-up lands late must not end a wait that began after it.  Exit status 0 =
+ * all invariants held.  (Run by tests/test_c_stress.py.)
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -245,6 +246,62 @@ static int robust_phase(void)
     return 1;
 }
 
+/* ---- an Event's late wake-up (event.h) ------------------------------------------------
+ * set() changes the word, then wakes the waiters.  If the setter is preempted in between,
+ * a waiter can see the word, return, clear() and wait again before the wake-up lands: that
+ * second wait began after the set() (and the clear()) and must not end with it. */
+static rsm_event *late_ev;
+static _Atomic int late_result = -1;
+
+static void *late_waiter(void *arg)
+{
+    int64_t until = rsm_now_ns() + (int64_t)arg * 1000000LL;
+    rsm_waiter w = {.slot = RSM_WAITER_NONE};
+    int r;
+    while ((r = rsm_event_wait(late_ev, &w, 1, 1, until)) == RSM_SLICE)
+        ;
+    atomic_store(&late_result, r);
+    return NULL;
+}
+
+/* Start a waiter with a timeout of `ms` and return once it is queued. */
+static int start_late_waiter(pthread_t *t, long ms)
+{
+    atomic_store(&late_result, -1);
+    uint32_t before = atomic_load(&late_ev->wq.nwaiters);
+    pthread_create(t, NULL, late_waiter, (void *)ms);
+    for (int i = 0; i < 100000 && atomic_load(&late_ev->wq.nwaiters) == before; i++)
+        usleep(10);
+    return atomic_load(&late_ev->wq.nwaiters) > before;
+}
+
+static int event_late_wake_phase(void)
+{
+    late_ev = xalloc(rsm_event_size(NSLOTS));
+    rsm_event_init(late_ev, 0, 0, NSLOTS);
+    /* set(), stopped between its word change and its wake-up: the CAS of rsm_event_set. */
+    uint32_t v = atomic_load(&late_ev->word);
+    atomic_store(&late_ev->word, (v + 2) | RSM_EVENT_SET);
+    rsm_waiter w0 = {.slot = RSM_WAITER_NONE};
+    int ok = rsm_event_wait(late_ev, &w0, 1, 1, 0) == RSM_OK; /* sees it... */
+    rsm_event_clear(late_ev);                                  /* ...clears it... */
+    pthread_t t;
+    ok = ok && start_late_waiter(&t, 300);                     /* ...and waits again */
+    rsm_wq_wake(&late_ev->wq, 0x7FFFFFFF, RSM_WAKE_FIFO, RSM_KIND_ANY, RSM_TOKEN_SIGNAL, NULL, 0); /* late */
+    pthread_join(t, NULL);
+    int late_ignored = atomic_load(&late_result) == RSM_TIMEOUT;
+    /* A set() and a clear() while a wait is in progress still end it (threading's rule). */
+    ok = ok && start_late_waiter(&t, 10000);
+    rsm_event_set(late_ev);
+    rsm_event_clear(late_ev);
+    pthread_join(t, NULL);
+    int pulse_seen = atomic_load(&late_result) == RSM_OK;
+    printf("event late wake-up ignored: %s, set+clear during a wait seen: %s\n", late_ignored ? "yes" : "NO",
+           pulse_seen ? "yes" : "NO");
+    free(late_ev);
+    return ok && late_ignored && pulse_seen;
+}
+
 int main(void)
 {
     lock_barging = xalloc(rsm_lock_size(NSLOTS));
@@ -285,5 +342,6 @@ int main(void)
     fflush(stdout); /* before fork: a child must not inherit (and repeat) buffered output */
     int robust_ok = robust_phase();
     printf("robust: %s\n", robust_ok ? "OK" : "FAIL");
-    return ok && robust_ok ? 0 : 1;
+    int event_ok = event_late_wake_phase();
+    return ok && robust_ok && event_ok ? 0 : 1;
 }

@@ -24,9 +24,10 @@ class EventStatistics:
 
     kind: str             # "event", "gate" or "countdown"
     is_set: bool          # Event: set; Gate: open; Countdown: done
-    count: int            # Gate: entries since opened; Countdown: remaining
+    count: int            # Gate: entries since opened; Countdown: remaining; Event: 0
     waiters: int          # threads blocked in wait(), in any process
-    generation: int       # bumped by Gate.open() and Countdown.reset()
+    generation: int       # bumped by Gate.open(), Countdown.reset(), and an Event's set()
+                          # that found it clear (modulo 2**31)
 
     def __str__(self) -> str:
         if self.kind == "event":
@@ -81,8 +82,11 @@ class _EventBase(SharedObject):
     @pinned
     def statistics(self) -> EventStatistics:
         p = self._ptr
-        return EventStatistics(kind=self._stat_kind, is_set=self._is_set(), count=p.word & lib.RSM_COUNT_MASK,
-                               waiters=p.wq.nwaiters + p.wq.noverflow, generation=p.generation)
+        word = p.word
+        event = self._stat_kind == "event"  # its word counts its sets (csrc/event.h)
+        return EventStatistics(kind=self._stat_kind, is_set=self._is_set(),
+                               count=0 if event else word & lib.RSM_COUNT_MASK,
+                               waiters=p.wq.nwaiters + p.wq.noverflow, generation=word >> 1 if event else p.generation)
 
 
 class Event(FastEvent, _EventBase):

@@ -173,3 +173,25 @@ def test_close_is_prompt_even_when_the_peer_stopped_reading():
         release.set()
         server.stop(0)
     assert closed_in < 1.5, f"close() took {closed_in:.2f} s"
+
+
+def test_a_full_inbox_drops_and_counts_and_the_stream_stays_up(receiver):
+    server, svc, inbox = receiver  # a 64 KiB inbox nobody reads
+    t = GrpcTransport(77, 1, {2: server.address})
+    try:
+        _wait(lambda: t.connected() == {2}, what="the stream to connect")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        for i in range(100):
+            assert t.send(2, hdr + bytes([i]) * 2000)
+        st = lambda: svc.stats.snapshot()  # noqa: E731
+        _wait(lambda: st()["net_in"] + st()["net_inbox_full"] == 100, what="all 100 taken or dropped")
+        assert 0 < st()["net_in"] < 100 and st()["net_inbox_full"] > 0
+        got = []
+        while not inbox.empty():
+            got.append(inbox.get_nowait())
+        assert got == [hdr + bytes([i]) * 2000 for i in range(len(got))]  # a prefix, in order
+        assert t.send(2, hdr + b"again")
+        assert inbox.get(timeout=10) == hdr + b"again"
+        assert t.connected() == {2}
+    finally:
+        t.close()

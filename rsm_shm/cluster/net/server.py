@@ -108,9 +108,10 @@ class PeerServer:
         self.host = host
         self._started = False
         self._stopped = False
-        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rsm-grpc")
+        executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rsm-grpc")
+        self._executor: Optional[futures.ThreadPoolExecutor] = executor
         self._server = grpc.server(
-            self._executor,
+            executor,
             options=grpc_options() + [("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=_MAX_CONCURRENT_RPCS,
         )
@@ -132,13 +133,13 @@ class PeerServer:
 
     def add_handlers(self, handlers: Iterable["grpc.GenericRpcHandler"]) -> None:
         """Register generic handlers; only before :meth:`start`."""
-        if self._started:
+        if self._started or self._stopped:
             raise RuntimeError(f"PeerServer on {self.address}: register handlers before start()")
         self._server.add_generic_rpc_handlers(tuple(handlers))
 
     def start(self) -> "PeerServer":
-        if self._started:
-            raise RuntimeError(f"PeerServer on {self.address} is already started")
+        if self._started or self._stopped:
+            raise RuntimeError(f"PeerServer on {self.address} is already started (or stopped)")
         self._started = True
         self._server.start()
         log.info("listening on %s (%s)", self.address, "mutual TLS" if self.tls else "plaintext")
@@ -156,7 +157,12 @@ class PeerServer:
             self._server.start()
         self._server.stop(grace).wait()
         # grpc leaves the executor to us: its idle workers would outlive the server.
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        # Let go of grpc's objects now: its core threads run as long as any is alive,
+        # and a handle may be kept around after stop().
+        self._server = None
+        self._executor = None
 
     def __repr__(self) -> str:
         return f"<rsm_shm.cluster.net.PeerServer {self.address} tls={self.tls is not None}>"

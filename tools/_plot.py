@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 # Small figures: the PNGs are committed with the docs.
 FIG_SIZE = (7.0, 3.4)
@@ -116,6 +116,20 @@ def _finish(plt: Any, fig: Any, ax: Any, path: str, title: str, value_axis: str,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save(results: Dict[str, Any], json_path: Optional[str], plot_dir: Optional[str],
+         draw: Callable[[Dict[str, Any], str], List[str]]) -> None:
+    """The end of every benchmark run: write ``results`` to ``json_path`` (``--json``) and
+    draw them into ``plot_dir`` (``--plot``) with the benchmark's ``draw(results, dir)``,
+    from the same data a later ``_plot.py BENCH RESULTS.json DIR`` reads back."""
+    doc = json.loads(json.dumps(results, default=str))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(doc, f, indent=1)
+    if plot_dir:
+        for path in draw(doc, plot_dir):
+            print(f"plot: {path}")
 
 
 def revision() -> str:

@@ -693,13 +693,8 @@ def main(argv=None) -> int:
     print_table(summary, targets=net is None)
     if net:
         net.print_targets(summary)
-    doc = {"summary": summary, "rounds": results, "failovers": failovers, "meta": meta}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
-    if args.plot:
-        for path in plot(doc, args.plot):
-            print(f"plot: {path}")
+    _plot.save({"summary": summary, "rounds": results, "failovers": failovers, "meta": meta}, args.json, args.plot,
+               plot)
     return 0
 
 

@@ -364,14 +364,7 @@ def main() -> int:
                                 "kill_rerun_ms": (med([k for k in res[c.name]["kill"] if isinstance(k, float)]) * 1000
                                                   if any(isinstance(k, float) for k in res[c.name]["kill"]) else None)}
                        for c in cands}}
-    if args.json:
-        import json
-
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1, default=str)
-    if args.plot:
-        for path in plot(doc, args.plot):
-            print(f"plot: {path}")
+    _plot.save(doc, args.json, args.plot, plot)
     rsm = res.get(RsmPool.name)
     if rsm is None:
         return 0

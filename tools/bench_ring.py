@@ -27,7 +27,6 @@ table ends with the issue's targets as ratios measured in this same run.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -572,12 +571,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     for (s, p), v in results.items()],
            "targets": [{"label": label.strip(), "ratio": value, "target": target} for label, value, target in targets],
            "notes": notes}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
-    if args.plot:
-        for path in plot(doc, args.plot):
-            print(f"plot: {path}")
+    _plot.save(doc, args.json, args.plot, plot)
     return 0
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -1093,12 +1092,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"\n(ran {elapsed:.0f} s; load average now {os.getloadavg()})")
     results["checks"] = [asdict(c) for c in checks]
     results["meta"]["elapsed_s"] = elapsed
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    if args.plot:
-        for path in plot(json.loads(json.dumps(results)), args.plot):  # the figures as --json would give them
-            print(f"plot: {path}")
+    _plot.save(results, args.json, args.plot, plot)
     correctness = [c for c in checks if "correctness" in c.name]
     return 1 if any(c.ok is False for c in correctness) else 0
 

@@ -12,8 +12,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ._client import PoolClient
 from ._executor import ProcessPool
+from ._reading import PoolFuture
 from ._table import PoolState, PoolStatistics, PoolTable, WorkerState, WorkerStatus
 from ._wire import RemoteTraceback, WorkerDiedError
 
-__all__ = ["ProcessPool", "PoolClient", "WorkerDiedError", "RemoteTraceback", "BrokenProcessPool", "PoolStatistics",
-           "WorkerStatus", "PoolState", "WorkerState", "PoolTable"]
+__all__ = ["ProcessPool", "PoolClient", "PoolFuture", "WorkerDiedError", "RemoteTraceback", "BrokenProcessPool",
+           "PoolStatistics", "WorkerStatus", "PoolState", "WorkerState", "PoolTable"]

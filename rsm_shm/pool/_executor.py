@@ -144,6 +144,12 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
     * A future is cancellable until its job is handed to a worker.  A worker is handed
       more than the job it runs only once jobs are known to be short (about 2 ms of work
       queued per worker), so most queued jobs stay cancellable.
+    * Futures are :class:`PoolFuture`: waiting on one (``result()``, ``exception()``)
+      reads the results ring in the waiting thread when no other thread does, so
+      done-callbacks run in whichever thread read the outcome (a waiting thread, or the
+      pool's collector thread), where ``ProcessPoolExecutor`` runs them in its own thread.
+      A KeyboardInterrupt raised in a thread while it acts on the outcomes it read may
+      leave some futures never completed; Ctrl-C inside ``with`` terminates the pool.
     * ``initializer`` raising breaks the pool (``BrokenProcessPool``), as in
       ``ProcessPoolExecutor``; so do workers that keep dying before they finish starting.
     * ``name`` makes the pool's shared memory named (``rsm-shm inspect NAME`` shows it from

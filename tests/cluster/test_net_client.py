@@ -243,7 +243,7 @@ def certs(tmp_path_factory):
     return out
 
 
-def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs):
+def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs, capsys):
     s = served(KV, tls_files=(*certs["peer"], certs["ca"]))
     addrs = s.addrs()
     with KVClient.connect(addrs, tls=TLSConfig.from_files(*certs["client"], certs["ca"])) as kv:
@@ -255,6 +255,12 @@ def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs):
     # Plaintext to a TLS peer.
     with pytest.raises(ConnectionError):
         Client.connect(addrs, timeout=2)
+    # cluster status --remote speaks TLS too.
+    from rsm_shm.cli import main
+
+    tls_args = ["--tls-cert", certs["client"][0], "--tls-key", certs["client"][1], "--tls-ca", certs["ca"]]
+    assert main(["cluster", "status", "--remote", addrs[0], "--json", *tls_args]) == 0
+    assert {p["id"] for p in json.loads(capsys.readouterr().out)["peers"]} == set(s.addresses)
 
 
 def test_cluster_status_shows_remote_peers(served, capsys):

@@ -195,3 +195,35 @@ def test_a_full_inbox_drops_and_counts_and_the_stream_stays_up(receiver):
         assert t.connected() == {2}
     finally:
         t.close()
+
+
+def test_one_peer_id_cannot_hold_more_than_four_streams(receiver):
+    server, svc, inbox = receiver
+    md = (("rsm-cluster-id", "77"), ("rsm-from", "3"), ("rsm-to", "2"))
+    import threading
+
+    release = threading.Event()
+
+    def idle():
+        release.wait(30)
+        return
+        yield  # a request iterator that sends nothing until released
+
+    with grpc.insecure_channel(server.address) as ch:
+        call = ch.stream_unary(STREAM_METHOD)
+        held = [call.future(idle(), metadata=md) for _ in range(4)]
+        try:
+            for f in held:
+                assert any(k == "rsm-accepted" for k, _ in f.initial_metadata())
+            with pytest.raises(grpc.RpcError) as e:
+                call(iter([b""]), metadata=md, timeout=10)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # Another peer id is not affected.
+            other = (("rsm-cluster-id", "77"), ("rsm-from", "1"), ("rsm-to", "2"))
+            assert call(iter([b""]), metadata=other, timeout=10) == b""
+        finally:
+            release.set()
+            for f in held:
+                f.result(timeout=10)
+        # Once they ended, peer 3 may connect again.
+        assert call(iter([b""]), metadata=md, timeout=10) == b""

@@ -9,9 +9,10 @@ envelopes as in the inbox rings: see :mod:`rsm_shm.cluster.envelope`).
 Receiving (:class:`PeerStreamService`, registered on the peer's
 :class:`~rsm_shm.cluster.net.server.PeerServer`): a stream from another cluster id, from
 a peer id the server does not know, or addressed to another id is refused
-(``PERMISSION_DENIED``) and logged.  An accepted stream's envelopes go into the local
-peer's inbox ring, which stays the peer's only receive path (its loop is unchanged and
-single-threaded).  Only Raft envelopes whose header names the stream's sender and the
+(``PERMISSION_DENIED``) and logged, and so is a stream beyond the fourth open one from
+the same peer id (``RESOURCE_EXHAUSTED``: each holds a server thread).  An accepted
+stream's envelopes go into the local peer's inbox ring, which stays the peer's only
+receive path (its loop is unchanged and single-threaded).  Only Raft envelopes whose header names the stream's sender and the
 cluster are taken; anything else, and any framing error, is dropped and counted as bad.
 A full inbox drops and counts.  Messages larger than
 :data:`~rsm_shm.cluster.net.server.MAX_GRPC_MESSAGE` are refused by gRPC itself.
@@ -61,6 +62,7 @@ _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
 _IDLE_WAKE = 0.2                # a sender thread looks at `closed` at least this often
 _MAX_ENVELOPE = MAX_GRPC_MESSAGE - 4  # one framed envelope alone must fit in a gRPC message
+_STREAMS_PER_PEER = 4           # concurrent streams one peer id may hold open
 _LOG_EVERY = 10.0               # repeated refusals are logged at most this often
 
 
@@ -135,6 +137,8 @@ class PeerStreamService:
         self._known = known_peers
         self.stats = _Counters("streams", "streams_refused", "net_in", "net_bad", "net_inbox_full")
         self._log = _RateLimitedLog()
+        self._active: Dict[int, int] = {}
+        self._active_lock = threading.Lock()
 
     def handler(self) -> "grpc.GenericRpcHandler":
         return grpc.method_handlers_generic_handler(
@@ -163,6 +167,28 @@ class PeerStreamService:
         if frm == self.my_id or frm not in self._known():
             self._refuse(context, f"peer id {frm} is not a known peer of this cluster")
             return b""
+        # A peer needs one stream (two while a reconnect overlaps a dying one): more
+        # would only tie up the server's worker threads.
+        with self._active_lock:
+            if self._active.get(frm, 0) >= _STREAMS_PER_PEER:
+                busy = True
+            else:
+                busy = False
+                self._active[frm] = self._active.get(frm, 0) + 1
+        if busy:
+            self.stats.add("streams_refused")
+            self._log.warning(f"busy{frm}", "refused a stream from %s: peer %d already has %d streams",
+                              context.peer(), frm, _STREAMS_PER_PEER)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"peer {frm} already has {_STREAMS_PER_PEER} streams")
+            return b""
+        try:
+            return self._serve_stream(requests, context, cid, frm)
+        finally:
+            with self._active_lock:
+                self._active[frm] -= 1
+
+    def _serve_stream(self, requests: Iterator[bytes], context: "grpc.ServicerContext", cid: int,
+                      frm: int) -> bytes:
         self.stats.add("streams")
         # Tell the sender it was accepted: it starts queueing only now.
         context.send_initial_metadata((("rsm-accepted", "1"),))

@@ -1020,7 +1020,7 @@ def plot(results: Dict[str, Any], out_dir: str) -> List[str]:
         rows = [r for r in results["pingpong"]["rows"] if r.get("median_ns")]
         paths.append(_plot.hbars(
             os.path.join(out_dir, "sync_pingpong.png"),
-            "Wake-up ping-pong, 2 processes: median round trip (lower is better)",
+            "Wake-up ping-pong: median round trip (lower is better)",
             [f"{r['placement']}: {r['label']}" for r in rows], [r["median_ns"] for r in rows],
             "ns per round trip (split: two CPUs, shared: one CPU)", log=True, note=note))
     if "recovery" in results:

@@ -164,3 +164,24 @@ def test_map_switches_functions_and_carries_an_unpicklable_one(pool):
     with pytest.raises(Exception, match="(?i)pickl|lambda"):
         list(results)
     assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_a_callback_raising_keyboardinterrupt_costs_no_outcome(pool):
+    # The callback runs in whichever thread reads the outcome: this one (then result()
+    # raises it, after every outcome taken was delivered) or the collector (which logs it
+    # and keeps reading).  Either way no future is left behind and the pool still works.
+    for _ in range(3):
+        _round_trips(pool, 5)
+        f1 = pool.submit(jobs.square, 2)
+        f1.add_done_callback(_raise_keyboard_interrupt)
+        fs = [pool.submit(jobs.square, i) for i in range(20)]
+        try:
+            assert f1.result(timeout=60) == 4
+        except KeyboardInterrupt:
+            assert f1.done() and f1.result(timeout=0) == 4
+        assert [f.result(timeout=60) for f in fs] == [i * i for i in range(20)]
+    assert list(pool.map(jobs.square, range(30), chunksize=4)) == [i * i for i in range(30)]
+
+
+def _raise_keyboard_interrupt(_f):
+    raise KeyboardInterrupt

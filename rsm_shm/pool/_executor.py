@@ -148,8 +148,8 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
       reads the results ring in the waiting thread when no other thread does, so
       done-callbacks run in whichever thread read the outcome (a waiting thread, or the
       pool's collector thread), where ``ProcessPoolExecutor`` runs them in its own thread.
-      A KeyboardInterrupt raised in a thread while it acts on the outcomes it read may
-      leave some futures never completed; Ctrl-C inside ``with`` terminates the pool.
+      A done-callback raising KeyboardInterrupt or SystemExit does so in that thread
+      once every outcome read is delivered (the collector logs it and reads on).
     * ``initializer`` raising breaks the pool (``BrokenProcessPool``), as in
       ``ProcessPoolExecutor``; so do workers that keep dying before they finish starting.
     * ``name`` makes the pool's shared memory named (``rsm-shm inspect NAME`` shows it from
@@ -543,20 +543,24 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         """Act on records taken from the results ring (by the collector or a direct
         waiter, holding the reading turn).  True when the pool's work is finished."""
         outcomes: list[Outcome] = []
-        with self._lock:
-            for record in batch:
-                self._on_record(record, outcomes)
-            # With jobs waiting, feed the workers first (throughput); otherwise
-            # complete the futures first (a lone job's round trip).
-            feed_first = bool(self._pending or self._restart)
-            if feed_first:
-                finished = self._after_batch(outcomes)
-        if not feed_first:
-            self._deliver(outcomes)
-            outcomes = []
+        try:
             with self._lock:
-                finished = self._after_batch(outcomes)
-        self._deliver(outcomes)
+                for record in batch:
+                    self._on_record(record, outcomes)
+                # With jobs waiting, feed the workers first (throughput); otherwise
+                # complete the futures first (a lone job's round trip).
+                feed_first = bool(self._pending or self._restart)
+                if feed_first:
+                    finished = self._after_batch(outcomes)
+            if not feed_first:
+                done, outcomes = outcomes, []
+                self._deliver(done)
+                with self._lock:
+                    finished = self._after_batch(outcomes)
+        finally:
+            # Even when interrupted (a KeyboardInterrupt in the reading thread): outcomes
+            # taken off the ring and not delivered would be lost for good.
+            self._deliver(outcomes)
         return finished
 
     def _after_batch(self, outcomes: list[Outcome]) -> bool:
@@ -585,12 +589,18 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         if not outcomes:
             return
         loads = self._loads
+        raised: Optional[BaseException] = None
         for job, status, payload in outcomes:
-            if job.future is not None:
-                settle(job.future, status, payload, job.single, loads)
-            else:
-                self._forward(job, status, payload)
+            try:
+                if job.future is not None:
+                    settle(job.future, status, payload, job.single, loads)
+                else:
+                    self._forward(job, status, payload)
+            except BaseException as e:  # noqa: BLE001 -- a callback's KeyboardInterrupt: deliver the rest first
+                raised = raised or e
         self._delivered()
+        if raised is not None:
+            raise raised
 
     def _on_record(self, record: bytes, outcomes: list[Outcome]) -> None:
         job_id, status, slot, run_us = RESULT_HEAD.unpack_from(record)

@@ -17,6 +17,7 @@ or ``as_completed``, ``done()`` polling, a named pool's client jobs, shutdown.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -38,6 +39,8 @@ _WAITING = ("PENDING", "RUNNING")
 #: The most records acted on per batch.
 BATCH = 512
 _WAKE_RECORD = RESULT_HEAD.pack(0, R_WAKE, 0, 0)
+# Where concurrent.futures reports exceptions raised by done-callbacks.
+_log = logging.getLogger("concurrent.futures")
 
 
 class _KickingList(list):  # type: ignore[type-arg]
@@ -263,7 +266,13 @@ class ReadsResults:
                 with self._lock:
                     self._reader = self._collector_ident
                 try:
-                    finished = self._read(None, None)
+                    try:
+                        finished = self._read(None, None)
+                    except Exception:
+                        raise  # (a failure of the pool itself: it is torn down below)
+                    except BaseException:  # noqa: BLE001 -- a done-callback's SystemExit, say
+                        finished = False  # (every outcome was delivered first: keep reading)
+                        _log.exception("rsm_shm pool collector: a done-callback raised")
                     if finished:
                         self._teardown()  # with the turn: nobody else is in the ring
                         return

@@ -79,8 +79,24 @@ typedef int (*wait_policy)(FastObj *self, void *obj, rsm_waiter *w);
  * mapping stays pinned throughout; between slices signal handlers run, a close() from
  * another thread ends the wait with ValueError, and policy runs.  Returns the final
  * status, or -1 with a Python exception set. */
+/* May an infinite wait of this thread sleep without a timer (rsm_wq_wait)?  The slices
+ * exist for what a waiter must check on its own: signals (Ctrl-C), a close() from another
+ * thread, the caller's policy (owner death, dead holders).  With no policy, on the main
+ * thread (where the kernel delivers a process's signals, which interrupt the sleep: the
+ * loop then runs as after a slice) and with no other Python thread (nobody to close() the
+ * handle meanwhile), none of them needs a timer. */
+static int may_sleep_untimed(FastObj *self)
+{
+    if (self->internal || rsm_gettid() != (uint32_t)rsm_getpid())
+        return 0;
+    PyThreadState *ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(PyThreadState_Get()));
+    return ts != NULL && PyThreadState_Next(ts) == NULL;
+}
+
+/* `untimed_ok`: the primitive allows timer-less sleeps (no policy; wakes go to the oldest
+ * waiter first: see rsm_wq_wait). */
 static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wait_policy policy, rsm_waitq *q,
-                         int64_t deadline)
+                         int64_t deadline, int untimed_ok)
 {
     void *obj = live(self);
     if (!obj) {
@@ -91,6 +107,7 @@ static int blocking_loop(FastObj *self, wait_step step, wait_abandon abandon, wa
     rsm_waiter w;
     memset(&w, 0, sizeof w);
     w.slot = RSM_WAITER_NONE;
+    w.untimed = untimed_ok && !policy && deadline == DEADLINE_FOREVER && may_sleep_untimed(self);
     if (deadline == DEADLINE_TOO_LARGE) { /* only an error if we must wait */
         int r = step(obj, &w, DEADLINE_TRY);
         return r == RSM_TIMEOUT ? rsm_deadline_raise_too_large() : r;
@@ -262,7 +279,7 @@ static PyObject *lock_acquire_deadline(FastLock *self, int64_t deadline, int tri
     rsm_pins_hold(pins);
     PyObject *result = NULL;
     int r = blocking_loop(self, self->recursive ? rlock_step : lock_step, lock_abandon, lock_policy, &l->wq,
-                          deadline);
+                          deadline, 0);
     if (r < 0) {
         result = NULL;
     } else if (r == RSM_OK) {
@@ -458,7 +475,10 @@ static PyObject *sem_acquire_timeout(FastObj *self, int blocking, PyObject *time
         }
         return sem_result(self, r);
     }
-    r = blocking_loop(self, sem_step, sem_abandon, robust ? sem_policy : NULL, &s->wq, deadline);
+    /* LIFO wakes the newest waiter first: a sleeper without a timer could lose its turn to
+     * a dead newer one (rsm_wq_wait), so LIFO semaphores keep their slices. */
+    r = blocking_loop(self, sem_step, sem_abandon, robust ? sem_policy : NULL, &s->wq, deadline,
+                      s->policy != RSM_LOCK_LIFO);
     return r < 0 ? NULL : sem_result(self, r);
 }
 
@@ -546,7 +566,7 @@ static PyObject *FastEvent_wait(FastObj *self, PyObject *const *args, Py_ssize_t
         return NULL;
     if (deadline == DEADLINE_TRY)
         Py_RETURN_FALSE;
-    int r = blocking_loop(self, event_step, event_abandon, NULL, &e->wq, deadline);
+    int r = blocking_loop(self, event_step, event_abandon, NULL, &e->wq, deadline, 1); /* set() wakes all */
     if (r < 0)
         return NULL;
     if (r == RSM_OK)

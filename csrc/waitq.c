@@ -103,7 +103,16 @@ static int slot_index_ok(const rsm_waitq *q, int32_t i)
 
 int rsm_wq_wait(rsm_waitq *q, rsm_waiter *w, int64_t deadline_ns)
 {
-    int64_t end = rsm_slice_end(deadline_ns);
+    /* A sleep normally ends with its slice (RSM_SLICE_NS), which arms a kernel timer per
+     * sleep: on a shared CPU the largest cost of the sleeping path.  An infinite wait
+     * sleeps without one when its caller allows it (w->untimed: signals interrupt this
+     * thread and it has nothing to check between slices; fast_sync.c says when) and it is
+     * the only waiter of the queue: wakes go to the oldest waiter first, so no wake-up can
+     * be lost to another (dead) waiter while it sleeps, the one case a slice heals. */
+    int64_t end = w->untimed && deadline_ns < 0 && atomic_load(&q->nwaiters) == 1 &&
+                          atomic_load(&q->noverflow) == 0
+                      ? -1
+                      : rsm_slice_end(deadline_ns);
     if (w->slot == RSM_WAITER_OVERFLOW) {
         if (atomic_load(&q->overflow_seq) == w->seq) {
             int r = rsm_futex_wait(&q->overflow_seq, w->seq, end);
@@ -166,6 +175,8 @@ int rsm_wq_wait(rsm_waitq *q, rsm_waiter *w, int64_t deadline_ns)
         st = atomic_load(&s->state);
         if (rsm_slot_phase(st) == RSM_SLOT_WOKEN)
             continue;
+        if (end < 0)
+            return RSM_SLICE; /* an untimed sleep woke without a wake-up: the caller looks around */
         int64_t now = rsm_now_ns();
         if (deadline_ns >= 0 && now >= deadline_ns)
             return RSM_TIMEOUT;

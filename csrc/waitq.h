@@ -90,7 +90,7 @@ typedef struct rsm_waiter {
     uint32_t token;      /* token received with the last wake */
     uint32_t nospin;     /* 1: sleep at once (set after the first spin of a wait) */
     uint32_t stage;      /* primitive-specific progress kept across slices (RWLock writer) */
-    uint32_t _pad;
+    uint32_t untimed;    /* 1: the caller allows an infinite wait without a timer (rsm_wq_wait) */
 } rsm_waiter;
 
 static inline uint32_t rsm_slot_phase(uint32_t s) { return s & 0xFu; }

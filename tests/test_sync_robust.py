@@ -224,6 +224,63 @@ def test_sigint_interrupts_blocked_waiter(objs, cls, call, setup):
         assert obj.acquire(timeout=5)
 
 
+UNTIMED_CHILD = textwrap.dedent(
+    """
+    import signal, sys, threading, time, rsm_shm
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+    obj = getattr(rsm_shm, sys.argv[1])(sys.argv[2], create=False)
+    if sys.argv[3] == "with a thread":
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    print("waiting", flush=True)
+    obj.acquire() if sys.argv[1] == "Semaphore" else obj.wait()
+    print("done", flush=True)
+    """
+)
+
+
+def _voluntary_switches(pid: int) -> int:
+    with open(f"/proc/{pid}/task/{pid}/status") as f:  # the main thread's own counters
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+@pytest.mark.parametrize("cls", ["Semaphore", "Event"])
+@pytest.mark.parametrize("threads", ["alone", "with a thread"])
+def test_an_infinite_wait_has_slices_only_when_it_needs_them(objs, cls, threads):
+    """An infinite wait on the main thread of a process without other Python threads
+    sleeps with no timer (no wake-up every ~50 ms slice): signals still interrupt it (a
+    handler that does not raise lets it wait on) and the release still ends it.  With
+    another thread, which could close() the handle, it keeps its slices."""
+    obj = objs(getattr(rsm_shm, cls), **({"value": 0} if cls == "Semaphore" else {}))
+    child = subprocess.Popen([sys.executable, "-c", UNTIMED_CHILD, cls, obj.name, threads],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "waiting"
+        deadline = time.monotonic() + 10
+        while obj.pending == 0:
+            assert time.monotonic() < deadline, "the child never waited"
+            time.sleep(0.005)
+        time.sleep(0.05)  # past the spin, asleep
+        before = _voluntary_switches(child.pid)
+        time.sleep(0.5)  # ~10 slices
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(0.1)
+        during = _voluntary_switches(child.pid) - before
+        assert child.poll() is None and obj.pending == 1  # the signal did not end the wait
+        obj.release() if cls == "Semaphore" else obj.set()
+        assert child.wait(timeout=10) == 0 and child.stdout.read().strip() == "done"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if threads == "alone":
+        assert during <= 3, f"{during} wake-ups in 0.6 s: the wait woke up for its slices"
+    else:
+        assert during >= 6, f"{during} wake-ups in 0.6 s: no slices, so a close() would go unseen"
+
+
 def test_timeout_carries_over_signals(objs):
     """Signals that do not raise must not restart the timeout."""
     lk = objs(rsm_shm.Lock)

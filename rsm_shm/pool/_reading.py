@@ -317,10 +317,12 @@ class ReadsResults:
                         left = _left(deadline)
                         if left is not None and left <= 0:
                             break
-                        if future._settled():
-                            break
+                        # Counted before looking at the future: the thread that settles it
+                        # (without the lock) looks at the count after, so it notifies us.
                         self._turn_waiters += 1
                         try:
+                            if future._settled():
+                                break
                             self._turn.wait(left)
                         finally:
                             self._turn_waiters -= 1

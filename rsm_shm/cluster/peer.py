@@ -150,7 +150,8 @@ class Peer:
                       snapshots_received=0, proposals=0, reads=0)
         self._last_contact_ns = 0
         self._status = self.status_rec.new_record()
-        self._published: Optional[Tuple[Role, int, int, int, int, int]] = None
+        self._published: Optional[Tuple[Role, int, int, int]] = None
+        self._published_full_ns = 0
         self._publish_ns = int(self.timing.tick * 1e9)
 
     # ------------------------------------------------------------------ main loop
@@ -524,16 +525,29 @@ class Peer:
             storage.compact(compact_to)
 
     def publish_status(self, force: bool = False, stopped: bool = False) -> None:
+        """Publish the status record: in full when the leadership or the links moved,
+        when forced, or at least once a tick (counters, match indexes, membership may
+        lag that much); when only the log moved (commit, applied, last index) just those
+        fields and the time are refreshed -- still before any reply that depends on
+        them goes out (a client that got its answer finds the commit in the record)."""
         r = self.node.raft
         log = r.raft_log
-        now = time.monotonic_ns()
-        # Published whenever something a reader acts on moved (role, term, leader,
-        # commit, applied, links); counters alone may lag up to a tick.
-        key = (r.role, r.term, r.lead, log.committed, self.applied, self.links.seq)
-        if not force and key == self._published and now - self._status.updated_ns < self._publish_ns:
-            return
-        self._published = key
         s = self._status
+        now = time.monotonic_ns()
+        lkey = (r.role, r.term, r.lead, self.links.seq)
+        if not force and lkey == self._published and now - self._published_full_ns < self._publish_ns:
+            applied = self.applied
+            committed = log.committed
+            if committed == s.commit and applied == s.applied:
+                return
+            s.commit = committed
+            s.applied = applied
+            s.last_index = log.last_index()
+            s.updated_ns = now
+            self.status_rec.publish(s)
+            return
+        self._published = lkey
+        self._published_full_ns = now
         s.cluster_id = self.cluster_id
         s.id = self.id
         s.pid = self.pid

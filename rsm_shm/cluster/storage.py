@@ -487,12 +487,17 @@ class DiskStorage:
         if ents:
             ent_at = len(buf) + HEADER_SIZE
             pack = _ENT.pack
-            buf += frame(RecordType.ENTRIES, b"".join(pack(e.term, e.index, e.type, len(e.data)) + e.data for e in ents))
+            parts = []
+            for e in ents:
+                d = e.data
+                parts.append(pack(e.term, e.index, e.type, len(d)))
+                parts.append(d)
+            buf += frame(RecordType.ENTRIES, b"".join(parts))
         if hard_state is not None:
             buf += frame(RecordType.HARD_STATE, _HS.pack(hard_state.term, hard_state.vote, hard_state.commit))
         if not buf:
             return
-        start = self._wal.write(bytes(buf))
+        start = self._wal.write(buf)
         # the write succeeded: now the in-memory view may follow
         if snap is not None:
             self._snap_meta = snap.meta

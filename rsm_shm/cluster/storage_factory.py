@@ -5,12 +5,20 @@
 ``save(ready)`` (persist a Ready's snapshot, entries and hard state in one write, with
 one fsync when the Ready says it must: group commit), ``close()``, and the ``fsyncs`` /
 ``fsync_ns`` counters published in the status record.
+
+A hard state that only moves the commit index (the Ready does not ask for a sync) is
+not written on its own: it goes to disk with the next entries or vote, or at
+``close()``.  Raft's commit index is volatile state (Figure 2): a peer that restarts
+with an older one applies up to it and learns the rest from the leader's next append
+or heartbeat.  This spares a write on the turn where a command commits, the one a
+client is waiting for.
 """
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
-from ..raft.types import Ready
+from ..raft.types import HardState, Ready
 from .storage import DiskStorage, NotDurableWarning
 
 __all__ = ["open_storage"]
@@ -26,10 +34,20 @@ class _DiskStore:
         if not fsync:
             print(f"peer {node_id}: fsync=False -- this log is NOT durable across an OS crash", flush=True)
 
+    _later: Optional[HardState] = None  # a commit-only hard state not written yet (module docstring)
+
     def save(self, rd: Ready) -> None:
-        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
-            return
-        self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
+        hs = rd.hard_state
+        if rd.snapshot is None and not rd.entries:
+            if hs is None:
+                return
+            if not rd.must_sync:
+                self._later = hs
+                return
+        if hs is None:
+            hs = self._later
+        self._later = None
+        self.storage.save(hs, rd.entries, rd.snapshot, sync=rd.must_sync)
 
     @property
     def fsyncs(self) -> int:
@@ -40,6 +58,9 @@ class _DiskStore:
         return int(self.storage.stats.fsync_seconds * 1e9)
 
     def close(self) -> None:
+        if self._later is not None and not self.storage.closed:
+            self.storage.save(self._later, sync=False)
+            self._later = None
         self.storage.close()
 
 

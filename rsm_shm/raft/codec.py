@@ -63,6 +63,7 @@ _HDR = struct.Struct(">2sBBB9Q")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ENT = struct.Struct(">QQB")
+_ENT_LEN = struct.Struct(">QQBI")  # an entry header and its data length (the fast paths)
 _SNAPHDR = struct.Struct(">QQ")
 _CHANGE = struct.Struct(">BQ")  # a conf change: type, node id
 _U64_MAX = (1 << 64) - 1
@@ -70,6 +71,8 @@ _MSG_TYPES = frozenset(int(t) for t in MessageType)
 _ENTRY_TYPES = frozenset(int(t) for t in EntryType)
 _CC_TYPES = frozenset(int(t) for t in ConfChangeType)
 _CC_TRANSITIONS = frozenset(int(t) for t in ConfChangeTransition)
+_MSG_TYPE_OF = {int(t): t for t in MessageType}
+_ENTRY_TYPE_OF = {int(t): t for t in EntryType}
 
 
 class DecodeError(ValueError):
@@ -113,6 +116,32 @@ def encode_message(m: Message) -> bytes:
     """Encode ``m`` (format version :data:`FORMAT_VERSION`).  Raises ValueError for a
     message whose fields do not fit the format (negative or too-large integers)."""
     flags = (_FLAG_REJECT if m.reject else 0) | (_FLAG_SNAPSHOT if m.snapshot is not None else 0)
+    try:
+        # The fast path: struct checks the ranges itself; only a failure is examined
+        # field by field (below) to say which field does not fit.
+        head = _HDR.pack(MAGIC, FORMAT_VERSION, m.type, flags, m.to, m.frm, m.term, m.log_term, m.index,
+                         m.commit, m.reject_hint, m.snap_offset, m.snap_total)
+        ctx = m.context
+        out: List[bytes] = [head, _U32.pack(len(ctx)), ctx if type(ctx) is bytes else bytes(ctx),
+                            _U32.pack(len(m.entries))]
+        pack = _ENT_LEN.pack
+        for e in m.entries:
+            d = e.data
+            out.append(pack(e.term, e.index, e.type, len(d)))
+            out.append(d if type(d) is bytes else bytes(d))
+    except struct.error:
+        out = _encode_checked(m, flags)
+    if m.snapshot is not None:
+        s = m.snapshot
+        out.append(_SNAPHDR.pack(_u64("snapshot.index", s.meta.index), _u64("snapshot.term", s.meta.term)))
+        _put_conf_state(out, s.meta.conf_state)
+        _put_bytes(out, s.data)
+    return b"".join(out)
+
+
+def _encode_checked(m: Message, flags: int) -> List[bytes]:
+    """The header, context and entries of ``m``, every field checked (ValueError names
+    the one that does not fit)."""
     out: List[bytes] = [
         _HDR.pack(
             MAGIC,
@@ -134,12 +163,7 @@ def encode_message(m: Message) -> bytes:
     out.append(_U32.pack(len(m.entries)))
     for e in m.entries:
         _put_entry(out, e)
-    if m.snapshot is not None:
-        s = m.snapshot
-        out.append(_SNAPHDR.pack(_u64("snapshot.index", s.meta.index), _u64("snapshot.term", s.meta.term)))
-        _put_conf_state(out, s.meta.conf_state)
-        _put_bytes(out, s.data)
-    return b"".join(out)
+    return out
 
 
 # -------------------------------------------------------------------------- decoding
@@ -238,7 +262,61 @@ def _decode(what: str, b: object, read: Callable[[_Reader], _T]) -> _T:
 def decode_message(b: bytes) -> Message:
     """Decode bytes made by :func:`encode_message`.  Raises :class:`DecodeError` for any
     malformed input, never anything else."""
+    if type(b) is bytes:
+        m = _read_plain_message(b)
+        if m is not None:
+            return m
     return _decode("message", b, _read_message)
+
+
+_HDR_SIZE = _HDR.size
+_ENT_LEN_SIZE = _ENT_LEN.size
+
+
+def _read_plain_message(b: bytes) -> "Message | None":
+    """The fast path of :func:`decode_message`: a well-formed message without a snapshot,
+    or None for anything else (then the careful reader decodes it, or says exactly what
+    is wrong)."""
+    n = len(b)
+    if n < _HDR_SIZE + 8:
+        return None
+    magic, version, mtype, flags, to, frm, term, log_term, index, commit, hint, off, total = _HDR.unpack_from(b, 0)
+    mt = _MSG_TYPE_OF.get(mtype)
+    if magic != MAGIC or version != FORMAT_VERSION or mt is None or flags & ~_FLAG_REJECT:
+        return None
+    p = _HDR_SIZE
+    clen = _U32.unpack_from(b, p)[0]
+    p += 4
+    if p + clen + 4 > n:
+        return None
+    context = b[p : p + clen]
+    p += clen
+    count = _U32.unpack_from(b, p)[0]
+    p += 4
+    entries: Tuple[Entry, ...] = ()
+    if count:
+        if p + count * _ENT_LEN_SIZE > n:
+            return None
+        ents = []
+        unpack = _ENT_LEN.unpack_from
+        for _ in range(count):
+            if p + _ENT_LEN_SIZE > n:
+                return None
+            et, ei, ety, dlen = unpack(b, p)
+            p += _ENT_LEN_SIZE
+            etype = _ENTRY_TYPE_OF.get(ety)
+            if etype is None or p + dlen > n:
+                return None
+            ents.append(Entry(term=et, index=ei, type=etype, data=b[p : p + dlen]))
+            p += dlen
+        entries = tuple(ents)
+    if p != n:
+        return None
+    return Message(
+        type=mt, to=to, frm=frm, term=term, log_term=log_term, index=index, entries=entries, commit=commit,
+        reject=bool(flags & _FLAG_REJECT), reject_hint=hint, snapshot=None, context=context, snap_offset=off,
+        snap_total=total,
+    )
 
 
 def _read_message(r: _Reader) -> Message:

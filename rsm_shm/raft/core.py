@@ -203,18 +203,26 @@ class RawNode:
 
     # ------------------------------------------------------------------ outputs
     def has_ready(self) -> bool:
+        # Called after every input: compares fields rather than building the soft and
+        # hard state records (this is the runtime's per-turn hot path).
         r = self.raft
-        r.flush_appends()
-        if r.soft_state() != self._prev_soft:
+        if r.append_pending:
+            r.flush_appends()
+        if r.msgs or r.read_states:
             return True
-        hs = r.hard_state()
-        if not hs.is_empty() and hs != self._prev_hard:
+        ps = self._prev_soft
+        if r.lead != ps.leader or r.role != ps.role:
             return True
-        if r.raft_log.has_pending_snapshot():
+        log = r.raft_log
+        ph = self._prev_hard
+        if (r.term != ph.term or r.vote != ph.vote or log.committed != ph.commit) and (
+            r.term or r.vote or log.committed
+        ):
             return True
-        if r.msgs or r.raft_log.unstable.entries or r.read_states:
+        unstable = log.unstable
+        if unstable.snapshot is not None or unstable.entries:
             return True
-        return r.raft_log.has_next_committed_ents()
+        return log.has_next_committed_ents()
 
     def ready(self) -> Ready:
         """What to persist, send and apply now (see :class:`Ready` for the order:
@@ -230,20 +238,18 @@ class RawNode:
             committed_entries=log.next_committed_ents(),
             messages=r.msgs,
         )
-        ss = r.soft_state()
-        if ss != self._prev_soft:
-            rd.soft_state = ss
-            self._prev_soft = ss
-        hs = r.hard_state()
-        if hs != self._prev_hard:
-            rd.hard_state = hs
-            self._prev_hard = hs
+        ps = self._prev_soft
+        if r.lead != ps.leader or r.role != ps.role:
+            rd.soft_state = self._prev_soft = r.soft_state()
+        prev = self._prev_hard
+        if r.term != prev.term or r.vote != prev.vote or log.committed != prev.commit:
+            rd.hard_state = self._prev_hard = r.hard_state()
         if log.unstable.snapshot is not None:
             rd.snapshot = log.unstable.snapshot
         rd.read_states = r.read_states
-        rd.must_sync = bool(rd.entries) or (
-            rd.hard_state is not None and (rd.hard_state.term != 0 or rd.hard_state.vote != 0)
-        )
+        # As etcd's MustSync: new entries, or a new term or vote.  A commit index alone
+        # need not be synced (it is learnt again from the leader after a crash).
+        rd.must_sync = bool(rd.entries) or r.term != prev.term or r.vote != prev.vote
         r.msgs = []
         r.read_states = []
         if rd.committed_entries:

@@ -118,6 +118,10 @@ class RaftLog:
     def term(self, i: int) -> int:
         """Term of entry ``i``; raises CompactedError / UnavailableError out of range.
         ``term(first_index() - 1)`` is the snapshot's term (0 for an empty log)."""
+        u = self.unstable
+        k = i - u.offset
+        if 0 <= k < len(u.entries):  # an unstable entry: the common case of a leader
+            return u.entries[k].term
         dummy = self.first_index() - 1
         if i < dummy:
             raise CompactedError(f"term({i}): compacted up to {dummy}")
@@ -176,8 +180,10 @@ class RaftLog:
 
     def find_conflict(self, ents: Sequence[Entry]) -> int:
         """Index of the first entry of ``ents`` that is new or conflicts, 0 if none."""
+        last = self.last_index()
         for e in ents:
-            if not self.match_term(e.index, e.term):
+            # past our end is new (no need to raise and catch UnavailableError for it)
+            if e.index > last or not self.match_term(e.index, e.term):
                 return e.index
         return 0
 

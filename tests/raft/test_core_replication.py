@@ -271,3 +271,31 @@ def test_broadcast_commit_off_leaves_commit_to_the_next_append_or_heartbeat(broa
         net.process(1)
         apps = [m for m in net.take() if m.type == MessageType.APP]
         assert apps and all(m.commit == li for m in apps)
+
+
+def test_a_ready_that_only_moves_the_commit_index_need_not_sync():
+    """must_sync (etcd's MustSync): new entries, or a new term or vote -- not a commit
+    index alone, which a restarted node learns again from the leader."""
+    net = Net(3)
+    net.elect(1)
+    leader, store = net.nodes[1], net.stores[1]
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries and rd.must_sync
+    store.append(rd.entries)
+    leader.advance(rd)
+    for m in rd.messages:
+        net.nodes[m.to].step(m)
+        net.process(m.to)
+    for m in net.take():
+        if m.to == 1:
+            leader.step(m)
+    rd = leader.ready()
+    assert rd.hard_state is not None and rd.hard_state.commit == rd.committed_entries[-1].index
+    assert not rd.entries and not rd.must_sync
+    leader.advance(rd)
+    # a new term and vote must be synced
+    other = Net(3, config=cfg(pre_vote=False))
+    other.nodes[2].campaign()
+    rd = other.nodes[2].ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == 2 and not rd.entries and rd.must_sync

@@ -346,7 +346,7 @@ class WAL:
         self.bytes_written += len(body)
         self._open_active(seq, path, len(body))
 
-    def write(self, buf: bytes) -> int:
+    def write(self, buf: "bytes | bytearray") -> int:
         """Append framed records ``buf`` to the active segment (not synced); returns the
         position (see :func:`position`) where ``buf`` starts."""
         self._check()
@@ -443,7 +443,7 @@ def split_position(pos: int) -> Tuple[int, int]:
     return pos >> OFFSET_BITS, pos & OFFSET_MASK
 
 
-def _write_all(fd: int, buf: bytes) -> None:
+def _write_all(fd: int, buf: "bytes | bytearray") -> None:
     mv = memoryview(buf)
     while mv:
         n = os.write(fd, mv)

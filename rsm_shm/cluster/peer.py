@@ -59,7 +59,7 @@ from .control import ControlBlock, LinkView
 from .layout import (
     MAX_ENTRY_BYTES, MAX_RESULT_BYTES, MAX_SIZE_PER_MSG, RING_SHUTDOWN, Timing, inbox_name, read_config,
 )
-from .statemachine import BatchOp, Sessions, decode_batch, encode_batch, load_state_machine, OP_OVERHEAD
+from .statemachine import BatchWriter, Sessions, decode_batch, load_state_machine, OP_OVERHEAD
 from .status import StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
@@ -271,26 +271,27 @@ class Peer:
             for p in props:
                 self._reply(p[0], p[2], ev.NOT_LEADER, hint)
             return
-        ops: List[BatchOp] = []
+        # Encoded straight into the batch (no list of op tuples in between): this loop
+        # runs once per command of a pipelined load.
+        batch = BatchWriter()
         meta: List[_Meta] = []
-        size = 5
+        command = ev.OP_COMMAND
         for reply_to, op, rid, session, seq, acked, data in props:
             n = OP_OVERHEAD + len(data)
-            if 5 + n > MAX_ENTRY_BYTES:
-                self._reply(reply_to, rid, ev.BAD_REQUEST, b"command larger than the largest log entry")
-                continue
-            if size + n > MAX_ENTRY_BYTES:
-                self._propose_batch(ops, meta)
-                ops, meta, size = [], [], 5
-            ops.append((op, session, seq, acked, data))
-            meta.append((reply_to, rid, session, seq if op == ev.OP_COMMAND else 0))
-            size += n
-        if ops:
-            self._propose_batch(ops, meta)
+            if batch.size + n > MAX_ENTRY_BYTES:
+                if n + 5 > MAX_ENTRY_BYTES:
+                    self._reply(reply_to, rid, ev.BAD_REQUEST, b"command larger than the largest log entry")
+                    continue
+                self._propose_batch(batch, meta)
+                batch, meta = BatchWriter(), []
+            batch.add(op, session, seq, acked, data)
+            meta.append((reply_to, rid, session, seq if op == command else 0))
+        if meta:
+            self._propose_batch(batch, meta)
 
-    def _propose_batch(self, ops: List[BatchOp], meta: List[_Meta]) -> None:
+    def _propose_batch(self, batch: BatchWriter, meta: List[_Meta]) -> None:
         try:
-            self.node.propose(encode_batch(ops))
+            self.node.propose(batch.finish())
         except NotLeaderError:
             hint = self._leader_hint()
             for reply_to, rid, _s, _q in meta:
@@ -300,7 +301,7 @@ class Peer:
             for reply_to, rid, _s, _q in meta:
                 self._reply(reply_to, rid, ev.RETRY, b"proposal dropped (leadership transfer?)")
             return
-        self.c["proposals"] += len(ops)
+        self.c["proposals"] += len(meta)
         pending = self._pending
         for reply_to, rid, session, seq in meta:
             pending[(session, seq)] = (reply_to, rid)
@@ -414,14 +415,15 @@ class Peer:
             return
         self._snap_commands += len(ops)
         self._snap_bytes += len(entry.data)
-        sessions = self.sessions
+        outcomes = self.sessions.apply_batch(ops, entry.index)
         pending = self._pending
-        index = entry.index
-        for op, session, seq, acked, data in ops:
-            status, result = sessions.apply(op, session, seq, acked, data, index)
-            waiter = pending.pop((session, seq if op == ev.OP_COMMAND else 0), None)
-            if waiter is not None:
-                self._reply(waiter[0], waiter[1], status, result)
+        if pending:  # a leader answers the clients whose commands it proposed
+            command = ev.OP_COMMAND
+            reply = self._reply
+            for (op, session, seq, _acked, _data), (status, result) in zip(ops, outcomes):
+                waiter = pending.pop((session, seq if op == command else 0), None)
+                if waiter is not None:
+                    reply(waiter[0], waiter[1], status, result)
 
     def read_states(self, states: Sequence[ReadState]) -> None:
         for rs in states:

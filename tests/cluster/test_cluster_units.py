@@ -9,7 +9,7 @@ import pytest
 
 from rsm_shm.cluster import KVStore, StateMachine
 from rsm_shm.cluster import envelope as ev
-from rsm_shm.cluster.statemachine import Sessions, decode_batch, encode_batch, load_state_machine
+from rsm_shm.cluster.statemachine import BatchWriter, Sessions, decode_batch, encode_batch, load_state_machine
 
 
 def test_envelopes_round_trip():
@@ -61,6 +61,10 @@ def test_every_truncation_or_corruption_raises_envelope_error_only():
 def test_batch_round_trip_and_garbage():
     ops = [(ev.OP_COMMAND, 1, 2, 1, b"a"), (ev.OP_REGISTER, 3, 0, 0, b"")]
     assert decode_batch(encode_batch(ops)) == ops
+    w = BatchWriter()
+    for op in ops:
+        w.add(*op)
+    assert w.finish() == encode_batch(ops) and w.size == len(encode_batch(ops)) and w.count == 2
     for junk in (b"", b"\x02\0\0\0\0", encode_batch(ops)[:-1], encode_batch(ops) + b"x"):
         with pytest.raises(ValueError):
             decode_batch(junk)
@@ -119,6 +123,28 @@ def test_sessions_snapshot_carries_the_table_and_evicts_deterministically():
     assert t.apply(ev.OP_COMMAND, 1, 1, 0, b"x", 6) == (ev.OK, b"1")
     with pytest.raises(ValueError):
         t.restore(b"garbage-snapshot")
+
+
+def test_sessions_apply_batch_is_apply_in_order():
+    """apply_batch (the peers' fast path) gives exactly what apply gives, op by op, on
+    a random mix of registrations, retries, skips, stale and erroring commands, new
+    acknowledgements and unknown sessions."""
+    rng = random.Random(7)
+    one, many = Sessions(Log(), max_sessions=3), Sessions(Log(), max_sessions=3)
+    seqs = {}
+    for index in range(1, 400):
+        ops = []
+        for _ in range(rng.randint(1, 6)):
+            sid = rng.randint(1, 5)
+            if rng.random() < 0.1:
+                ops.append((ev.OP_REGISTER, sid, 0, 0, b""))
+                continue
+            seq = seqs[sid] = seqs.get(sid, 0) + rng.choice((1, 1, 1, 2, 0, -1))
+            acked = max(0, seq - rng.randint(1, 5))
+            ops.append((ev.OP_COMMAND, sid, max(seq, 1), acked, rng.choice((b"a", b"b", b"raise", b"int"))))
+        expect = [one.apply(*op, index) for op in ops]
+        assert many.apply_batch(ops, index) == expect
+    assert one.snapshot() == many.snapshot() and one.sm.items == many.sm.items
 
 
 def test_kvstore_commands():

@@ -193,6 +193,17 @@ class RawNode:
         the transfer is aborted if ``to`` does not win within an election timeout."""
         self.raft.step(Message(MessageType.TRANSFER_LEADER, to=self.raft.id, frm=self.raft.id, index=to))
 
+    def forget_leader(self) -> None:
+        """Forget the leader this follower knows (etcd's ``ForgetLeader``): call it when
+        the transport has strong evidence the leader is dead (its connection broke).
+        The node stays a follower in the same term and does not campaign; it merely
+        stops counting the leader's lease, so it grants pre-votes at once and a quorum
+        of such followers elects a new leader without waiting out the election
+        timeout.  A live leader's next heartbeat makes it follow again.  A no-op on a
+        leader, a (pre-)candidate, a follower that knows no leader, and under
+        lease-based reads (whose safety rests on the followers' leases)."""
+        self.raft.forget_leader()
+
     def report_unreachable(self, id: int) -> None:
         """The transport failed to reach ``id``: stop pipelining to it."""
         self.raft.step(Message(MessageType.UNREACHABLE, to=self.raft.id, frm=id))

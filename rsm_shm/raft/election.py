@@ -7,6 +7,7 @@ import enum
 from typing import Tuple
 
 from .quorum import VoteResult
+from .readonly import ReadOnlyOption
 from .types import NONE, EntryType, Message, MessageType, Role, vote_resp_type
 from .state import RaftState
 
@@ -111,6 +112,25 @@ class ElectionMixin(RaftState):
         if self.boot_lease_ticks:
             return True  # restarted with lease reads on: see protocol.Raft.__init__
         return self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
+
+    def forget_leader(self) -> None:
+        """A follower forgets the leader of its term (etcd's ``ForgetLeader``): the
+        caller has strong evidence that the leader is gone (its connection broke).
+
+        Only the leader is forgotten: the term, the vote and the election timer stay.
+        Without a known leader the node is no longer in the leader's lease
+        (:meth:`in_lease`), so it grants pre-votes at once instead of waiting out the
+        election timeout, and a quorum of such followers lets the first node that
+        campaigns win quickly.  It is safe: a pre-vote never binds, a real vote is still
+        at most one per term, and the next message from a live leader of the term makes
+        the node follow it again.  A leader, a (pre-)candidate or a follower that knows
+        no leader is left alone; so is every node under lease-based reads, whose
+        leader counts on its followers' leases (etcd ignores it there too)."""
+        if self.role != Role.FOLLOWER or self.lead == NONE:
+            return
+        if self.read_only.option == ReadOnlyOption.LEASE_BASED:
+            return
+        self.lead = NONE
 
     def handle_vote_request(self, m: Message) -> None:
         """Grant or reject a VOTE / PRE_VOTE whose term is >= ours (Figure 2

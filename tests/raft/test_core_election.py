@@ -300,3 +300,83 @@ def test_a_stale_candidate_cannot_keep_the_up_to_date_node_from_campaigning():
     net.tick(200, who=[2, 3])
     assert net.leaders() == [2], [net.nodes[i].leadership() for i in (2, 3)]
     assert net.status(3).leader == 2 and net.status(3).commit == 3  # the new leader's no-op
+
+
+# ---------------------------------------------------------------- forget_leader
+def _pre_vote(net, frm: int, to: int) -> Message:
+    r = net.nodes[frm].raft
+    return Message(MessageType.PRE_VOTE, to=to, frm=frm, term=r.term + 1, log_term=r.raft_log.last_term(),
+                   index=r.raft_log.last_index())
+
+
+def _answers(net, frm: int, to: int, t: MessageType):
+    return [m for m in net.take() if m.type == t and m.frm == frm and m.to == to]
+
+
+def test_forget_leader_lets_a_follower_grant_a_pre_vote_it_would_refuse():
+    net = Net(3, seed=2)
+    net.elect(1)
+    # In the leader's lease, follower 2 ignores a pre-vote (leader stickiness)...
+    net.nodes[2].step(_pre_vote(net, 3, 2))
+    assert _answers(net, 2, 3, MessageType.PRE_VOTE_RESP) == []
+    # ...after forgetting its leader it grants it at once, in the same term, without
+    # campaigning or voting.
+    term = net.status(2).term
+    net.nodes[2].forget_leader()
+    st = net.status(2)
+    assert (st.role, st.leader, st.term, st.vote) == (Role.FOLLOWER, 0, term, 1)
+    net.nodes[2].step(_pre_vote(net, 3, 2))
+    resp = _answers(net, 2, 3, MessageType.PRE_VOTE_RESP)
+    assert len(resp) == 1 and not resp[0].reject and resp[0].term == term + 1
+    assert net.status(2).term == term and net.status(2).role == Role.FOLLOWER
+    # The leader's next heartbeat makes it follow again.
+    net.tick(1, who=[1])
+    assert net.status(2).leader == 1
+
+
+def test_forget_leader_after_the_leader_dies_elects_at_once():
+    net = Net(3, seed=4)
+    net.elect(1)
+    term = net.status(1).term
+    net.crash(1)
+    # Without forgetting, 3 campaigning at once gets nowhere: 2 is in the lease.
+    net.nodes[3].campaign()
+    net.stabilize()
+    assert net.leaders() == [] and net.status(3).term == term
+    assert net.role(3) == Role.PRE_CANDIDATE and net.status(2).leader == 1
+    # 2 learns that 1 is gone (its connection broke) and forgets it: 3's next
+    # pre-vote round, long before any election timeout, wins.
+    net.nodes[2].forget_leader()
+    net.nodes[3].campaign()
+    net.stabilize()
+    assert net.leaders() == [3] and net.status(3).term == term + 1
+    assert net.status(2).leader == 3
+
+
+def test_forget_leader_is_a_no_op_on_leaders_candidates_and_under_lease_reads():
+    from rsm_shm.raft.readonly import ReadOnlyOption
+
+    net = Net(3, seed=6)
+    net.elect(1)
+    before = net.status(1)
+    net.nodes[1].forget_leader()
+    assert net.status(1) == before and net.role(1) == Role.LEADER
+    net.isolate(3)
+    net.nodes[3].campaign()  # pre-candidate: nobody hears it
+    net.stabilize()
+    assert net.role(3) == Role.PRE_CANDIDATE
+    before = net.status(3)
+    net.nodes[3].forget_leader()
+    assert net.status(3) == before
+    # A follower that knows no leader: nothing to forget.
+    n = RawNode(1, [1, 2, 3], MemoryStorage(), cfg(), random.Random(0))
+    before = n.status()
+    n.forget_leader()
+    assert n.status() == before
+    # Lease-based reads: the leader relies on its followers' leases; forgetting is refused.
+    lease = Net(3, seed=6, config=cfg(read_only_option=ReadOnlyOption.LEASE_BASED))
+    lease.elect(1)
+    lease.nodes[2].forget_leader()
+    assert lease.status(2).leader == 1
+    lease.nodes[2].step(_pre_vote(lease, 3, 2))
+    assert _answers(lease, 2, 3, MessageType.PRE_VOTE_RESP) == []

@@ -7,7 +7,8 @@
  * Threads hammer a Lock (barging and FIFO), an RLock, a robust Semaphore, an RWLock and an
  * Event through the same entry points Python uses (including timeouts and slices), and
  * check exact invariants.  Then forked children die holding read locks and permits, and
- * the reclaim transitions (share.h) are checked on shared mappings.  Last, an Event's
+ * the reclaim transitions (share.h) are checked on shared mappings, and robust-semaphore
+ * holders are SIGKILLed at random points of a churn.  Last, an Event's
  * set() whose wake-up lands late must not end a wait that began after it.  Exit status 0 =
  * all invariants held.  (Run by tests/test_c_stress.py.)
  */
@@ -246,6 +247,58 @@ static int robust_phase(void)
     return 1;
 }
 
+/* ---- robust-semaphore holders SIGKILLed at random points ------------------------------
+ * Churners acquire and release in a loop; one at a time is killed at a random moment,
+ * reaped, and its holder slots reclaimed (what Python's policy does).  Whatever the kill
+ * point, no slot may keep naming the dead process, and permits may only leak (at most one
+ * per kill: the documented window between taking a permit and counting it, or between
+ * uncounting one and giving it back), never be created. */
+static void churn_forever(rsm_sem *s)
+{
+    for (;;) {
+        rsm_waiter w = {.slot = RSM_WAITER_NONE};
+        int r;
+        while ((r = rsm_sem_acquire(s, &w, -1)) == RSM_SLICE)
+            ;
+        if (r != RSM_OK || rsm_sem_release(s, 1) != RSM_OK)
+            _exit(3);
+    }
+}
+
+static int robust_kill_phase(int kills)
+{
+    enum { CHURNERS = 3, PERMITS = 50 }; /* enough that leaks never stop the churn */
+    rsm_sem *s = shared_alloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+    rsm_sem_init(s, PERMITS, 0, RSM_LOCK_BARGING, RSM_SEM_ROBUST, NSLOTS);
+    rsm_share *h = rsm_sem_holders(s);
+    pid_t kids[CHURNERS];
+    unsigned seed = 12345;
+    for (int i = 0; i < CHURNERS; i++)
+        if ((kids[i] = fork()) == 0)
+            churn_forever(s);
+    int stale = 0;
+    for (int k = 0; k < kills + CHURNERS; k++) {
+        int v = k < kills ? (int)(rand_r(&seed) % CHURNERS) : k - kills; /* at the end: all */
+        if (k < kills)
+            usleep(rand_r(&seed) % 300);
+        kill(kids[v], SIGKILL);
+        waitpid(kids[v], NULL, 0);
+        if (reclaim_pid(h, NSLOTS, kids[v], sem_reclaim, s) == UINT32_MAX)
+            stale++;
+        for (uint32_t i = 0; i < NSLOTS; i++)
+            if (atomic_load(&h[i].word) != 0 && rsm_share_pid(atomic_load(&h[i].word)) == (uint32_t)kids[v])
+                stale++;
+        if (k < kills && (kids[v] = fork()) == 0)
+            churn_forever(s);
+    }
+    uint64_t held = rsm_share_total(h, NSLOTS) + s->untracked;
+    uint32_t value = rsm_sem_value(s);
+    int leaked = PERMITS - (int)value - (int)held;
+    printf("robust kills: %d SIGKILLs, %d permits leaked, %d stale holder slots\n", kills + CHURNERS, leaked, stale);
+    munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
+    return stale == 0 && held == 0 && leaked >= 0 && leaked <= kills + CHURNERS;
+}
+
 /* ---- an Event's late wake-up (event.h) ------------------------------------------------
  * set() changes the word, then wakes the waiters.  If the setter is preempted in between,
  * a waiter can see the word, return, clear() and wait again before the wake-up lands: that
@@ -342,6 +395,7 @@ int main(void)
     fflush(stdout); /* before fork: a child must not inherit (and repeat) buffered output */
     int robust_ok = robust_phase();
     printf("robust: %s\n", robust_ok ? "OK" : "FAIL");
+    int kills_ok = robust_kill_phase(200);
     int event_ok = event_late_wake_phase();
-    return ok && robust_ok && event_ok ? 0 : 1;
+    return ok && robust_ok && kills_ok && event_ok ? 0 : 1;
 }

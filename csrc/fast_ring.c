@@ -137,6 +137,7 @@ static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs
 /* One blocking put or get in progress: the waiter and op live on the caller's stack. */
 typedef struct {
     FastRing *self;
+    rsm_pins *pins; /* a reference of our own: a rebind must not free it under us */
     rsm_ring *ring;
     uint32_t role; /* RSM_RING_ROLE_PRODUCER or _CONSUMER */
     rsm_waiter w;
@@ -151,7 +152,8 @@ static void wait_begin(ring_wait *rw, FastRing *self, rsm_ring *ring, uint32_t r
     rw->ring = ring;
     rw->role = role;
     rw->w.slot = RSM_WAITER_NONE;
-    rsm_pins_hold(self->pins); /* open_ring() just checked it; the caller holds a reference */
+    rw->pins = (rsm_pins *)Py_NewRef(self->pins);
+    rsm_pins_hold(rw->pins); /* open_ring() just checked it */
 }
 
 /* Between two slices: signal handlers, a close() from another thread, dead waiters, the
@@ -162,8 +164,8 @@ static int wait_between_slices(ring_wait *rw, PyObject **out)
     rsm_ring *ring = rw->ring;
     if (PyErr_CheckSignals() < 0)
         goto leave;
-    if (rw->self->pins->closed) {
-        PyErr_Format(PyExc_ValueError, "%S was closed while this thread waited on it", rw->self->pins->label);
+    if (rw->pins->closed) {
+        PyErr_Format(PyExc_ValueError, "%S was closed while this thread waited on it", rw->pins->label);
         goto leave;
     }
     if (++rw->slices % RSM_REAP_EVERY_SLICES == 0)
@@ -194,8 +196,9 @@ leave:
 /* Unpin; returns `result` (NULL: an exception is set), or NULL if unpinning raised. */
 static PyObject *wait_end(ring_wait *rw, PyObject *result)
 {
-    if (rsm_pins_exit_keep(rw->self->pins, result ? 0 : -1) < 0)
+    if (rsm_pins_exit_keep(rw->pins, result ? 0 : -1) < 0)
         Py_CLEAR(result);
+    Py_DECREF(rw->pins);
     return result;
 }
 
@@ -295,7 +298,7 @@ static PyObject *put_blocking(FastRing *self, rsm_ring *ring, const char *data, 
         return NULL; /* closed, too large, ...: the slow path says so */
     int64_t deadline;
     if (rsm_deadline_convert(timeout, RULE_QUEUE, 1, &deadline) < 0)
-        return NULL; /* cannot happen after timeout_ok(); the slow path raises */
+        return NULL; /* the exception is queue.Queue's (timeout_ok() admitted the type) */
     if (deadline == DEADLINE_TRY) {
         if (status == RSM_WOULDBLOCK)
             return rsm_fast_raise((PyObject *)self, RSM_WOULDBLOCK, "put"); /* queue.Full */

@@ -10,9 +10,10 @@ Semantics in short:
 
 * ``put`` blocks while the ring has no room, ``get`` while it is empty; ``timeout=None``
   waits forever, ``timeout=0`` tries once, otherwise up to ``timeout`` seconds
-  (CLOCK_MONOTONIC), then ``queue.Full`` / ``queue.Empty``.  Every wait returns to Python
-  at least every ~50 ms, so Ctrl-C interrupts it with KeyboardInterrupt and leaves the ring
-  consistent (the interrupted call did not happen).
+  (CLOCK_MONOTONIC), then ``queue.Full`` / ``queue.Empty``.  A wait runs in C (one call,
+  no Python frame per message) and looks around at least every ~50 ms: signal handlers
+  run, so Ctrl-C interrupts it with KeyboardInterrupt and leaves the ring consistent (the
+  interrupted call did not happen), and dead peers are judged.
 * Delivery is exactly-once and in order: messages leave in the order their puts reserved
   space; with several consumers each message goes to exactly one of them.
 * ``shutdown()`` ends the stream for every process, as ``queue.Queue.shutdown()``: puts

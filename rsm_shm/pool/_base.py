@@ -70,8 +70,9 @@ class MapMixin:
         lazily: at most ``buffersize`` chunks (default ``max(4 * max_workers, min(1024,
         65536 // chunksize))``) are submitted ahead of the result being waited for.  ``timeout``
         counts from this call, as in ``Executor.map``; when it expires, iterating raises
-        ``TimeoutError``.  If a job raises, iterating re-raises it at that point and the jobs
-        still queued are cancelled.
+        ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` since Python 3.11).
+        If a job raises, iterating re-raises it at that point and the jobs still queued are
+        cancelled.
         """
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")

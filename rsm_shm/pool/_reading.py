@@ -22,6 +22,9 @@ import queue
 import threading
 import time
 from concurrent.futures import CancelledError, Future
+# Not the builtin: before Python 3.11 concurrent.futures.TimeoutError is a class of its own
+# (what Future.result raises there); since 3.11 it is the builtin TimeoutError.
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Callable, Optional, Union
 
 from .._errors import ShutDown
@@ -161,7 +164,7 @@ class ChunkHandle:
         if self._state < _CANCELLED:
             self._pool._wait_for(self, timeout)
             if self._state < _CANCELLED:
-                raise TimeoutError()
+                raise FuturesTimeoutError()
         if self._state == _CANCELLED:
             raise CancelledError()
         if self._exc is not None:

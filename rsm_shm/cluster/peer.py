@@ -362,6 +362,9 @@ class Peer:
         snap = rd.snapshot
         if snap is not None and not snap.is_empty():
             self.c["snapshots_received"] += 1
+            # The next publish is a full one: the counter shows together with the applied
+            # index the snapshot brought (the quick publish updates only the indexes).
+            self._published = None
         self.store.save(rd)
 
     def send(self, messages: Sequence[Message]) -> List[int]:

@@ -427,6 +427,10 @@ class ServedPeer:
 
     def run(self) -> None:
         self.server.start()
+        # The address file tells Peer.start() the peer is up: the status record must show
+        # this process first, or a caller looking right after start() sees the dead pid
+        # of the peer's previous run (not alive) and leaves the peer out.
+        self.node.publish_status(force=True)
         addr_file = _address_file(self.spec.data_dir, self.spec.id)
         tmp = addr_file + ".tmp"
         with open(tmp, "w") as f:

@@ -165,6 +165,10 @@ def test_a_restarted_peer_catches_up_from_a_snapshot_over_grpc(served):
         for i in range(120):
             kv.put(f"k{i % 7}", i)
     cluster.restart(lagging)
+    # Peer.start() returns once the status record shows the new process (the old record
+    # named the killed one: wait_caught_up would leave the peer out as not alive).
+    (now,) = [s for s in cluster.status() if s.id == lagging]
+    assert now.alive and now.pid == cluster.peers[lagging].pid, now
     st = wait_caught_up(cluster)
     me = next(s for s in st if s.id == lagging)
     assert me.snapshots_received >= 1 and me.applied >= 120, me

@@ -59,7 +59,10 @@ class _DiskStore:
 
     def close(self) -> None:
         if self._later is not None and not self.storage.closed:
-            self.storage.save(self._later, sync=False)
+            try:
+                self.storage.save(self._later, sync=False)
+            except OSError:
+                pass  # the log failed earlier (that is the error to report); a commit index is volatile
             self._later = None
         self.storage.close()
 

@@ -90,6 +90,51 @@ def _dev_shm_is_left_as_found():
     assert not leaked, f"the test session leaked segments: {sorted(leaked)}"
 
 
+# Python 3.12+ warns (an error in this suite) when a process with more than one OS thread
+# forks: the child may inherit a lock some other thread held.  Older Pythons fork silently,
+# so the suite checks the same condition itself, on every version: a fork from the pytest
+# process while it runs threads (gRPC's core threads, a pool's collector, ...) fails the test.
+_forks_with_threads: list[str] = []
+_pytest_pid = 0
+
+
+def _os_thread_names() -> list[str]:
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names
+
+
+def _before_fork() -> None:
+    if os.getpid() != _pytest_pid or not os.path.isdir("/proc/self/task"):
+        return
+    names = _os_thread_names()
+    if len(names) > 1:
+        _forks_with_threads.append(f"fork() with {len(names)} OS threads running: {names}")
+
+
+def pytest_configure(config) -> None:
+    global _pytest_pid
+    _pytest_pid = os.getpid()
+
+
+os.register_at_fork(before=_before_fork)
+
+
+@pytest.fixture(autouse=True)
+def _no_fork_with_threads():
+    yield
+    if _forks_with_threads:
+        found = list(_forks_with_threads)
+        _forks_with_threads.clear()
+        pytest.fail("the test forked the pytest process while it had threads (use spawn or forkserver): "
+                    + "; ".join(found))
+
+
 @pytest.fixture(autouse=True)
 def _no_child_outlives_its_test():
     """Children registered with tests._workers.reap_after_test die with their test."""

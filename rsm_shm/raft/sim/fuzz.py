@@ -54,6 +54,9 @@ class FaultProfile:
     oneway: float = 0.15  # one-way cuts (asymmetric partitions)
     heal: float = 0.8
     conf: float = 0.3
+    # A node forgets its leader (RawNode.forget_leader), as a runtime does when the
+    # leader's connection breaks -- here at any time, the leader dead or not.
+    forget: float = 0.0
     # Every tick ticks all live nodes at once (synchronised clocks) instead of one node.
     sync_ticks: bool = False
     # Lease-based reads (check-quorum forced on), whose linearizability is checked: only
@@ -84,6 +87,8 @@ PROFILES: Dict[str, FaultProfile] = {
     # on a fast clock keeps the only up-to-date node from ever campaigning (see
     # protocol.Raft.step)
     "no_prevote": FaultProfile(pre_vote=False, skewed_timeouts=True),
+    # followers forgetting their leader (dead or alive) with crashes and partitions
+    "forgetful": FaultProfile(forget=4.0, crash=1.0, partition=0.5),
 }
 
 
@@ -165,6 +170,8 @@ def random_action(sim: Simulator, rng: random.Random, p: FaultProfile) -> Option
             ("compact", p.compact),
             ("conf", p.conf),
         ]
+        if p.forget:  # (listed only when used: the other profiles' runs stay as they were)
+            kinds.append(("forget", p.forget))
         # never crash the last live node: it keeps the run meaningful
         if len(live) > 1:
             kinds.append(("crash", p.crash))

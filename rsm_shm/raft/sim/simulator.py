@@ -23,6 +23,7 @@ can be recorded, replayed and shrunk (:mod:`rsm_shm.raft.sim.fuzz`):
 ``("conf", id, changes)``  propose a ConfChange (``changes`` as in ConfChange)
 ``("transfer", id, to)``   ask node ``id`` to transfer leadership to ``to``
 ``("campaign", id)``       make node ``id`` campaign now
+``("forget", id)``         node ``id`` forgets its leader (``RawNode.forget_leader``)
 ``("compact", id)``        the application of ``id`` snapshots at its applied index and
                            compacts its log there
 ``("crash", id)``          node ``id`` loses everything not persisted (its RawNode, its
@@ -334,6 +335,16 @@ class Simulator:
         if n is None:
             return False
         n.running.campaign()
+        return True
+
+    def _act_forget(self, nid: int) -> bool:
+        n = self._live(nid)
+        if n is None:
+            return False
+        lead = n.running.leadership().leader
+        n.running.forget_leader()
+        if n.running.leadership().leader != lead:
+            self.emit(f"{nid} forgets leader {lead}")
         return True
 
     def _act_compact(self, nid: int, index: Optional[int] = None) -> bool:

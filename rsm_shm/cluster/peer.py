@@ -29,6 +29,12 @@ it).  Links cut in the control block and the drop rate are applied here, by the 
 whatever the transport.
 Garbage in the inbox is dropped and counted (``msgs_bad``); the peer keeps running.
 
+A transport that sees a peer's connection break tells the loop (:meth:`Peer.peer_lost`,
+thread-safe); when that peer is the leader, the loop forgets it
+(:meth:`~rsm_shm.raft.core.RawNode.forget_leader`) and campaigns after a few heartbeat
+intervals instead of an election timeout (the gRPC transport does this; rings have no
+connection to lose).
+
 SIGTERM and SIGINT stop the peer cleanly at the end of the current turn (it publishes
 role "stopped" and closes its storage).  It also exits by itself when the process that
 manages the cluster has died and the control segment is gone.
@@ -36,6 +42,7 @@ manages the cluster has died and the control segment is gone.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import queue
 import random
@@ -44,7 +51,7 @@ import struct
 import sys
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _proc
 from ..ring import Ring
@@ -150,6 +157,10 @@ class Peer:
         self.c = dict(msgs_in=0, msgs_out=0, msgs_dropped=0, msgs_bad=0, snapshots_sent=0,
                       snapshots_received=0, proposals=0, reads=0)
         self._last_contact_ns = 0
+        # Peers whose connection to us broke, appended by transport threads (a deque's
+        # append and popleft are atomic): read by the loop only (see peer_lost).
+        self._lost_peers: Deque[int] = collections.deque()
+        self._early_campaign: Optional[Tuple[float, int]] = None  # (monotonic time, term)
         self._status = self.status_rec.new_record()
         self._published: Optional[Tuple[Role, int, int, int]] = None
         self._published_full_ns = 0
@@ -169,6 +180,8 @@ class Peer:
         self.publish_status(force=True)
         while not self.stopping:
             wait = next_tick - time.monotonic()
+            if self._early_campaign is not None:
+                wait = min(wait, self._early_campaign[0] - time.monotonic())
             try:
                 batch = inbox.get_many(_MAX_BATCH, wait if wait > 0 else 0)
             except queue.Empty:
@@ -177,6 +190,11 @@ class Peer:
                 break
             if batch:
                 self.dispatch(batch)
+            if self._lost_peers:
+                self._forget_lost_leader()
+            early = self._early_campaign
+            if early is not None and time.monotonic() >= early[0]:
+                self._campaign_early(early[1])
             # Fault injection takes effect within a turn (one C call when nothing changed).
             if self.links.refresh() and self.links.stopping:
                 break
@@ -217,6 +235,49 @@ class Peer:
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
+
+    # ------------------------------------------------------------------ failover
+    def peer_lost(self, peer_id: int) -> None:
+        """The connection from peer ``peer_id`` broke (its process was killed, or the
+        network between us failed).  Thread-safe and quick: called by the transport's
+        threads, acted on by the loop in its next turn (see _forget_lost_leader)."""
+        self._lost_peers.append(peer_id)
+
+    def _forget_lost_leader(self) -> None:
+        """If the lost peer is our leader, forget it (RawNode.forget_leader: we grant
+        pre-votes at once) and campaign soon, instead of waiting out the election
+        timeout.  Safe: the campaign starts with a pre-vote, which every follower still
+        hearing from a live leader ignores, and it is called off if that leader's
+        heartbeat reaches us first."""
+        lost: Set[int] = set()
+        while self._lost_peers:
+            lost.add(self._lost_peers.popleft())
+        node = self.node
+        term, role, leader = node.leadership()
+        if role != Role.FOLLOWER or leader not in lost:
+            return
+        node.forget_leader()
+        if node.leadership().leader != 0:
+            return  # refused (lease-based reads)
+        # Not at once: a live leader whose stream was only replaced reaches us within
+        # two heartbeat intervals.  Then the followers take turns by id, two heartbeat
+        # intervals apart (far above a message's round trip, even on a busy host), so
+        # that they do not campaign together and split the vote: the first whose log
+        # is up to date wins.
+        others = sorted(v for v in set(self.conf_state.voters) | set(self.conf_state.voters_outgoing)
+                        if v != leader)
+        if self.id not in others:
+            return  # a learner never campaigns
+        t = self.timing
+        turn = others.index(self.id)
+        delay = t.tick * t.heartbeat_tick * (2 + 2 * turn + self._rng.random())
+        self._early_campaign = (time.monotonic() + delay, term)
+
+    def _campaign_early(self, term: int) -> None:
+        self._early_campaign = None
+        # Only if nothing happened meanwhile: no leader came back, no election began.
+        if self.node.leadership() == (term, Role.FOLLOWER, 0):
+            self.node.campaign()
 
     def close(self) -> None:
         for r in self._reply_rings.values():

@@ -324,7 +324,11 @@ class ServedPeer:
             self.transport = GrpcTransport(spec.cluster_id, me, remote, tls=tls, local=RingTransport(name))
             self.node = PeerLoop(name, me, transport=self.transport, data_dir=spec.data_dir)
             known = set(spec.peers) | {me}
-            self.service = PeerStreamService(spec.cluster_id, me, inbox_ring, lambda: known)
+            # A stream from or to the leader that breaks makes the peer loop forget it
+            # (faster failover: see Peer.peer_lost).
+            self.transport.on_lost = self.node.peer_lost
+            self.service = PeerStreamService(spec.cluster_id, me, inbox_ring, lambda: known,
+                                             on_lost=self.node.peer_lost)
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])
             self.server.add_handlers(serve_clients(self))  # remote clients (Client.connect)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,6 +87,100 @@ def test_5_served_peers_apply_every_acknowledged_write_exactly_once(served):
     wait_caught_up(cluster)
     acked = check_exactly_once(logs_of_every_peer(cluster), reports)
     assert acked >= 120
+
+
+def test_a_killed_leader_is_replaced_before_any_election_timeout(served):
+    """The followers' streams from a SIGKILLed leader break at once: they forget it
+    (RawNode.forget_leader) and one campaigns within a few heartbeats, long before the
+    1.5-3 s election timeout configured here would let anyone campaign."""
+    cluster = served(KV, tick=0.01, heartbeat_tick=2, election_tick=150)
+    leader = cluster.wait_leader(timeout=30)
+    wait_until(lambda: all(s.leader == leader for s in cluster.status() if s.alive), 10,
+               f"every peer to follow {leader}")
+
+    def linked(pid, p):  # every stream of peer ``pid`` is up (its log says so)
+        log = p.log_tail(400)
+        return all(f"connected to peer {q} at" in log for q in cluster.peers if q != pid)
+
+    # Freshly started streams may still be connecting: a vote sent before is lost.
+    wait_until(lambda: all(linked(pid, p) for pid, p in cluster.peers.items()), 10, "every stream to be up")
+    term = next(s.term for s in cluster.status() if s.id == leader)
+    t0 = time.monotonic()
+    cluster.kill(leader)
+    new = new_leader(cluster, leader, timeout=15)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.4, f"peer {new} was elected {elapsed:.2f} s after the kill: the election timeout ran out"
+    assert next(s.term for s in cluster.status() if s.id == new) == term + 1
+
+
+def test_a_spurious_loss_of_a_live_leader_costs_at_most_a_pre_vote_round(shm_name, tmp_path, cluster_env):
+    """A follower told that its leader's stream broke although the leader is fine (a
+    network blip: here the leader's messages to it are cut) forgets the leader and
+    campaigns early; the other follower still hears the leader and ignores the pre-vote,
+    so nobody's term moves, and the follower follows the same leader once the link is
+    back.  Peer 3 runs in this process so that the test can hand it the notice."""
+    import threading
+
+    from rsm_shm.cluster import LocalCluster, Peer
+
+    name = shm_name("blip")
+    addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
+
+    def spec(i):
+        return Peer(name, i, listen=addrs[i], peers={q: a for q, a in addrs.items() if q != i}, state_machine=KV,
+                    data_dir=str(tmp_path / f"p{i}"), fsync=False, tick=0.01, heartbeat_tick=2, election_tick=150)
+
+    procs = {1: spec(1), 2: spec(2)}
+    me = spec(3)
+    errors = []
+
+    def run():
+        try:
+            me.run()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    cluster = None
+    try:
+        for p in procs.values():
+            p.start()
+        t.start()
+        wait_until(lambda: me._served is not None or errors, 30, "peer 3 to serve")
+        assert not errors, errors
+        cluster = LocalCluster.attach(name)
+
+        def st(i):
+            return next(s for s in cluster.status() if s.id == i)
+
+        leader = cluster.wait_leader(timeout=30)
+        if leader == 3:
+            cluster.transfer_leadership(1, timeout=10)
+            leader = wait_until(lambda: cluster.leader() if cluster.leader() in (1, 2) else None, 10, "leader 1")
+        wait_until(lambda: all(st(i).leader == leader for i in addrs), 10, f"every peer to follow {leader}")
+        wait_until(lambda: me._served.transport.connected() == {1, 2} and all(
+            f"connected to peer {q} at" in p.log_tail(400) for i, p in procs.items() for q in addrs if q != i),
+            10, "every stream to be up")
+        term = st(leader).term
+        # The blip: the leader's messages to 3 are lost, and 3 hears that its stream broke.
+        cluster._set_links(lambda rec: rec.cut.__setitem__(leader - 1, 1 << 2))
+        me._served.node.peer_lost(leader)
+        # 3 forgets the leader and runs a pre-vote round long before its 1.5-3 s election
+        # timeout could fire (a few heartbeat intervals)...
+        wait_until(lambda: st(3).role == "pre_candidate", 1.4, "peer 3 to campaign early")
+        # ...which nobody grants: the leader and the other follower still hear each other.
+        cluster.heal()
+        wait_until(lambda: st(3).role == "follower" and st(3).leader == leader, 10, "peer 3 to follow again")
+        assert [(st(i).term, st(i).leader) for i in addrs] == [(term, leader)] * 3
+        assert st(leader).role == "leader"
+    finally:
+        if cluster is not None:
+            cluster.close()
+        me.stop()
+        t.join(30)
+        for p in procs.values():
+            p.stop()
+    assert not t.is_alive() and not errors, errors
 
 
 def _serve_cmd(name, pid, listen, peers, data, *extra):

@@ -22,7 +22,8 @@ per-destination queue and returns at once; one sender thread per destination dra
 into the stream, batching what waits.  While a destination is not connected, or its
 queue is full, ``send`` returns False (dropped; the peer counts it and Raft
 retransmits).  A broken stream is re-established with exponential backoff (50 ms to
-1 s).  Destinations without an address go to ``local`` (a
+1 s); ``on_lost(peer id)`` is called, if set, when an established stream fails (the
+peer loop takes it as a sign that the destination may be dead).  Destinations without an address go to ``local`` (a
 :class:`~rsm_shm.cluster.transport.RingTransport` for peers on this host): a cluster may
 mix both.
 
@@ -127,14 +128,21 @@ class PeerStreamService:
     ``cluster_id`` addressed to ``my_id`` and puts their envelopes into ``inbox``.
 
     ``known_peers`` is a callable returning the peer ids allowed to connect (read at
-    each new stream, so it may follow membership).
+    each new stream, so it may follow membership).  ``on_lost(peer_id)``, if given, is
+    called (from a gRPC server thread: it must be thread-safe and quick) when an
+    accepted stream ends other than by this server refusing more: the connection
+    broke, the sender's process was killed, or its transport closed (it is stopping).
+    A live sender never ends its stream otherwise, and grpc cannot be relied on to
+    tell a killed sender from a clean end (either may be reported), so each counts.
     """
 
-    def __init__(self, cluster_id: int, my_id: int, inbox: Ring, known_peers: Callable[[], Set[int]]) -> None:
+    def __init__(self, cluster_id: int, my_id: int, inbox: Ring, known_peers: Callable[[], Set[int]],
+                 on_lost: Optional[Callable[[int], None]] = None) -> None:
         self.cluster_id = cluster_id
         self.my_id = my_id
         self._inbox = inbox
         self._known = known_peers
+        self._on_lost = on_lost
         self.stats = _Counters("streams", "streams_refused", "net_in", "net_bad", "net_inbox_full")
         self._log = _RateLimitedLog()
         self._active: Dict[int, int] = {}
@@ -197,7 +205,7 @@ class PeerStreamService:
         too_large = self._inbox.max_message
         decode_header = ev.decode_header
         raft = ev.KIND_RAFT
-        for msg in requests:
+        for msg in self._watch(requests, frm):
             envs, intact = unframe(msg)
             take: List[bytes] = []
             bad = 0
@@ -238,6 +246,23 @@ class PeerStreamService:
                 self.stats.add("net_in", put)
         log.info("peer %d disconnected", frm)
         return b""
+
+
+    def _watch(self, requests: Iterator[bytes], frm: int) -> Iterator[bytes]:
+        """``requests``, telling ``on_lost`` when they end (an RpcError: connection lost
+        or call cancelled; or their end).  Not when the loop gives up on them (this
+        server aborting the stream: it is stopping)."""
+        try:
+            yield from requests
+        except grpc.RpcError:
+            log.info("peer %d: stream lost", frm)
+            self._lost(frm)
+            raise  # grpc made this error itself and does not log it again
+        self._lost(frm)
+
+    def _lost(self, frm: int) -> None:
+        if self._on_lost is not None:
+            self._on_lost(frm)
 
 
 class _Refused(Exception):
@@ -353,6 +378,9 @@ class _Link:
                         refused_logged = True
                     elif self.connected:
                         log.info("lost peer %d at %s: %s", self.to, self.address, code)
+                        on_lost = owner.on_lost
+                        if on_lost is not None and not closed.is_set():
+                            on_lost(self.to)
                 finally:
                     was = self.connected
                     self.connected = False
@@ -384,6 +412,9 @@ class GrpcTransport:
         self.my_id = my_id
         self.tls = tls
         self._local = local
+        # Called with a destination's id when its established stream fails (from the
+        # sender thread: thread-safe and quick), e.g. Peer.peer_lost.
+        self.on_lost: Optional[Callable[[int], None]] = None
         self._closed = threading.Event()
         self.stats = _Counters("net_out", "net_lost", "connects", "disconnects")
         # Bumped only by the peer's thread (in send): plain ints.

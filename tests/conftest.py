@@ -114,7 +114,10 @@ def _before_fork() -> None:
         return
     names = _os_thread_names()
     if len(names) > 1:
-        _forks_with_threads.append(f"fork() with {len(names)} OS threads running: {names}")
+        import threading
+
+        py = [f"{t.name} ({getattr(t, '_target', None)})" for t in threading.enumerate()]
+        _forks_with_threads.append(f"fork() with {len(names)} OS threads running: {names}; Python threads: {py}")
 
 
 def pytest_configure(config) -> None:
@@ -123,6 +126,32 @@ def pytest_configure(config) -> None:
 
 
 os.register_at_fork(before=_before_fork)
+
+
+@pytest.fixture
+def single_threaded():
+    """For a test that forks the pytest process itself: the threads earlier tests left are
+    gone first.  The fsm default timer runs a thread for the life of the process once
+    used (it is started again on next use); other threads (a pool's collector, gRPC's)
+    must end by themselves once their objects are collected -- if they do not within
+    10 s, that is a leak and the test fails naming them."""
+    import gc
+    import threading
+    import time
+
+    from rsm_shm.fsm import timer
+
+    service, timer._default = timer._default, None
+    if service is not None:
+        service.stop()
+    deadline = time.monotonic() + 10
+    while len(_os_thread_names()) > 1:
+        gc.collect()
+        if time.monotonic() > deadline:
+            pytest.fail(f"threads still running before a fork: {[t.name for t in threading.enumerate()]} "
+                        f"(OS threads: {_os_thread_names()})")
+        time.sleep(0.02)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -508,7 +508,7 @@ def _stress_producer(name, who, n):
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
-def test_many_producer_processes_one_automaton_exact_count_and_per_producer_order(shm_name, start_method):
+def test_many_producer_processes_one_automaton_exact_count_and_per_producer_order(shm_name, start_method, single_threaded):
     import multiprocessing
 
     producers, n = 4, 1500

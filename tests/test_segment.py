@@ -272,7 +272,7 @@ def _make_anonymous_and_report(q) -> None:
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_anonymous_reclaimed_when_a_multiprocessing_child_exits(method):
+def test_anonymous_reclaimed_when_a_multiprocessing_child_exits(method, single_threaded):
     """multiprocessing children leave through os._exit(): atexit does not run there."""
     import multiprocessing as mp
 

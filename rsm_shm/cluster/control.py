@@ -63,18 +63,33 @@ class ControlBlock:
     def __init__(self, cluster: str, *, create: bool = False, mode: int = 0o600) -> None:
         size = ffi.sizeof("rsm_raft_control_rec")
         self.cluster = cluster
-        self._seg = Segment(
-            control_segment_name(cluster), Kind.RAFT_STATUS, size, create=create, mode=mode,
-            params=(RECORD_CONTROL, VERSION),
-            check=lambda h: _check_header(h, RECORD_CONTROL, "cluster control block"),
-            body_size_of=lambda h: size,
-        )
+
+        def segment() -> Segment:
+            return Segment(
+                control_segment_name(cluster), Kind.RAFT_STATUS, size, create=create, mode=mode,
+                params=(RECORD_CONTROL, VERSION),
+                check=lambda h: _check_header(h, RECORD_CONTROL, "cluster control block"),
+                body_size_of=lambda h: size,
+            )
+
+        # The lock exists whenever the control block does (made before it, removed after
+        # it): a process that finds the control block while the cluster is starting (a peer
+        # joining, LocalCluster.attach) must not find its lock missing.
+        if create:
+            self._lock = Lock(lock_segment_name(cluster), create=None, mode=mode)
+            try:
+                self._seg = segment()
+            except BaseException:
+                self._lock.close()
+                raise
+        else:
+            self._seg = segment()
+            try:
+                self._lock = Lock(lock_segment_name(cluster), create=False, mode=mode)
+            except BaseException:
+                self._seg.close()
+                raise
         self._rec = self._seg.body("rsm_raft_control_rec *")
-        try:
-            self._lock = Lock(lock_segment_name(cluster), create=None if create else False, mode=mode)
-        except BaseException:
-            self._seg.close()
-            raise
 
     @property
     def name(self) -> str:

@@ -261,3 +261,31 @@ def test_peer_log_of_a_cluster_without_a_data_directory_is_empty(shm_name):
     cluster = LocalCluster(shm_name("c"), "rsm_shm.cluster:KVStore", peers=1)
     assert cluster.data_dir is None
     assert cluster.peer_log(1) == ""
+
+
+def test_a_control_block_is_made_after_its_lock(shm_name, monkeypatch):
+    # A cluster that is starting is attached to (LocalCluster.attach, a peer joining) as
+    # soon as its control block exists: its lock must exist by then (it was made after the
+    # block, and `rsm-shm cluster serve` peers or attach failed with FileNotFoundError).
+    from rsm_shm.cluster import control
+    from rsm_shm.segment import shm_path
+
+    name = shm_name("ctlorder")
+    lock_there = []
+    real = control.Segment
+
+    def segment(seg_name, *args, **kwargs):
+        lock_there.append(os.path.exists(shm_path(control.lock_segment_name(name))))
+        return real(seg_name, *args, **kwargs)
+
+    monkeypatch.setattr(control, "Segment", segment)
+    ctl = control.ControlBlock(name, create=True)
+    try:
+        assert lock_there == [True]
+        other = control.ControlBlock(name)
+        other.close()
+    finally:
+        ctl.unlink()
+        ctl.close()
+    assert not os.path.exists(shm_path(control.control_segment_name(name)))
+    assert not os.path.exists(shm_path(control.lock_segment_name(name)))

@@ -11,6 +11,7 @@ import itertools
 import os
 import secrets
 import signal
+import sys
 
 import psutil
 import pytest
@@ -132,7 +133,7 @@ os.register_at_fork(before=_before_fork)
 def single_threaded():
     """For a test that forks the pytest process itself: the threads earlier tests left are
     gone first.  The fsm default timer runs a thread for the life of the process once
-    used (it is started again on next use); other threads (a pool's collector, gRPC's)
+    used (it is started again on next use), tqdm's monitor likewise; other threads (a pool's collector, gRPC's)
     must end by themselves once their objects are collected -- if they do not within
     10 s, that is a leak and the test fails naming them."""
     import gc
@@ -144,6 +145,13 @@ def single_threaded():
     service, timer._default = timer._default, None
     if service is not None:
         service.stop()
+    # tqdm (rsm_shm.pool.progress draws with it) keeps a monitor thread once a bar was
+    # shown; it starts a new one with the next bar.
+    tqdm = sys.modules.get("tqdm")
+    monitor = getattr(getattr(tqdm, "tqdm", None), "monitor", None)
+    if monitor is not None:
+        monitor.exit()
+        tqdm.tqdm.monitor = None  # type: ignore[union-attr]
     deadline = time.monotonic() + 10
     while len(_os_thread_names()) > 1:
         gc.collect()

@@ -203,8 +203,13 @@ def test_serve_command_runs_in_the_foreground_and_stops_cleanly_on_sigterm(shm_n
             others = {q: a for q, a in addrs.items() if q != pid}
             procs[pid] = subprocess.Popen(_serve_cmd(name, pid, addr, others, tmp_path / f"p{pid}"),
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_until(lambda: os.path.exists(f"/dev/shm/rsm_shm.{name}.ctl"), 30, "the control block")
-        cluster = LocalCluster.attach(name)
+        def attached():
+            try:
+                return LocalCluster.attach(name)
+            except FileNotFoundError:  # no control block yet, or the first peer is filling it in
+                return None
+
+        cluster = wait_until(attached, 30, "the cluster to be attachable")
         try:
             cluster.wait_leader(timeout=30)
             wait_until(lambda: len([s for s in cluster.status() if s.alive]) == 3, 30, "every peer to run")

@@ -16,6 +16,7 @@ Things to notice:
 * The state lives in the actor's process.  Others see it through ``statistics()``
   (``state`` is its repr), as ``rsm-shm inspect NAME`` does.
 """
+
 from __future__ import annotations
 
 import ast

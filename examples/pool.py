@@ -12,6 +12,7 @@ What happens:
     ``WorkerDiedError`` after ``max_retries`` retries, naming the job, the pid and the signal;
   * ``statistics()`` shows what ``rsm-shm inspect`` shows: workers, retries, failures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def main() -> None:
             results.append(r)
             if i == args.jobs // 2 and killed is None:
                 st = pool.statistics()
-                victim = next((w for w in st.workers if w.state == WorkerState.BUSY), None) or \
-                    next(w for w in st.workers if w.state == WorkerState.IDLE)
+                victim = next((w for w in st.workers if w.state == WorkerState.BUSY), None) or next(
+                    w for w in st.workers if w.state == WorkerState.IDLE
+                )
                 killed = victim.pid
                 os.kill(killed, signal.SIGKILL)
                 print(f"  SIGKILLed worker {killed} halfway through the map")

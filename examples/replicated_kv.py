@@ -9,6 +9,7 @@ time (kill -> the next write acknowledged), how many writes were acknowledged, a
 every peer ends with the same state, including the one that was killed.  It takes a few
 seconds and leaves no process, shared-memory segment or file behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def writer(cluster_name: str, client_id: int, stop, acked, out) -> None:
             try:
                 kv.put(key, n, timeout=10)
             except TimeoutError:
-                unknown.append((key, n))     # may or may not have happened
+                unknown.append((key, n))  # may or may not have happened
                 continue
             done.append((key, n, invoked, time.monotonic()))
             with acked.get_lock():
@@ -89,19 +90,23 @@ def main(argv=None) -> int:
     procs = []
     try:
         cluster.start()
-        say(f"cluster {args.name!r} started: 3 peer processes, KVStore, "
-            f"{'fsync on every commit' if not args.no_fsync else 'NO fsync'}")
+        say(
+            f"cluster {args.name!r} started: 3 peer processes, KVStore, "
+            f"{'fsync on every commit' if not args.no_fsync else 'NO fsync'}"
+        )
         first = wait_for("a leader", lambda: live_leader(cluster))
         say(f"peer {first.id} is the leader (term {first.term})")
 
         stop, acked, out = ctx.Event(), ctx.Value("q", 0), ctx.Queue()
-        procs = [ctx.Process(target=writer, args=(args.name, i + 1, stop, acked, out), daemon=True)
-                 for i in range(args.clients)]
+        procs = [
+            ctx.Process(target=writer, args=(args.name, i + 1, stop, acked, out), daemon=True)
+            for i in range(args.clients)
+        ]
         for p in procs:
             p.start()
         wait_for("the first writes", lambda: acked.value >= 10)
         say(f"{args.clients} client processes are writing")
-        time.sleep(args.seconds)                      # let the stream run
+        time.sleep(args.seconds)  # let the stream run
 
         victim = live_leader(cluster)
         before = acked.value
@@ -109,16 +114,20 @@ def main(argv=None) -> int:
         cluster.kill(victim.id)
         say(f"SIGKILL the leader, peer {victim.id} ({before} writes acknowledged so far)")
         successor = wait_for("a new leader", lambda: live_leader(cluster, exclude=victim.id))
-        say(f"peer {successor.id} is the leader (term {successor.term}), "
-            f"{(time.monotonic() - t_kill) * 1e3:.0f} ms after the kill")
+        say(
+            f"peer {successor.id} is the leader (term {successor.term}), "
+            f"{(time.monotonic() - t_kill) * 1e3:.0f} ms after the kill"
+        )
         wait_for("writes after the kill", lambda: acked.value >= before + 10)
         time.sleep(args.seconds)
 
         cluster.restart(victim.id)
         say(f"restarted peer {victim.id}")
         leader_commit = wait_for("a leader", lambda: live_leader(cluster)).commit
-        wait_for(f"peer {victim.id} to catch up",
-                 lambda: next(s for s in cluster.status() if s.id == victim.id).applied >= leader_commit)
+        wait_for(
+            f"peer {victim.id} to catch up",
+            lambda: next(s for s in cluster.status() if s.id == victim.id).applied >= leader_commit,
+        )
         say(f"peer {victim.id} caught up (applied index {leader_commit})")
 
         stop.set()
@@ -153,8 +162,10 @@ def main(argv=None) -> int:
                     if got != n and not (got in later.get(key, ()) and got > n):
                         say(f"peer {st.id}: {key} = {got!r}, but {n} was acknowledged: A WRITE WAS LOST")
                         return 1
-        say(f"agreement: peers {', '.join(str(s.id) for s in cluster.status())} all applied the same "
-            f"{final} entries; each holds the last acknowledged value of all {len(last)} keys")
+        say(
+            f"agreement: peers {', '.join(str(s.id) for s in cluster.status())} all applied the same "
+            f"{final} entries; each holds the last acknowledged value of all {len(last)} keys"
+        )
         print()
         print(f"leader changes : peer {first.id} -> (SIGKILL) -> peer {successor.id}")
         print(f"failover       : {failover:.0f} ms from the SIGKILL to the next acknowledged write")

@@ -11,6 +11,7 @@ What happens:
     and its action (run by the last worker) prints a line.
 Workers are started with the "spawn" method and receive every primitive pickled by name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,17 +24,18 @@ import rsm_shm
 
 def worker(worker_id, jobs, gate, once, sem, total, done):
     # Handles arrive pickled by name.  A Countdown's action is this process's own callable:
-    done = rsm_shm.Countdown(done.name, create=False,
-                             action=lambda: print(f"  worker {worker_id} finished the last job"))
-    gate.wait()                                  # everyone starts together
+    done = rsm_shm.Countdown(
+        done.name, create=False, action=lambda: print(f"  worker {worker_id} finished the last job")
+    )
+    gate.wait()  # everyone starts together
     once.call(print, f"  worker {worker_id} (pid {os.getpid()}) initialises the model, once")
     for job in jobs:
-        with sem:                                # at most `value` workers in here at once
-            time.sleep(0.01)                     # the expensive part
+        with sem:  # at most `value` workers in here at once
+            time.sleep(0.01)  # the expensive part
             result = job * job
-        with total:                              # lock-protected update of the shared total
+        with total:  # lock-protected update of the shared total
             total.tag += result
-        done.count_down()                        # the last one runs the Countdown's action
+        done.count_down()  # the last one runs the Countdown's action
 
 
 def main() -> None:
@@ -52,13 +54,12 @@ def main() -> None:
     jobs = list(range(1, args.jobs + 1))
     shares = [jobs[i :: args.workers] for i in range(args.workers)]
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(i, shares[i], gate, once, sem, total, done))
-             for i in range(args.workers)]
+    procs = [ctx.Process(target=worker, args=(i, shares[i], gate, once, sem, total, done)) for i in range(args.workers)]
     print(f"starting {args.workers} workers for {args.jobs} jobs")
     for p in procs:
         p.start()
     deadline = time.monotonic() + 60
-    while gate.pending < args.workers:           # wait until every worker is parked at the gate
+    while gate.pending < args.workers:  # wait until every worker is parked at the gate
         if time.monotonic() > deadline:
             raise SystemExit("workers did not reach the gate")
         time.sleep(0.01)

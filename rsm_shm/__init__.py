@@ -11,6 +11,7 @@ another process to attach to it.
 The names below are imported on first use (PEP 562), so ``import rsm_shm.raft`` — a pure
 protocol core — neither needs nor loads the native layer.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -22,11 +23,27 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(
-        ["BrokenBarrierError", "DisabledError", "OwnerDiedWarning", "RsmError", "SegmentError", "ShutDown"],
-        "._errors"),
+        ["BrokenBarrierError", "DisabledError", "OwnerDiedWarning", "RsmError", "SegmentError", "ShutDown"], "._errors"
+    ),
     **dict.fromkeys(
-        ["AutoResetEvent", "Barrier", "BoundedSemaphore", "Condition", "Countdown", "Event", "Gate", "Lock",
-         "Once", "OwnerDied", "Policy", "RLock", "RWLock", "Semaphore"], ".sync"),
+        [
+            "AutoResetEvent",
+            "Barrier",
+            "BoundedSemaphore",
+            "Condition",
+            "Countdown",
+            "Event",
+            "Gate",
+            "Lock",
+            "Once",
+            "OwnerDied",
+            "Policy",
+            "RLock",
+            "RWLock",
+            "Semaphore",
+        ],
+        ".sync",
+    ),
     **dict.fromkeys(["Queue", "Ring"], ".ring"),  # issue 4: shared-memory rings
 }
 

@@ -1,4 +1,5 @@
 """``python -m rsm_shm``: the ``rsm-shm`` command line (see rsm_shm/cli.py)."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Each raises ``argparse.ArgumentTypeError`` with the text the user typed, so argparse
 prints a usage error (exit status 2) that says what was wrong.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ Everything read here is shared memory that other processes change while we read,
 that a crashed or hostile process may have corrupted: a snapshot may be inconsistent
 between fields, and every walk is bounded by the sizes the validated header gives.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,12 @@ from ._native import lib
 __all__ = ["plain", "plain_record", "waitq_record"]
 
 _SLOT_PHASES = {
-    lib.RSM_SLOT_FREE: "free", lib.RSM_SLOT_CLAIMED: "claimed", lib.RSM_SLOT_WAITING: "waiting",
-    lib.RSM_SLOT_SLEEPING: "sleeping", lib.RSM_SLOT_WOKEN: "woken", lib.RSM_SLOT_HANDING: "handing",
+    lib.RSM_SLOT_FREE: "free",
+    lib.RSM_SLOT_CLAIMED: "claimed",
+    lib.RSM_SLOT_WAITING: "waiting",
+    lib.RSM_SLOT_SLEEPING: "sleeping",
+    lib.RSM_SLOT_WOKEN: "woken",
+    lib.RSM_SLOT_HANDING: "handing",
 }
 # The slot state word (csrc/waitq.h): phase in bits 0-3, waiter kind in 4-7, token in 8-15.
 _SLOT_PHASE_MASK = 0xF
@@ -71,12 +76,17 @@ def waitq_record(q: Any, nslots_bound: int) -> dict[str, Any]:
         if phase == lib.RSM_SLOT_FREE:
             continue
         pid = int(s.pid)
-        slots.append({
-            "slot": i, "phase": _SLOT_PHASES.get(phase, f"unknown({phase})"),
-            "kind": (state >> _SLOT_KIND_SHIFT) & _SLOT_KIND_MASK,
-            "token": (state >> _SLOT_TOKEN_SHIFT) & _SLOT_TOKEN_MASK,
-            "pid": pid, "tid": int(s.tid), "ticket": int(s.ticket),
-            "alive": _proc.process_alive(pid) if pid > 0 else False,
-        })
+        slots.append(
+            {
+                "slot": i,
+                "phase": _SLOT_PHASES.get(phase, f"unknown({phase})"),
+                "kind": (state >> _SLOT_KIND_SHIFT) & _SLOT_KIND_MASK,
+                "token": (state >> _SLOT_TOKEN_SHIFT) & _SLOT_TOKEN_MASK,
+                "pid": pid,
+                "tid": int(s.tid),
+                "ticket": int(s.ticket),
+                "alive": _proc.process_alive(pid) if pid > 0 else False,
+            }
+        )
     slots.sort(key=lambda d: d["ticket"])
     return {"nslots": n, "nwaiters": int(q.nwaiters), "noverflow": int(q.noverflow), "slots": slots}

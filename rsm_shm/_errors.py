@@ -6,6 +6,7 @@ means "return False", ``RSM_SLICE``) and passes every other one to :func:`raise_
 which alone decides the exception and its message.  The C fast paths (``csrc/fast_*.c``)
 call it too.
 """
+
 from __future__ import annotations
 
 import queue

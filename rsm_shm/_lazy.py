@@ -6,6 +6,7 @@ no native code).  The package also imports the same names under ``if TYPE_CHECKI
 type checkers and IDEs see the real types; tests/test_layering.py checks the two lists
 agree.  Standard library only: the Raft core imports this module.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,7 @@ Used to judge whether the owner of a lock, the creator of a segment or a waiter 
 lives.  A task counts as dead when it does not exist, is a zombie, or exists with a
 different start time than recorded (its id was reused).
 """
+
 from __future__ import annotations
 
 import os

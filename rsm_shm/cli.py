@@ -139,6 +139,7 @@ Enumerations inside "detail" are lower-case names ("policy": "fifo", "mode": "ru
 
 Kinds without a decoder in this version have "detail": null and a "state" saying so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -238,8 +239,17 @@ def render_table(records: Sequence[dict[str, Any]]) -> str:
     rows = [header]
     for r in records:
         kind = "foreign" if r.get("foreign") else (r.get("kind") or "?")
-        rows.append((printable(r["name"]), kind, human_size(r.get("size")), _creator_cell(r), _attached_cell(r),
-                     human_age(r.get("age")), _state_cell(r)))
+        rows.append(
+            (
+                printable(r["name"]),
+                kind,
+                human_size(r.get("size")),
+                _creator_cell(r),
+                _attached_cell(r),
+                human_age(r.get("age")),
+                _state_cell(r),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -259,8 +269,10 @@ def _queue_lines(q: dict[str, Any], indent: str) -> list[str]:
     if q["slots"]:
         out.append(f"{indent}  {'SLOT':>4}  {'TICKET':>8}  {'PID':>7}  {'TID':>7}  PHASE     KIND  TOKEN  PROCESS")
         for s in q["slots"]:
-            out.append(f"{indent}  {s['slot']:>4}  {s['ticket']:>8}  {s['pid']:>7}  {s['tid']:>7}  "
-                       f"{s['phase']:<8}  {s['kind']:>4}  {s['token']:>5}  {'alive' if s['alive'] else 'dead'}")
+            out.append(
+                f"{indent}  {s['slot']:>4}  {s['ticket']:>8}  {s['pid']:>7}  {s['tid']:>7}  "
+                f"{s['phase']:<8}  {s['kind']:>4}  {s['token']:>5}  {'alive' if s['alive'] else 'dead'}"
+            )
     return out
 
 
@@ -297,13 +309,18 @@ def render_inspect(rec: dict[str, Any]) -> str:
     attached = rec.get("attached") or []
     lines.append("attached:   " + (", ".join(f"{a['pid']} ({printable(a['name'])})" for a in attached) or "none"))
     if rec.get("unverified"):
-        lines.append("unverified: could not read the maps of " + ", ".join(
-            f"{u['pid']} ({printable(u['name'])})" for u in rec["unverified"]))
+        lines.append(
+            "unverified: could not read the maps of "
+            + ", ".join(f"{u['pid']} ({printable(u['name'])})" for u in rec["unverified"])
+        )
     h = rec.get("header")
     if h:
-        lines.append(f"header:     layout v{h['version']}, {h['initialized']}, body {h['body_size']} bytes, "
-                     f"params {h['params']}, flags {h['flags']:#x}"
-                     + (", anonymous" if h["anonymous"] else "") + (f", ref {printable(h['ref_name'])}" if h["ref_name"] else ""))
+        lines.append(
+            f"header:     layout v{h['version']}, {h['initialized']}, body {h['body_size']} bytes, "
+            f"params {h['params']}, flags {h['flags']:#x}"
+            + (", anonymous" if h["anonymous"] else "")
+            + (f", ref {printable(h['ref_name'])}" if h["ref_name"] else "")
+        )
     lines.append(f"state:      {printable(rec.get('state') or '-')}")
     if rec.get("detail"):
         lines.append("detail:")
@@ -323,8 +340,7 @@ def _emit_json(doc: dict[str, Any]) -> None:
 
 
 def _doc(command: str, procs: insp.ProcessIndex, **fields: Any) -> dict[str, Any]:
-    return {"schema": insp.SCHEMA_VERSION, "command": command, "time": time.time(), "scan": _scan_info(procs),
-            **fields}
+    return {"schema": insp.SCHEMA_VERSION, "command": command, "time": time.time(), "scan": _scan_info(procs), **fields}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -374,8 +390,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     out.append(_CLEAR_SCREEN)
                 elif frame:
                     out.append("\n")
-                out.append(f"rsm-shm watch  {_when(time.time())}  every {args.interval:g}s  "
-                           f"frame {frame + 1}{'' if args.count is None else f'/{args.count}'}\n")
+                out.append(
+                    f"rsm-shm watch  {_when(time.time())}  every {args.interval:g}s  "
+                    f"frame {frame + 1}{'' if args.count is None else f'/{args.count}'}\n"
+                )
                 missing = [n for n in names or () if not any(_matches(r, n) for r in records)]
                 out.append((render_table(records) if records else "no matching segments") + "\n")
                 if missing:
@@ -396,7 +414,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _matches(rec: dict[str, Any], name: str) -> bool:
-    bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    bare = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     return rec["name"] in (name, bare)
 
 
@@ -428,8 +446,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
             else:
                 action, extra = _remove(rec)
                 why = extra if action != "removed" else why
-        results.append({"name": rec["name"], "path": rec["path"], "status": rec["status"], "action": action,
-                        "reason": why})
+        results.append(
+            {"name": rec["name"], "path": rec["path"], "status": rec["status"], "action": action, "reason": why}
+        )
     if args.json:
         _emit_json(_doc("gc", procs, dry_run=args.dry_run, results=results))
     else:
@@ -446,15 +465,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------------------
 
 
-
-
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rsm-shm", description="List, inspect, watch and garbage-collect rsm_shm shared-memory segments.",
+        prog="rsm-shm",
+        description="List, inspect, watch and garbage-collect rsm_shm shared-memory segments.",
         epilog="Exit codes: 0 ok, 1 not found / nothing matched, 2 usage error.  "
-               "The --json schema is documented in rsm_shm/cli.py.")
+        "The --json schema is documented in rsm_shm/cli.py.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, *, json_help: str = "machine-readable output (schema 1)") -> None:
@@ -478,20 +495,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", metavar="NAME", nargs="*", help="only these segments")
     p.add_argument("--all", action="store_true", help="also list foreign files in /dev/shm")
     prefix(p)
-    p.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL, metavar="S",
-                   help=f"seconds between frames (default {DEFAULT_INTERVAL:g})")
+    p.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"seconds between frames (default {DEFAULT_INTERVAL:g})",
+    )
     p.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N frames")
     common(p, json_help="one JSON document per frame, one per line (schema 1)")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("gc", help="remove segments whose creator is dead and that no live process maps")
     p.add_argument("--dry-run", action="store_true", help="say what would be removed and why; remove nothing")
-    p.add_argument("--corrupt", action="store_true",
-                   help=f"also remove unmapped segments with an untrustworthy header, unmodified for "
-                        f"{insp.CORRUPT_GRACE_S:g} s")
-    p.add_argument("--ignore-unreadable", action="store_true",
-                   help="treat processes whose memory maps cannot be read (non-dumpable ones, even for root) "
-                        "as not mapping anything")
+    p.add_argument(
+        "--corrupt",
+        action="store_true",
+        help=f"also remove unmapped segments with an untrustworthy header, unmodified for {insp.CORRUPT_GRACE_S:g} s",
+    )
+    p.add_argument(
+        "--ignore-unreadable",
+        action="store_true",
+        help="treat processes whose memory maps cannot be read (non-dumpable ones, even for root) "
+        "as not mapping anything",
+    )
     prefix(p)
     common(p)
     p.set_defaults(func=cmd_gc)

@@ -31,6 +31,7 @@ function here raises for a bad segment.  Reading state that live processes are c
 gives a snapshot that may be slightly inconsistent between fields (e.g. a waiter count
 and the queue's slots); it is for people and scripts to look at, not to synchronize on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,12 +47,35 @@ from typing import Any, Callable, Iterable, Optional
 import psutil
 
 from ._native import lib
-from .segment import (HEADER_SIZE, KIND_CLASSES, LAYOUT_VERSION, MAGIC, PREFIX, SHM_DIR, Kind, SegmentError,
-                      SegmentHeader, decode_header, read_header)
+from .segment import (
+    HEADER_SIZE,
+    KIND_CLASSES,
+    LAYOUT_VERSION,
+    MAGIC,
+    PREFIX,
+    SHM_DIR,
+    Kind,
+    SegmentError,
+    SegmentHeader,
+    decode_header,
+    read_header,
+)
 
 __all__ = [
-    "SCHEMA_VERSION", "SegmentStatus", "KindDecoder", "DECODERS", "register", "ProcessIndex", "scan_processes",
-    "list_entries", "resolve", "describe", "collect", "gc_verdict", "kind_label", "decoder_for",
+    "SCHEMA_VERSION",
+    "SegmentStatus",
+    "KindDecoder",
+    "DECODERS",
+    "register",
+    "ProcessIndex",
+    "scan_processes",
+    "list_entries",
+    "resolve",
+    "describe",
+    "collect",
+    "gc_verdict",
+    "kind_label",
+    "decoder_for",
 ]
 
 #: Version of the JSON records produced here (documented in rsm_shm/cli.py).  Bump it on
@@ -71,15 +95,15 @@ _INIT_NAMES = {lib.RSM_INIT_BUILDING: "building", lib.RSM_INIT_READY: "ready", l
 class SegmentStatus(str, enum.Enum):
     """What a record's ``status`` field says about a /dev/shm entry."""
 
-    OK = "ok"                            # valid header, published; state decoded if the kind is known
-    BUILDING = "building"                # valid header, creator has not published it yet
-    FAILED = "failed"                    # the creator marked its creation failed
-    UNDECODABLE = "undecodable"          # valid header, but attaching or decoding the body failed
-    CORRUPT = "corrupt"                  # our prefix, but the header does not validate
-    TRUNCATED = "truncated"              # shorter than the header, or than the header says
+    OK = "ok"  # valid header, published; state decoded if the kind is known
+    BUILDING = "building"  # valid header, creator has not published it yet
+    FAILED = "failed"  # the creator marked its creation failed
+    UNDECODABLE = "undecodable"  # valid header, but attaching or decoding the body failed
+    CORRUPT = "corrupt"  # our prefix, but the header does not validate
+    TRUNCATED = "truncated"  # shorter than the header, or than the header says
     UNKNOWN_VERSION = "unknown-version"  # our magic, another layout version: not decoded
-    UNREADABLE = "unreadable"            # no permission to read it
-    FOREIGN = "foreign"                  # not an rsm_shm segment (no prefix): never decoded
+    UNREADABLE = "unreadable"  # no permission to read it
+    FOREIGN = "foreign"  # not an rsm_shm segment (no prefix): never decoded
 
 
 def kind_label(kind: Kind) -> str:
@@ -101,7 +125,7 @@ class ProcessIndex:
     """
 
     by_file: dict[tuple[int, int], set[int]]  # (st_dev, st_ino) -> pids
-    unreadable: dict[int, int]                # pid -> uid
+    unreadable: dict[int, int]  # pid -> uid
     scanned: int
     seconds: float
     _names: dict[int, str] = dataclasses.field(default_factory=dict)
@@ -115,8 +139,7 @@ class ProcessIndex:
         any non-root one if the file grants group/other access.  Root's processes are
         assumed not to (otherwise gc could never run without root); a documented limit."""
         shared = bool(st.st_mode & (stat.S_IRWXG | stat.S_IRWXO))
-        return sorted(pid for pid, uid in self.unreadable.items()
-                      if uid == st.st_uid or (shared and uid != 0))
+        return sorted(pid for pid, uid in self.unreadable.items() if uid == st.st_uid or (shared and uid != 0))
 
     def name(self, pid: int) -> str:
         if pid not in self._names:
@@ -193,10 +216,13 @@ class KindDecoder:
 DECODERS: dict[Kind, KindDecoder] = {}
 
 
-def register(kind: Kind, attach: Callable[[str], Any],
-             decode: Optional[Callable[[Any, SegmentHeader], dict[str, Any]]] = None,
-             phrase: Optional[Callable[[Any, dict[str, Any]], str]] = None,
-             release: Optional[Callable[[Any], None]] = None) -> None:
+def register(
+    kind: Kind,
+    attach: Callable[[str], Any],
+    decode: Optional[Callable[[Any, SegmentHeader], dict[str, Any]]] = None,
+    phrase: Optional[Callable[[Any, dict[str, Any]], str]] = None,
+    release: Optional[Callable[[Any], None]] = None,
+) -> None:
     """Add (or replace) the decoder of a kind.  ``decode`` defaults to
     ``handle.describe()``, ``phrase`` to ``str(handle.statistics())``, ``release`` to
     ``handle.close()``.
@@ -206,9 +232,12 @@ def register(kind: Kind, attach: Callable[[str], Any],
     ``statistics()`` and ``close()``).  ``register`` is for decoders that cannot follow
     that contract, and for tests.
     """
-    DECODERS[Kind(kind)] = KindDecoder(attach, decode or (lambda obj, header: obj.describe()),
-                                       phrase or (lambda obj, detail: str(obj.statistics())),
-                                       release or (lambda obj: obj.close()))
+    DECODERS[Kind(kind)] = KindDecoder(
+        attach,
+        decode or (lambda obj, header: obj.describe()),
+        phrase or (lambda obj, detail: str(obj.statistics())),
+        release or (lambda obj: obj.close()),
+    )
 
 
 def _class_of(kind: Kind) -> Optional[Callable[..., Any]]:
@@ -262,7 +291,7 @@ def resolve(name: str) -> Optional[tuple[str, bool]]:
     cannot be a file name in /dev/shm."""
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         raise ValueError(f"{name!r} cannot be a shared-memory segment name")
-    bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    bare = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     for entry, foreign in ((PREFIX + bare, False), (name, not name.startswith(PREFIX))):
         try:
             if stat.S_ISREG(os.lstat(os.path.join(SHM_DIR, entry)).st_mode):
@@ -274,10 +303,18 @@ def resolve(name: str) -> Optional[tuple[str, bool]]:
 
 def _header_dict(h: SegmentHeader) -> dict[str, Any]:
     return {
-        "version": h.version, "kind": kind_label(h.kind), "initialized": _INIT_NAMES.get(h.initialized, h.initialized),
-        "creator_pid": h.creator_pid, "creator_start": h.creator_start, "created": h.created,
-        "header_size": h.header_size, "body_size": h.body_size, "flags": h.flags, "anonymous": h.anonymous,
-        "params": list(h.params), "ref_name": h.ref_name or None,
+        "version": h.version,
+        "kind": kind_label(h.kind),
+        "initialized": _INIT_NAMES.get(h.initialized, h.initialized),
+        "creator_pid": h.creator_pid,
+        "creator_start": h.creator_start,
+        "created": h.created,
+        "header_size": h.header_size,
+        "body_size": h.body_size,
+        "flags": h.flags,
+        "anonymous": h.anonymous,
+        "params": list(h.params),
+        "ref_name": h.ref_name or None,
     }
 
 
@@ -311,7 +348,7 @@ def _classify_invalid(name: str, path: str, size: int) -> SegmentStatus:
 def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs: ProcessIndex) -> dict[str, Any]:
     """Every field of the schema, filled from the directory entry alone."""
     return {
-        "name": entry if foreign else entry[len(PREFIX):],
+        "name": entry if foreign else entry[len(PREFIX) :],
         "path": os.path.join(SHM_DIR, entry),
         "foreign": foreign,
         "status": SegmentStatus.FOREIGN.value if foreign else SegmentStatus.OK.value,
@@ -333,8 +370,9 @@ def _base_record(entry: str, foreign: bool, st: Optional[os.stat_result], procs:
     }
 
 
-def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = True,
-             now: Optional[float] = None) -> Optional[dict[str, Any]]:
+def describe(
+    entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = True, now: Optional[float] = None
+) -> Optional[dict[str, Any]]:
     """The record of one /dev/shm entry (schema in rsm_shm/cli.py), or None if it vanished.
 
     ``decode=False`` skips attaching (header and processes only).  Never raises for a bad
@@ -371,13 +409,17 @@ def describe(entry: str, foreign: bool, procs: ProcessIndex, *, decode: bool = T
         return rec
     alive = header.creator_alive
     rec.update(
-        kind=kind_label(header.kind), created=header.created, age=max(now - header.created, 0.0),
+        kind=kind_label(header.kind),
+        created=header.created,
+        age=max(now - header.created, 0.0),
         creator={"pid": header.creator_pid, "start": header.creator_start, "alive": alive},
         header=_header_dict(header),
     )
     if header.initialized == lib.RSM_INIT_BUILDING:
-        rec.update(status=SegmentStatus.BUILDING.value,
-                   state="being created" if alive else "abandoned during creation (creator died)")
+        rec.update(
+            status=SegmentStatus.BUILDING.value,
+            state="being created" if alive else "abandoned during creation (creator died)",
+        )
         return rec
     if header.initialized != lib.RSM_INIT_READY:
         what = _INIT_NAMES.get(header.initialized, f"in unknown state {header.initialized}")
@@ -415,8 +457,14 @@ def _decode_into(rec: dict[str, Any], name: str, header: SegmentHeader, decoder:
     return True
 
 
-def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, names: Optional[list[str]] = None,
-            decode: bool = True, procs: Optional[ProcessIndex] = None) -> tuple[list[dict[str, Any]], ProcessIndex]:
+def collect(
+    *,
+    include_foreign: bool = False,
+    prefix: Optional[str] = None,
+    names: Optional[list[str]] = None,
+    decode: bool = True,
+    procs: Optional[ProcessIndex] = None,
+) -> tuple[list[dict[str, Any]], ProcessIndex]:
     """Records of the selected /dev/shm entries and the process index used for them.
 
     ``prefix`` keeps our segments whose name starts with it (foreign ones are dropped);
@@ -436,8 +484,8 @@ def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, name
     else:
         entries = list_entries(include_foreign)
         if prefix is not None:
-            bare = prefix[len(PREFIX):] if prefix.startswith(PREFIX) else prefix
-            entries = [(e, f) for e, f in entries if not f and e[len(PREFIX):].startswith(bare)]
+            bare = prefix[len(PREFIX) :] if prefix.startswith(PREFIX) else prefix
+            entries = [(e, f) for e, f in entries if not f and e[len(PREFIX) :].startswith(bare)]
     records = []
     for entry, foreign in entries:
         rec = describe(entry, foreign, procs, decode=decode, now=now)
@@ -449,8 +497,9 @@ def collect(*, include_foreign: bool = False, prefix: Optional[str] = None, name
 # -- gc policy ----------------------------------------------------------------------------
 
 
-def gc_verdict(rec: dict[str, Any], *, corrupt: bool = False, ignore_unreadable: bool = False,
-               now: Optional[float] = None) -> tuple[bool, str]:
+def gc_verdict(
+    rec: dict[str, Any], *, corrupt: bool = False, ignore_unreadable: bool = False, now: Optional[float] = None
+) -> tuple[bool, str]:
     """(remove?, why) for one record: the whole gc policy, a pure function of the record.
 
     A segment is removed only if it is ours, nobody alive maps it (and no process whose
@@ -472,12 +521,18 @@ def gc_verdict(rec: dict[str, Any], *, corrupt: bool = False, ignore_unreadable:
     unverified = rec.get("unverified") or []
     if unverified and not ignore_unreadable:
         pids = ", ".join(f"{u['pid']} ({u['name']})" for u in unverified)
-        return False, (f"cannot read the memory maps of pid {pids}, which could map it "
-                       f"(--ignore-unreadable disregards such processes)")
+        return False, (
+            f"cannot read the memory maps of pid {pids}, which could map it "
+            f"(--ignore-unreadable disregards such processes)"
+        )
     status = rec.get("status")
     creator = rec.get("creator")
-    if creator is not None and status in (SegmentStatus.OK.value, SegmentStatus.BUILDING.value,
-                                          SegmentStatus.FAILED.value, SegmentStatus.UNDECODABLE.value):
+    if creator is not None and status in (
+        SegmentStatus.OK.value,
+        SegmentStatus.BUILDING.value,
+        SegmentStatus.FAILED.value,
+        SegmentStatus.UNDECODABLE.value,
+    ):
         if creator["alive"]:
             return False, f"creator pid {creator['pid']} is alive"
         return True, f"creator pid {creator['pid']} is dead and no live process maps it"

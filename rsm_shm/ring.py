@@ -35,6 +35,7 @@ Semantics in short:
   if a dead producer's pid is reused by a new live process before the check, consumers
   keep waiting for that record until the new process exits.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -80,11 +81,11 @@ _unpack: Callable[[Any, int], bytes] = ffi.unpack
 class RingStatistics:
     """A snapshot of a ring's shared state (what ``rsm-shm inspect`` shows)."""
 
-    capacity: int           # data-area bytes
-    max_message: int        # the largest payload that can ever be put
-    used_bytes: int         # tail - head: records not yet freed, headers included
-    messages: int           # put and not yet taken (approximate while others run)
-    head: int               # byte positions, growing forever (see csrc/ring.h)
+    capacity: int  # data-area bytes
+    max_message: int  # the largest payload that can ever be put
+    used_bytes: int  # tail - head: records not yet freed, headers included
+    messages: int  # put and not yet taken (approximate while others run)
+    head: int  # byte positions, growing forever (see csrc/ring.h)
     read: int
     tail: int
     is_shutdown: bool
@@ -92,7 +93,7 @@ class RingStatistics:
     blocked_consumers: int
     single_producer: bool
     single_consumer: bool
-    repairs: int            # leftovers of dead processes repaired so far (see csrc/ring.h)
+    repairs: int  # leftovers of dead processes repaired so far (see csrc/ring.h)
 
     @property
     def fill(self) -> float:
@@ -176,8 +177,10 @@ class Ring(FastRing, SharedObject):
         mode: int = 0o600,
         max_waiters: int = _base.DEFAULT_MAX_WAITERS,
     ) -> None:
-        if not isinstance(capacity, int) or capacity & (capacity - 1) or not (
-            lib.RSM_RING_MIN_CAPACITY <= capacity <= lib.RSM_RING_MAX_CAPACITY
+        if (
+            not isinstance(capacity, int)
+            or capacity & (capacity - 1)
+            or not (lib.RSM_RING_MIN_CAPACITY <= capacity <= lib.RSM_RING_MAX_CAPACITY)
         ):
             raise ValueError(
                 f"capacity must be a power of two between {lib.RSM_RING_MIN_CAPACITY} and "
@@ -195,8 +198,9 @@ class Ring(FastRing, SharedObject):
             if lib.rsm_ring_init(seg.body("rsm_ring *"), capacity, flags, nslots) != _OK:
                 raise ValueError("invalid ring parameters")
 
-        self._open_segment(name, create, mode, lib.rsm_ring_size(capacity, nslots), (nslots, capacity, flags),
-                           init, _body_size)
+        self._open_segment(
+            name, create, mode, lib.rsm_ring_size(capacity, nslots), (nslots, capacity, flags), init, _body_size
+        )
         ptr = self._seg.body("rsm_ring *")
         if lib.rsm_ring_check(ptr, self._seg.header.body_size) != _OK or ptr.capacity != self._seg.header.params[1]:
             self._seg.close()
@@ -248,8 +252,7 @@ class Ring(FastRing, SharedObject):
         n = len(buf)
         if n > self._max_message:
             raise ValueError(
-                f"a {n}-byte message can never fit in {self._describe()} "
-                f"(max_message is {self._max_message} bytes)"
+                f"a {n}-byte message can never fit in {self._describe()} (max_message is {self._max_message} bytes)"
             )
         if first == _CLOSED:
             raise_for(first, self, "put")
@@ -286,8 +289,12 @@ class Ring(FastRing, SharedObject):
         op = ffi.new("rsm_ring_op *")
         r = lib.rsm_ring_put_many(ptr, ffi.NULL, data, lens, count, 0, op)
         if (r == _TIMEOUT and deadline != _base.DEADLINE_TRY) or r == lib.RSM_NOT_OWNER:  # block, or the role
-            r = self._run(lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
-                          lib.RSM_RING_ROLE_PRODUCER, deadline, op)
+            r = self._run(
+                lambda w, d: lib.rsm_ring_put_many(ptr, w, data, lens, count, d, op),
+                lib.RSM_RING_ROLE_PRODUCER,
+                deadline,
+                op,
+            )
         if r == _TIMEOUT or r == _CLOSED:
             try:
                 raise_for(r, self, "put", f"{op.done} of {count} messages put")
@@ -341,9 +348,15 @@ class Ring(FastRing, SharedObject):
                     elif n != -lib.RSM_SLICE and n != -lib.RSM_NOT_OWNER and n != -lib.RSM_RETRY:
                         raise_for(-n, self, "get")
                     b, bs = buf, size
-                    r = self._run(lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
-                                  lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), w=w,
-                                  resume=(n == -lib.RSM_SLICE))
+                    r = self._run(
+                        lambda w, d: _status(lib.rsm_ring_get(ptr, w, b, bs, d, op)),
+                        lib.RSM_RING_ROLE_CONSUMER,
+                        deadline,
+                        op,
+                        buf=(buf, size),
+                        w=w,
+                        resume=(n == -lib.RSM_SLICE),
+                    )
                     if r == _OK:
                         return _unpack(b, op.len)  # op.len: set by the get or by a reclaim
                     n = -r
@@ -373,8 +386,14 @@ class Ring(FastRing, SharedObject):
         if (r == _TIMEOUT and deadline != _base.DEADLINE_TRY) or r == lib.RSM_NOT_OWNER:  # block, or the role
             while True:
                 buf, size = self._thread_state()[:2]
-                r = self._run(lambda w, d: lib.rsm_ring_get_many(ptr, w, buf, size, lens, max_items, d, op),
-                              lib.RSM_RING_ROLE_CONSUMER, deadline, op, buf=(buf, size), many=lens)
+                r = self._run(
+                    lambda w, d: lib.rsm_ring_get_many(ptr, w, buf, size, lens, max_items, d, op),
+                    lib.RSM_RING_ROLE_CONSUMER,
+                    deadline,
+                    op,
+                    buf=(buf, size),
+                    many=lens,
+                )
                 if r != _OVERFLOW:
                     break
                 self._thread_state(op.len)  # grow the buffer for the next try
@@ -390,14 +409,23 @@ class Ring(FastRing, SharedObject):
         out = []
         off = 0
         for n in ffi.unpack(lens, count):
-            out.append(data[off:off + n])
+            out.append(data[off : off + n])
             off += n
         return out
 
     # -- blocking, roles and recovery ----------------------------------------------------
 
-    def _run(self, step: Callable[[Any, int], int], role: int, deadline: int, op: Any,
-             buf: Optional[Tuple[Any, int]] = None, many: Any = None, w: Any = None, resume: bool = False) -> int:
+    def _run(
+        self,
+        step: Callable[[Any, int], int],
+        role: int,
+        deadline: int,
+        op: Any,
+        buf: Optional[Tuple[Any, int]] = None,
+        many: Any = None,
+        w: Any = None,
+        resume: bool = False,
+    ) -> int:
         """The common slice loop (sync._base.run_blocking) with this ring's policy: judge
         stuck peers between slices, settle single-producer/consumer roles.  ``w``: a waiter to use; ``resume``: ``w`` just
         finished a slice (judge before calling again)."""
@@ -522,8 +550,10 @@ class Ring(FastRing, SharedObject):
         else:
             return head, max(read, head), max(tail, head)  # too busy to judge: report what we saw
         if not head <= read <= tail <= head + self._capacity:
-            raise SegmentError(f"{self._describe()} is corrupt: head {head}, read {read} and tail {tail} "
-                               f"do not fit a {self._capacity}-byte ring")
+            raise SegmentError(
+                f"{self._describe()} is corrupt: head {head}, read {read} and tail {tail} "
+                f"do not fit a {self._capacity}-byte ring"
+            )
         return head, read, tail
 
     @pinned
@@ -532,8 +562,13 @@ class Ring(FastRing, SharedObject):
         p = self._ptr
         head, read, tail = self._positions()
         return RingStatistics(
-            capacity=self._capacity, max_message=self._max_message, used_bytes=tail - head,
-            messages=max(p.nput - p.nget, 0), head=head, read=read, tail=tail,
+            capacity=self._capacity,
+            max_message=self._max_message,
+            used_bytes=tail - head,
+            messages=max(p.nput - p.nget, 0),
+            head=head,
+            read=read,
+            tail=tail,
             is_shutdown=bool(p.tail & lib.RSM_RING_TAIL_CLOSED),
             blocked_producers=self._pwq.nwaiters + self._pwq.noverflow,
             blocked_consumers=self._cwq.nwaiters + self._cwq.noverflow,
@@ -550,8 +585,12 @@ class Ring(FastRing, SharedObject):
         nslots = self._seg.header.params[0]
         self._check_queues(self._cwq, self._pwq)
         stats = self.statistics()
-        return {**plain(stats), "fill": round(stats.fill, 1), "consumer_queue": waitq_record(self._cwq, nslots),
-                "producer_queue": waitq_record(self._pwq, nslots)}
+        return {
+            **plain(stats),
+            "fill": round(stats.fill, 1),
+            "consumer_queue": waitq_record(self._cwq, nslots),
+            "producer_queue": waitq_record(self._pwq, nslots),
+        }
 
     def _describe(self) -> str:
         return f"{type(self).__name__} {self.name!r}"
@@ -628,18 +667,30 @@ class Queue:
     raises ``ShutDown``.  The queue pickles as its name (and serializer).
     """
 
-    def __init__(self, name: Optional[str] = None, maxsize: int = 0, *, capacity: int = DEFAULT_CAPACITY,
-                 serializer: Any = pickle, producers: Optional[int] = None, consumers: Optional[int] = None,
-                 create: Optional[bool] = None, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        maxsize: int = 0,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        serializer: Any = pickle,
+        producers: Optional[int] = None,
+        consumers: Optional[int] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+    ) -> None:
         if maxsize:
-            raise ValueError(f"rsm_shm.Queue is bounded by capacity (bytes), not maxsize: pass maxsize=0, not {maxsize!r}")
+            raise ValueError(
+                f"rsm_shm.Queue is bounded by capacity (bytes), not maxsize: pass maxsize=0, not {maxsize!r}"
+            )
         if not (callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))):
             raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
         self._serializer = serializer
         self._dumps = serializer.dumps if serializer is not pickle else _pickle_dumps
         self._loads = serializer.loads
-        self._ring = _ObjectRing(name, capacity=capacity, producers=producers, consumers=consumers,
-                                 create=create, mode=mode)
+        self._ring = _ObjectRing(
+            name, capacity=capacity, producers=producers, consumers=consumers, create=create, mode=mode
+        )
 
     @property
     def name(self) -> str:

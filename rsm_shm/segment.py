@@ -16,6 +16,7 @@ Design notes:
 * Attaching validates everything before the body is used: magic, layout version, kind,
   header and body sizes against the file size, and a CRC32 of the immutable header bytes.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -103,13 +104,23 @@ class Kind(enum.IntEnum):
 #: A new kind plugs into the command line by adding its line here; its module is imported
 #: only when such a segment is inspected.  (``rsm_shm.inspect.register`` overrides.)
 KIND_CLASSES: dict[Kind, str] = {
-    Kind.LOCK: "rsm_shm.sync:Lock", Kind.RLOCK: "rsm_shm.sync:RLock", Kind.SEMAPHORE: "rsm_shm.sync:Semaphore",
-    Kind.BOUNDED_SEMAPHORE: "rsm_shm.sync:BoundedSemaphore", Kind.EVENT: "rsm_shm.sync:Event",
-    Kind.AUTO_RESET_EVENT: "rsm_shm.sync:AutoResetEvent", Kind.CONDITION: "rsm_shm.sync:Condition",
-    Kind.BARRIER: "rsm_shm.sync:Barrier", Kind.RWLOCK: "rsm_shm.sync:RWLock", Kind.GATE: "rsm_shm.sync:Gate",
-    Kind.ONCE: "rsm_shm.sync:Once", Kind.COUNTDOWN: "rsm_shm.sync:Countdown",
-    Kind.RING: "rsm_shm.ring:Ring", Kind.QUEUE: "rsm_shm.ring:Queue", Kind.AUTOMATON: "rsm_shm.fsm:Automaton",
-    Kind.POOL: "rsm_shm.pool:PoolTable", Kind.RAFT_STATUS: "rsm_shm.cluster.records:ClusterRecord",
+    Kind.LOCK: "rsm_shm.sync:Lock",
+    Kind.RLOCK: "rsm_shm.sync:RLock",
+    Kind.SEMAPHORE: "rsm_shm.sync:Semaphore",
+    Kind.BOUNDED_SEMAPHORE: "rsm_shm.sync:BoundedSemaphore",
+    Kind.EVENT: "rsm_shm.sync:Event",
+    Kind.AUTO_RESET_EVENT: "rsm_shm.sync:AutoResetEvent",
+    Kind.CONDITION: "rsm_shm.sync:Condition",
+    Kind.BARRIER: "rsm_shm.sync:Barrier",
+    Kind.RWLOCK: "rsm_shm.sync:RWLock",
+    Kind.GATE: "rsm_shm.sync:Gate",
+    Kind.ONCE: "rsm_shm.sync:Once",
+    Kind.COUNTDOWN: "rsm_shm.sync:Countdown",
+    Kind.RING: "rsm_shm.ring:Ring",
+    Kind.QUEUE: "rsm_shm.ring:Queue",
+    Kind.AUTOMATON: "rsm_shm.fsm:Automaton",
+    Kind.POOL: "rsm_shm.pool:PoolTable",
+    Kind.RAFT_STATUS: "rsm_shm.cluster.records:ClusterRecord",
 }
 
 
@@ -144,7 +155,7 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"segment name must be a str, not {type(name).__name__}")
     if name.startswith(PREFIX):
-        name = name[len(PREFIX):]  # accept the full /dev/shm name too
+        name = name[len(PREFIX) :]  # accept the full /dev/shm name too
     if not name:
         raise ValueError("segment name must not be empty")
     if len(name) > MAX_NAME_LEN:
@@ -175,8 +186,20 @@ def decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = 
     where = f"segment {name!r}"
     if len(raw) < HEADER_SIZE or file_size < HEADER_SIZE:
         raise SegmentError(f"{where} is truncated: {file_size} bytes, a header needs {HEADER_SIZE}")
-    (magic, version, kind, initialized, creator_pid, creator_start, created_ns, header_size,
-     body_size, flags, nparams, *rest) = _HEADER.unpack_from(raw, 0)
+    (
+        magic,
+        version,
+        kind,
+        initialized,
+        creator_pid,
+        creator_start,
+        created_ns,
+        header_size,
+        body_size,
+        flags,
+        nparams,
+        *rest,
+    ) = _HEADER.unpack_from(raw, 0)
     params = tuple(rest[:NPARAMS])
     ref_raw, crc = rest[NPARAMS], rest[NPARAMS + 1]
     if magic != MAGIC:
@@ -191,9 +214,7 @@ def decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = 
     if header_size != HEADER_SIZE:
         raise SegmentError(f"{where} has a corrupt header (header size {header_size})")
     if header_size + body_size > file_size:
-        raise SegmentError(
-            f"{where} is truncated: header says {header_size + body_size} bytes, file has {file_size}"
-        )
+        raise SegmentError(f"{where} is truncated: header says {header_size + body_size} bytes, file has {file_size}")
     try:
         kind_enum = Kind(kind)
     except ValueError:
@@ -202,9 +223,18 @@ def decode_header(name: str, raw: bytes, file_size: int, *, check_ready: bool = 
         raise SegmentError(f"{where} has a corrupt header ({nparams} parameters)")
     ref_name = ref_raw.split(b"\0", 1)[0].decode("utf-8", "replace")
     return SegmentHeader(
-        name=name, kind=kind_enum, version=version, initialized=initialized, creator_pid=creator_pid,
-        creator_start=creator_start, created=created_ns / 1e9, header_size=header_size,
-        body_size=body_size, flags=flags, params=params[:nparams], ref_name=ref_name,
+        name=name,
+        kind=kind_enum,
+        version=version,
+        initialized=initialized,
+        creator_pid=creator_pid,
+        creator_start=creator_start,
+        created=created_ns / 1e9,
+        header_size=header_size,
+        body_size=body_size,
+        flags=flags,
+        params=params[:nparams],
+        ref_name=ref_name,
     )
 
 
@@ -334,8 +364,16 @@ class Segment:
 
     # -- creation and attachment -------------------------------------------------------
 
-    def _build(self, fd: int, body_size: int, mode: int, params: Sequence[int], ref: bytes, anonymous: bool,
-               init: Optional[Callable[[Segment], None]]) -> None:
+    def _build(
+        self,
+        fd: int,
+        body_size: int,
+        mode: int,
+        params: Sequence[int],
+        ref: bytes,
+        anonymous: bool,
+        init: Optional[Callable[[Segment], None]],
+    ) -> None:
         try:
             os.fchmod(fd, mode)  # shm_open's mode is filtered by the umask
             os.ftruncate(fd, HEADER_SIZE + body_size)
@@ -348,9 +386,22 @@ class Segment:
         try:
             flags = lib.RSM_SEG_ANONYMOUS if anonymous else 0
             padded = list(params) + [0] * (NPARAMS - len(params))
-            fields = [MAGIC, LAYOUT_VERSION, int(self.kind), lib.RSM_INIT_BUILDING, os.getpid(),
-                      _proc.start_time(os.getpid()), time.time_ns(), HEADER_SIZE, body_size, flags,
-                      len(params), *padded, ref, 0]
+            fields = [
+                MAGIC,
+                LAYOUT_VERSION,
+                int(self.kind),
+                lib.RSM_INIT_BUILDING,
+                os.getpid(),
+                _proc.start_time(os.getpid()),
+                time.time_ns(),
+                HEADER_SIZE,
+                body_size,
+                flags,
+                len(params),
+                *padded,
+                ref,
+                0,
+            ]
             raw = bytearray(_HEADER.pack(*fields))
             struct.pack_into("<I", raw, 240, _crc(bytes(raw)))
             self._mmap[:HEADER_SIZE] = bytes(raw)  # type: ignore[index]
@@ -370,8 +421,12 @@ class Segment:
         lib.rsm_segment_publish(self._header_ptr(), lib.RSM_INIT_READY)
         self.header = decode_header(self.name, self._header_bytes(), HEADER_SIZE + body_size)
 
-    def _attach(self, fd: int, check: Optional[Callable[[SegmentHeader], None]],
-                body_size_of: Optional[Callable[[SegmentHeader], int]]) -> None:
+    def _attach(
+        self,
+        fd: int,
+        check: Optional[Callable[[SegmentHeader], None]],
+        body_size_of: Optional[Callable[[SegmentHeader], int]],
+    ) -> None:
         try:
             deadline = time.monotonic() + CREATE_WAIT_TIMEOUT
             st = os.fstat(fd)
@@ -400,9 +455,7 @@ class Segment:
             self._await_ready(deadline, sized_at)
             self.header = decode_header(self.name, self._header_bytes(), size)
             if self.header.kind != self.kind:
-                raise SegmentError(
-                    f"segment {self.name!r} holds a {self.header.kind.name}, not a {self.kind.name}"
-                )
+                raise SegmentError(f"segment {self.name!r} holds a {self.header.kind.name}, not a {self.kind.name}")
             if body_size_of is not None and self.header.body_size < body_size_of(self.header):
                 raise SegmentError(f"segment {self.name!r} is smaller than its parameters require")
             if check is not None:

@@ -8,6 +8,7 @@ The classes come from the packages' own ``__all__`` (see :func:`handle_classes`)
 new class is covered as soon as it is exported; the blocking scenarios are a table that
 the parent checks against the classes' public methods.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -30,9 +31,21 @@ ALLOWED_BY_CLASS = {"Automaton": {"__exit__"}}
 NO_OPS = {"join_thread", "cancel_join_thread"}
 #: Sample values for the required parameters of public methods, by parameter name.
 SAMPLES = {
-    "fn": lambda: None, "data": b"x", "obj": 1, "items": [b"x"], "objs": [1], "max_items": 1, "n": 1,
-    "count": 1, "payload": b"x", "payloads": [b"x"], "predicate": lambda: True, "timeout": 0.01,
-    "delay": 0.01, "interval": 0.01, "value": 1,
+    "fn": lambda: None,
+    "data": b"x",
+    "obj": 1,
+    "items": [b"x"],
+    "objs": [1],
+    "max_items": 1,
+    "n": 1,
+    "count": 1,
+    "payload": b"x",
+    "payloads": [b"x"],
+    "predicate": lambda: True,
+    "timeout": 0.01,
+    "delay": 0.01,
+    "interval": 0.01,
+    "value": 1,
 }
 
 
@@ -42,8 +55,11 @@ def handle_classes() -> dict[str, type]:
     for module in (rsm_shm, rsm_shm.ring, rsm_shm.fsm):
         for name in module.__all__:
             obj = getattr(module, name)
-            if inspect.isclass(obj) and callable(getattr(obj, "close", None)) and callable(
-                    getattr(obj, "unlink", None)):
+            if (
+                inspect.isclass(obj)
+                and callable(getattr(obj, "close", None))
+                and callable(getattr(obj, "unlink", None))
+            ):
                 found[obj.__name__] = obj
     return found
 
@@ -109,6 +125,7 @@ def after_close(cls_name: str, prefix: str) -> None:
 # setup makes the call block (a held lock, an empty ring ...) from another thread when the
 # primitive is thread-owned, so that the blocking thread is never the owner.
 
+
 def _hold_in_thread(acquire):
     """Run ``acquire`` on a helper thread that then stays alive (so the owner lives)."""
     held = threading.Event()
@@ -155,6 +172,7 @@ def _once_running(once):
             once.call(lambda: (started.set(), time.sleep(1.0)))
         except ValueError:
             pass
+
     threading.Thread(target=run, daemon=True).start()
     started.wait(10)
 
@@ -170,40 +188,66 @@ def _cond_wait_for(c):
 
 
 BLOCKING = {
-    "Lock": {"acquire": (lambda o: o.acquire(), lambda o: o.acquire(timeout=30)),
-             "__enter__": (lambda o: o.acquire(), lambda o: o.__enter__())},
-    "RLock": {"acquire": (lambda o: _hold_in_thread(o.acquire), lambda o: o.acquire(timeout=30)),
-              "__enter__": (lambda o: _hold_in_thread(o.acquire), lambda o: o.__enter__())},
-    "RWLock": {"acquire_write": (lambda o: _hold_in_thread(o.acquire_read), lambda o: o.acquire_write(timeout=30)),
-               "acquire_read": (lambda o: _hold_in_thread(o.acquire_write), lambda o: o.acquire_read(timeout=30)),
-               "write": (lambda o: _hold_in_thread(o.acquire_read), lambda o: o.write(30).__enter__()),
-               "read": (lambda o: _hold_in_thread(o.acquire_write), lambda o: o.read(30).__enter__())},
-    "Semaphore": {"acquire": (lambda o: o.acquire(), lambda o: o.acquire(timeout=30)),
-                  "__enter__": (lambda o: o.acquire(), lambda o: o.__enter__())},
+    "Lock": {
+        "acquire": (lambda o: o.acquire(), lambda o: o.acquire(timeout=30)),
+        "__enter__": (lambda o: o.acquire(), lambda o: o.__enter__()),
+    },
+    "RLock": {
+        "acquire": (lambda o: _hold_in_thread(o.acquire), lambda o: o.acquire(timeout=30)),
+        "__enter__": (lambda o: _hold_in_thread(o.acquire), lambda o: o.__enter__()),
+    },
+    "RWLock": {
+        "acquire_write": (lambda o: _hold_in_thread(o.acquire_read), lambda o: o.acquire_write(timeout=30)),
+        "acquire_read": (lambda o: _hold_in_thread(o.acquire_write), lambda o: o.acquire_read(timeout=30)),
+        "write": (lambda o: _hold_in_thread(o.acquire_read), lambda o: o.write(30).__enter__()),
+        "read": (lambda o: _hold_in_thread(o.acquire_write), lambda o: o.read(30).__enter__()),
+    },
+    "Semaphore": {
+        "acquire": (lambda o: o.acquire(), lambda o: o.acquire(timeout=30)),
+        "__enter__": (lambda o: o.acquire(), lambda o: o.__enter__()),
+    },
     "BoundedSemaphore": {"acquire": (lambda o: o.acquire(), lambda o: o.acquire(timeout=30))},
-    "AutoResetEvent": {"wait": (lambda o: None, lambda o: o.wait(30)),
-                       "acquire": (lambda o: None, lambda o: o.acquire(timeout=30))},
+    "AutoResetEvent": {
+        "wait": (lambda o: None, lambda o: o.wait(30)),
+        "acquire": (lambda o: None, lambda o: o.acquire(timeout=30)),
+    },
     "Event": {"wait": (lambda o: None, lambda o: o.wait(30))},
     "Gate": {"wait": (lambda o: None, lambda o: o.wait(30)), "enter": (lambda o: None, lambda o: o.enter(30))},
     "Countdown": {"wait": (lambda o: None, lambda o: o.wait(30))},
-    "Condition": {"wait": (lambda o: None, _cond_wait), "wait_for": (lambda o: None, _cond_wait_for),
-                  "acquire": (lambda o: _hold_in_thread(o.acquire), lambda o: o.acquire(timeout=30))},
+    "Condition": {
+        "wait": (lambda o: None, _cond_wait),
+        "wait_for": (lambda o: None, _cond_wait_for),
+        "acquire": (lambda o: _hold_in_thread(o.acquire), lambda o: o.acquire(timeout=30)),
+    },
     "Barrier": {"wait": (lambda o: None, lambda o: o.wait(30))},
     "Once": {"call": (_once_running, lambda o: o.call(lambda: None, timeout=30))},
-    "Ring": {"get": (lambda o: None, lambda o: o.get(30)), "get_many": (lambda o: None, lambda o: o.get_many(4, 30)),
-             "put": (_fill, lambda o: o.put(b"y" * 64, 30)), "put_many": (_fill, lambda o: o.put_many([b"y" * 64], 30))},
-    "Queue": {"get": (lambda o: None, lambda o: o.get(timeout=30)),
-              "get_many": (lambda o: None, lambda o: o.get_many(4, 30)),
-              "put": (_fill_queue, lambda o: o.put(b"y" * 64, timeout=30)),
-              "put_many": (_fill_queue, lambda o: o.put_many([b"y" * 64], 30))},
-    "Automaton": {"join": (lambda o: None, lambda o: o.join(30)),
-                  "post": (_fill_inbox, lambda o: o.post(b"y" * 64, 30)),
-                  "post_many": (_fill_inbox, lambda o: o.post_many([b"y" * 64], 30))},
+    "Ring": {
+        "get": (lambda o: None, lambda o: o.get(30)),
+        "get_many": (lambda o: None, lambda o: o.get_many(4, 30)),
+        "put": (_fill, lambda o: o.put(b"y" * 64, 30)),
+        "put_many": (_fill, lambda o: o.put_many([b"y" * 64], 30)),
+    },
+    "Queue": {
+        "get": (lambda o: None, lambda o: o.get(timeout=30)),
+        "get_many": (lambda o: None, lambda o: o.get_many(4, 30)),
+        "put": (_fill_queue, lambda o: o.put(b"y" * 64, timeout=30)),
+        "put_many": (_fill_queue, lambda o: o.put_many([b"y" * 64], 30)),
+    },
+    "Automaton": {
+        "join": (lambda o: None, lambda o: o.join(30)),
+        "post": (_fill_inbox, lambda o: o.post(b"y" * 64, 30)),
+        "post_many": (_fill_inbox, lambda o: o.post_many([b"y" * 64], 30)),
+    },
 }
 #: Constructor arguments where the defaults would not block (a ring small enough to fill).
-MAKE_KW = {"Ring": {"capacity": 4096}, "Queue": {"capacity": 4096}, "Barrier": {"parties": 2},
-           "Automaton": {"capacity": 4096},
-           "Semaphore": {"value": 1}, "BoundedSemaphore": {"value": 1}}
+MAKE_KW = {
+    "Ring": {"capacity": 4096},
+    "Queue": {"capacity": 4096},
+    "Barrier": {"parties": 2},
+    "Automaton": {"capacity": 4096},
+    "Semaphore": {"value": 1},
+    "BoundedSemaphore": {"value": 1},
+}
 
 
 def _sleeps_in_futex(tid: int, until: float) -> bool:
@@ -252,9 +296,15 @@ def close_while_blocked(cls_name: str, prefix: str, member: str) -> None:
     t_close = time.monotonic()
     obj.close()
     t.join(10)
-    emit(event="done", member=member, blocked=waited_before_close and asleep, alive=t.is_alive(),
-         outcome=box.get("exc", "returned" if "result" in box else "hung"), message=box.get("message", ""),
-         latency=time.monotonic() - t_close)
+    emit(
+        event="done",
+        member=member,
+        blocked=waited_before_close and asleep,
+        alive=t.is_alive(),
+        outcome=box.get("exc", "returned" if "result" in box else "hung"),
+        message=box.get("message", ""),
+        latency=time.monotonic() - t_close,
+    )
     obj.unlink()
 
 

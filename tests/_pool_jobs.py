@@ -1,4 +1,5 @@
 """Module-level jobs for the ProcessPool tests (workers import them by name)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -98,7 +99,7 @@ class TaggedPickle:
         data = bytes(data)
         if not data.startswith(TaggedPickle.MARK):
             raise ValueError("not a TaggedPickle payload")
-        return pickle.loads(data[len(TaggedPickle.MARK):])
+        return pickle.loads(data[len(TaggedPickle.MARK) :])
 
 
 def exit_now():

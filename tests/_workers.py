@@ -1,4 +1,5 @@
 """Module-level worker functions for tests that start processes (spawn needs importable targets)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -209,6 +210,7 @@ def semaphore_hold(kind: str, name: str, n: int, ready_name: str) -> None:
 def rwlock_churn(rw_name: str, progress, slot: int) -> None:
     """Read (mostly) and write in a loop until killed; progress[slot] counts iterations."""
     import warnings
+
     warnings.simplefilter("ignore")  # taking over from a killed writer warns: expected here
     rw = rsm_shm.RWLock(rw_name, create=False)
     i = 0

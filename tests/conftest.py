@@ -5,6 +5,7 @@ per-run and per-test token; after each test (pass or fail) every segment carryin
 test's token is unlinked, and the session checks /dev/shm holds nothing of ours that was
 not there when it started.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -41,7 +42,7 @@ def _ours() -> set[str]:
 def _unlink_matching(token: str) -> list[str]:
     removed = []
     for entry in _ours():
-        if entry[len(PREFIX):].startswith(token):
+        if entry[len(PREFIX) :].startswith(token):
             try:
                 os.unlink(os.path.join(SHM_DIR, entry))
                 removed.append(entry)
@@ -67,7 +68,7 @@ def _dev_shm_is_left_as_found():
     _unlink_matching(RUN_TOKEN)
     # Anonymous segments of test processes that were killed (SIGKILL skips atexit).
     for entry in _ours() - before:
-        parts = entry[len(PREFIX):].split(".")
+        parts = entry[len(PREFIX) :].split(".")
         if parts[0] == "anon" and len(parts) > 1 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             try:
                 os.unlink(os.path.join(SHM_DIR, entry))
@@ -78,7 +79,7 @@ def _dev_shm_is_left_as_found():
     mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
     leaked = set()
     for entry in _ours() - before:
-        name = entry[len(PREFIX):]
+        name = entry[len(PREFIX) :]
         if name.startswith(RUN_TOKEN):
             leaked.add(entry)
             continue
@@ -156,8 +157,10 @@ def single_threaded():
     while len(_os_thread_names()) > 1:
         gc.collect()
         if time.monotonic() > deadline:
-            pytest.fail(f"threads still running before a fork: {[t.name for t in threading.enumerate()]} "
-                        f"(OS threads: {_os_thread_names()})")
+            pytest.fail(
+                f"threads still running before a fork: {[t.name for t in threading.enumerate()]} "
+                f"(OS threads: {_os_thread_names()})"
+            )
         time.sleep(0.02)
     yield
 
@@ -168,8 +171,9 @@ def _no_fork_with_threads():
     if _forks_with_threads:
         found = list(_forks_with_threads)
         _forks_with_threads.clear()
-        pytest.fail("the test forked the pytest process while it had threads (use spawn or forkserver): "
-                    + "; ".join(found))
+        pytest.fail(
+            "the test forked the pytest process while it had threads (use spawn or forkserver): " + "; ".join(found)
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -177,6 +181,7 @@ def _no_child_outlives_its_test():
     """Children registered with tests._workers.reap_after_test die with their test."""
     yield
     from tests._workers import CHILDREN
+
     while CHILDREN:
         p = CHILDREN.pop()
         if p.is_alive():

@@ -1,6 +1,7 @@
 """The build: the C core is linked once, into ``rsm_shm._native``; ``rsm_shm._fast`` (the
 CPython-API entry points) reaches it through a table fetched at import (csrc/core_api.h),
 so the core's globals -- the cached pid and thread ids, the fork handler -- exist once."""
+
 from __future__ import annotations
 
 import glob
@@ -65,8 +66,13 @@ def test_fork_child_ids_are_fresh_on_both_paths(shm_name):
     lock = rsm_shm.Lock(shm_name("lock"), create=True)
     try:
         script = textwrap.dedent(_FORK_CHILD.format(name=lock.name))
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                             cwd=os.path.dirname(os.path.dirname(rsm_shm.__file__)))
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(rsm_shm.__file__)),
+        )
         assert run.returncode == 0, run.stdout + run.stderr
     finally:
         lock.close()

@@ -5,6 +5,7 @@ Every segment is named through the ``shm_name`` fixture and every command that c
 touch other segments runs with ``--prefix <this test's token>``, so these tests never see
 or remove segments of concurrently running tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from rsm_shm import cli as cli_mod
 pytestmark = pytest.mark.timeout(60)
 
 PY_M = [sys.executable, "-m", "rsm_shm"]
+
 
 def _console_script() -> str | None:
     """The rsm-shm script of the Python running the tests: pip puts it next to the
@@ -118,8 +120,9 @@ class Children:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, mode: str, prefix: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, prefix], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, mode, prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.procs.append(proc)
         line = proc.stdout.readline()  # bounded by the test timeout
         assert line.strip() == "ready", f"child {mode} failed to start (rc {proc.poll()})"
@@ -152,7 +155,9 @@ def prefix(shm_token):
 def run(*args: str, script: bool = False, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     if script:
         if SCRIPT is None:
-            pytest.skip(f"no rsm-shm console script next to {sys.executable} or on PATH: install the package (pip install -e .)")
+            pytest.skip(
+                f"no rsm-shm console script next to {sys.executable} or on PATH: install the package (pip install -e .)"
+            )
         cmd = [SCRIPT, *args]
     else:
         cmd = [*PY_M, *args]
@@ -176,16 +181,51 @@ def by_name(doc: dict) -> dict:
 # -- the schema, as documented in rsm_shm/cli.py --------------------------------------------
 
 SEGMENT_KEYS = {
-    "name": str, "path": str, "foreign": bool, "status": str, "problem": (str, type(None)),
-    "kind": (str, type(None)), "size": (int, type(None)), "mode": (str, type(None)), "uid": (int, type(None)),
-    "inode": (int, type(None)), "modified": (float, type(None)), "created": (float, type(None)),
-    "age": (float, type(None)), "creator": (dict, type(None)), "attached": list, "unverified": list,
-    "state": (str, type(None)), "header": (dict, type(None)), "detail": (dict, type(None)),
+    "name": str,
+    "path": str,
+    "foreign": bool,
+    "status": str,
+    "problem": (str, type(None)),
+    "kind": (str, type(None)),
+    "size": (int, type(None)),
+    "mode": (str, type(None)),
+    "uid": (int, type(None)),
+    "inode": (int, type(None)),
+    "modified": (float, type(None)),
+    "created": (float, type(None)),
+    "age": (float, type(None)),
+    "creator": (dict, type(None)),
+    "attached": list,
+    "unverified": list,
+    "state": (str, type(None)),
+    "header": (dict, type(None)),
+    "detail": (dict, type(None)),
 }
-HEADER_KEYS = {"version", "kind", "initialized", "creator_pid", "creator_start", "created", "header_size",
-               "body_size", "flags", "anonymous", "params", "ref_name"}
-STATUSES = {"ok", "building", "failed", "undecodable", "corrupt", "truncated", "unknown-version", "unreadable",
-            "foreign"}
+HEADER_KEYS = {
+    "version",
+    "kind",
+    "initialized",
+    "creator_pid",
+    "creator_start",
+    "created",
+    "header_size",
+    "body_size",
+    "flags",
+    "anonymous",
+    "params",
+    "ref_name",
+}
+STATUSES = {
+    "ok",
+    "building",
+    "failed",
+    "undecodable",
+    "corrupt",
+    "truncated",
+    "unknown-version",
+    "unreadable",
+    "foreign",
+}
 QUEUE_KEYS = {"nslots", "nwaiters", "noverflow", "slots"}
 SLOT_KEYS = {"slot", "phase", "kind", "token", "pid", "tid", "ticket", "alive"}
 
@@ -225,7 +265,9 @@ def check_document(doc: dict) -> None:
     assert set(doc["scan"]) == {"processes", "seconds"}
     command = doc["command"]
     if command in ("ls", "watch"):
-        assert set(doc) == {"schema", "command", "time", "scan", "segments"} | ({"frame"} if command == "watch" else set())
+        assert set(doc) == {"schema", "command", "time", "scan", "segments"} | (
+            {"frame"} if command == "watch" else set()
+        )
         for s in doc["segments"]:
             check_segment(s)
     elif command == "inspect":
@@ -247,11 +289,20 @@ def check_document(doc: dict) -> None:
 def test_ls_shows_objects_of_another_process_with_kind_and_state(children, prefix):
     child = children.start("objects", prefix)
     doc = run_json("ls", "--prefix", prefix, script=True)
-    segs = {name[len(prefix):]: s for name, s in by_name(doc).items()}
+    segs = {name[len(prefix) :]: s for name, s in by_name(doc).items()}
     expected_kinds = {
-        "lock": "lock", "sem": "semaphore", "event": "event", "rwlock": "rwlock", "countdown": "countdown",
-        "barrier": "barrier", "gate": "gate", "once": "once", "cond": "condition", "rlock": "rlock",
-        "bsem": "bounded_semaphore", "are": "auto_reset_event",
+        "lock": "lock",
+        "sem": "semaphore",
+        "event": "event",
+        "rwlock": "rwlock",
+        "countdown": "countdown",
+        "barrier": "barrier",
+        "gate": "gate",
+        "once": "once",
+        "cond": "condition",
+        "rlock": "rlock",
+        "bsem": "bounded_semaphore",
+        "are": "auto_reset_event",
     }
     assert {k: s["kind"] for k, s in segs.items()} == expected_kinds
     for s in segs.values():
@@ -317,9 +368,13 @@ def test_sigkilled_owner_shows_dead_and_gc_removes_only_orphans(children, prefix
     assert seg["attached"] == []
 
     gc = ["gc", "--prefix", prefix, "--ignore-unreadable"]
-    dry = {r["name"][len(prefix):]: r for r in run_json(*gc, "--dry-run")["results"]}
+    dry = {r["name"][len(prefix) :]: r for r in run_json(*gc, "--dry-run")["results"]}
     assert {k: r["action"] for k, r in dry.items()} == {
-        "orphan_lock": "would-remove", "orphan_sem": "would-remove", "shared": "kept", "live_lock": "kept"}
+        "orphan_lock": "would-remove",
+        "orphan_sem": "would-remove",
+        "shared": "kept",
+        "live_lock": "kept",
+    }
     assert "dead" in dry["orphan_lock"]["reason"]
     assert str(attacher.pid) in dry["shared"]["reason"]  # creator dead, but a live process maps it
     assert os.path.exists(f"/dev/shm/rsm_shm.{prefix}orphan_lock")  # a dry run removes nothing
@@ -341,6 +396,7 @@ def test_sigkilled_owner_shows_dead_and_gc_removes_only_orphans(children, prefix
 def _segment_bytes(shm_name, cls_name: str = "Event") -> bytes:
     """The bytes of a real, freshly made segment (then unlinked)."""
     import rsm_shm
+
     obj = getattr(rsm_shm, cls_name)(shm_name("template"), create=True)
     try:
         with open(f"/dev/shm/rsm_shm.{obj.name}", "rb") as f:
@@ -361,6 +417,7 @@ def _write(name: str, data: bytes, size: int | None = None) -> str:
 
 def test_corrupt_truncated_and_unknown_version_segments_are_reported_not_trusted(shm_name, prefix):
     import struct
+
     valid = _segment_bytes(shm_name)
     flipped = bytearray(valid)
     flipped[60] ^= 0xFF  # inside params: covered by the CRC
@@ -463,6 +520,7 @@ def test_foreign_segments_are_listed_only_with_all_and_never_touched(prefix):
 def _valid_header_bytes_like() -> bytes:
     import struct
     from rsm_shm.segment import LAYOUT_VERSION, MAGIC
+
     return struct.pack("<IH", MAGIC, LAYOUT_VERSION) + b"\0" * 250
 
 
@@ -489,11 +547,13 @@ def test_watch_count_prints_frames_and_exits(children, prefix):
 def test_watch_clears_the_screen_only_on_a_terminal(shm_name):
     import pty
     import rsm_shm
+
     ev = rsm_shm.Event(shm_name("ev"), create=True)
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([*PY_M, "watch", ev.name, "--count", "2", "--interval", "0.05"],
-                                stdout=slave, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*PY_M, "watch", ev.name, "--count", "2", "--interval", "0.05"], stdout=slave, stderr=subprocess.PIPE
+        )
         os.close(slave)
         out = b""
         while True:
@@ -515,6 +575,7 @@ def test_watch_clears_the_screen_only_on_a_terminal(shm_name):
 
 def test_a_body_its_class_refuses_is_listed_with_its_header(shm_name):
     from rsm_shm.segment import Kind, Segment
+
     seg = Segment(shm_name("raft"), Kind.RAFT_STATUS, 64, create=True, params=(7,))
     try:
         s = run_json("inspect", seg.name)["segment"]
@@ -527,6 +588,7 @@ def test_a_body_its_class_refuses_is_listed_with_its_header(shm_name):
 def test_cluster_records_are_decoded(shm_name):
     import warnings
     from rsm_shm.cluster import LocalCluster
+
     name = shm_name("cl")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fsync=False says it is not durable
@@ -541,13 +603,24 @@ def test_cluster_records_are_decoded(shm_name):
         assert s["detail"]["record"] == "control" and s["detail"]["peers"]["1"]["state"] == "running"
 
 
-@pytest.mark.parametrize("args", [
-    [], ["inspect"], ["watch", "--interval", "0"], ["watch", "--count", "0"], ["watch", "--interval", "nan"],
-    ["gc", "--prefix", ""], ["ls", "--bogus"], ["inspect", "../etc"], ["watch", "x", "--prefix", "x"],
-    # the cluster commands share the same argument types (an infinite interval was accepted there)
-    ["cluster", "status", "x", "--count", "0"], ["cluster", "status", "x", "--interval", "inf"],
-    ["kv", "x", "get", "k", "--timeout", "-1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["inspect"],
+        ["watch", "--interval", "0"],
+        ["watch", "--count", "0"],
+        ["watch", "--interval", "nan"],
+        ["gc", "--prefix", ""],
+        ["ls", "--bogus"],
+        ["inspect", "../etc"],
+        ["watch", "x", "--prefix", "x"],
+        # the cluster commands share the same argument types (an infinite interval was accepted there)
+        ["cluster", "status", "x", "--count", "0"],
+        ["cluster", "status", "x", "--interval", "inf"],
+        ["kv", "x", "get", "k", "--timeout", "-1"],
+    ],
+)
 def test_usage_errors_exit_2(args):
     r = run(*args, check_rc=2)
     assert r.stderr
@@ -565,6 +638,7 @@ def _with_creator(raw: bytes, pid: int, start: int) -> bytes:
     csrc/segment.h specifies (CRC32 of bytes [0,8) + [12,240), stored at 240)."""
     import struct
     import zlib
+
     out = bytearray(raw)
     struct.pack_into("<iQ", out, 12, pid, start)
     crc = zlib.crc32(bytes(out[12:240]), zlib.crc32(bytes(out[0:8])))
@@ -574,6 +648,7 @@ def _with_creator(raw: bytes, pid: int, start: int) -> bytes:
 
 def test_a_reused_pid_does_not_keep_a_dead_creators_segment_alive(shm_name, prefix):
     from rsm_shm import _proc
+
     raw = _segment_bytes(shm_name, "Semaphore")
     me = os.getpid()
     real_start = _proc.start_time(me)
@@ -592,7 +667,7 @@ def test_rings_and_queues_of_another_process(children, prefix):
     from rsm_shm import ring as ring_mod
 
     child = children.start("ring", prefix)
-    segs = {name[len(prefix):]: s for name, s in by_name(run_json("ls", "--prefix", prefix, script=True)).items()}
+    segs = {name[len(prefix) :]: s for name, s in by_name(run_json("ls", "--prefix", prefix, script=True)).items()}
     assert {k: s["kind"] for k, s in segs.items()} == {"ring": "ring", "queue": "queue", "shut": "ring"}
     ring = segs["ring"]
     assert ring["status"] == "ok", ring["problem"]

@@ -1,5 +1,6 @@
 """The pieces of ``rsm-shm`` that need no subprocess: gc policy, record building in this
 process, terminal-safe text, and the kind decoder registry."""
+
 from __future__ import annotations
 
 import os
@@ -17,27 +18,38 @@ NOW = 1_000_000.0
 
 
 def record(**fields) -> dict:
-    rec = {"name": "x", "path": "/dev/shm/rsm_shm.x", "foreign": False, "status": "ok", "problem": None,
-           "creator": {"pid": 10, "start": 5, "alive": False}, "attached": [], "unverified": [],
-           "modified": NOW - 1000}
+    rec = {
+        "name": "x",
+        "path": "/dev/shm/rsm_shm.x",
+        "foreign": False,
+        "status": "ok",
+        "problem": None,
+        "creator": {"pid": 10, "start": 5, "alive": False},
+        "attached": [],
+        "unverified": [],
+        "modified": NOW - 1000,
+    }
     rec.update(fields)
     return rec
 
 
-@pytest.mark.parametrize("fields, corrupt, ignore, remove, why", [
-    ({}, False, False, True, "is dead"),
-    ({"creator": {"pid": 10, "start": 5, "alive": True}}, False, False, False, "is alive"),
-    ({"attached": [{"pid": 7, "name": "w"}]}, False, False, False, "mapped by live process 7"),
-    ({"attached": [{"pid": 7, "name": "w"}, {"pid": 8, "name": "w"}]}, True, True, False, "processes 7, 8"),
-    ({"unverified": [{"pid": 1, "name": "init"}]}, False, False, False, "cannot read"),
-    ({"unverified": [{"pid": 1, "name": "init"}]}, False, True, True, "is dead"),
-    ({"foreign": True, "status": "foreign", "creator": None}, True, True, False, "foreign"),
-    ({"status": "building"}, False, False, True, "is dead"),
-    ({"status": "corrupt", "creator": None}, False, False, False, "--corrupt"),
-    ({"status": "truncated", "creator": None}, True, False, True, "unmodified"),
-    ({"status": "unknown-version", "creator": None, "modified": NOW - 5}, True, False, False, "5 s ago"),
-    ({"status": "unreadable", "creator": None, "problem": "denied"}, True, True, False, "denied"),
-])
+@pytest.mark.parametrize(
+    "fields, corrupt, ignore, remove, why",
+    [
+        ({}, False, False, True, "is dead"),
+        ({"creator": {"pid": 10, "start": 5, "alive": True}}, False, False, False, "is alive"),
+        ({"attached": [{"pid": 7, "name": "w"}]}, False, False, False, "mapped by live process 7"),
+        ({"attached": [{"pid": 7, "name": "w"}, {"pid": 8, "name": "w"}]}, True, True, False, "processes 7, 8"),
+        ({"unverified": [{"pid": 1, "name": "init"}]}, False, False, False, "cannot read"),
+        ({"unverified": [{"pid": 1, "name": "init"}]}, False, True, True, "is dead"),
+        ({"foreign": True, "status": "foreign", "creator": None}, True, True, False, "foreign"),
+        ({"status": "building"}, False, False, True, "is dead"),
+        ({"status": "corrupt", "creator": None}, False, False, False, "--corrupt"),
+        ({"status": "truncated", "creator": None}, True, False, True, "unmodified"),
+        ({"status": "unknown-version", "creator": None, "modified": NOW - 5}, True, False, False, "5 s ago"),
+        ({"status": "unreadable", "creator": None, "problem": "denied"}, True, True, False, "denied"),
+    ],
+)
 def test_gc_verdict(fields, corrupt, ignore, remove, why):
     got, reason = insp.gc_verdict(record(**fields), corrupt=corrupt, ignore_unreadable=ignore, now=NOW)
     assert got is remove and why in reason
@@ -144,11 +156,23 @@ def test_inspect_reads_no_private_attribute_of_a_handle():
     import ast
 
     tree = ast.parse(open(insp.__file__).read())
-    private = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
-                      and node.attr.startswith("_") and not node.attr.startswith("__")
-                      and not (isinstance(node.value, ast.Name) and node.value.id == "self")})
-    private += sorted(alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                      for alias in node.names if alias.name.startswith("_"))
+    private = sorted(
+        {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        }
+    )
+    private += sorted(
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_")
+    )
     assert private == [], private
 
 
@@ -196,36 +220,56 @@ FORGED_OUTCOMES: dict[str, int] = {}
 def _forged(kind: int, params: list[int], body: bytes, initialized: int) -> bytes:
     """A header that passes every check of segment.read_header (checksum included)."""
     padded = params + [0] * (seg_mod.NPARAMS - len(params))
-    raw = bytearray(seg_mod._HEADER.pack(
-        seg_mod.MAGIC, seg_mod.LAYOUT_VERSION, kind, initialized, 1, 1, time.time_ns(), seg_mod.HEADER_SIZE,
-        len(body), 0, len(params), *padded, b"", 0))
+    raw = bytearray(
+        seg_mod._HEADER.pack(
+            seg_mod.MAGIC,
+            seg_mod.LAYOUT_VERSION,
+            kind,
+            initialized,
+            1,
+            1,
+            time.time_ns(),
+            seg_mod.HEADER_SIZE,
+            len(body),
+            0,
+            len(params),
+            *padded,
+            b"",
+            0,
+        )
+    )
     raw[240:244] = seg_mod._crc(bytes(raw)).to_bytes(4, "little")
     return bytes(raw) + body
 
 
 _NSLOTS = st.one_of(st.integers(1, 8), st.integers(0, 70), st.sampled_from([4096, 5000, 2**32 - 1]))
-_PARAM = st.one_of(st.integers(0, 3), st.sampled_from([64, 1024, 4096, 1 << 20, 2**32 - 1, 2**64 - 1]),
-                   st.integers(0, 2**64 - 1))
+_PARAM = st.one_of(
+    st.integers(0, 3), st.sampled_from([64, 1024, 4096, 1 << 20, 2**32 - 1, 2**64 - 1]), st.integers(0, 2**64 - 1)
+)
 # Bodies: mostly big enough for the kind's layout (so the decoders really run on them),
 # filled with noise, all-ones, or zeros with a few hostile words.
 _BODY = st.one_of(
     st.integers(0, 12000).map(lambda n: os.urandom(n)),
     st.integers(0, 12000).map(lambda n: b"\xff" * n),
     st.lists(st.tuples(st.integers(0, 2999), st.integers(0, 2**32 - 1)), max_size=12).map(
-        lambda words: _poke(bytearray(12000), words)),
+        lambda words: _poke(bytearray(12000), words)
+    ),
 )
 
 
 def _poke(buf: bytearray, words) -> bytes:
     for index, value in words:
-        buf[index * 4:index * 4 + 4] = value.to_bytes(4, "little")
+        buf[index * 4 : index * 4 + 4] = value.to_bytes(4, "little")
     return bytes(buf)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from([k.value for k in Kind]),
-       params=st.tuples(_NSLOTS, st.lists(_PARAM, max_size=3)).map(lambda t: [t[0], *t[1]]),
-       body=_BODY, initialized=st.sampled_from([1, 1, 1, 1, 0, 2, 7]))
+@given(
+    kind=st.sampled_from([k.value for k in Kind]),
+    params=st.tuples(_NSLOTS, st.lists(_PARAM, max_size=3)).map(lambda t: [t[0], *t[1]]),
+    body=_BODY,
+    initialized=st.sampled_from([1, 1, 1, 1, 0, 2, 7]),
+)
 def test_forged_headers_with_hostile_bodies_never_crash_the_decoders(shm_name, kind, params, body, initialized):
     name = shm_name("forged")
     path = f"/dev/shm/rsm_shm.{name}"
@@ -243,15 +287,20 @@ def test_forged_headers_with_hostile_bodies_never_crash_the_decoders(shm_name, k
 
 _TEMPLATES: dict[str, bytes] = {}
 _FACTORIES = {
-    "Lock": lambda n: rsm_shm.Lock(n, max_waiters=4), "RLock": lambda n: rsm_shm.RLock(n, max_waiters=4),
+    "Lock": lambda n: rsm_shm.Lock(n, max_waiters=4),
+    "RLock": lambda n: rsm_shm.RLock(n, max_waiters=4),
     "Semaphore": lambda n: rsm_shm.Semaphore(n, value=2, max_waiters=4),
-    "Event": lambda n: rsm_shm.Event(n, max_waiters=4), "Gate": lambda n: rsm_shm.Gate(n, max_waiters=4),
-    "Countdown": lambda n: rsm_shm.Countdown(n, count=3, max_waiters=4), "Once": lambda n: rsm_shm.Once(n, max_waiters=4),
-    "RWLock": lambda n: rsm_shm.RWLock(n, max_waiters=4), "Condition": lambda n: rsm_shm.Condition(n, max_waiters=4),
+    "Event": lambda n: rsm_shm.Event(n, max_waiters=4),
+    "Gate": lambda n: rsm_shm.Gate(n, max_waiters=4),
+    "Countdown": lambda n: rsm_shm.Countdown(n, count=3, max_waiters=4),
+    "Once": lambda n: rsm_shm.Once(n, max_waiters=4),
+    "RWLock": lambda n: rsm_shm.RWLock(n, max_waiters=4),
+    "Condition": lambda n: rsm_shm.Condition(n, max_waiters=4),
     "Barrier": lambda n: rsm_shm.Barrier(n, parties=2, max_waiters=4),
 }
 try:
     from rsm_shm import ring as _ring_mod
+
     _FACTORIES["Ring"] = lambda n: _ring_mod.Ring(n, capacity=256, max_waiters=4)
 except ImportError:  # the ring module lands separately
     pass
@@ -269,19 +318,23 @@ def _template(shm_name, kind: str) -> bytes:
     return _TEMPLATES[kind]
 
 
-_WORD = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 64, 4096, 5000, 0x3FFFFFFF, 0x40000000, 0x80000000,
-                                   0xFFFFFFFF, os.getpid()]), st.integers(0, 2**32 - 1))
+_WORD = st.one_of(
+    st.sampled_from([0, 1, 2, 3, 4, 5, 64, 4096, 5000, 0x3FFFFFFF, 0x40000000, 0x80000000, 0xFFFFFFFF, os.getpid()]),
+    st.integers(0, 2**32 - 1),
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(sorted(_FACTORIES)), pokes=st.lists(st.tuples(st.integers(0, 10**6), _WORD),
-                                                                min_size=1, max_size=8))
+@given(
+    kind=st.sampled_from(sorted(_FACTORIES)),
+    pokes=st.lists(st.tuples(st.integers(0, 10**6), _WORD), min_size=1, max_size=8),
+)
 def test_real_segments_with_corrupted_bodies_never_crash_the_decoders(shm_name, kind, pokes):
     raw = bytearray(_template(shm_name, kind))
     nwords = (len(raw) - seg_mod.HEADER_SIZE) // 4
     for index, value in pokes:
         at = seg_mod.HEADER_SIZE + (index % nwords) * 4
-        raw[at:at + 4] = value.to_bytes(4, "little")
+        raw[at : at + 4] = value.to_bytes(4, "little")
     name = shm_name("mutant")
     path = f"/dev/shm/rsm_shm.{name}"
     with open(path, "wb") as f:

@@ -14,6 +14,7 @@ LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.s
 ASAN_OPTIONS=detect_leaks=0:halt_on_error=1``; the children inherit the environment, and
 an ASan report makes a child exit non-zero, which fails its case.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -38,12 +39,14 @@ NOT_SEGMENT_WAITS = {
 
 def run_child(*args: str) -> list[dict]:
     env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "tests._closing", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=90)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests._closing", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90
+    )
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     started = [r["member"] for r in records if r["event"] == "start"]
     assert proc.returncode >= 0, (
-        f"child died of signal {-proc.returncode} during {started[-1:] or args}: {proc.stderr[-2000:]}")
+        f"child died of signal {-proc.returncode} during {started[-1:] or args}: {proc.stderr[-2000:]}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return records
 
@@ -51,8 +54,23 @@ def run_child(*args: str) -> list[dict]:
 def test_the_generated_cases_cover_every_class():
     # The segment-owning classes of the package; a new one joins the generated cases
     # automatically, and must get a blocking scenario below if it can block.
-    assert {"Lock", "RLock", "RWLock", "Semaphore", "BoundedSemaphore", "Event", "AutoResetEvent", "Condition",
-            "Barrier", "Gate", "Once", "Countdown", "Ring", "Queue", "Automaton"} <= set(CLASSES)
+    assert {
+        "Lock",
+        "RLock",
+        "RWLock",
+        "Semaphore",
+        "BoundedSemaphore",
+        "Event",
+        "AutoResetEvent",
+        "Condition",
+        "Barrier",
+        "Gate",
+        "Once",
+        "Countdown",
+        "Ring",
+        "Queue",
+        "Automaton",
+    } <= set(CLASSES)
     for name, cls in CLASSES.items():
         blocking = set(_closing.BLOCKING.get(name, {}))
         for member in _closing.public_members(cls):

@@ -1,4 +1,5 @@
 """rsm_shm._errors.raise_for: the one place a C status code becomes an exception."""
+
 from __future__ import annotations
 
 import queue

@@ -1,4 +1,5 @@
 """Every example runs, as a user would run it, and succeeds."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.timeout(180)
 def test_worker_pool_example():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "worker_pool.py"), "--jobs", "20"],
-                         capture_output=True, text=True, timeout=170)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "worker_pool.py"), "--jobs", "20"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert out.returncode == 0, out.stderr
     assert "total = 2870 (expected 2870)" in out.stdout
     assert out.stdout.count("initialises the model, once") == 1
@@ -41,9 +46,13 @@ def test_replicated_kv_example_loses_nothing_and_leaves_nothing(tmp_path, shm_to
     name = f"{shm_token}.demo"
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "replicated_kv.py"), "--name", name,
-                          "--seconds", "0.5"], capture_output=True, text=True, timeout=110,
-                         env={**os.environ, "TMPDIR": str(tmp)})
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "replicated_kv.py"), "--name", name, "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SIGKILL the leader" in out.stdout and "each holds the last acknowledged value" in out.stdout
     assert "0 lost" in out.stdout and "failover" in out.stdout
@@ -62,8 +71,12 @@ def test_replicated_kv_example_loses_nothing_and_leaves_nothing(tmp_path, shm_to
 
 @pytest.mark.timeout(180)
 def test_pool_example():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "pool.py"), "--jobs", "600"],
-                         capture_output=True, text=True, timeout=170)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "pool.py"), "--jobs", "600"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert out.returncode == 0, out.stderr
     assert "600 results, complete and in order: True" in out.stdout
     assert "a crashing job fails alone" in out.stdout and "SIGSEGV" in out.stdout

@@ -5,6 +5,7 @@ Handlers are module-level functions so that spawned hosts can import them.  Ever
 automaton is named through the ``shm_name`` fixture, so its status block and inbox rings
 are removed after the test whatever happens.
 """
+
 from __future__ import annotations
 
 import os
@@ -447,8 +448,9 @@ def test_wait_all_reports_failures_after_everyone_ended(shm_name):
 
 def test_the_pipeline_example_runs(shm_name):
     example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "actors_pipeline.py")
-    r = subprocess.run([sys.executable, example, shm_name("pipeline"), "300"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, example, shm_name("pipeline"), "300"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sum of squares 1..300 = 9045050 (expected 9045050, 300 values)" in r.stdout
 
@@ -508,7 +510,9 @@ def _stress_producer(name, who, n):
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
-def test_many_producer_processes_one_automaton_exact_count_and_per_producer_order(shm_name, start_method, single_threaded):
+def test_many_producer_processes_one_automaton_exact_count_and_per_producer_order(
+    shm_name, start_method, single_threaded
+):
     import multiprocessing
 
     producers, n = 4, 1500

@@ -5,6 +5,7 @@ died before it started, and the words ``rsm-shm ls`` uses for how an automaton e
 Handlers are module-level (spawned hosts import them); every automaton is named through
 ``shm_name`` so its segments go whatever happens.
 """
+
 from __future__ import annotations
 
 import os

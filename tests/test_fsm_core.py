@@ -1,6 +1,7 @@
 """The pure step rule (rsm_shm.fsm._core.Machine) against a model, with hypothesis: no
 shared memory, no threads.  TRANSITION follows exactly the operations that changed the
 state, carries the state before, and a chain of changes is delivered link by link."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,10 @@ tables = st.dictionaries(
     st.integers(0, N_STATES - 1),
 )
 ops = st.lists(
-    st.one_of(st.builds(lambda p: Op(Opcode.CMD, p), st.binary(max_size=2)),
-              st.sampled_from([Op(Opcode.START), Op(Opcode.DRAIN)])),
+    st.one_of(
+        st.builds(lambda p: Op(Opcode.CMD, p), st.binary(max_size=2)),
+        st.sampled_from([Op(Opcode.START), Op(Opcode.DRAIN)]),
+    ),
     max_size=20,
 )
 

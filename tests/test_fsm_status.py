@@ -1,5 +1,6 @@
 """The automaton status block (csrc/automaton.h through rsm_shm.fsm._status): the mode
 word's CAS and futex wait, the text fields, and blocks with hostile contents."""
+
 from __future__ import annotations
 
 import threading

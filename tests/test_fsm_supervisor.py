@@ -1,5 +1,6 @@
 """Supervised automata: restarts after a handler exception or a SIGKILL, the bounded
 restart policy, and what joiners see while a restart is pending."""
+
 from __future__ import annotations
 
 import os
@@ -287,11 +288,13 @@ def test_one_sigkill_is_one_restart_whoever_watches(shm_name, watcher):
                         call()
                 except AutomatonFailed as e:
                     failures.put(str(e))
-            workers = [threading.Thread(target=loop, args=(a.check_host,), daemon=True),
-                       threading.Thread(target=loop, args=(lambda: a.join(0.002),), daemon=True)]
+
+            workers = [
+                threading.Thread(target=loop, args=(a.check_host,), daemon=True),
+                threading.Thread(target=loop, args=(lambda: a.join(0.002),), daemon=True),
+            ]
         else:
-            workers = [ctx.Process(target=_watch_by_name, args=(a.name, stop, failures), daemon=True)
-                       for _ in range(2)]
+            workers = [ctx.Process(target=_watch_by_name, args=(a.name, stop, failures), daemon=True) for _ in range(2)]
         for w in workers:
             w.start()
         for kill in (1, 2):

@@ -1,5 +1,6 @@
 """The timer service: ordering, cancellation, drains, failures, and one timer shared by
 many automata (lateness is measured by tools/bench_fsm.py, never asserted tightly)."""
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,10 @@ SLOW = 30.0
 def test_call_later_order_and_cancel():
     fired: list = []
     with TimerService("test timer") as t:
-        handles = {label: t.call_later(delay, lambda label=label: fired.append(label))
-                   for label, delay in (("c", 0.03), ("a", 0.01), ("b", 0.02))}
+        handles = {
+            label: t.call_later(delay, lambda label=label: fired.append(label))
+            for label, delay in (("c", 0.03), ("a", 0.01), ("b", 0.02))
+        }
         h = t.call_later(5.0, lambda: fired.append("cancelled"))  # surely still pending
         assert h.cancel() is True and h.cancel() is False
         deadline = time.monotonic() + SLOW

@@ -1,4 +1,5 @@
 """The layering rule (docs/architecture.md): the Raft core imports nothing but the standard library."""
+
 from __future__ import annotations
 
 import ast

@@ -1,6 +1,7 @@
 """The settled vocabulary, checked on every handle type: ``close()`` unmaps this handle
 only and is idempotent, ``closed`` is a property that never raises, ``unlink()`` removes
 the name, and the file permissions keyword is ``mode=`` everywhere."""
+
 from __future__ import annotations
 
 import inspect
@@ -12,13 +13,21 @@ from rsm_shm.fsm import Automaton
 from rsm_shm.pool import PoolTable
 
 FACTORIES = {
-    "Lock": lambda n: rsm_shm.Lock(n), "RLock": lambda n: rsm_shm.RLock(n),
-    "Semaphore": lambda n: rsm_shm.Semaphore(n), "BoundedSemaphore": lambda n: rsm_shm.BoundedSemaphore(n),
-    "Event": lambda n: rsm_shm.Event(n), "AutoResetEvent": lambda n: rsm_shm.AutoResetEvent(n),
-    "Condition": lambda n: rsm_shm.Condition(n), "Barrier": lambda n: rsm_shm.Barrier(n, parties=2),
-    "RWLock": lambda n: rsm_shm.RWLock(n), "Gate": lambda n: rsm_shm.Gate(n), "Once": lambda n: rsm_shm.Once(n),
-    "Countdown": lambda n: rsm_shm.Countdown(n, count=1), "Ring": lambda n: rsm_shm.Ring(n, capacity=1024),
-    "Queue": lambda n: rsm_shm.Queue(n, capacity=1024), "Automaton": lambda n: Automaton(n),
+    "Lock": lambda n: rsm_shm.Lock(n),
+    "RLock": lambda n: rsm_shm.RLock(n),
+    "Semaphore": lambda n: rsm_shm.Semaphore(n),
+    "BoundedSemaphore": lambda n: rsm_shm.BoundedSemaphore(n),
+    "Event": lambda n: rsm_shm.Event(n),
+    "AutoResetEvent": lambda n: rsm_shm.AutoResetEvent(n),
+    "Condition": lambda n: rsm_shm.Condition(n),
+    "Barrier": lambda n: rsm_shm.Barrier(n, parties=2),
+    "RWLock": lambda n: rsm_shm.RWLock(n),
+    "Gate": lambda n: rsm_shm.Gate(n),
+    "Once": lambda n: rsm_shm.Once(n),
+    "Countdown": lambda n: rsm_shm.Countdown(n, count=1),
+    "Ring": lambda n: rsm_shm.Ring(n, capacity=1024),
+    "Queue": lambda n: rsm_shm.Queue(n, capacity=1024),
+    "Automaton": lambda n: Automaton(n),
     "PoolTable": lambda n: PoolTable(n),
 }
 

@@ -1,6 +1,7 @@
 """ProcessPool against the concurrent.futures.Executor contract (as CPython's own tests
 expect it of ProcessPoolExecutor): submit/map/shutdown ordering, exceptions with their
 remote tracebacks, as_completed, wait, cancellation, initializer, max_tasks_per_child."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -267,8 +268,7 @@ def test_progress_passes_results_through_and_counts(pool):
 
     out = io.StringIO()
     bar = TextBar(total=300, desc="squares", file=out, min_interval=0)
-    got = list(progress(pool.map(jobs.square, range(300), chunksize=10), total=300, pool=pool, bar=bar,
-                        refresh=0))
+    got = list(progress(pool.map(jobs.square, range(300), chunksize=10), total=300, pool=pool, bar=bar, refresh=0))
     assert got == [i * i for i in range(300)] and bar.n == 300
     assert "squares: 300/300" in out.getvalue() and "retries=0" in out.getvalue()
 
@@ -293,8 +293,9 @@ def test_rsm_shm_inspect_shows_the_pool_from_another_process(pool, blocker):
     ev, started = blocker
     running = pool.submit(jobs.wait_event, ev.name, None, started.name)
     assert started.acquire(timeout=60)
-    out = subprocess.run([sys.executable, "-m", "rsm_shm", "inspect", "--json", pool.name], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "rsm_shm", "inspect", "--json", pool.name], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     seg = json.loads(out.stdout)["segment"]
     assert seg["kind"] == "pool"

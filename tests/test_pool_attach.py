@@ -1,4 +1,5 @@
 """A named ProcessPool takes jobs from other processes: ProcessPool.attach(name)."""
+
 from __future__ import annotations
 
 import json

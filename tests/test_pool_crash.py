@@ -4,6 +4,7 @@ The promise under test: a job whose worker dies runs again elsewhere (max_retrie
 then fails alone with WorkerDiedError; every other job completes exactly once; the pool
 replaces the worker and keeps serving; nothing is left in /dev/shm.
 """
+
 from __future__ import annotations
 
 import os
@@ -131,9 +132,15 @@ with ProcessPool(2, name) as pool:
 @pytest.mark.parametrize("named", [True, False])
 def test_ctrl_c_stops_the_workers_and_leaves_nothing(shm_name, named):
     name = shm_name("pool") if named else "-"
-    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, name], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_SCRIPT, name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     try:
         lines = {}
         for line in proc.stdout:

@@ -1,6 +1,7 @@
 """Who waits how: a thread waiting on a ProcessPool future reads the results ring itself;
 every other way of waiting (wait, as_completed, callbacks, polling done(), other threads)
 is still served, and nothing deadlocks.  Also: workers leave when their owner is killed."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -142,8 +143,9 @@ def test_map_results_close_cancels_the_queued_chunks(pool):
 def test_workers_leave_when_the_owner_is_killed(shm_name, tmp_path, objs):
     ready = objs(rsm_shm.Event)
     out = tmp_path / "pids.json"
-    owner = reap_after_test(mp.get_context("spawn").Process(
-        target=jobs.own_a_pool_then_hang, args=(shm_name("pool"), str(out), ready.name)))
+    owner = reap_after_test(
+        mp.get_context("spawn").Process(target=jobs.own_a_pool_then_hang, args=(shm_name("pool"), str(out), ready.name))
+    )
     owner.start()
     assert ready.wait(120)
     workers = [psutil.Process(pid) for pid in json.loads(out.read_text())]

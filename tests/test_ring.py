@@ -3,6 +3,7 @@
 Multi-process delivery, SIGKILL and shutdown-while-blocked across processes are in
 test_ring_procs.py.
 """
+
 from __future__ import annotations
 
 import collections

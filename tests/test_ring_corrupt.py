@@ -5,6 +5,7 @@ the tail -- through a second handle's raw mapping, then read it through the publ
 Every read path bounds-checks positions and lengths against the capacity (csrc/ring_get.c,
 record_in_bounds / tail_in_bounds; Ring._positions).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -112,4 +113,4 @@ def test_a_healthy_busy_ring_never_looks_corrupt(shm_name):
 
 def test_capacity_beyond_the_layout_is_refused_with_the_real_range(shm_name):
     with pytest.raises(ValueError, match=r"between 64 and 2147483648, not 4294967296"):
-        rsm_shm.Ring(shm_name(), capacity=2 ** 32)
+        rsm_shm.Ring(shm_name(), capacity=2**32)

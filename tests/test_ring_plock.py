@@ -8,6 +8,7 @@ empty ring, and the cluster's peers, which send with ``put_nowait``, dropped mes
 and waited a tick or more for the retransmission.  The tests hold the lock by writing a
 pid into the ring's header, as a producer inside its reservation would.
 """
+
 from __future__ import annotations
 
 import queue
@@ -44,7 +45,7 @@ def test_put_nowait_waits_for_a_briefly_held_lock(ring):
     t = threading.Thread(target=release)
     t.start()
     try:
-        ring.put_nowait(b"m")   # raised queue.Full (an empty ring) before the fix
+        ring.put_nowait(b"m")  # raised queue.Full (an empty ring) before the fix
     finally:
         t.join(5)
     assert released.is_set()
@@ -66,7 +67,7 @@ def test_put_nowait_releases_a_lock_whose_holder_died(ring):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(30)
     ring._ptr.plock = dead.pid
-    ring.put_nowait(b"m")     # raised queue.Full forever before the fix (nobody judged it)
+    ring.put_nowait(b"m")  # raised queue.Full forever before the fix (nobody judged it)
     assert ring._ptr.plock == 0
     assert ring.get_nowait() == b"m"
     assert ring.statistics().repairs >= 1

@@ -5,6 +5,7 @@ Every message carries (producer, sequence, crc32 of its body); consumers check t
 and the test checks that every message arrives exactly once and, for each consumer, in
 each producer's order.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,7 @@ def consumer(name: str, out_path: str, many: int, log_path: str | None = None) -
                 ident = None
             else:
                 p, seq, crc = HDR.unpack_from(m)
-                if zlib.crc32(m[HDR.size:]) != crc:
+                if zlib.crc32(m[HDR.size :]) != crc:
                     bad += 1
                 ident = (p, seq)
                 got.append(ident)
@@ -333,7 +334,9 @@ def test_shutdown_wakes_blocked_processes(shm_name):
 
 
 def test_anonymous_ring_leaves_no_segment():
-    code = "import os, rsm_shm; r = rsm_shm.Ring(capacity=4096); r.put(b'x'); assert r.get() == b'x'; print(os.getpid())"
+    code = (
+        "import os, rsm_shm; r = rsm_shm.Ring(capacity=4096); r.put(b'x'); assert r.get() == b'x'; print(os.getpid())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     pid = int(out.stdout.strip())
     assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.anon.{pid}.")]
@@ -352,7 +355,7 @@ _TORTURE_MAX = 1 << 19
 def _torture_message(ident: int, seq: int, rng: random.Random) -> bytes:
     n = rng.randint(0, _TORTURE_MAX)
     off = rng.randint(0, len(_BLOCK) - n)
-    return HDR.pack(ident, seq, off) + _BLOCK[off:off + n]
+    return HDR.pack(ident, seq, off) + _BLOCK[off : off + n]
 
 
 def _torture_producer(name: str, ident: int, batch: int, log_path: str, stop_path: str) -> None:
@@ -381,7 +384,7 @@ def _torture_consumer(name: str, log_path: str) -> None:
         except ShutDown:
             return
         p, seq, off = HDR.unpack_from(m)
-        ok = m[HDR.size:] == _BLOCK[off:off + len(m) - HDR.size]
+        ok = m[HDR.size :] == _BLOCK[off : off + len(m) - HDR.size]
         os.write(log, f"{p} {seq} {int(ok)}\n".encode())
 
 
@@ -455,8 +458,10 @@ def test_repeated_sigkills_lose_nothing_published(shm_name, tmp_path):
             extra += len(got - want)
         assert missing <= kills["consumer"], f"{missing} published messages lost"
         assert r.statistics().used_bytes == 0
-        print(f"kills={kills} delivered={len(delivered)} missing={missing} unlogged-but-delivered={extra} "
-              f"repairs={r.statistics().repairs}")
+        print(
+            f"kills={kills} delivered={len(delivered)} missing={missing} unlogged-but-delivered={extra} "
+            f"repairs={r.statistics().repairs}"
+        )
     finally:
         open(stop, "w").close()
         for p in list(producers.values()) + list(consumers.values()):

@@ -5,6 +5,7 @@ mode (MPMC, SPSC, MPSC, SPMC) with random sizes, put_many/get_many mixed in, and
 exactly-once delivery, per-producer order at each consumer and payload checksums, then
 close() and end of stream.
 """
+
 from __future__ import annotations
 
 import glob
@@ -186,21 +187,44 @@ def test_ring_c_under_sanitizer(tmp_path, sanitizer):
     src = tmp_path / "ring_harness.c"
     src.write_text(HARNESS)
     exe = tmp_path / "ring_harness"
-    sources = sorted(glob.glob(os.path.join(CSRC, "ring*.c"))) + [os.path.join(CSRC, f) for f in ("waitq.c", "rsm_common.c")]
+    sources = sorted(glob.glob(os.path.join(CSRC, "ring*.c"))) + [
+        os.path.join(CSRC, f) for f in ("waitq.c", "rsm_common.c")
+    ]
     iters = "20000" if sanitizer == "thread" else "40000"
     build = subprocess.run(
-        ["gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", f"-fsanitize={sanitizer}",
-         "-fno-omit-frame-pointer", "-D_GNU_SOURCE", f"-DITERS={iters}", f"-I{CSRC}", str(src), *sources,
-         "-lpthread", "-o", str(exe)],
-        capture_output=True, text=True,
+        [
+            "gcc",
+            "-std=c11",
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-fsanitize={sanitizer}",
+            "-fno-omit-frame-pointer",
+            "-D_GNU_SOURCE",
+            f"-DITERS={iters}",
+            f"-I{CSRC}",
+            str(src),
+            *sources,
+            "-lpthread",
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
     )
     if build.returncode != 0 and "sanitize" in build.stderr and "cannot find" in build.stderr:
         pytest.skip(f"{sanitizer} sanitizer runtime not installed")
     assert build.returncode == 0, build.stderr
     supp = tmp_path / "tsan.supp"
     supp.write_text(TSAN_SUPPRESSIONS)
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=280,
-                         env={**os.environ, "TSAN_OPTIONS": f"halt_on_error=1 suppressions={supp}",
-                              "UBSAN_OPTIONS": "halt_on_error=1"})
+    run = subprocess.run(
+        [str(exe)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**os.environ, "TSAN_OPTIONS": f"halt_on_error=1 suppressions={supp}", "UBSAN_OPTIONS": "halt_on_error=1"},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "-> OK" in run.stdout and "WARNING" not in run.stderr

@@ -1,4 +1,5 @@
 """Segments: creation semantics, validation of hostile input, lifetime, permissions."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,20 @@ from rsm_shm.segment import HEADER_SIZE, SegmentError
 
 def test_header_layout_matches_c():
     fields = {
-        "magic": 0, "version": 4, "kind": 6, "initialized": 8, "creator_pid": 12, "creator_start": 16,
-        "created_ns": 24, "header_size": 32, "body_size": 36, "flags": 40, "nparams": 44, "params": 48,
-        "ref_name": 112, "crc": 240,
+        "magic": 0,
+        "version": 4,
+        "kind": 6,
+        "initialized": 8,
+        "creator_pid": 12,
+        "creator_start": 16,
+        "created_ns": 24,
+        "header_size": 32,
+        "body_size": 36,
+        "flags": 40,
+        "nparams": 44,
+        "params": 48,
+        "ref_name": 112,
+        "crc": 240,
     }
     for name, off in fields.items():
         assert ffi.offsetof("rsm_segment_header", name) == off, name
@@ -48,9 +60,7 @@ def test_create_modes(shm_name):
 
 def test_creation_race_many_processes(shm_name):
     name = shm_name()
-    code = (
-        "import sys, rsm_shm; s = rsm_shm.Semaphore(sys.argv[1], value=0); s.release(); s.close()"
-    )
+    code = "import sys, rsm_shm; s = rsm_shm.Semaphore(sys.argv[1], value=0); s.release(); s.close()"
     procs = [subprocess.Popen([sys.executable, "-c", code, name]) for _ in range(6)]
     for p in procs:
         assert p.wait(timeout=60) == 0
@@ -243,13 +253,16 @@ def test_use_after_close_raises(shm_name):
     lk.unlink()
 
 
-@pytest.mark.parametrize("cls,queue_offset", [
-    (rsm_shm.Lock, ffi.offsetof("rsm_lock", "wq")),
-    (rsm_shm.Semaphore, ffi.offsetof("rsm_sem", "wq")),
-    (rsm_shm.Event, ffi.offsetof("rsm_event", "wq")),
-    (rsm_shm.RWLock, ffi.offsetof("rsm_rwlock", "wq")),
-    (rsm_shm.Condition, 0),
-])
+@pytest.mark.parametrize(
+    "cls,queue_offset",
+    [
+        (rsm_shm.Lock, ffi.offsetof("rsm_lock", "wq")),
+        (rsm_shm.Semaphore, ffi.offsetof("rsm_sem", "wq")),
+        (rsm_shm.Event, ffi.offsetof("rsm_event", "wq")),
+        (rsm_shm.RWLock, ffi.offsetof("rsm_rwlock", "wq")),
+        (rsm_shm.Condition, 0),
+    ],
+)
 def test_corrupt_wait_queue_size_is_rejected(shm_name, cls, queue_offset):
     """C walks q->nslots slots: a corrupt count must be caught before any C call (SIGBUS)."""
     name = shm_name()

@@ -5,6 +5,7 @@ prefix, and on a half-built header whose creator pid had been reused.  Now an em
 is waited for only while it is young enough to be a creator's work in progress, and the
 creator is judged by pid *and* start time.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,9 +75,18 @@ def test_a_fresh_empty_segment_sized_by_its_creator_meanwhile_opens(shm_name):
         lock.close()
         lock.unlink()
         path = _write(name, b"")
-        child = subprocess.Popen([sys.executable, "-c", (
-            "import sys, time, os; time.sleep(0.1); fd = os.open(sys.argv[1], os.O_RDWR); "
-            "os.write(fd, bytes.fromhex(sys.argv[2])); os.close(fd)"), path, data.hex()])
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import sys, time, os; time.sleep(0.1); fd = os.open(sys.argv[1], os.O_RDWR); "
+                    "os.write(fd, bytes.fromhex(sys.argv[2])); os.close(fd)"
+                ),
+                path,
+                data.hex(),
+            ]
+        )
         try:
             opened = rsm_shm.Lock(name, create=False)
             opened.close()
@@ -104,6 +114,7 @@ def test_a_creator_that_dies_while_we_wait_is_reported_within_a_slice(shm_name):
         deadline = time.monotonic() + 10
         while not start and time.monotonic() < deadline:  # /proc shows it once it runs
             from rsm_shm import _proc
+
             start = _proc.start_time(child.pid)
         _write(name, _building_header(shm_name, child.pid, start))
         t0 = time.monotonic()

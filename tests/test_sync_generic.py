@@ -1,4 +1,5 @@
 """One generic suite over every lock-like primitive, with threads and with processes."""
+
 from __future__ import annotations
 
 import multiprocessing as mp

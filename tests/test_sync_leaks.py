@@ -1,5 +1,6 @@
 """Process death where a share used to leak: RWLock readers, Barrier parties, robust
 semaphore holders.  Each test SIGKILLs a real process at an awaited point."""
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ from ._workers import reap_after_test
 
 # forkserver (tests/_workers.py): fast starts, and no fork() of this multi-threaded process.
 SPAWN = _workers.FORKSERVER
+
+
 def _start(target, *args):
     p = reap_after_test(SPAWN.Process(target=target, args=args, daemon=True))
     p.start()
@@ -44,6 +47,7 @@ def _reader(rw, ready):
 
 
 # -- RWLock: a killed reader's share comes back, and the next writer is told -------------
+
 
 @pytest.mark.parametrize("prefer", ["writer", "reader"])
 def test_rwlock_killed_reader_is_reclaimed_and_writer_told(objs, prefer):
@@ -142,6 +146,7 @@ def test_rwlock_untracked_reader_is_the_documented_limit(objs):
 
 # -- Barrier: a party killed inside wait() breaks it for the others, promptly --------------
 
+
 def _full_cycle(barrier, n):
     """n threads of this process pass the barrier once; returns their indices."""
     out, errors = [], []
@@ -217,6 +222,7 @@ def test_barrier_party_killed_holding_its_lock(objs):
 
 
 # -- Semaphore(robust=True): a dead holder's permits come back ---------------------------
+
 
 def _holder(sem, ready, n, kind="semaphore"):
     p = _start(_workers.semaphore_hold, kind, sem.name, n, ready.name)
@@ -304,6 +310,7 @@ def test_robust_own_release_and_threads(objs):
 
 # -- SIGKILL at random moments: nothing leaks where the layout says it cannot --------------
 
+
 def _await_progress(progress, slots, at_least):
     start = [progress[i] for i in slots]
     _await(lambda: all(progress[i] - s >= at_least for i, s in zip(slots, start)), "churners to make progress")
@@ -314,6 +321,7 @@ def test_rwlock_churners_killed_at_random_points(objs):
     """Readers and writers killed anywhere (even mid-claim of a reader slot): the lock
     always comes back, with no read lock left over."""
     import random
+
     rng = random.Random(4321)
     rw = objs(rsm_shm.RWLock)
     progress = SPAWN.RawArray("q", 3)
@@ -337,6 +345,7 @@ def test_robust_semaphore_churners_killed_at_random_points(objs):
     """Permit holders killed anywhere: a permit is never created (the value never exceeds
     what was created) and at most one leaks per killed process (the documented window)."""
     import random
+
     rng = random.Random(8765)
     sem = objs(rsm_shm.Semaphore, value=3, robust=True)
     progress = SPAWN.RawArray("q", 3)

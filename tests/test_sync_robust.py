@@ -1,4 +1,5 @@
 """Robustness with real signals: SIGKILLed owners, Ctrl-C in waiters, pickling, attaching."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -187,20 +188,24 @@ SIGINT_CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("cls,call,setup", [
-    ("Lock", "acquire()", "acquire"),
-    ("Semaphore", "acquire()", "drain"),
-    ("Event", "wait()", None),
-    ("Condition", "acquire() and lk.wait()", None),
-])
+@pytest.mark.parametrize(
+    "cls,call,setup",
+    [
+        ("Lock", "acquire()", "acquire"),
+        ("Semaphore", "acquire()", "drain"),
+        ("Event", "wait()", None),
+        ("Condition", "acquire() and lk.wait()", None),
+    ],
+)
 def test_sigint_interrupts_blocked_waiter(objs, cls, call, setup):
     obj = objs(getattr(rsm_shm, cls))
     if setup == "acquire":
         obj.acquire()
     elif setup == "drain":
         obj.acquire()
-    child = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD.format(cls=cls, call=call), obj.name],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_CHILD.format(cls=cls, call=call), obj.name], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "waiting"
         deadline = time.monotonic() + 10
@@ -254,8 +259,9 @@ def test_an_infinite_wait_has_slices_only_when_it_needs_them(objs, cls, threads)
     handler that does not raise lets it wait on) and the release still ends it.  With
     another thread, which could close() the handle, it keeps its slices."""
     obj = objs(getattr(rsm_shm, cls), **({"value": 0} if cls == "Semaphore" else {}))
-    child = subprocess.Popen([sys.executable, "-c", UNTIMED_CHILD, cls, obj.name, threads],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", UNTIMED_CHILD, cls, obj.name, threads], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "waiting"
         deadline = time.monotonic() + 10
@@ -328,8 +334,9 @@ def test_attach_from_unrelated_program(objs):
         "e = rsm_shm.Event(sys.argv[2], create=False); "
         "print(l.acquire(False), l.statistics().owner_pid); e.set()"
     )
-    out = subprocess.run([sys.executable, "-c", code, lk.name, ev.name], capture_output=True, text=True,
-                         timeout=60, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code, lk.name, ev.name], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
     assert out == ["False", str(os.getpid())]
     assert ev.is_set()
     lk.release()

@@ -1,4 +1,5 @@
 """Per-primitive semantics: the threading behaviours we promise, plus the seed's extras."""
+
 from __future__ import annotations
 
 import threading
@@ -28,6 +29,7 @@ def _until(pred, timeout=10.0):
 
 
 # -- Event -------------------------------------------------------------------------------
+
 
 def test_event(make):
     e = make(rsm_shm.Event)
@@ -79,6 +81,7 @@ def test_auto_reset_event_lets_one_through(make):
 
 
 # -- Semaphore extras ------------------------------------------------------------------
+
 
 def test_semaphore_release_n_and_disable(make):
     s = make(rsm_shm.Semaphore, value=0)
@@ -163,6 +166,7 @@ def test_lock_tag_and_pending(make):
 
 # -- Condition ---------------------------------------------------------------------------
 
+
 def test_condition_requires_lock(make):
     c = make(rsm_shm.Condition)
     with pytest.raises(RuntimeError):
@@ -220,6 +224,7 @@ def test_condition_with_external_lock_attaches_by_name(make, shm_name):
 
 # -- Barrier -----------------------------------------------------------------------------
 
+
 def test_barrier_indexes_and_action(make):
     ran = []
     b = make(rsm_shm.Barrier, parties=3, action=lambda: ran.append(1))
@@ -266,6 +271,7 @@ def test_barrier_abort_wakes_waiters(make):
 
 
 # -- Gate, Countdown, Once ---------------------------------------------------------------
+
 
 def test_gate(make):
     g = make(rsm_shm.Gate, auto_shut=2)
@@ -355,6 +361,7 @@ def test_once_concurrent_callers_wait_for_the_run(make):
 
 # -- RWLock ------------------------------------------------------------------------------
 
+
 def test_rwlock_readers_share_writer_excludes(make):
     rw = make(rsm_shm.RWLock)
     assert rw.acquire_read() and rw.acquire_read()
@@ -408,11 +415,14 @@ def _run(fn):
     return v
 
 
-@pytest.mark.parametrize("cls,block", [
-    (rsm_shm.Lock, lambda o: o.acquire(timeout=30)),            # Python slice loop
-    (rsm_shm.Semaphore, lambda o: o.acquire(timeout=30)),       # C slice loop (fast_sync.c)
-    (rsm_shm.Event, lambda o: o.wait(30)),                      # C slice loop (fast_sync.c)
-])
+@pytest.mark.parametrize(
+    "cls,block",
+    [
+        (rsm_shm.Lock, lambda o: o.acquire(timeout=30)),  # Python slice loop
+        (rsm_shm.Semaphore, lambda o: o.acquire(timeout=30)),  # C slice loop (fast_sync.c)
+        (rsm_shm.Event, lambda o: o.wait(30)),  # C slice loop (fast_sync.c)
+    ],
+)
 def test_close_while_another_thread_waits(shm_name, cls, block):
     """close() must never unmap under a blocked C call: the waiter gets ValueError instead."""
     obj = cls(shm_name(), create=True)

@@ -1,4 +1,5 @@
 """Multi-process torture: many processes, many operations, an exact invariant at the end."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,11 @@ def test_lock_8_processes_exact_counter(objs, policy):
     counter = objs(rsm_shm.Lock)
     gate = objs(rsm_shm.Gate)
     n, procs = (50_000, 8) if policy == "barging" else (5_000, 8)  # FIFO hands off: one switch per op
-    _run_all(_workers.lock_increments, [("lock", lk.name, counter.name, n, gate.name)] * procs,
-             before_join=lambda: _open_when_all_wait(gate, procs))
+    _run_all(
+        _workers.lock_increments,
+        [("lock", lk.name, counter.name, n, gate.name)] * procs,
+        before_join=lambda: _open_when_all_wait(gate, procs),
+    )
     assert counter.tag == n * procs
     assert not lk.locked() and lk.pending == 0
 
@@ -88,8 +92,10 @@ def test_condition_producer_consumer_no_lost_wakeup(objs):
     cond = objs(rsm_shm.Condition)
     box = objs(rsm_shm.Lock)
     producers, per = 4, 1_000
-    procs = [FORKSERVER.Process(target=_workers.condition_producer, args=(cond.name, box.name, per, 1 + k * per))
-             for k in range(producers)]
+    procs = [
+        FORKSERVER.Process(target=_workers.condition_producer, args=(cond.name, box.name, per, 1 + k * per))
+        for k in range(producers)
+    ]
     for p in procs:
         p.start()
     seen = []

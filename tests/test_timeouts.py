@@ -8,6 +8,7 @@ every rsm_shm call refuses with ValueError (threading's own Lock does too; elsew
 CPython's outcome is an accident of float comparisons: Event.wait(nan) returns False at
 once, Semaphore.acquire(timeout=nan) spins a CPU forever).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ import pytest
 import rsm_shm
 
 NAN = float("nan")
-VALUES = [None, -1, -0.5, 0, 0.001, threading.TIMEOUT_MAX, math.inf, -math.inf, 1e10, 10 ** 30, "x", True, NAN]
+VALUES = [None, -1, -0.5, 0, 0.001, threading.TIMEOUT_MAX, math.inf, -math.inf, 1e10, 10**30, "x", True, NAN]
 LOOK = 0.3  # how long a call may take before it counts as blocking (every other outcome is immediate)
 
 
@@ -56,16 +57,19 @@ def run_pair(std_call, our_call, unblock_std, unblock_ours):
 # Each scenario: (make the standard object, make ours (given a name), the call, how to
 # unblock).  The call and unblock take the object; state is set up by the maker.
 
+
 def _held_lock(cls):
     def make(*a):
         lk = cls(*a)
         lk.acquire()
         return lk
+
     return make
 
 
 def _held_elsewhere(cls):
     """Held by a live helper thread, which releases it when ``lk.let_go`` is set."""
+
     def make(*a):
         lk = cls(*a)
         held, let_go = threading.Event(), threading.Event()
@@ -75,10 +79,12 @@ def _held_elsewhere(cls):
             held.set()
             let_go.wait(30)
             lk.release()
+
         holder = threading.Thread(target=hold, daemon=True)
         holder.start()
         held.wait(5)
         return lk, let_go, holder
+
     return make
 
 
@@ -91,6 +97,7 @@ def _set_event(cls):
         e = cls(*a)
         e.set()
         return e
+
     return make
 
 
@@ -115,6 +122,7 @@ def _queue_with_item(std: bool):
         q = queue.Queue(4) if std else rsm_shm.Queue(*a, capacity=4096)
         q.put(1)
         return q
+
     return make
 
 
@@ -130,6 +138,7 @@ def _full_queue(std: bool):
             except queue.Full:
                 pass
         return q
+
     return make
 
 
@@ -140,39 +149,94 @@ def _drain_one(q):
 S = threading.Semaphore
 SCENARIOS = {
     "Lock.acquire(True, t) free": (threading.Lock, rsm_shm.Lock, lambda o, t: o.acquire(True, t), _release_any),
-    "Lock.acquire(True, t) held": (_held_lock(threading.Lock), _held_lock(rsm_shm.Lock),
-                                   lambda o, t: o.acquire(True, t), _release_any),
+    "Lock.acquire(True, t) held": (
+        _held_lock(threading.Lock),
+        _held_lock(rsm_shm.Lock),
+        lambda o, t: o.acquire(True, t),
+        _release_any,
+    ),
     "Lock.acquire(False, t)": (threading.Lock, rsm_shm.Lock, lambda o, t: o.acquire(False, t), _release_any),
-    "Lock.acquire(timeout=t)": (_held_lock(threading.Lock), _held_lock(rsm_shm.Lock),
-                                lambda o, t: o.acquire(timeout=t), _release_any),
+    "Lock.acquire(timeout=t)": (
+        _held_lock(threading.Lock),
+        _held_lock(rsm_shm.Lock),
+        lambda o, t: o.acquire(timeout=t),
+        _release_any,
+    ),
     "RLock.acquire(True, t) held elsewhere": (
-        _held_elsewhere(threading.RLock), _held_elsewhere(rsm_shm.RLock), lambda o, t: o[0].acquire(True, t),
-        lambda o: o[1].set()),
-    "Semaphore(1).acquire(True, t)": (lambda *a: S(1), lambda *a: rsm_shm.Semaphore(*a, value=1),
-                                      lambda o, t: o.acquire(True, t), lambda o: o.release()),
-    "Semaphore(0).acquire(True, t)": (lambda *a: S(0), lambda *a: rsm_shm.Semaphore(*a, value=0),
-                                      lambda o, t: o.acquire(True, t), lambda o: o.release()),
-    "Semaphore(0).acquire(False, t)": (lambda *a: S(0), lambda *a: rsm_shm.Semaphore(*a, value=0),
-                                       lambda o, t: o.acquire(False, t), lambda o: o.release()),
-    "Event.wait(t) set": (_set_event(threading.Event), _set_event(rsm_shm.Event), lambda o, t: o.wait(t),
-                          lambda o: o.set()),
+        _held_elsewhere(threading.RLock),
+        _held_elsewhere(rsm_shm.RLock),
+        lambda o, t: o[0].acquire(True, t),
+        lambda o: o[1].set(),
+    ),
+    "Semaphore(1).acquire(True, t)": (
+        lambda *a: S(1),
+        lambda *a: rsm_shm.Semaphore(*a, value=1),
+        lambda o, t: o.acquire(True, t),
+        lambda o: o.release(),
+    ),
+    "Semaphore(0).acquire(True, t)": (
+        lambda *a: S(0),
+        lambda *a: rsm_shm.Semaphore(*a, value=0),
+        lambda o, t: o.acquire(True, t),
+        lambda o: o.release(),
+    ),
+    "Semaphore(0).acquire(False, t)": (
+        lambda *a: S(0),
+        lambda *a: rsm_shm.Semaphore(*a, value=0),
+        lambda o, t: o.acquire(False, t),
+        lambda o: o.release(),
+    ),
+    "Event.wait(t) set": (
+        _set_event(threading.Event),
+        _set_event(rsm_shm.Event),
+        lambda o, t: o.wait(t),
+        lambda o: o.set(),
+    ),
     "Event.wait(t) unset": (threading.Event, rsm_shm.Event, lambda o, t: o.wait(t), lambda o: o.set()),
     "Condition.wait(t)": (threading.Condition, rsm_shm.Condition, _cond_wait, _notify),
     "Condition.wait_for(false, t)": (threading.Condition, rsm_shm.Condition, _cond_wait_for, None),
-    "Queue.get(True, t) not empty": (_queue_with_item(True), _queue_with_item(False),
-                                     lambda o, t: o.get(True, t), None),
-    "Queue.get(True, t) empty": (lambda *a: queue.Queue(4), lambda *a: rsm_shm.Queue(*a, capacity=4096),
-                                 lambda o, t: o.get(True, t), lambda o: o.put(1)),
-    "Queue.get(False, t) empty": (lambda *a: queue.Queue(4), lambda *a: rsm_shm.Queue(*a, capacity=4096),
-                                  lambda o, t: o.get(False, t), lambda o: o.put(1)),
-    "Queue.put(x, True, t) not full": (lambda *a: queue.Queue(4), lambda *a: rsm_shm.Queue(*a, capacity=4096),
-                                       lambda o, t: o.put(1, True, t), None),
-    "Queue.put(x, True, t) full": (_full_queue(True), _full_queue(False), lambda o, t: o.put(b"y", True, t),
-                                   _drain_one),
-    "Barrier(1).wait(t)": (lambda *a: threading.Barrier(1), lambda *a: rsm_shm.Barrier(*a, parties=1),
-                           lambda o, t: o.wait(t), None),
-    "Barrier(2).wait(t)": (lambda *a: threading.Barrier(2), lambda *a: rsm_shm.Barrier(*a, parties=2),
-                           lambda o, t: o.wait(t), lambda o: o.abort()),
+    "Queue.get(True, t) not empty": (
+        _queue_with_item(True),
+        _queue_with_item(False),
+        lambda o, t: o.get(True, t),
+        None,
+    ),
+    "Queue.get(True, t) empty": (
+        lambda *a: queue.Queue(4),
+        lambda *a: rsm_shm.Queue(*a, capacity=4096),
+        lambda o, t: o.get(True, t),
+        lambda o: o.put(1),
+    ),
+    "Queue.get(False, t) empty": (
+        lambda *a: queue.Queue(4),
+        lambda *a: rsm_shm.Queue(*a, capacity=4096),
+        lambda o, t: o.get(False, t),
+        lambda o: o.put(1),
+    ),
+    "Queue.put(x, True, t) not full": (
+        lambda *a: queue.Queue(4),
+        lambda *a: rsm_shm.Queue(*a, capacity=4096),
+        lambda o, t: o.put(1, True, t),
+        None,
+    ),
+    "Queue.put(x, True, t) full": (
+        _full_queue(True),
+        _full_queue(False),
+        lambda o, t: o.put(b"y", True, t),
+        _drain_one,
+    ),
+    "Barrier(1).wait(t)": (
+        lambda *a: threading.Barrier(1),
+        lambda *a: rsm_shm.Barrier(*a, parties=1),
+        lambda o, t: o.wait(t),
+        None,
+    ),
+    "Barrier(2).wait(t)": (
+        lambda *a: threading.Barrier(2),
+        lambda *a: rsm_shm.Barrier(*a, parties=2),
+        lambda o, t: o.wait(t),
+        lambda o: o.abort(),
+    ),
 }
 
 
@@ -182,11 +246,17 @@ def test_same_outcome_as_the_standard_library(scenario, timeout, shm_name):
     make_std, make_ours, call, unblock = SCENARIOS[scenario]
     std, ours = make_std(), make_ours(shm_name())
     try:
+
         def unblocker(obj):
-            return (lambda: unblock(obj)) if unblock else (lambda: _notify(obj) if "Condition" in scenario
-                                                            else _release_any(obj))
-        std_out, our_out = run_pair(lambda: call(std, timeout), lambda: call(ours, timeout),
-                                    unblocker(std), unblocker(ours))
+            return (
+                (lambda: unblock(obj))
+                if unblock
+                else (lambda: _notify(obj) if "Condition" in scenario else _release_any(obj))
+            )
+
+        std_out, our_out = run_pair(
+            lambda: call(std, timeout), lambda: call(ours, timeout), unblocker(std), unblocker(ours)
+        )
         if isinstance(timeout, float) and math.isnan(timeout) and our_out != ("blocks",) and std_out != our_out:
             # the one deliberate difference: NaN is refused (when the call looks at it)
             assert our_out == ("raised", "ValueError"), (scenario, std_out, our_out)
@@ -217,9 +287,12 @@ def test_acquire_with_timeout_max_waits_and_succeeds(objs):
 
 def test_huge_timeouts_are_one_overflow_error_everywhere(objs):
     # Gate.wait(1e10) used to leak cffi's "int too big to convert"
-    for call in (lambda: objs(rsm_shm.Gate).wait(1e10), lambda: objs(rsm_shm.Countdown, count=1).wait(math.inf),
-                 lambda: objs(rsm_shm.RWLock).acquire_write(timeout=1e10),
-                 lambda: objs(rsm_shm.Ring, capacity=4096).get(1e10)):
+    for call in (
+        lambda: objs(rsm_shm.Gate).wait(1e10),
+        lambda: objs(rsm_shm.Countdown, count=1).wait(math.inf),
+        lambda: objs(rsm_shm.RWLock).acquire_write(timeout=1e10),
+        lambda: objs(rsm_shm.Ring, capacity=4096).get(1e10),
+    ):
         with pytest.raises(OverflowError, match="TIMEOUT_MAX"):
             call()
 
@@ -228,7 +301,7 @@ def test_messages_name_what_the_user_passed(shm_name):
     with pytest.raises(ValueError, match=r"Semaphore value .* not 1\.5"):
         rsm_shm.Semaphore(shm_name(), value=1.5)
     with pytest.raises(ValueError, match=r"Barrier parties .* not 1000000") as e:
-        rsm_shm.Barrier(shm_name(), parties=10 ** 6)
+        rsm_shm.Barrier(shm_name(), parties=10**6)
     assert "max_waiters" not in str(e.value)
     with pytest.raises(ValueError, match=r"Countdown count .* not 2\.5"):
         rsm_shm.Countdown(shm_name(), count=2.5)
@@ -237,6 +310,7 @@ def test_messages_name_what_the_user_passed(shm_name):
 
 
 # -- who owns a lock (threading's rules) ----------------------------------------------------
+
 
 def test_a_lock_left_held_by_an_exited_thread_stays_held_as_in_threading(objs):
     std, ours = threading.Lock(), objs(rsm_shm.Lock)

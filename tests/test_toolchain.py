@@ -1,8 +1,9 @@
-"""The contributor toolchain configured in pyproject.toml: ruff's lint and mypy stay clean.
+"""The contributor toolchain configured in pyproject.toml: ruff's lint and format, and mypy, stay clean.
 
 Both run on the source tree; when the suite runs against an installed wheel without it
 (tools/test_matrix.py), there is nothing to lint and the tests say so.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,19 +17,26 @@ SOURCES = os.path.join(ROOT, "rsm_shm")
 
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.isfile(os.path.join(SOURCES, "__init__.py")),
-                       reason="no rsm_shm source tree next to the tests (running against an installed wheel)"),
+    pytest.mark.skipif(
+        not os.path.isfile(os.path.join(SOURCES, "__init__.py")),
+        reason="no rsm_shm source tree next to the tests (running against an installed wheel)",
+    ),
 ]
 
 
 def _run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
     pytest.importorskip(module, reason=f"{module} is not installed (it is in the [test] extra)")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=280)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=280)
 
 
 def test_ruff_check_is_clean():
     r = _run_tool("ruff", "check", "--no-cache", "rsm_shm", "tests", "tools", "examples")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_tree_is_formatted():
+    # `ruff format rsm_shm tests tools examples docs/conf.py` fixes a failure here.
+    r = _run_tool("ruff", "format", "--check", "--no-cache", "rsm_shm", "tests", "tools", "examples", "docs/conf.py")
     assert r.returncode == 0, r.stdout + r.stderr
 
 

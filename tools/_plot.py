@@ -10,6 +10,7 @@ later from a saved JSON file without running the benchmark again::
 The figures are bar charts, one group per scenario and one bar per candidate, sized
 for a documentation page (small PNGs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ PEER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf",
 
 def add_argument(ap: argparse.ArgumentParser) -> None:
     """The ``--plot DIR`` option every benchmark shares."""
-    ap.add_argument("--plot", metavar="DIR", default=None,
-                    help="also draw the results as PNG files in DIR (needs matplotlib: the [plots] extra)")
+    ap.add_argument(
+        "--plot",
+        metavar="DIR",
+        default=None,
+        help="also draw the results as PNG files in DIR (needs matplotlib: the [plots] extra)",
+    )
 
 
 def check_available(plot_dir: Optional[str]) -> None:
@@ -55,8 +60,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def grouped_bars(path: str, title: str, groups: Sequence[str], series: Dict[str, Sequence[Optional[float]]],
-                 ylabel: str, *, log: bool = False, note: str = "") -> str:
+def grouped_bars(
+    path: str,
+    title: str,
+    groups: Sequence[str],
+    series: Dict[str, Sequence[Optional[float]]],
+    ylabel: str,
+    *,
+    log: bool = False,
+    note: str = "",
+) -> str:
     """One bar chart: ``groups`` along x, one bar per ``series`` entry (candidate ->
     one value per group; None leaves a gap).  Writes ``path`` and returns it."""
     plt = _pyplot()
@@ -78,8 +91,17 @@ def grouped_bars(path: str, title: str, groups: Sequence[str], series: Dict[str,
     return _finish(plt, fig, ax, path, title, "y", ylabel, log, note)
 
 
-def hbars(path: str, title: str, labels: Sequence[str], values: Sequence[Optional[float]], xlabel: str, *,
-          log: bool = False, note: str = "", texts: Optional[Sequence[str]] = None) -> str:
+def hbars(
+    path: str,
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[Optional[float]],
+    xlabel: str,
+    *,
+    log: bool = False,
+    note: str = "",
+    texts: Optional[Sequence[str]] = None,
+) -> str:
     """One horizontal bar per candidate (top to bottom in the order given); a None value
     draws no bar, and ``texts`` (one per bar) are written at the bar's end.  Writes
     ``path`` and returns it."""
@@ -100,8 +122,9 @@ def hbars(path: str, title: str, labels: Sequence[str], values: Sequence[Optiona
     return _finish(plt, fig, ax, path, title, "x", xlabel, log, note)
 
 
-def _finish(plt: Any, fig: Any, ax: Any, path: str, title: str, value_axis: str, label: str, log: bool,
-            note: str) -> str:
+def _finish(
+    plt: Any, fig: Any, ax: Any, path: str, title: str, value_axis: str, label: str, log: bool, note: str
+) -> str:
     """What every figure shares: the title, the value axis (label, log scale, grid), the
     machine note at the bottom; then write ``path``."""
     ax.set_title(title, fontsize=10)
@@ -129,8 +152,12 @@ def _shrink(path: str) -> None:
     small.save(path, optimize=True)
 
 
-def save(results: Dict[str, Any], json_path: Optional[str], plot_dir: Optional[str],
-         draw: Callable[[Dict[str, Any], str], List[str]]) -> None:
+def save(
+    results: Dict[str, Any],
+    json_path: Optional[str],
+    plot_dir: Optional[str],
+    draw: Callable[[Dict[str, Any], str], List[str]],
+) -> None:
     """The end of every benchmark run: write ``results`` to ``json_path`` (``--json``) and
     draw them into ``plot_dir`` (``--plot``) with the benchmark's ``draw(results, dir)``,
     from the same data a later ``_plot.py BENCH RESULTS.json DIR`` reads back."""
@@ -147,10 +174,16 @@ def revision() -> str:
     """The commit measured, marked '+dirty' if rsm_shm/ or csrc/ differ from it."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rsm_shm", "csrc"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "rsm_shm", "csrc"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("+dirty" if dirty else "")
@@ -160,16 +193,23 @@ def run_meta() -> Dict[str, Any]:
     """What every saved result records about the run: the interpreter, the CPUs, the load
     average now (call it when the run starts) and the commit measured (what
     :func:`machine_note` prints)."""
-    return {"python": sys.version.split()[0], "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
-            "revision": revision(), "argv": sys.argv[1:]}
+    return {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "revision": revision(),
+        "argv": sys.argv[1:],
+    }
 
 
 def machine_note(meta: Dict[str, Any]) -> str:
     """The footnote of every figure: what ran where, under which load."""
     load = meta.get("loadavg_at_start") or meta.get("loadavg")
     load_text = f"load {load[0]:.1f}" if load else "load ?"
-    return (f"python {meta.get('python', '?')}, {meta.get('cpus', '?')} CPUs (shared machine, {load_text}), "
-            f"rsm_shm {meta.get('revision', '?')}")
+    return (
+        f"python {meta.get('python', '?')}, {meta.get('cpus', '?')} CPUs (shared machine, {load_text}), "
+        f"rsm_shm {meta.get('revision', '?')}"
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:

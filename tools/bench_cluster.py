@@ -39,6 +39,7 @@ batching switch named above.  Numbers depend on the machine and its load; the ha
 prints ``uptime`` first.  Everything it starts is killed and every directory it made is
 removed at the end, also on failure or Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -160,7 +161,7 @@ def _pso_peer(index: int, ports: list, conf_kw: dict, conn) -> None:
         done = threading.Event()
         state = {"count": 0, "errors": 0}
 
-        def cb(res, err):               # runs on PySyncObj's tick thread only
+        def cb(res, err):  # runs on PySyncObj's tick thread only
             if err != FAIL_REASON.SUCCESS:
                 state["errors"] += 1
             state["count"] += 1
@@ -229,10 +230,16 @@ def _pso_peer(index: int, ports: list, conf_kw: dict, conn) -> None:
             what = req[0]
             if what == "status":
                 leader = obj._getLeader()
-                conn.send({"leader": None if leader is None else leader.address,
-                           "self": addrs[index], "is_leader": obj._isLeader(),
-                           "commit": obj.raftCommitIndex, "applied": obj.raftLastApplied,
-                           "ready": obj.isReady()})
+                conn.send(
+                    {
+                        "leader": None if leader is None else leader.address,
+                        "self": addrs[index],
+                        "is_leader": obj._isLeader(),
+                        "commit": obj.raftCommitIndex,
+                        "applied": obj.raftLastApplied,
+                        "ready": obj.isReady(),
+                    }
+                )
             elif what == "pipelined":
                 conn.send(pipelined(*req[1:]))
             elif what == "sequential":
@@ -262,7 +269,11 @@ class PySyncObjCluster:
 
     def _spawn(self, i: int) -> None:
         parent, child = _CTX.Pipe()
-        p = KILLER.add(_CTX.Process(target=_pso_peer, args=(i, self.ports, {**self.conf_kw, **self.per_peer[i]}, child), daemon=True))
+        p = KILLER.add(
+            _CTX.Process(
+                target=_pso_peer, args=(i, self.ports, {**self.conf_kw, **self.per_peer[i]}, child), daemon=True
+            )
+        )
         p.start()
         child.close()
         if i < len(self.procs):
@@ -326,8 +337,7 @@ def pso_long(args) -> dict:
     RSS of each peer after ``args.entries`` commits, and a follower's restart time."""
     d = tempfile.mkdtemp(prefix="bench_pso_")
     KILLER.dirs.append(d)
-    per_peer = [dict(journalFile=os.path.join(d, f"j{i}"), fullDumpFile=os.path.join(d, f"dump{i}"))
-                for i in range(3)]
+    per_peer = [dict(journalFile=os.path.join(d, f"j{i}"), fullDumpFile=os.path.join(d, f"dump{i}")) for i in range(3)]
     c = PySyncObjCluster(per_peer=per_peer)
     try:
         leader = c.wait_leader()
@@ -354,11 +364,19 @@ def pso_long(args) -> dict:
                 restart_s = time.monotonic() - t0
                 break
             if time.monotonic() > deadline or not c.procs[follower].is_alive():
-                note = f"the restarted follower did not catch up within {args.restart_timeout:g} s (see its errors above)"
+                note = (
+                    f"the restarted follower did not catch up within {args.restart_timeout:g} s (see its errors above)"
+                )
                 break
             time.sleep(0.05)
-        return {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
-                "rss_mb": rss, "restart_s": restart_s, "note": note}
+        return {
+            "entries": args.entries,
+            "write_s": write_s,
+            "rss_mb_max": max(rss.values()),
+            "rss_mb": rss,
+            "restart_s": restart_s,
+            "note": note,
+        }
     finally:
         c.stop()
 
@@ -410,7 +428,7 @@ def _rsm_pipelined_client(name: str, n: int, batch: int, start, out) -> None:
     from rsm_shm.cluster import Client
 
     with Client(name) as c:
-        c.propose(_kv_put(0), timeout=30)            # session registered, leader found
+        c.propose(_kv_put(0), timeout=30)  # session registered, leader found
         start.wait(60)
         t0 = time.monotonic()
         done = 0
@@ -482,8 +500,9 @@ class RsmCluster:
         self.dir = tempfile.mkdtemp(prefix="bench_rsm_")
         KILLER.dirs.append(self.dir)
         self.name = f"bench{os.getpid()}.{RsmCluster._count}"
-        self.cluster = LocalCluster(self.name, KV_SM, peers=peers, data_dir=os.path.join(self.dir, "d"),
-                                    fsync=fsync, **timing)
+        self.cluster = LocalCluster(
+            self.name, KV_SM, peers=peers, data_dir=os.path.join(self.dir, "d"), fsync=fsync, **timing
+        )
         self.cluster.start()
         self.cluster.wait_leader(timeout=30)
 
@@ -491,12 +510,19 @@ class RsmCluster:
         start = _CTX.Event()
         q = _CTX.Queue()
         per = n // clients
-        procs = [KILLER.add(_CTX.Process(target=_rsm_pipelined_client,
-                                         args=(self.name, per, max(1, inflight // clients), start, q),
-                                         daemon=True)) for _ in range(clients)]
+        procs = [
+            KILLER.add(
+                _CTX.Process(
+                    target=_rsm_pipelined_client,
+                    args=(self.name, per, max(1, inflight // clients), start, q),
+                    daemon=True,
+                )
+            )
+            for _ in range(clients)
+        ]
         for p in procs:
             p.start()
-        time.sleep(0.5)              # let every client register its session
+        time.sleep(0.5)  # let every client register its session
         start.set()
         res = [q.get(timeout=300) for _ in procs]
         for p in procs:
@@ -535,7 +561,7 @@ def rsm_failover(args) -> float | None:
         p.start()
         if not ready.wait(60):
             raise TimeoutError("rsm_shm writer did not start")
-        time.sleep(0.3)                                  # steady state
+        time.sleep(0.3)  # steady state
         leader = c.cluster.leader()
         t_kill = time.monotonic()
         c.cluster.kill(leader)
@@ -545,7 +571,7 @@ def rsm_failover(args) -> float | None:
             if st:
                 break
             time.sleep(0.005)
-        time.sleep(0.3)                                  # a few writes by the new leader
+        time.sleep(0.3)  # a few writes by the new leader
         stop.set()
         pairs = q.get(timeout=60)
         p.join(10)
@@ -561,9 +587,13 @@ def rsm_long(args) -> dict:
     disk).  The leader packs the commands that arrive in one loop turn into one log
     entry, so the log holds fewer entries than commands: the report says how many."""
     out = {}
-    for label, timing in (("rsm_shm (default snapshots)", {}),
-                          ("rsm_shm (no compaction: whole log kept)",
-                           {"snapshot_commands": 10 * args.entries, "snapshot_bytes": 1 << 50})):
+    for label, timing in (
+        ("rsm_shm (default snapshots)", {}),
+        (
+            "rsm_shm (no compaction: whole log kept)",
+            {"snapshot_commands": 10 * args.entries, "snapshot_bytes": 1 << 50},
+        ),
+    ):
         c = RsmCluster(fsync=True, **timing)
         try:
             t0 = time.perf_counter()
@@ -580,7 +610,7 @@ def rsm_long(args) -> dict:
             follower = next(s for s in st if s.id != leader)
             c.cluster.kill(follower.id)
             t0 = time.monotonic()
-            c.cluster.restart(follower.id)          # returns once the peer process runs
+            c.cluster.restart(follower.id)  # returns once the peer process runs
             running_s = time.monotonic() - t0
             deadline = time.monotonic() + args.restart_timeout
             restart_s, note = None, ""
@@ -592,9 +622,16 @@ def rsm_long(args) -> dict:
                     note = f"the restarted follower did not catch up within {args.restart_timeout:g} s"
                     break
                 time.sleep(0.01)
-            out[label] = {"entries": args.entries, "write_s": write_s, "rss_mb_max": max(rss.values()),
-                          "rss_mb": rss, "log_entries": follower.last_index - follower.first_index + 1,
-                          "running_s": running_s, "restart_s": restart_s, "note": note}
+            out[label] = {
+                "entries": args.entries,
+                "write_s": write_s,
+                "rss_mb_max": max(rss.values()),
+                "rss_mb": rss,
+                "log_entries": follower.last_index - follower.first_index + 1,
+                "running_s": running_s,
+                "restart_s": restart_s,
+                "note": note,
+            }
         finally:
             c.destroy()
     return out
@@ -619,12 +656,17 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma list of: pysyncobj, rsm")
     ap.add_argument("--long", action="store_true", help="RSS after 1M entries and restart time")
     ap.add_argument("--entries", type=int, default=1_000_000, help="log entries of the --long run")
-    ap.add_argument("--restart-timeout", type=float, default=120.0,
-                    help="seconds a restarted follower gets to catch up (--long)")
+    ap.add_argument(
+        "--restart-timeout", type=float, default=120.0, help="seconds a restarted follower gets to catch up (--long)"
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    ap.add_argument("--transport", choices=("ring", "grpc"), default="ring",
-                    help="rsm_shm over shared-memory rings (default) or served peers and clients over gRPC "
-                         "(tools/bench_cluster_net.py; needs the [net] extra)")
+    ap.add_argument(
+        "--transport",
+        choices=("ring", "grpc"),
+        default="ring",
+        help="rsm_shm over shared-memory rings (default) or served peers and clients over gRPC "
+        "(tools/bench_cluster_net.py; needs the [net] extra)",
+    )
     _plot.add_argument(ap)
     args = ap.parse_args(argv)
     _plot.check_available(args.plot)
@@ -633,7 +675,7 @@ def main(argv=None) -> int:
     if args.transport == "grpc":
         import bench_cluster_net as net
 
-        net.bc = sys.modules[__name__]   # one KILLER and one set of helpers, also when run as a script
+        net.bc = sys.modules[__name__]  # one KILLER and one set of helpers, also when run as a script
     # fsync=False is measured on purpose; the table says which figures are not durable.
     warnings.filterwarnings("ignore", message=".*runs with fsync=False.*")
     # --quick shrinks every count not given explicitly.
@@ -677,24 +719,29 @@ def main(argv=None) -> int:
             "failover_s": _median(failovers[s], lambda f: f),
         }
         if s == "rsm":
-            summary[s].update({
-                "pipelined_fsync_ops_s": _median(rs, lambda r: r.get("pipelined_fsync")),
-                "latency_fsync_p50_ms": _median(rs, lambda r: r["latency_fsync"]["p50_ms"]),
-                "latency_fsync_p99_ms": _median(rs, lambda r: r["latency_fsync"]["p99_ms"]),
-            })
+            summary[s].update(
+                {
+                    "pipelined_fsync_ops_s": _median(rs, lambda r: r.get("pipelined_fsync")),
+                    "latency_fsync_p50_ms": _median(rs, lambda r: r["latency_fsync"]["p50_ms"]),
+                    "latency_fsync_p99_ms": _median(rs, lambda r: r["latency_fsync"]["p99_ms"]),
+                }
+            )
             if net:
                 summary[s].update(net.summary_extra(rs))
         else:
-            summary[s].update({
-                "pipelined_batch_on_ops_s": _median(rs, lambda r: r.get("pipelined_batch_on")),
-                "pipelined_batch_off_ops_s": _median(rs, lambda r: r.get("pipelined_batch_off")),
-            })
+            summary[s].update(
+                {
+                    "pipelined_batch_on_ops_s": _median(rs, lambda r: r.get("pipelined_batch_on")),
+                    "pipelined_batch_off_ops_s": _median(rs, lambda r: r.get("pipelined_batch_off")),
+                }
+            )
     print()
     print_table(summary, targets=net is None)
     if net:
         net.print_targets(summary)
-    _plot.save({"summary": summary, "rounds": results, "failovers": failovers, "meta": meta}, args.json, args.plot,
-               plot)
+    _plot.save(
+        {"summary": summary, "rounds": results, "failovers": failovers, "meta": meta}, args.json, args.plot, plot
+    )
     return 0
 
 
@@ -707,10 +754,12 @@ def main_long(args, systems) -> int:
     finally:
         KILLER.cleanup()
     print()
-    print(f"{'after ' + format(args.entries, ',') + ' entries':40} {'RSS MB (max peer)':>18} "
-          f"{'restart: running':>17} {'caught up':>10} {'write s':>8}")
+    print(
+        f"{'after ' + format(args.entries, ',') + ' entries':40} {'RSS MB (max peer)':>18} "
+        f"{'restart: running':>17} {'caught up':>10} {'write s':>8}"
+    )
     for s, r in out.items():
-        for label, row in ([(s, r)] if "rss_mb_max" in r else list(r.items())):
+        for label, row in [(s, r)] if "rss_mb_max" in r else list(r.items()):
             running = f"{row['running_s']:.2f} s" if row.get("running_s") is not None else "-"
             caught = f"{row['restart_s']:.2f} s" if row.get("restart_s") is not None else "FAILED"
             print(f"{label:40} {row['rss_mb_max']:>18.1f} {running:>17} {caught:>10} {row['write_s']:>8.1f}")
@@ -720,8 +769,10 @@ def main_long(args, systems) -> int:
                 print(f"  note: {row['note']}")
             if s == "rsm":
                 ok_restart = row.get("restart_s") is not None and row["restart_s"] < 5
-                print(f"  {'PASS' if row['rss_mb_max'] < 100 else 'FAIL'}  RSS < 100 MB;  "
-                      f"{'PASS' if ok_restart else 'FAIL'}  restart (to caught up) < 5 s")
+                print(
+                    f"  {'PASS' if row['rss_mb_max'] < 100 else 'FAIL'}  RSS < 100 MB;  "
+                    f"{'PASS' if ok_restart else 'FAIL'}  restart (to caught up) < 5 s"
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -763,8 +814,10 @@ def print_table(summary: dict, targets: bool = True) -> None:
         r = rsm["failover_s"] / pso["failover_s"]
         line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)
     if pso:
-        print(f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "
-              f"off {pso['pipelined_batch_off_ops_s']:,.0f}/s; it has no fsync)")
+        print(
+            f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "
+            f"off {pso['pipelined_batch_off_ops_s']:,.0f}/s; it has no fsync)"
+        )
 
 
 def plot(results: dict, out_dir: str) -> list:
@@ -777,18 +830,37 @@ def plot(results: dict, out_dir: str) -> list:
     def values(keys):
         return {names[s]: [summary[s].get(k) for k in keys] for s in systems}
 
-    paths = [_plot.grouped_bars(
-        os.path.join(out_dir, "cluster_throughput.png"), "3 peers: pipelined commits (higher is better)",
-        ["fsync=False", "fsync=True"], values(["pipelined_ops_s", "pipelined_fsync_ops_s"]),
-        "commands committed per s", note=note)]
-    paths.append(_plot.grouped_bars(
-        os.path.join(out_dir, "cluster_latency.png"), "3 peers: one command or read at a time (lower is better)",
-        ["commit p50", "commit p99", "read p50", "commit p50\nfsync=True", "commit p99\nfsync=True"],
-        values(["latency_p50_ms", "latency_p99_ms", "read_p50_ms", "latency_fsync_p50_ms", "latency_fsync_p99_ms"]),
-        "milliseconds", log=True, note=note))
-    paths.append(_plot.hbars(
-        os.path.join(out_dir, "cluster_failover.png"), "Leader SIGKILLed: until a new leader commits (median)",
-        [names[s] for s in systems], [summary[s].get("failover_s") for s in systems], "seconds", note=note))
+    paths = [
+        _plot.grouped_bars(
+            os.path.join(out_dir, "cluster_throughput.png"),
+            "3 peers: pipelined commits (higher is better)",
+            ["fsync=False", "fsync=True"],
+            values(["pipelined_ops_s", "pipelined_fsync_ops_s"]),
+            "commands committed per s",
+            note=note,
+        )
+    ]
+    paths.append(
+        _plot.grouped_bars(
+            os.path.join(out_dir, "cluster_latency.png"),
+            "3 peers: one command or read at a time (lower is better)",
+            ["commit p50", "commit p99", "read p50", "commit p50\nfsync=True", "commit p99\nfsync=True"],
+            values(["latency_p50_ms", "latency_p99_ms", "read_p50_ms", "latency_fsync_p50_ms", "latency_fsync_p99_ms"]),
+            "milliseconds",
+            log=True,
+            note=note,
+        )
+    )
+    paths.append(
+        _plot.hbars(
+            os.path.join(out_dir, "cluster_failover.png"),
+            "Leader SIGKILLed: until a new leader commits (median)",
+            [names[s] for s in systems],
+            [summary[s].get("failover_s") for s in systems],
+            "seconds",
+            note=note,
+        )
+    )
     return paths
 
 

@@ -13,6 +13,7 @@ re-encode, the reply's decode), the same command through a local ``Client(name)`
 (shared-memory rings to the same served peers: Raft + gRPC between peers + apply), and
 the leader's mean fsync.
 """
+
 from __future__ import annotations
 
 import os
@@ -124,8 +125,9 @@ def envelope_cost_us(batch: int = 1) -> float:
     for _ in range(rounds):
         env = ev.encode_propose(hdr, "", [(ev.OP_COMMAND, i + 1, 5, i + 1, 0, c) for i, c in enumerate(cmds)])
         _r, reqs = ev.decode_propose(env)
-        env2 = ev.encode_propose(hdr, "bench.cffff.abcdef01", [(op, rid + 100, s, q, a, d)
-                                                               for op, rid, s, q, a, d in reqs])
+        env2 = ev.encode_propose(
+            hdr, "bench.cffff.abcdef01", [(op, rid + 100, s, q, a, d) for op, rid, s, q, a, d in reqs]
+        )
         ev.decode_propose(env2)
         rep = ev.encode_reply(rhdr, [(rid, 0, b'{"ok": true}') for _op, rid, *_x in reqs])
         ev.decode_reply(rep)
@@ -150,8 +152,16 @@ class GrpcCluster:
         self.peers = {}
         for i, addr in self.addresses.items():
             others = {j: a for j, a in self.addresses.items() if j != i}
-            self.peers[i] = Peer(self.name, i, listen=addr, peers=others, state_machine=KV_SM,
-                                 data_dir=os.path.join(self.dir, f"p{i}"), fsync=fsync, **timing)
+            self.peers[i] = Peer(
+                self.name,
+                i,
+                listen=addr,
+                peers=others,
+                state_machine=KV_SM,
+                data_dir=os.path.join(self.dir, f"p{i}"),
+                fsync=fsync,
+                **timing,
+            )
         for p in self.peers.values():
             p.start()
         self.wait_leader()
@@ -182,12 +192,19 @@ class GrpcCluster:
     def pipelined(self, n: int, inflight: int, clients: int = 2) -> float:
         start, q = bc._CTX.Event(), bc._CTX.Queue()
         per = n // clients
-        procs = [bc.KILLER.add(bc._CTX.Process(target=_connect_pipelined_client,
-                                               args=(self.addrs(), per, max(1, inflight // clients), start, q),
-                                               daemon=True)) for _ in range(clients)]
+        procs = [
+            bc.KILLER.add(
+                bc._CTX.Process(
+                    target=_connect_pipelined_client,
+                    args=(self.addrs(), per, max(1, inflight // clients), start, q),
+                    daemon=True,
+                )
+            )
+            for _ in range(clients)
+        ]
         for p in procs:
             p.start()
-        time.sleep(1.0)             # every client connected and registered its session
+        time.sleep(1.0)  # every client connected and registered its session
         start.set()
         res = [q.get(timeout=300) for _ in procs]
         for p in procs:
@@ -230,8 +247,9 @@ def net_failover(args) -> float | None:
     c = GrpcCluster(fsync=True)
     try:
         ready, stop, q = bc._CTX.Event(), bc._CTX.Event(), bc._CTX.Queue()
-        p = bc.KILLER.add(bc._CTX.Process(target=_connect_failover_writer, args=(c.addrs(), ready, q, stop),
-                                          daemon=True))
+        p = bc.KILLER.add(
+            bc._CTX.Process(target=_connect_failover_writer, args=(c.addrs(), ready, q, stop), daemon=True)
+        )
         p.start()
         if not ready.wait(60):
             raise TimeoutError("gRPC writer did not start")
@@ -270,11 +288,15 @@ def print_targets(summary: dict) -> None:
         print()
         print("where a sequential command's time goes (gRPC transport, fsync=False):")
         print(f"  through Client.connect (gRPC client + peers)     p50 {rsm['latency_p50_ms']:.3f} ms")
-        print(f"  through a local Client(name) (rings to the leader) p50 {rsm['local_client_p50_ms']:.3f} ms"
-              "  <- Raft over gRPC between peers + apply")
+        print(
+            f"  through a local Client(name) (rings to the leader) p50 {rsm['local_client_p50_ms']:.3f} ms"
+            "  <- Raft over gRPC between peers + apply"
+        )
         print(f"  bare gRPC round trip to the client service       p50 {rsm['grpc_round_trip_p50_ms']:.3f} ms")
-        print(f"  envelope encode/decode per command: {rsm['envelope_us_per_cmd']:.1f} us alone, "
-              f"{rsm['envelope_us_per_cmd_batched']:.2f} us in a batch of 1000")
+        print(
+            f"  envelope encode/decode per command: {rsm['envelope_us_per_cmd']:.1f} us alone, "
+            f"{rsm['envelope_us_per_cmd_batched']:.2f} us in a batch of 1000"
+        )
         print(f"  leader's mean fsync (fsync=True run): {rsm['fsync_mean_ms']:.3f} ms")
     if rsm and pso:
         print()

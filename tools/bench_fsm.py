@@ -21,6 +21,7 @@ Measures, each in fresh spawned processes:
 Timestamps cross processes through CLOCK_MONOTONIC (time.monotonic_ns), which is
 system-wide on Linux.  Numbers depend on the machine and its load; run it on an idle box.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -187,8 +188,10 @@ def _mpq_stream_consumer(q, out):
 def bench_mpq_stream(n: int) -> float:
     ctx = multiprocessing.get_context("spawn")
     q, out = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_mpq_stream_consumer, args=(q, out)), ctx.Process(target=_mpq_stream_producer,
-                                                                                  args=(q, n))]
+    procs = [
+        ctx.Process(target=_mpq_stream_consumer, args=(q, out)),
+        ctx.Process(target=_mpq_stream_producer, args=(q, n)),
+    ]
     for p in procs:
         p.start()
     count, first, last = out.get(timeout=600)
@@ -266,8 +269,10 @@ def bench_timers(k: int, seed: int = 1) -> dict:
     done = threading.Event()
     with TimerService("bench timer") as t:
         for dl in _deadlines(k, seed):
-            t.call_later((dl - time.monotonic_ns()) / 1e9,
-                         lambda dl=dl: (fire.append(time.monotonic_ns() - dl), len(fire) == k and done.set()))
+            t.call_later(
+                (dl - time.monotonic_ns()) / 1e9,
+                lambda dl=dl: (fire.append(time.monotonic_ns() - dl), len(fire) == k and done.set()),
+            )
         done.wait(60)
     # delivered: timer -> post -> process-hosted handler, which reports through a plain ring
     (nr, nout) = _names("timers", "reporter", "out")
@@ -308,8 +313,13 @@ def main(argv=None) -> int:
         "ping_pong_round_trips_per_s": bench_ping_pong(args.rounds),
         "mpq_ping_pong_round_trips_per_s": bench_mpq_ping_pong(args.rounds),
         "timers": bench_timers(args.timers),
-        "config": {"commands": args.commands, "rounds": args.rounds, "timers": args.timers,
-                   "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "config": {
+            "commands": args.commands,
+            "rounds": args.rounds,
+            "timers": args.timers,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
     }
     if args.json:
         print(json.dumps(res, indent=2))
@@ -319,10 +329,11 @@ def main(argv=None) -> int:
     print(f"two process-hosted automata ({args.commands} streamed commands, {args.rounds} ping-pong commands):")
     print(f"  stream     {s:12,.0f} commands/s   multiprocessing.Queue {ms:12,.0f} msgs/s   ratio {s / ms:5.2f}x")
     sb = res["stream_batched_cmds_per_s"]
-    print(f"  stream     {sb:12,.0f} commands/s   with post_many({POST_BATCH})"
-          f"{'':20s}ratio {sb / ms:5.2f}x")
-    print(f"  ping-pong  {p:12,.0f} round trips/s ({1e6 / p:6.1f} us each)   "
-          f"multiprocessing.Queue {mp:10,.0f}/s   ratio {p / mp:5.2f}x")
+    print(f"  stream     {sb:12,.0f} commands/s   with post_many({POST_BATCH}){'':20s}ratio {sb / ms:5.2f}x")
+    print(
+        f"  ping-pong  {p:12,.0f} round trips/s ({1e6 / p:6.1f} us each)   "
+        f"multiprocessing.Queue {mp:10,.0f}/s   ratio {p / mp:5.2f}x"
+    )
     spread = max(0.05, args.timers * TIMER_SPREAD_PER_TIMER)
     print(f"timer lateness ({args.timers} timers spread over {spread:g} s):")
     for key in ("sleep", "fire", "delivered"):

@@ -25,6 +25,7 @@ arrives once, in order.
     python tools/bench_pool.py --quick      # a smoke run
     python tools/bench_pool.py --torture    # 100k jobs, 10 SIGKILLs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ CTX = mp.get_context("forkserver")
 
 # -- jobs (module level: the workers import them) -------------------------------------------
 
+
 def tiny(x):
     return x + 1
 
@@ -75,6 +77,7 @@ def announce_and_block(ring_name: str, event_name: str):
 
 
 # -- candidates ----------------------------------------------------------------------------
+
 
 class Candidate:
     name = "?"
@@ -172,6 +175,7 @@ def candidates(workers: int, only):
 
 
 # -- scenarios -----------------------------------------------------------------------------
+
 
 def meet(barrier_name: str):
     """Block until every worker runs one of these (proves all workers are up)."""
@@ -274,6 +278,7 @@ def run_kill(c, timeout=2.0):
 
 # -- torture -------------------------------------------------------------------------------
 
+
 def torture(n: int, every: int, workers: int) -> int:
     rng = random.Random(1)
     killed: set = set()
@@ -288,8 +293,9 @@ def torture(n: int, every: int, workers: int) -> int:
             expected += 1
             if i % every == every // 2:
                 st = pool.statistics()
-                live = [w for w in st.workers if w.state == WorkerState.BUSY and w.pid not in killed] or \
-                       [w for w in st.workers if w.state == WorkerState.IDLE and w.pid not in killed]
+                live = [w for w in st.workers if w.state == WorkerState.BUSY and w.pid not in killed] or [
+                    w for w in st.workers if w.state == WorkerState.IDLE and w.pid not in killed
+                ]
                 victim = rng.choice(live).pid
                 os.kill(victim, signal.SIGKILL)
                 killed.add(victim)
@@ -300,13 +306,16 @@ def torture(n: int, every: int, workers: int) -> int:
         st = pool.statistics()
     dt = time.perf_counter() - t0
     ok = expected == n and st.worker_deaths == kills and st.failed == 0 and st.completed == st.submitted
-    print(f"torture: {n} jobs in {dt:.1f} s, {kills} SIGKILLs, {st.worker_deaths} worker deaths, "
-          f"{st.retries} retries, {st.failed} failed; every result once and in order: {expected == n}")
+    print(
+        f"torture: {n} jobs in {dt:.1f} s, {kills} SIGKILLs, {st.worker_deaths} worker deaths, "
+        f"{st.retries} retries, {st.failed} failed; every result once and in order: {expected == n}"
+    )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
 
 # -- main ----------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,8 +337,9 @@ def main() -> int:
     n_rt = 100 if args.quick else 500
     n_kill = 1 if args.quick else 5
     cands = candidates(args.workers, [o for o in args.only.split(",") if o])
-    print(f"bench_pool: {args.workers} workers, {rounds} rounds, load {os.getloadavg()[0]:.2f} "
-          f"on {os.cpu_count()} CPUs")
+    print(
+        f"bench_pool: {args.workers} workers, {rounds} rounds, load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     res = {c.name: {"submit": [], "map": [], "rt": [], "rt99": [], "kill": []} for c in cands}
     for rnd in range(rounds):
         for c in cands:
@@ -348,22 +358,37 @@ def main() -> int:
     def med(xs):
         return statistics.median(xs) if xs else float("nan")
 
-    print(f"\n{'candidate':24} {'submit jobs/s':>14} {'map items/s':>12} {'rt median us':>13} {'rt p99 us':>10}  "
-          f"kill -> rerun")
+    print(
+        f"\n{'candidate':24} {'submit jobs/s':>14} {'map items/s':>12} {'rt median us':>13} {'rt p99 us':>10}  "
+        f"kill -> rerun"
+    )
     for c in cands:
         r = res[c.name]
         kills = [k for k in r["kill"] if isinstance(k, float)]
-        kill = f"{med(kills) * 1000:.1f} ms (median of {len(kills)})" if kills else \
-            (r["kill"][0] if r["kill"] else "-")
-        print(f"{c.name:24} {med(r['submit']):14,.0f} {med(r['map']):12,.0f} {med(r['rt']):13.0f} "
-              f"{med(r['rt99']):10.0f}  {kill}")
+        kill = f"{med(kills) * 1000:.1f} ms (median of {len(kills)})" if kills else (r["kill"][0] if r["kill"] else "-")
+        print(
+            f"{c.name:24} {med(r['submit']):14,.0f} {med(r['map']):12,.0f} {med(r['rt']):13.0f} "
+            f"{med(r['rt99']):10.0f}  {kill}"
+        )
 
-    doc = {"meta": {**meta, "workers": args.workers, "rounds": rounds}, "rounds": res,
-           "summary": {c.name: {"submit_jobs_s": med(res[c.name]["submit"]), "map_items_s": med(res[c.name]["map"]),
-                                "rt_median_us": med(res[c.name]["rt"]), "rt_p99_us": med(res[c.name]["rt99"]),
-                                "kill_rerun_ms": (med([k for k in res[c.name]["kill"] if isinstance(k, float)]) * 1000
-                                                  if any(isinstance(k, float) for k in res[c.name]["kill"]) else None)}
-                       for c in cands}}
+    doc = {
+        "meta": {**meta, "workers": args.workers, "rounds": rounds},
+        "rounds": res,
+        "summary": {
+            c.name: {
+                "submit_jobs_s": med(res[c.name]["submit"]),
+                "map_items_s": med(res[c.name]["map"]),
+                "rt_median_us": med(res[c.name]["rt"]),
+                "rt_p99_us": med(res[c.name]["rt99"]),
+                "kill_rerun_ms": (
+                    med([k for k in res[c.name]["kill"] if isinstance(k, float)]) * 1000
+                    if any(isinstance(k, float) for k in res[c.name]["kill"])
+                    else None
+                ),
+            }
+            for c in cands
+        },
+    }
     _plot.save(doc, args.json, args.plot, plot)
     rsm = res.get(RsmPool.name)
     if rsm is None:
@@ -372,15 +397,17 @@ def main() -> int:
 
     def check(label, value, target, higher_is_better=True):
         ok = value >= target if higher_is_better else value <= target
-        print(f"  {'PASS' if ok else 'FAIL'}  {label}: {value:.2f} (target {'>=' if higher_is_better else '<='} "
-              f"{target})")
+        print(
+            f"  {'PASS' if ok else 'FAIL'}  {label}: {value:.2f} (target {'>=' if higher_is_better else '<='} {target})"
+        )
 
     if PPE.name in res:
         check("submit throughput / ProcessPoolExecutor", med(rsm["submit"]) / med(res[PPE.name]["submit"]), 3.0)
         check("round trip latency / ProcessPoolExecutor", med(rsm["rt"]) / med(res[PPE.name]["rt"]), 0.3, False)
     if MpPool.name in res:
-        check("map(chunksize) throughput / multiprocessing.Pool.imap", med(rsm["map"]) / med(res[MpPool.name]["map"]),
-              1.5)
+        check(
+            "map(chunksize) throughput / multiprocessing.Pool.imap", med(rsm["map"]) / med(res[MpPool.name]["map"]), 1.5
+        )
     kills = [k for k in rsm["kill"] if isinstance(k, float)]
     if kills:
         check("SIGKILL -> job running again, ms", med(kills) * 1000, 100, False)
@@ -395,21 +422,40 @@ def plot(results: dict, out_dir: str) -> list:
     summary = results["summary"]
     note = _plot.machine_note(results.get("meta", {}))
     names = list(summary)
-    paths = [_plot.grouped_bars(
-        os.path.join(out_dir, "pool_throughput.png"),
-        f"{results['meta'].get('workers', '?')} workers: tiny jobs (higher is better)",
-        ["submit one by one (jobs/s)", "map, chunksize=100 (items/s)"],
-        {n: [summary[n]["submit_jobs_s"], summary[n]["map_items_s"]] for n in names}, "per second", log=True,
-        note=note)]
-    paths.append(_plot.grouped_bars(
-        os.path.join(out_dir, "pool_latency.png"), "submit(f).result() round trip (lower is better)",
-        ["median", "p99"], {n: [summary[n]["rt_median_us"], summary[n]["rt_p99_us"]] for n in names},
-        "microseconds", log=True, note=note))
+    paths = [
+        _plot.grouped_bars(
+            os.path.join(out_dir, "pool_throughput.png"),
+            f"{results['meta'].get('workers', '?')} workers: tiny jobs (higher is better)",
+            ["submit one by one (jobs/s)", "map, chunksize=100 (items/s)"],
+            {n: [summary[n]["submit_jobs_s"], summary[n]["map_items_s"]] for n in names},
+            "per second",
+            log=True,
+            note=note,
+        )
+    ]
+    paths.append(
+        _plot.grouped_bars(
+            os.path.join(out_dir, "pool_latency.png"),
+            "submit(f).result() round trip (lower is better)",
+            ["median", "p99"],
+            {n: [summary[n]["rt_median_us"], summary[n]["rt_p99_us"]] for n in names},
+            "microseconds",
+            log=True,
+            note=note,
+        )
+    )
     kills = [summary[n]["kill_rerun_ms"] for n in names]
-    paths.append(_plot.hbars(
-        os.path.join(out_dir, "pool_kill.png"), "Worker SIGKILLed mid-job: until the job runs again",
-        names, kills, "milliseconds (median)", note=note,
-        texts=["" if k is not None else "the job is not run again" for k in kills]))
+    paths.append(
+        _plot.hbars(
+            os.path.join(out_dir, "pool_kill.png"),
+            "Worker SIGKILLed mid-job: until the job runs again",
+            names,
+            kills,
+            "milliseconds (median)",
+            note=note,
+            texts=["" if k is not None else "the job is not run again" for k in kills],
+        )
+    )
     return paths
 
 

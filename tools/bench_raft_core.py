@@ -160,8 +160,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     batches = [int(x) for x in args.batches.split(",")]
     if args.repeat < 1 or args.entries < 1 or min(sizes + batches) < 1:
         ap.error("counts must be positive")
-    print(f"Raft core, perfect network, {len(PAYLOAD)}-byte commands, codec={'off' if args.no_codec else 'on'}, "
-          f"{args.entries} entries per run, median of {args.repeat} (Python {sys.version.split()[0]})")
+    print(
+        f"Raft core, perfect network, {len(PAYLOAD)}-byte commands, codec={'off' if args.no_codec else 'on'}, "
+        f"{args.entries} entries per run, median of {args.repeat} (Python {sys.version.split()[0]})"
+    )
     print(f"{'nodes':>5} {'batch':>6} {'entries/s':>12} {'(min..max)':>22} {'us/step':>9} {'msgs/entry':>11}")
     for n in sizes:
         for b in batches:

@@ -24,6 +24,7 @@ table ends with the issue's targets as ratios measured in this same run.
     python tools/bench_ring.py --quick    # fewer messages and repeats
     python tools/bench_ring.py --json out.json --plot DIR   # save the figures, draw PNGs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ RING_CAPACITY = 1 << 20
 
 class Peer:
     name = "?"
-    batched = False       # has a batch API
+    batched = False  # has a batch API
     multi_producer = True
     note = ""
 
@@ -238,7 +239,7 @@ class ZmqPeer(Peer):
         return s.recv, s.recv_multipart, (lambda: (s.close(linger=0), ctx.term()))
 
     def teardown(self, addr):
-        path = addr[len("ipc://"):]
+        path = addr[len("ipc://") :]
         for p in (path,):
             try:
                 os.unlink(p)
@@ -357,8 +358,10 @@ def throughput(peer: Peer, size: int, nprod: int, batched: bool, total: int, pla
         cons = CTX.Process(target=_consumer, args=(peer, ctx, per * nprod, batched, start, tx, ccpus))
         cons.start()
         time.sleep(0.05 if isinstance(peer, ZmqPeer) else 0)  # let PULL bind first
-        prods = [CTX.Process(target=_producer, args=(peer, ctx, payload, per, batched, start, done, pcpus))
-                 for _ in range(nprod)]
+        prods = [
+            CTX.Process(target=_producer, args=(peer, ctx, payload, per, batched, start, done, pcpus))
+            for _ in range(nprod)
+        ]
         for p in prods:
             p.start()
         start.wait()
@@ -406,7 +409,7 @@ def round_trip(peer: Peer, n: int, cpus: Tuple[int, int]) -> Tuple[float, float]
             put(msg)
             get()
             samples.append(clock() - t0)
-        res_tx.send(samples[n // 10:])  # drop warm-up
+        res_tx.send(samples[n // 10 :])  # drop warm-up
         close_out()
         close_in()
 
@@ -447,8 +450,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     repeats = args.repeats or (3 if args.quick else 5)
     scale = 0.25 if args.quick else 1.0
 
-    all_peers: List[Peer] = [RingPeer(), RingPeer(mpmc=True), RsmQueuePeer(), MpQueuePeer(), MpSimpleQueuePeer(),
-                             PipePeer(), PosixMqPeer(), FasterFifoPeer(), ZmqPeer()]
+    all_peers: List[Peer] = [
+        RingPeer(),
+        RingPeer(mpmc=True),
+        RsmQueuePeer(),
+        MpQueuePeer(),
+        MpSimpleQueuePeer(),
+        PipePeer(),
+        PosixMqPeer(),
+        FasterFifoPeer(),
+        ZmqPeer(),
+    ]
     notes = []
     peers = []
     for p in all_peers:
@@ -461,8 +473,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 notes.append(p.note)
 
     ncpu = len(os.sched_getaffinity(0))
-    print(f"# bench_ring: python {sys.version.split()[0]}, {ncpu} CPUs, median of {repeats} runs, "
-          f"ring capacity {RING_CAPACITY} B, batch {BATCH}")
+    print(
+        f"# bench_ring: python {sys.version.split()[0]}, {ncpu} CPUs, median of {repeats} runs, "
+        f"ring capacity {RING_CAPACITY} B, batch {BATCH}"
+    )
     results: Dict[Tuple[str, str], float] = {}
     p99s: Dict[Tuple[str, str], float] = {}
 
@@ -515,8 +529,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{'objects 64B 1->1 single':<26}{peer.name:<22}{rate:>12,.0f}{'':>10}", flush=True)
 
     print(f"\n{'round trip 64B':<26}{'peer':<22}{'median us':>12}{'p99 us':>10}\n" + "-" * 70)
-    rt_peers = [p for p in peers if not isinstance(p, (RsmQueuePeer, MpSimpleQueuePeer))
-                and not (isinstance(p, RingPeer) and p.mpmc)]
+    rt_peers = [
+        p
+        for p in peers
+        if not isinstance(p, (RsmQueuePeer, MpSimpleQueuePeer)) and not (isinstance(p, RingPeer) and p.mpmc)
+    ]
     n_rt = max(int(20_000 * scale), 2000)
     cpu_sets = [("shared CPU", (0, 0))]
     if ncpu >= 2:
@@ -540,22 +557,52 @@ def main(argv: Optional[List[str]] = None) -> int:
         return b / a if inverse else a / b
 
     targets = [
-        ("Ring 64B 1->1 single vs posix_ipc MQ", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "posix_ipc MQ"), 1.5),
-        ("  same, both on one CPU", ratio("64B 1->1 single shared", "rsm Ring", "64B 1->1 single shared",
-                                          "posix_ipc MQ"), 1.5),
-        ("Ring 64B 1->1 single vs pyzmq", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "pyzmq PUSH/PULL"), 2.5),
+        (
+            "Ring 64B 1->1 single vs posix_ipc MQ",
+            ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "posix_ipc MQ"),
+            1.5,
+        ),
+        (
+            "  same, both on one CPU",
+            ratio("64B 1->1 single shared", "rsm Ring", "64B 1->1 single shared", "posix_ipc MQ"),
+            1.5,
+        ),
+        (
+            "Ring 64B 1->1 single vs pyzmq",
+            ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "pyzmq PUSH/PULL"),
+            2.5,
+        ),
         ("Ring 64B 1->1 single vs mp.Queue", ratio("64B 1->1 single", "rsm Ring", "64B 1->1 single", "mp.Queue"), 3.0),
-        ("Ring 64B 1->1 batched vs pyzmq", ratio("64B 1->1 batched", "rsm Ring", "64B 1->1 batched", "pyzmq PUSH/PULL"), 1.5),
-        ("Ring 4KiB 1->1 single vs posix_ipc MQ (MB/s)",
-         ratio("4096B 1->1 single", "rsm Ring", "4096B 1->1 single", "posix_ipc MQ"), 1.2),
-        ("  same, both on one CPU", ratio("4096B 1->1 single shared", "rsm Ring", "4096B 1->1 single shared",
-                                          "posix_ipc MQ"), 1.2),
-        ("Ring 64B 4->1 batched vs faster_fifo batched",
-         ratio("64B 4->1 batched", "rsm Ring", "64B 4->1 batched", "faster_fifo"), 1.5),
-        ("RTT shared CPU: posix_ipc / Ring", ratio("rt shared CPU", "rsm Ring", "rt shared CPU", "posix_ipc MQ",
-                                                   inverse=True), 1.0),
-        ("RTT two CPUs: faster_fifo / Ring", ratio("rt two CPUs", "rsm Ring", "rt two CPUs", "faster_fifo",
-                                                   inverse=True), 4.0),
+        (
+            "Ring 64B 1->1 batched vs pyzmq",
+            ratio("64B 1->1 batched", "rsm Ring", "64B 1->1 batched", "pyzmq PUSH/PULL"),
+            1.5,
+        ),
+        (
+            "Ring 4KiB 1->1 single vs posix_ipc MQ (MB/s)",
+            ratio("4096B 1->1 single", "rsm Ring", "4096B 1->1 single", "posix_ipc MQ"),
+            1.2,
+        ),
+        (
+            "  same, both on one CPU",
+            ratio("4096B 1->1 single shared", "rsm Ring", "4096B 1->1 single shared", "posix_ipc MQ"),
+            1.2,
+        ),
+        (
+            "Ring 64B 4->1 batched vs faster_fifo batched",
+            ratio("64B 4->1 batched", "rsm Ring", "64B 4->1 batched", "faster_fifo"),
+            1.5,
+        ),
+        (
+            "RTT shared CPU: posix_ipc / Ring",
+            ratio("rt shared CPU", "rsm Ring", "rt shared CPU", "posix_ipc MQ", inverse=True),
+            1.0,
+        ),
+        (
+            "RTT two CPUs: faster_fifo / Ring",
+            ratio("rt two CPUs", "rsm Ring", "rt two CPUs", "faster_fifo", inverse=True),
+            4.0,
+        ),
         ("Queue objects 64B vs mp.Queue", ratio("objects 64B 1->1", "rsm Queue", "objects 64B 1->1", "mp.Queue"), 2.0),
     ]
     for label, value, target in targets:
@@ -566,11 +613,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if notes:
         print("\nNotes:\n" + "\n".join(f"  - {n}" for n in notes))
     # Throughput rows are messages/s; "rt ..." rows are microseconds (median, and p99).
-    doc = {"meta": {**meta, "repeats": repeats, "quick": args.quick},
-           "rows": [{"scenario": s, "peer": p, "value": v, **({"p99": p99s[(s, p)]} if (s, p) in p99s else {})}
-                    for (s, p), v in results.items()],
-           "targets": [{"label": label.strip(), "ratio": value, "target": target} for label, value, target in targets],
-           "notes": notes}
+    doc = {
+        "meta": {**meta, "repeats": repeats, "quick": args.quick},
+        "rows": [
+            {"scenario": s, "peer": p, "value": v, **({"p99": p99s[(s, p)]} if (s, p) in p99s else {})}
+            for (s, p), v in results.items()
+        ],
+        "targets": [{"label": label.strip(), "ratio": value, "target": target} for label, value, target in targets],
+        "notes": notes,
+    }
     _plot.save(doc, args.json, args.plot, plot)
     return 0
 
@@ -584,17 +635,36 @@ def plot(results: Dict[str, Any], out_dir: str) -> List[str]:
     paths = []
     for size, unit, scale in ((64, "messages/s", 1.0), (4096, "MB/s", 4096 / 1e6)):
         scens = [s for s in dict.fromkeys(r["scenario"] for r in rows) if s.startswith(f"{size}B ")]
-        series = {p: [value[(s, p)] * scale if (s, p) in value else None for s in scens] for p in peers
-                  if any((s, p) in value for s in scens)}
-        paths.append(_plot.grouped_bars(
-            os.path.join(out_dir, f"ring_throughput_{size}.png"), f"{size} B messages, throughput (higher is better)",
-            [s[len(f"{size}B "):].replace(" ", "\n", 1) for s in scens], series, unit, log=True, note=note))
+        series = {
+            p: [value[(s, p)] * scale if (s, p) in value else None for s in scens]
+            for p in peers
+            if any((s, p) in value for s in scens)
+        }
+        paths.append(
+            _plot.grouped_bars(
+                os.path.join(out_dir, f"ring_throughput_{size}.png"),
+                f"{size} B messages, throughput (higher is better)",
+                [s[len(f"{size}B ") :].replace(" ", "\n", 1) for s in scens],
+                series,
+                unit,
+                log=True,
+                note=note,
+            )
+        )
     scens = [s for s in dict.fromkeys(r["scenario"] for r in rows) if s.startswith("rt ")]
     if scens:
         series = {p: [value.get((s, p)) for s in scens] for p in peers if any((s, p) in value for s in scens)}
-        paths.append(_plot.grouped_bars(
-            os.path.join(out_dir, "ring_round_trip.png"), "64 B round trip between two processes (lower is better)",
-            [s[3:] for s in scens], series, "microseconds (median)", log=True, note=note))
+        paths.append(
+            _plot.grouped_bars(
+                os.path.join(out_dir, "ring_round_trip.png"),
+                "64 B round trip between two processes (lower is better)",
+                [s[3:] for s in scens],
+                series,
+                "microseconds (median)",
+                log=True,
+                note=note,
+            )
+        )
     return paths
 
 

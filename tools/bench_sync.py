@@ -40,6 +40,7 @@ Usage::
 Linux only (futexes, sched_setaffinity, fork).  Every segment, semaphore and lock file
 the run creates is removed at the end, also when it fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,27 +87,27 @@ Row = Dict[str, Any]  # one line of a result table (also what --json writes)
 SECTIONS = ("uncontended", "contended", "pingpong", "recovery")
 NS_PER_S = 1_000_000_000
 P99 = 0.99
-SMALL_RATIO = 0.1                # below this, ratios print as 1/N
+SMALL_RATIO = 0.1  # below this, ratios print as 1/N
 
 # -- targets (issue 2) ---------------------------------------------------------------------
-UNCONTENDED_MAX_RATIO = 1.2      # rsm Lock pair time / multiprocessing.Lock pair time
-CONTENDED_MIN_RATIO = 1.0        # rsm Lock throughput / multiprocessing.Lock throughput
-COLLAPSE_MIN_RATIO = 0.5         # "no collapse": rsm 4-process / rsm 2-process throughput
-SLEEP_PATH_MAX_RATIO = 1.1       # rsm round trip / multiprocessing.Semaphore round trip
-SPIN_RT_MAX_NS = 1_000           # rsm round trip with the partner on another free core
-EVENT_MIN_SPEEDUP = 3.0          # multiprocessing.Event round trip / rsm Event round trip
-RECOVERY_MAX_NS = NS_PER_S       # SIGKILLed holder -> waiter holds the lock
+UNCONTENDED_MAX_RATIO = 1.2  # rsm Lock pair time / multiprocessing.Lock pair time
+CONTENDED_MIN_RATIO = 1.0  # rsm Lock throughput / multiprocessing.Lock throughput
+COLLAPSE_MIN_RATIO = 0.5  # "no collapse": rsm 4-process / rsm 2-process throughput
+SLEEP_PATH_MAX_RATIO = 1.1  # rsm round trip / multiprocessing.Semaphore round trip
+SPIN_RT_MAX_NS = 1_000  # rsm round trip with the partner on another free core
+EVENT_MIN_SPEEDUP = 3.0  # multiprocessing.Event round trip / rsm Event round trip
+RECOVERY_MAX_NS = NS_PER_S  # SIGKILLed holder -> waiter holds the lock
 
 # -- bounds on waiting, so that a broken primitive fails the run instead of hanging it ------
 CHILD_READY_TIMEOUT_S = 30.0
 CHILD_RUN_TIMEOUT_S = 180.0
-STALL_TIMEOUT_S = 3.0            # no progress for this long: the run lost a wake-up
+STALL_TIMEOUT_S = 3.0  # no progress for this long: the run lost a wake-up
 STALL_POLL_S = 0.05
-RECOVERY_WAIT_TIMEOUT_S = 5.0    # an rsm waiter gives up (and the run says FAIL) after this
+RECOVERY_WAIT_TIMEOUT_S = 5.0  # an rsm waiter gives up (and the run says FAIL) after this
 QUEUED_POLL_S = 0.0005
-HOLDER_MAX_LIFETIME_S = 60.0     # a holder child sleeps this long at most before exiting
-SLICE_S = 0.05                   # rsm's blocking slice (RSM_SLICE_NS): kills land anywhere in it
-PEER_QUEUE_SETTLE_S = 0.02       # peers cannot be observed queued: give the waiter this long
+HOLDER_MAX_LIFETIME_S = 60.0  # a holder child sleeps this long at most before exiting
+SLICE_S = 0.05  # rsm's blocking slice (RSM_SLICE_NS): kills land anywhere in it
+PEER_QUEUE_SETTLE_S = 0.02  # peers cannot be observed queued: give the waiter this long
 
 
 @dataclass(frozen=True)
@@ -114,24 +115,41 @@ class Profile:
     """How much work each measurement does."""
 
     repeat: int
-    sample_s: float            # uncontended: target wall time of one timed loop
-    contend_ops: int           # contended: acquire/increment/release per process
-    slow_divisor: int          # filelock costs ~100 us a pair: it does ops/slow_divisor
-    pingpong_rounds: int       # round trips per ping-pong run (after the warm-up)
-    pingpong_warmup: int       # round trips discarded (caches, adaptive spin budget)
+    sample_s: float  # uncontended: target wall time of one timed loop
+    contend_ops: int  # contended: acquire/increment/release per process
+    slow_divisor: int  # filelock costs ~100 us a pair: it does ops/slow_divisor
+    pingpong_rounds: int  # round trips per ping-pong run (after the warm-up)
+    pingpong_warmup: int  # round trips discarded (caches, adaptive spin budget)
     recovery_runs: int
-    never_timeout_s: float     # how long a peer that cannot recover gets to prove it
+    never_timeout_s: float  # how long a peer that cannot recover gets to prove it
 
 
-QUICK = Profile(repeat=3, sample_s=0.01, contend_ops=40000, slow_divisor=100, pingpong_rounds=1500,
-                pingpong_warmup=200, recovery_runs=3, never_timeout_s=0.5)
-FULL = Profile(repeat=5, sample_s=0.04, contend_ops=200000, slow_divisor=100, pingpong_rounds=10000,
-               pingpong_warmup=1000, recovery_runs=9, never_timeout_s=2.0)
+QUICK = Profile(
+    repeat=3,
+    sample_s=0.01,
+    contend_ops=40000,
+    slow_divisor=100,
+    pingpong_rounds=1500,
+    pingpong_warmup=200,
+    recovery_runs=3,
+    never_timeout_s=0.5,
+)
+FULL = Profile(
+    repeat=5,
+    sample_s=0.04,
+    contend_ops=200000,
+    slow_divisor=100,
+    pingpong_rounds=10000,
+    pingpong_warmup=1000,
+    recovery_runs=9,
+    never_timeout_s=2.0,
+)
 
 
 # ==========================================================================================
 # Helpers
 # ==========================================================================================
+
 
 class Resources:
     """Every named object the run creates, removed by close() even if the run fails."""
@@ -226,8 +244,9 @@ def progress(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
-def run_children(targets: Sequence[Tuple[Callable, tuple]], ready, go, n_ready: int,
-                 progress: Optional[Callable[[], int]] = None) -> Optional[str]:
+def run_children(
+    targets: Sequence[Tuple[Callable, tuple]], ready, go, n_ready: int, progress: Optional[Callable[[], int]] = None
+) -> Optional[str]:
     """Start processes, wait until each released ``ready``, set ``go``, join them.
 
     ``progress()`` reads how far the children got (from shared memory); if it stops
@@ -269,14 +288,15 @@ def run_children(targets: Sequence[Tuple[Callable, tuple]], ready, go, n_ready: 
 # 1. Uncontended acquire + release
 # ==========================================================================================
 
+
 @dataclass
 class UncontendedCase:
-    group: str                           # "Lock", "RLock", "Semaphore": ratios stay in-group
+    group: str  # "Lock", "RLock", "Semaphore": ratios stay in-group
     label: str
-    make: Callable[[Resources], Any]     # -> (acquire, release), or the lock for form "with"
-    form: str = "pair"                   # "pair": acquire(); release()  "with": with lock: pass
-    reference: bool = False              # the multiprocessing row the group is compared with
-    rsm: bool = False                    # the rsm row the group's "rsm/row" column uses
+    make: Callable[[Resources], Any]  # -> (acquire, release), or the lock for form "with"
+    form: str = "pair"  # "pair": acquire(); release()  "with": with lock: pass
+    reference: bool = False  # the multiprocessing row the group is compared with
+    rsm: bool = False  # the rsm row the group's "rsm/row" column uses
     threading_ref: bool = False
     samples: List[float] = field(default_factory=list)
     iterations: int = 0
@@ -340,12 +360,13 @@ def uncontended_cases() -> Tuple[List[UncontendedCase], List[str]]:
         UncontendedCase("Semaphore", "rsm Semaphore", lambda r: _pair(r.rsm(rsm_shm.Semaphore)), rsm=True),
         # The cost of robust=True: each acquire records the permit in the holder's slot,
         # each release charges it back (one more CAS each).
-        UncontendedCase("Semaphore", "rsm Semaphore(robust=True)",
-                        lambda r: _pair(r.rsm(rsm_shm.Semaphore, robust=True))),
-        UncontendedCase("Semaphore", "rsm AutoResetEvent set+wait",
-                        lambda r: _pair(r.rsm(rsm_shm.AutoResetEvent), "set", "wait")),
-        UncontendedCase("Semaphore", "threading.Semaphore", lambda r: _pair(threading.Semaphore()),
-                        threading_ref=True),
+        UncontendedCase(
+            "Semaphore", "rsm Semaphore(robust=True)", lambda r: _pair(r.rsm(rsm_shm.Semaphore, robust=True))
+        ),
+        UncontendedCase(
+            "Semaphore", "rsm AutoResetEvent set+wait", lambda r: _pair(r.rsm(rsm_shm.AutoResetEvent), "set", "wait")
+        ),
+        UncontendedCase("Semaphore", "threading.Semaphore", lambda r: _pair(threading.Semaphore()), threading_ref=True),
         UncontendedCase("Semaphore", "mp.Semaphore", lambda r: _pair(CTX.Semaphore()), reference=True),
     ]
     if posix_ipc:
@@ -385,9 +406,19 @@ def bench_uncontended(prof: Profile, res: Resources) -> Dict[str, Any]:
     rows: List[Row] = []
     for case in cases:
         raw = statistics.median(case.samples)
-        rows.append({"group": case.group, "label": case.label, "raw_ns": raw, "net_ns": max(raw - loop_ns, 0.0),
-                     "iterations": case.iterations, "samples_ns": case.samples, "reference": case.reference,
-                     "rsm": case.rsm, "threading_ref": case.threading_ref})
+        rows.append(
+            {
+                "group": case.group,
+                "label": case.label,
+                "raw_ns": raw,
+                "net_ns": max(raw - loop_ns, 0.0),
+                "iterations": case.iterations,
+                "samples_ns": case.samples,
+                "reference": case.reference,
+                "rsm": case.rsm,
+                "threading_ref": case.threading_ref,
+            }
+        )
     for row in rows:
         group = [r for r in rows if r["group"] == row["group"]]
         ref = next((r["net_ns"] for r in group if r["reference"]), None)
@@ -401,10 +432,19 @@ def bench_uncontended(prof: Profile, res: Resources) -> Dict[str, Any]:
 
 def print_uncontended(r: Dict[str, Any]) -> None:
     print("\n== 1. Uncontended acquire+release (one process; CPU ns per pair, median of rounds)")
-    print(f"   empty-loop overhead per iteration: {r['loop_ns']:.1f} ns (subtracted in 'net';"
-          f" ratios use net)")
-    rows = [[x["group"], x["label"], f"{x['raw_ns']:.1f}", f"{x['net_ns']:.1f}", fmt_ratio(x["vs_mp"]),
-             fmt_ratio(x["vs_threading"]), fmt_ratio(x["rsm_over_row"])] for x in r["rows"]]
+    print(f"   empty-loop overhead per iteration: {r['loop_ns']:.1f} ns (subtracted in 'net'; ratios use net)")
+    rows = [
+        [
+            x["group"],
+            x["label"],
+            f"{x['raw_ns']:.1f}",
+            f"{x['net_ns']:.1f}",
+            fmt_ratio(x["vs_mp"]),
+            fmt_ratio(x["vs_threading"]),
+            fmt_ratio(x["rsm_over_row"]),
+        ]
+        for x in r["rows"]
+    ]
     print_table(["group", "candidate", "raw ns", "net ns", "x mp", "x threading", "rsm/row"], rows)
     for n in r["notes"]:
         print(f"   note: {n}")
@@ -414,11 +454,12 @@ def print_uncontended(r: Dict[str, Any]) -> None:
 # 2. Contended lock throughput
 # ==========================================================================================
 
+
 @dataclass
 class ContendedCase:
     label: str
     make: Callable[[Resources], Callable[[], Tuple[Callable, Callable]]]  # parent -> child factory
-    slow: bool = False                # does ops / slow_divisor
+    slow: bool = False  # does ops / slow_divisor
 
 
 def _contend_child(make, n: int, counter, times, switches, cpu, slot: int, ready, go) -> None:
@@ -453,6 +494,7 @@ def _filelock_factory(res: Resources):
     def make():
         lock = filelock.FileLock(path)  # one per process, as a user would
         return lock.acquire, lock.release
+
     return make
 
 
@@ -476,22 +518,32 @@ def _contend_once(case: ContendedCase, nproc: int, n: int, res: Resources) -> Di
     switches = CTX.RawArray("q", 2 * nproc)
     cpu = CTX.RawArray("q", nproc)
     ready, go = CTX.Semaphore(0), CTX.Event()
-    err = run_children([(_contend_child, (make, n, counter, times, switches, cpu, i, ready, go))
-                        for i in range(nproc)],
-                       ready, go, nproc, progress=lambda: counter.value)
+    err = run_children(
+        [(_contend_child, (make, n, counter, times, switches, cpu, i, ready, go)) for i in range(nproc)],
+        ready,
+        go,
+        nproc,
+        progress=lambda: counter.value,
+    )
     res.dispose()
     if err:
         return {"error": err}
     elapsed = max(times[1::2]) - min(times[0::2])
-    return {"ops_per_s": nproc * n * NS_PER_S / elapsed, "elapsed_ns": elapsed,
-            "start_skew_ns": max(times[0::2]) - min(times[0::2]),
-            "finish_spread": (max(times[1::2]) - min(times[1::2])) / elapsed, "exact": counter.value == nproc * n,
-            "vol_csw_per_kop": 1000 * sum(switches[0::2]) / (nproc * n),
-            "invol_csw_per_kop": 1000 * sum(switches[1::2]) / (nproc * n),
-            # CPU the lock costs per operation (all processes), and how many CPUs the run
-            # got on average: wall-clock throughput is ops / (cpu_ns_per_op / cpus_used).
-            "cpu_ns_per_op": sum(cpu) / (nproc * n), "cpus_used": sum(cpu) / elapsed,
-            "counter": counter.value, "expected": nproc * n}
+    return {
+        "ops_per_s": nproc * n * NS_PER_S / elapsed,
+        "elapsed_ns": elapsed,
+        "start_skew_ns": max(times[0::2]) - min(times[0::2]),
+        "finish_spread": (max(times[1::2]) - min(times[1::2])) / elapsed,
+        "exact": counter.value == nproc * n,
+        "vol_csw_per_kop": 1000 * sum(switches[0::2]) / (nproc * n),
+        "invol_csw_per_kop": 1000 * sum(switches[1::2]) / (nproc * n),
+        # CPU the lock costs per operation (all processes), and how many CPUs the run
+        # got on average: wall-clock throughput is ops / (cpu_ns_per_op / cpus_used).
+        "cpu_ns_per_op": sum(cpu) / (nproc * n),
+        "cpus_used": sum(cpu) / elapsed,
+        "counter": counter.value,
+        "expected": nproc * n,
+    }
 
 
 def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
@@ -511,25 +563,40 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
             good = [s["ops_per_s"] for s in runs if "ops_per_s" in s]
             errors = [s["error"] for s in runs if "error" in s]
             inexact = [f"{s['counter']}!={s['expected']}" for s in runs if "exact" in s and not s["exact"]]
-            rows.append({"label": case.label, "nproc": nproc,
-                         "ops_per_s": statistics.median(good) if good else None,
-                         "min_ops_per_s": min(good) if good else None, "max_ops_per_s": max(good) if good else None,
-                         "runs_ops_per_s": good,
-                         "ops_per_process": prof.contend_ops // (prof.slow_divisor if case.slow else 1),
-                         "run_ns": statistics.median(s["elapsed_ns"] for s in runs if "elapsed_ns" in s) if good else None,
-                         "finish_spread": statistics.median(s["finish_spread"] for s in runs if "finish_spread" in s)
-                         if good else None,
-                         "vol_csw_per_kop": statistics.median(s["vol_csw_per_kop"] for s in runs if "ops_per_s" in s)
-                         if good else None,
-                         "invol_csw_per_kop": statistics.median(s["invol_csw_per_kop"] for s in runs if "ops_per_s" in s)
-                         if good else None,
-                         "runs_csw_per_kop": [(round(s["vol_csw_per_kop"], 2), round(s["invol_csw_per_kop"], 2))
-                                              for s in runs if "ops_per_s" in s],
-                         "cpu_ns_per_op": statistics.median(s["cpu_ns_per_op"] for s in runs if "ops_per_s" in s)
-                         if good else None,
-                         "runs_cpu_ns_per_op": [round(s["cpu_ns_per_op"]) for s in runs if "ops_per_s" in s],
-                         "runs_cpus_used": [round(s["cpus_used"], 2) for s in runs if "ops_per_s" in s],
-                         "exact": not inexact and not errors, "errors": errors, "inexact": inexact})
+            rows.append(
+                {
+                    "label": case.label,
+                    "nproc": nproc,
+                    "ops_per_s": statistics.median(good) if good else None,
+                    "min_ops_per_s": min(good) if good else None,
+                    "max_ops_per_s": max(good) if good else None,
+                    "runs_ops_per_s": good,
+                    "ops_per_process": prof.contend_ops // (prof.slow_divisor if case.slow else 1),
+                    "run_ns": statistics.median(s["elapsed_ns"] for s in runs if "elapsed_ns" in s) if good else None,
+                    "finish_spread": statistics.median(s["finish_spread"] for s in runs if "finish_spread" in s)
+                    if good
+                    else None,
+                    "vol_csw_per_kop": statistics.median(s["vol_csw_per_kop"] for s in runs if "ops_per_s" in s)
+                    if good
+                    else None,
+                    "invol_csw_per_kop": statistics.median(s["invol_csw_per_kop"] for s in runs if "ops_per_s" in s)
+                    if good
+                    else None,
+                    "runs_csw_per_kop": [
+                        (round(s["vol_csw_per_kop"], 2), round(s["invol_csw_per_kop"], 2))
+                        for s in runs
+                        if "ops_per_s" in s
+                    ],
+                    "cpu_ns_per_op": statistics.median(s["cpu_ns_per_op"] for s in runs if "ops_per_s" in s)
+                    if good
+                    else None,
+                    "runs_cpu_ns_per_op": [round(s["cpu_ns_per_op"]) for s in runs if "ops_per_s" in s],
+                    "runs_cpus_used": [round(s["cpus_used"], 2) for s in runs if "ops_per_s" in s],
+                    "exact": not inexact and not errors,
+                    "errors": errors,
+                    "inexact": inexact,
+                }
+            )
     for row in rows:
         ref = next(r["ops_per_s"] for r in rows if r["nproc"] == row["nproc"] and r["label"] == "mp.Lock")
         row["vs_mp"] = ratio(row["ops_per_s"], ref)
@@ -537,8 +604,10 @@ def bench_contended(prof: Profile, res: Resources) -> Dict[str, Any]:
 
 
 def print_contended(r: Dict[str, Any]) -> None:
-    print("\n== 2. Contended lock throughput (N x acquire / counter += 1 / release per process;"
-          " total ops/s, median [min..max])")
+    print(
+        "\n== 2. Contended lock throughput (N x acquire / counter += 1 / release per process;"
+        " total ops/s, median [min..max])"
+    )
     rows = []
     for x in r["rows"]:
         check = "exact" if x["exact"] else "WRONG: " + "; ".join(x["errors"] + x["inexact"])
@@ -547,26 +616,61 @@ def print_contended(r: Dict[str, Any]) -> None:
         csw = "-" if x["vol_csw_per_kop"] is None else f"{x['vol_csw_per_kop']:.1f} / {x['invol_csw_per_kop']:.1f}"
         used = x["runs_cpus_used"]
         cpus = f"{statistics.median(used):.2f} [{min(used):.2f}..{max(used):.2f}]" if used else "-"
-        rows.append([x["label"], str(x["nproc"]), str(x["ops_per_process"]), fmt_ns(x["run_ns"]),
-                     fmt_rate(x["ops_per_s"]), spread, fmt_ratio(x["vs_mp"]), finish, csw,
-                     fmt_ns(x["cpu_ns_per_op"]), cpus, check])
-    print_table(["candidate", "procs", "N/proc", "run", "throughput", "spread", "x mp (higher=better)",
-                 "finish spread", "csw/1k ops vol/invol", "CPU/op", "CPUs used", "counter"], rows)
-    print("   finish spread: (last finish - first finish) / run time; near 0% = the processes shared the lock,"
-          " near 50%+ = one process kept it while the others waited")
-    print("   csw/1k ops: context switches per 1000 lock operations, all processes (getrusage): voluntary ="
-          " sleeps on the lock, involuntary = preemptions")
-    print("   CPU/op: CPU time of all processes per operation; CPUs used: their CPU time / run time. Throughput ="
-          " CPUs used / CPU per op: on a shared machine the swing between runs is mostly in 'CPUs used'")
+        rows.append(
+            [
+                x["label"],
+                str(x["nproc"]),
+                str(x["ops_per_process"]),
+                fmt_ns(x["run_ns"]),
+                fmt_rate(x["ops_per_s"]),
+                spread,
+                fmt_ratio(x["vs_mp"]),
+                finish,
+                csw,
+                fmt_ns(x["cpu_ns_per_op"]),
+                cpus,
+                check,
+            ]
+        )
+    print_table(
+        [
+            "candidate",
+            "procs",
+            "N/proc",
+            "run",
+            "throughput",
+            "spread",
+            "x mp (higher=better)",
+            "finish spread",
+            "csw/1k ops vol/invol",
+            "CPU/op",
+            "CPUs used",
+            "counter",
+        ],
+        rows,
+    )
+    print(
+        "   finish spread: (last finish - first finish) / run time; near 0% = the processes shared the lock,"
+        " near 50%+ = one process kept it while the others waited"
+    )
+    print(
+        "   csw/1k ops: context switches per 1000 lock operations, all processes (getrusage): voluntary ="
+        " sleeps on the lock, involuntary = preemptions"
+    )
+    print(
+        "   CPU/op: CPU time of all processes per operation; CPUs used: their CPU time / run time. Throughput ="
+        " CPUs used / CPU per op: on a shared machine the swing between runs is mostly in 'CPUs used'"
+    )
 
 
 # ==========================================================================================
 # 3. Wake-up ping-pong
 # ==========================================================================================
 
+
 @dataclass
 class PingPongCase:
-    group: str    # "semaphore" or "event": ratios stay in-group
+    group: str  # "semaphore" or "event": ratios stay in-group
     label: str
     # parent -> (pinger factory, ponger factory); each factory runs in its child and returns
     # (first step, second step): the pinger does ping() then waits, the ponger waits then pongs.
@@ -615,6 +719,7 @@ def _wait_and_clear(event):
     def step():
         wait()
         clear()
+
     return step
 
 
@@ -624,24 +729,36 @@ def _event_pair(e1, e2):
 
 def pingpong_cases() -> List[PingPongCase]:
     cases = [
-        PingPongCase("semaphore", "rsm Semaphore pair",
-                     lambda r: _sem_pair(r.rsm(rsm_shm.Semaphore, value=0), r.rsm(rsm_shm.Semaphore, value=0)),
-                     rsm=True),
-        PingPongCase("semaphore", "rsm Semaphore(robust=True) pair",
-                     lambda r: _sem_pair(r.rsm(rsm_shm.Semaphore, value=0, robust=True),
-                                         r.rsm(rsm_shm.Semaphore, value=0, robust=True))),
-        PingPongCase("semaphore", "rsm AutoResetEvent pair",
-                     lambda r: _sem_pair(_AutoReset(r.rsm(rsm_shm.AutoResetEvent)),
-                                         _AutoReset(r.rsm(rsm_shm.AutoResetEvent)))),
-        PingPongCase("semaphore", "mp.Semaphore pair",
-                     lambda r: _sem_pair(CTX.Semaphore(0), CTX.Semaphore(0)), reference=True),
+        PingPongCase(
+            "semaphore",
+            "rsm Semaphore pair",
+            lambda r: _sem_pair(r.rsm(rsm_shm.Semaphore, value=0), r.rsm(rsm_shm.Semaphore, value=0)),
+            rsm=True,
+        ),
+        PingPongCase(
+            "semaphore",
+            "rsm Semaphore(robust=True) pair",
+            lambda r: _sem_pair(
+                r.rsm(rsm_shm.Semaphore, value=0, robust=True), r.rsm(rsm_shm.Semaphore, value=0, robust=True)
+            ),
+        ),
+        PingPongCase(
+            "semaphore",
+            "rsm AutoResetEvent pair",
+            lambda r: _sem_pair(_AutoReset(r.rsm(rsm_shm.AutoResetEvent)), _AutoReset(r.rsm(rsm_shm.AutoResetEvent))),
+        ),
+        PingPongCase(
+            "semaphore", "mp.Semaphore pair", lambda r: _sem_pair(CTX.Semaphore(0), CTX.Semaphore(0)), reference=True
+        ),
     ]
     if posix_ipc:
-        cases.append(PingPongCase("semaphore", "posix_ipc.Semaphore pair",
-                                  lambda r: _sem_pair(r.posix_sem(0), r.posix_sem(0))))
+        cases.append(
+            PingPongCase("semaphore", "posix_ipc.Semaphore pair", lambda r: _sem_pair(r.posix_sem(0), r.posix_sem(0)))
+        )
     cases += [
-        PingPongCase("event", "rsm Event pair", lambda r: _event_pair(r.rsm(rsm_shm.Event), r.rsm(rsm_shm.Event)),
-                     rsm=True),
+        PingPongCase(
+            "event", "rsm Event pair", lambda r: _event_pair(r.rsm(rsm_shm.Event), r.rsm(rsm_shm.Event)), rsm=True
+        ),
         PingPongCase("event", "mp.Event pair", lambda r: _event_pair(CTX.Event(), CTX.Event()), reference=True),
     ]
     return cases
@@ -667,19 +784,22 @@ def _filled(rts) -> int:
     return lo
 
 
-def _pingpong_once(case: PingPongCase, cpus: Tuple[Optional[int], Optional[int]], prof: Profile,
-                   res: Resources) -> Dict[str, Any]:
+def _pingpong_once(
+    case: PingPongCase, cpus: Tuple[Optional[int], Optional[int]], prof: Profile, res: Resources
+) -> Dict[str, Any]:
     pinger_make, ponger_make = case.make(res)
     n = prof.pingpong_warmup + prof.pingpong_rounds
     ready, go = CTX.Semaphore(0), CTX.Event()
     rts = CTX.RawArray("q", n)
-    procs: List[Tuple[Callable, tuple]] = [(_pinger, (pinger_make, n, cpus[0], rts, ready, go)),
-                                           (_ponger, (ponger_make, n, cpus[1], ready, go))]
+    procs: List[Tuple[Callable, tuple]] = [
+        (_pinger, (pinger_make, n, cpus[0], rts, ready, go)),
+        (_ponger, (ponger_make, n, cpus[1], ready, go)),
+    ]
     err = run_children(procs, ready, go, 2, progress=lambda: _filled(rts))
     res.dispose()
     if err:
         return {"error": err}
-    rts = sorted(rts[prof.pingpong_warmup:])
+    rts = sorted(rts[prof.pingpong_warmup :])
     return {"median_ns": statistics.median(rts), "p99_ns": percentile(rts, P99)}
 
 
@@ -704,12 +824,21 @@ def bench_pingpong(prof: Profile, res: Resources) -> Dict[str, Any]:
         for case in cases:
             runs = samples[(pname, case.label)]
             ok = [s for s in runs if "error" not in s]
-            rows.append({"placement": pname, "cpus": list(pcpus), "group": case.group, "label": case.label,
-                         "reference": case.reference, "rsm": case.rsm,
-                         "median_ns": statistics.median(s["median_ns"] for s in ok) if ok else None,
-                         "p99_ns": statistics.median(s["p99_ns"] for s in ok) if ok else None,
-                         "run_medians_ns": [s["median_ns"] for s in ok],
-                         "runs": len(runs), "errors": [s["error"] for s in runs if "error" in s]})
+            rows.append(
+                {
+                    "placement": pname,
+                    "cpus": list(pcpus),
+                    "group": case.group,
+                    "label": case.label,
+                    "reference": case.reference,
+                    "rsm": case.rsm,
+                    "median_ns": statistics.median(s["median_ns"] for s in ok) if ok else None,
+                    "p99_ns": statistics.median(s["p99_ns"] for s in ok) if ok else None,
+                    "run_medians_ns": [s["median_ns"] for s in ok],
+                    "runs": len(runs),
+                    "errors": [s["error"] for s in runs if "error" in s],
+                }
+            )
     for row in rows:
         peers = [r for r in rows if r["placement"] == row["placement"] and r["group"] == row["group"]]
         ref = next((r["median_ns"] for r in peers if r["reference"]), None)
@@ -726,17 +855,30 @@ def _failures(errors: Sequence[str], runs: int) -> str:
 
 
 def print_pingpong(r: Dict[str, Any]) -> None:
-    print(f"\n== 3. Wake-up ping-pong between 2 processes (round trip; {r['rounds']} round trips per run after"
-          f" {r['warmup']} warm-up; median over runs of the run's median / p99)")
+    print(
+        f"\n== 3. Wake-up ping-pong between 2 processes (round trip; {r['rounds']} round trips per run after"
+        f" {r['warmup']} warm-up; median over runs of the run's median / p99)"
+    )
     rows = []
     for x in r["rows"]:
         meds = x["run_medians_ns"]
         spread = f"[{fmt_ns(min(meds))}..{fmt_ns(max(meds))}]" if meds else ""
-        rows.append([f"{x['placement']} cpus={','.join(map(str, x['cpus']))}", x["label"], fmt_ns(x["median_ns"]),
-                     spread, fmt_ns(x["p99_ns"]), fmt_ratio(x["vs_mp"]), _failures(x["errors"], x["runs"])])
+        rows.append(
+            [
+                f"{x['placement']} cpus={','.join(map(str, x['cpus']))}",
+                x["label"],
+                fmt_ns(x["median_ns"]),
+                spread,
+                fmt_ns(x["p99_ns"]),
+                fmt_ratio(x["vs_mp"]),
+                _failures(x["errors"], x["runs"]),
+            ]
+        )
     print_table(["placement", "candidate", "median RT", "run medians", "p99 RT", "x mp (lower=better)", ""], rows)
-    print("   run medians [min..max]: a wide range means the runs settled in different states (e.g. an"
-          " adaptive spin that sometimes catches its wake-up and sometimes never does)")
+    print(
+        "   run medians [min..max]: a wide range means the runs settled in different states (e.g. an"
+        " adaptive spin that sometimes catches its wake-up and sometimes never does)"
+    )
     for n in r["notes"]:
         print(f"   note: {n}")
 
@@ -745,16 +887,17 @@ def print_pingpong(r: Dict[str, Any]) -> None:
 # 4. Owner-death recovery
 # ==========================================================================================
 
+
 @dataclass
 class RecoveryCase:
     label: str
-    make: Callable[[Resources], Any]           # -> the shared object (inherited by the holder)
-    holder_acquire: Callable[[Any], Any]        # runs in the holder child
+    make: Callable[[Resources], Any]  # -> the shared object (inherited by the holder)
+    holder_acquire: Callable[[Any], Any]  # runs in the holder child
     waiter_acquire: Callable[[Any, float], bool]  # runs in the waiter thread, bounded
     waiter_release: Callable[[Any], None]
-    recovers: bool                              # False: demonstrate "never" with a timeout
-    observable: Optional[Callable[[Any], bool]] = None   # is the waiter queued yet?
-    told: Optional[Callable[[Any], bool]] = None         # did the new holder learn of the death?
+    recovers: bool  # False: demonstrate "never" with a timeout
+    observable: Optional[Callable[[Any], bool]] = None  # is the waiter queued yet?
+    told: Optional[Callable[[Any], bool]] = None  # did the new holder learn of the death?
 
 
 def _hold_until_killed(case_acquire, obj, conn) -> None:
@@ -779,21 +922,54 @@ def _filelock_waiter(path: str, timeout: float) -> bool:
 
 def recovery_cases() -> List[RecoveryCase]:
     def rsm_case(label, cls, **kw):
-        return RecoveryCase(label, lambda r: r.rsm(cls, **kw), lambda o: o.acquire(),
-                            lambda o, t: o.acquire(timeout=t), lambda o: o.release(), True,
-                            observable=lambda o: o.pending >= 1, told=lambda o: o.recovered is not None)
+        return RecoveryCase(
+            label,
+            lambda r: r.rsm(cls, **kw),
+            lambda o: o.acquire(),
+            lambda o, t: o.acquire(timeout=t),
+            lambda o: o.release(),
+            True,
+            observable=lambda o: o.pending >= 1,
+            told=lambda o: o.recovered is not None,
+        )
 
-    cases = [rsm_case("rsm Lock (barging)", rsm_shm.Lock), rsm_case("rsm Lock (fifo)", rsm_shm.Lock, policy="fifo"),
-             rsm_case("rsm RLock", rsm_shm.RLock),
-             RecoveryCase("mp.Lock", lambda r: CTX.Lock(), lambda o: o.acquire(), lambda o, t: o.acquire(timeout=t),
-                          lambda o: o.release(), False)]
+    cases = [
+        rsm_case("rsm Lock (barging)", rsm_shm.Lock),
+        rsm_case("rsm Lock (fifo)", rsm_shm.Lock, policy="fifo"),
+        rsm_case("rsm RLock", rsm_shm.RLock),
+        RecoveryCase(
+            "mp.Lock",
+            lambda r: CTX.Lock(),
+            lambda o: o.acquire(),
+            lambda o, t: o.acquire(timeout=t),
+            lambda o: o.release(),
+            False,
+        ),
+    ]
     if posix_ipc:
-        cases.append(RecoveryCase("posix_ipc.Semaphore(1)", lambda r: r.posix_sem(1), lambda o: o.acquire(),
-                                  _posix_acquire, lambda o: o.release(), False))
+        cases.append(
+            RecoveryCase(
+                "posix_ipc.Semaphore(1)",
+                lambda r: r.posix_sem(1),
+                lambda o: o.acquire(),
+                _posix_acquire,
+                lambda o: o.release(),
+                False,
+            )
+        )
     if filelock:
         # flock locks die with their process: filelock does recover, but nobody is told.
-        cases.append(RecoveryCase("filelock.FileLock", lambda r: r.path("recovery.lock"), _filelock_holder,
-                                  _filelock_waiter, lambda o: None, True, told=lambda o: False))
+        cases.append(
+            RecoveryCase(
+                "filelock.FileLock",
+                lambda r: r.path("recovery.lock"),
+                _filelock_holder,
+                _filelock_waiter,
+                lambda o: None,
+                True,
+                told=lambda o: False,
+            )
+        )
     return cases
 
 
@@ -805,8 +981,9 @@ def _posix_acquire(sem, timeout: float) -> bool:
         return False
 
 
-def _recover_once(case: RecoveryCase, prof: Profile, res: Resources, rng: random.Random,
-                  caught: List[warnings.WarningMessage]) -> Dict[str, Any]:
+def _recover_once(
+    case: RecoveryCase, prof: Profile, res: Resources, rng: random.Random, caught: List[warnings.WarningMessage]
+) -> Dict[str, Any]:
     obj = case.make(res)
     recv, send = CTX.Pipe(duplex=False)
     holder = CTX.Process(target=_hold_until_killed, args=(case.holder_acquire, obj, send), daemon=True)
@@ -866,13 +1043,20 @@ def bench_recovery(prof: Profile, res: Resources) -> Dict[str, Any]:
             progress(f"recovery: {case.label} x{runs_n}")
             runs = [_recover_once(case, prof, res, rng, caught) for _ in range(runs_n)]
             times = sorted(r["ns"] for r in runs if r.get("recovered"))
-            rows.append({
-                "label": case.label, "runs": len(runs), "recovered": len(times),
-                "median_ns": statistics.median(times) if times else None,
-                "max_ns": times[-1] if times else None, "min_ns": times[0] if times else None,
-                "told": sum(1 for r in runs if r.get("told")),
-                "never_waited_ns": next((r["waited_ns"] for r in runs if r.get("recovered") is False), None),
-                "expect_recovery": case.recovers, "errors": [r["error"] for r in runs if "error" in r]})
+            rows.append(
+                {
+                    "label": case.label,
+                    "runs": len(runs),
+                    "recovered": len(times),
+                    "median_ns": statistics.median(times) if times else None,
+                    "max_ns": times[-1] if times else None,
+                    "min_ns": times[0] if times else None,
+                    "told": sum(1 for r in runs if r.get("told")),
+                    "never_waited_ns": next((r["waited_ns"] for r in runs if r.get("recovered") is False), None),
+                    "expect_recovery": case.recovers,
+                    "errors": [r["error"] for r in runs if "error" in r],
+                }
+            )
     return {"rows": rows}
 
 
@@ -886,14 +1070,22 @@ def print_recovery(r: Dict[str, Any]) -> None:
             outcome = f"never (still locked {x['never_waited_ns'] / NS_PER_S:.1f} s after the kill)"
         else:
             outcome = "-"
-        rows.append([x["label"], f"{x['recovered']}/{x['runs']}", outcome, f"{x['told']}/{x['recovered']}",
-                     "; ".join(x["errors"])])
+        rows.append(
+            [
+                x["label"],
+                f"{x['recovered']}/{x['runs']}",
+                outcome,
+                f"{x['told']}/{x['recovered']}",
+                "; ".join(x["errors"]),
+            ]
+        )
     print_table(["candidate", "recovered", "recovery median [min..max]", "told", ""], rows)
 
 
 # ==========================================================================================
 # Targets
 # ==========================================================================================
+
 
 @dataclass
 class Check:
@@ -913,26 +1105,44 @@ def check_targets(results: Dict[str, Any]) -> List[Check]:
     if u:
         lock = _find(u["rows"], label="rsm Lock")
         ratio_ = lock["vs_mp"] if lock else None
-        checks.append(Check("uncontended Lock acquire+release", f"<= {UNCONTENDED_MAX_RATIO}x mp.Lock time",
-                            f"{fmt_ratio(ratio_)} ({lock['net_ns']:.1f} ns net)" if lock else "-",
-                            None if ratio_ is None else ratio_ <= UNCONTENDED_MAX_RATIO))
+        checks.append(
+            Check(
+                "uncontended Lock acquire+release",
+                f"<= {UNCONTENDED_MAX_RATIO}x mp.Lock time",
+                f"{fmt_ratio(ratio_)} ({lock['net_ns']:.1f} ns net)" if lock else "-",
+                None if ratio_ is None else ratio_ <= UNCONTENDED_MAX_RATIO,
+            )
+        )
     c = results.get("contended")
     if c:
         for nproc in (2, 4):
             row = _find(c["rows"], label="rsm Lock (barging)", nproc=nproc)
             v = row["vs_mp"] if row else None
-            checks.append(Check(f"contended Lock, {nproc} processes", f">= {CONTENDED_MIN_RATIO}x mp.Lock throughput",
-                                fmt_ratio(v), None if v is None else v >= CONTENDED_MIN_RATIO))
+            checks.append(
+                Check(
+                    f"contended Lock, {nproc} processes",
+                    f">= {CONTENDED_MIN_RATIO}x mp.Lock throughput",
+                    fmt_ratio(v),
+                    None if v is None else v >= CONTENDED_MIN_RATIO,
+                )
+            )
         two = _find(c["rows"], label="rsm Lock (barging)", nproc=2)
         four = _find(c["rows"], label="rsm Lock (barging)", nproc=4)
         v = ratio(four and four["ops_per_s"], two and two["ops_per_s"])
-        checks.append(Check("no collapse at 4 processes", f"rsm 4-proc >= {COLLAPSE_MIN_RATIO}x rsm 2-proc throughput",
-                            fmt_ratio(v), None if v is None else v >= COLLAPSE_MIN_RATIO))
+        checks.append(
+            Check(
+                "no collapse at 4 processes",
+                f"rsm 4-proc >= {COLLAPSE_MIN_RATIO}x rsm 2-proc throughput",
+                fmt_ratio(v),
+                None if v is None else v >= COLLAPSE_MIN_RATIO,
+            )
+        )
         two = _find(c["rows"], label="rsm Lock (fifo)", nproc=2)
         four = _find(c["rows"], label="rsm Lock (fifo)", nproc=4)
         v = ratio(four and four["ops_per_s"], two and two["ops_per_s"])
-        checks.append(Check("fifo policy at 4 processes (no target)", "rsm fifo 4-proc / 2-proc throughput",
-                            fmt_ratio(v), None))
+        checks.append(
+            Check("fifo policy at 4 processes (no target)", "rsm fifo 4-proc / 2-proc throughput", fmt_ratio(v), None)
+        )
         exact = all(r["exact"] for r in c["rows"])
         checks.append(Check("contended counters exact (correctness)", "every run", "yes" if exact else "NO", exact))
     p = results.get("pingpong")
@@ -940,39 +1150,77 @@ def check_targets(results: Dict[str, Any]) -> List[Check]:
         for label in ("rsm Semaphore pair", "rsm AutoResetEvent pair"):
             row = _find(p["rows"], placement="shared", label=label)
             v = row["vs_mp"] if row else None
-            checks.append(Check(f"sleeping path ({label}, one shared CPU)",
-                                f"<= {SLEEP_PATH_MAX_RATIO}x mp.Semaphore round trip", fmt_ratio(v),
-                                None if row is None else v is not None and v <= SLEEP_PATH_MAX_RATIO))
+            checks.append(
+                Check(
+                    f"sleeping path ({label}, one shared CPU)",
+                    f"<= {SLEEP_PATH_MAX_RATIO}x mp.Semaphore round trip",
+                    fmt_ratio(v),
+                    None if row is None else v is not None and v <= SLEEP_PATH_MAX_RATIO,
+                )
+            )
             row = _find(p["rows"], placement="split", label=label)
             if row is None:
                 continue  # one CPU only
             m = row["median_ns"]
-            checks.append(Check(f"spinning path ({label}, two CPUs)", f"< {fmt_ns(SPIN_RT_MAX_NS)} round trip",
-                                fmt_ns(m), m is not None and m < SPIN_RT_MAX_NS))
+            checks.append(
+                Check(
+                    f"spinning path ({label}, two CPUs)",
+                    f"< {fmt_ns(SPIN_RT_MAX_NS)} round trip",
+                    fmt_ns(m),
+                    m is not None and m < SPIN_RT_MAX_NS,
+                )
+            )
         for placement in ("split", "shared"):
             row = _find(p["rows"], placement=placement, label="rsm Event pair")
             if row is None:
                 continue
             v = row["speedup_vs_mp"]
-            checks.append(Check(f"Event ping-pong ({placement})", f">= {EVENT_MIN_SPEEDUP}x faster than mp.Event",
-                                f"{fmt_ratio(v)} faster" if v else "no run completed",
-                                v is not None and v >= EVENT_MIN_SPEEDUP))
+            checks.append(
+                Check(
+                    f"Event ping-pong ({placement})",
+                    f">= {EVENT_MIN_SPEEDUP}x faster than mp.Event",
+                    f"{fmt_ratio(v)} faster" if v else "no run completed",
+                    v is not None and v >= EVENT_MIN_SPEEDUP,
+                )
+            )
         hung = [f"{r['placement']}/{r['label']}" for r in p["rows"] if r["errors"]]
-        checks.append(Check("ping-pong runs completed (correctness)", "every run", "yes" if not hung else
-                            "NO: " + ", ".join(hung), not hung))
+        checks.append(
+            Check(
+                "ping-pong runs completed (correctness)",
+                "every run",
+                "yes" if not hung else "NO: " + ", ".join(hung),
+                not hung,
+            )
+        )
     rec = results.get("recovery")
     if rec:
         for row in rec["rows"]:
             if row["label"].startswith("rsm"):
-                ok = (row["recovered"] == row["runs"] and row["told"] == row["runs"] and row["median_ns"] is not None
-                      and row["max_ns"] < RECOVERY_MAX_NS)
-                checks.append(Check(f"recovery: {row['label']}", f"< {fmt_ns(RECOVERY_MAX_NS)} (every run), told",
-                                    f"median {fmt_ns(row['median_ns'])}, max {fmt_ns(row['max_ns'])}, told "
-                                    f"{row['told']}/{row['runs']}", ok))
+                ok = (
+                    row["recovered"] == row["runs"]
+                    and row["told"] == row["runs"]
+                    and row["median_ns"] is not None
+                    and row["max_ns"] < RECOVERY_MAX_NS
+                )
+                checks.append(
+                    Check(
+                        f"recovery: {row['label']}",
+                        f"< {fmt_ns(RECOVERY_MAX_NS)} (every run), told",
+                        f"median {fmt_ns(row['median_ns'])}, max {fmt_ns(row['max_ns'])}, told "
+                        f"{row['told']}/{row['runs']}",
+                        ok,
+                    )
+                )
         mp_row = _find(rec["rows"], label="mp.Lock")
         if mp_row:
-            checks.append(Check("recovery: mp.Lock (reference)", "never", "never" if not mp_row["recovered"] else
-                                "recovered?!", None))
+            checks.append(
+                Check(
+                    "recovery: mp.Lock (reference)",
+                    "never",
+                    "never" if not mp_row["recovered"] else "recovered?!",
+                    None,
+                )
+            )
     return checks
 
 
@@ -981,8 +1229,10 @@ def print_checks(checks: List[Check]) -> None:
     rows = [["PASS" if c.ok else ("FAIL" if c.ok is False else "info"), c.name, c.target, c.measured] for c in checks]
     print_table(["", "check", "target", "measured"], rows)
     if any(c.name.startswith("sleeping path") for c in checks):
-        print("   sleeping path: measured with both processes on one CPU, where a spinning waiter can never catch"
-              " its wake-up (rsm cannot turn its spin off from Python); spinning path: one process per CPU.")
+        print(
+            "   sleeping path: measured with both processes on one CPU, where a spinning waiter can never catch"
+            " its wake-up (rsm cannot turn its spin off from Python); spinning path: one process per CPU."
+        )
 
 
 # ==========================================================================================
@@ -1003,33 +1253,61 @@ def plot(results: Dict[str, Any], out_dir: str) -> List[str]:
     paths = []
     if "uncontended" in results:
         rows = [r for r in results["uncontended"]["rows"] if r.get("net_ns") is not None]
-        paths.append(_plot.hbars(
-            os.path.join(out_dir, "sync_uncontended.png"), "Uncontended acquire+release (lower is better)",
-            [r["label"] for r in rows], [r["net_ns"] for r in rows], "ns per pair (thread CPU time, loop subtracted)",
-            log=True, note=note))
+        paths.append(
+            _plot.hbars(
+                os.path.join(out_dir, "sync_uncontended.png"),
+                "Uncontended acquire+release (lower is better)",
+                [r["label"] for r in rows],
+                [r["net_ns"] for r in rows],
+                "ns per pair (thread CPU time, loop subtracted)",
+                log=True,
+                note=note,
+            )
+        )
     if "contended" in results:
         rows = [r for r in results["contended"]["rows"] if r.get("ops_per_s")]
         labels = list(dict.fromkeys(r["label"] for r in rows))
         nprocs = sorted({r["nproc"] for r in rows})
         by = {(r["label"], r["nproc"]): r["ops_per_s"] for r in rows}
-        paths.append(_plot.grouped_bars(
-            os.path.join(out_dir, "sync_contended.png"), "Contended lock throughput (higher is better)",
-            [f"{n} processes" for n in nprocs], {lb: [by.get((lb, n)) for n in nprocs] for lb in labels},
-            "acquire/increment/release per s", log=True, note=note))
+        paths.append(
+            _plot.grouped_bars(
+                os.path.join(out_dir, "sync_contended.png"),
+                "Contended lock throughput (higher is better)",
+                [f"{n} processes" for n in nprocs],
+                {lb: [by.get((lb, n)) for n in nprocs] for lb in labels},
+                "acquire/increment/release per s",
+                log=True,
+                note=note,
+            )
+        )
     if "pingpong" in results:
         rows = [r for r in results["pingpong"]["rows"] if r.get("median_ns")]
-        paths.append(_plot.hbars(
-            os.path.join(out_dir, "sync_pingpong.png"),
-            "Wake-up ping-pong: median round trip (lower is better)",
-            [f"{r['placement']}: {r['label']}" for r in rows], [r["median_ns"] for r in rows],
-            "ns per round trip (split: two CPUs, shared: one CPU)", log=True, note=note))
+        paths.append(
+            _plot.hbars(
+                os.path.join(out_dir, "sync_pingpong.png"),
+                "Wake-up ping-pong: median round trip (lower is better)",
+                [f"{r['placement']}: {r['label']}" for r in rows],
+                [r["median_ns"] for r in rows],
+                "ns per round trip (split: two CPUs, shared: one CPU)",
+                log=True,
+                note=note,
+            )
+        )
     if "recovery" in results:
         rows = results["recovery"]["rows"]
         values = [r["median_ns"] / 1e6 if r.get("recovered") and r.get("median_ns") else None for r in rows]
         texts = ["" if v is not None else "never recovers" for v in values]
-        paths.append(_plot.hbars(
-            os.path.join(out_dir, "sync_recovery.png"), "Holder SIGKILLed: kill -> the waiter holds the lock",
-            [r["label"] for r in rows], values, "ms (median)", note=note, texts=texts))
+        paths.append(
+            _plot.hbars(
+                os.path.join(out_dir, "sync_recovery.png"),
+                "Holder SIGKILLed: kill -> the waiter holds the lock",
+                [r["label"] for r in rows],
+                values,
+                "ms (median)",
+                note=note,
+                texts=texts,
+            )
+        )
     return paths
 
 
@@ -1038,20 +1316,28 @@ def machine() -> Dict[str, Any]:
         load = os.getloadavg()
     except OSError:
         load = None
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "affinity": sorted(os.sched_getaffinity(0)), "loadavg_at_start": load,
-            "peers": {"posix_ipc": getattr(posix_ipc, "VERSION", None), "filelock": getattr(filelock, "__version__", None)},
-            "rsm_shm": rsm_shm.__version__, "revision": _plot.revision()}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "loadavg_at_start": load,
+        "peers": {"posix_ipc": getattr(posix_ipc, "VERSION", None), "filelock": getattr(filelock, "__version__", None)},
+        "rsm_shm": rsm_shm.__version__,
+        "revision": _plot.revision(),
+    }
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="fewer, shorter runs (under a minute)")
     ap.add_argument("--repeat", type=int, default=None, help="rounds per measurement (median is reported)")
     ap.add_argument("--json", metavar="PATH", help="also write every figure (and the raw samples) as JSON")
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
+    ap.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}"
+    )
     _plot.add_argument(ap)
     args = ap.parse_args(argv)
     _plot.check_available(args.plot)
@@ -1070,8 +1356,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.repeat is not None:
         prof = Profile(**{**asdict(prof), "repeat": args.repeat})
     meta = machine()
-    print(f"bench_sync: python {meta['python']}, {meta['cpus']} CPUs (affinity {meta['affinity']}), "
-          f"load {meta['loadavg_at_start']}, rsm_shm {meta['revision']}, profile {'quick' if args.quick else 'full'}, repeat {prof.repeat}")
+    print(
+        f"bench_sync: python {meta['python']}, {meta['cpus']} CPUs (affinity {meta['affinity']}), "
+        f"load {meta['loadavg_at_start']}, rsm_shm {meta['revision']}, profile {'quick' if args.quick else 'full'}, repeat {prof.repeat}"
+    )
     print(f"command: python tools/bench_sync.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     results: Dict[str, Any] = {"meta": {**meta, "profile": asdict(prof), "argv": sys.argv[1:]}}
     started = time.monotonic()

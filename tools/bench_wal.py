@@ -61,8 +61,12 @@ def child_append(path: str, fsync: bool, batch: int, payload: int, seconds: floa
     el = time.perf_counter() - t0
     st = s.stats
     s.close()
-    return {"entries_per_s": idx / el, "saves_per_s": saves / el, "fsyncs": st.fsyncs,
-            "fsync_ms": st.fsync_seconds / max(st.fsyncs, 1) * 1e3}
+    return {
+        "entries_per_s": idx / el,
+        "saves_per_s": saves / el,
+        "fsyncs": st.fsyncs,
+        "fsync_ms": st.fsync_seconds / max(st.fsyncs, 1) * 1e3,
+    }
 
 
 def child_fill(path: str, n: int, batch: int, payload: int) -> dict:
@@ -75,9 +79,14 @@ def child_fill(path: str, n: int, batch: int, payload: int) -> dict:
         s.save(HardState(1, 1, start - 1), [Entry(term=1, index=i, data=data) for i in range(start, stop)], sync=False)
     s.sync()
     el = time.perf_counter() - t0
-    out = {"entries": s.last_index(), "seconds": el, "rss_mb": rss_mb(), "rss_base_mb": base,
-           "segments": s.stats.segments, "bytes": sum(
-               os.path.getsize(os.path.join(path, "wal", f)) for f in os.listdir(os.path.join(path, "wal")))}
+    out = {
+        "entries": s.last_index(),
+        "seconds": el,
+        "rss_mb": rss_mb(),
+        "rss_base_mb": base,
+        "segments": s.stats.segments,
+        "bytes": sum(os.path.getsize(os.path.join(path, "wal", f)) for f in os.listdir(os.path.join(path, "wal"))),
+    }
     s.close()
     return out
 
@@ -98,8 +107,9 @@ def child_reopen(path: str) -> dict:
 
 
 def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *args],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", *args], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -124,26 +134,35 @@ def main(argv=None) -> int:
         return 0
     root = tempfile.mkdtemp(prefix="bench_wal.", dir=args.dir)
     try:
-        print(f"DiskStorage, {args.payload}-byte entries, data in {root} "
-              f"(Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f})")
+        print(
+            f"DiskStorage, {args.payload}-byte entries, data in {root} "
+            f"(Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f})"
+        )
         print(f"{'fsync':>6} {'batch':>6} {'saves/s':>10} {'entries/s':>11} {'ms/fsync':>9}")
         for fsync in (True, False):
             for b in [int(x) for x in args.batches.split(",")]:
                 d = os.path.join(root, f"append-{int(fsync)}-{b}")
-                r = run_child("append", d, "1" if fsync else "0", str(b), str(args.payload), str(args.seconds),
-                              str(args.entries))
+                r = run_child(
+                    "append", d, "1" if fsync else "0", str(b), str(args.payload), str(args.seconds), str(args.entries)
+                )
                 ms = f"{r['fsync_ms']:.2f}" if fsync else "-"
-                print(f"{'on' if fsync else 'off':>6} {b:>6} {r['saves_per_s']:>10,.0f} {r['entries_per_s']:>11,.0f} {ms:>9}",
-                      flush=True)
+                print(
+                    f"{'on' if fsync else 'off':>6} {b:>6} {r['saves_per_s']:>10,.0f} {r['entries_per_s']:>11,.0f} {ms:>9}",
+                    flush=True,
+                )
                 shutil.rmtree(d)
         d = os.path.join(root, "big")
         f = run_child("fill", d, str(args.entries), "100", str(args.payload))
-        print(f"append {f['entries']:,} entries (batches of 100, fsync off): {f['seconds']:.1f} s, "
-              f"{f['bytes'] / 2**20:.0f} MiB in {f['segments']} segments; "
-              f"RSS {f['rss_mb']:.1f} MB (interpreter and imports alone: {f['rss_base_mb']:.1f} MB)")
+        print(
+            f"append {f['entries']:,} entries (batches of 100, fsync off): {f['seconds']:.1f} s, "
+            f"{f['bytes'] / 2**20:.0f} MiB in {f['segments']} segments; "
+            f"RSS {f['rss_mb']:.1f} MB (interpreter and imports alone: {f['rss_base_mb']:.1f} MB)"
+        )
         r = run_child("reopen", d)
-        print(f"reopen a {r['entries']:,}-entry log: {r['seconds']:.2f} s; RSS after {r['rss_mb']:.1f} MB "
-              f"(before: {r['rss_base_mb']:.1f} MB); read 1000 old entries back: {r['read_1000_old_ms']:.1f} ms")
+        print(
+            f"reopen a {r['entries']:,}-entry log: {r['seconds']:.2f} s; RSS after {r['rss_mb']:.1f} MB "
+            f"(before: {r['rss_base_mb']:.1f} MB); read 1000 old entries back: {r['read_1000_old_ms']:.1f} ms"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -66,9 +66,11 @@ def _report(seed: int, pname: str, nodes: int, err: str, actions: List[tuple], b
         print(f"could not shrink: {e}", flush=True)
         small = actions
     v, sim = replay(small, seed, nodes, profile=PROFILES[pname])
-    print(f"minimal action list ({len(small)} actions), replay with "
-          f"rsm_shm.raft.sim.fuzz.replay(actions, seed={seed}, nodes={nodes}, "
-          f"profile=PROFILES[{pname!r}]):")
+    print(
+        f"minimal action list ({len(small)} actions), replay with "
+        f"rsm_shm.raft.sim.fuzz.replay(actions, seed={seed}, nodes={nodes}, "
+        f"profile=PROFILES[{pname!r}]):"
+    )
     print("actions = [")
     for a in small:
         print(f"    {a!r},")
@@ -84,8 +86,10 @@ def _replay_one(seed: int, steps: int, nodes: int, pname: str) -> int:
     r = run_seed(seed, steps=steps, nodes=nodes, profile=PROFILES[pname], verbose=True)
     for line in r.transcript:
         print(line)
-    print(f"seed={seed} profile={pname} steps={r.steps} committed={r.committed} digest={r.digest[:16]} "
-          f"violation={r.violation!r}")
+    print(
+        f"seed={seed} profile={pname} steps={r.steps} committed={r.committed} digest={r.digest[:16]} "
+        f"violation={r.violation!r}"
+    )
     return 0 if r.ok else 1
 
 
@@ -101,8 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--shrink-budget", type=int, default=1500, help="max replays while shrinking")
     ap.add_argument("--max-violations", type=int, default=3, help="stop after reporting this many")
-    ap.add_argument("--report-known", action="store_true",
-                    help="treat stalls explained by known core issues as violations too")
+    ap.add_argument(
+        "--report-known", action="store_true", help="treat stalls explained by known core issues as violations too"
+    )
     ap.add_argument("--replay", type=int, default=None, metavar="SEED", help="run one seed verbosely")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.procs < 1:
@@ -127,8 +132,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     done_seeds = done_steps = committed = 0
     found = []
     known_hits: List[Tuple[int, str]] = []
-    print(f"raft_fuzz: seeds from {args.start}, {args.steps} steps each, profile={args.profile}, "
-          f"{args.procs} processes", flush=True)
+    print(
+        f"raft_fuzz: seeds from {args.start}, {args.steps} steps each, profile={args.profile}, {args.procs} processes",
+        flush=True,
+    )
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     interrupted = False
     pool = ctx.Pool(args.procs, initializer=_ignore_sigint)
@@ -150,10 +157,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             if now - last >= PROGRESS_SECONDS:
                 last = now
                 rate = done_steps / (now - t0)
-                print(f"[{now - t0:7.1f}s] seeds={done_seeds} steps={done_steps:,} ({rate:,.0f}/s) "
-                      f"committed={committed:,} violations={len(found)} known={len(known_hits)}", flush=True)
-            if (done_steps >= args.steps_total or len(found) >= args.max_violations
-                    or (args.time_limit is not None and now - t0 >= args.time_limit)):
+                print(
+                    f"[{now - t0:7.1f}s] seeds={done_seeds} steps={done_steps:,} ({rate:,.0f}/s) "
+                    f"committed={committed:,} violations={len(found)} known={len(known_hits)}",
+                    flush=True,
+                )
+            if (
+                done_steps >= args.steps_total
+                or len(found) >= args.max_violations
+                or (args.time_limit is not None and now - t0 >= args.time_limit)
+            ):
                 break
     except KeyboardInterrupt:
         # Ctrl-C: stop the workers, then still print the summary and the reports
@@ -163,9 +176,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         pool.join()
     el = time.monotonic() - t0
     state = "interrupted" if interrupted else "done"
-    print(f"{state}: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s "
-          f"({done_steps / max(el, 1e-9):,.0f} steps/s), "
-          f"violations={len(found)}", flush=True)
+    print(
+        f"{state}: seeds={done_seeds} steps={done_steps:,} in {el:.1f}s "
+        f"({done_steps / max(el, 1e-9):,.0f} steps/s), "
+        f"violations={len(found)}",
+        flush=True,
+    )
     if known_hits:
         print(f"seeds stalled by known core issues (not counted; --report-known to shrink them): {known_hits}")
     for seed, pname, nodes, err, actions in found:

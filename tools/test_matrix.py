@@ -21,6 +21,7 @@ and of the setup (venv, wheel, install).  Exit status is 0 only if every interpr
 The versions here are the ones pyproject.toml's classifiers name (tests/test_toolchain.py
 checks that the two lists agree).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,9 @@ def test_one(python: str, scratch: str, pytest_args: list[str], log) -> dict:
     run([vpy, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, ROOT], log)
     (wheel,) = glob.glob(os.path.join(wheels, "rsm_shm-*.whl"))
     run([vpy, "-m", "pip", "install", "-q", f"{wheel}[test]"], log)
-    versions = subprocess.run([vpy, "-c", "import sys, grpc; print(sys.version.split()[0], grpc.__version__)"],
-                              capture_output=True, text=True)
+    versions = subprocess.run(
+        [vpy, "-c", "import sys, grpc; print(sys.version.split()[0], grpc.__version__)"], capture_output=True, text=True
+    )
     work = os.path.join(scratch, "work")
     os.makedirs(work)
     for item in COPIED:
@@ -103,25 +105,37 @@ def test_one(python: str, scratch: str, pytest_args: list[str], log) -> dict:
         log.write(line)
         log.flush()
     proc.wait()
-    return {"ok": proc.returncode == 0, "exit": proc.returncode, "counts": parse_counts("".join(lines)),
-            "secs": time.monotonic() - start, "setup": setup,
-            "version": versions.stdout.strip() or "?"}
+    return {
+        "ok": proc.returncode == 0,
+        "exit": proc.returncode,
+        "counts": parse_counts("".join(lines)),
+        "secs": time.monotonic() - start,
+        "setup": setup,
+        "version": versions.stdout.strip() or "?",
+    }
 
 
 def describe(result: dict) -> str:
     if "error" in result:
         return result["error"]
     counts = ", ".join(f"{n} {what}" for what, n in result["counts"].items()) or "no pytest summary"
-    return (f"{counts}; pytest exit {result['exit']} in {result['secs']:.0f} s (setup {result['setup']:.0f} s); "
-            f"Python, grpcio: {result['version']}")
+    return (
+        f"{counts}; pytest exit {result['exit']} in {result['secs']:.0f} s (setup {result['setup']:.0f} s); "
+        f"Python, grpcio: {result['version']}"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", action="append",
-                    help="an interpreter to test: a version such as 3.12, or a path (repeatable); default: 3.10-3.13")
+    ap.add_argument(
+        "--python",
+        action="append",
+        help="an interpreter to test: a version such as 3.12, or a path (repeatable); default: 3.10-3.13",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directories (their paths are printed)")
-    ap.add_argument("--log-dir", help="write each interpreter's full output to DIR/<version>.log instead of the terminal")
+    ap.add_argument(
+        "--log-dir", help="write each interpreter's full output to DIR/<version>.log instead of the terminal"
+    )
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args()
     targets = []

@@ -19,6 +19,7 @@ process), ``client``, ``local`` (LocalCluster).  See docs/cluster.md.
 
 Names are resolved lazily so that ``import rsm_shm.cluster`` stays cheap.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

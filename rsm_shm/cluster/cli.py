@@ -32,6 +32,7 @@ object per line, a frame each); with ``--remote`` every PEER also has ``"address
 ("local" or the HOST:PORT it answered at) and the object has ``"unreachable"``
 (``{address: why}``); ``kv get`` -> ``{"key", "value", "found"}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,6 @@ def _err(msg: str) -> None:
     print(f"rsm-shm: {msg}", file=sys.stderr)
 
 
-
-
-
-
 def _peer_dict(st: PeerStatus) -> dict[str, Any]:
     if hasattr(st, "as_dict"):
         return st.as_dict()
@@ -83,8 +80,11 @@ def cluster_names() -> list[str]:
         entries = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
-    return sorted(e[len(SEGMENT_PREFIX):-len(CONTROL_SUFFIX)] for e in entries
-                  if e.startswith(SEGMENT_PREFIX) and e.endswith(CONTROL_SUFFIX))
+    return sorted(
+        e[len(SEGMENT_PREFIX) : -len(CONTROL_SUFFIX)]
+        for e in entries
+        if e.startswith(SEGMENT_PREFIX) and e.endswith(CONTROL_SUFFIX)
+    )
 
 
 def _on_attached(command: Callable[[argparse.Namespace, LocalCluster], int]) -> Callable[[argparse.Namespace], int]:
@@ -128,8 +128,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         stop.set()
 
     try:
-        cluster = LocalCluster(args.name, args.sm, peers=args.peers, data_dir=args.data,
-                               fsync=not args.no_fsync)
+        cluster = LocalCluster(args.name, args.sm, peers=args.peers, data_dir=args.data, fsync=not args.no_fsync)
     except (ValueError, FileExistsError, ImportError) as exc:
         _err(f"cluster start {args.name}: {exc}")
         return EXIT_FAILED
@@ -147,8 +146,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         except TimeoutError:
             leader = None
         where = f", data in {args.data}" if args.data else " (temporary data directory)"
-        print(f"cluster {args.name}: {cluster.peers} peers running {args.sm}{where}; "
-              f"leader {leader if leader is not None else 'not elected yet'}", flush=True)
+        print(
+            f"cluster {args.name}: {cluster.peers} peers running {args.sm}{where}; "
+            f"leader {leader if leader is not None else 'not elected yet'}",
+            flush=True,
+        )
         print("Ctrl-C stops it", flush=True)
         while not stop.wait(0.2):
             if _stopped_elsewhere(args.name):
@@ -159,7 +161,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         if args.data:
             cluster.stop()
         else:
-            cluster.destroy()        # a temporary directory is the cluster's own: remove it
+            cluster.destroy()  # a temporary directory is the cluster's own: remove it
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
 
@@ -196,12 +198,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
         try:
             cluster = LocalCluster.attach(name)
             statuses = cluster.status()
-            rows.append({"name": name, "peers": len(statuses), "leader": _leader_of(statuses),
-                         "alive": sum(1 for s in statuses if s.alive),
-                         "data_dir": getattr(cluster, "data_dir", None)})
-        except Exception as exc:        # a cluster being torn down: list it, say so
-            rows.append({"name": name, "peers": 0, "leader": None, "alive": 0, "data_dir": None,
-                         "error": str(exc)})
+            rows.append(
+                {
+                    "name": name,
+                    "peers": len(statuses),
+                    "leader": _leader_of(statuses),
+                    "alive": sum(1 for s in statuses if s.alive),
+                    "data_dir": getattr(cluster, "data_dir", None),
+                }
+            )
+        except Exception as exc:  # a cluster being torn down: list it, say so
+            rows.append({"name": name, "peers": 0, "leader": None, "alive": 0, "data_dir": None, "error": str(exc)})
         finally:
             if cluster is not None:
                 cluster.close()
@@ -222,15 +229,19 @@ def _status_table(name: str, statuses: Sequence[PeerStatus], where: dict[int, st
     """The status table; ``where`` (peer id -> "local" or the address it answered at)
     adds an ADDRESS column (``--remote``)."""
     addr_head = f" {'ADDRESS':<21}" if where is not None else ""
-    lines = [f"cluster {name}: leader {_leader_of(statuses) or '-'}",
-             f"{'PEER':>4}{addr_head} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
-             f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8}"]
+    lines = [
+        f"cluster {name}: leader {_leader_of(statuses) or '-'}",
+        f"{'PEER':>4}{addr_head} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
+        f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8}",
+    ]
     for s in statuses:
         contact = "-" if s.last_contact is None else f"{s.last_contact:.2f}s"
         addr = f" {where.get(s.id, '-'):<21}" if where is not None else ""
-        lines.append(f"{s.id:>4}{addr} {s.pid:>7} {'yes' if s.alive else 'no':>5} {s.role:>13} {s.term:>5} "
-                     f"{s.commit:>8} {s.applied:>8} {s.first_index:>7} {s.last_index:>8} {s.msgs_in:>8} "
-                     f"{s.msgs_out:>8} {s.msgs_dropped:>6} {s.msgs_bad:>4} {s.fsyncs:>7} {contact:>8}")
+        lines.append(
+            f"{s.id:>4}{addr} {s.pid:>7} {'yes' if s.alive else 'no':>5} {s.role:>13} {s.term:>5} "
+            f"{s.commit:>8} {s.applied:>8} {s.first_index:>7} {s.last_index:>8} {s.msgs_in:>8} "
+            f"{s.msgs_out:>8} {s.msgs_dropped:>6} {s.msgs_bad:>4} {s.fsyncs:>7} {contact:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -264,7 +275,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             local = LocalCluster.attach(args.name)
         except (FileNotFoundError, LookupError):
-            local = None   # no such cluster on this machine: the remote peers only
+            local = None  # no such cluster on this machine: the remote peers only
     try:
         frame = 0
         while True:
@@ -283,9 +294,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             name = args.name or ",".join(sorted(names)) or "?"
             if args.json:
                 peers = [dict(_peer_dict(st), address=where[st.id]) for st in statuses]
-                print(json.dumps({"schema": 1, "command": "cluster status", "time": time.time(), "frame": frame,
-                                  "name": name, "leader": _leader_of(statuses), "peers": peers,
-                                  "unreachable": errors}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "schema": 1,
+                            "command": "cluster status",
+                            "time": time.time(),
+                            "frame": frame,
+                            "name": name,
+                            "leader": _leader_of(statuses),
+                            "peers": peers,
+                            "unreachable": errors,
+                        }
+                    ),
+                    flush=True,
+                )
             else:
                 if args.watch and sys.stdout.isatty():
                     sys.stdout.write("\x1b[H\x1b[2J")
@@ -312,9 +335,20 @@ def _local_status(args: argparse.Namespace, cluster: LocalCluster) -> int:
         while True:
             statuses = cluster.status()
             if args.json:
-                print(json.dumps({"schema": 1, "command": "cluster status", "time": time.time(),
-                                  "frame": frame, "name": args.name, "leader": _leader_of(statuses),
-                                  "peers": [_peer_dict(s) for s in statuses]}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "schema": 1,
+                            "command": "cluster status",
+                            "time": time.time(),
+                            "frame": frame,
+                            "name": args.name,
+                            "leader": _leader_of(statuses),
+                            "peers": [_peer_dict(s) for s in statuses],
+                        }
+                    ),
+                    flush=True,
+                )
             else:
                 if args.watch and sys.stdout.isatty():
                     sys.stdout.write("\x1b[H\x1b[2J")
@@ -422,8 +456,9 @@ def cmd_kv(args: argparse.Namespace) -> int:
         _err(f"kv {args.op} {args.key!r} on {args.name}: no answer in {args.timeout} s (outcome unknown)")
         return EXIT_FAILED
     if args.json:
-        print(json.dumps({"schema": 1, "command": "kv get", "key": args.key, "value": value,
-                          "found": value is not None}))
+        print(
+            json.dumps({"schema": 1, "command": "kv get", "key": args.key, "value": value, "found": value is not None})
+        )
     elif value is not None:
         print(value)
     return EXIT_OK if value is not None else EXIT_FAILED
@@ -445,12 +480,24 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = csub.add_parser("start", help="run a cluster in the foreground (Ctrl-C stops it)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--peers", type=_positive_int, default=None,
-                   help="number of peers (default 3; a reused --data directory keeps its own)")
-    p.add_argument("--sm", required=True, metavar="pkg.mod:Class",
-                   help="the state machine's import path, e.g. rsm_shm.cluster:KVStore")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="data directory (kept after stop); default: a temporary one, removed at stop")
+    p.add_argument(
+        "--peers",
+        type=_positive_int,
+        default=None,
+        help="number of peers (default 3; a reused --data directory keeps its own)",
+    )
+    p.add_argument(
+        "--sm",
+        required=True,
+        metavar="pkg.mod:Class",
+        help="the state machine's import path, e.g. rsm_shm.cluster:KVStore",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="data directory (kept after stop); default: a temporary one, removed at stop",
+    )
     p.add_argument("--no-fsync", action="store_true", help="do not fsync the logs (NOT durable: tests only)")
     p.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds to wait for a leader")
     p.set_defaults(func=cmd_start)
@@ -466,12 +513,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_ls)
 
     p = csub.add_parser("status", help="each peer's role, term, indexes and counters")
-    p.add_argument("name", metavar="NAME", nargs="?", default=None,
-                   help="a cluster on this machine (optional with --remote)")
-    p.add_argument("--remote", metavar="HOST:PORT,...", default=None,
-                   help="also ask served peers at these addresses (and every peer they name), over gRPC")
-    p.add_argument("--timeout", type=_positive_float, default=2.0, metavar="S",
-                   help="seconds to wait for each remote peer (with --remote)")
+    p.add_argument(
+        "name", metavar="NAME", nargs="?", default=None, help="a cluster on this machine (optional with --remote)"
+    )
+    p.add_argument(
+        "--remote",
+        metavar="HOST:PORT,...",
+        default=None,
+        help="also ask served peers at these addresses (and every peer they name), over gRPC",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=2.0,
+        metavar="S",
+        help="seconds to wait for each remote peer (with --remote)",
+    )
     p.add_argument("--tls-cert", metavar="FILE", default=None, help="client certificate for --remote (mutual TLS)")
     p.add_argument("--tls-key", metavar="FILE", default=None, help="its private key")
     p.add_argument("--tls-ca", metavar="FILE", default=None, help="the cluster's CA certificate")
@@ -481,8 +538,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N frames")
     p.set_defaults(func=cmd_status)
 
-    for action, text in (("kill", "SIGKILL a peer"), ("restart", "start a stopped or killed peer again"),
-                         ("pause", "SIGSTOP a peer"), ("resume", "SIGCONT a paused peer")):
+    for action, text in (
+        ("kill", "SIGKILL a peer"),
+        ("restart", "start a stopped or killed peer again"),
+        ("pause", "SIGSTOP a peer"),
+        ("resume", "SIGCONT a paused peer"),
+    ):
         p = csub.add_parser(action, help=text)
         p.add_argument("name", metavar="NAME")
         p.add_argument("peer", metavar="PEER", type=_positive_int)

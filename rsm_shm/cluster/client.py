@@ -28,6 +28,7 @@ A client is not meant to be shared between threads at the same time (calls are
 serialized by a lock); use one client per thread for parallelism, or
 :meth:`Client.propose_many` to pipeline.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,15 +58,15 @@ _C = TypeVar("_C", bound="_SessionClient")
 
 __all__ = ["Client", "KVClient", "SessionExpiredError", "CommandError"]
 
-_SLICE = 0.02          # between checks of the target's status while waiting
+_SLICE = 0.02  # between checks of the target's status while waiting
 # A live leader loses no request it took (a deposed one answers "not the leader"), so
 # resending to the same leader is only a last resort; a full inbox is retried soon.
 _RESEND_AFTER = 3.0
 _SEND_BACKOFF = 0.005
-_ENVELOPE_BYTES = 1 << 20   # a pipelined batch travels in envelopes of about this size
-_REQ_OVERHEAD = 37          # bytes a request adds to its command in an envelope
+_ENVELOPE_BYTES = 1 << 20  # a pipelined batch travels in envelopes of about this size
+_REQ_OVERHEAD = 37  # bytes a request adds to its command in an envelope
 _NO_LEADER_POLL = 0.002
-_READ_RID = 1 << 63    # read and admin request ids live above this; commands use seq
+_READ_RID = 1 << 63  # read and admin request ids live above this; commands use seq
 
 
 class SessionExpiredError(RuntimeError):
@@ -96,7 +97,7 @@ class _SessionClient:
         self._next_rid = _READ_RID
         self._rid_base = 0
         if random_rids:
-            self._rid_base = int.from_bytes(secrets.token_bytes(8), "little") >> 3   # commands: base + seq < 2**62
+            self._rid_base = int.from_bytes(secrets.token_bytes(8), "little") >> 3  # commands: base + seq < 2**62
             self._next_rid = _READ_RID + (int.from_bytes(secrets.token_bytes(8), "little") >> 2)
         self._hdr = {k: ev.encode_header(k, 0, cluster_id) for k in (ev.KIND_PROPOSE, ev.KIND_READ, ev.KIND_ADMIN)}
 
@@ -143,7 +144,8 @@ class _SessionClient:
             deadline = time.monotonic() + self._check_timeout(timeout)
             rid = self._new_rid()
             res = self._exchange(
-                lambda waiting: [ev.encode_read(self._hdr[ev.KIND_READ], self.reply_to, [(rid, q)])], {rid}, deadline)
+                lambda waiting: [ev.encode_read(self._hdr[ev.KIND_READ], self.reply_to, [(rid, q)])], {rid}, deadline
+            )
             return self._outcome(*res[rid])
 
     def close(self) -> None:
@@ -281,8 +283,14 @@ class Client(_SessionClient):
         self._leader: Optional[int] = None
 
     @classmethod
-    def connect(cls, addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 5.0,
-                server_name: Optional[str] = None) -> _SessionClient:
+    def connect(
+        cls,
+        addresses: Sequence[str],
+        *,
+        tls: Optional[TLSConfig] = None,
+        timeout: float = 5.0,
+        server_name: Optional[str] = None,
+    ) -> _SessionClient:
         """A client of the cluster whose peers listen at ``addresses`` (``"host:port"``
         strings; one reachable peer is enough, it tells the others' addresses), over
         gRPC.  Same contract as ``Client(name)``: :meth:`propose`, :meth:`propose_many`,
@@ -332,8 +340,10 @@ class Client(_SessionClient):
             deadline = time.monotonic() + timeout
             rid = self._new_rid()
             res = self._exchange(
-                lambda waiting: [ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg)], {rid},
-                deadline)
+                lambda waiting: [ev.encode_admin(self._hdr[ev.KIND_ADMIN], self.reply_to, rid, op, arg)],
+                {rid},
+                deadline,
+            )
             self._outcome(*res[rid])
 
     # ------------------------------------------------------------------ internals
@@ -356,7 +366,8 @@ class Client(_SessionClient):
             if remaining <= 0:
                 self._leader = None
                 raise TimeoutError(
-                    f"cluster {self.name!r}: no answer within the timeout (outcome unknown; {len(waiting)} pending)")
+                    f"cluster {self.name!r}: no answer within the timeout (outcome unknown; {len(waiting)} pending)"
+                )
             try:
                 data = reply.get(timeout=min(remaining, _SLICE))
             except queue.Empty:
@@ -482,8 +493,14 @@ class KVClient:
         self.client: _SessionClient = Client(name)
 
     @classmethod
-    def connect(cls, addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 5.0,
-                server_name: Optional[str] = None) -> "KVClient":
+    def connect(
+        cls,
+        addresses: Sequence[str],
+        *,
+        tls: Optional[TLSConfig] = None,
+        timeout: float = 5.0,
+        server_name: Optional[str] = None,
+    ) -> "KVClient":
         """A KVClient over the network (see :meth:`Client.connect`)."""
         kv = cls.__new__(cls)
         kv.client = Client.connect(addresses, tls=tls, timeout=timeout, server_name=server_name)

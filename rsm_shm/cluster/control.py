@@ -13,6 +13,7 @@ the whole record under the seqlock; readers (peers, clients) copy it without loc
 Peers look at the sequence word once per loop turn and re-read the record only when it
 moved, so fault injection costs nothing while nothing changes.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,12 @@ PEER_KILLED = lib.RSM_RAFT_PEER_KILLED
 PEER_PAUSED = lib.RSM_RAFT_PEER_PAUSED
 PEER_REMOVED = lib.RSM_RAFT_PEER_REMOVED
 PEER_STATES = {
-    PEER_ABSENT: "absent", PEER_RUNNING: "running", PEER_STOPPED: "stopped",
-    PEER_KILLED: "killed", PEER_PAUSED: "paused", PEER_REMOVED: "removed",
+    PEER_ABSENT: "absent",
+    PEER_RUNNING: "running",
+    PEER_STOPPED: "stopped",
+    PEER_KILLED: "killed",
+    PEER_PAUSED: "paused",
+    PEER_REMOVED: "removed",
 }
 PPM = 1_000_000
 #: A loaded ``rsm_raft_control`` record (a cffi struct: cffi values carry no static type).
@@ -66,7 +71,11 @@ class ControlBlock:
 
         def segment() -> Segment:
             return Segment(
-                control_segment_name(cluster), Kind.RAFT_STATUS, size, create=create, mode=mode,
+                control_segment_name(cluster),
+                Kind.RAFT_STATUS,
+                size,
+                create=create,
+                mode=mode,
                 params=(RECORD_CONTROL, VERSION),
                 check=lambda h: _check_header(h, RECORD_CONTROL, "cluster control block"),
                 body_size_of=lambda h: size,

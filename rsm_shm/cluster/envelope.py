@@ -21,16 +21,30 @@ Bodies by kind:
 Every decoder checks every length against the input and raises :class:`EnvelopeError`
 (a ValueError) and nothing else on malformed input: a peer counts and drops it.
 """
+
 from __future__ import annotations
 
 import struct
 from typing import Iterable, List, Sequence, Tuple
 
 __all__ = [
-    "EnvelopeError", "KIND_RAFT", "KIND_PROPOSE", "KIND_READ", "KIND_ADMIN", "KIND_REPLY",
-    "encode_header", "decode_header", "HEADER_SIZE",
-    "encode_propose", "decode_propose", "encode_read", "decode_read", "encode_admin", "decode_admin",
-    "encode_reply", "decode_reply",
+    "EnvelopeError",
+    "KIND_RAFT",
+    "KIND_PROPOSE",
+    "KIND_READ",
+    "KIND_ADMIN",
+    "KIND_REPLY",
+    "encode_header",
+    "decode_header",
+    "HEADER_SIZE",
+    "encode_propose",
+    "decode_propose",
+    "encode_read",
+    "decode_read",
+    "encode_admin",
+    "decode_admin",
+    "encode_reply",
+    "decode_reply",
 ]
 
 MAGIC = b"RE"
@@ -47,12 +61,12 @@ OP_REGISTER = 2
 
 # Reply statuses.
 OK = 0
-ERROR = 1            # StateMachine.apply / query raised: payload is the exception's repr
-NOT_LEADER = 2       # payload: the leader hint (u32, 0 = unknown)
-RETRY = 3            # dropped (transfer in progress, out-of-order sequence): send again
+ERROR = 1  # StateMachine.apply / query raised: payload is the exception's repr
+NOT_LEADER = 2  # payload: the leader hint (u32, 0 = unknown)
+RETRY = 3  # dropped (transfer in progress, out-of-order sequence): send again
 SESSION_EXPIRED = 4  # the session was evicted or never registered
-STALE = 5            # the sequence number was already acknowledged by the client
-BAD_REQUEST = 6      # payload: what was wrong
+STALE = 5  # the sequence number was already acknowledged by the client
+BAD_REQUEST = 6  # payload: what was wrong
 
 ADMIN_TRANSFER = 1
 ADMIN_ADD_LEARNER = 2
@@ -113,7 +127,7 @@ def _read_name(b: bytes, off: int) -> Tuple[str, int]:
     if off + n > len(b):
         raise EnvelopeError("truncated reply ring name")
     try:
-        return b[off:off + n].decode(), off + n
+        return b[off : off + n].decode(), off + n
     except UnicodeDecodeError:
         raise EnvelopeError("reply ring name is not UTF-8") from None
 
@@ -153,7 +167,7 @@ def decode_propose(b: bytes) -> Tuple[str, List[ProposeRequest]]:
             raise EnvelopeError("truncated proposal data")
         if op not in (OP_COMMAND, OP_REGISTER):
             raise EnvelopeError(f"unknown proposal op {op}")
-        out.append((op, rid, session, seq, acked, b[off:off + ln]))
+        out.append((op, rid, session, seq, acked, b[off : off + ln]))
         off += ln
     if off != end:
         raise EnvelopeError("trailing bytes after the proposals")
@@ -184,7 +198,7 @@ def decode_read(b: bytes) -> Tuple[str, List[ReadRequest]]:
         off += _READ.size
         if off + ln > end:
             raise EnvelopeError("truncated read query")
-        out.append((rid, b[off:off + ln]))
+        out.append((rid, b[off : off + ln]))
         off += ln
     if off != end:
         raise EnvelopeError("trailing bytes after the reads")
@@ -225,7 +239,7 @@ def decode_reply(b: bytes) -> List[Reply]:
         off += size
         if off + ln > end:
             raise EnvelopeError("truncated reply payload")
-        out.append((rid, status, b[off:off + ln]))
+        out.append((rid, status, b[off : off + ln]))
         off += ln
     if off != end:
         raise EnvelopeError("trailing bytes after the replies")

@@ -19,6 +19,7 @@ one message never monopolizes it; a batch entry made by a leader never exceeds
 ``MAX_ENTRY_BYTES``, and a single client command must fit in one
 (``MAX_COMMAND_BYTES``).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,20 @@ from ..ring import RECORD_HEADER, ShutDown
 from .envelope import HEADER_SIZE
 from .statemachine import OP_OVERHEAD
 
-__all__ = ["Timing", "inbox_name", "reply_ring_prefix", "CONFIG_FILE", "FORMAT_VERSION", "INBOX_CAPACITY",
-           "MAX_SIZE_PER_MSG", "MAX_ENTRY_BYTES", "MAX_COMMAND_BYTES", "read_config", "write_config",
-           "segment_pattern"]
+__all__ = [
+    "Timing",
+    "inbox_name",
+    "reply_ring_prefix",
+    "CONFIG_FILE",
+    "FORMAT_VERSION",
+    "INBOX_CAPACITY",
+    "MAX_SIZE_PER_MSG",
+    "MAX_ENTRY_BYTES",
+    "MAX_COMMAND_BYTES",
+    "read_config",
+    "write_config",
+    "segment_pattern",
+]
 
 INBOX_CAPACITY = 1 << 22
 REPLY_CAPACITY = 1 << 21
@@ -90,8 +102,11 @@ class Timing:
         names = {f.name for f in fields(cls)}
         bad = sorted(set(kw) - names)
         if bad:
-            hint = ("; snapshot_every (log entries) became snapshot_commands and snapshot_bytes"
-                    if "snapshot_every" in bad else "")
+            hint = (
+                "; snapshot_every (log entries) became snapshot_commands and snapshot_bytes"
+                if "snapshot_every" in bad
+                else ""
+            )
             raise TypeError(f"unknown timing option(s) {', '.join(bad)}; known: {', '.join(sorted(names))}{hint}")
         t = cls(**kw)
         t.validate()

@@ -44,6 +44,7 @@ a clock's coarse resolution must not produce a false alarm.
 The model is pluggable: :func:`check` takes any object with ``partition``, ``init`` and
 ``step`` (see :class:`KVModel`), as Porcupine's ``Model`` does.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence, Tuple
 
 __all__ = [
-    "UNKNOWN", "Operation", "CheckResult", "Model", "KVModel", "check", "check_kv", "Recorder",
+    "UNKNOWN",
+    "Operation",
+    "CheckResult",
+    "Model",
+    "KVModel",
+    "check",
+    "check_kv",
+    "Recorder",
 ]
 
 
@@ -105,8 +113,10 @@ class Operation:
         if self.kind not in _KINDS:
             raise ValueError(f"Operation: kind must be one of {_KINDS}, got {self.kind!r}")
         if not self.ret >= self.call:
-            raise ValueError(f"Operation {self.kind} {self.key!r} of client {self.client}: "
-                             f"completes at {self.ret!r} before it is invoked at {self.call!r}")
+            raise ValueError(
+                f"Operation {self.kind} {self.key!r} of client {self.client}: "
+                f"completes at {self.ret!r} before it is invoked at {self.call!r}"
+            )
 
     @property
     def unknown(self) -> bool:
@@ -168,7 +178,7 @@ class KVModel:
         by_key: dict[Hashable, list[Operation]] = {}
         for op in history:
             if op.kind == "get" and op.unknown:
-                continue                    # a read nobody saw constrains nothing
+                continue  # a read nobody saw constrains nothing
             by_key.setdefault(op.key, []).append(op)
         return list(by_key.values())
 
@@ -236,7 +246,7 @@ def _check_one(ops: Sequence[Operation], model: Model, deadline: float | None) -
     # of unknown outcome remain, placing them last (or never) always succeeds.
     finite_left = sum(1 for op in ops if op.ret != math.inf)
     state = model.init()
-    linearized = 0                          # bitset of linearized operation indices
+    linearized = 0  # bitset of linearized operation indices
     seen: set[tuple[int, Hashable]] = set()
     stack: list[tuple[int, Hashable]] = []  # (call event, state before it)
     best_depth, best_stack, stuck = -1, [], None
@@ -247,7 +257,7 @@ def _check_one(ops: Sequence[Operation], model: Model, deadline: float | None) -
         steps += 1
         if deadline is not None and steps & 1023 == 0 and time.monotonic() > deadline:
             raise _Timeout
-        if not entry & 1:                   # a call: try to linearize it here
+        if not entry & 1:  # a call: try to linearize it here
             i = entry >> 1
             ok, new_state = step(state, ops[i])
             if ok:
@@ -262,7 +272,7 @@ def _check_one(ops: Sequence[Operation], model: Model, deadline: float | None) -
                     entry = nxt[head]
                     continue
             entry = nxt[entry]
-        else:                               # a return whose operation is not placed yet
+        else:  # a return whose operation is not placed yet
             if len(stack) > best_depth:
                 best_depth, best_stack, stuck = len(stack), [c >> 1 for c, _ in stack], entry >> 1
             if not stack:
@@ -279,15 +289,17 @@ def _check_one(ops: Sequence[Operation], model: Model, deadline: float | None) -
     order = [ops[i] for i in best_stack]
     culprit = ops[stuck] if stuck is not None else None
     key = culprit.key if culprit is not None else None
-    lines = [f"key {key!r}: the {n} operations on it have no linearization.",
-             f"The longest linearizable prefix orders {len(order)} of them"
-             + (", ending with:" if order else ".")]
+    lines = [
+        f"key {key!r}: the {n} operations on it have no linearization.",
+        f"The longest linearizable prefix orders {len(order)} of them" + (", ending with:" if order else "."),
+    ]
     lines += [f"  {op}" for op in order[-5:]]
     if culprit is not None:
         lines.append("and then this operation cannot take effect anywhere in its interval:")
         lines.append(f"  {culprit}")
-    return CheckResult(ok=False, operations=n, key=key, linearized=order, stuck_at=culprit,
-                       explanation="\n".join(lines))
+    return CheckResult(
+        ok=False, operations=n, key=key, linearized=order, stuck_at=culprit, explanation="\n".join(lines)
+    )
 
 
 def check(history: Iterable[Operation], model: Model, timeout: float | None = None) -> CheckResult:
@@ -307,14 +319,19 @@ def check(history: Iterable[Operation], model: Model, timeout: float | None = No
         try:
             result = _check_one(part, model, deadline)
         except _Timeout:
-            return CheckResult(ok=None, operations=len(history), elapsed=time.monotonic() - start,
-                               explanation=f"gave up after {timeout} s: undecided")
+            return CheckResult(
+                ok=None,
+                operations=len(history),
+                elapsed=time.monotonic() - start,
+                explanation=f"gave up after {timeout} s: undecided",
+            )
         total += result.operations
         if result.ok is False:
             result.elapsed = time.monotonic() - start
             return result
-    return CheckResult(ok=True, operations=total, elapsed=time.monotonic() - start,
-                       explanation=f"{total} operations are linearizable")
+    return CheckResult(
+        ok=True, operations=total, elapsed=time.monotonic() - start, explanation=f"{total} operations are linearizable"
+    )
 
 
 def check_kv(history: Iterable[Operation], timeout: float | None = None) -> CheckResult:
@@ -337,8 +354,7 @@ class Recorder:
         self.ops: list[Operation] = []
         self._clock = clock
 
-    def run(self, kind: str, key: Hashable, fn: Callable[[], Any], *, value: Any = None,
-            expected: Any = None) -> Any:
+    def run(self, kind: str, key: Hashable, fn: Callable[[], Any], *, value: Any = None, expected: Any = None) -> Any:
         call = self._clock()
         try:
             output = fn()
@@ -349,6 +365,7 @@ class Recorder:
             self.ops.append(Operation(self.client, kind, key, call, math.inf, value, expected, UNKNOWN))
             raise
         ret = self._clock()
-        self.ops.append(Operation(self.client, kind, key, call, ret, value, expected,
-                                  None if kind == "put" else output))
+        self.ops.append(
+            Operation(self.client, kind, key, call, ret, value, expected, None if kind == "put" else output)
+        )
         return output

@@ -29,6 +29,7 @@ directory too.  ``with LocalCluster(...)`` destroys on exit when the data direct
 temporary, else stops.  :meth:`attach` controls a running cluster from another process
 (the CLI does so); an attached handle does everything but owns no child process.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,11 +49,28 @@ from ..segment import SHM_DIR, PREFIX, validate_name
 from . import envelope as ev
 from .client import Client
 from .control import (
-    PEER_ABSENT, PEER_KILLED, PEER_PAUSED, PEER_REMOVED, PEER_RUNNING, PEER_STATES, PEER_STOPPED, PPM,
-    ControlBlock, RawControl, set_data_dir, set_partition, set_slot,
+    PEER_ABSENT,
+    PEER_KILLED,
+    PEER_PAUSED,
+    PEER_REMOVED,
+    PEER_RUNNING,
+    PEER_STATES,
+    PEER_STOPPED,
+    PPM,
+    ControlBlock,
+    RawControl,
+    set_data_dir,
+    set_partition,
+    set_slot,
 )
 from .layout import (
-    FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, segment_pattern, write_config,
+    FORMAT_VERSION,
+    INBOX_CAPACITY,
+    Timing,
+    inbox_name,
+    read_config,
+    segment_pattern,
+    write_config,
 )
 from .statemachine import load_state_machine
 from .storage import NotDurableWarning
@@ -76,8 +94,15 @@ _PEER_MAIN = "import sys; del sys.path[0]; from rsm_shm.cluster.peer import main
 class LocalCluster:
     """A cluster of peer processes on this machine (see the module docstring)."""
 
-    def __init__(self, name: str, state_machine: str, peers: Optional[int] = None, data_dir: Optional[str] = None,
-                 fsync: bool = True, **timing: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        state_machine: str,
+        peers: Optional[int] = None,
+        data_dir: Optional[str] = None,
+        fsync: bool = True,
+        **timing: float,
+    ) -> None:
         self.name = validate_name(name)
         if not isinstance(state_machine, str):
             raise TypeError(f"state_machine must be an import path 'package.module:Class', not {state_machine!r}")
@@ -143,7 +168,9 @@ class LocalCluster:
             warnings.warn(
                 f"cluster {self.name!r} runs with fsync=False: its peers never sync their logs, so an OS "
                 "crash or power loss can lose acknowledged writes.  For tests and benchmarks only.",
-                NotDurableWarning, stacklevel=2)
+                NotDurableWarning,
+                stacklevel=2,
+            )
         made_dir = False
         if self.data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix=f"rsm_shm-{self.name}-")
@@ -180,7 +207,8 @@ class LocalCluster:
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"cluster {self.name!r}: peer {pid} exited with status {proc.returncode} while starting:\n"
-                        f"{self.peer_log(pid, 12)}")
+                        f"{self.peer_log(pid, 12)}"
+                    )
                 try:
                     rec = StatusRecord(status_segment_name(self.name, pid), create=False)
                 except (FileNotFoundError, ValueError):
@@ -205,23 +233,29 @@ class LocalCluster:
         cfg = read_config(self._dir())
         if cfg is None:
             cfg = {
-                "format": FORMAT_VERSION, "name": self.name, "cluster_id": secrets.randbits(63) or 1,
-                "state_machine": self.state_machine, "peers": list(range(1, self.peers + 1)),
-                "fsync": self.fsync, "timing": self.timing.as_dict(),
+                "format": FORMAT_VERSION,
+                "name": self.name,
+                "cluster_id": secrets.randbits(63) or 1,
+                "state_machine": self.state_machine,
+                "peers": list(range(1, self.peers + 1)),
+                "fsync": self.fsync,
+                "timing": self.timing.as_dict(),
             }
             write_config(self._dir(), cfg)
             return cfg
         if cfg["name"] != self.name:
             raise ValueError(f"{self.data_dir} holds the data of cluster {cfg['name']!r}, not {self.name!r}")
         if cfg["state_machine"] != self.state_machine:
-            raise ValueError(f"{self.data_dir} holds a cluster of state machine {cfg['state_machine']!r}, "
-                             f"not {self.state_machine!r}")
+            raise ValueError(
+                f"{self.data_dir} holds a cluster of state machine {cfg['state_machine']!r}, not {self.state_machine!r}"
+            )
         # Timing and fsync may change between runs; the membership is the logs' business.
         if self._peers_given and self.peers != len(cfg["peers"]):
             raise ValueError(
                 f"{self.data_dir} holds cluster {self.name!r} created with {len(cfg['peers'])} peers, not "
                 f"peers={self.peers}: leave peers unset to restart it, or use another data directory "
-                f"(a running cluster changes its membership with add_peer / remove_peer)")
+                f"(a running cluster changes its membership with add_peer / remove_peer)"
+            )
         cfg["fsync"] = self.fsync
         cfg["timing"] = self.timing.as_dict()
         write_config(self._dir(), cfg)
@@ -237,7 +271,8 @@ class LocalCluster:
                 rec = old.load()
                 if old.owner_alive(rec):
                     raise RuntimeError(
-                        f"a cluster named {self.name!r} is already running (managed by pid {int(rec.owner_pid)})")
+                        f"a cluster named {self.name!r} is already running (managed by pid {int(rec.owner_pid)})"
+                    )
                 # The manager died without cleaning up: kill its orphans, reclaim the names.
                 for _id, (state, pid, start) in ControlBlock.slots_of(rec).items():
                     if pid and _proc.process_alive(pid, start):
@@ -265,8 +300,10 @@ class LocalCluster:
         self._ctl = ctl
 
     def _make_peer_segments(self, peer_id: int) -> None:
-        for make in (lambda: Ring(inbox_name(self.name, peer_id), create=None, capacity=INBOX_CAPACITY),
-                     lambda: StatusRecord(status_segment_name(self.name, peer_id), create=None)):
+        for make in (
+            lambda: Ring(inbox_name(self.name, peer_id), create=None, capacity=INBOX_CAPACITY),
+            lambda: StatusRecord(status_segment_name(self.name, peer_id), create=None),
+        ):
             obj = make()
             obj.close()
 
@@ -279,7 +316,11 @@ class LocalCluster:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _PEER_MAIN, "--cluster", self.name, "--id", str(peer_id)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True, env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                env=env,
             )
         finally:
             log.close()
@@ -370,7 +411,7 @@ class LocalCluster:
         except FileNotFoundError:
             return
         for e in entries:
-            if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX):]):
+            if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX) :]):
                 try:
                     os.unlink(os.path.join(SHM_DIR, e))
                 except FileNotFoundError:
@@ -588,11 +629,15 @@ class LocalCluster:
         # Caught up: its applied index reached the leader's commit index of now.
         lead = self.wait_leader(max(0.0, deadline - time.monotonic()))
         target = next(s.commit for s in self.status() if s.id == lead)
-        self._wait(lambda: any(s.id == new and s.applied >= target for s in self.status()), deadline,
-                   f"peer {new} to catch up to index {target}")
+        self._wait(
+            lambda: any(s.id == new and s.applied >= target for s in self.status()),
+            deadline,
+            f"peer {new} to catch up to index {target}",
+        )
         self._admin(ev.ADMIN_PROMOTE, new, max(0.0, deadline - time.monotonic()))
-        self._wait(lambda: any(s.is_leader and new in s.voters for s in self.status()), deadline,
-                   f"peer {new} to be a voter")
+        self._wait(
+            lambda: any(s.is_leader and new in s.voters for s in self.status()), deadline, f"peer {new} to be a voter"
+        )
         self.peers += 1
         return new
 
@@ -602,8 +647,11 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         state, ospid, start = self._peer_slot(peer)
         self._admin(ev.ADMIN_REMOVE, peer, max(0.0, deadline - time.monotonic()))
-        self._wait(lambda: any(s.is_leader and s.id != peer and peer not in s.voters + s.learners
-                               for s in self.status()), deadline, f"peer {peer} to leave the configuration")
+        self._wait(
+            lambda: any(s.is_leader and s.id != peer and peer not in s.voters + s.learners for s in self.status()),
+            deadline,
+            f"peer {peer} to leave the configuration",
+        )
         if ospid and _proc.process_alive(ospid, start):
             os.kill(ospid, signal.SIGCONT)
             os.kill(ospid, signal.SIGTERM)

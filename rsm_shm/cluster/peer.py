@@ -39,6 +39,7 @@ SIGTERM and SIGINT stop the peer cleanly at the end of the current turn (it publ
 role "stopped" and closes its storage).  It also exits by itself when the process that
 manages the cluster has died and the control segment is gone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,30 @@ from ..segment import shm_path
 from ..raft.codec import DecodeError, decode_message, encode_message
 from ..raft.core import Config, NotLeaderError, ProposalDroppedError, RawNode
 from ..raft.driver import handle_ready
-from ..raft.types import (ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, ReadState,
-                          Ready, Role, Snapshot, SoftState)
+from ..raft.types import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SoftState,
+)
 from . import envelope as ev
 from .control import ControlBlock, LinkView
 from .layout import (
-    MAX_ENTRY_BYTES, MAX_RESULT_BYTES, MAX_SIZE_PER_MSG, RING_SHUTDOWN, Timing, inbox_name, read_config,
+    MAX_ENTRY_BYTES,
+    MAX_RESULT_BYTES,
+    MAX_SIZE_PER_MSG,
+    RING_SHUTDOWN,
+    Timing,
+    inbox_name,
+    read_config,
 )
 from .statemachine import BatchWriter, Sessions, decode_batch, load_state_machine, OP_OVERHEAD
 from .status import StatusRecord, status_segment_name
@@ -73,23 +92,24 @@ from .transport import RingTransport, Transport
 
 # What the peer holds for a client between taking a request and answering it.
 _Proposal = Tuple[str, int, int, int, int, int, bytes]  # (reply_to, op, rid, session, seq, acked, data)
-_Read = Tuple[str, int, bytes]                          # (reply_to, rid, query)
-_Waiter = Tuple[str, int]                               # (reply_to, rid)
-_Meta = Tuple[str, int, int, int]                       # (reply_to, rid, session, seq) of a proposed op
+_Read = Tuple[str, int, bytes]  # (reply_to, rid, query)
+_Waiter = Tuple[str, int]  # (reply_to, rid)
+_Meta = Tuple[str, int, int, int]  # (reply_to, rid, session, seq) of a proposed op
 
 _ShutDown = RING_SHUTDOWN
-_MAX_BATCH = 4096             # envelopes taken from the inbox per turn
-_REPLY_RING_CACHE = 32        # client reply rings kept open (their touched pages count in RSS)
-_OWNER_CHECK_TICKS = 50       # how often (in ticks) to check that the manager lives
+_MAX_BATCH = 4096  # envelopes taken from the inbox per turn
+_REPLY_RING_CACHE = 32  # client reply rings kept open (their touched pages count in RSS)
+_OWNER_CHECK_TICKS = 50  # how often (in ticks) to check that the manager lives
 _CTX = struct.Struct(">Q")
-_FULL_STATUS_EVERY = 0.1      # seconds between full status records when nothing moved
+_FULL_STATUS_EVERY = 0.1  # seconds between full status records when nothing moved
 
 
 class Peer:
     """One peer process (see the module docstring).  Also usable in-process by tests."""
 
-    def __init__(self, cluster: str, peer_id: int, transport: Optional[Transport] = None,
-                 data_dir: Optional[str] = None) -> None:
+    def __init__(
+        self, cluster: str, peer_id: int, transport: Optional[Transport] = None, data_dir: Optional[str] = None
+    ) -> None:
         self.cluster = cluster
         self.id = peer_id
         self.ctl = ControlBlock(cluster)
@@ -104,8 +124,9 @@ class Peer:
         self.timing = Timing.from_config(cfg["timing"])
         self.fsync = bool(cfg["fsync"])
         self.sessions = Sessions(load_state_machine(cfg["state_machine"]), self.timing.max_sessions)
-        self.store = open_storage(os.path.join(self.data_dir, f"peer{peer_id}"), cluster=cluster, node_id=peer_id,
-                                  fsync=self.fsync)
+        self.store = open_storage(
+            os.path.join(self.data_dir, f"peer{peer_id}"), cluster=cluster, node_id=peer_id, fsync=self.fsync
+        )
         self.storage = self.store.storage
         self.inbox = Ring(inbox_name(cluster, peer_id), create=False)
         self.status_rec = StatusRecord(status_segment_name(cluster, peer_id), create=False)
@@ -122,8 +143,12 @@ class Peer:
         if not snap.meta.index and voters:
             self.conf_state = ConfState(voters=tuple(sorted(voters)))
         config = Config(
-            election_tick=self.timing.election_tick, heartbeat_tick=self.timing.heartbeat_tick,
-            max_size_per_msg=MAX_SIZE_PER_MSG, pre_vote=True, check_quorum=True, applied=snap.meta.index,
+            election_tick=self.timing.election_tick,
+            heartbeat_tick=self.timing.heartbeat_tick,
+            max_size_per_msg=MAX_SIZE_PER_MSG,
+            pre_vote=True,
+            check_quorum=True,
+            applied=snap.meta.index,
             # Followers learn a new commit index with the next append or heartbeat: per
             # command this spares each follower a wake-up and the leader a response.
             broadcast_commit=False,
@@ -136,11 +161,11 @@ class Peer:
         # Proposals and reads collected this turn; pending ones waiting for apply.
         self._proposals: List[_Proposal] = []
         self._reads: List[_Read] = []
-        self._pending: Dict[Tuple[int, int], _Waiter] = {}   # (session, seq) -> who waits
+        self._pending: Dict[Tuple[int, int], _Waiter] = {}  # (session, seq) -> who waits
         self._read_ctx = 0
-        self._reads_waiting: Dict[bytes, List[_Read]] = {}   # read_index ctx -> the reads
+        self._reads_waiting: Dict[bytes, List[_Read]] = {}  # read_index ctx -> the reads
         self._reads_ready: List[Tuple[int, List[_Read]]] = []  # (index, the reads)
-        self._admin_pending: Dict[int, _Waiter] = {}         # log index of a conf change -> who waits
+        self._admin_pending: Dict[int, _Waiter] = {}  # log index of a conf change -> who waits
         self._force_snapshot = False
         # Applied since the last snapshot (restart counts again what it re-applies):
         # client commands and bytes of log entries (see Timing.snapshot_commands).
@@ -154,8 +179,16 @@ class Peer:
         self._reply_hdr = ev.encode_header(ev.KIND_REPLY, peer_id, self.cluster_id)
         self._rng = random.Random()
         # counters (published in the status record)
-        self.c = dict(msgs_in=0, msgs_out=0, msgs_dropped=0, msgs_bad=0, snapshots_sent=0,
-                      snapshots_received=0, proposals=0, reads=0)
+        self.c = dict(
+            msgs_in=0,
+            msgs_out=0,
+            msgs_dropped=0,
+            msgs_bad=0,
+            snapshots_sent=0,
+            snapshots_received=0,
+            proposals=0,
+            reads=0,
+        )
         self._last_contact_ns = 0
         # Peers whose connection to us broke, appended by transport threads (a deque's
         # append and popleft are atomic): read by the loop only (see peer_lost).
@@ -231,7 +264,8 @@ class Peer:
         if ControlBlock.slots_of(rec).get(self.id, (0,))[0] == 0:
             return True
         return not _proc.process_alive(int(rec.owner_pid), int(rec.owner_start)) and not os.path.exists(
-            shm_path(self.ctl.name))
+            shm_path(self.ctl.name)
+        )
 
     def stop(self, *_args: object) -> None:
         self.stopping = True
@@ -264,8 +298,7 @@ class Peer:
         # intervals apart (far above a message's round trip, even on a busy host), so
         # that they do not campaign together and split the vote: the first whose log
         # is up to date wins.
-        others = sorted(v for v in set(self.conf_state.voters) | set(self.conf_state.voters_outgoing)
-                        if v != leader)
+        others = sorted(v for v in set(self.conf_state.voters) | set(self.conf_state.voters_outgoing) if v != leader)
         if self.id not in others:
             return  # a learner never campaigns
         t = self.timing
@@ -301,7 +334,7 @@ class Peer:
                 if bcid != cid:
                     raise ev.EnvelopeError("envelope of another cluster incarnation")
                 if kind == ev.KIND_RAFT:
-                    m = decode_message(b[ev.HEADER_SIZE:])
+                    m = decode_message(b[ev.HEADER_SIZE :])
                     if m.to != self.id or m.frm != sender:
                         raise ev.EnvelopeError("raft message not addressed to this peer or forged sender")
                     self._last_contact_ns = time.monotonic_ns()
@@ -404,8 +437,11 @@ class Peer:
                 self._force_snapshot = True
                 self._reply(reply_to, rid, ev.OK, b"")
                 return
-            kinds = {ev.ADMIN_ADD_LEARNER: ConfChangeType.ADD_LEARNER, ev.ADMIN_PROMOTE: ConfChangeType.ADD_NODE,
-                     ev.ADMIN_REMOVE: ConfChangeType.REMOVE_NODE}
+            kinds = {
+                ev.ADMIN_ADD_LEARNER: ConfChangeType.ADD_LEARNER,
+                ev.ADMIN_PROMOTE: ConfChangeType.ADD_NODE,
+                ev.ADMIN_REMOVE: ConfChangeType.REMOVE_NODE,
+            }
             if op not in kinds:
                 self._reply(reply_to, rid, ev.BAD_REQUEST, b"unknown admin operation %d" % op)
                 return
@@ -522,7 +558,7 @@ class Peer:
             # to go to the new leader at once (they retry with the same sequence number,
             # so a command that does commit is still applied exactly once).
             hint = ev.LEADER_HINT.pack(ss.leader)
-            for (reply_to, rid) in self._pending.values():
+            for reply_to, rid in self._pending.values():
                 self._reply(reply_to, rid, ev.NOT_LEADER, hint)
             self._pending.clear()
             for reads in self._reads_waiting.values():
@@ -577,8 +613,11 @@ class Peer:
         ``snapshot_bytes`` bytes were applied since the last one (or one is forced: a
         peer joined)."""
         timing = self.timing
-        if (not self._force_snapshot and self._snap_commands < timing.snapshot_commands
-                and self._snap_bytes < timing.snapshot_bytes):
+        if (
+            not self._force_snapshot
+            and self._snap_commands < timing.snapshot_commands
+            and self._snap_bytes < timing.snapshot_bytes
+        ):
             return
         storage = self.storage
         applied = self.applied
@@ -607,8 +646,12 @@ class Peer:
         s = self._status
         now = time.monotonic_ns()
         lkey = (r.role, r.term, r.lead, self.links.seq)
-        if (not force and lkey == self._published and self.conf_state is self._published_cs
-                and now - self._published_full_ns < self._publish_ns):
+        if (
+            not force
+            and lkey == self._published
+            and self.conf_state is self._published_cs
+            and now - self._published_full_ns < self._publish_ns
+        ):
             applied = self.applied
             committed = log.committed
             if committed == s.commit and applied == s.applied:
@@ -670,8 +713,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if prof_dir:  # development aid: a cProfile of the loop per peer
             import cProfile
-            cProfile.runctx("peer.run()", globals(), {"peer": peer},
-                            os.path.join(prof_dir, f"peer{args.id}.prof"))
+
+            cProfile.runctx("peer.run()", globals(), {"peer": peer}, os.path.join(prof_dir, f"peer{args.id}.prof"))
         else:
             peer.run()
     finally:

@@ -8,6 +8,7 @@ dict) and ``str(statistics())`` (one phrase), then :meth:`close`.  Reading never
 changes anything; a record that a writer left torn, or a segment of this kind that is
 neither record, raises SegmentError (the inspector reports it as undecodable).
 """
+
 from __future__ import annotations
 
 import time
@@ -37,11 +38,13 @@ class ClusterRecord:
     def _check(h: SegmentHeader) -> None:
         p = h.params
         if len(p) < 2 or p[0] not in (RECORD_PEER, RECORD_CONTROL):
-            raise SegmentError(f"segment {h.name!r} is a RAFT_STATUS segment of no known record type "
-                               f"(params {list(p)})")
+            raise SegmentError(
+                f"segment {h.name!r} is a RAFT_STATUS segment of no known record type (params {list(p)})"
+            )
         if p[1] != VERSION:
-            raise SegmentError(f"segment {h.name!r} holds a cluster record of version {p[1]}; "
-                               f"this rsm_shm reads version {VERSION}")
+            raise SegmentError(
+                f"segment {h.name!r} holds a cluster record of version {p[1]}; this rsm_shm reads version {VERSION}"
+            )
         want = ffi.sizeof("rsm_raft_status_rec" if p[0] == RECORD_PEER else "rsm_raft_control_rec")
         if h.body_size < want:
             raise SegmentError(f"segment {h.name!r} is smaller than its record ({h.body_size} < {want} bytes)")
@@ -67,18 +70,26 @@ class ClusterRecord:
             mask = int(raw.cut[a - 1])
             cuts += [[a, b] for b in range(1, MAX_PEER_ID + 1) if mask >> (b - 1) & 1]
         return {
-            "record": "control", "cluster_id": int(raw.cluster_id), "owner_pid": int(raw.owner_pid),
-            "data_dir": ControlBlock.data_dir_of(raw), "drop_rate": min(int(raw.drop_ppm), PPM) / PPM,
-            "stopping": bool(raw.stopping), "next_peer_id": int(raw.next_peer_id),
-            "peers": {str(i): {"state": PEER_STATES.get(st, "unknown"), "pid": pid} for i, (st, pid, _s) in slots.items()},
+            "record": "control",
+            "cluster_id": int(raw.cluster_id),
+            "owner_pid": int(raw.owner_pid),
+            "data_dir": ControlBlock.data_dir_of(raw),
+            "drop_rate": min(int(raw.drop_ppm), PPM) / PPM,
+            "stopping": bool(raw.stopping),
+            "next_peer_id": int(raw.next_peer_id),
+            "peers": {
+                str(i): {"state": PEER_STATES.get(st, "unknown"), "pid": pid} for i, (st, pid, _s) in slots.items()
+            },
             "cut_links": cuts,
         }
 
     def statistics(self) -> str:
         d = self.describe()
         if d["record"] == "peer":
-            s = (f"peer {d['id']} {d['role']}{'' if d['alive'] else ' (not running)'}, term {d['term']}, "
-                 f"leader {d['leader'] or '-'}, commit {d['commit']}, applied {d['applied']}")
+            s = (
+                f"peer {d['id']} {d['role']}{'' if d['alive'] else ' (not running)'}, term {d['term']}, "
+                f"leader {d['leader'] or '-'}, commit {d['commit']}, applied {d['applied']}"
+            )
             return s
         running = sum(1 for p in d["peers"].values() if p["state"] == "running")
         s = f"cluster control, {len(d['peers'])} peers ({running} running)"

@@ -36,6 +36,7 @@ state_machine=..., data_dir=...)`` with :meth:`Peer.run` (foreground, this proce
 :meth:`Peer.pause`, :meth:`Peer.resume`).  Other modules can add gRPC services to every
 served peer's server with :func:`add_service_factory`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,11 +93,23 @@ class Peer:
     :meth:`start`; the arguments are checked here (ValueError / TypeError naming them).
     """
 
-    def __init__(self, name: str, peer_id: int, *, listen: str = "127.0.0.1:0",
-                 peers: Mapping[int, str], state_machine: str, data_dir: str,
-                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None, tls_ca: Optional[str] = None,
-                 insecure: bool = False, fsync: bool = True, cluster_id: Optional[int] = None,
-                 **timing: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        peer_id: int,
+        *,
+        listen: str = "127.0.0.1:0",
+        peers: Mapping[int, str],
+        state_machine: str,
+        data_dir: str,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        insecure: bool = False,
+        fsync: bool = True,
+        cluster_id: Optional[int] = None,
+        **timing: Any,
+    ) -> None:
         self.name = validate_name(name)
         if not isinstance(peer_id, int) or not 1 <= peer_id <= MAX_PEER_ID:
             raise ValueError(f"peer id must be an int between 1 and {MAX_PEER_ID}, not {peer_id!r}")
@@ -164,13 +177,30 @@ class Peer:
     # ------------------------------------------------------------------ child process
     def argv(self) -> List[str]:
         """The ``rsm-shm cluster serve`` arguments of this peer."""
-        out = [self.name, "--id", str(self.id), "--listen", self.listen, "--sm", self.state_machine,
-               "--data", self.data_dir, "--cluster-id", str(self.cluster_id)]
+        out = [
+            self.name,
+            "--id",
+            str(self.id),
+            "--listen",
+            self.listen,
+            "--sm",
+            self.state_machine,
+            "--data",
+            self.data_dir,
+            "--cluster-id",
+            str(self.cluster_id),
+        ]
         for pid, addr in sorted(self.peers.items()):
             out += ["--peer", f"{pid}={addr}"]
         if all(self.tls_files):
-            out += ["--tls-cert", str(self.tls_files[0]), "--tls-key", str(self.tls_files[1]),
-                    "--tls-ca", str(self.tls_files[2])]
+            out += [
+                "--tls-cert",
+                str(self.tls_files[0]),
+                "--tls-key",
+                str(self.tls_files[1]),
+                "--tls-ca",
+                str(self.tls_files[2]),
+            ]
         if self.insecure:
             out.append("--insecure")
         if not self.fsync:
@@ -193,18 +223,26 @@ class Peer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
         with open(os.path.join(self.data_dir, f"peer{self.id}.log"), "ab") as out:
-            self._proc = subprocess.Popen([sys.executable, "-c", _SERVE_MAIN, *self.argv()],
-                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          close_fds=True, env=env)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _SERVE_MAIN, *self.argv()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while not os.path.exists(addr_file):
             if self._proc.poll() is not None:
-                raise RuntimeError(f"peer {self.id} of {self.name!r} exited with status {self._proc.returncode} "
-                                   f"while starting:\n{self.log_tail(12)}")
+                raise RuntimeError(
+                    f"peer {self.id} of {self.name!r} exited with status {self._proc.returncode} "
+                    f"while starting:\n{self.log_tail(12)}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError(f"peer {self.id} of {self.name!r} did not start in {timeout} s:\n"
-                                   f"{self.log_tail(12)}")
+                raise TimeoutError(
+                    f"peer {self.id} of {self.name!r} did not start in {timeout} s:\n{self.log_tail(12)}"
+                )
             time.sleep(0.005)
         return self
 
@@ -327,8 +365,9 @@ class ServedPeer:
             # A stream from or to the leader that breaks makes the peer loop forget it
             # (faster failover: see Peer.peer_lost).
             self.transport.on_lost = self.node.peer_lost
-            self.service = PeerStreamService(spec.cluster_id, me, inbox_ring, lambda: known,
-                                             on_lost=self.node.peer_lost)
+            self.service = PeerStreamService(
+                spec.cluster_id, me, inbox_ring, lambda: known, on_lost=self.node.peer_lost
+            )
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])
             self.server.add_handlers(serve_clients(self))  # remote clients (Client.connect)
@@ -346,11 +385,19 @@ class ServedPeer:
         cfg = read_config(spec.data_dir)
         initial = sorted(set(spec.peers) | {spec.id})
         if cfg is None:
-            cfg = {"format": FORMAT_VERSION, "name": spec.name, "cluster_id": spec.cluster_id,
-                   "state_machine": spec.state_machine, "peers": initial}
+            cfg = {
+                "format": FORMAT_VERSION,
+                "name": spec.name,
+                "cluster_id": spec.cluster_id,
+                "state_machine": spec.state_machine,
+                "peers": initial,
+            }
         else:
-            for key, want in (("name", spec.name), ("cluster_id", spec.cluster_id),
-                              ("state_machine", spec.state_machine)):
+            for key, want in (
+                ("name", spec.name),
+                ("cluster_id", spec.cluster_id),
+                ("state_machine", spec.state_machine),
+            ):
                 if cfg.get(key) != want:
                     raise ValueError(f"{spec.data_dir} holds a cluster with {key} {cfg.get(key)!r}, not {want!r}")
         # The membership is the logs' business after the first start; timing, fsync and
@@ -375,8 +422,10 @@ class ServedPeer:
             slots = ControlBlock.slots_of(rec)
             live = {i for i, (st, p, s) in slots.items() if p and i != me and _proc.process_alive(p, s)}
             if live and int(rec.cluster_id) != spec.cluster_id:
-                problem.append(f"another cluster named {spec.name!r} (cluster id {int(rec.cluster_id)}) runs on "
-                               f"this host with peers {sorted(live)}")
+                problem.append(
+                    f"another cluster named {spec.name!r} (cluster id {int(rec.cluster_id)}) runs on "
+                    f"this host with peers {sorted(live)}"
+                )
                 return
             st, p, s = slots.get(me, (PEER_ABSENT, 0, 0))
             if p and _proc.process_alive(p, s):
@@ -440,8 +489,13 @@ class ServedPeer:
         with open(tmp, "w") as f:
             f.write(self.server.address + "\n")
         os.replace(tmp, addr_file)
-        log.info("peer %d of %r (cluster id %d) serving on %s", self.spec.id, self.spec.name, self.spec.cluster_id,
-                 self.server.address)
+        log.info(
+            "peer %d of %r (cluster id %d) serving on %s",
+            self.spec.id,
+            self.spec.name,
+            self.spec.cluster_id,
+            self.server.address,
+        )
         self.node.run()
 
     def stop(self) -> None:
@@ -459,8 +513,12 @@ class ServedPeer:
             pass
         if self.transport is not None:
             self.transport.close()
-            log.info("peer %d stopping; transport %s; receiving %s", spec.id, self.transport.counters(),
-                     self.service.stats.snapshot() if hasattr(self, "service") else {})
+            log.info(
+                "peer %d stopping; transport %s; receiving %s",
+                spec.id,
+                self.transport.counters(),
+                self.service.stats.snapshot() if hasattr(self, "service") else {},
+            )
             self.transport = None
         if self.node is not None:
             self.node.close()  # closes its transport (again: idempotent) and segments
@@ -503,7 +561,7 @@ def _remove_segments(name: str) -> None:
     except FileNotFoundError:
         return
     for e in entries:
-        if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX):]):
+        if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX) :]):
             try:
                 os.unlink(os.path.join(SHM_DIR, e))
             except FileNotFoundError:
@@ -515,8 +573,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="cluster name (the same on every host)")
     p.add_argument("--id", type=int, required=True, help="this peer's id (1..64)")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (default 127.0.0.1:0)")
-    p.add_argument("--peer", action="append", default=[], metavar="ID=HOST:PORT",
-                   help="another peer: ID=HOST:PORT (gRPC) or ID=local (same host, same NAME); repeat")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="ID=HOST:PORT",
+        help="another peer: ID=HOST:PORT (gRPC) or ID=local (same host, same NAME); repeat",
+    )
     p.add_argument("--sm", required=True, help="state machine import path pkg.mod:Class")
     p.add_argument("--data", required=True, help="this peer's data directory")
     p.add_argument("--tls-cert", help="PEM certificate chain of this peer (mutual TLS)")
@@ -525,8 +588,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="allow plaintext on a non-loopback address")
     p.add_argument("--no-fsync", action="store_true", help="never sync the log (NOT durable: tests only)")
     p.add_argument("--cluster-id", type=int, default=None, help="cluster id (default: derived from NAME)")
-    p.add_argument("--timing", action="append", default=[], metavar="KEY=VALUE",
-                   help="a Timing option, e.g. tick=0.01 or election_tick=10; repeat")
+    p.add_argument(
+        "--timing",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Timing option, e.g. tick=0.01 or election_tick=10; repeat",
+    )
 
 
 def peer_from_args(args: argparse.Namespace) -> Peer:
@@ -551,16 +619,31 @@ def peer_from_args(args: argparse.Namespace) -> Peer:
                 timing[key] = float(value)
             except ValueError:
                 raise ValueError(f"--timing {key}: {value!r} is not a number") from None
-    return Peer(args.name, args.id, listen=args.listen, peers=peers, state_machine=args.sm, data_dir=args.data,
-                tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, insecure=args.insecure,
-                fsync=not args.no_fsync, cluster_id=args.cluster_id, **timing)
+    return Peer(
+        args.name,
+        args.id,
+        listen=args.listen,
+        peers=peers,
+        state_machine=args.sm,
+        data_dir=args.data,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        insecure=args.insecure,
+        fsync=not args.no_fsync,
+        cluster_id=args.cluster_id,
+        **timing,
+    )
 
 
 def _setup_logging(peer_id: int) -> None:
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format=f"%(asctime)s peer {peer_id} %(levelname)s %(name)s: %(message)s",
+        )
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ never applied); a command that arrives after a later one of its session was appl
 answered ``STALE`` and never applied, which tells the client it may send it again under
 a new sequence number.  At most 65536 unacknowledged results are kept per session.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,8 +40,7 @@ from typing import Any, Dict, List, Tuple
 
 from . import envelope as ev
 
-__all__ = ["StateMachine", "KVStore", "CommandError", "load_state_machine", "Sessions", "encode_batch",
-           "decode_batch"]
+__all__ = ["StateMachine", "KVStore", "CommandError", "load_state_machine", "Sessions", "encode_batch", "decode_batch"]
 
 
 class CommandError(RuntimeError):
@@ -230,7 +230,7 @@ def decode_batch(b: bytes) -> List[BatchOp]:
         off += size
         if off + ln > end:
             raise ValueError("truncated batch op data")
-        out.append((op, session, seq, acked, b[off:off + ln]))
+        out.append((op, session, seq, acked, b[off : off + ln]))
         off += ln
     if off != end:
         raise ValueError("trailing bytes after the batch")
@@ -240,9 +240,9 @@ def decode_batch(b: bytes) -> List[BatchOp]:
 # ------------------------------------------------------------------------ sessions
 SNAPSHOT_MAGIC = b"RSMS"
 SNAPSHOT_VERSION = 1
-_SNAP_HDR = struct.Struct("<4sBQ")     # magic, version, session count
-_SESSION = struct.Struct("<QQQQQI")    # id, last_seq, last_index, forgotten, acked, result count
-_RESULT = struct.Struct("<QBI")        # seq, status, len
+_SNAP_HDR = struct.Struct("<4sBQ")  # magic, version, session count
+_SESSION = struct.Struct("<QQQQQI")  # id, last_seq, last_index, forgotten, acked, result count
+_RESULT = struct.Struct("<QBI")  # seq, status, len
 DEFAULT_MAX_SESSIONS = 4096
 MAX_RESULTS_PER_SESSION = 1 << 16
 
@@ -380,7 +380,7 @@ class Sessions:
             for _ in range(nres):
                 seq, status, ln = _RESULT.unpack_from(data, off)
                 off += _RESULT.size
-                out = (status, data[off:off + ln])
+                out = (status, data[off : off + ln])
                 if ln <= 64:  # results repeat (b'{"ok": true}'): one copy of each short one
                     out = shared.setdefault(out, out)
                 results[seq] = out

@@ -14,6 +14,7 @@ died in the middle of a publication leaves the record unreadable until its succe
 publishes; readers get ``None`` instead of garbage.  Values read are untrusted and are
 clamped or validated before use.
 """
+
 from __future__ import annotations
 
 import time
@@ -108,7 +109,9 @@ class PeerStatus:
         return d
 
 
-def decode_status(raw: RawStatus, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True) -> PeerStatus:
+def decode_status(
+    raw: RawStatus, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True
+) -> PeerStatus:
     """A :class:`PeerStatus` from a loaded ``rsm_raft_status`` (untrusted values)."""
     now_ns = time.monotonic_ns() if now_ns is None else now_ns
     pid = int(raw.pid)
@@ -118,15 +121,33 @@ def decode_status(raw: RawStatus, *, now_ns: Optional[int] = None, state: str = 
     lc = int(raw.last_contact_ns)
     upd = int(raw.updated_ns)
     return PeerStatus(
-        id=int(raw.id), pid=pid, alive=alive, role=ROLE_NAMES.get(int(raw.role), "unknown"),
-        term=int(raw.term), leader=int(raw.leader), commit=int(raw.commit), applied=int(raw.applied),
-        first_index=int(raw.first_index), last_index=int(raw.last_index), match=match,
-        last_contact=(now_ns - lc) / 1e9 if lc else None, age=(now_ns - upd) / 1e9 if upd else None,
-        voters=ids_of_mask(int(raw.voters)), learners=ids_of_mask(int(raw.learners)),
-        msgs_in=int(raw.msgs_in), msgs_out=int(raw.msgs_out), msgs_dropped=int(raw.msgs_dropped),
-        msgs_bad=int(raw.msgs_bad), fsyncs=int(raw.fsyncs), fsync_seconds=int(raw.fsync_ns) / 1e9,
-        snapshots_sent=int(raw.snapshots_sent), snapshots_received=int(raw.snapshots_received),
-        proposals=int(raw.proposals), reads=int(raw.reads), control_seq=int(raw.control_seq), state=state,
+        id=int(raw.id),
+        pid=pid,
+        alive=alive,
+        role=ROLE_NAMES.get(int(raw.role), "unknown"),
+        term=int(raw.term),
+        leader=int(raw.leader),
+        commit=int(raw.commit),
+        applied=int(raw.applied),
+        first_index=int(raw.first_index),
+        last_index=int(raw.last_index),
+        match=match,
+        last_contact=(now_ns - lc) / 1e9 if lc else None,
+        age=(now_ns - upd) / 1e9 if upd else None,
+        voters=ids_of_mask(int(raw.voters)),
+        learners=ids_of_mask(int(raw.learners)),
+        msgs_in=int(raw.msgs_in),
+        msgs_out=int(raw.msgs_out),
+        msgs_dropped=int(raw.msgs_dropped),
+        msgs_bad=int(raw.msgs_bad),
+        fsyncs=int(raw.fsyncs),
+        fsync_seconds=int(raw.fsync_ns) / 1e9,
+        snapshots_sent=int(raw.snapshots_sent),
+        snapshots_received=int(raw.snapshots_received),
+        proposals=int(raw.proposals),
+        reads=int(raw.reads),
+        control_seq=int(raw.control_seq),
+        state=state,
     )
 
 
@@ -150,7 +171,12 @@ class StatusRecord:
     def __init__(self, name: str, *, create: Optional[bool] = None, mode: int = 0o600) -> None:
         size = ffi.sizeof("rsm_raft_status_rec")
         self._seg = Segment(
-            name, Kind.RAFT_STATUS, size, create=create, mode=mode, params=(RECORD_PEER, VERSION),
+            name,
+            Kind.RAFT_STATUS,
+            size,
+            create=create,
+            mode=mode,
+            params=(RECORD_PEER, VERSION),
             check=lambda h: _check_header(h, RECORD_PEER, "peer status record"),
             body_size_of=lambda h: size,
         )

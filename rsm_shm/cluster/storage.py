@@ -260,7 +260,9 @@ class DiskStorage:
         self._remove_snapshot_files(keep=self._snap_meta)
         if self._wal.truncated is not None:
             t = self._wal.truncated
-            log.warning("cut a torn write of %d bytes at the end of %s (offset %d: %s)", t.dropped, t.path, t.offset, t.reason)
+            log.warning(
+                "cut a torn write of %d bytes at the end of %s (offset %d: %s)", t.dropped, t.path, t.offset, t.reason
+            )
         self._recovery = RecoveryInfo(n, len(self._terms), self._wal.truncated, time.perf_counter() - t0)
 
     def _replay(self, seq: int, off: int, rtype: int, payload: memoryview) -> None:
@@ -293,7 +295,8 @@ class DiskStorage:
                 self._sizes = array("I", [0]) * n
             elif (offset, offset_term, last) != (self._offset, self._offset_term, self.last_index()):
                 raise CorruptLogError(
-                    self._wal.segments[seq], off - HEADER_SIZE,
+                    self._wal.segments[seq],
+                    off - HEADER_SIZE,
                     f"checkpoint (log {offset + 1}..{last}) disagrees with the segments before it "
                     f"(log {self._offset + 1}..{self.last_index()})",
                 )
@@ -312,7 +315,8 @@ class DiskStorage:
             term, index, _t, n = unpack(payload, k)
             if index != expect:
                 raise CorruptLogError(
-                    self._wal.segments[pos >> OFFSET_BITS], (pos & _OFFSET_MASK) - HEADER_SIZE,
+                    self._wal.segments[pos >> OFFSET_BITS],
+                    (pos & _OFFSET_MASK) - HEADER_SIZE,
                     f"entries record holds index {index} where {expect} was expected",
                 )
             terms.append(term)
@@ -478,7 +482,9 @@ class DiskStorage:
                     f"snapshot at {meta.index} is not newer than the current one at {self._snap_meta.index}"
                 )
             self._write_snapshot_file(snap)
-            buf += frame(RecordType.SNAPSHOT, _SNAPREC.pack(meta.index, meta.term, 1) + encode_conf_state(meta.conf_state))
+            buf += frame(
+                RecordType.SNAPSHOT, _SNAPREC.pack(meta.index, meta.term, 1) + encode_conf_state(meta.conf_state)
+            )
             offset, last = meta.index, meta.index
         else:
             offset, last = self._offset, self.last_index()
@@ -581,7 +587,8 @@ class DiskStorage:
         last = self.last_index()
         if first > last + 1:
             raise CorruptLogError(
-                self._wal.segments.get(where >> OFFSET_BITS, "?"), (where & _OFFSET_MASK) - HEADER_SIZE,
+                self._wal.segments.get(where >> OFFSET_BITS, "?"),
+                (where & _OFFSET_MASK) - HEADER_SIZE,
                 f"entries from {first} follow the last index {last}: entries in between are missing",
             )
         k = max(first - self._offset - 1, 0)
@@ -626,7 +633,9 @@ class DiskStorage:
         hs, sm = self._hs, self._snap_meta
         return frame(
             RecordType.STATE,
-            _STATE.pack(hs.term, hs.vote, hs.commit, self._offset, self._offset_term, self.last_index(), sm.index, sm.term)
+            _STATE.pack(
+                hs.term, hs.vote, hs.commit, self._offset, self._offset_term, self.last_index(), sm.index, sm.term
+            )
             + encode_conf_state(sm.conf_state),
         )
 
@@ -653,7 +662,9 @@ class DiskStorage:
             with open(path, "rb") as f:
                 head = f.read(_SNAPFILE.size)
         except FileNotFoundError:
-            raise CorruptLogError(path, 0, f"the log refers to snapshot {meta.index} (term {meta.term}), whose file is missing") from None
+            raise CorruptLogError(
+                path, 0, f"the log refers to snapshot {meta.index} (term {meta.term}), whose file is missing"
+            ) from None
         self._parse_snapshot_head(path, head, meta)
 
     def _parse_snapshot_head(self, path: str, head: bytes, meta: SnapshotMeta) -> Tuple[int, int, int]:
@@ -699,7 +710,9 @@ class DiskStorage:
         """Counters since open: fsyncs and their total time, bytes written, segments,
         cached entries, disk reads (for a peer's status)."""
         w = self._wal
-        return StorageStats(w.fsyncs, w.fsync_seconds, w.bytes_written, len(w.segments), len(self._cache), self._disk_reads)
+        return StorageStats(
+            w.fsyncs, w.fsync_seconds, w.bytes_written, len(w.segments), len(self._cache), self._disk_reads
+        )
 
     @property
     def closed(self) -> bool:

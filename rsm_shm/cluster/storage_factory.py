@@ -13,6 +13,7 @@ with an older one applies up to it and learns the rest from the leader's next ap
 or heartbeat.  This spares a write on the turn where a command commits, the one a
 client is waiting for.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -23,6 +23,7 @@ The contract every transport keeps:
 * ``counters()`` returns transport-specific counters (a flat ``{name: int}``);
   ``close()`` releases everything (idempotent).
 """
+
 from __future__ import annotations
 
 import queue

@@ -294,9 +294,7 @@ class WAL:
         if magic != MAGIC:
             raise CorruptLogError(path, 0, f"not an rsm_shm write-ahead log (magic {magic!r})")
         if fmt > FORMAT:
-            raise CorruptLogError(
-                path, 0, f"written in log format {fmt}, newer than this rsm_shm reads ({FORMAT})"
-            )
+            raise CorruptLogError(path, 0, f"written in log format {fmt}, newer than this rsm_shm reads ({FORMAT})")
         if hseq != seq:
             raise CorruptLogError(path, 0, f"segment header says sequence {hseq}, file name says {seq}")
         end: int = initial_end
@@ -360,7 +358,9 @@ class WAL:
                 os.ftruncate(self._wfd, start)
             except OSError:
                 self._failed = e
-                raise LogFailedError(f"write to {self.segments[self.active_seq]} failed and could not be undone: {e}") from e
+                raise LogFailedError(
+                    f"write to {self.segments[self.active_seq]} failed and could not be undone: {e}"
+                ) from e
             raise
         self.active_size = start + len(buf)
         self.bytes_written += len(buf)

@@ -39,6 +39,7 @@ The contract, in short:
   scheduled them (``default_timer()`` is shared by everything in a process); the target
   may live in any process.  A Supervisor restarts failed automata within a RestartPolicy.
 """
+
 from ._core import MAX_TRANSITION_CHAIN, Op, Opcode, TransitionLoopError
 from ._status import AutomatonStatistics, ExitKind, HostKind, Mode
 from .automaton import DEFAULT_INBOX_CAPACITY, Automaton, current, post, wait_all
@@ -47,8 +48,27 @@ from .supervisor import RestartPolicy, Supervisor, SupervisorStatistics
 from .timer import TimerHandle, TimerService, TimerStatistics, default_timer
 
 __all__ = [
-    "Automaton", "AutomatonError", "AutomatonFailed", "AutomatonShutDown", "AutomatonStatistics",
-    "DEFAULT_INBOX_CAPACITY", "ExitKind", "HostKind", "MAX_TRANSITION_CHAIN", "Mode", "Op", "Opcode",
-    "RestartPolicy", "Supervisor", "SupervisorStatistics", "TimerHandle", "TimerService", "TimerStatistics",
-    "TransitionLoopError", "current", "default_timer", "post", "wait_all",
+    "Automaton",
+    "AutomatonError",
+    "AutomatonFailed",
+    "AutomatonShutDown",
+    "AutomatonStatistics",
+    "DEFAULT_INBOX_CAPACITY",
+    "ExitKind",
+    "HostKind",
+    "MAX_TRANSITION_CHAIN",
+    "Mode",
+    "Op",
+    "Opcode",
+    "RestartPolicy",
+    "Supervisor",
+    "SupervisorStatistics",
+    "TimerHandle",
+    "TimerService",
+    "TimerStatistics",
+    "TransitionLoopError",
+    "current",
+    "default_timer",
+    "post",
+    "wait_all",
 ]

@@ -21,6 +21,7 @@ A handler is any callable ``handler(state, op) -> next_state``.  ``op`` is an
 
 Whatever the handler raises ends the automaton (mode DEAD, the traceback recorded).
 """
+
 from __future__ import annotations
 
 import enum

@@ -5,6 +5,7 @@ to this process's stdin; the handler must therefore be importable by name here. 
 status: 0 clean, EXIT_STATUS_HANDLER_ERROR if the handler raised (the report is in the
 automaton's status block), 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -13,8 +14,9 @@ import sys
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
-        print("usage: python -m rsm_shm.fsm._host NAME GENERATION  (handler and state pickled on stdin)",
-              file=sys.stderr)
+        print(
+            "usage: python -m rsm_shm.fsm._host NAME GENERATION  (handler and state pickled on stdin)", file=sys.stderr
+        )
         return 2
     from ._status import ExitKind
     from ._runner import EXIT_STATUS_HANDLER_ERROR, _run_host
@@ -38,9 +40,11 @@ def _report_load_failure(name: str, generation: int) -> None:
     from ._runner import _finish_dead
     from .automaton import Automaton
 
-    text = (f"automaton {name!r}: the subprocess host could not load the handler and initial state "
-            f"(a subprocess host needs a handler importable by name, not one defined in __main__)\n"
-            + traceback.format_exc())
+    text = (
+        f"automaton {name!r}: the subprocess host could not load the handler and initial state "
+        f"(a subprocess host needs a handler importable by name, not one defined in __main__)\n"
+        + traceback.format_exc()
+    )
     a = Automaton(name, create=False)
     ring = None
     try:

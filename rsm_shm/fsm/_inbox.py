@@ -5,6 +5,7 @@ ring's API touches one place.  A supervisor restart starts a new generation with
 ring (the old one is shut down when its incarnation dies), so posters can tell an inbox that
 was shut down by a drain or a death from the inbox of the restarted automaton.
 """
+
 from __future__ import annotations
 
 import glob
@@ -27,8 +28,6 @@ def open_inbox(name: str, generation: int, capacity: int, *, create: Optional[bo
     # consumer path.  Each generation is a new ring, so a restarted host never competes
     # with the role of the one before it.
     return Ring(inbox_name(name, generation), capacity=capacity, consumers=1, create=create)
-
-
 
 
 def remove_inboxes(name: str) -> int:

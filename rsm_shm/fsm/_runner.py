@@ -7,6 +7,7 @@ when a drain is requested, EXIT once the inbox is finished, and publishes how it
 (:func:`_finish_dead`).  It never raises for a handler error: the traceback is published
 in the status block for whoever joins, in any process.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,19 @@ from typing import TYPE_CHECKING, Any
 from .._native import lib
 from . import _inbox
 from ._core import DRAIN, EXIT, START, Handler, Machine, Op, Opcode
-from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, ExitKind, HostKind, Mode, StatusBlock,
-                      generation_tag, mode_of, with_mode)
+from ._status import (
+    GEN_MASK,
+    MODE_MASK,
+    RESTART_PENDING,
+    STATE_TEXT_MAX,
+    ExitKind,
+    HostKind,
+    Mode,
+    StatusBlock,
+    generation_tag,
+    mode_of,
+    with_mode,
+)
 
 if TYPE_CHECKING:
     from ..ring import Ring
@@ -128,8 +140,10 @@ def _claim(st: StatusBlock, name: str, generation: int) -> None:
         w = st.word()
         m = w & MODE_MASK
         if w & GEN_MASK != tag:
-            raise RuntimeError(f"automaton {name!r}: a host started for generation {generation} found "
-                               f"another incarnation in the mode word ({w:#x}); it leaves it alone")
+            raise RuntimeError(
+                f"automaton {name!r}: a host started for generation {generation} found "
+                f"another incarnation in the mode word ({w:#x}); it leaves it alone"
+            )
         if m == _IDLE:
             if st.cas(w, with_mode(w, _RUNNING)):
                 return
@@ -145,16 +159,22 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
     if p.host_kind == lib.RSM_FSM_HOST_PROCESS and p.host_pid != os.getpid():
         st.set_host(HostKind.PROCESS, os.getpid(), threading.get_native_id())
     if p.generation != generation:
-        raise RuntimeError(f"automaton {a.name!r}: host started for generation {generation}, "
-                           f"status says {p.generation}")
+        raise RuntimeError(
+            f"automaton {a.name!r}: host started for generation {generation}, status says {p.generation}"
+        )
     _claim(st, a.name, generation)
     # From here on the automaton is ours: whatever happens must end in a published DEAD.
     try:
         inbox = _inbox.open_inbox(a.name, generation, st.inbox_capacity, create=False)
     except Exception as exc:
-        _finish_dead(st, generation, None, ExitKind.ERROR,
-                     f"automaton {a.name!r} (pid {os.getpid()}): its host could not open the inbox: "
-                     f"{type(exc).__name__}: {exc}\n" + traceback.format_exc())
+        _finish_dead(
+            st,
+            generation,
+            None,
+            ExitKind.ERROR,
+            f"automaton {a.name!r} (pid {os.getpid()}): its host could not open the inbox: "
+            f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(),
+        )
         return ExitKind.ERROR
     _local.automaton = a
 
@@ -219,10 +239,15 @@ def _host_loop(a: "Automaton", st: StatusBlock, generation: int, handler: Handle
         # Everything a handler raises ends the automaton; the report travels in the status
         # block so that a joiner in any process can re-raise it.  The rest of the batch
         # (taken - commands) is counted as dropped by _finish_dead.
-        what = (f"the handler raised {type(exc).__name__}" if isinstance(exc, Exception)
-                else f"the host was stopped by {type(exc).__name__}")  # Ctrl-C, sys.exit()
-        text = (f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
-                f"{what} in state {_safe_repr(machine.state)}\n" + traceback.format_exc())
+        what = (
+            f"the handler raised {type(exc).__name__}"
+            if isinstance(exc, Exception)
+            else f"the host was stopped by {type(exc).__name__}"
+        )  # Ctrl-C, sys.exit()
+        text = (
+            f"automaton {a.name!r} (pid {os.getpid()}, generation {generation}): "
+            f"{what} in state {_safe_repr(machine.state)}\n" + traceback.format_exc()
+        )
         try:
             sync()
         except Exception:

@@ -4,6 +4,7 @@ The block is one ``rsm_automaton`` (csrc/automaton.h, described there field by f
 a segment of kind AUTOMATON.  This module owns every read and write of it; the rest of
 the package goes through :class:`StatusBlock`.
 """
+
 from __future__ import annotations
 
 import enum
@@ -15,8 +16,18 @@ from .. import _proc
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
-__all__ = ["Mode", "mode_of", "ExitKind", "HostKind", "AutomatonStatistics", "StatusBlock", "STATE_TEXT_MAX",
-           "ERROR_TEXT_MAX", "generation_tag", "with_mode"]
+__all__ = [
+    "Mode",
+    "mode_of",
+    "ExitKind",
+    "HostKind",
+    "AutomatonStatistics",
+    "StatusBlock",
+    "STATE_TEXT_MAX",
+    "ERROR_TEXT_MAX",
+    "generation_tag",
+    "with_mode",
+]
 
 STATE_TEXT_MAX: int = lib.RSM_FSM_STATE_TEXT_MAX
 ERROR_TEXT_MAX: int = lib.RSM_FSM_ERROR_TEXT_MAX
@@ -64,9 +75,9 @@ def with_mode(word: int, mode: int) -> int:
 class ExitKind(enum.IntEnum):
     """How the last incarnation ended."""
 
-    NONE = lib.RSM_FSM_EXIT_NONE      # not ended
-    CLEAN = lib.RSM_FSM_EXIT_CLEAN    # drained, EXIT delivered
-    ERROR = lib.RSM_FSM_EXIT_ERROR    # a handler raised
+    NONE = lib.RSM_FSM_EXIT_NONE  # not ended
+    CLEAN = lib.RSM_FSM_EXIT_CLEAN  # drained, EXIT delivered
+    ERROR = lib.RSM_FSM_EXIT_ERROR  # a handler raised
     KILLED = lib.RSM_FSM_EXIT_KILLED  # the host process died (SIGKILL, crash)
 
 
@@ -119,7 +130,7 @@ class AutomatonStatistics:
     state: str
     error: str
     started: float  # seconds since the epoch, 0.0 if never started
-    ended: float    # seconds since the epoch, 0.0 while running
+    ended: float  # seconds since the epoch, 0.0 while running
 
     def __str__(self) -> str:
         if self.host_died:
@@ -176,15 +187,22 @@ def _encode_text(text: str, size: int) -> bytes:
         return raw
     # Keep the end of a long traceback (the exception itself) and mark the cut.
     marker = b"...[truncated]...\n"
-    tail = raw[-(size - len(marker)):]
+    tail = raw[-(size - len(marker)) :]
     return marker + tail.decode("utf-8", "ignore").encode("utf-8")
 
 
 class StatusBlock:
     """One mapped automaton status block (create or attach by name)."""
 
-    def __init__(self, name: Optional[str], *, create: Optional[bool], mode: int, inbox_capacity: int,
-                 on_create: Optional[Callable[[str, int], None]] = None) -> None:
+    def __init__(
+        self,
+        name: Optional[str],
+        *,
+        create: Optional[bool],
+        mode: int,
+        inbox_capacity: int,
+        on_create: Optional[Callable[[str, int], None]] = None,
+    ) -> None:
         """``on_create(name, inbox_capacity)`` runs when this call creates the block, before
         any other process can attach to it (it creates the first inbox)."""
 
@@ -195,8 +213,17 @@ class StatusBlock:
             if on_create is not None:
                 on_create(seg.name, inbox_capacity)
 
-        self.seg = Segment(name, Kind.AUTOMATON, ffi.sizeof("rsm_automaton"), create=create, mode=mode,
-                           params=(inbox_capacity,), init=init, check=_check, body_size_of=_body_size)
+        self.seg = Segment(
+            name,
+            Kind.AUTOMATON,
+            ffi.sizeof("rsm_automaton"),
+            create=create,
+            mode=mode,
+            params=(inbox_capacity,),
+            init=init,
+            check=_check,
+            body_size_of=_body_size,
+        )
         self.p = self.seg.body("rsm_automaton *")
         self.inbox_capacity = int(self.seg.header.params[PARAM_INBOX_CAPACITY])
 
@@ -336,14 +363,27 @@ class StatusBlock:
             inbox_depth = min(inbox_depth, 0)
         alive = self.host_alive()
         return AutomatonStatistics(
-            name=self.name, mode=mode, restart_pending=bool(w & RESTART_PENDING),
-            exit_kind=self.exit_kind(), host=host, host_pid=p.host_pid, host_alive=alive,
-            generation=p.generation, restarts=p.restarts, supervisor_pid=p.supervisor_pid,
-            commands=commands, transitions=p.transitions, dropped=dropped, in_hand=in_hand,
+            name=self.name,
+            mode=mode,
+            restart_pending=bool(w & RESTART_PENDING),
+            exit_kind=self.exit_kind(),
+            host=host,
+            host_pid=p.host_pid,
+            host_alive=alive,
+            generation=p.generation,
+            restarts=p.restarts,
+            supervisor_pid=p.supervisor_pid,
+            commands=commands,
+            transitions=p.transitions,
+            dropped=dropped,
+            in_hand=in_hand,
             host_died=mode is not Mode.DEAD and host is not HostKind.NONE and not alive,
             inbox_depth=inbox_depth,
-            inbox_capacity=self.inbox_capacity, state=self.state_text(), error=self.error_text(),
-            started=p.started_ns / 1e9, ended=p.ended_ns / 1e9,
+            inbox_capacity=self.inbox_capacity,
+            state=self.state_text(),
+            error=self.error_text(),
+            started=p.started_ns / 1e9,
+            ended=p.ended_ns / 1e9,
         )
 
     def close(self) -> None:

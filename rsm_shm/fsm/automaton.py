@@ -21,6 +21,7 @@ counted in ``dropped``, never delivered.  A command whose
 ``post()`` raced with the death of the host (accepted by the ring just before the death was
 noticed) is lost with it: once the death is noticed, every post fails.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -44,8 +45,20 @@ from . import _inbox
 from ._core import Handler
 from ._runner import _finish_dead, _process_main, _run_host, _safe_repr, current
 from ._runner import _local as _runner_local
-from ._status import (GEN_MASK, MODE_MASK, RESTART_PENDING, STATE_TEXT_MAX, AutomatonStatistics, ExitKind,
-                      HostKind, Mode, StatusBlock, generation_tag, mode_of, with_mode)
+from ._status import (
+    GEN_MASK,
+    MODE_MASK,
+    RESTART_PENDING,
+    STATE_TEXT_MAX,
+    AutomatonStatistics,
+    ExitKind,
+    HostKind,
+    Mode,
+    StatusBlock,
+    generation_tag,
+    mode_of,
+    with_mode,
+)
 from .errors import AutomatonShutDown, AutomatonFailed
 
 if TYPE_CHECKING:
@@ -87,9 +100,11 @@ _R = TypeVar("_R")
 def _pinned(method: Callable[Concatenate[Automaton, _P], _R]) -> Callable[Concatenate[Automaton, _P], _R]:
     """Run an Automaton method holding a pin on its status segment (ValueError once this
     handle is closed): a close() from another thread never unmaps under a running call."""
+
     def wrapper(self: Automaton, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._status.seg.pins:
             return method(self, *args, **kwargs)
+
     functools.update_wrapper(wrapper, method)
     return wrapper
 
@@ -106,8 +121,16 @@ class Automaton:
     for the opcodes and the TRANSITION rule).  Handles pickle as their name.
     """
 
-    def __init__(self, name: Optional[str] = None, handler: Optional[Handler] = None, state: Any = None, *,
-                 create: Optional[bool] = None, capacity: int = DEFAULT_INBOX_CAPACITY, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        handler: Optional[Handler] = None,
+        state: Any = None,
+        *,
+        create: Optional[bool] = None,
+        capacity: int = DEFAULT_INBOX_CAPACITY,
+        mode: int = 0o600,
+    ) -> None:
         if handler is not None and not callable(handler):
             raise TypeError(f"an automaton handler must be callable, not {type(handler).__name__}")
         if not isinstance(capacity, int) or capacity < 1:
@@ -125,10 +148,13 @@ class Automaton:
         self._daemon = True
         self._next_liveness_check = 0
         if name is not None and len(validate_name(name)) > MAX_NAME_LEN - INBOX_SUFFIX_ROOM:
-            raise ValueError(f"automaton name {name!r} is too long: its inbox rings need "
-                             f"{INBOX_SUFFIX_ROOM} more characters within the {MAX_NAME_LEN}-character limit")
-        self._status = StatusBlock(name, create=create, mode=mode, inbox_capacity=capacity,
-                                   on_create=self._create_first_inbox)
+            raise ValueError(
+                f"automaton name {name!r} is too long: its inbox rings need "
+                f"{INBOX_SUFFIX_ROOM} more characters within the {MAX_NAME_LEN}-character limit"
+            )
+        self._status = StatusBlock(
+            name, create=create, mode=mode, inbox_capacity=capacity, on_create=self._create_first_inbox
+        )
         if self._status.seg.created and self._status.seg.header.anonymous:
             # The status block of an anonymous automaton goes when this process exits; its
             # inbox rings are named after it and must go with it.
@@ -213,8 +239,11 @@ class Automaton:
         if w & RESTART_PENDING:
             return "its supervisor is restarting it"
         kind = self._status.exit_kind()
-        return {ExitKind.CLEAN: "it was drained", ExitKind.ERROR: "its handler raised",
-                ExitKind.KILLED: "its host process died"}.get(kind, "")
+        return {
+            ExitKind.CLEAN: "it was drained",
+            ExitKind.ERROR: "its handler raised",
+            ExitKind.KILLED: "its host process died",
+        }.get(kind, "")
 
     def post(self, payload: Union[bytes, bytearray, memoryview], timeout: Optional[float] = None) -> None:
         """Queue one command (bytes) for the handler; blocks while the inbox is full.
@@ -230,8 +259,11 @@ class Automaton:
         with self._status.seg.pins:  # ValueError once closed
             p = self._status.p
             if ring is not None and p is not None:
-                if (_fsm_load(p) & MODE_MASK) <= _RUNNING and p.generation == self._inbox_gen \
-                        and time.monotonic_ns() < self._next_liveness_check:
+                if (
+                    (_fsm_load(p) & MODE_MASK) <= _RUNNING
+                    and p.generation == self._inbox_gen
+                    and time.monotonic_ns() < self._next_liveness_check
+                ):
                     try:
                         ring.put(payload, 0)
                         return
@@ -244,8 +276,9 @@ class Automaton:
         self._put_blocking(lambda ring, left: ring.put(payload, left), timeout)
 
     @_pinned
-    def post_many(self, payloads: Iterable[Union[bytes, bytearray, memoryview]],
-                  timeout: Optional[float] = None) -> None:
+    def post_many(
+        self, payloads: Iterable[Union[bytes, bytearray, memoryview]], timeout: Optional[float] = None
+    ) -> None:
         """Queue several commands in order, with one ring call per batch that fits.
 
         Blocks while the inbox is full, like post().  On timeout raises queue.Full whose
@@ -287,8 +320,9 @@ class Automaton:
                 # The ring we just failed on is still the current one: it was shut down by a
                 # drain or a death that the mode word now shows (or is about to).
                 w = self._status.word()
-                raise AutomatonShutDown(self.name, mode_of(w, self.name),
-                                           self._closed_detail(w) or "its inbox is shut down")
+                raise AutomatonShutDown(
+                    self.name, mode_of(w, self.name), self._closed_detail(w) or "its inbox is shut down"
+                )
             left = POST_SLICE if deadline is None else min(POST_SLICE, max(deadline - time.monotonic(), 0.0))
             try:
                 put(ring, left)
@@ -394,31 +428,44 @@ class Automaton:
         name, gen = self.name, st.p.generation
         if self._host_kind == "thread":
             st.set_host(HostKind.THREAD, os.getpid())
-            t = threading.Thread(target=_run_host, args=(name, gen, self._handler, self._initial_state),
-                                 name=f"automaton {name}", daemon=True)
+            t = threading.Thread(
+                target=_run_host,
+                args=(name, gen, self._handler, self._initial_state),
+                name=f"automaton {name}",
+                daemon=True,
+            )
             self._hosted = (gen, t)
             t.start()
             return
         if self._host_kind == "process":
             ctx = multiprocessing.get_context(self._start_method or DEFAULT_START_METHOD)
             args = (name, gen, self._handler, self._initial_state)
-            p = ctx.Process(target=_process_main, args=args,  # type: ignore[attr-defined]
-                            name=f"automaton {name}", daemon=self._daemon)
+            p = ctx.Process(  # type: ignore[attr-defined]
+                target=_process_main,
+                args=args,
+                name=f"automaton {name}",
+                daemon=self._daemon,
+            )
             try:
                 p.start()
             except (pickle.PicklingError, AttributeError, TypeError) as e:
-                raise TypeError(f"automaton {name!r}: a process host needs a handler and an initial state that "
-                                f"pickle (a module-level function, not a lambda or a closure): {e}") from e
+                raise TypeError(
+                    f"automaton {name!r}: a process host needs a handler and an initial state that "
+                    f"pickle (a module-level function, not a lambda or a closure): {e}"
+                ) from e
         else:
             try:
                 blob = pickle.dumps((self._handler, self._initial_state))
             except (pickle.PicklingError, AttributeError, TypeError) as e:
-                raise TypeError(f"automaton {name!r}: a subprocess host needs a handler and an initial state that "
-                                f"pickle (an importable module-level function): {e}") from e
+                raise TypeError(
+                    f"automaton {name!r}: a subprocess host needs a handler and an initial state that "
+                    f"pickle (an importable module-level function): {e}"
+                ) from e
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(x for x in sys.path if x)
-            p = subprocess.Popen([sys.executable, "-m", "rsm_shm.fsm._host", name, str(gen)],
-                                 stdin=subprocess.PIPE, env=env)
+            p = subprocess.Popen(
+                [sys.executable, "-m", "rsm_shm.fsm._host", name, str(gen)], stdin=subprocess.PIPE, env=env
+            )
             try:
                 p.stdin.write(blob)  # type: ignore[union-attr]
                 p.stdin.close()  # type: ignore[union-attr]
@@ -639,8 +686,9 @@ def _forget_handles() -> None:
 os.register_at_fork(after_in_child=_forget_handles)
 
 
-def post(name: Union[str, Automaton], payload: Union[bytes, bytearray, memoryview],
-         timeout: Optional[float] = None) -> None:
+def post(
+    name: Union[str, Automaton], payload: Union[bytes, bytearray, memoryview], timeout: Optional[float] = None
+) -> None:
     """Post a command to the automaton called ``name`` from any process (handles are cached
     per process).  Same errors as Automaton.post; FileNotFoundError if no such automaton."""
     if isinstance(name, Automaton):
@@ -672,8 +720,10 @@ def _replaced(a: Automaton) -> Optional[Automaton]:
         fresh = Automaton(a.name, create=False)
     except (FileNotFoundError, ValueError):
         return None
-    if fresh._status.seg.header.created == a._status.seg.header.created and \
-            fresh._status.seg.header.creator_pid == a._status.seg.header.creator_pid:
+    if (
+        fresh._status.seg.header.created == a._status.seg.header.created
+        and fresh._status.seg.header.creator_pid == a._status.seg.header.creator_pid
+    ):
         fresh.close()
         return None
     return fresh

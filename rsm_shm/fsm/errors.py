@@ -1,4 +1,5 @@
 """Errors of the automata: posting to one that no longer takes commands, and failures."""
+
 from __future__ import annotations
 
 from .._errors import RsmError, ShutDown
@@ -25,7 +26,8 @@ class AutomatonShutDown(AutomatonError, ShutDown, RuntimeError):
         self.name = name
         self.mode = mode
         what = {Mode.SIGNALED: "is draining", Mode.DRAINING: "is draining", Mode.DEAD: "is dead"}.get(
-            mode, f"is {mode.name}")
+            mode, f"is {mode.name}"
+        )
         msg = f"automaton {name!r} {what} ({mode.name}): it accepts no more commands"
         super().__init__(msg + (f"; {detail}" if detail else ""))
 

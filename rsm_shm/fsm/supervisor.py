@@ -19,6 +19,7 @@ publishes the new generation's tag in the mode word with the CAS to IDLE, and a 
 declared by a CAS from the word read before the host was judged, so a late declaration
 about the old incarnation fails (see csrc/automaton.h).
 """
+
 from __future__ import annotations
 
 import collections
@@ -57,9 +58,9 @@ class RestartPolicy:
 
 @dataclass(frozen=True)
 class SupervisorStatistics:
-    watched: int   # automata this supervisor watches now
+    watched: int  # automata this supervisor watches now
     restarts: int  # restarts it made since it was created
-    gave_up: int   # deaths it left final because the restart budget was spent
+    gave_up: int  # deaths it left final because the restart budget was spent
 
 
 class _Watch:
@@ -164,8 +165,11 @@ class Supervisor:
         while w.restarts and now - w.restarts[0] > self.policy.window:
             w.restarts.popleft()
         if len(w.restarts) >= self.policy.max_restarts:
-            self._give_up(w, f"{self._name} gave up: {len(w.restarts)} restarts within "
-                             f"{self.policy.window:g} s (policy {self.policy})")
+            self._give_up(
+                w,
+                f"{self._name} gave up: {len(w.restarts)} restarts within "
+                f"{self.policy.window:g} s (policy {self.policy})",
+            )
             return
         w.restarts.append(now)
         self._restart(a, word)
@@ -215,8 +219,9 @@ class Supervisor:
         if word & MODE_MASK != _DEAD or not word & RESTART_PENDING:
             return
         text = st.error_text()
-        st.set_error(st.exit_kind() if st.exit_kind() is not ExitKind.NONE else ExitKind.ERROR,
-                     f"{note}\n{text}")  # the note first: the last line stays the error itself
+        st.set_error(
+            st.exit_kind() if st.exit_kind() is not ExitKind.NONE else ExitKind.ERROR, f"{note}\n{text}"
+        )  # the note first: the last line stays the error itself
         with self._lock:
             self._gave_up += 1  # counted before joiners can wake
         st.cas(word, word & ~RESTART_PENDING)

@@ -13,6 +13,7 @@ not retried: the failure is counted in ``statistics()`` and passed to ``on_error
 default logged as a warning on the ``rsm_shm.fsm`` logger).  Posting from the timer thread
 never blocks: a full inbox is a failure, so one slow automaton cannot delay the others.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -44,11 +45,18 @@ class TimerHandle:
     the next one for a periodic timer), ``state`` ("pending", "fired", "cancelled"; a
     periodic timer stays pending until cancelled) and ``fired`` (how many times)."""
 
-    __slots__ = ("id", "deadline_ns", "interval_ns", "state", "fired", "_service", "_action", "_target",
-                 "_payload")
+    __slots__ = ("id", "deadline_ns", "interval_ns", "state", "fired", "_service", "_action", "_target", "_payload")
 
-    def __init__(self, service: "TimerService", id: int, deadline_ns: int, action: str, target: Any,
-                 payload: Any, interval_ns: int = 0) -> None:
+    def __init__(
+        self,
+        service: "TimerService",
+        id: int,
+        deadline_ns: int,
+        action: str,
+        target: Any,
+        payload: Any,
+        interval_ns: int = 0,
+    ) -> None:
         self.id = id
         self.deadline_ns = deadline_ns
         self.interval_ns = interval_ns
@@ -76,10 +84,10 @@ class TimerHandle:
 
 @dataclass(frozen=True)
 class TimerStatistics:
-    pending: int         # timers waiting for their deadline
-    fired: int           # timers that fired (each tick of a periodic timer counts)
-    cancelled: int       # cancelled before firing, or by stop()
-    failed: int          # fired, but the post (or the callable) raised (see on_error)
+    pending: int  # timers waiting for their deadline
+    fired: int  # timers that fired (each tick of a periodic timer counts)
+    cancelled: int  # cancelled before firing, or by stop()
+    failed: int  # fired, but the post (or the callable) raised (see on_error)
     max_lateness: float  # seconds, the worst lateness seen when firing
 
 
@@ -93,8 +101,9 @@ class TimerService:
     a TimerHandle.  ``stop()`` stops the thread; pending timers are cancelled.
     """
 
-    def __init__(self, name: str = "rsm_shm timer",
-                 on_error: Optional[Callable[[TimerHandle, BaseException], None]] = None) -> None:
+    def __init__(
+        self, name: str = "rsm_shm timer", on_error: Optional[Callable[[TimerHandle, BaseException], None]] = None
+    ) -> None:
         self._name = name
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[TimerHandle] = []
@@ -131,8 +140,9 @@ class TimerService:
             raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
         return self._add(delay, "post", _target_name(target), bytes(payload))
 
-    def schedule_every(self, interval: float, target: Any, payload: Union[bytes, bytearray, memoryview],
-                       first: Optional[float] = None) -> TimerHandle:
+    def schedule_every(
+        self, interval: float, target: Any, payload: Union[bytes, bytearray, memoryview], first: Optional[float] = None
+    ) -> TimerHandle:
         """Post ``payload`` to ``target`` every ``interval`` seconds (the first time after
         ``first``, default ``interval``) until cancelled -- a tick.  Deadlines do not drift
         (each is the previous one plus ``interval``); ticks missed while the timer thread
@@ -142,8 +152,7 @@ class TimerService:
             raise ValueError(f"a periodic timer needs a positive interval, not {interval!r}")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"a timer's command must be bytes, not {type(payload).__name__}")
-        return self._add(interval if first is None else first, "post", _target_name(target), bytes(payload),
-                         interval)
+        return self._add(interval if first is None else first, "post", _target_name(target), bytes(payload), interval)
 
     def schedule_drain(self, delay: float, target: Any) -> TimerHandle:
         """drain() ``target`` (Automaton or name) after ``delay`` seconds."""
@@ -249,16 +258,27 @@ class TimerService:
                 except Exception:
                     log.exception("%s: on_error callback raised", self._name)
             else:
-                log.warning("%s: timer %d (%s to %r) failed: %s", self._name, h.id, h._action,
-                            getattr(h._target, "name", h._target), e)
+                log.warning(
+                    "%s: timer %d (%s to %r) failed: %s",
+                    self._name,
+                    h.id,
+                    h._action,
+                    getattr(h._target, "name", h._target),
+                    e,
+                )
 
     # -- introspection and lifetime ------------------------------------------------------
 
     def statistics(self) -> TimerStatistics:
         with self._cond:
             pending = sum(1 for h in self._heap if h.state == _PENDING)
-            return TimerStatistics(pending=pending, fired=self._fired, cancelled=self._cancelled,
-                                   failed=self._failed, max_lateness=self._max_late_ns / 1e9)
+            return TimerStatistics(
+                pending=pending,
+                fired=self._fired,
+                cancelled=self._cancelled,
+                failed=self._failed,
+                max_lateness=self._max_late_ns / 1e9,
+            )
 
     def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Stop the thread (idempotent); pending timers are cancelled and never fire."""

@@ -6,6 +6,7 @@ through shared-memory rings and come back through another; a killed worker's job
 again elsewhere (``max_retries`` times), then fails alone with :class:`WorkerDiedError`.
 See ``docs/`` and the class docstring for the details and the differences.
 """
+
 from __future__ import annotations
 
 from concurrent.futures.process import BrokenProcessPool
@@ -16,5 +17,16 @@ from ._reading import PoolFuture
 from ._table import PoolState, PoolStatistics, PoolTable, WorkerState, WorkerStatus
 from ._wire import RemoteTraceback, WorkerDiedError
 
-__all__ = ["ProcessPool", "PoolClient", "PoolFuture", "WorkerDiedError", "RemoteTraceback", "BrokenProcessPool",
-           "PoolStatistics", "WorkerStatus", "PoolState", "WorkerState", "PoolTable"]
+__all__ = [
+    "ProcessPool",
+    "PoolClient",
+    "PoolFuture",
+    "WorkerDiedError",
+    "RemoteTraceback",
+    "BrokenProcessPool",
+    "PoolStatistics",
+    "WorkerStatus",
+    "PoolState",
+    "WorkerState",
+    "PoolTable",
+]

@@ -1,5 +1,6 @@
 """What the pool's owner and its clients share: settling a future from a result record,
 and a lazy, ordered ``map`` over ``_submit``."""
+
 from __future__ import annotations
 
 import collections
@@ -33,19 +34,19 @@ def settle(future: Settleable, status: int, payload: Any, single: bool, loads: L
     status -1, from an exception object made by the owner (WorkerDiedError, ...)."""
     if status == R_VALUE:
         try:
-            value = loads(payload[RESULT_HEAD.size:])
+            value = loads(payload[RESULT_HEAD.size :])
         except BaseException as e:  # noqa: BLE001 -- an outcome that cannot be rebuilt here
             future.set_exception(e)
             return
         future.set_result(value[0] if single else value)
     elif status == R_ERROR:
         try:
-            exc = loads(payload[RESULT_HEAD.size:])
+            exc = loads(payload[RESULT_HEAD.size :])
         except BaseException as e:  # noqa: BLE001
             exc = e
         future.set_exception(exc)
     elif status == R_ERROR_TEXT:
-        future.set_exception(RuntimeError(bytes(payload[RESULT_HEAD.size:]).decode("utf-8", "replace")))
+        future.set_exception(RuntimeError(bytes(payload[RESULT_HEAD.size :]).decode("utf-8", "replace")))
     else:
         future.set_exception(payload)
 
@@ -62,8 +63,14 @@ class MapMixin:
     def _submit(self, job: Any, kind: int, single: bool) -> Future[Any]:
         raise NotImplementedError
 
-    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: Optional[float] = None,
-            chunksize: int = 1, buffersize: Optional[int] = None) -> Iterator[T]:
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[T]:
         """``fn`` over the iterables' items, results in order (as ``Executor.map``).
 
         ``chunksize`` items travel (and fail) together as one job.  The iterables are read
@@ -125,8 +132,7 @@ class MapMixin:
         current: list[Iterator[Any]] = [iter(())]
         chunks = self._chunks_in_order(fs, next_job, end, group, current)
         results = cast("MapResults[T]", MapResults.from_iterable(chunks))
-        results._chunks, results._current, results._queued, results._cancel_all = chunks, current, fs, \
-            self._cancel_all
+        results._chunks, results._current, results._queued, results._cancel_all = chunks, current, fs, self._cancel_all
         return results
 
     def _submit_many(self, jobs: list[JobSpec], single: bool = False, chunks: bool = False) -> list[Any]:
@@ -134,9 +140,14 @@ class MapMixin:
         ``cancel()`` of what is returned (a lighter handle than a Future will do)."""
         return [self._submit(job, kind, single) for kind, job in jobs]
 
-    def _chunks_in_order(self, fs: "collections.deque[Future[Any]]",
-                         next_job: Callable[[], Optional[JobSpec]], end: Optional[float],
-                         group: int, current: list[Iterator[Any]]) -> Generator[Iterator[Any], None, None]:
+    def _chunks_in_order(
+        self,
+        fs: "collections.deque[Future[Any]]",
+        next_job: Callable[[], Optional[JobSpec]],
+        end: Optional[float],
+        group: int,
+        current: list[Iterator[Any]],
+    ) -> Generator[Iterator[Any], None, None]:
         submit_many = self._submit_many
         owed = 0
         try:

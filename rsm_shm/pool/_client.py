@@ -1,4 +1,5 @@
 """PoolClient: submit jobs to a named ProcessPool that another process owns."""
+
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,19 @@ from .._native import lib
 from ..ring import Ring
 from ._base import MapMixin, settle
 from ._table import PoolTable
-from ._wire import (C_BYE, C_CANCEL, C_JOB, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_MAP, R_CANCEL, R_WAKE, RESULT_HEAD,
-                    dumps_pickle)
+from ._wire import (
+    C_BYE,
+    C_CANCEL,
+    C_JOB,
+    C_MAP,
+    CLIENT_HEAD,
+    JOB_CHUNK,
+    JOB_MAP,
+    R_CANCEL,
+    R_WAKE,
+    RESULT_HEAD,
+    dumps_pickle,
+)
 
 __all__ = ["PoolClient"]
 
@@ -133,8 +145,11 @@ class PoolClient(MapMixin, Executor):
         cid = next(self._ids)
         future = ClientFuture(self, cid)
         try:
-            record = (CLIENT_HEAD.pack(cid, C_MAP if kind == JOB_MAP else C_JOB, len(self._reply_name))
-                      + self._reply_name + (job if kind == JOB_MAP else self._dumps(job)))
+            record = (
+                CLIENT_HEAD.pack(cid, C_MAP if kind == JOB_MAP else C_JOB, len(self._reply_name))
+                + self._reply_name
+                + (job if kind == JOB_MAP else self._dumps(job))
+            )
         except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
             future.set_exception(e)
             return future
@@ -220,8 +235,10 @@ class PoolClient(MapMixin, Executor):
                 deadline = time.monotonic() + CANCEL_WAIT_S
                 for cid in requests:
                     try:
-                        self._submit_ring.put(CLIENT_HEAD.pack(cid, C_CANCEL, len(self._reply_name)) + self._reply_name,
-                                              timeout=max(deadline - time.monotonic(), 0))
+                        self._submit_ring.put(
+                            CLIENT_HEAD.pack(cid, C_CANCEL, len(self._reply_name)) + self._reply_name,
+                            timeout=max(deadline - time.monotonic(), 0),
+                        )
                     except (queue.Full, ShutDown, ValueError):
                         requests[cid].answer(False)  # the owner is gone or stuck: not cancelled
             for request in requests.values():

@@ -18,6 +18,7 @@ How it works (the owner is the process that created the pool):
   handed out one or two at a time so an idle worker never waits behind a busy one.  Jobs
   not yet handed out stay in the owner and can be cancelled.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -46,9 +47,21 @@ from ._base import JobSpec, MapMixin, settle
 from ._reading import ChunkHandle, PoolFuture, ReadsResults, Waitable
 from ._serve import Outcome, ServesClients, _Job
 from ._table import PoolStatistics, PoolTable, WorkerState
-from ._wire import (DIED_BODY, JOB_CHUNK, JOB_HEAD, JOB_MAP, R_DIED, R_ERROR, R_ERROR_TEXT,
-                    R_INIT_FAILED, R_VALUE, RESULT_HEAD, WorkerDiedError, dumps_pickle,
-                    submit_ring_capacity)
+from ._wire import (
+    DIED_BODY,
+    JOB_CHUNK,
+    JOB_HEAD,
+    JOB_MAP,
+    R_DIED,
+    R_ERROR,
+    R_ERROR_TEXT,
+    R_INIT_FAILED,
+    R_VALUE,
+    RESULT_HEAD,
+    WorkerDiedError,
+    dumps_pickle,
+    submit_ring_capacity,
+)
 from ._worker import worker_main
 
 __all__ = ["ProcessPool"]
@@ -101,16 +114,15 @@ def _job_id(job: _Job) -> int:
 class _Worker:
     __slots__ = ("slot", "generation", "process", "inbox", "assigned", "quota", "reported", "status")
 
-    def __init__(self, slot: int, generation: int, process: BaseProcess, inbox: Ring, quota: int,
-                 status: Any) -> None:
+    def __init__(self, slot: int, generation: int, process: BaseProcess, inbox: Ring, quota: int, status: Any) -> None:
         self.slot = slot
-        self.status = status                  # its slot of the table (cffi pointer; read under the lock)
+        self.status = status  # its slot of the table (cffi pointer; read under the lock)
         self.generation = generation
         self.process = process
         self.inbox = inbox
-        self.assigned: dict[int, None] = {}   # job ids handed out, in order, without an outcome
-        self.quota = quota                    # jobs it may still be handed (max_tasks_per_child)
-        self.reported = False                 # the watcher reported its end
+        self.assigned: dict[int, None] = {}  # job ids handed out, in order, without an outcome
+        self.quota = quota  # jobs it may still be handed (max_tasks_per_child)
+        self.reported = False  # the watcher reported its end
 
 
 class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
@@ -157,11 +169,20 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
       Ctrl-C inside ``with ProcessPool() as pool:`` stops the workers and removes it too.
     """
 
-    def __init__(self, max_workers: Optional[int] = None, name: Optional[str] = None, *,
-                 mp_context: Optional[BaseContext] = None, initializer: Optional[Callable[..., object]] = None,
-                 initargs: tuple[Any, ...] = (),
-                 max_tasks_per_child: Optional[int] = None, max_retries: int = 1, serializer: Any = None,
-                 ring_capacity: int = DEFAULT_RING_CAPACITY, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        name: Optional[str] = None,
+        *,
+        mp_context: Optional[BaseContext] = None,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: Optional[int] = None,
+        max_retries: int = 1,
+        serializer: Any = None,
+        ring_capacity: int = DEFAULT_RING_CAPACITY,
+        mode: int = 0o600,
+    ) -> None:
         if max_workers is None:
             max_workers = len(os.sched_getaffinity(0)) or os.cpu_count() or 1
         elif not isinstance(max_workers, int) or isinstance(max_workers, bool):
@@ -171,8 +192,10 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         if mp_context is None:
             mp_context = mp.get_context("forkserver")
         if mp_context.get_start_method() == "fork":
-            raise ValueError("ProcessPool does not start workers with 'fork' (its own threads would be copied "
-                             "mid-flight): pass a 'spawn' or 'forkserver' mp_context")
+            raise ValueError(
+                "ProcessPool does not start workers with 'fork' (its own threads would be copied "
+                "mid-flight): pass a 'spawn' or 'forkserver' mp_context"
+            )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None:
@@ -182,8 +205,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
                 raise ValueError("max_tasks_per_child must be >= 1")
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
-        if serializer is not None and not (callable(getattr(serializer, "dumps", None))
-                                           and callable(getattr(serializer, "loads", None))):
+        if serializer is not None and not (
+            callable(getattr(serializer, "dumps", None)) and callable(getattr(serializer, "loads", None))
+        ):
             raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj")
         self._max_workers = max_workers
         self._ctx: Any = mp_context  # (typeshed's BaseContext does not declare Process)
@@ -208,7 +232,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         self._run_us = 0.0
         self._measured = False  # an outcome came back: _run_us means something
         self._credit = MAX_CREDIT
-        self._restart: list[int] = []   # slots whose worker ended, to start again after the pump
+        self._restart: list[int] = []  # slots whose worker ended, to start again after the pump
         self._startup_failures = 0
         self._shutting_down = False
         self._broken: Optional[str] = None
@@ -220,8 +244,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         self._counts: collections.Counter[str] = collections.Counter()
         self._submitted = 0
 
-        self._table = PoolTable(name, max_workers=max_workers, max_retries=max_retries,
-                                create=True if name is not None else None, mode=mode)
+        self._table = PoolTable(
+            name, max_workers=max_workers, max_retries=max_retries, create=True if name is not None else None, mode=mode
+        )
         self._tptr = self._table.ptr  # raw: used under the lock, never after _unmapped
         self._made: list[SharedObject] = [self._table]
         # A named pool takes jobs from other processes too (ProcessPool.attach).
@@ -232,32 +257,39 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         try:
             # Several consumers: the collector, and threads waiting for an outcome, which
             # read it themselves (one at a time: see _reading.py).
-            self._results = Ring(self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22),
-                                 create=True, mode=mode)
+            self._results = Ring(
+                self._child_name("results"), capacity=max(4 * ring_capacity, 1 << 22), create=True, mode=mode
+            )
             self._made.append(self._results)
             self._max_job = ring_capacity - 16  # an inbox's max_message
             self._owner = (os.getpid(), _proc.start_time(os.getpid()))
             self._wake_r, self._wake_w = os.pipe()
             self._watch_stop = False
             if name is not None:
-                self._inbound = Ring(self._child_name("submit"), capacity=submit_ring_capacity(ring_capacity),
-                                     consumers=1, create=True, mode=mode)
+                self._inbound = Ring(
+                    self._child_name("submit"),
+                    capacity=submit_ring_capacity(ring_capacity),
+                    consumers=1,
+                    create=True,
+                    mode=mode,
+                )
                 self._made.append(self._inbound)
             for slot in range(max_workers):
                 self._start_worker(slot)
         except BaseException:
             self._terminate(kill=True)
             raise
-        self._collector = threading.Thread(target=self._collect, name=f"rsm_shm pool collector {self.name}",
-                                           daemon=True)
-        self._watcher = threading.Thread(target=self._watch, name=f"rsm_shm pool watcher {self.name}",
-                                         daemon=True)
+        self._collector = threading.Thread(
+            target=self._collect, name=f"rsm_shm pool collector {self.name}", daemon=True
+        )
+        self._watcher = threading.Thread(target=self._watch, name=f"rsm_shm pool watcher {self.name}", daemon=True)
         self._collector.start()
         self._watcher.start()
         self._intake_thread = None
         if self._inbound is not None:
-            self._intake_thread = threading.Thread(target=self._intake, name=f"rsm_shm pool intake {self.name}",
-                                                   daemon=True)
+            self._intake_thread = threading.Thread(
+                target=self._intake, name=f"rsm_shm pool intake {self.name}", daemon=True
+            )
             self._intake_thread.start()
         _live_pools.add(self)
         _register_exit_hook()
@@ -282,8 +314,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         old = self._workers[slot]
         generation = old.generation + 1 if old is not None else 1
         # Several consumers: the worker, and the owner taking back jobs queued behind a long one.
-        inbox = Ring(self._child_name(f"w{slot}.{generation}"), capacity=self._ring_capacity, create=True,
-                     mode=self._mode)
+        inbox = Ring(
+            self._child_name(f"w{slot}.{generation}"), capacity=self._ring_capacity, create=True, mode=self._mode
+        )
         w = self._table.slot(slot)
         if w.seq & 1:  # the previous worker was killed inside a slot update: even it up
             w.seq += 1
@@ -293,9 +326,21 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         w.jobs_done = 0
         w.pid = 0
         process = self._ctx.Process(
-            target=worker_main, name=f"rsm_shm pool {self.name} worker {slot}", daemon=True,
-            args=(self._table.name, slot, inbox.name, self._results.name, self._serializer, self._initializer,
-                  self._initargs, self._max_tasks, *self._owner))
+            target=worker_main,
+            name=f"rsm_shm pool {self.name} worker {slot}",
+            daemon=True,
+            args=(
+                self._table.name,
+                slot,
+                inbox.name,
+                self._results.name,
+                self._serializer,
+                self._initializer,
+                self._initargs,
+                self._max_tasks,
+                *self._owner,
+            ),
+        )
         try:
             process.start()
         except BaseException:
@@ -314,8 +359,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             with self._lock:
                 if self._watch_stop:
                     return
-                procs: dict[int, _Worker] = {w.process.sentinel: w for w in self._workers
-                                             if w is not None and not w.reported}
+                procs: dict[int, _Worker] = {
+                    w.process.sentinel: w for w in self._workers if w is not None and not w.reported
+                }
             ready = wait([self._wake_r, *procs])
             for s in ready:
                 if s == self._wake_r:
@@ -327,7 +373,8 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
                 w.process.join()  # already ended: reaps it and sets exitcode
                 w.reported = True
                 record = RESULT_HEAD.pack(0, R_DIED, w.slot, 0) + DIED_BODY.pack(
-                    w.generation, w.process.pid, w.process.exitcode)
+                    w.generation, w.process.pid, w.process.exitcode
+                )
                 while True:
                     with self._lock:
                         if self._unmapped or self._watch_stop:
@@ -356,8 +403,10 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         try:
             msg = JOB_HEAD.pack(job_id, JOB_CHUNK) + self._dumps((fn, (args,), kwargs))
             if len(msg) > self._max_job:
-                raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
-                                 f"{self.name!r} carries in one message ({self._max_job}); raise ring_capacity")
+                raise ValueError(
+                    f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
+                    f"{self.name!r} carries in one message ({self._max_job}); raise ring_capacity"
+                )
         except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
             future.set_exception(e)
             return future
@@ -377,8 +426,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
     def _submit(self, job: Any, kind: int, single: bool) -> Future[Any]:
         return self._submit_many([(kind, job)], single)[0]  # type: ignore[return-value]
 
-    def _submit_many(self, jobs: list[JobSpec], single: bool = False,
-                     chunks: bool = False) -> list[Waitable]:
+    def _submit_many(self, jobs: list[JobSpec], single: bool = False, chunks: bool = False) -> list[Waitable]:
         """Queue several jobs (``(kind, job)``: see ``_wire``) with one hand-out; their
         futures, in order (``map`` submits its chunks in groups, with ``chunks``: light
         :class:`ChunkHandle` instead of Futures)."""
@@ -397,8 +445,10 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             try:
                 msg = pack(job_id, kind) + (job if kind == JOB_MAP else dumps(job))
                 if len(msg) > max_job:
-                    raise ValueError(f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
-                                     f"{self.name!r} carries in one message ({max_job}); raise ring_capacity")
+                    raise ValueError(
+                        f"job {job_id} serializes to {len(msg)} bytes, more than ProcessPool "
+                        f"{self.name!r} carries in one message ({max_job}); raise ring_capacity"
+                    )
             except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future carries it
                 future.set_exception(e)
                 continue
@@ -622,7 +672,7 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             if w is not None and w.generation == generation:
                 self._on_worker_end(w, pid, exitcode, outcomes)
         elif status == R_INIT_FAILED:
-            text = bytes(memoryview(record)[RESULT_HEAD.size:]).decode("utf-8", "replace")
+            text = bytes(memoryview(record)[RESULT_HEAD.size :]).decode("utf-8", "replace")
             self._break(f"a worker's initializer raised; the pool is not usable anymore:\n{text}", outcomes)
 
     def _on_worker_end(self, w: _Worker, pid: int, exitcode: int, outcomes: list[Outcome]) -> None:
@@ -645,8 +695,13 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             requeue.append(job_id)
         w.assigned.clear()
         self._pending.extendleft(reversed(requeue))  # they go first, in their order
-        lib.rsm_pool_worker_set(self._table.slot(w.slot), lib.RSM_WORKER_RETIRED if retired else lib.RSM_WORKER_DIED,
-                                seen.job or 0, time.time_ns(), 0)
+        lib.rsm_pool_worker_set(
+            self._table.slot(w.slot),
+            lib.RSM_WORKER_RETIRED if retired else lib.RSM_WORKER_DIED,
+            seen.job or 0,
+            time.time_ns(),
+            0,
+        )
         self._table.slot(w.slot).last_exit = exitcode
         w.inbox.close()
         w.inbox.unlink()
@@ -655,8 +710,11 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
             if seen.state == WorkerState.STARTING:
                 self._startup_failures += 1
                 if self._startup_failures >= MAX_STARTUP_FAILURES:
-                    self._break(f"{self._startup_failures} workers in a row died while starting "
-                                f"(the last, pid {pid}, with exit code {exitcode})", outcomes)
+                    self._break(
+                        f"{self._startup_failures} workers in a row died while starting "
+                        f"(the last, pid {pid}, with exit code {exitcode})",
+                        outcomes,
+                    )
                     return
             else:
                 self._startup_failures = 0
@@ -706,8 +764,12 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         self._publish_queue()
         p = self._tptr
         c = self._counts
-        p.completed, p.failed, p.retries, p.worker_deaths = c["completed"], c["failed"], c["retries"], \
-            c["worker_deaths"]
+        p.completed, p.failed, p.retries, p.worker_deaths = (
+            c["completed"],
+            c["failed"],
+            c["retries"],
+            c["worker_deaths"],
+        )
 
     # -- shutting down -------------------------------------------------------------------
 
@@ -853,8 +915,9 @@ class ProcessPool(ServesClients, ReadsResults, MapMixin, Executor):
         _live_pools.discard(self)
         self._torn_down.set()
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc_val: Optional[BaseException],
-                 exc_tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: Optional[type[BaseException]], exc_val: Optional[BaseException], exc_tb: Optional[TracebackType]
+    ) -> None:
         if exc_type is not None and not issubclass(exc_type, Exception):
             # Ctrl-C (or SystemExit) in the with-block: stop now rather than finish the queue.
             self._terminate(kill=False)

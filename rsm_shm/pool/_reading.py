@@ -15,6 +15,7 @@ and for ``LINGER_S`` after the last one, and it is called back at once ("kicked"
 whatever needs outcomes that nobody waits for: a done-callback, ``concurrent.futures.wait``
 or ``as_completed``, ``done()`` polling, a named pool's client jobs, shutdown.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ import queue
 import threading
 import time
 from concurrent.futures import CancelledError, Future
+
 # Not the builtin: before Python 3.11 concurrent.futures.TimeoutError is a class of its own
 # (what Future.result raises there); since 3.11 it is the builtin TimeoutError.
 from concurrent.futures import TimeoutError as FuturesTimeoutError
@@ -189,15 +191,15 @@ class ReadsResults:
     _unmapped: bool
 
     def _init_reading(self) -> None:
-        self._turn_lock = threading.Lock()   # held by the thread reading the results ring
-        self._reader: Optional[int] = None   # that thread's ident
+        self._turn_lock = threading.Lock()  # held by the thread reading the results ring
+        self._reader: Optional[int] = None  # that thread's ident
         self._collector_ident: Optional[int] = None
         self._turn = threading.Condition(self._lock)  # direct waiters: turn released, or outcomes delivered
         self._turn_waiters = 0
         self._park = threading.Condition(self._lock)  # the collector, off the ring
         self._parked = False
         self._kicked = False
-        self._direct = 0                     # threads waiting directly (reading or for the turn)
+        self._direct = 0  # threads waiting directly (reading or for the turn)
         self._last_direct = 0.0
         self._queued_behind = False
 
@@ -260,8 +262,11 @@ class ReadsResults:
             while True:
                 with self._lock:
                     self._parked = True
-                    while not self._kicked and not self._unmapped and (
-                            self._direct or time.monotonic() - self._last_direct < LINGER_S):
+                    while (
+                        not self._kicked
+                        and not self._unmapped
+                        and (self._direct or time.monotonic() - self._last_direct < LINGER_S)
+                    ):
                         self._park.wait(LINGER_S)
                     self._kicked = False
                     self._parked = False
@@ -389,4 +394,3 @@ class ReadsResults:
 
 def _left(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
-

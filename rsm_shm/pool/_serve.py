@@ -1,5 +1,6 @@
 """The owner's side of a named pool's clients (``ProcessPool.attach``): taking their jobs
 from the submit ring and sending their outcomes back to their reply rings."""
+
 from __future__ import annotations
 
 import collections
@@ -12,8 +13,20 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
 from .._errors import ShutDown
 from ..ring import Ring
 from ._reading import Waitable
-from ._wire import (C_BYE, C_CANCEL, C_MAP, CLIENT_HEAD, JOB_CHUNK, JOB_HEAD, JOB_MAP, R_CANCEL, R_ERROR,
-                    R_ERROR_TEXT, RESULT_HEAD, Dumps)
+from ._wire import (
+    C_BYE,
+    C_CANCEL,
+    C_MAP,
+    CLIENT_HEAD,
+    JOB_CHUNK,
+    JOB_HEAD,
+    JOB_MAP,
+    R_CANCEL,
+    R_ERROR,
+    R_ERROR_TEXT,
+    RESULT_HEAD,
+    Dumps,
+)
 
 __all__ = ["ServesClients", "Outcome"]
 
@@ -26,12 +39,12 @@ class _Job:
 
     def __init__(self, id: int, future: Optional[Waitable], msg: bytes, single: bool) -> None:
         self.id = id
-        self.future = future    # None for a client's job (its future is in the client)
+        self.future = future  # None for a client's job (its future is in the client)
         self.msg = msg
-        self.attempts = 0       # times a worker died while running it
-        self.worker = -1        # slot it was handed to, -1 while queued in the owner
-        self.started = False    # set_running_or_notify_cancel() done
-        self.single = single    # a submit(): the outcome is the chunk's only value
+        self.attempts = 0  # times a worker died while running it
+        self.worker = -1  # slot it was handed to, -1 while queued in the owner
+        self.started = False  # set_running_or_notify_cancel() done
+        self.single = single  # a submit(): the outcome is the chunk's only value
         self.reply: Optional[tuple[str, int]] = None  # a client's job: (its reply ring's name, its job number)
 
 
@@ -60,6 +73,7 @@ class ServesClients:
     _intake_done: bool
 
     if TYPE_CHECKING:  # the pool's (declared here only for the type checker)
+
         @property
         def name(self) -> str: ...
 
@@ -105,7 +119,7 @@ class ServesClients:
         ``answers``."""
         cid, kind, nlen = CLIENT_HEAD.unpack_from(record)
         start = CLIENT_HEAD.size + nlen
-        reply = bytes(record[CLIENT_HEAD.size:start]).decode("utf-8", "replace")
+        reply = bytes(record[CLIENT_HEAD.size : start]).decode("utf-8", "replace")
         if kind == C_BYE:
             ring = self._replies.pop(reply, None)
             if ring is not None:
@@ -120,17 +134,23 @@ class ServesClients:
             except (OSError, ValueError):
                 return  # the client is gone already
         job_id = next(self._ids)
-        job = _Job(job_id, None, JOB_HEAD.pack(job_id, JOB_MAP if kind == C_MAP else JOB_CHUNK) + record[start:],
-                   True)
+        job = _Job(job_id, None, JOB_HEAD.pack(job_id, JOB_MAP if kind == C_MAP else JOB_CHUNK) + record[start:], True)
         job.reply = (reply, cid)
         job.started = True  # a client's future is running from its submit on
         if self._broken:
             outcomes.append((job, -1, BrokenProcessPool(self._broken)))
             return
         if len(job.msg) > self._max_job:
-            outcomes.append((job, -1, ValueError(
-                f"job {job_id} serializes to {len(job.msg)} bytes, more than ProcessPool {self.name!r} carries "
-                f"in one message ({self._max_job})")))
+            outcomes.append(
+                (
+                    job,
+                    -1,
+                    ValueError(
+                        f"job {job_id} serializes to {len(job.msg)} bytes, more than ProcessPool {self.name!r} carries "
+                        f"in one message ({self._max_job})"
+                    ),
+                )
+            )
             return
         self._jobs[job_id] = job
         self._client_jobs[job.reply] = job_id
@@ -169,7 +189,7 @@ class ServesClients:
             except Exception:  # noqa: BLE001 -- a serializer that cannot carry exceptions
                 status, data = R_ERROR_TEXT, str(payload).encode()
         else:
-            data = payload[RESULT_HEAD.size:]
+            data = payload[RESULT_HEAD.size :]
         if not self._send_reply(reply, RESULT_HEAD.pack(cid, status, 0, 0) + data):
             self._counts["undeliverable"] += 1
 
@@ -201,4 +221,3 @@ class ServesClients:
                 self._inbound.shutdown()
             except ValueError:
                 pass
-

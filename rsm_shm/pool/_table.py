@@ -4,6 +4,7 @@ The owner creates it, each worker writes its own slot (one C call per state chan
 anyone may read it: the owner's collector (which job a dead worker was running), the
 owner's :meth:`ProcessPool.statistics`, and ``rsm-shm inspect`` in another process.
 """
+
 from __future__ import annotations
 
 import enum
@@ -47,12 +48,12 @@ class WorkerStatus:
     slot: int
     state: WorkerState
     pid: int
-    generation: int       # how many workers this slot has had
-    job: Optional[int]    # the job running (BUSY), else None
-    busy_for: float       # seconds on that job (0.0 unless BUSY)
+    generation: int  # how many workers this slot has had
+    job: Optional[int]  # the job running (BUSY), else None
+    busy_for: float  # seconds on that job (0.0 unless BUSY)
     jobs_done: int
-    last_exit: int        # how the slot's previous worker ended: exit code, or -signal
-    torn: bool = False    # the slot kept changing (or its writer died mid-write)
+    last_exit: int  # how the slot's previous worker ended: exit code, or -signal
+    torn: bool = False  # the slot kept changing (or its writer died mid-write)
 
     def __str__(self) -> str:
         s = f"slot {self.slot}: {self.state.name.lower()}"
@@ -74,12 +75,12 @@ class PoolStatistics:
     max_retries: int
     submitted: int
     completed: int
-    failed: int           # jobs failed with WorkerDiedError after max_retries
-    retries: int          # runs repeated because a worker died under them
+    failed: int  # jobs failed with WorkerDiedError after max_retries
+    retries: int  # runs repeated because a worker died under them
     worker_deaths: int
     workers_started: int
-    pending: int          # queue depth: jobs waiting for a worker
-    in_flight: int        # handed to a worker, no outcome yet
+    pending: int  # queue depth: jobs waiting for a worker
+    in_flight: int  # handed to a worker, no outcome yet
     cancelled: int
     workers: tuple[WorkerStatus, ...]  # per slot
 
@@ -92,8 +93,10 @@ class PoolStatistics:
         return sum(w.state == WorkerState.BUSY for w in self.workers)
 
     def __str__(self) -> str:
-        s = (f"{self.state.name.lower()}, {self.alive}/{self.max_workers} workers alive, {self.busy} busy, "
-             f"{self.pending} queued, {self.in_flight} running, {self.completed}/{self.submitted} done")
+        s = (
+            f"{self.state.name.lower()}, {self.alive}/{self.max_workers} workers alive, {self.busy} busy, "
+            f"{self.pending} queued, {self.in_flight} running, {self.completed}/{self.submitted} done"
+        )
         if self.retries or self.failed or self.worker_deaths:
             s += f", {self.worker_deaths} worker deaths, {self.retries} retries, {self.failed} failed"
         return s
@@ -112,8 +115,15 @@ class PoolTable(SharedObject):
 
     _kind = Kind.POOL
 
-    def __init__(self, name: Optional[str] = None, *, max_workers: int = 1, max_retries: int = 0,
-                 create: Optional[bool] = None, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        max_workers: int = 1,
+        max_retries: int = 0,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+    ) -> None:
         if not isinstance(max_workers, int) or not 1 <= max_workers <= lib.RSM_POOL_MAX_WORKERS:
             raise ValueError(f"max_workers must be between 1 and {lib.RSM_POOL_MAX_WORKERS}, not {max_workers!r}")
 
@@ -125,15 +135,15 @@ class PoolTable(SharedObject):
             p.owner_start = _proc.start_time(os.getpid())
             p.max_retries = max_retries
 
-        header = self._open_segment(name, create, mode, _HEAD + max_workers * _SLOT, (max_workers,), init,
-                                    _body_size)
+        header = self._open_segment(name, create, mode, _HEAD + max_workers * _SLOT, (max_workers,), init, _body_size)
         self._ptr = self._seg.body("rsm_pool *")
         self._n: int = header.params[0]
         claimed = self._ptr.max_workers
         if claimed != self._n:
             self._seg.close()  # unmaps: read nothing through _ptr from here on
-            raise SegmentError(f"segment {self.name!r} is corrupt: its table claims "
-                               f"{claimed} workers, the header {self._n}")
+            raise SegmentError(
+                f"segment {self.name!r} is corrupt: its table claims {claimed} workers, the header {self._n}"
+            )
         self._tmp = ffi.new("rsm_pool_worker *")
 
     @property
@@ -162,9 +172,15 @@ class PoolTable(SharedObject):
             state = WorkerState.EMPTY
         busy = state == WorkerState.BUSY
         return WorkerStatus(
-            slot=i, state=state, pid=out.pid, generation=out.generation, job=out.job if busy else None,
+            slot=i,
+            state=state,
+            pid=out.pid,
+            generation=out.generation,
+            job=out.job if busy else None,
             busy_for=max(time.time_ns() - out.since_ns, 0) / 1e9 if busy else 0.0,
-            jobs_done=out.jobs_done, last_exit=out.last_exit, torn=not ok,
+            jobs_done=out.jobs_done,
+            last_exit=out.last_exit,
+            torn=not ok,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -183,9 +199,19 @@ class PoolTable(SharedObject):
         except ValueError:
             state = PoolState.BROKEN
         return PoolStatistics(
-            state=state, owner_pid=p.owner_pid, owner_alive=_proc.process_alive(p.owner_pid, p.owner_start),
-            max_workers=self._n, max_retries=p.max_retries, submitted=p.submitted, completed=p.completed,
-            failed=p.failed, retries=p.retries, worker_deaths=p.worker_deaths,
-            workers_started=p.workers_started, pending=p.pending, in_flight=p.in_flight,
-            cancelled=p.cancelled, workers=tuple(self.read_slot(i) for i in range(self._n)),
+            state=state,
+            owner_pid=p.owner_pid,
+            owner_alive=_proc.process_alive(p.owner_pid, p.owner_start),
+            max_workers=self._n,
+            max_retries=p.max_retries,
+            submitted=p.submitted,
+            completed=p.completed,
+            failed=p.failed,
+            retries=p.retries,
+            worker_deaths=p.worker_deaths,
+            workers_started=p.workers_started,
+            pending=p.pending,
+            in_flight=p.in_flight,
+            cancelled=p.cancelled,
+            workers=tuple(self.read_slot(i) for i in range(self._n)),
         )

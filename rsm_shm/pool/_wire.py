@@ -6,6 +6,7 @@ microseconds) followed by its payload.  The results ring also carries the owner'
 control records (a worker died, wake up), so its collector thread sees every event in
 one ordered stream: a worker's results always precede the record of its death.
 """
+
 from __future__ import annotations
 
 import concurrent.futures.process as _cf_process
@@ -17,39 +18,40 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 __all__ = ["RemoteTraceback", "WorkerDiedError"]
 
-JOB_HEAD = struct.Struct("<QB7x")        # job, kind
-RESULT_HEAD = struct.Struct("<QBxHI")    # job, status, slot, run time (us, saturated)
+JOB_HEAD = struct.Struct("<QB7x")  # job, kind
+RESULT_HEAD = struct.Struct("<QBxHI")  # job, status, slot, run time (us, saturated)
 
 # Job kinds
-JOB_CHUNK = 1      # payload: (fn, [args tuple, ...], kwargs) -> [fn(*args, **kwargs) ...]
-JOB_MAP = 2        # payload: MAP_HEAD, fn serialized, [item, ...] serialized -> [fn(item) ...]
+JOB_CHUNK = 1  # payload: (fn, [args tuple, ...], kwargs) -> [fn(*args, **kwargs) ...]
+JOB_MAP = 2  # payload: MAP_HEAD, fn serialized, [item, ...] serialized -> [fn(item) ...]
 # (map over one iterable: no argument tuples; fn serialized once per map, and a worker
 # deserializes it again only when it changes)
-MAP_HEAD = struct.Struct("<I")    # length of the serialized fn
+MAP_HEAD = struct.Struct("<I")  # length of the serialized fn
 
 # Result statuses (and control records)
-R_VALUE = 1        # payload: the serialized result
-R_ERROR = 2        # payload: the serialized exception (with its remote traceback as __cause__)
-R_ERROR_TEXT = 3   # payload: UTF-8 text; the serializer could not carry the exception
+R_VALUE = 1  # payload: the serialized result
+R_ERROR = 2  # payload: the serialized exception (with its remote traceback as __cause__)
+R_ERROR_TEXT = 3  # payload: UTF-8 text; the serializer could not carry the exception
 R_INIT_FAILED = 4  # the initializer raised (payload: UTF-8 traceback); the pool is broken
-R_DIED = 5         # control: a worker process ended (payload: DIED_BODY)
-R_WAKE = 6         # control: look at the pool's state (shutdown, submit)
-R_CANCEL = 7       # to a client: the answer to its C_CANCEL (slot field: 1 cancelled, 0 not)
-DIED_BODY = struct.Struct("<Iii")   # generation, pid, exit code (negative: -signal)
+R_DIED = 5  # control: a worker process ended (payload: DIED_BODY)
+R_WAKE = 6  # control: look at the pool's state (shutdown, submit)
+R_CANCEL = 7  # to a client: the answer to its C_CANCEL (slot field: 1 cancelled, 0 not)
+DIED_BODY = struct.Struct("<Iii")  # generation, pid, exit code (negative: -signal)
 
 # A named pool's submit ring carries clients' records: CLIENT_HEAD (the client's job
 # number, kind, length of the reply ring's name), the reply ring's name, then (for a job)
 # the serialized (fn, chunk, kwargs), exactly as a job record's payload.
 CLIENT_HEAD = struct.Struct("<QBxH4x")
-C_JOB = 1          # payload: as JOB_CHUNK's
-C_BYE = 2          # the client leaves: the owner forgets its reply ring
-C_MAP = 3          # payload: as JOB_MAP's
-C_CANCEL = 4       # the client cancels its job (CLIENT_HEAD's job number) if not handed out yet
+C_JOB = 1  # payload: as JOB_CHUNK's
+C_BYE = 2  # the client leaves: the owner forgets its reply ring
+C_MAP = 3  # payload: as JOB_MAP's
+C_CANCEL = 4  # the client cancels its job (CLIENT_HEAD's job number) if not handed out yet
 
 
 def submit_ring_capacity(ring_capacity: int) -> int:
     """A named pool's submit ring: room for one largest job plus a client header."""
     return ring_capacity * 2
+
 
 MAX_US = (1 << 32) - 1
 
@@ -117,10 +119,15 @@ class WorkerDiedError(RuntimeError):
                 sig = _signal.Signals(-exitcode)
             except ValueError:
                 sig = -exitcode
-        how = f"killed by {sig.name if isinstance(sig, _signal.Signals) else f'signal {sig}'}" if sig is not None \
+        how = (
+            f"killed by {sig.name if isinstance(sig, _signal.Signals) else f'signal {sig}'}"
+            if sig is not None
             else f"exited with code {exitcode}"
-        super().__init__(f"job {job}: its worker (pid {pid}) died while running it, {how}; "
-                         f"{attempts} attempt{'s' if attempts != 1 else ''}, no retries left")
+        )
+        super().__init__(
+            f"job {job}: its worker (pid {pid}) died while running it, {how}; "
+            f"{attempts} attempt{'s' if attempts != 1 else ''}, no retries left"
+        )
         self.job, self.pid, self.signal, self.exitcode, self.attempts = job, pid, sig, exitcode, attempts
 
     def __reduce__(self) -> tuple[type[WorkerDiedError], tuple[int, int, int, int]]:

@@ -1,5 +1,6 @@
 """The worker process: take jobs from this worker's inbox ring, run them, put the
 outcomes on the results ring, and keep this worker's slot of the status table current."""
+
 from __future__ import annotations
 
 import queue
@@ -16,8 +17,22 @@ from .._errors import ShutDown
 from .._native import lib
 from ..ring import Ring
 from ._table import PoolTable
-from ._wire import (JOB_HEAD, JOB_MAP, MAP_HEAD, MAX_US, R_ERROR, R_ERROR_TEXT, R_INIT_FAILED, R_VALUE, RESULT_HEAD,
-                    Dumps, ExceptionWithTraceback, Loads, Serializer, dumps_pickle)
+from ._wire import (
+    JOB_HEAD,
+    JOB_MAP,
+    MAP_HEAD,
+    MAX_US,
+    R_ERROR,
+    R_ERROR_TEXT,
+    R_INIT_FAILED,
+    R_VALUE,
+    RESULT_HEAD,
+    Dumps,
+    ExceptionWithTraceback,
+    Loads,
+    Serializer,
+    dumps_pickle,
+)
 
 #: Outcomes are flushed to the results ring at the end of each batch of jobs, or sooner
 #: once the oldest unsent one has waited this long (a batch of slow jobs).
@@ -35,8 +50,10 @@ def _encode_error(exc: BaseException, dumps: Dumps, max_message: int) -> tuple[i
         data = dumps(ExceptionWithTraceback(exc))
         if len(data) <= max_message:
             return R_ERROR, data
-        exc = ValueError(f"the exception's serialized form ({len(data)} bytes) exceeds the results ring's "
-                         f"largest message ({max_message} bytes): {exc!r:.200}")
+        exc = ValueError(
+            f"the exception's serialized form ({len(data)} bytes) exceeds the results ring's "
+            f"largest message ({max_message} bytes): {exc!r:.200}"
+        )
     except BaseException as e:  # noqa: BLE001 -- the serializer may raise anything
         exc = type(e)(f"cannot serialize the job's exception {exc!r:.500}: {e}") if isinstance(e, Exception) else e
         try:
@@ -47,9 +64,18 @@ def _encode_error(exc: BaseException, dumps: Dumps, max_message: int) -> tuple[i
     return R_ERROR_TEXT, text.encode("utf-8", "replace")[:max_message]
 
 
-def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, serializer: Optional[Serializer],
-                initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...], max_tasks: int, owner_pid: int,
-                owner_start: int) -> None:
+def worker_main(
+    table_name: str,
+    slot: int,
+    inbox_name: str,
+    results_name: str,
+    serializer: Optional[Serializer],
+    initializer: Optional[Callable[..., object]],
+    initargs: tuple[Any, ...],
+    max_tasks: int,
+    owner_pid: int,
+    owner_start: int,
+) -> None:
     # Ctrl-C belongs to the owner: it decides how its workers stop (cleanly, via the rings).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     table = PoolTable(table_name, create=False)
@@ -76,18 +102,18 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
             initializer(*initargs)
         except BaseException as e:  # noqa: BLE001 -- report anything, then leave
             text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-            results.put(pack_result(0, R_INIT_FAILED, slot, 0) + text.encode("utf-8", "replace")[:max_message - 16])
+            results.put(pack_result(0, R_INIT_FAILED, slot, 0) + text.encode("utf-8", "replace")[: max_message - 16])
             set_slot(me, lib.RSM_WORKER_RETIRED, 0, now(), 0)
             sys.exit(1)
     set_slot(me, _IDLE, 0, now(), 0)
 
     done = 0
     job = 0
-    map_fn: Any = None       # the last map's fn, and its serialized form
+    map_fn: Any = None  # the last map's fn, and its serialized form
     map_fn_bytes = b""
     unpack_map = MAP_HEAD.unpack_from
     map_head = MAP_HEAD.size
-    out: list[bytes] = []   # outcomes not yet sent
+    out: list[bytes] = []  # outcomes not yet sent
     first_unsent = 0
     # A helper thread sends outcomes that waited FLUSH_AFTER_NS while this thread runs a
     # long job: they must not wait for it (the owner, or a map, may be waiting on them).
@@ -157,9 +183,12 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                 if kind == JOB_MAP:
                     body = memoryview(msg)[head_size:]
                     n = unpack_map(body)[0]
-                    if body[map_head:map_head + n] != map_fn_bytes:  # a new map
-                        map_fn, map_fn_bytes = loads(body[map_head:map_head + n]), bytes(body[map_head:map_head + n])
-                    value = list(map(map_fn, loads(body[map_head + n:])))  # the loop runs in C
+                    if body[map_head : map_head + n] != map_fn_bytes:  # a new map
+                        map_fn, map_fn_bytes = (
+                            loads(body[map_head : map_head + n]),
+                            bytes(body[map_head : map_head + n]),
+                        )
+                    value = list(map(map_fn, loads(body[map_head + n :])))  # the loop runs in C
                 else:
                     fn, chunk, kwargs = loads(memoryview(msg)[head_size:])
                     value = [fn(*args, **kwargs) for args in chunk] if kwargs else list(starmap(fn, chunk))
@@ -167,8 +196,10 @@ def worker_main(table_name: str, slot: int, inbox_name: str, results_name: str, 
                 try:
                     data = dumps(value)
                     if len(data) > max_message - RESULT_HEAD.size:
-                        raise ValueError(f"the result's serialized form ({len(data)} bytes) exceeds the results "
-                                         f"ring's largest message ({max_message - RESULT_HEAD.size} bytes)")
+                        raise ValueError(
+                            f"the result's serialized form ({len(data)} bytes) exceeds the results "
+                            f"ring's largest message ({max_message - RESULT_HEAD.size} bytes)"
+                        )
                 except BaseException as e:  # noqa: BLE001 -- ProcessPoolExecutor sends these back too
                     status, data = _encode_error(e, dumps, max_message - RESULT_HEAD.size)
             except BaseException as e:  # noqa: BLE001 -- as ProcessPoolExecutor: the future gets it

@@ -14,6 +14,7 @@ is a ``tqdm.tqdm`` if tqdm is importable, else a minimal text bar on stderr; pas
 to use any object with ``update(n)``, ``close()`` and optionally ``set_postfix(**kw)``
 (a tqdm instance, or an adapter for another library).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +30,9 @@ T = TypeVar("T")
 class TextBar:
     """The fallback bar: ``desc: n/total [rate/s] postfix`` rewritten in place on a stream."""
 
-    def __init__(self, total: Optional[int] = None, desc: str = "", file: Optional[TextIO] = None,
-                 min_interval: float = 0.1) -> None:
+    def __init__(
+        self, total: Optional[int] = None, desc: str = "", file: Optional[TextIO] = None, min_interval: float = 0.1
+    ) -> None:
         self.total, self.desc, self.n = total, desc, 0
         self.file = file if file is not None else sys.stderr
         self.postfix = ""
@@ -70,8 +72,15 @@ def _default_bar(total: Optional[int], desc: str) -> Any:
     return tqdm(total=total, desc=desc or None)
 
 
-def progress(results: Iterable[T], total: Optional[int] = None, *, pool: Any = None, desc: str = "",
-             bar: Any = None, refresh: float = 0.5) -> Iterator[T]:
+def progress(
+    results: Iterable[T],
+    total: Optional[int] = None,
+    *,
+    pool: Any = None,
+    desc: str = "",
+    bar: Any = None,
+    refresh: float = 0.5,
+) -> Iterator[T]:
     """Yield ``results`` unchanged, advancing a progress bar per item (see the module)."""
     own = bar is None
     if own:

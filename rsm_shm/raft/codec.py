@@ -119,11 +119,28 @@ def encode_message(m: Message) -> bytes:
     try:
         # The fast path: struct checks the ranges itself; only a failure is examined
         # field by field (below) to say which field does not fit.
-        head = _HDR.pack(MAGIC, FORMAT_VERSION, m.type, flags, m.to, m.frm, m.term, m.log_term, m.index,
-                         m.commit, m.reject_hint, m.snap_offset, m.snap_total)
+        head = _HDR.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            m.type,
+            flags,
+            m.to,
+            m.frm,
+            m.term,
+            m.log_term,
+            m.index,
+            m.commit,
+            m.reject_hint,
+            m.snap_offset,
+            m.snap_total,
+        )
         ctx = m.context
-        out: List[bytes] = [head, _U32.pack(len(ctx)), ctx if type(ctx) is bytes else bytes(ctx),
-                            _U32.pack(len(m.entries))]
+        out: List[bytes] = [
+            head,
+            _U32.pack(len(ctx)),
+            ctx if type(ctx) is bytes else bytes(ctx),
+            _U32.pack(len(m.entries)),
+        ]
         pack = _ENT_LEN.pack
         for e in m.entries:
             d = e.data
@@ -313,8 +330,19 @@ def _read_plain_message(b: bytes) -> "Message | None":
     if p != n:
         return None
     return Message(
-        type=mt, to=to, frm=frm, term=term, log_term=log_term, index=index, entries=entries, commit=commit,
-        reject=bool(flags & _FLAG_REJECT), reject_hint=hint, snapshot=None, context=context, snap_offset=off,
+        type=mt,
+        to=to,
+        frm=frm,
+        term=term,
+        log_term=log_term,
+        index=index,
+        entries=entries,
+        commit=commit,
+        reject=bool(flags & _FLAG_REJECT),
+        reject_hint=hint,
+        snapshot=None,
+        context=context,
+        snap_offset=off,
         snap_total=total,
     )
 
@@ -366,7 +394,7 @@ def _read_message(r: _Reader) -> Message:
 def encode_conf_change(cc: ConfChange) -> bytes:
     """Encode a ConfChange for the data of a CONF_CHANGE entry::
 
-        b"RC" version u8, transition u8, u32 count, (type u8, node u64)*, context
+    b"RC" version u8, transition u8, u32 count, (type u8, node u64)*, context
     """
     out: List[bytes] = [CC_MAGIC, bytes([FORMAT_VERSION, int(cc.transition)]), _U32.pack(len(cc.changes))]
     for t, node in cc.changes:

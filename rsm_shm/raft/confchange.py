@@ -45,7 +45,9 @@ class Changer:
         self.last_index = last_index
 
     # ------------------------------------------------------------------ public
-    def enter_joint(self, auto_leave: bool, changes: Iterable[Tuple[ConfChangeType, int]]) -> Tuple[TrackerConfig, Dict[int, Progress]]:
+    def enter_joint(
+        self, auto_leave: bool, changes: Iterable[Tuple[ConfChangeType, int]]
+    ) -> Tuple[TrackerConfig, Dict[int, Progress]]:
         cfg, prs = self._copy()
         if cfg.joint():
             raise ConfChangeError("config is already joint")
@@ -94,11 +96,18 @@ class Changer:
             c.state = pr.state
             c.pending_snapshot = pr.pending_snapshot
             c.msg_app_flow_paused = pr.msg_app_flow_paused
-            c.snap, c.snap_acked, c.snap_next, c.snap_empty_sent = pr.snap, pr.snap_acked, pr.snap_next, pr.snap_empty_sent
+            c.snap, c.snap_acked, c.snap_next, c.snap_empty_sent = (
+                pr.snap,
+                pr.snap_acked,
+                pr.snap_next,
+                pr.snap_empty_sent,
+            )
             prs[i] = c
         return cfg, prs
 
-    def _apply(self, cfg: TrackerConfig, prs: Dict[int, Progress], changes: Iterable[Tuple[ConfChangeType, int]]) -> None:
+    def _apply(
+        self, cfg: TrackerConfig, prs: Dict[int, Progress], changes: Iterable[Tuple[ConfChangeType, int]]
+    ) -> None:
         for typ, node in changes:
             if node <= 0:
                 continue  # etcd ignores "None"

@@ -286,7 +286,9 @@ class RaftLog:
         if i == 0:
             return
         if self.committed < i or i < self.applied:
-            raise RuntimeError(f"applied({i}) is out of range [prev_applied({self.applied}), committed({self.committed})]")
+            raise RuntimeError(
+                f"applied({i}) is out of range [prev_applied({self.applied}), committed({self.committed})]"
+            )
         self.applied = i
         self.applying = max(self.applying, i)
 

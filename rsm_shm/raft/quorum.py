@@ -58,7 +58,9 @@ def majority_vote(voters: AbstractSet[int], votes: Mapping[int, bool]) -> VoteRe
     return VoteResult.PENDING
 
 
-def joint_committed(incoming: AbstractSet[int], outgoing: AbstractSet[int], acked: Callable[[int], Optional[int]]) -> int:
+def joint_committed(
+    incoming: AbstractSet[int], outgoing: AbstractSet[int], acked: Callable[[int], Optional[int]]
+) -> int:
     """Committed index of a joint config: the minimum over both halves."""
     a = majority_committed(incoming, acked)
     b = majority_committed(outgoing, acked)

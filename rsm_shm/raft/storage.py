@@ -271,9 +271,7 @@ class MemoryStorage:
         elif len(self._ents) == offset:
             self._ents.extend(entries)
         else:
-            raise ValueError(
-                f"missing log entries: last index {self.last_index()}, appending at {entries[0].index}"
-            )
+            raise ValueError(f"missing log entries: last index {self.last_index()}, appending at {entries[0].index}")
 
     def __repr__(self) -> str:
         return (

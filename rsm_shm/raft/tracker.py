@@ -89,7 +89,9 @@ class Progress:
         "snap_empty_sent",
     )
 
-    def __init__(self, match: int, next: int, inflights: Inflights, is_learner: bool = False, recent_active: bool = False):
+    def __init__(
+        self, match: int, next: int, inflights: Inflights, is_learner: bool = False, recent_active: bool = False
+    ):
         self.match = match
         self.next = next
         self.state = ProgressState.PROBE

@@ -3,6 +3,7 @@
 The algorithms live in csrc/ (one C file per family); these modules hold the policy:
 argument rules, timeouts, owner-death detection, and how failures are reported.
 """
+
 from ._base import Policy
 from .barrier import Barrier
 from .condition import Condition
@@ -13,6 +14,19 @@ from .rwlock import RWLock
 from .semaphore import AutoResetEvent, BoundedSemaphore, Semaphore
 
 __all__ = [
-    "AutoResetEvent", "Barrier", "BoundedSemaphore", "Condition", "Countdown", "Event", "Gate", "Lock",
-    "LockStatistics", "Once", "OwnerDied", "Policy", "RLock", "RWLock", "Semaphore",
+    "AutoResetEvent",
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Countdown",
+    "Event",
+    "Gate",
+    "Lock",
+    "LockStatistics",
+    "Once",
+    "OwnerDied",
+    "Policy",
+    "RLock",
+    "RWLock",
+    "Semaphore",
 ]

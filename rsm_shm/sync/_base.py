@@ -15,6 +15,7 @@ csrc/fast_sync.c and csrc/fast_ring.c follow them too):
 * a timeout becomes a deadline only through :func:`deadline` (one converter, with the
   rules of the threading/queue method the call mirrors; docs/blocking.md).
 """
+
 from __future__ import annotations
 
 import enum
@@ -24,13 +25,23 @@ from typing import Any, Callable, Concatenate, Optional, ParamSpec, Protocol, Se
 
 from .. import _proc
 from .._describe import plain_record, waitq_record
-from .._fast import (DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT, Pins,
-                     deadline)
+from .._fast import DEADLINE_FOREVER, DEADLINE_TOO_LARGE, DEADLINE_TRY, RULE_LOCK, RULE_QUEUE, RULE_WAIT, Pins, deadline
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
-__all__ = ["Policy", "SharedObject", "deadline", "pinned", "run_blocking", "RULE_LOCK", "RULE_WAIT", "RULE_QUEUE",
-           "DEADLINE_FOREVER", "DEADLINE_TRY", "DEADLINE_TOO_LARGE"]
+__all__ = [
+    "Policy",
+    "SharedObject",
+    "deadline",
+    "pinned",
+    "run_blocking",
+    "RULE_LOCK",
+    "RULE_WAIT",
+    "RULE_QUEUE",
+    "DEADLINE_FOREVER",
+    "DEADLINE_TRY",
+    "DEADLINE_TOO_LARGE",
+]
 
 #: Default number of per-waiter slots; more concurrent waiters still work, without FIFO order.
 DEFAULT_MAX_WAITERS = 64
@@ -53,8 +64,11 @@ class Policy(str, enum.Enum):
 
     @property
     def code(self) -> int:
-        code: int = {Policy.BARGING: lib.RSM_LOCK_BARGING, Policy.FIFO: lib.RSM_LOCK_FIFO,
-                     Policy.LIFO: lib.RSM_LOCK_LIFO}[self]
+        code: int = {
+            Policy.BARGING: lib.RSM_LOCK_BARGING,
+            Policy.FIFO: lib.RSM_LOCK_FIFO,
+            Policy.LIFO: lib.RSM_LOCK_LIFO,
+        }[self]
         return code
 
     @classmethod
@@ -67,6 +81,7 @@ class Policy(str, enum.Enum):
 
 def too_large() -> OverflowError:
     from .._fast import TIMEOUT_MAX
+
     return OverflowError(f"timeout value is too large (threading.TIMEOUT_MAX is {TIMEOUT_MAX:.0f} s)")
 
 
@@ -147,9 +162,11 @@ _R = TypeVar("_R")
 
 def pinned(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
     """Decorator: run ``method`` holding a pin on ``self._seg`` (ValueError if closed)."""
+
     def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._pins:
             return method(self, *args, **kwargs)
+
     functools.update_wrapper(wrapper, method)
     return wrapper
 
@@ -188,8 +205,16 @@ class SharedObject:
         check: Optional[Callable[[SegmentHeader], None]] = None,
     ) -> SegmentHeader:
         self._seg = Segment(
-            name, self._kind, body_size, create=create, mode=mode, params=params, ref_name=ref_name,
-            init=init, check=check, body_size_of=body_size_of,
+            name,
+            self._kind,
+            body_size,
+            create=create,
+            mode=mode,
+            params=params,
+            ref_name=ref_name,
+            init=init,
+            check=check,
+            body_size_of=body_size_of,
         )
         self._pins = self._seg.pins
         self._pins.label = f"{type(self).__name__} {self._seg.name!r}"
@@ -285,4 +310,3 @@ def pid_of(tid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
-

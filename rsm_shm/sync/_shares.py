@@ -4,6 +4,7 @@ Mechanism in C, policy here: C keeps a count per process in a slot (pid << 32 | 
 plus the pid's start time) and frees a slot in one CAS; this module decides which
 processes are dead.  Used by RWLock (read locks) and robust semaphores (permits).
 """
+
 from __future__ import annotations
 
 import os

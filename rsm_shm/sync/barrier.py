@@ -11,6 +11,7 @@ party's seat is freed and the barrier broken, so the others raise BrokenBarrierE
 instead of waiting forever.  A party killed while holding the barrier's lock is found
 when the lock is taken over: the count is rebuilt from the seats and the barrier broken.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,9 +79,17 @@ class Barrier(SharedObject):
 
     _kind = Kind.BARRIER
 
-    def __init__(self, name: Optional[str] = None, *, parties: int = 3, action: Optional[Callable[[], object]] = None,
-                 timeout: Optional[float] = None, create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        parties: int = 3,
+        action: Optional[Callable[[], object]] = None,
+        timeout: Optional[float] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         if not isinstance(parties, int) or not 1 <= parties <= lib.RSM_WQ_MAX_SLOTS:
             raise ValueError(f"Barrier parties must be an int between 1 and {lib.RSM_WQ_MAX_SLOTS}, not {parties!r}")
         if timeout is not None:
@@ -291,16 +300,17 @@ class Barrier(SharedObject):
     def statistics(self) -> "BarrierStatistics":
         names = {FILLING: "filling", DRAINING: "draining", RESETTING: "resetting", BROKEN: "broken"}
         b = self._b
-        return BarrierStatistics(state=names.get(b.state, f"unknown({b.state})"), waiting=b.count,
-                                 parties=b.parties, generation=b.generation)
+        return BarrierStatistics(
+            state=names.get(b.state, f"unknown({b.state})"), waiting=b.count, parties=b.parties, generation=b.generation
+        )
 
 
 @dataclass(frozen=True)
 class BarrierStatistics:
-    state: str        # filling, draining, resetting or broken
-    waiting: int      # threads inside wait()
+    state: str  # filling, draining, resetting or broken
+    waiting: int  # threads inside wait()
     parties: int
-    generation: int   # completed cycles
+    generation: int  # completed cycles
 
     def __str__(self) -> str:
         return f"{self.state}, {self.waiting}/{self.parties} waiting, generation {self.generation}"

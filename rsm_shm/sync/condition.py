@@ -3,6 +3,7 @@
 Each waiter holds its own slot in the condition's wait queue (csrc/waitq.c), enqueued
 while it still holds the lock; ``notify(n)`` wakes exactly the n oldest waiters.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,14 @@ def _align64(n: int) -> int:
     return (n + 63) & ~63
 
 
-def wait_on(q: Any, lock: Union[Lock, RLock], deadline: int, owner_check: Callable[[], bool], seg: Segment,
-            closed_ok: bool = False) -> bool:
+def wait_on(
+    q: Any,
+    lock: Union[Lock, RLock],
+    deadline: int,
+    owner_check: Callable[[], bool],
+    seg: Segment,
+    closed_ok: bool = False,
+) -> bool:
     """The Condition.wait protocol over any rsm_waitq and rsm_shm lock (Barrier uses it too).
 
     ``deadline`` comes from ``_base.deadline``; the caller holds a pin on ``seg``.  The
@@ -51,8 +58,9 @@ def wait_on(q: Any, lock: Union[Lock, RLock], deadline: int, owner_check: Callab
             lib.rsm_wq_notify(q, 1, lib.RSM_WAKE_FIFO, lib.RSM_KIND_ANY)  # pass the notification on
 
     try:
-        r = _base.run_blocking(lambda w, d: lib.rsm_wq_wait(q, w, d), abandon, deadline, queue=q, seg=seg,
-                               waiter=w, closed_ok=closed_ok)
+        r = _base.run_blocking(
+            lambda w, d: lib.rsm_wq_wait(q, w, d), abandon, deadline, queue=q, seg=seg, waiter=w, closed_ok=closed_ok
+        )
         if r == lib.RSM_OK:
             return True
         if r == lib.RSM_TIMEOUT:
@@ -78,9 +86,15 @@ class Condition(SharedObject):
 
     _kind = Kind.CONDITION
 
-    def __init__(self, name: Optional[str] = None, lock: Union[Lock, RLock, None] = None, *,
-                 create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        lock: Union[Lock, RLock, None] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         self._owns_lock = False
         if lock is not None and not isinstance(lock, (Lock, RLock)):
             raise TypeError(f"lock must be an rsm_shm Lock or RLock, not {type(lock).__name__}")
@@ -111,7 +125,9 @@ class Condition(SharedObject):
             if lock is not None:
                 self.close()
                 raise ValueError(f"Condition {self.name!r} exists with its own lock; do not pass one")
-            self._lock = RLock._embedded(self._seg, self._seg.body("rsm_lock *", _align64(lib.rsm_wq_size(hdr.params[0]))))
+            self._lock = RLock._embedded(
+                self._seg, self._seg.body("rsm_lock *", _align64(lib.rsm_wq_size(hdr.params[0])))
+            )
             self._check_queues(ffi.addressof(self._lock._ptr, "wq"))
         elif how in (_EXTERNAL_LOCK, _EXTERNAL_RLOCK):
             if lock is None:
@@ -157,8 +173,7 @@ class Condition(SharedObject):
     def wait(self, timeout: Optional[float] = None) -> bool:
         """As threading.Condition.wait: release the lock, wait for a notify or the
         timeout (None: forever; <= 0: not at all), re-acquire; False on timeout."""
-        return wait_on(self._q, self._lock, _base.deadline(timeout, _base.RULE_WAIT), self._lock._is_owned,
-                       self._seg)
+        return wait_on(self._q, self._lock, _base.deadline(timeout, _base.RULE_WAIT), self._lock._is_owned, self._seg)
 
     @pinned
     def wait_for(self, predicate: Callable[[], T], timeout: Optional[float] = None) -> T:
@@ -203,8 +218,12 @@ class Condition(SharedObject):
         embedded = len(header.params) > 1 and header.params[1] == _EMBEDDED
         detail = plain_record(self.statistics())
         detail["queue"] = waitq_record(self._q, header.params[0])
-        detail["lock"] = {"embedded": embedded, "name": None if embedded else header.ref_name,
-                          "type": type(self._lock).__name__, **self._lock.describe()}
+        detail["lock"] = {
+            "embedded": embedded,
+            "name": None if embedded else header.ref_name,
+            "type": type(self._lock).__name__,
+            **self._lock.describe(),
+        }
         return detail
 
     def close(self) -> None:
@@ -216,9 +235,8 @@ class Condition(SharedObject):
 
 @dataclass(frozen=True)
 class ConditionStatistics:
-    waiters: int            # threads in wait()
-    lock: LockStatistics    # the underlying lock
+    waiters: int  # threads in wait()
+    lock: LockStatistics  # the underlying lock
 
     def __str__(self) -> str:
         return f"{self.waiters} waiting; lock {self.lock}"
-

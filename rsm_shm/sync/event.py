@@ -2,6 +2,7 @@
 
 The algorithms are in csrc/event.c; each wait is a slice loop in Python (Ctrl-C works).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,12 +23,12 @@ __all__ = ["Event", "Gate", "Countdown", "EventStatistics"]
 class EventStatistics:
     """Snapshot of an Event, Gate or Countdown."""
 
-    kind: str             # "event", "gate" or "countdown"
-    is_set: bool          # Event: set; Gate: open; Countdown: done
-    count: int            # Gate: entries since opened; Countdown: remaining; Event: 0
-    waiters: int          # threads blocked in wait(), in any process
-    generation: int       # bumped by Gate.open(), Countdown.reset(), and an Event's set()
-                          # that found it clear (modulo 2**31)
+    kind: str  # "event", "gate" or "countdown"
+    is_set: bool  # Event: set; Gate: open; Countdown: done
+    count: int  # Gate: entries since opened; Countdown: remaining; Event: 0
+    waiters: int  # threads blocked in wait(), in any process
+    generation: int  # bumped by Gate.open(), Countdown.reset(), and an Event's set()
+    # that found it clear (modulo 2**31)
 
     def __str__(self) -> str:
         if self.kind == "event":
@@ -49,24 +50,43 @@ class _EventBase(SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
     _stat_kind = "event"
 
-    def _open_event(self, name: Optional[str], create: Optional[bool], mode: int, word: int, aux: int, max_waiters: int,
-                    extra_params: Sequence[int] = ()) -> None:
+    def _open_event(
+        self,
+        name: Optional[str],
+        create: Optional[bool],
+        mode: int,
+        word: int,
+        aux: int,
+        max_waiters: int,
+        extra_params: Sequence[int] = (),
+    ) -> None:
         nslots = _base.validate_max_waiters(max_waiters)
 
         def init(seg: Segment) -> None:
             lib.rsm_event_init(seg.body("rsm_event *"), word, aux, nslots)
 
-        self._open_segment(name, create, mode, lib.rsm_event_size(nslots), (nslots, aux, *extra_params),
-                           init, _body_size)
+        self._open_segment(
+            name, create, mode, lib.rsm_event_size(nslots), (nslots, aux, *extra_params), init, _body_size
+        )
         self._ptr = self._seg.body("rsm_event *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
     @pinned
-    def _wait(self, step: Callable[[Any, int], int], timeout: Optional[float],
-              on_slice: Optional[Callable[[Any], Optional[int]]] = None) -> bool:
+    def _wait(
+        self,
+        step: Callable[[Any, int], int],
+        timeout: Optional[float],
+        on_slice: Optional[Callable[[Any], Optional[int]]] = None,
+    ) -> bool:
         ptr = self._ptr
-        r = _base.run_blocking(step, lambda w: lib.rsm_event_abandon(ptr, w), _base.deadline(timeout, _base.RULE_WAIT),
-                               queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
+        r = _base.run_blocking(
+            step,
+            lambda w: lib.rsm_event_abandon(ptr, w),
+            _base.deadline(timeout, _base.RULE_WAIT),
+            queue=ffi.addressof(ptr, "wq"),
+            seg=self._seg,
+            on_slice=on_slice,
+        )
         if r in (lib.RSM_OK, lib.RSM_TIMEOUT):
             return bool(r == lib.RSM_OK)
         raise_for(r, self)
@@ -84,9 +104,13 @@ class _EventBase(SharedObject):
         p = self._ptr
         word = p.word
         event = self._stat_kind == "event"  # its word counts its sets (csrc/event.h)
-        return EventStatistics(kind=self._stat_kind, is_set=self._is_set(),
-                               count=0 if event else word & lib.RSM_COUNT_MASK,
-                               waiters=p.wq.nwaiters + p.wq.noverflow, generation=word >> 1 if event else p.generation)
+        return EventStatistics(
+            kind=self._stat_kind,
+            is_set=self._is_set(),
+            count=0 if event else word & lib.RSM_COUNT_MASK,
+            waiters=p.wq.nwaiters + p.wq.noverflow,
+            generation=word >> 1 if event else p.generation,
+        )
 
 
 class Event(FastEvent, _EventBase):
@@ -99,8 +123,14 @@ class Event(FastEvent, _EventBase):
 
     _kind = Kind.EVENT
 
-    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         self._open_event(name, create, mode, 0, 0, max_waiters)
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins)
 
@@ -111,7 +141,6 @@ class Event(FastEvent, _EventBase):
     clear = FastEvent.clear
     is_set = FastEvent.is_set
     _is_set = FastEvent.is_set
-
 
 
 class Gate(_EventBase):
@@ -126,8 +155,15 @@ class Gate(_EventBase):
     _kind = Kind.GATE
     _stat_kind = "gate"
 
-    def __init__(self, name: Optional[str] = None, *, auto_shut: int = 0, create: Optional[bool] = None,
-                 mode: int = 0o600, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        auto_shut: int = 0,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         if not isinstance(auto_shut, int) or not 0 <= auto_shut <= lib.RSM_COUNT_MASK:
             raise ValueError(f"auto_shut must be between 0 and {lib.RSM_COUNT_MASK}, not {auto_shut!r}")
         self._open_event(name, create, mode, 0, auto_shut, max_waiters)
@@ -174,9 +210,16 @@ class Countdown(_EventBase):
     _kind = Kind.COUNTDOWN
     _stat_kind = "countdown"
 
-    def __init__(self, name: Optional[str] = None, *, count: int = 1, action: Optional[Callable[[], object]] = None,
-                 create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        count: int = 1,
+        action: Optional[Callable[[], object]] = None,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         if not isinstance(count, int) or not 0 <= count <= lib.RSM_COUNT_MASK:
             raise ValueError(f"Countdown count must be an int between 0 and {lib.RSM_COUNT_MASK}, not {count!r}")
         word = count if count else lib.RSM_COUNTDOWN_DONE
@@ -227,5 +270,4 @@ class Countdown(_EventBase):
         """Wait until the count reached zero and the action finished; False on timeout."""
         ptr = self._ptr
         done = lib.RSM_COUNTDOWN_DONE
-        return self._wait(lambda w, d: lib.rsm_event_wait(ptr, w, done, done, d), timeout,
-                          on_slice=self._finisher_died)
+        return self._wait(lambda w, d: lib.rsm_event_wait(ptr, w, done, done, d), timeout, on_slice=self._finisher_died)

@@ -14,6 +14,7 @@ is configured to raise, the lock is released again with the mark kept, so the ne
 holder is told instead — even ``with lock:`` never leaves a lock held behind an
 exception raised out of ``__enter__``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -44,14 +45,14 @@ class LockStatistics:
     """A snapshot of a lock's shared state (what ``rsm-shm inspect`` shows)."""
 
     locked: bool
-    owner_tid: int                  # the holding thread (a Linux tid), 0 when unlocked
-    owner_pid: int                  # its process, 0 if unknown (the thread already ended)
-    owner_alive: Optional[bool]     # whether that thread exists; None when unlocked
-    count: int                      # recursion depth (RLock), 1 for a held Lock, 0 unlocked
-    waiters: int                    # threads blocked in acquire(), in any process
-    tag: int                        # the lock's 32-bit user payload (``lock.tag``)
-    policy: str                     # "barging", "fifo" or "lifo" (see Policy)
-    owner_died: bool                # the lock word carries the owner-died mark
+    owner_tid: int  # the holding thread (a Linux tid), 0 when unlocked
+    owner_pid: int  # its process, 0 if unknown (the thread already ended)
+    owner_alive: Optional[bool]  # whether that thread exists; None when unlocked
+    count: int  # recursion depth (RLock), 1 for a held Lock, 0 unlocked
+    waiters: int  # threads blocked in acquire(), in any process
+    tag: int  # the lock's 32-bit user payload (``lock.tag``)
+    policy: str  # "barging", "fifo" or "lifo" (see Policy)
+    owner_died: bool  # the lock word carries the owner-died mark
     recovered: Optional[OwnerDied]  # the dead owner the current holder took over from
 
     def __str__(self) -> str:
@@ -113,8 +114,16 @@ class _LockCommon(FastLock, SharedObject):
         def init(seg: Segment) -> None:
             lib.rsm_lock_init(seg.body("rsm_lock *"), policy.code, nslots)
 
-        self._open_segment(name, create, mode, lib.rsm_lock_size(nslots), (nslots, policy.code), init,
-                           _lock_body_size, check=_check_policy)
+        self._open_segment(
+            name,
+            create,
+            mode,
+            lib.rsm_lock_size(nslots),
+            (nslots, policy.code),
+            init,
+            _lock_body_size,
+            check=_check_policy,
+        )
         self._ptr = self._seg.body("rsm_lock *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
@@ -178,8 +187,14 @@ class _LockCommon(FastLock, SharedObject):
         """Point the C entry points (FastLock, csrc/fast_sync.c) at the lock and hand them
         this class's owner-death policy (the two methods below)."""
         cls = type(self)
-        self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, recursive, internal, cls._owner_is_dead,
-                   cls._tell_owner_died)
+        self._bind(
+            int(ffi.cast("uintptr_t", self._ptr)),
+            self._pins,
+            recursive,
+            internal,
+            cls._owner_is_dead,
+            cls._tell_owner_died,
+        )
 
     # -- policy, handed to the C entry points by _bind_entries ----------------------------
 
@@ -206,7 +221,6 @@ class _LockCommon(FastLock, SharedObject):
             ),
             stacklevel=2,
         )
-
 
     # FastLock provides acquire(blocking=True, timeout=-1), release(), locked(),
     # __enter__ and __exit__, each one C call; these names document them.
@@ -239,8 +253,15 @@ class Lock(_LockCommon):
     _kind = Kind.LOCK
     _not_owner_message = "release unlocked lock"
 
-    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
-                 policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        policy: str = Policy.BARGING,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
         self._bind_entries(False)
 
@@ -270,8 +291,15 @@ class RLock(_LockCommon):
     _kind = Kind.RLOCK
     _not_owner_message = "cannot release un-acquired lock"
 
-    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
-                 policy: str = Policy.BARGING, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        policy: str = Policy.BARGING,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         self._open_lock(name, create, mode, policy, max_waiters)
         self._bind_entries(True)
 

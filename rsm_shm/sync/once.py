@@ -1,4 +1,5 @@
 """Once: run a callable exactly once across every process (algorithm: csrc/once.c)."""
+
 from __future__ import annotations
 
 import warnings
@@ -57,11 +58,24 @@ class Once(SharedObject):
 
     _kind = Kind.ONCE
 
-    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         nslots = _base.validate_max_waiters(max_waiters)
-        self._open_segment(name, create, mode, lib.rsm_once_size(nslots), (nslots,),
-                           lambda seg: lib.rsm_once_init(seg.body("rsm_once *"), nslots), _body_size)
+        self._open_segment(
+            name,
+            create,
+            mode,
+            lib.rsm_once_size(nslots),
+            (nslots,),
+            lambda seg: lib.rsm_once_init(seg.body("rsm_once *"), nslots),
+            _body_size,
+        )
         self._ptr = self._seg.body("rsm_once *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
 
@@ -86,7 +100,8 @@ class Once(SharedObject):
             lambda w, d: lib.rsm_once_begin(ptr, w, d, run),
             lambda w: lib.rsm_wq_cancel(ffi.addressof(ptr, "wq"), w),
             _base.deadline(timeout, _base.RULE_WAIT),
-            queue=ffi.addressof(ptr, "wq"), seg=self._seg,
+            queue=ffi.addressof(ptr, "wq"),
+            seg=self._seg,
             on_slice=self._on_slice,
         )
         if r == lib.RSM_TIMEOUT:
@@ -94,9 +109,12 @@ class Once(SharedObject):
         if r == lib.RSM_OWNER_DEAD:
             run[0] = 1
             try:
-                warnings.warn(OwnerDiedWarning(
-                    f"Once {self.name!r}: the process running it (pid {ptr.dead_pid}) died; running it here"),
-                    stacklevel=2)
+                warnings.warn(
+                    OwnerDiedWarning(
+                        f"Once {self.name!r}: the process running it (pid {ptr.dead_pid}) died; running it here"
+                    ),
+                    stacklevel=2,
+                )
             except BaseException:
                 lib.rsm_once_finish(ptr, 0)
                 raise
@@ -118,7 +136,11 @@ class Once(SharedObject):
         word = p.word
         tid = 0 if word & lib.RSM_ONCE_DONE else word & lib.RSM_TID_MASK
         return OnceStatistics(
-            done=bool(word & lib.RSM_ONCE_DONE), running=tid != 0, runner_tid=tid,
-            runner_pid=p.runner_pid if tid else 0, runner_alive=(not _base.owner_is_dead(tid)) if tid else None,
-            waiters=p.wq.nwaiters + p.wq.noverflow, taken_over_from=p.dead_pid,
+            done=bool(word & lib.RSM_ONCE_DONE),
+            running=tid != 0,
+            runner_tid=tid,
+            runner_pid=p.runner_pid if tid else 0,
+            runner_alive=(not _base.owner_is_dead(tid)) if tid else None,
+            waiters=p.wq.nwaiters + p.wq.noverflow,
+            taken_over_from=p.dead_pid,
         )

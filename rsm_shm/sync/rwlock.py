@@ -7,6 +7,7 @@ per process in reader slots (process id, start time, count): a writer that waits
 slice (~50 ms) reclaims the share of every reader process that died, and the next writer
 to get the lock is warned, naming the dead reader.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,7 @@ class RWLockStatistics:
     waiting_writers: int
     prefer: str
     owner_died: bool
-    reader_pids: tuple[int, ...] = ()     # processes holding read locks in reader slots (one entry per slot)
+    reader_pids: tuple[int, ...] = ()  # processes holding read locks in reader slots (one entry per slot)
     untracked_readers: int = 0  # read locks held without a slot (every slot was taken): not robust
 
     def __str__(self) -> str:
@@ -85,15 +86,28 @@ class RWLock(SharedObject):
 
     _kind = Kind.RWLOCK
 
-    def __init__(self, name: Optional[str] = None, *, prefer: str = WRITER_PREFERRING,
-                 create: Optional[bool] = None, mode: int = 0o600,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        prefer: str = WRITER_PREFERRING,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         if prefer not in (WRITER_PREFERRING, READER_PREFERRING):
             raise ValueError(f"prefer must be 'writer' or 'reader', not {prefer!r}")
         policy = lib.RSM_RW_WRITER_PREF if prefer == WRITER_PREFERRING else lib.RSM_RW_READER_PREF
         nslots = _base.validate_max_waiters(max_waiters)
-        self._open_segment(name, create, mode, lib.rsm_rwlock_size(nslots), (nslots, policy),
-                           lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots), _body_size)
+        self._open_segment(
+            name,
+            create,
+            mode,
+            lib.rsm_rwlock_size(nslots),
+            (nslots, policy),
+            lambda seg: lib.rsm_rwlock_init(seg.body("rsm_rwlock *"), policy, nslots),
+            _body_size,
+        )
         self._ptr = self._seg.body("rsm_rwlock *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
         nreaders, want = int(self._ptr.nreaders), self._seg.header.params[0]
@@ -111,24 +125,38 @@ class RWLock(SharedObject):
             if _base.owner_is_dead(writer):
                 r = lib.rsm_rwlock_recover(ptr, writer, 1 if as_writer else 0, w)
                 if r == lib.RSM_OK:
-                    warnings.warn(OwnerDiedWarning(
-                        f"RWLock {self.name!r}: writer pid {ptr.dead_pid} died holding it; freed it"), stacklevel=5)
+                    warnings.warn(
+                        OwnerDiedWarning(f"RWLock {self.name!r}: writer pid {ptr.dead_pid} died holding it; freed it"),
+                        stacklevel=5,
+                    )
             return None
 
-        return _base.run_blocking(step, lambda w: lib.rsm_rwlock_abandon(ptr, w), deadline,
-                                  queue=ffi.addressof(ptr, "wq"), seg=self._seg, on_slice=on_slice)
+        return _base.run_blocking(
+            step,
+            lambda w: lib.rsm_rwlock_abandon(ptr, w),
+            deadline,
+            queue=ffi.addressof(ptr, "wq"),
+            seg=self._seg,
+            on_slice=on_slice,
+        )
 
     def _reclaim_dead_readers(self) -> int:
         """Free the reader slots of dead processes; returns the read locks reclaimed."""
         ptr = self._ptr
-        return _shares.reclaim_dead(lib.rsm_rwlock_readers(ptr), lib.rsm_rwlock_nreaders(ptr),
-                                    lambda i, word: lib.rsm_rwlock_reclaim_reader(ptr, i, word))
+        return _shares.reclaim_dead(
+            lib.rsm_rwlock_readers(ptr),
+            lib.rsm_rwlock_nreaders(ptr),
+            lambda i, word: lib.rsm_rwlock_reclaim_reader(ptr, i, word),
+        )
 
     @pinned
     def acquire_read(self, blocking: bool = True, timeout: float = -1) -> bool:
         ptr = self._ptr
-        r = self._run(lambda w, d: lib.rsm_rwlock_read_acquire(ptr, w, d),
-                      _base.deadline(timeout, _base.RULE_LOCK, blocking), False)
+        r = self._run(
+            lambda w, d: lib.rsm_rwlock_read_acquire(ptr, w, d),
+            _base.deadline(timeout, _base.RULE_LOCK, blocking),
+            False,
+        )
         return self._result(r, None)
 
     @pinned
@@ -140,8 +168,11 @@ class RWLock(SharedObject):
     @pinned
     def acquire_write(self, blocking: bool = True, timeout: float = -1) -> bool:
         ptr = self._ptr
-        r = self._run(lambda w, d: lib.rsm_rwlock_write_acquire(ptr, w, d),
-                      _base.deadline(timeout, _base.RULE_LOCK, blocking), True)
+        r = self._run(
+            lambda w, d: lib.rsm_rwlock_write_acquire(ptr, w, d),
+            _base.deadline(timeout, _base.RULE_LOCK, blocking),
+            True,
+        )
         return self._result(r, lambda: lib.rsm_rwlock_write_release(ptr, 0))
 
     @pinned
@@ -156,11 +187,16 @@ class RWLock(SharedObject):
         if r == lib.RSM_TIMEOUT:
             return False
         if r == lib.RSM_OWNER_DEAD:
-            who = (f"the previous writer (pid {self._ptr.dead_pid}) died holding it" if self._ptr.dead_tid else
-                   f"a reader (pid {self._ptr.dead_pid}) died holding a read lock, which was reclaimed")
+            who = (
+                f"the previous writer (pid {self._ptr.dead_pid}) died holding it"
+                if self._ptr.dead_tid
+                else f"a reader (pid {self._ptr.dead_pid}) died holding a read lock, which was reclaimed"
+            )
             try:
-                warnings.warn(OwnerDiedWarning(
-                    f"RWLock {self.name!r}: {who}; the state it protects may be inconsistent"), stacklevel=3)
+                warnings.warn(
+                    OwnerDiedWarning(f"RWLock {self.name!r}: {who}; the state it protects may be inconsistent"),
+                    stacklevel=3,
+                )
             except BaseException:
                 if release_untold is not None:
                     release_untold()
@@ -204,7 +240,9 @@ class RWLock(SharedObject):
         q = ffi.addressof(p, "wq")
         readers = _shares.holders(lib.rsm_rwlock_readers(p), lib.rsm_rwlock_nreaders(p))
         return RWLockStatistics(
-            readers=lib.rsm_rwlock_reader_count(p), writer_tid=tid, writer_pid=p.writer_pid if tid else 0,
+            readers=lib.rsm_rwlock_reader_count(p),
+            writer_tid=tid,
+            writer_pid=p.writer_pid if tid else 0,
             writer_alive=(not _base.owner_is_dead(tid)) if tid else None,
             waiting_readers=lib.rsm_wq_count(q, 1 << lib.RSM_RW_KIND_READER),
             waiting_writers=lib.rsm_wq_count(q, (1 << lib.RSM_RW_KIND_WRITER) | (1 << lib.RSM_RW_KIND_DRAIN)),

@@ -6,6 +6,7 @@ and a process killed while holding permits does not give them back.  ``robust=Tr
 slot, so the permits of a holder that died are given back: by a waiter that sleeps past a
 slice (~50 ms), or by a non-blocking attempt that would fail.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ class SemaphoreStatistics:
     disabled: bool
     policy: str
     robust: bool = False
-    holders: tuple[tuple[int, int], ...] = ()   # robust: (pid, permits) per holder slot in use
-    untracked: int = 0    # robust: permits held without a slot (every slot was busy): not returned on death
+    holders: tuple[tuple[int, int], ...] = ()  # robust: (pid, permits) per holder slot in use
+    untracked: int = 0  # robust: permits held without a slot (every slot was busy): not returned on death
 
     def __str__(self) -> str:
         s = f"value={self.value}"
@@ -55,11 +56,22 @@ def _body_size(header: SegmentHeader) -> int:
 class _SemaphoreBase(FastSem, SharedObject):
     _ptr: Any  # cffi pointer to the C struct in the segment
 
-    def _open_sem(self, name: Optional[str], create: Optional[bool], mode: int, value: int, max_value: int, flags: int,
-                  policy: str, max_waiters: int, robust: bool = False) -> None:
+    def _open_sem(
+        self,
+        name: Optional[str],
+        create: Optional[bool],
+        mode: int,
+        value: int,
+        max_value: int,
+        flags: int,
+        policy: str,
+        max_waiters: int,
+        robust: bool = False,
+    ) -> None:
         if not isinstance(value, int) or not 0 <= value <= lib.RSM_SEM_VALUE_MAX:
-            raise ValueError(f"{type(self).__name__} value must be an int between 0 and "
-                             f"{lib.RSM_SEM_VALUE_MAX}, not {value!r}")
+            raise ValueError(
+                f"{type(self).__name__} value must be an int between 0 and {lib.RSM_SEM_VALUE_MAX}, not {value!r}"
+            )
         if not isinstance(robust, bool):
             raise TypeError(f"robust must be True or False, not {robust!r}")
         if robust:
@@ -73,15 +85,24 @@ class _SemaphoreBase(FastSem, SharedObject):
         def check(header: SegmentHeader) -> None:
             Policy.from_code(header.params[1])
 
-        hdr = self._open_segment(name, create, mode, lib.rsm_sem_size(nslots, flags),
-                                 (nslots, policy.code, value, max_value, flags), init, _body_size, check=check)
+        hdr = self._open_segment(
+            name,
+            create,
+            mode,
+            lib.rsm_sem_size(nslots, flags),
+            (nslots, policy.code, value, max_value, flags),
+            init,
+            _body_size,
+            check=check,
+        )
         self._ptr = self._seg.body("rsm_sem *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
         want_holders = hdr.params[0] if _flags(hdr) & lib.RSM_SEM_ROBUST else 0
         if self._ptr.flags != _flags(hdr) or self._ptr.nholders != want_holders:
             self._seg.close()
-            raise SegmentError(f"segment {self.name!r} is corrupt: semaphore flags or holder slots "
-                               f"disagree with its header")
+            raise SegmentError(
+                f"segment {self.name!r} is corrupt: semaphore flags or holder slots disagree with its header"
+            )
         # the C entry points (FastSem, csrc/fast_sync.c) and their policy for robust ones
         self._bind(int(ffi.cast("uintptr_t", self._ptr)), self._pins, type(self)._reclaim_dead_holders)
         if self._ptr.max > lib.RSM_SEM_VALUE_MAX:
@@ -105,7 +126,8 @@ class _SemaphoreBase(FastSem, SharedObject):
         p = self._ptr
         # Also the permits a FIFO release handed to a waiter that died before taking them.
         return int(lib.rsm_sem_reap_handed(p)) + _shares.reclaim_dead(
-            lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p), lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word))
+            lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p), lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word)
+        )
 
     @property
     @pinned
@@ -140,10 +162,14 @@ class _SemaphoreBase(FastSem, SharedObject):
     def statistics(self) -> SemaphoreStatistics:
         p = self._ptr
         return SemaphoreStatistics(
-            value=p.count & lib.RSM_SEM_VALUE_MAX, max_value=p.max or None,
-            waiters=p.wq.nwaiters + p.wq.noverflow, disabled=bool(p.count & lib.RSM_SEM_DISABLED),
-            policy=Policy.from_code(p.policy).value, robust=bool(p.flags & lib.RSM_SEM_ROBUST),
-            holders=_shares.holders(lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p)), untracked=p.untracked,
+            value=p.count & lib.RSM_SEM_VALUE_MAX,
+            max_value=p.max or None,
+            waiters=p.wq.nwaiters + p.wq.noverflow,
+            disabled=bool(p.count & lib.RSM_SEM_DISABLED),
+            policy=Policy.from_code(p.policy).value,
+            robust=bool(p.flags & lib.RSM_SEM_ROBUST),
+            holders=_shares.holders(lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p)),
+            untracked=p.untracked,
         )
 
 
@@ -189,9 +215,17 @@ class Semaphore(_SemaphoreBase):
 
     _kind = Kind.SEMAPHORE
 
-    def __init__(self, name: Optional[str] = None, *, value: int = 1, create: Optional[bool] = None,
-                 mode: int = 0o600, policy: str = Policy.BARGING,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS, robust: bool = False) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        value: int = 1,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        policy: str = Policy.BARGING,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+        robust: bool = False,
+    ) -> None:
         self._open_sem(name, create, mode, value, 0, 0, policy, max_waiters, robust)
 
 
@@ -202,9 +236,17 @@ class BoundedSemaphore(_SemaphoreBase):
 
     _kind = Kind.BOUNDED_SEMAPHORE
 
-    def __init__(self, name: Optional[str] = None, *, value: int = 1, create: Optional[bool] = None,
-                 mode: int = 0o600, policy: str = Policy.BARGING,
-                 max_waiters: int = _base.DEFAULT_MAX_WAITERS, robust: bool = False) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        value: int = 1,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        policy: str = Policy.BARGING,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+        robust: bool = False,
+    ) -> None:
         self._open_sem(name, create, mode, value, value, 0, policy, max_waiters, robust)
 
 
@@ -217,8 +259,15 @@ class AutoResetEvent(_SemaphoreBase):
 
     _kind = Kind.AUTO_RESET_EVENT
 
-    def __init__(self, name: Optional[str] = None, *, create: Optional[bool] = None, mode: int = 0o600,
-                 policy: str = Policy.FIFO, max_waiters: int = _base.DEFAULT_MAX_WAITERS) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        create: Optional[bool] = None,
+        mode: int = 0o600,
+        policy: str = Policy.FIFO,
+        max_waiters: int = _base.DEFAULT_MAX_WAITERS,
+    ) -> None:
         self._open_sem(name, create, mode, 0, 1, lib.RSM_SEM_SATURATE, policy, max_waiters)
 
     #: set(): signal: wake one waiter (or let the next wait() through at once).

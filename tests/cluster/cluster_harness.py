@@ -4,6 +4,7 @@ processes that record what was acknowledged, and bounded waits on cluster states
 Peers import :class:`AppendLog` by its import path ``cluster_harness:AppendLog``; the
 ``cluster_env`` fixture puts this directory on the peers' PYTHONPATH.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,7 +43,7 @@ class AppendLog(StateMachine):
             return json.dumps({"n": len(self.log), "sha": sha}).encode()
         if query.startswith(b"page:"):
             start = int(query[5:])
-            return json.dumps([c.decode() for c in self.log[start:start + PAGE]]).encode()
+            return json.dumps([c.decode() for c in self.log[start : start + PAGE]]).encode()
         raise ValueError(f"AppendLog: unknown query {query!r}")
 
     def snapshot(self) -> bytes:
@@ -96,8 +97,7 @@ def append_writer(cluster: str, client_id: int, stop, progress, out, timeout: fl
         out.put((client_id, acked, unknown))
 
 
-def kv_recorder(cluster: str, client_id: int, keys: list, stop, progress, out, seed: int,
-                timeout: float = 5.0) -> None:
+def kv_recorder(cluster: str, client_id: int, keys: list, stop, progress, out, seed: int, timeout: float = 5.0) -> None:
     """Random put/get/cas/delete on a few keys through ``KVClient``, every operation
     recorded with its times; the history goes to ``out``."""
     from rsm_shm.cluster import SessionExpiredError
@@ -139,8 +139,7 @@ def step(rec, kv, r, key, value, last_seen, timeout):
             last_seen[key] = got
     elif r < 0.9:
         expected = last_seen.get(key)
-        rec.run("cas", key, lambda: kv.cas(key, expected, value, timeout=timeout),
-                value=value, expected=expected)
+        rec.run("cas", key, lambda: kv.cas(key, expected, value, timeout=timeout), value=value, expected=expected)
     else:
         rec.run("delete", key, lambda: kv.delete(key, timeout=timeout))
 
@@ -148,8 +147,7 @@ def step(rec, kv, r, key, value, last_seen, timeout):
 def start_clients(target, args_of, n: int):
     """Start ``n`` spawn processes running ``target(*args_of(cid, stop, progress, out))``."""
     stop, progress, out = CTX.Event(), CTX.Value("q", 0), CTX.Queue()
-    procs = [CTX.Process(target=target, args=args_of(cid, stop, progress, out), daemon=True)
-             for cid in range(1, n + 1)]
+    procs = [CTX.Process(target=target, args=args_of(cid, stop, progress, out), daemon=True) for cid in range(1, n + 1)]
     for p in procs:
         p.start()
     return procs, stop, progress, out
@@ -184,8 +182,7 @@ def wait_progress(progress, more: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while progress.value < target:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"clients made {progress.value - target + more} of {more} operations "
-                               f"in {timeout} s")
+            raise TimeoutError(f"clients made {progress.value - target + more} of {more} operations in {timeout} s")
         time.sleep(0.01)
 
 
@@ -202,6 +199,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.01):
 
 def wait_caught_up(cluster, timeout: float = 30.0) -> list:
     """Every running peer has applied everything the leader committed."""
+
     def caught_up():
         st = [s for s in cluster.status() if s.alive]
         leaders = [s for s in st if s.role == "leader"]
@@ -296,23 +294,24 @@ class RawLink:
 
     def read(self, peer: int, rid: int, query: bytes) -> None:
         ev = self.ev
-        self._send(peer, ev.encode_read(ev.encode_header(ev.KIND_READ, 0, self.cluster_id), self.reply_to,
-                                        [(rid, query)]))
+        self._send(
+            peer, ev.encode_read(ev.encode_header(ev.KIND_READ, 0, self.cluster_id), self.reply_to, [(rid, query)])
+        )
 
     def propose(self, peer: int, rid: int, command: bytes) -> None:
         """Open a fresh session and propose ``command`` as its first command."""
         ev = self.ev
         reqs = [(ev.OP_REGISTER, 0, self.session, 0, 0, b""), (ev.OP_COMMAND, rid, self.session, 1, 0, command)]
-        self._send(peer, ev.encode_propose(ev.encode_header(ev.KIND_PROPOSE, 0, self.cluster_id), self.reply_to,
-                                           reqs))
+        self._send(peer, ev.encode_propose(ev.encode_header(ev.KIND_PROPOSE, 0, self.cluster_id), self.reply_to, reqs))
 
     def replies(self, seconds: float) -> list:
         """Every (rid, status name, payload) that arrives within ``seconds``."""
         import queue as _queue
 
         ev = self.ev
-        names = {getattr(ev, n): n for n in ("OK", "ERROR", "NOT_LEADER", "RETRY", "SESSION_EXPIRED", "STALE",
-                                            "BAD_REQUEST")}
+        names = {
+            getattr(ev, n): n for n in ("OK", "ERROR", "NOT_LEADER", "RETRY", "SESSION_EXPIRED", "STALE", "BAD_REQUEST")
+        }
         out = []
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:

@@ -1,4 +1,5 @@
 """State machines the cluster tests run in peer processes (imported by path)."""
+
 from __future__ import annotations
 
 import struct

@@ -1,5 +1,6 @@
 """Fixtures of the cluster suites: clusters with test-unique names that are destroyed
 (processes, segments, data directories) after each test, pass or fail."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,6 @@ def make_cluster(shm_name, tmp_path, cluster_env):
     yield make
     for c in made:
         c.destroy()
-
 
 
 def _os_threads() -> int:

@@ -8,6 +8,7 @@ through its inbox ring on this host.  Kill, restart, pause and resume act on the
 processes; partition, heal and the drop rate go through the host's control block (the
 link table every served peer applies to its gRPC sends).
 """
+
 from __future__ import annotations
 
 import socket
@@ -34,8 +35,17 @@ def free_ports(n: int) -> list:
 class ServedCluster:
     """``n`` served peers of cluster ``name`` on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, name: str, state_machine: str, n: int, data_root, *, tls: dict | None = None,
-                 fsync: bool = False, **timing):
+    def __init__(
+        self,
+        name: str,
+        state_machine: str,
+        n: int,
+        data_root,
+        *,
+        tls: dict | None = None,
+        fsync: bool = False,
+        **timing,
+    ):
         self.name = name
         ports = free_ports(n)
         self.addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
@@ -43,8 +53,17 @@ class ServedCluster:
         for pid, addr in self.addresses.items():
             others = {q: a for q, a in self.addresses.items() if q != pid}
             files = (tls or {}).get(pid, {})
-            self.peers[pid] = Peer(name, pid, listen=addr, peers=others, state_machine=state_machine,
-                                   data_dir=str(data_root / f"peer{pid}"), fsync=fsync, **files, **timing)
+            self.peers[pid] = Peer(
+                name,
+                pid,
+                listen=addr,
+                peers=others,
+                state_machine=state_machine,
+                data_dir=str(data_root / f"peer{pid}"),
+                fsync=fsync,
+                **files,
+                **timing,
+            )
         self._attached = None
 
     def start(self) -> "ServedCluster":

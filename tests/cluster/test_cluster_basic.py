@@ -1,4 +1,5 @@
 """LocalCluster end to end with real peer processes: elect, propose, read, kill, restart."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ FAST = dict(fsync=False)
 
 def _segments_of(name):
     pat = segment_pattern(name)
-    return [e for e in os.listdir("/dev/shm") if e.startswith("rsm_shm.") and pat.fullmatch(e[len("rsm_shm."):])]
+    return [e for e in os.listdir("/dev/shm") if e.startswith("rsm_shm.") and pat.fullmatch(e[len("rsm_shm.") :])]
 
 
 @pytest.fixture
@@ -74,6 +75,7 @@ def test_kill_leader_loses_no_acknowledged_write(cluster_name):
                     break
                 deadline -= 1
                 import time
+
                 time.sleep(0.05)
             assert st.applied >= target, st
         finally:
@@ -107,6 +109,7 @@ def test_apply_that_raises_is_an_error_outcome_everywhere(cluster_name):
 def test_garbage_in_an_inbox_is_dropped_and_counted(cluster_name):
     from rsm_shm.ring import Ring
     from rsm_shm.cluster.layout import inbox_name
+
     with LocalCluster(cluster_name, COUNTER, peers=3, **FAST) as c:
         c.wait_leader(10)
         ring = Ring(inbox_name(cluster_name, 2), create=False)
@@ -118,6 +121,7 @@ def test_garbage_in_an_inbox_is_dropped_and_counted(cluster_name):
         cl = c.client()
         assert cl.propose(b"inc") == struct.pack("<Q", 1)
         import time
+
         for _ in range(200):
             st = {s.id: s for s in c.status()}[2]
             if st.msgs_bad >= 4:
@@ -218,6 +222,7 @@ def test_state_survives_a_full_stop_and_a_kill_of_every_peer(cluster_name, tmp_p
 
 def test_a_pipelined_batch_larger_than_an_inbox_message_is_applied_in_order(cluster_name):
     from rsm_shm.cluster.layout import INBOX_CAPACITY
+
     with LocalCluster(cluster_name, KV, peers=3, **FAST) as c:
         c.wait_leader(10)
         kv = KVClient(cluster_name)

@@ -1,4 +1,5 @@
 """``rsm-shm cluster ...`` and ``rsm-shm kv ...`` end to end, as a user types them."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def cli(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "rsm_shm", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "rsm_shm", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def ours(name):
@@ -28,9 +28,25 @@ def running(shm_name, tmp_path, cluster_env):
     """A cluster started by ``rsm-shm cluster start`` in the foreground; its name."""
     name = shm_name("cli")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rsm_shm", "cluster", "start", name, "--peers", "3",
-         "--sm", "rsm_shm.cluster:KVStore", "--data", str(tmp_path / "data"), "--no-fsync"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "rsm_shm",
+            "cluster",
+            "start",
+            name,
+            "--peers",
+            "3",
+            "--sm",
+            "rsm_shm.cluster:KVStore",
+            "--data",
+            str(tmp_path / "data"),
+            "--no-fsync",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "leader" in line, line + proc.stderr.read() if proc.poll() is not None else line
@@ -57,7 +73,7 @@ def status(name):
     return {"leader": _leader_of(st), "peers": [_peer_dict(s) for s in st]}
 
 
-_attached: dict = {}     # one handle per cluster for the whole test process
+_attached: dict = {}  # one handle per cluster for the whole test process
 
 
 def leader(name):
@@ -130,21 +146,31 @@ def test_ctrl_c_stops_the_foreground_cluster_cleanly(running):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
     for pid in pids:
-        wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
-                   open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 10, f"peer {pid} to exit")
+        wait_until(
+            lambda: (
+                not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+            ),
+            10,
+            f"peer {pid} to exit",
+        )
     wait_until(lambda: not ours(name), 10, "the cluster's segments to go")
 
 
 def test_errors_and_exit_codes(shm_name):
     missing = shm_name("none")
-    for args in (("cluster", "status", missing), ("cluster", "kill", missing, "1"), ("cluster", "heal", missing),
-                 ("cluster", "stop", missing), ("kv", missing, "get", "k")):
+    for args in (
+        ("cluster", "status", missing),
+        ("cluster", "kill", missing, "1"),
+        ("cluster", "heal", missing),
+        ("cluster", "stop", missing),
+        ("kv", missing, "get", "k"),
+    ):
         out = cli(*args)
         assert out.returncode == 1, (args, out.stdout, out.stderr)
         assert missing in out.stderr
-    assert cli("cluster", "partition", missing, "1").returncode == 2       # one group only
+    assert cli("cluster", "partition", missing, "1").returncode == 2  # one group only
     assert cli("cluster", "partition", missing, "1", "/", "x").returncode == 2
-    assert cli("kv", missing, "put", "k").returncode == 2                   # no value
+    assert cli("kv", missing, "put", "k").returncode == 2  # no value
     assert cli("cluster", "kill", missing, "zero").returncode == 2
     out = cli("cluster", "start", shm_name("bad"), "--sm", "no.such.module:Thing", "--no-fsync")
     assert out.returncode == 1 and "no.such.module" in out.stderr

@@ -2,6 +2,7 @@
 peers are SIGKILLed, restarted, SIGSTOPped and partitioned under load from clients in
 their own processes.  Real processes, real files, real signals; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,22 @@ import signal
 import pytest
 
 from cluster_harness import (
-    APPEND_LOG, KV, RawLink, check_exactly_once, finish_clients, kv_recorder, logs_of_every_peer,
-    start_clients, append_writer, wait_caught_up, wait_progress, wait_until,
+    APPEND_LOG,
+    KV,
+    RawLink,
+    check_exactly_once,
+    finish_clients,
+    kv_recorder,
+    logs_of_every_peer,
+    start_clients,
+    append_writer,
+    wait_caught_up,
+    wait_progress,
+    wait_until,
 )
 from rsm_shm.cluster.linearizability import check_kv
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
 
 
 def other_than(cluster, peer):
@@ -25,6 +35,7 @@ def other_than(cluster, peer):
 
 def new_leader(cluster, old: int, timeout: float = 15.0) -> int:
     """A leader other than ``old`` that the live peers agree on."""
+
     def elected():
         st = [s for s in cluster.status() if s.alive and s.id != old]
         leaders = [s for s in st if s.role == "leader"]
@@ -86,7 +97,8 @@ def fault_schedule(cluster, progress) -> list:
 def test_no_acknowledged_write_lost_nor_applied_twice_under_faults(make_cluster):
     cluster = make_cluster(APPEND_LOG, fsync=False)
     procs, stop, progress, out = start_clients(
-        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3)
+        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3
+    )
     try:
         fault_schedule(cluster, progress)
     finally:
@@ -99,7 +111,8 @@ def test_no_acknowledged_write_lost_nor_applied_twice_under_faults(make_cluster)
 def test_fsync_survives_killing_every_peer_at_once(make_cluster):
     cluster = make_cluster(APPEND_LOG, fsync=True)
     procs, stop, progress, out = start_clients(
-        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3)
+        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3
+    )
     try:
         cluster.wait_leader(timeout=15)
         wait_progress(progress, 50, timeout=30)
@@ -108,7 +121,7 @@ def test_fsync_survives_killing_every_peer_at_once(make_cluster):
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         for st in cluster.status():
-            cluster.kill(st.id)         # the cluster's own bookkeeping (already dead)
+            cluster.kill(st.id)  # the cluster's own bookkeeping (already dead)
         for st in cluster.status():
             cluster.restart(st.id)
         cluster.wait_leader(timeout=20)
@@ -124,7 +137,8 @@ def test_histories_under_faults_are_linearizable(make_cluster):
     cluster = make_cluster(KV, fsync=False)
     keys = ["a", "b", "c"]
     procs, stop, progress, out = start_clients(
-        kv_recorder, lambda cid, stop, progress, out: (cluster.name, cid, keys, stop, progress, out, cid), 4)
+        kv_recorder, lambda cid, stop, progress, out: (cluster.name, cid, keys, stop, progress, out, cid), 4
+    )
     try:
         fault_schedule(cluster, progress)
     finally:
@@ -169,8 +183,11 @@ def test_partitioned_old_leader_never_acknowledges_nor_serves_stale_reads(make_c
             # It committed and applied nothing after it lost its quorum.
             assert st[old].commit == frozen.commit and st[old].applied <= frozen.commit, (frozen, st[old])
             cluster.heal()
-            wait_until(lambda: {s.id: s for s in cluster.status()}[old].applied >= st[leader].commit,
-                       15, "the old leader to catch up after the heal")
+            wait_until(
+                lambda: {s.id: s for s in cluster.status()}[old].applied >= st[leader].commit,
+                15,
+                "the old leader to catch up after the heal",
+            )
             # The write it was handed while isolated never took effect anywhere.
             assert kv.get("k") == "after"
             cluster.transfer_leadership(old)
@@ -205,8 +222,11 @@ def test_garbage_in_an_inbox_is_dropped_and_counted(make_cluster):
             ring.put(junk, timeout=5)
     finally:
         ring.close()
-    wait_until(lambda: next(s for s in cluster.status() if s.id == victim).msgs_bad >= bad_before + 5,
-               10, "the peer to count the garbage")
+    wait_until(
+        lambda: next(s for s in cluster.status() if s.id == victim).msgs_bad >= bad_before + 5,
+        10,
+        "the peer to count the garbage",
+    )
     st = next(s for s in cluster.status() if s.id == victim)
     assert st.alive and st.role == "follower"
     with KVClient(cluster.name) as kv:

@@ -1,4 +1,5 @@
 """Peers run the rsm_shm their manager runs, whatever the working directory holds."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-SCRIPT = '''
+SCRIPT = """
 import sys, warnings
 warnings.simplefilter("ignore")
 from rsm_shm.cluster import KVClient, LocalCluster
@@ -19,7 +20,7 @@ try:
         print("got", kv.get("a"))
 finally:
     c.destroy()
-'''
+"""
 
 
 @pytest.mark.timeout(90)
@@ -31,7 +32,8 @@ def test_a_checkout_in_the_working_directory_does_not_shadow_the_installed_packa
     (shadow / "__init__.py").write_text('raise ImportError("the uncompiled rsm_shm of the working directory")\n')
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    out = subprocess.run([sys.executable, str(script), shm_name("launch")], cwd=shadow.parent,
-                         capture_output=True, text=True, timeout=80)
+    out = subprocess.run(
+        [sys.executable, str(script), shm_name("launch")], cwd=shadow.parent, capture_output=True, text=True, timeout=80
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "got 1" in out.stdout

@@ -1,4 +1,5 @@
 """Membership changes, leadership transfer and link faults on a running cluster."""
+
 from __future__ import annotations
 
 import struct

@@ -1,4 +1,5 @@
 """The cluster runtime's pure parts: envelopes, sessions (exactly once), KVStore, records."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ def test_every_truncation_or_corruption_raises_envelope_error_only():
         ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 3, 42), [(5, ev.OK, b"res")]),
         ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, 1, 2),
     ]
-    decoders = {ev.KIND_PROPOSE: ev.decode_propose, ev.KIND_READ: ev.decode_read,
-                ev.KIND_REPLY: ev.decode_reply, ev.KIND_ADMIN: ev.decode_admin}
+    decoders = {
+        ev.KIND_PROPOSE: ev.decode_propose,
+        ev.KIND_READ: ev.decode_read,
+        ev.KIND_REPLY: ev.decode_reply,
+        ev.KIND_ADMIN: ev.decode_admin,
+    }
 
     def decode(b):
         kind, _s, _c = ev.decode_header(b)
@@ -153,8 +158,13 @@ def test_kvstore_commands():
     assert json.loads(kv.query(b'{"op":"get","key":"a"}')) == {"found": True, "value": [1, 2]}
     assert json.loads(kv.apply(b'{"op":"cas","key":"a","expected":[1,2],"new":null}')) == {"ok": True}
     assert json.loads(kv.query(b'{"op":"get","key":"a"}')) == {"found": False, "value": None}
-    for bad in (b"nope", b"[]", b'{"op":"put","key":1,"value":1}', b'{"op":"put","key":"a"}',
-                b'{"op":"zap","key":"a"}'):
+    for bad in (
+        b"nope",
+        b"[]",
+        b'{"op":"put","key":1,"value":1}',
+        b'{"op":"put","key":"a"}',
+        b'{"op":"zap","key":"a"}',
+    ):
         with pytest.raises(ValueError):
             kv.apply(bad)
     kv.apply(b'{"op":"put","key":"b","value":1}')
@@ -165,14 +175,19 @@ def test_kvstore_commands():
 
 def test_load_state_machine_names_the_path():
     assert isinstance(load_state_machine("rsm_shm.cluster:KVStore"), KVStore)
-    for path, msg in (("nocolon", "import path"), ("no_such_mod_xyz:A", "cannot import"),
-                      ("rsm_shm.cluster:Nope", "no attribute"), ("os:getcwd", "not a subclass")):
+    for path, msg in (
+        ("nocolon", "import path"),
+        ("no_such_mod_xyz:A", "cannot import"),
+        ("rsm_shm.cluster:Nope", "no attribute"),
+        ("os:getcwd", "not a subclass"),
+    ):
         with pytest.raises(ValueError, match=msg):
             load_state_machine(path)
 
 
 def test_status_record_round_trip(shm_name):
     from rsm_shm.cluster.status import StatusRecord
+
     rec = StatusRecord(shm_name("st"), create=True)
     try:
         assert rec.load() is None
@@ -195,6 +210,7 @@ def test_status_record_round_trip(shm_name):
 def test_status_seqlock_never_shows_a_torn_record(shm_name):
     import threading
     from rsm_shm.cluster.status import StatusRecord
+
     rec = StatusRecord(shm_name("st"), create=True)
     stop = threading.Event()
 

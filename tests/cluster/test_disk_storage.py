@@ -29,8 +29,9 @@ def open_disk(path, **kw):
 
 
 def ents(first, last, term=1, size=20):
-    return [Entry(term=term, index=i, type=EntryType.NORMAL, data=bytes([i % 251]) * size)
-            for i in range(first, last + 1)]
+    return [
+        Entry(term=term, index=i, type=EntryType.NORMAL, data=bytes([i % 251]) * size) for i in range(first, last + 1)
+    ]
 
 
 def observed(s):
@@ -393,8 +394,9 @@ def test_sigkilled_writer_loses_nothing_it_acknowledged(tmp_path, fsync):
     rng = random.Random(11)
     acked = 0
     for _round in range(6):
-        p = subprocess.Popen([sys.executable, "-c", _WRITER, d, "1" if fsync else "0"],
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, d, "1" if fsync else "0"], stdout=subprocess.PIPE, text=True
+        )
         try:
             for _ in range(rng.randint(5, 40)):
                 line = p.stdout.readline()

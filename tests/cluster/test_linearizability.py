@@ -5,6 +5,7 @@ reads, lost writes, compare-and-set anomalies, with and without operations of un
 outcome.  The checker is also compared with a brute-force search over every order on
 thousands of small random histories, and timed on a history of a few thousand operations.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,15 +17,22 @@ import time
 import pytest
 
 from rsm_shm.cluster.linearizability import (
-    UNKNOWN, CheckResult, KVModel, Operation, Recorder, check, check_kv,
+    UNKNOWN,
+    CheckResult,
+    KVModel,
+    Operation,
+    Recorder,
+    check,
+    check_kv,
 )
 
 INF = math.inf
 
 
 def op(client, kind, key, call, ret, value=None, expected=None, output=UNKNOWN):
-    return Operation(client=client, kind=kind, key=key, call=call, ret=ret, value=value,
-                     expected=expected, output=output)
+    return Operation(
+        client=client, kind=kind, key=key, call=call, ret=ret, value=value, expected=expected, output=output
+    )
 
 
 def put(c, k, v, call, ret):
@@ -45,10 +53,17 @@ def delete(c, k, call, ret, out=None):
 
 # -- accepts ---------------------------------------------------------------------------
 
+
 def test_empty_and_sequential_histories_are_linearizable():
     assert check_kv([]).ok is True
-    h = [put(1, "x", "a", 0, 1), get(1, "x", "a", 2, 3), delete(1, "x", 4, 5),
-         get(1, "x", None, 6, 7), cas(1, "x", None, "b", True, 8, 9), get(2, "x", "b", 10, 11)]
+    h = [
+        put(1, "x", "a", 0, 1),
+        get(1, "x", "a", 2, 3),
+        delete(1, "x", 4, 5),
+        get(1, "x", None, 6, 7),
+        cas(1, "x", None, "b", True, 8, 9),
+        get(2, "x", "b", 10, 11),
+    ]
     r = check_kv(h)
     assert r.ok is True and r.operations == 6 and bool(r)
 
@@ -61,12 +76,10 @@ def test_concurrent_read_may_see_old_or_new_value():
 
 def test_reads_must_agree_on_the_order_of_concurrent_writes_but_either_order_is_fine():
     for first, second in (("a", "b"), ("b", "a")):
-        h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10),
-             get(3, "x", first, 11, 12), get(3, "x", first, 13, 14)]
+        h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10), get(3, "x", first, 11, 12), get(3, "x", first, 13, 14)]
         assert check_kv(h).ok is True
         # Both orders are possible while the writes are in flight.
-        h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10),
-             get(3, "x", first, 1, 2), get(3, "x", second, 3, 4)]
+        h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10), get(3, "x", first, 1, 2), get(3, "x", second, 3, 4)]
         assert check_kv(h).ok is True
 
 
@@ -84,8 +97,12 @@ def test_timed_out_write_may_take_effect_late_or_never():
 
 
 def test_timed_out_cas_and_read_of_unknown_result():
-    h = [put(1, "x", "a", 0, 1), op(2, "cas", "x", 2, INF, value="b", expected="a"),
-         get(3, "x", "b", 5, 6), op(3, "get", "x", 7, INF)]
+    h = [
+        put(1, "x", "a", 0, 1),
+        op(2, "cas", "x", 2, INF, value="b", expected="a"),
+        get(3, "x", "b", 5, 6),
+        op(3, "get", "x", 7, INF),
+    ]
     assert check_kv(h).ok is True
 
 
@@ -96,6 +113,7 @@ def test_delete_output_is_checked_when_it_is_a_bool():
 
 
 # -- rejects ---------------------------------------------------------------------------
+
 
 def test_rejects_stale_read():
     h = [put(1, "x", "a", 0, 1), get(2, "x", None, 2, 3)]
@@ -121,14 +139,12 @@ def test_rejects_a_value_nobody_wrote():
 
 
 def test_rejects_flip_flopping_reads_of_concurrent_writes():
-    h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10),
-         get(3, "x", "a", 11, 12), get(3, "x", "b", 13, 14)]
+    h = [put(1, "x", "a", 0, 10), put(2, "x", "b", 0, 10), get(3, "x", "a", 11, 12), get(3, "x", "b", 13, 14)]
     assert check_kv(h).ok is False
 
 
 def test_rejects_two_successful_cas_from_the_same_value():
-    h = [put(1, "x", "0", 0, 1),
-         cas(2, "x", "0", "1", True, 2, 5), cas(3, "x", "0", "2", True, 2, 5)]
+    h = [put(1, "x", "0", 0, 1), cas(2, "x", "0", "1", True, 2, 5), cas(3, "x", "0", "2", True, 2, 5)]
     assert check_kv(h).ok is False
     # One winner is fine.
     h[2] = cas(3, "x", "0", "2", False, 2, 5)
@@ -171,6 +187,7 @@ def test_violation_on_one_key_among_many_is_found_and_named():
 
 
 # -- the checker against a brute-force search ----------------------------------------
+
 
 def brute_force(history):
     """Linearizable iff some order of all known ops (plus any subset of the unknown ones)
@@ -239,6 +256,7 @@ def test_agrees_with_brute_force_on_random_small_histories():
 
 # -- size and time ---------------------------------------------------------------------
 
+
 def simulated_history(rng, n_ops, clients=8, keys=4, timeout_rate=0.01):
     """A history that is linearizable by construction: each op takes effect at a random
     instant inside its interval on one real dict; a timed-out op may take effect or not."""
@@ -279,7 +297,7 @@ def simulated_history(rng, n_ops, clients=8, keys=4, timeout_rate=0.01):
             if ok:
                 store[key] = value
             out.append(cas(c, key, expected, value, ok, call, ret))
-    rng.shuffle(out)            # the checker must not depend on the order it is given
+    rng.shuffle(out)  # the checker must not depend on the order it is given
     return out
 
 
@@ -299,8 +317,9 @@ def test_checks_a_few_thousand_operations_in_bounded_time():
     i = reads[len(reads) // 2]
     bad = list(h)
     victim = bad[i]
-    writes = [o for o in h if o.key == victim.key and o.kind == "put" and o.ret < victim.call
-              and o.value != victim.output]
+    writes = [
+        o for o in h if o.key == victim.key and o.kind == "put" and o.ret < victim.call and o.value != victim.output
+    ]
     bad[i] = get(victim.client, victim.key, writes[0].value if writes else "never", victim.call, victim.ret)
     start = time.monotonic()
     r = check_kv(bad, timeout=30)
@@ -320,6 +339,7 @@ def test_gives_up_with_an_undecided_result_when_out_of_time():
 
 
 # -- recording -------------------------------------------------------------------------
+
 
 def test_recorder_records_times_outputs_and_unknown_outcomes():
     clock = itertools.count()

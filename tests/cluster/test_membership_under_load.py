@@ -1,5 +1,6 @@
 """Membership changes of a running, loaded cluster: add a peer (it catches up from a
 snapshot), remove one, replace one whose disk was wiped."""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +9,18 @@ import shutil
 import pytest
 
 from cluster_harness import (
-    APPEND_LOG, append_writer, check_exactly_once, finish_clients, logs_of_every_peer,
-    start_clients, wait_caught_up, wait_progress, wait_until,
+    APPEND_LOG,
+    append_writer,
+    check_exactly_once,
+    finish_clients,
+    logs_of_every_peer,
+    start_clients,
+    wait_caught_up,
+    wait_progress,
+    wait_until,
 )
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
 
 # Small enough that a few hundred commands compact the log, so a new peer cannot be
 # sent the log from index 1 and must install a snapshot.
@@ -25,8 +32,9 @@ def peer(cluster, pid_):
 
 
 def loaded(cluster, n_clients=2):
-    return start_clients(append_writer,
-                         lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), n_clients)
+    return start_clients(
+        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), n_clients
+    )
 
 
 def test_added_peer_catches_up_from_a_snapshot_and_votes(make_cluster):
@@ -38,8 +46,9 @@ def test_added_peer_catches_up_from_a_snapshot_and_votes(make_cluster):
         wait_until(lambda: min(s.first_index for s in cluster.status()) > 1, 15, "the logs to compact")
         new = cluster.add_peer()
         assert new == 4
-        wait_until(lambda: new in peer(cluster, cluster.leader() or 1).voters, 30,
-                   f"peer {new} to be promoted to voter")
+        wait_until(
+            lambda: new in peer(cluster, cluster.leader() or 1).voters, 30, f"peer {new} to be promoted to voter"
+        )
         wait_progress(progress, 50, timeout=30)
     finally:
         reports = finish_clients(procs, stop, out)
@@ -59,10 +68,16 @@ def test_removed_peer_leaves_and_the_rest_carry_on(make_cluster):
         wait_progress(progress, 50, timeout=30)
         gone = next(s.id for s in cluster.status() if s.id != leader)
         cluster.remove_peer(gone)
-        wait_until(lambda: gone not in peer(cluster, cluster.leader() or leader).voters, 15,
-                   f"peer {gone} to leave the configuration")
-        wait_until(lambda: not peer(cluster, gone).alive if gone in {s.id for s in cluster.status()} else True,
-                   15, f"peer {gone}'s process to end")
+        wait_until(
+            lambda: gone not in peer(cluster, cluster.leader() or leader).voters,
+            15,
+            f"peer {gone} to leave the configuration",
+        )
+        wait_until(
+            lambda: not peer(cluster, gone).alive if gone in {s.id for s in cluster.status()} else True,
+            15,
+            f"peer {gone}'s process to end",
+        )
         wait_progress(progress, 50, timeout=30)
         # Removing the leader hands leadership to one of the others.
         cluster.remove_peer(leader)
@@ -89,8 +104,7 @@ def test_a_wiped_peer_is_replaced(make_cluster):
         shutil.rmtree(os.path.join(cluster.data_dir, f"peer{victim}"))
         cluster.remove_peer(victim)
         new = cluster.add_peer()
-        wait_until(lambda: new in peer(cluster, cluster.leader() or leader).voters, 30,
-                   f"peer {new} to be promoted")
+        wait_until(lambda: new in peer(cluster, cluster.leader() or leader).voters, 30, f"peer {new} to be promoted")
         wait_progress(progress, 50, timeout=30)
     finally:
         reports = finish_clients(procs, stop, out)

@@ -6,6 +6,7 @@ exactly once across leader kills (AppendLog shows a duplicate), linearizable his
 recorded by connect()-clients, mutual TLS refusals, and that malformed requests are
 error replies while the peer keeps serving.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDura
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (the [net] extra: pip install rsm_shm[net])")
 
 from cluster_harness import (  # noqa: E402
-    APPEND_LOG, KV, append_writer, check_exactly_once, finish_clients, kv_recorder, logs_of_every_peer,
-    start_clients, wait_caught_up, wait_progress, wait_until,
+    APPEND_LOG,
+    KV,
+    append_writer,
+    check_exactly_once,
+    finish_clients,
+    kv_recorder,
+    logs_of_every_peer,
+    start_clients,
+    wait_caught_up,
+    wait_progress,
+    wait_until,
 )
 
 from rsm_shm.cluster import Client, CommandError, KVClient  # noqa: E402
@@ -53,8 +63,18 @@ class Served:
         self.peers = {}
         for i, addr in self.addresses.items():
             others = {j: a for j, a in self.addresses.items() if j != i}
-            self.peers[i] = Peer(name, i, listen=addr, peers=others, state_machine=sm, data_dir=str(data / f"p{i}"),
-                                 fsync=False, tls_cert=tls_files[0], tls_key=tls_files[1], tls_ca=tls_files[2])
+            self.peers[i] = Peer(
+                name,
+                i,
+                listen=addr,
+                peers=others,
+                state_machine=sm,
+                data_dir=str(data / f"p{i}"),
+                fsync=False,
+                tls_cert=tls_files[0],
+                tls_key=tls_files[1],
+                tls_ca=tls_files[2],
+            )
         self.local = None
         try:
             for p in self.peers.values():
@@ -109,10 +129,12 @@ def test_connect_propose_read_and_follow_a_killed_leader(served):
         assert kv.client.leader() == leader
         with pytest.raises(CommandError):
             kv.client.propose(b"not json")
-        assert kv.client.propose_many([b'{"op":"put","key":"k%d","value":%d}' % (i, i) for i in range(500)]) \
+        assert (
+            kv.client.propose_many([b'{"op":"put","key":"k%d","value":%d}' % (i, i) for i in range(500)])
             == [b'{"ok": true}'] * 500
+        )
         s.kill(leader)
-        kv.put("b", 2, timeout=10)         # follows the new leader by itself
+        kv.put("b", 2, timeout=10)  # follows the new leader by itself
         assert kv.get("a") == 2 and kv.get("b") == 2 and kv.get("k499") == 499
         assert kv.client.leader() not in (None, leader)
     assert kv.client.closed
@@ -146,12 +168,13 @@ def test_exactly_once_across_leader_kills_through_connect(served):
     cluster = s.local
     addrs = s.addrs()
     procs, stop, progress, out = start_clients(
-        append_writer, lambda cid, stop, progress, out: (addrs, cid, stop, progress, out), 3)
+        append_writer, lambda cid, stop, progress, out: (addrs, cid, stop, progress, out), 3
+    )
     try:
         for _ in range(2):
             wait_progress(progress, 40, timeout=30)
             leader = cluster.wait_leader(timeout=15)
-            s.kill(leader)                  # mid-request: three writers keep one in flight each
+            s.kill(leader)  # mid-request: three writers keep one in flight each
             wait_until(lambda: cluster.leader() not in (None, leader), 15, "a new leader")
             wait_progress(progress, 40, timeout=30)
             s.restart(leader)
@@ -168,7 +191,8 @@ def test_histories_of_connect_clients_are_linearizable(served):
     addrs = s.addrs()
     keys = ["a", "b"]
     procs, stop, progress, out = start_clients(
-        kv_recorder, lambda cid, stop, progress, out: (addrs, cid, keys, stop, progress, out, cid), 3)
+        kv_recorder, lambda cid, stop, progress, out: (addrs, cid, keys, stop, progress, out, cid), 3
+    )
     try:
         wait_progress(progress, 60, timeout=30)
         leader = cluster.wait_leader(timeout=15)
@@ -195,14 +219,20 @@ def test_malformed_requests_are_error_replies_and_the_peer_keeps_serving(served)
         assert status["id"] == leader and status["status"]["role"] == "leader"
         assert {int(k): v for k, v in status["peers"].items()} == s.addresses
         good_header = ev.encode_header(ev.KIND_PROPOSE, 0, status["cluster_id"])
-        bad = [b"", b"\x00" * 7, b"garbage" * 100, good_header + b"\xff\xff",
-               ev.encode_header(ev.KIND_READ, 0, status["cluster_id"]) + b"\x00\x00\x00\x00\x00\x00"]
+        bad = [
+            b"",
+            b"\x00" * 7,
+            b"garbage" * 100,
+            good_header + b"\xff\xff",
+            ev.encode_header(ev.KIND_READ, 0, status["cluster_id"]) + b"\x00\x00\x00\x00\x00\x00",
+        ]
         for raw in bad:
             with pytest.raises(grpc.RpcError) as info:
                 propose(raw, timeout=5)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raw
-        foreign = ev.encode_propose(ev.encode_header(ev.KIND_PROPOSE, 0, status["cluster_id"] ^ 1), "",
-                                    [(ev.OP_COMMAND, 1, 5, 1, 0, b"{}")])
+        foreign = ev.encode_propose(
+            ev.encode_header(ev.KIND_PROPOSE, 0, status["cluster_id"] ^ 1), "", [(ev.OP_COMMAND, 1, 5, 1, 0, b"{}")]
+        )
         with pytest.raises(grpc.RpcError) as info:
             propose(foreign, timeout=5)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -232,8 +262,11 @@ def certs(tmp_path_factory):
     ca, other_ca = trustme.CA(), trustme.CA()
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
     out = {"ca": str(d / "ca.pem")}
-    for label, issuer, names in (("peer", ca, ("127.0.0.1", "localhost")), ("client", ca, ("client.example",)),
-                                 ("stranger", other_ca, ("client.example",))):
+    for label, issuer, names in (
+        ("peer", ca, ("127.0.0.1", "localhost")),
+        ("client", ca, ("client.example",)),
+        ("stranger", other_ca, ("client.example",)),
+    ):
         cert = issuer.issue_cert(*names)
         cert.cert_chain_pems[0].write_to_path(str(d / f"{label}.pem"))
         for extra in cert.cert_chain_pems[1:]:

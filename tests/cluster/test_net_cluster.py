@@ -2,6 +2,7 @@
 its own port: the fault suites' schedule (kill, restart, pause, partition by cutting
 the transport, drop) under load, the linearizability check, exactly-once on 5 peers,
 and the command line."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,24 @@ import pytest
 pytest.importorskip("grpc", reason="grpcio (the [net] extra, part of [test]) is not installed")
 
 from cluster_harness import (  # noqa: E402
-    APPEND_LOG, KV, append_writer, check_exactly_once, finish_clients, kv_recorder, logs_of_every_peer,
-    start_clients, wait_caught_up, wait_progress, wait_until,
+    APPEND_LOG,
+    KV,
+    append_writer,
+    check_exactly_once,
+    finish_clients,
+    kv_recorder,
+    logs_of_every_peer,
+    start_clients,
+    wait_caught_up,
+    wait_progress,
+    wait_until,
 )
 from net_harness import ServedCluster, free_ports  # noqa: E402
 from test_cluster_faults import fault_schedule, new_leader, other_than  # noqa: E402
 
 from rsm_shm.cluster.linearizability import check_kv  # noqa: E402
 
-pytestmark = [pytest.mark.timeout(150),
-              pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+pytestmark = [pytest.mark.timeout(150), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
 
 
 @pytest.fixture
@@ -46,7 +55,8 @@ def test_3_served_peers_stay_linearizable_under_faults_over_grpc(served):
     cluster = served(KV)
     keys = ["a", "b", "c"]
     procs, stop, progress, out = start_clients(
-        kv_recorder, lambda cid, stop, progress, out: (cluster.name, cid, keys, stop, progress, out, cid), 3)
+        kv_recorder, lambda cid, stop, progress, out: (cluster.name, cid, keys, stop, progress, out, cid), 3
+    )
     try:
         done = fault_schedule(cluster, progress)
     finally:
@@ -62,7 +72,8 @@ def test_3_served_peers_stay_linearizable_under_faults_over_grpc(served):
 def test_5_served_peers_apply_every_acknowledged_write_exactly_once(served):
     cluster = served(APPEND_LOG, n=5)
     procs, stop, progress, out = start_clients(
-        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3)
+        append_writer, lambda cid, stop, progress, out: (cluster.name, cid, stop, progress, out), 3
+    )
     try:
         leader = cluster.wait_leader(timeout=15)
         wait_progress(progress, 30, timeout=30)
@@ -95,8 +106,9 @@ def test_a_killed_leader_is_replaced_before_any_election_timeout(served):
     1.5-3 s election timeout configured here would let anyone campaign."""
     cluster = served(KV, tick=0.01, heartbeat_tick=2, election_tick=150)
     leader = cluster.wait_leader(timeout=30)
-    wait_until(lambda: all(s.leader == leader for s in cluster.status() if s.alive), 10,
-               f"every peer to follow {leader}")
+    wait_until(
+        lambda: all(s.leader == leader for s in cluster.status() if s.alive), 10, f"every peer to follow {leader}"
+    )
 
     def linked(pid, p):  # every stream of peer ``pid`` is up (its log says so)
         log = p.log_tail(400)
@@ -127,8 +139,18 @@ def test_a_spurious_loss_of_a_live_leader_costs_at_most_a_pre_vote_round(shm_nam
     addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(3))}
 
     def spec(i):
-        return Peer(name, i, listen=addrs[i], peers={q: a for q, a in addrs.items() if q != i}, state_machine=KV,
-                    data_dir=str(tmp_path / f"p{i}"), fsync=False, tick=0.01, heartbeat_tick=2, election_tick=150)
+        return Peer(
+            name,
+            i,
+            listen=addrs[i],
+            peers={q: a for q, a in addrs.items() if q != i},
+            state_machine=KV,
+            data_dir=str(tmp_path / f"p{i}"),
+            fsync=False,
+            tick=0.01,
+            heartbeat_tick=2,
+            election_tick=150,
+        )
 
     procs = {1: spec(1), 2: spec(2)}
     me = spec(3)
@@ -158,9 +180,16 @@ def test_a_spurious_loss_of_a_live_leader_costs_at_most_a_pre_vote_round(shm_nam
             cluster.transfer_leadership(1, timeout=10)
             leader = wait_until(lambda: cluster.leader() if cluster.leader() in (1, 2) else None, 10, "leader 1")
         wait_until(lambda: all(st(i).leader == leader for i in addrs), 10, f"every peer to follow {leader}")
-        wait_until(lambda: me._served.transport.connected() == {1, 2} and all(
-            f"connected to peer {q} at" in p.log_tail(400) for i, p in procs.items() for q in addrs if q != i),
-            10, "every stream to be up")
+        wait_until(
+            lambda: (
+                me._served.transport.connected() == {1, 2}
+                and all(
+                    f"connected to peer {q} at" in p.log_tail(400) for i, p in procs.items() for q in addrs if q != i
+                )
+            ),
+            10,
+            "every stream to be up",
+        )
         term = st(leader).term
         # The blip: the leader's messages to 3 are lost, and 3 hears that its stream broke.
         cluster._set_links(lambda rec: rec.cut.__setitem__(leader - 1, 1 << 2))
@@ -184,8 +213,24 @@ def test_a_spurious_loss_of_a_live_leader_costs_at_most_a_pre_vote_round(shm_nam
 
 
 def _serve_cmd(name, pid, listen, peers, data, *extra):
-    cmd = [sys.executable, "-m", "rsm_shm", "cluster", "serve", name, "--id", str(pid), "--listen", listen,
-           "--sm", KV, "--data", str(data), "--no-fsync", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rsm_shm",
+        "cluster",
+        "serve",
+        name,
+        "--id",
+        str(pid),
+        "--listen",
+        listen,
+        "--sm",
+        KV,
+        "--data",
+        str(data),
+        "--no-fsync",
+        *extra,
+    ]
     for q, addr in peers.items():
         cmd += ["--peer", f"{q}={addr}"]
     return cmd
@@ -201,8 +246,12 @@ def test_serve_command_runs_in_the_foreground_and_stops_cleanly_on_sigterm(shm_n
     try:
         for pid, addr in addrs.items():
             others = {q: a for q, a in addrs.items() if q != pid}
-            procs[pid] = subprocess.Popen(_serve_cmd(name, pid, addr, others, tmp_path / f"p{pid}"),
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            procs[pid] = subprocess.Popen(
+                _serve_cmd(name, pid, addr, others, tmp_path / f"p{pid}"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+
         def attached():
             try:
                 return LocalCluster.attach(name)
@@ -218,8 +267,9 @@ def test_serve_command_runs_in_the_foreground_and_stops_cleanly_on_sigterm(shm_n
                 assert kv.get("x") == 1
         finally:
             cluster.close()
-        ls = subprocess.run([sys.executable, "-m", "rsm_shm", "cluster", "ls", "--json"], capture_output=True,
-                            text=True, timeout=60)
+        ls = subprocess.run(
+            [sys.executable, "-m", "rsm_shm", "cluster", "ls", "--json"], capture_output=True, text=True, timeout=60
+        )
         listed = {c["name"]: c for c in json.loads(ls.stdout)["clusters"]}
         assert ls.returncode == 0 and listed[name]["peers"] == 3, ls.stdout + ls.stderr
         for p in procs.values():
@@ -240,16 +290,28 @@ def test_serve_refuses_bad_starts_clearly(shm_name, tmp_path, cluster_env):
     name = shm_name("bad")
     port = free_ports(1)[0]
     # Plaintext on a non-loopback address without --insecure.
-    out = subprocess.run(_serve_cmd(name, 1, f"0.0.0.0:{port}", {2: "127.0.0.1:1"}, tmp_path / "a"),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        _serve_cmd(name, 1, f"0.0.0.0:{port}", {2: "127.0.0.1:1"}, tmp_path / "a"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "without TLS" in out.stderr, out.stderr
     # A data directory of another cluster id.
-    out = subprocess.run(_serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "127.0.0.1:1"}, tmp_path / "a",
-                                    "--cluster-id", "12345"), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        _serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "127.0.0.1:1"}, tmp_path / "a", "--cluster-id", "12345"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "cluster_id" in out.stderr, out.stderr
     # Usage errors.
-    out = subprocess.run(_serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "nowhere"}, tmp_path / "b"),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        _serve_cmd(name, 1, f"127.0.0.1:{port}", {2: "nowhere"}, tmp_path / "b"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "HOST:PORT" in out.stderr, out.stderr
     assert not [e for e in os.listdir("/dev/shm") if e.startswith(f"rsm_shm.{name}.")]
 
@@ -283,8 +345,18 @@ def test_a_cluster_may_mix_rings_and_grpc(shm_name, tmp_path, cluster_env):
     port3 = free_ports(3)
     addr = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(port3)}
     peers_of = {1: {2: "local", 3: addr[3]}, 2: {1: "local", 3: addr[3]}, 3: {1: addr[1], 2: addr[2]}}
-    peers = [Peer(name, pid, listen=addr[pid], peers=peers_of[pid], state_machine=KV,
-                  data_dir=str(tmp_path / f"p{pid}"), fsync=False) for pid in (1, 2, 3)]
+    peers = [
+        Peer(
+            name,
+            pid,
+            listen=addr[pid],
+            peers=peers_of[pid],
+            state_machine=KV,
+            data_dir=str(tmp_path / f"p{pid}"),
+            fsync=False,
+        )
+        for pid in (1, 2, 3)
+    ]
     cluster = None
     try:
         for p in peers:
@@ -314,8 +386,7 @@ def test_peer_runs_in_this_process_and_stops_from_another_thread(shm_name, tmp_p
     from rsm_shm.cluster import KVClient, LocalCluster, Peer
 
     name = shm_name("inproc")
-    peer = Peer(name, 1, listen="127.0.0.1:0", peers={}, state_machine=KV, data_dir=str(tmp_path / "p1"),
-                fsync=False)
+    peer = Peer(name, 1, listen="127.0.0.1:0", peers={}, state_machine=KV, data_dir=str(tmp_path / "p1"), fsync=False)
     errors = []
 
     def run():
@@ -327,8 +398,9 @@ def test_peer_runs_in_this_process_and_stops_from_another_thread(shm_name, tmp_p
     t = threading.Thread(target=run)
     t.start()
     try:
-        wait_until(lambda: os.path.exists(os.path.join(str(tmp_path / "p1"), "peer1.addr")) or errors, 30,
-                   "the peer to serve")
+        wait_until(
+            lambda: os.path.exists(os.path.join(str(tmp_path / "p1"), "peer1.addr")) or errors, 30, "the peer to serve"
+        )
         assert not errors, errors
         cluster = LocalCluster.attach(name)
         try:
@@ -351,8 +423,15 @@ def test_a_second_copy_of_a_running_peer_is_refused_and_leaves_it_alone(served, 
     cluster = served(KV)
     cluster.wait_leader(timeout=30)
     first = cluster.peers[2]
-    twin = Peer(cluster.name, 2, listen="127.0.0.1:0", peers=first.peers, state_machine=KV,
-                data_dir=str(tmp_path / "twin"), fsync=False)
+    twin = Peer(
+        cluster.name,
+        2,
+        listen="127.0.0.1:0",
+        peers=first.peers,
+        state_machine=KV,
+        data_dir=str(tmp_path / "twin"),
+        fsync=False,
+    )
     with pytest.raises(RuntimeError, match="peer 2 .* already runs on this host"):
         twin.run()
     st = {s.id: s for s in cluster.status()}

@@ -1,4 +1,5 @@
 """The per-peer gRPC server skeleton and the [net] extra's import contract."""
+
 from __future__ import annotations
 
 import subprocess
@@ -37,8 +38,9 @@ def test_server_takes_generic_handlers_and_refuses_plaintext_off_loopback():
         return request[::-1]
 
     server = PeerServer("127.0.0.1:0")
-    server.add_handlers([grpc.method_handlers_generic_handler(
-        "test.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)})])
+    server.add_handlers(
+        [grpc.method_handlers_generic_handler("test.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)})]
+    )
     server.start()
     try:
         with pytest.raises(RuntimeError, match="before start"):

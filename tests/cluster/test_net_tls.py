@@ -1,6 +1,7 @@
 """Mutual TLS between served peers, with certificates made by the test (trustme): the
 cluster works over TLS; a certificate from another CA, a plaintext connection and a
 random-bytes client are refused, and the peer keeps serving."""
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,18 @@ from net_harness import ServedCluster  # noqa: E402
 from rsm_shm.cluster.net.transport import STREAM_METHOD  # noqa: E402
 from rsm_shm.cluster.serve import derive_cluster_id  # noqa: E402
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
 
 
 def _write_identity(ca, directory, label):
     """cert, key and CA files for one party, signed by ``ca``, valid for 127.0.0.1."""
     directory.mkdir(parents=True, exist_ok=True)
     cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {"tls_cert": directory / f"{label}.crt", "tls_key": directory / f"{label}.key",
-             "tls_ca": directory / "ca.crt"}
+    paths = {
+        "tls_cert": directory / f"{label}.crt",
+        "tls_key": directory / f"{label}.key",
+        "tls_ca": directory / "ca.crt",
+    }
     paths["tls_cert"].write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
     paths["tls_key"].write_bytes(cert.private_key_pem.bytes())
     paths["tls_ca"].write_bytes(ca.cert_pem.bytes())
@@ -35,8 +38,9 @@ def _write_identity(ca, directory, label):
 
 def _credentials(files):
     read = lambda k: open(files[k], "rb").read()  # noqa: E731
-    return grpc.ssl_channel_credentials(root_certificates=read("tls_ca"), private_key=read("tls_key"),
-                                        certificate_chain=read("tls_cert"))
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("tls_ca"), private_key=read("tls_key"), certificate_chain=read("tls_cert")
+    )
 
 
 def _probe(channel, cluster_id, frm=9, to=1):
@@ -111,17 +115,20 @@ def test_garbage_over_an_accepted_stream_is_counted_and_the_peer_keeps_serving(s
         before = next(s for s in cluster.status() if s.id == victim).msgs_bad
         cid = derive_cluster_id(name)
         junk = [
-            b"\xff\xff\xff\x7f",                                                  # a length beyond the message
-            os.urandom(300),                                                      # random framing
-            b"\x03\x00\x00\x00abc",                                               # not an envelope
+            b"\xff\xff\xff\x7f",  # a length beyond the message
+            os.urandom(300),  # random framing
+            b"\x03\x00\x00\x00abc",  # not an envelope
             b"\x10\x00\x00\x00" + ev.encode_header(ev.KIND_PROPOSE, 2, cid),  # a client request from a peer
         ]
         with grpc.insecure_channel(cluster.addresses[victim]) as ch:
             call = ch.stream_unary(STREAM_METHOD)
             md = (("rsm-cluster-id", str(cid)), ("rsm-from", "2"), ("rsm-to", str(victim)))
             call(iter(junk), metadata=md, timeout=10)
-        wait_until(lambda: next(s for s in cluster.status() if s.id == victim).msgs_bad >= before + 4, 10,
-                   "the peer to count the garbage")
+        wait_until(
+            lambda: next(s for s in cluster.status() if s.id == victim).msgs_bad >= before + 4,
+            10,
+            "the peer to count the garbage",
+        )
         with KVClient(name) as kv:
             kv.put("still", "works")
         assert cluster.peers[victim].alive

@@ -1,5 +1,6 @@
 """GrpcTransport and the peer stream service, in one process: delivery into the inbox
 ring, refusals (cluster id, unknown peer), malformed input counted, never a crash."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,11 @@ from rsm_shm import Ring  # noqa: E402
 from rsm_shm.cluster import envelope as ev  # noqa: E402
 from rsm_shm.cluster.net.server import PeerServer  # noqa: E402
 from rsm_shm.cluster.net.transport import (  # noqa: E402
-    STREAM_METHOD, GrpcTransport, PeerStreamService, frame, unframe,
+    STREAM_METHOD,
+    GrpcTransport,
+    PeerStreamService,
+    frame,
+    unframe,
 )
 
 
@@ -72,7 +77,7 @@ def test_messages_reach_the_inbox_and_foreign_ones_are_counted(receiver):
 
 def test_streams_of_another_cluster_or_unknown_peer_are_refused(receiver):
     server, svc, inbox = receiver
-    other = GrpcTransport(99, 1, {2: server.address})     # another cluster id
+    other = GrpcTransport(99, 1, {2: server.address})  # another cluster id
     stranger = GrpcTransport(77, 9, {2: server.address})  # not a known peer
     try:
         _wait(lambda: svc.stats.snapshot()["streams_refused"] >= 2, what="two refusals")
@@ -154,8 +159,13 @@ def test_close_is_prompt_even_when_the_peer_stopped_reading():
         return b""
 
     server = PeerServer("127.0.0.1:0")
-    server.add_handlers([grpc.method_handlers_generic_handler(
-        "rsm_shm.cluster.Peer", {"Stream": grpc.stream_unary_rpc_method_handler(frozen)})])
+    server.add_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "rsm_shm.cluster.Peer", {"Stream": grpc.stream_unary_rpc_method_handler(frozen)}
+            )
+        ]
+    )
     server.start()
     t = GrpcTransport(77, 1, {2: server.address})
     try:

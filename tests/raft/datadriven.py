@@ -116,9 +116,7 @@ def run_file(path: str, handler: Callable[[Case], str]) -> None:
             continue
         if actual != c.expected:
             diff = "\n".join(
-                difflib.unified_diff(
-                    c.expected.split("\n"), actual.split("\n"), "expected", "actual", lineterm=""
-                )
+                difflib.unified_diff(c.expected.split("\n"), actual.split("\n"), "expected", "actual", lineterm="")
             )
             raise AssertionError(f"{c.pos}: output of {c.text!r} differs:\n{diff}")
     if rewrite:

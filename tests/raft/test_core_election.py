@@ -305,8 +305,14 @@ def test_a_stale_candidate_cannot_keep_the_up_to_date_node_from_campaigning():
 # ---------------------------------------------------------------- forget_leader
 def _pre_vote(net, frm: int, to: int) -> Message:
     r = net.nodes[frm].raft
-    return Message(MessageType.PRE_VOTE, to=to, frm=frm, term=r.term + 1, log_term=r.raft_log.last_term(),
-                   index=r.raft_log.last_index())
+    return Message(
+        MessageType.PRE_VOTE,
+        to=to,
+        frm=frm,
+        term=r.term + 1,
+        log_term=r.raft_log.last_term(),
+        index=r.raft_log.last_index(),
+    )
 
 
 def _answers(net, frm: int, to: int, t: MessageType):

@@ -264,10 +264,10 @@ def test_broadcast_commit_off_leaves_commit_to_the_next_append_or_heartbeat(broa
     assert net.status(2).commit == expected and net.status(3).commit == expected
     assert not net.queue
     if not broadcast:
-        net.tick(2, who=[1])           # the next heartbeat carries the commit index
+        net.tick(2, who=[1])  # the next heartbeat carries the commit index
         net.stabilize()
         assert net.status(2).commit == li and net.status(3).commit == li
-        net.nodes[1].propose(b"y")     # ... and so does the next append
+        net.nodes[1].propose(b"y")  # ... and so does the next append
         net.process(1)
         apps = [m for m in net.take() if m.type == MessageType.APP]
         assert apps and all(m.commit == li for m in apps)

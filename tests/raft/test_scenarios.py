@@ -62,8 +62,18 @@ class Driver:
 
     # key=value arguments each command accepts (a typo must fail, not be ignored)
     KWARGS = {
-        "add-nodes": {"election", "heartbeat", "pre-vote", "check-quorum", "lease", "chunk", "padding",
-                      "inflight", "max-msg", "seed"},
+        "add-nodes": {
+            "election",
+            "heartbeat",
+            "pre-vote",
+            "check-quorum",
+            "lease",
+            "chunk",
+            "padding",
+            "inflight",
+            "max-msg",
+            "seed",
+        },
         "deliver-msgs": {"drop"},
         "drop-msgs": {"from", "to", "nth"},
         "conf-change": {"transition"},
@@ -113,9 +123,7 @@ class Driver:
         for i in ids:
             node = self.sim.nodes[i]
             st = node.storage
-            out.append(
-                f"node {i}: {format_conf_state(node.conf_state)} log={st.first_index()}..{st.last_index()}"
-            )
+            out.append(f"node {i}: {format_conf_state(node.conf_state)} log={st.first_index()}..{st.last_index()}")
         return out
 
     def _ids(self, c: Case) -> List[int]:

@@ -95,9 +95,7 @@ def test_forgetting_the_vote_on_restart_is_caught(monkeypatch):
     # bug: the vote is not persisted (Figure 2 "persistent state"), so a node that
     # crashes after voting can vote again, for another candidate, in the same term
     orig = MemoryStorage.set_hard_state
-    monkeypatch.setattr(
-        MemoryStorage, "set_hard_state", lambda self, hs: orig(self, HardState(hs.term, 0, hs.commit))
-    )
+    monkeypatch.setattr(MemoryStorage, "set_hard_state", lambda self, hs: orig(self, HardState(hs.term, 0, hs.commit)))
     sim = Simulator(seed=1, options=SimOptions(pre_vote=False, check_quorum=False))
     sim.add_nodes(3)
     with pytest.raises(SafetyViolation) as ei:

@@ -10,11 +10,10 @@ of a peer process, on which other services register), ``tls``
 (``GrpcTransport``: Raft messages between peers over one long-lived stream per pair).
 See docs/cluster-net.md.
 """
+
 from __future__ import annotations
 
 try:
     import grpc as _grpc  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "rsm_shm.cluster.net needs grpcio, which is an optional extra: pip install rsm_shm[net]"
-    ) from e
+    raise ImportError("rsm_shm.cluster.net needs grpcio, which is an optional extra: pip install rsm_shm[net]") from e

@@ -29,6 +29,7 @@ another cluster.
 Needs grpcio (``pip install rsm_shm[net]``).  One client serializes its calls (a lock),
 like the local client: use one per thread for parallelism, or ``propose_many``.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,8 @@ import grpc  # noqa: E402  (rsm_shm.cluster.net already said "pip install rsm_sh
 
 __all__ = ["RemoteClient", "fetch_statuses", "peer_status_from_dict"]
 
-_CALL_TIMEOUT = 3.0      # longer than the service's MAX_WAIT: an unanswered call returns before it
-_PROBE_AFTER = 0.3       # an answer this late: ask the other peers whether one of them leads now
+_CALL_TIMEOUT = 3.0  # longer than the service's MAX_WAIT: an unanswered call returns before it
+_PROBE_AFTER = 0.3  # an answer this late: ask the other peers whether one of them leads now
 _PROBE_EVERY = 0.1
 _SMALL_REQUEST = 64 << 10  # requests up to this size are sent with a blocking call first
 _PROBE_TIMEOUT = 0.2
@@ -63,8 +64,14 @@ _CHANNEL_OPTIONS = grpc_options() + [
     ("grpc.enable_retries", 0),
 ]
 # Refusals that no retry can fix.
-_FATAL = {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-          "UNIMPLEMENTED"}
+_FATAL = {
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "INVALID_ARGUMENT",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "UNIMPLEMENTED",
+}
 _TLS_HINTS = ("ssl", "tls", "handshake", "certificate", "Socket closed", "connection reset")
 
 
@@ -85,8 +92,14 @@ class RemoteClient(_SessionClient):
     name to check the peers' certificates against when it is not the dialed host.
     """
 
-    def __init__(self, addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 5.0,
-                 server_name: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        tls: Optional[TLSConfig] = None,
+        timeout: float = 5.0,
+        server_name: Optional[str] = None,
+    ) -> None:
         self._closed = True
         if isinstance(addresses, str):
             addresses = [addresses]
@@ -99,7 +112,7 @@ class RemoteClient(_SessionClient):
         self._server_name = server_name
         self._creds = tls.channel_credentials() if tls is not None else None
         self._channels: Dict[str, Tuple[Any, Any, Any, Any]] = {}
-        self._order: List[str] = list(dict.fromkeys(addrs))   # the order to try peers in
+        self._order: List[str] = list(dict.fromkeys(addrs))  # the order to try peers in
         self._by_id: Dict[int, str] = {}
         self._leader_addr: Optional[str] = None
         self._closed = False
@@ -122,8 +135,12 @@ class RemoteClient(_SessionClient):
                 ch = grpc.secure_channel(addr, self._creds, options=options)
             else:
                 ch = grpc.insecure_channel(addr, options=options)
-            got = self._channels[addr] = (ch, ch.unary_unary(METHOD_PROPOSE), ch.unary_unary(METHOD_READ),
-                                          ch.unary_unary(METHOD_STATUS))
+            got = self._channels[addr] = (
+                ch,
+                ch.unary_unary(METHOD_PROPOSE),
+                ch.unary_unary(METHOD_READ),
+                ch.unary_unary(METHOD_STATUS),
+            )
         return got
 
     def _learn(self, addr: str, info: Dict[str, Any]) -> None:
@@ -201,18 +218,20 @@ class RemoteClient(_SessionClient):
             return order[0]
         return order[(order.index(addr) + 1) % len(order)]
 
-    def _exchange(self, build: Callable[[Set[int]], List[bytes]], rids: Set[int],
-                  deadline: float) -> Dict[int, Tuple[int, bytes]]:
+    def _exchange(
+        self, build: Callable[[Set[int]], List[bytes]], rids: Set[int], deadline: float
+    ) -> Dict[int, Tuple[int, bytes]]:
         done: Dict[int, Tuple[int, bytes]] = {}
         waiting = set(rids)
         target = self._leader_addr or self._order[0]
-        misses = 0   # peers tried in a row that could not take the request
+        misses = 0  # peers tried in a row that could not take the request
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._leader_addr = None
                 raise TimeoutError(
-                    f"cluster {self.name!r}: no answer within the timeout (outcome unknown; {len(waiting)} pending)")
+                    f"cluster {self.name!r}: no answer within the timeout (outcome unknown; {len(waiting)} pending)"
+                )
             redirect: Optional[str] = None
             move_on = retry = False
             for env in build(waiting):
@@ -222,10 +241,10 @@ class RemoteClient(_SessionClient):
                     resp, elsewhere = self._call(stub, env, target, deadline)
                 except grpc.RpcError as exc:
                     self._raise_if_fatal(exc, target)
-                    move_on = True     # unreachable or gone: try the next peer
+                    move_on = True  # unreachable or gone: try the next peer
                     break
                 if elsewhere is not None:
-                    redirect = elsewhere   # another peer leads now; the target is paused or cut off
+                    redirect = elsewhere  # another peer leads now; the target is paused or cut off
                     break
                 try:
                     items = ev.decode_reply(resp) if ev.decode_header(resp)[0] == ev.KIND_REPLY else ()
@@ -238,7 +257,7 @@ class RemoteClient(_SessionClient):
                         hint = ev.LEADER_HINT.unpack(payload)[0] if len(payload) == 4 else 0
                         addr = self._by_id.get(hint) if hint else None
                         if addr is None and hint:
-                            self.status()   # a peer we have not heard of: refresh the map
+                            self.status()  # a peer we have not heard of: refresh the map
                             addr = self._by_id.get(hint)
                         if addr is not None and addr != target:
                             redirect = addr
@@ -294,7 +313,7 @@ class RemoteClient(_SessionClient):
                 return b"", better
         fut = stub.future(env, timeout=max(0.001, min(deadline - time.monotonic(), _CALL_TIMEOUT)))
         wait = _PROBE_EVERY
-        probes: Dict[str, Any] = {}    # address -> Status call in flight (never waited on)
+        probes: Dict[str, Any] = {}  # address -> Status call in flight (never waited on)
         try:
             while True:
                 try:
@@ -324,8 +343,9 @@ class RemoteClient(_SessionClient):
 
     def _probe_now(self, target: str) -> Optional[str]:
         """Ask every other peer at once whether it leads (bounded by _PROBE_TIMEOUT)."""
-        probes = [(addr, self._stubs(addr)[3].future(b"", timeout=_PROBE_TIMEOUT))
-                  for addr in self._order if addr != target]
+        probes = [
+            (addr, self._stubs(addr)[3].future(b"", timeout=_PROBE_TIMEOUT)) for addr in self._order if addr != target
+        ]
         for addr, probe in probes:
             try:
                 info = json.loads(probe.result())
@@ -389,8 +409,13 @@ def peer_status_from_dict(d: Dict[str, Any]) -> PeerStatus:
     return PeerStatus(**kw)
 
 
-def fetch_statuses(addresses: Sequence[str], *, tls: Optional[TLSConfig] = None, timeout: float = 2.0,
-                   server_name: Optional[str] = None) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
+def fetch_statuses(
+    addresses: Sequence[str],
+    *,
+    tls: Optional[TLSConfig] = None,
+    timeout: float = 2.0,
+    server_name: Optional[str] = None,
+) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
     """Ask every peer at ``addresses`` -- and every peer their answers name -- for its
     status.  Returns ({address: Status answer}, {address: why it did not answer})."""
     for a in addresses:
@@ -407,7 +432,9 @@ def fetch_statuses(addresses: Sequence[str], *, tls: Optional[TLSConfig] = None,
         addr = todo.pop(0)
         if addr in answers or addr in errors:
             continue
-        ch = grpc.secure_channel(addr, creds, options=options) if creds else grpc.insecure_channel(addr, options=options)
+        ch = (
+            grpc.secure_channel(addr, creds, options=options) if creds else grpc.insecure_channel(addr, options=options)
+        )
         try:
             info = json.loads(ch.unary_unary(METHOD_STATUS)(b"", timeout=timeout))
         except grpc.RpcError as exc:

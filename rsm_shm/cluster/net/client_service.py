@@ -31,6 +31,7 @@ Errors are gRPC status codes, never a crash of the peer: a malformed envelope is
 one of another cluster (id) ``FAILED_PRECONDITION``; a peer that is stopping
 ``UNAVAILABLE``.  Each refusal is counted (:attr:`ClientService.refused`).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,15 @@ from .. import envelope as ev
 from ..layout import REPLY_CAPACITY, RING_MAX_MESSAGE, RING_SHUTDOWN, inbox_name, reply_ring_prefix
 from ..status import StatusRecord, status_segment_name
 
-__all__ = ["ClientService", "SERVICE", "METHOD_PROPOSE", "METHOD_READ", "METHOD_STATUS", "MAX_REQUEST_BYTES",
-           "MAX_WAIT"]
+__all__ = [
+    "ClientService",
+    "SERVICE",
+    "METHOD_PROPOSE",
+    "METHOD_READ",
+    "METHOD_STATUS",
+    "MAX_REQUEST_BYTES",
+    "MAX_WAIT",
+]
 
 log = logging.getLogger("rsm_shm.cluster.net")
 
@@ -61,8 +69,8 @@ METHOD_STATUS = f"/{SERVICE}/Status"
 # A client's envelopes are at most about 1 MiB plus one command; the rewritten envelope
 # must fit in one inbox ring message.
 MAX_REQUEST_BYTES = min(4 << 20, RING_MAX_MESSAGE - 4096)
-MAX_WAIT = 2.0           # seconds an RPC waits for its answers before returning the ones it has
-_PUT_TIMEOUT = 0.5       # a full inbox: the leader is busy; past this the client is told RETRY
+MAX_WAIT = 2.0  # seconds an RPC waits for its answers before returning the ones it has
+_PUT_TIMEOUT = 0.5  # a full inbox: the leader is busy; past this the client is told RETRY
 _MAX_REPLY_BYTES = RING_MAX_MESSAGE  # under the gRPC message limit both sides set (server.MAX_GRPC_MESSAGE)
 _LIVENESS_SLICE = 0.05  # how often a waiting RPC checks that the peer process lives
 
@@ -70,9 +78,9 @@ _LIVENESS_SLICE = 0.05  # how often a waiting RPC checks that the peer process l
 _Addresses = Union[Mapping[int, str], Callable[[], Mapping[int, str]], None]
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_PROPOSE_ITEM = struct.Struct("<B32xI")   # op, (rid session seq acked), len of ev's request
+_PROPOSE_ITEM = struct.Struct("<B32xI")  # op, (rid session seq acked), len of ev's request
 _PROPOSE_ITEM_SIZE = 37
-_READ_ITEM = struct.Struct("<8xI")        # (rid), len
+_READ_ITEM = struct.Struct("<8xI")  # (rid), len
 _READ_ITEM_SIZE = 12
 
 
@@ -117,8 +125,15 @@ class ClientService:
     :meth:`close` removes the reply rings.
     """
 
-    def __init__(self, cluster: str, peer_id: int, addresses: _Addresses = None, *,
-                 cluster_id: Optional[int] = None, max_wait: float = MAX_WAIT) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        peer_id: int,
+        addresses: _Addresses = None,
+        *,
+        cluster_id: Optional[int] = None,
+        max_wait: float = MAX_WAIT,
+    ) -> None:
         self.cluster = cluster
         self.peer_id = int(peer_id)
         self._addresses = addresses
@@ -135,10 +150,10 @@ class ClientService:
         self.refused = 0
         self._pid = os.getpid()
         self._closed = False
-        self._lock = threading.Lock()        # the ring pool
-        self._put_lock = threading.Lock()    # one producer thread at a time on our inbox handle
-        self._free: List[Ring] = []          # reply rings not in use by an RPC
-        self._rings: List[Ring] = []         # every reply ring made
+        self._lock = threading.Lock()  # the ring pool
+        self._put_lock = threading.Lock()  # one producer thread at a time on our inbox handle
+        self._free: List[Ring] = []  # reply rings not in use by an RPC
+        self._rings: List[Ring] = []  # every reply ring made
         self._inbox = Ring(inbox_name(cluster, self.peer_id), create=False)
         self._status = StatusRecord(status_segment_name(cluster, self.peer_id), create=False)
         self._reply_hdr = ev.encode_header(ev.KIND_REPLY, self.peer_id, self.cluster_id)
@@ -148,11 +163,14 @@ class ClientService:
         """The ``grpc.GenericRpcHandler`` to register on the peer's server."""
         import grpc
 
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "Propose": grpc.unary_unary_rpc_method_handler(self._rpc_propose),
-            "Read": grpc.unary_unary_rpc_method_handler(self._rpc_read),
-            "Status": grpc.unary_unary_rpc_method_handler(self._rpc_status),
-        })
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Propose": grpc.unary_unary_rpc_method_handler(self._rpc_propose),
+                "Read": grpc.unary_unary_rpc_method_handler(self._rpc_read),
+                "Status": grpc.unary_unary_rpc_method_handler(self._rpc_status),
+            },
+        )
 
     def _rpc_propose(self, request: bytes, context: Any) -> bytes:
         return self._serve(request, context, ev.KIND_PROPOSE)
@@ -200,8 +218,11 @@ class ClientService:
         if not isinstance(request, bytes):
             request = bytes(request)
         if len(request) > MAX_REQUEST_BYTES:
-            self._refuse(context, "RESOURCE_EXHAUSTED",
-                         f"a {len(request)}-byte request exceeds the limit of {MAX_REQUEST_BYTES} bytes")
+            self._refuse(
+                context,
+                "RESOURCE_EXHAUSTED",
+                f"a {len(request)}-byte request exceeds the limit of {MAX_REQUEST_BYTES} bytes",
+            )
         try:
             got_kind, _sender, cid = ev.decode_header(request)
             if got_kind != kind:
@@ -210,9 +231,12 @@ class ClientService:
         except ev.EnvelopeError as exc:
             self._refuse(context, "INVALID_ARGUMENT", f"malformed request: {exc}")
         if cid != self.cluster_id:
-            self._refuse(context, "FAILED_PRECONDITION",
-                         f"request for cluster id {cid:#x}; peer {self.peer_id} serves cluster {self.cluster!r} "
-                         f"(id {self.cluster_id:#x})")
+            self._refuse(
+                context,
+                "FAILED_PRECONDITION",
+                f"request for cluster id {cid:#x}; peer {self.peer_id} serves cluster {self.cluster!r} "
+                f"(id {self.cluster_id:#x})",
+            )
         if n == 0:
             return ev.encode_reply(self._reply_hdr, [])
         if not self._peer_alive():
@@ -222,7 +246,7 @@ class ClientService:
             # The client's request as it came, answered into our ring: the peer answers
             # every request once, under the client's own request id.
             name = ring.name.encode()
-            env = b"".join((request[:ev.HEADER_SIZE], _U16.pack(len(name)), name, request[body:]))
+            env = b"".join((request[: ev.HEADER_SIZE], _U16.pack(len(name)), name, request[body:]))
             try:
                 with self._put_lock:
                     self._inbox.put(env, timeout=_PUT_TIMEOUT)
@@ -262,7 +286,7 @@ class ClientService:
             return got[0]
         # Several reply envelopes: one, by concatenating their items (no decoding).
         total = sum(_U32.unpack_from(d, ev.HEADER_SIZE)[0] for d in got)
-        return b"".join([self._reply_hdr, _U32.pack(total)] + [d[ev.HEADER_SIZE + 4:] for d in got])
+        return b"".join([self._reply_hdr, _U32.pack(total)] + [d[ev.HEADER_SIZE + 4 :] for d in got])
 
     def _retry_all(self, request: bytes, kind: int) -> bytes:
         """Every request answered RETRY (the peer's inbox stayed full)."""
@@ -275,7 +299,7 @@ class ClientService:
     def _peer_alive(self) -> bool:
         raw = self._status.load()
         if raw is None:
-            return True   # never published yet, or mid-publication: assume alive
+            return True  # never published yet, or mid-publication: assume alive
         if int(raw.pid) == self._pid:
             return True
         return _proc.process_alive(int(raw.pid), int(raw.start_time))
@@ -287,9 +311,18 @@ class ClientService:
 
     def status_json(self) -> str:
         st = self._status.read(peer_id=self.peer_id)
-        return json.dumps({"schema": 1, "cluster": self.cluster, "cluster_id": self.cluster_id, "id": self.peer_id,
-                           "time": time.time(), "status": st.as_dict(), "refused": self.refused,
-                           "peers": {str(k): v for k, v in sorted(self.addresses().items())}})
+        return json.dumps(
+            {
+                "schema": 1,
+                "cluster": self.cluster,
+                "cluster_id": self.cluster_id,
+                "id": self.peer_id,
+                "time": time.time(),
+                "status": st.as_dict(),
+                "refused": self.refused,
+                "peers": {str(k): v for k, v in sorted(self.addresses().items())},
+            }
+        )
 
     # ------------------------------------------------------------------ lifetime
     @property

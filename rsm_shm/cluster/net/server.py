@@ -18,6 +18,7 @@ another CA is refused).  Without TLS it refuses to listen on anything but a loop
 address unless ``insecure=True``: plaintext gRPC on a network interface lets anyone who
 reaches the port join the cluster.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -39,7 +40,7 @@ log = logging.getLogger("rsm_shm.cluster.net")
 # envelope a peer can take) plus framing.  Anything larger is refused by gRPC itself
 # (RESOURCE_EXHAUSTED) before it reaches our code.
 MAX_GRPC_MESSAGE = RING_MAX_MESSAGE + 4096
-_MAX_WORKERS = 64        # one per concurrent stream (peers and clients) plus unary calls
+_MAX_WORKERS = 64  # one per concurrent stream (peers and clients) plus unary calls
 _MAX_CONCURRENT_RPCS = 256
 
 
@@ -97,13 +98,15 @@ class PeerServer:
     ``insecure=True`` a non-loopback ``listen`` address is a ValueError.
     """
 
-    def __init__(self, listen: str, *, tls: Optional[TLSConfig] = None, insecure: bool = False,
-                 max_workers: int = _MAX_WORKERS) -> None:
+    def __init__(
+        self, listen: str, *, tls: Optional[TLSConfig] = None, insecure: bool = False, max_workers: int = _MAX_WORKERS
+    ) -> None:
         host, port = parse_address(listen)
         if tls is None and not insecure and not is_loopback(host):
             raise ValueError(
                 f"refusing to listen on {listen!r} without TLS: give --tls-cert/--tls-key/--tls-ca, "
-                f"listen on a loopback address, or pass --insecure (anyone who reaches the port could join)")
+                f"listen on a loopback address, or pass --insecure (anyone who reaches the port could join)"
+            )
         self.tls = tls
         self.host = host
         self._started = False

@@ -11,6 +11,7 @@ of the cluster (as etcd's peer certificates are); the peer id a connection claim
 checked against the peers the server knows, not against the certificate.  Give each
 cluster its own CA.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,9 +64,11 @@ class TLSConfig:
     def server_credentials(self) -> "grpc.ServerCredentials":
         """Server side: present our certificate, require and verify the client's."""
         return grpc.ssl_server_credentials(
-            [(self.private_key, self.cert_chain)], root_certificates=self.root_ca, require_client_auth=True)
+            [(self.private_key, self.cert_chain)], root_certificates=self.root_ca, require_client_auth=True
+        )
 
     def channel_credentials(self) -> "grpc.ChannelCredentials":
         """Client side: verify the server against the CA, present our certificate."""
         return grpc.ssl_channel_credentials(
-            root_certificates=self.root_ca, private_key=self.private_key, certificate_chain=self.cert_chain)
+            root_certificates=self.root_ca, private_key=self.private_key, certificate_chain=self.cert_chain
+        )

@@ -30,6 +30,7 @@ mix both.
 No fork here: the threads are started in the peer process itself, which was started
 with subprocess (a fresh interpreter).
 """
+
 from __future__ import annotations
 
 import collections
@@ -56,15 +57,15 @@ log = logging.getLogger("rsm_shm.cluster.net")
 SERVICE = "rsm_shm.cluster.Peer"
 STREAM_METHOD = f"/{SERVICE}/Stream"
 _LEN = struct.Struct("<I")
-_QUEUE_MESSAGES = 4096          # per destination
-_QUEUE_BYTES = 64 << 20         # per destination
-_BATCH_BYTES = 1 << 20          # one gRPC message carries up to this many bytes of envelopes
+_QUEUE_MESSAGES = 4096  # per destination
+_QUEUE_BYTES = 64 << 20  # per destination
+_BATCH_BYTES = 1 << 20  # one gRPC message carries up to this many bytes of envelopes
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 1.0
-_IDLE_WAKE = 0.2                # a sender thread looks at `closed` at least this often
+_IDLE_WAKE = 0.2  # a sender thread looks at `closed` at least this often
 _MAX_ENVELOPE = MAX_GRPC_MESSAGE - 4  # one framed envelope alone must fit in a gRPC message
-_STREAMS_PER_PEER = 4           # concurrent streams one peer id may hold open
-_LOG_EVERY = 10.0               # repeated refusals are logged at most this often
+_STREAMS_PER_PEER = 4  # concurrent streams one peer id may hold open
+_LOG_EVERY = 10.0  # repeated refusals are logged at most this often
 
 
 def frame(envelopes: List[bytes]) -> bytes:
@@ -88,7 +89,7 @@ def unframe(msg: bytes) -> Tuple[List[bytes], bool]:
         off += 4
         if ln > n - off:
             return out, False
-        out.append(msg[off:off + ln])
+        out.append(msg[off : off + ln])
         off += ln
     return out, True
 
@@ -136,8 +137,14 @@ class PeerStreamService:
     tell a killed sender from a clean end (either may be reported), so each counts.
     """
 
-    def __init__(self, cluster_id: int, my_id: int, inbox: Ring, known_peers: Callable[[], Set[int]],
-                 on_lost: Optional[Callable[[int], None]] = None) -> None:
+    def __init__(
+        self,
+        cluster_id: int,
+        my_id: int,
+        inbox: Ring,
+        known_peers: Callable[[], Set[int]],
+        on_lost: Optional[Callable[[int], None]] = None,
+    ) -> None:
         self.cluster_id = cluster_id
         self.my_id = my_id
         self._inbox = inbox
@@ -150,7 +157,8 @@ class PeerStreamService:
 
     def handler(self) -> "grpc.GenericRpcHandler":
         return grpc.method_handlers_generic_handler(
-            SERVICE, {"Stream": grpc.stream_unary_rpc_method_handler(self._stream)})
+            SERVICE, {"Stream": grpc.stream_unary_rpc_method_handler(self._stream)}
+        )
 
     def _refuse(self, context: "grpc.ServicerContext", why: str) -> None:
         self.stats.add("streams_refused")
@@ -185,8 +193,13 @@ class PeerStreamService:
                 self._active[frm] = self._active.get(frm, 0) + 1
         if busy:
             self.stats.add("streams_refused")
-            self._log.warning(f"busy{frm}", "refused a stream from %s: peer %d already has %d streams",
-                              context.peer(), frm, _STREAMS_PER_PEER)
+            self._log.warning(
+                f"busy{frm}",
+                "refused a stream from %s: peer %d already has %d streams",
+                context.peer(),
+                frm,
+                _STREAMS_PER_PEER,
+            )
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"peer {frm} already has {_STREAMS_PER_PEER} streams")
             return b""
         try:
@@ -195,8 +208,7 @@ class PeerStreamService:
             with self._active_lock:
                 self._active[frm] -= 1
 
-    def _serve_stream(self, requests: Iterator[bytes], context: "grpc.ServicerContext", cid: int,
-                      frm: int) -> bytes:
+    def _serve_stream(self, requests: Iterator[bytes], context: "grpc.ServicerContext", cid: int, frm: int) -> bytes:
         self.stats.add("streams")
         # Tell the sender it was accepted: it starts queueing only now.
         context.send_initial_metadata((("rsm-accepted", "1"),))
@@ -247,7 +259,6 @@ class PeerStreamService:
         log.info("peer %d disconnected", frm)
         return b""
 
-
     def _watch(self, requests: Iterator[bytes], frm: int) -> Iterator[bytes]:
         """``requests``, telling ``on_lost`` when they end (an RpcError: connection lost
         or call cancelled; or their end).  Not when the loop gives up on them (this
@@ -277,8 +288,8 @@ class _Link:
         self.to = to
         self.address = address
         self.q: Deque[bytes] = collections.deque()
-        self.enq_bytes = 0          # written by the peer's thread only
-        self.deq_bytes = 0          # written by the sender thread only
+        self.enq_bytes = 0  # written by the peer's thread only
+        self.deq_bytes = 0  # written by the sender thread only
         self.connected = False
         self.sleeping = False
         self.wake = threading.Event()
@@ -373,8 +384,12 @@ class _Link:
                 except grpc.RpcError as e:
                     code = e.code() if isinstance(e, grpc.Call) else None
                     if code == grpc.StatusCode.PERMISSION_DENIED and not refused_logged:
-                        log.warning("peer %d at %s refused our stream: %s", self.to, self.address,
-                                    e.details() if isinstance(e, grpc.Call) else e)
+                        log.warning(
+                            "peer %d at %s refused our stream: %s",
+                            self.to,
+                            self.address,
+                            e.details() if isinstance(e, grpc.Call) else e,
+                        )
                         refused_logged = True
                     elif self.connected:
                         log.info("lost peer %d at %s: %s", self.to, self.address, code)
@@ -406,8 +421,15 @@ class GrpcTransport:
     docstring).  ``addresses``: ``{peer id: "host:port"}`` of the peers reached over the
     network; every other destination goes to ``local`` (dropped if there is none)."""
 
-    def __init__(self, cluster_id: int, my_id: int, addresses: Mapping[int, str], *,
-                 tls: Optional[TLSConfig] = None, local: Optional[Transport] = None) -> None:
+    def __init__(
+        self,
+        cluster_id: int,
+        my_id: int,
+        addresses: Mapping[int, str],
+        *,
+        tls: Optional[TLSConfig] = None,
+        local: Optional[Transport] = None,
+    ) -> None:
         self.cluster_id = cluster_id
         self.my_id = my_id
         self.tls = tls
@@ -447,8 +469,12 @@ class GrpcTransport:
         out = self.stats.snapshot()
         if self._local is not None:
             out.update(self._local.counters())
-        out.update(dropped_disconnected=self.dropped_disconnected, dropped_queue_full=self.dropped_queue_full,
-                   dropped_no_route=self.dropped_no_route, dropped_too_large=self.dropped_too_large)
+        out.update(
+            dropped_disconnected=self.dropped_disconnected,
+            dropped_queue_full=self.dropped_queue_full,
+            dropped_no_route=self.dropped_no_route,
+            dropped_too_large=self.dropped_too_large,
+        )
         return out
 
     def close(self, timeout: float = 2.0) -> None:

@@ -105,9 +105,7 @@ class SafetyChecker:
             return
         prev = self.leaders.setdefault(term, node)
         if prev != node:
-            raise SafetyViolation(
-                "election-safety", f"two leaders in term {term}: node {prev} and node {node}"
-            )
+            raise SafetyViolation("election-safety", f"two leaders in term {term}: node {prev} and node {node}")
 
     # ------------------------------------------------------------------- hard state
     def observe_hard_state(self, node: int, old: HardState, new: HardState) -> None:
@@ -121,9 +119,7 @@ class SafetyChecker:
                 "vote-once", f"node {node} changes its vote in term {new.term} from {old.vote} to {new.vote}"
             )
         if new.commit < old.commit:
-            raise SafetyViolation(
-                "commit-monotonic", f"node {node} persists commit {new.commit} after {old.commit}"
-            )
+            raise SafetyViolation("commit-monotonic", f"node {node} persists commit {new.commit} after {old.commit}")
 
     # ---------------------------------------------------------------------- log matching
     def observe_persisted(self, node: int, entries: List[Entry], prev_term_of: TermOf) -> None:

@@ -84,9 +84,7 @@ def format_message(m: Message) -> str:
             parts.append(f"hint_term={m.log_term}")
     if t == MessageType.SNAP and m.snapshot is not None:
         meta = m.snapshot.meta
-        parts.append(
-            f"snap={meta.term}/{meta.index} bytes={m.snap_offset}+{len(m.snapshot.data)}/{m.snap_total}"
-        )
+        parts.append(f"snap={meta.term}/{meta.index} bytes={m.snap_offset}+{len(m.snapshot.data)}/{m.snap_total}")
     if t == MessageType.SNAP_RESP:
         parts.append(f"received={m.snap_offset}")
     if m.context:

@@ -139,9 +139,7 @@ def _conf_action(sim: Simulator, rng: random.Random, nid: int) -> Optional[Actio
             choices.append(((int(ConfChangeType.REMOVE_NODE), v),))
     if len(sim.nodes) < MAX_NODES and voters:
         # joint consensus: replace a voter by a new one in one change
-        choices.append(
-            ((int(ConfChangeType.ADD_NODE), fresh), (int(ConfChangeType.REMOVE_NODE), rng.choice(voters)))
-        )
+        choices.append(((int(ConfChangeType.ADD_NODE), fresh), (int(ConfChangeType.REMOVE_NODE), rng.choice(voters))))
     if cs.voters_outgoing:
         choices.append(())  # leave joint
     if not choices:

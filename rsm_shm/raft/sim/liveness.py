@@ -112,9 +112,7 @@ def _settle(sim: Simulator, budget: int) -> None:
         # the leave when an entry is applied, and that proposal is dropped while a
         # leadership transfer is pending (as in etcd), so only the next applied entry
         # retries it.  The proposals below are such entries; leaving is checked after.
-        if node.alive and node.sm.index >= node.storage.last_index() and (
-            not cs.voters_outgoing or cs.auto_leave
-        ):
+        if node.alive and node.sm.index >= node.storage.last_index() and (not cs.voters_outgoing or cs.auto_leave):
             return
         if ticks > budget:
             raise LivenessViolation(

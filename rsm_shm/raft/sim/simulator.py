@@ -194,9 +194,7 @@ class Simulator:
         node.last_role = None
         key = f"{self.seed}:{node.id}:{node.incarnation}"
         rng = SkewedTimeouts(key, node.id) if self.options.skewed_timeouts else random.Random(key)
-        node.raw = RawNode(
-            node.id, node.boot_voters, node.storage, self.options.config(snap.meta.index), rng
-        )
+        node.raw = RawNode(node.id, node.boot_voters, node.storage, self.options.config(snap.meta.index), rng)
         self.checker.node_restarted(node.id, snap.meta.index)
 
     # ------------------------------------------------------------------- actions
@@ -498,9 +496,7 @@ class Simulator:
                     self.do(("ready", nid))
                     done += 1
                     progressed = True
-            batch = [
-                f for f in self.net.queue if only is None or (f.to in only and f.frm in only)
-            ]
+            batch = [f for f in self.net.queue if only is None or (f.to in only and f.frm in only)]
             for f in batch:
                 # Delivered in queue order, f is always the oldest left from f.frm to f.to.
                 self.do(("deliver", f.frm, f.to, 0))

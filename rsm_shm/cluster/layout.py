@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
 from ..ring import RECORD_HEADER, ShutDown
+from ..segment import PREFIX, SHM_DIR
 from .envelope import HEADER_SIZE
 from .statemachine import OP_OVERHEAD
 
@@ -45,6 +46,7 @@ __all__ = [
     "read_config",
     "write_config",
     "segment_pattern",
+    "remove_segments",
 ]
 
 INBOX_CAPACITY = 1 << 22
@@ -145,6 +147,21 @@ def reply_ring_prefix(cluster: str) -> str:
 def segment_pattern(cluster: str) -> "re.Pattern[str]":
     """Matches the names (without the rsm_shm. prefix) of every segment of ``cluster``."""
     return re.compile(re.escape(cluster) + r"\.(ctl|lock|s\d+|i\d+|c[0-9a-f]+\.[0-9a-f]+)")
+
+
+def remove_segments(cluster: str) -> None:
+    """Unlink every segment of ``cluster`` on this host (those already gone are skipped)."""
+    pattern = segment_pattern(cluster)
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX) :]):
+            try:
+                os.unlink(os.path.join(SHM_DIR, e))
+            except FileNotFoundError:
+                pass
 
 
 def read_config(data_dir: str) -> Optional[Dict[str, Any]]:

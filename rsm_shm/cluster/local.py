@@ -69,7 +69,7 @@ from .layout import (
     Timing,
     inbox_name,
     read_config,
-    segment_pattern,
+    remove_segments,
     write_config,
 )
 from .statemachine import load_state_machine
@@ -279,7 +279,7 @@ class LocalCluster:
                         os.kill(pid, signal.SIGKILL)
             finally:
                 old.close()
-            self._remove_segments()
+            remove_segments(self.name)
             ctl = ControlBlock(self.name, create=True)
         me = os.getpid()
         peers = cfg["peers"]
@@ -363,7 +363,7 @@ class LocalCluster:
             proc.wait()
         self._procs.clear()
         self._close_handles()
-        self._remove_segments()
+        remove_segments(self.name)
 
     def _close_handles(self) -> None:
         for rec in self._records.values():
@@ -404,23 +404,10 @@ class LocalCluster:
                 deadline = time.monotonic() + _STOP_GRACE
             time.sleep(_POLL)
 
-    def _remove_segments(self) -> None:
-        pattern = segment_pattern(self.name)
-        try:
-            entries = os.listdir(SHM_DIR)
-        except FileNotFoundError:
-            return
-        for e in entries:
-            if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX) :]):
-                try:
-                    os.unlink(os.path.join(SHM_DIR, e))
-                except FileNotFoundError:
-                    pass
-
     def destroy(self) -> None:
         """:meth:`stop`, then remove the data directory (and every segment)."""
         self.stop()
-        self._remove_segments()
+        remove_segments(self.name)
         if self.data_dir is not None and os.path.isdir(self.data_dir):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

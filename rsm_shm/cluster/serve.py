@@ -51,9 +51,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from .. import _proc
 from ..ring import Ring
-from ..segment import PREFIX, SHM_DIR, validate_name
+from ..segment import validate_name
 from .control import PEER_ABSENT, PEER_RUNNING, PEER_STOPPED, ControlBlock, set_data_dir, set_slot
-from .layout import FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, segment_pattern, write_config
+from .layout import FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, remove_segments, write_config
 from .statemachine import load_state_machine
 from .status import MAX_PEER_ID, StatusRecord, status_segment_name
 
@@ -551,21 +551,7 @@ class ServedPeer:
             self.ctl = None
         if last and last[0]:
             # The last served peer of NAME here: remove every segment of NAME.
-            _remove_segments(spec.name)
-
-
-def _remove_segments(name: str) -> None:
-    pattern = segment_pattern(name)
-    try:
-        entries = os.listdir(SHM_DIR)
-    except FileNotFoundError:
-        return
-    for e in entries:
-        if e.startswith(PREFIX) and pattern.fullmatch(e[len(PREFIX) :]):
-            try:
-                os.unlink(os.path.join(SHM_DIR, e))
-            except FileNotFoundError:
-                pass
+            remove_segments(spec.name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

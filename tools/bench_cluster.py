@@ -66,6 +66,11 @@ VALUE = b"x" * 8
 # -- helpers ---------------------------------------------------------------------------
 
 
+def target_line(what: str, ratio: str, ok: bool) -> None:
+    """One line of a run's targets summary (also used by bench_cluster_net.py)."""
+    print(f"  {'PASS' if ok else 'FAIL'}  {what}: {ratio}")
+
+
 def _pct(values: list, p: float) -> float:
     if not values:
         return float("nan")
@@ -800,19 +805,16 @@ def print_table(summary: dict, targets: bool = True) -> None:
         print()
         print("targets (issue 10), ratios from this run:")
 
-        def line(what, ratio, ok):
-            print(f"  {'PASS' if ok else 'FAIL'}  {what}: {ratio}")
-
         r = rsm["pipelined_ops_s"] / pso["pipelined_ops_s"]
-        line("pipelined fsync=False >= 2x PySyncObj's best", f"{r:.2f}x", r >= 2)
+        target_line("pipelined fsync=False >= 2x PySyncObj's best", f"{r:.2f}x", r >= 2)
         r = rsm["pipelined_fsync_ops_s"] / pso["pipelined_ops_s"]
-        line("pipelined fsync=True >= 1x PySyncObj (no fsync)", f"{r:.2f}x", r >= 1)
+        target_line("pipelined fsync=True >= 1x PySyncObj (no fsync)", f"{r:.2f}x", r >= 1)
         r = rsm["latency_p50_ms"] / pso["latency_p50_ms"]
-        line("sequential commit p50 fsync=False <= 0.3x PySyncObj", f"{r:.2f}x", r <= 0.3)
+        target_line("sequential commit p50 fsync=False <= 0.3x PySyncObj", f"{r:.2f}x", r <= 0.3)
         r = rsm["read_p50_ms"] / rsm["latency_p50_ms"]
-        line("linearizable read p50 <= commit p50", f"{r:.2f}x of commit", r <= 1)
+        target_line("linearizable read p50 <= commit p50", f"{r:.2f}x of commit", r <= 1)
         r = rsm["failover_s"] / pso["failover_s"]
-        line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)
+        target_line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)
     if pso:
         print(
             f"(PySyncObj pipelined: batching on {pso['pipelined_batch_on_ops_s']:,.0f}/s, "

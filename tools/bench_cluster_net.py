@@ -302,12 +302,9 @@ def print_targets(summary: dict) -> None:
         print()
         print("targets (issue 13, gRPC transport), ratios from this run:")
 
-        def line(what, ratio, ok):
-            print(f"  {'PASS' if ok else 'FAIL'}  {what}: {ratio}")
-
         r = rsm["pipelined_ops_s"] / pso["pipelined_ops_s"]
-        line("pipelined fsync=False >= 1.5x PySyncObj's best", f"{r:.2f}x", r >= 1.5)
+        bc.target_line("pipelined fsync=False >= 1.5x PySyncObj's best", f"{r:.2f}x", r >= 1.5)
         r = rsm["latency_p50_ms"] / pso["latency_p50_ms"]
-        line("sequential commit p50 fsync=False <= 0.5x PySyncObj", f"{r:.2f}x", r <= 0.5)
+        bc.target_line("sequential commit p50 fsync=False <= 0.5x PySyncObj", f"{r:.2f}x", r <= 0.5)
         r = rsm["failover_s"] / pso["failover_s"]
-        line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)
+        bc.target_line("failover <= 0.25x PySyncObj", f"{r:.2f}x", r <= 0.25)

@@ -43,6 +43,7 @@ removed at the end, also on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -697,6 +698,9 @@ def main(argv=None) -> int:
     if why_not_rsm:
         print(f"note: {why_not_rsm}; measuring PySyncObj only")
         systems.remove("rsm")
+    if "pysyncobj" in systems and importlib.util.find_spec("pysyncobj") is None:
+        # Without this its peers die at import and the harness sees only a reset pipe.
+        sys.exit("PySyncObj is not installed: pip install 'rsm_shm[bench]' (or --only rsm)")
     if args.long:
         return main_long(args, systems)
     try:

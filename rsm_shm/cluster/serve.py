@@ -17,8 +17,9 @@ at the first start and a later start with another id (or name, or state machine)
 refused.  Give two clusters with the same name different ``--cluster-id`` values (and,
 better, different CAs).
 
-Security: ``--tls-cert/--tls-key/--tls-ca`` switch both directions to mutual TLS;
-without them the peer listens on loopback addresses only unless ``--insecure``.
+Security: ``--tls-cert/--tls-key/--tls-ca`` switch both directions to mutual TLS, and
+then a peer's certificate must name it (URI SAN ``rsm-shm://NAME/peer/ID``, see
+:mod:`rsm_shm.cluster.net.tls`); without them the peer listens on loopback addresses only unless ``--insecure``.
 
 On its host a served peer looks like a peer of a :class:`~rsm_shm.cluster.LocalCluster`:
 it publishes its status record ``NAME.s<id>`` and its inbox ring ``NAME.i<id>`` in
@@ -336,7 +337,7 @@ class ServedPeer:
     def __init__(self, spec: Peer) -> None:
         # The [net] extra is needed from here on; the error names it.
         from .net.server import PeerServer
-        from .net.tls import TLSConfig
+        from .net.tls import TLSConfig, peer_identity_problem, peer_uri
         from .net.transport import GrpcTransport, PeerStreamService
         from .net.client_service import serve_clients
         from .peer import Peer as PeerLoop
@@ -345,6 +346,11 @@ class ServedPeer:
         self.spec = spec
         name, me = spec.name, spec.id
         tls = TLSConfig.from_options(*spec.tls_files)
+        if tls is not None and not tls.names(peer_uri(name, me)):
+            raise ValueError(
+                f"the certificate {spec.tls_files[0]} is not peer {me}'s of {name!r}: a peer certificate "
+                f"carries the URI subject alternative name {peer_uri(name, me)} (see docs/cluster-net.md)"
+            )
         load_state_machine(spec.state_machine)  # a wrong import path fails here, clearly
         self._prepare_data_dir()
         self.server = PeerServer(spec.listen, tls=tls, insecure=spec.insecure)
@@ -365,8 +371,10 @@ class ServedPeer:
             # A stream from or to the leader that breaks makes the peer loop forget it
             # (faster failover: see Peer.peer_lost).
             self.transport.on_lost = self.node.peer_lost
+            # With mutual TLS a stream's peer id must be the one its certificate names.
+            authorize = (lambda ctx, frm: peer_identity_problem(ctx, name, frm)) if tls is not None else None
             self.service = PeerStreamService(
-                spec.cluster_id, me, inbox_ring, lambda: known, on_lost=self.node.peer_lost
+                spec.cluster_id, me, inbox_ring, lambda: known, on_lost=self.node.peer_lost, authorize=authorize
             )
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])

@@ -54,7 +54,7 @@ class Served:
     over gRPC), each answering clients on its own 127.0.0.1 port.  ``local`` is the
     cluster attached on this host (status, leadership transfer, reading every log)."""
 
-    def __init__(self, name, sm, data, tls_files=(None, None, None)):
+    def __init__(self, name, sm, data, ca=None):
         from rsm_shm.cluster import LocalCluster
         from rsm_shm.cluster.serve import Peer
 
@@ -63,6 +63,8 @@ class Served:
         self.peers = {}
         for i, addr in self.addresses.items():
             others = {j: a for j, a in self.addresses.items() if j != i}
+            # With a CA (a CertificateAuthority): mutual TLS, each peer its own identity.
+            tls_files = ca.issue_peer(name, i).write(str(data / "pki"), f"peer{i}") if ca is not None else {}
             self.peers[i] = Peer(
                 name,
                 i,
@@ -71,9 +73,7 @@ class Served:
                 state_machine=sm,
                 data_dir=str(data / f"p{i}"),
                 fsync=False,
-                tls_cert=tls_files[0],
-                tls_key=tls_files[1],
-                tls_ca=tls_files[2],
+                **tls_files,
             )
         self.local = None
         try:
@@ -105,8 +105,8 @@ class Served:
 def served(shm_name, tmp_path, cluster_env):
     made = []
 
-    def make(sm, tls_files=(None, None, None)):
-        s = Served(shm_name("c"), sm, tmp_path / f"cluster{len(made)}", tls_files)
+    def make(sm, ca=None):
+        s = Served(shm_name("c"), sm, tmp_path / f"cluster{len(made)}", ca)
         made.append(s)
         return s
 
@@ -253,45 +253,32 @@ def test_connect_errors_name_the_problem():
         Client.connect(["127.0.0.1:1"], timeout=0.3)
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    """PEM files: the cluster's CA, a peer certificate for 127.0.0.1, a client certificate
-    from the same CA and one from another CA."""
-    trustme = pytest.importorskip("trustme", reason="trustme is not installed (the [test] extra)")
-    d = tmp_path_factory.mktemp("certs")
-    ca, other_ca = trustme.CA(), trustme.CA()
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    out = {"ca": str(d / "ca.pem")}
-    for label, issuer, names in (
-        ("peer", ca, ("127.0.0.1", "localhost")),
-        ("client", ca, ("client.example",)),
-        ("stranger", other_ca, ("client.example",)),
-    ):
-        cert = issuer.issue_cert(*names)
-        cert.cert_chain_pems[0].write_to_path(str(d / f"{label}.pem"))
-        for extra in cert.cert_chain_pems[1:]:
-            extra.write_to_path(str(d / f"{label}.pem"), append=True)
-        cert.private_key_pem.write_to_path(str(d / f"{label}.key"))
-        out[label] = (str(d / f"{label}.pem"), str(d / f"{label}.key"))
-    return out
+def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, tmp_path, capsys):
+    pytest.importorskip("cryptography", reason="cryptography is not installed (the [test] extra)")
+    from rsm_shm.cluster.net.tls import CertificateAuthority
 
-
-def test_mutual_tls_admits_the_cluster_ca_and_refuses_others(served, certs, capsys):
-    s = served(KV, tls_files=(*certs["peer"], certs["ca"]))
+    ca, other_ca = CertificateAuthority(), CertificateAuthority()
+    s = served(KV, ca=ca)
     addrs = s.addrs()
-    with KVClient.connect(addrs, tls=TLSConfig.from_files(*certs["client"], certs["ca"])) as kv:
+    client = ca.issue_client(s.name, "app").write(str(tmp_path / "client"), "client")
+    stranger = other_ca.issue_client(s.name, "app").write(str(tmp_path / "stranger"), "client")
+    with KVClient.connect(
+        addrs, tls=TLSConfig.from_files(client["tls_cert"], client["tls_key"], client["tls_ca"])
+    ) as kv:
         kv.put("t", 1)
         assert kv.get("t") == 1
     # A certificate from another CA: the handshake fails; no retry makes it pass.
     with pytest.raises(ConnectionRefusedError):
-        Client.connect(addrs, tls=TLSConfig.from_files(*certs["stranger"], certs["ca"]), timeout=2)
+        Client.connect(
+            addrs, tls=TLSConfig.from_files(stranger["tls_cert"], stranger["tls_key"], client["tls_ca"]), timeout=2
+        )
     # Plaintext to a TLS peer.
     with pytest.raises(ConnectionError):
         Client.connect(addrs, timeout=2)
     # cluster status --remote speaks TLS too.
     from rsm_shm.cli import main
 
-    tls_args = ["--tls-cert", certs["client"][0], "--tls-key", certs["client"][1], "--tls-ca", certs["ca"]]
+    tls_args = ["--tls-cert", client["tls_cert"], "--tls-key", client["tls_key"], "--tls-ca", client["tls_ca"]]
     assert main(["cluster", "status", "--remote", addrs[0], "--json", *tls_args]) == 0
     assert {p["id"] for p in json.loads(capsys.readouterr().out)["peers"]} == set(s.addresses)
 

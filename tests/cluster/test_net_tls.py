@@ -1,5 +1,6 @@
-"""Mutual TLS between served peers, with certificates made by the test (trustme): the
-cluster works over TLS; a certificate from another CA, a plaintext connection and a
+"""Mutual TLS between served peers, with certificates made by the test
+(rsm_shm.cluster.net.tls.CertificateAuthority, on the cryptography package): the
+cluster works over TLS; a peer id must be the one its certificate names; a certificate from another CA, a plaintext connection and a
 random-bytes client are refused, and the peer keeps serving."""
 
 from __future__ import annotations
@@ -10,30 +11,27 @@ import socket
 import pytest
 
 grpc = pytest.importorskip("grpc", reason="grpcio (the [net] extra, part of [test]) is not installed")
-trustme = pytest.importorskip("trustme", reason="trustme (part of [test]) is not installed")
+pytest.importorskip("cryptography", reason="cryptography (part of [test], via trustme) is not installed")
 
 from cluster_harness import KV, wait_until  # noqa: E402
 from net_harness import ServedCluster  # noqa: E402
 
+from rsm_shm.cluster.net.tls import CertificateAuthority  # noqa: E402
 from rsm_shm.cluster.net.transport import STREAM_METHOD  # noqa: E402
+from rsm_shm.cluster import Peer  # noqa: E402
 from rsm_shm.cluster.serve import derive_cluster_id  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
 
 
-def _write_identity(ca, directory, label):
-    """cert, key and CA files for one party, signed by ``ca``, valid for 127.0.0.1."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {
-        "tls_cert": directory / f"{label}.crt",
-        "tls_key": directory / f"{label}.key",
-        "tls_ca": directory / "ca.crt",
-    }
-    paths["tls_cert"].write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
-    paths["tls_key"].write_bytes(cert.private_key_pem.bytes())
-    paths["tls_ca"].write_bytes(ca.cert_pem.bytes())
-    return {k: str(v) for k, v in paths.items()}
+def _write_identity(ca, directory, label, cluster=None, peer_id=None):
+    """cert, key and CA files for one party, signed by ``ca`` (a CertificateAuthority):
+    peer ``peer_id`` of ``cluster`` reachable at 127.0.0.1, or a client of ``cluster``."""
+    if peer_id is not None:
+        ident = ca.issue_peer(cluster, peer_id)
+    else:
+        ident = ca.issue_client(cluster, label)
+    return ident.write(str(directory), label)
 
 
 def _credentials(files):
@@ -57,11 +55,11 @@ def _probe(channel, cluster_id, frm=9, to=1):
 def test_mutual_tls_cluster_refuses_other_ca_plaintext_and_garbage(shm_name, tmp_path, cluster_env):
     from rsm_shm.cluster import KVClient
 
-    ca, rogue_ca = trustme.CA(), trustme.CA()
-    tls = {pid: _write_identity(ca, tmp_path / "pki" / f"p{pid}", f"peer{pid}") for pid in (1, 2, 3)}
-    # Peer 3 holds a certificate of another CA: nobody may talk to it, nor it to them.
-    tls[3] = _write_identity(rogue_ca, tmp_path / "rogue", "peer3")
+    ca, rogue_ca = CertificateAuthority(), CertificateAuthority()
     name = shm_name("tls")
+    tls = {pid: _write_identity(ca, tmp_path / "pki" / f"p{pid}", f"peer{pid}", name, pid) for pid in (1, 2, 3)}
+    # Peer 3 holds a certificate of another CA: nobody may talk to it, nor it to them.
+    tls[3] = _write_identity(rogue_ca, tmp_path / "rogue", "peer3", name, 3)
     cluster = ServedCluster(name, KV, 3, tmp_path / "data", tls=tls).start()
     try:
         cluster.wait_leader(timeout=30)
@@ -76,7 +74,7 @@ def test_mutual_tls_cluster_refuses_other_ca_plaintext_and_garbage(shm_name, tmp
         assert cluster.leader() in (1, 2)
 
         cid = derive_cluster_id(name)
-        good, rogue = tls[1], _write_identity(rogue_ca, tmp_path / "rogue", "client")
+        good, rogue = tls[1], _write_identity(rogue_ca, tmp_path / "rogue", "client", name)
         target = cluster.addresses[1]
         # A good certificate gets through the handshake and is refused by the peer check
         # (peer id 9 is unknown): the handshake itself is not what refuses the others.
@@ -99,6 +97,54 @@ def test_mutual_tls_cluster_refuses_other_ca_plaintext_and_garbage(shm_name, tmp
             kv.put("after", "garbage")
             assert kv.get("after") == "garbage"
         assert all(cluster.peers[p].alive for p in (1, 2, 3))
+    finally:
+        cluster.destroy()
+
+
+def test_a_peer_id_must_be_the_one_its_certificate_names(shm_name, tmp_path, cluster_env):
+    """Mutual TLS binds a stream's peer id to the certificate: a certificate of the
+    cluster's CA for peer 3 cannot speak as peer 2, nor a client's, another cluster's or
+    one without an rsm-shm identity as any peer; each refusal is logged by the peer."""
+    ca = CertificateAuthority()
+    name = shm_name("ids")
+    pki = tmp_path / "pki"
+    tls = {pid: _write_identity(ca, pki / f"p{pid}", f"peer{pid}", name, pid) for pid in (1, 2, 3)}
+    # A peer started with another peer's certificate refuses to run (before it listens).
+    with pytest.raises(ValueError, match=r"is not peer 2's .* URI subject alternative name rsm-shm://"):
+        Peer(name, 2, peers={1: "127.0.0.1:1"}, state_machine=KV, data_dir=str(tmp_path / "wrong"), **tls[3]).run()
+    cluster = ServedCluster(name, KV, 3, tmp_path / "data", tls=tls).start()
+    try:
+        cluster.wait_leader(timeout=30)
+        cid = derive_cluster_id(name)
+        target = cluster.addresses[1]
+        impostors = {
+            "peer 3 as 2": (tls[3], f"certificate is rsm-shm://{name}/peer/3, not rsm-shm://{name}/peer/2"),
+            "client": (
+                _write_identity(ca, pki / "client", "client", name),
+                f"certificate is rsm-shm://{name}/client/client, not",
+            ),
+            "other cluster": (
+                _write_identity(ca, pki / "other", "other", name + "x", 2),
+                f"certificate is rsm-shm://{name}x/peer/2, not",
+            ),
+            "no identity": (ca.issue([], ["127.0.0.1"]).write(str(pki / "anon"), "anon"), "names no rsm-shm identity"),
+        }
+        for label, (files, _why) in impostors.items():
+            with grpc.secure_channel(target, _credentials(files)) as ch:
+                assert _probe(ch, cid, frm=2) == grpc.StatusCode.PERMISSION_DENIED, label
+        # The same handshake and metadata pass with the identity the certificate names.
+        with grpc.secure_channel(target, _credentials(tls[3])) as ch:
+            assert _probe(ch, cid, frm=3) == grpc.StatusCode.OK
+        log_file = tmp_path / "data" / "peer1" / "peer1.log"
+        for label, (_files, why) in impostors.items():
+            wait_until(lambda: why in log_file.read_text(), 10, f"peer 1 to log the refusal of {label}")
+        assert "stream claims peer id 2 but" in log_file.read_text()
+        # The real peers still talk to each other.
+        from rsm_shm.cluster import KVClient
+
+        with KVClient(name) as kv:
+            kv.put("k", 1)
+            assert kv.get("k") == 1
     finally:
         cluster.destroy()
 

@@ -8,7 +8,8 @@ envelopes as in the inbox rings: see :mod:`rsm_shm.cluster.envelope`).
 
 Receiving (:class:`PeerStreamService`, registered on the peer's
 :class:`~rsm_shm.cluster.net.server.PeerServer`): a stream from another cluster id, from
-a peer id the server does not know, or addressed to another id is refused
+a peer id the server does not know, addressed to another id, or (mutual TLS) from a
+certificate that does not name the peer id it claims is refused
 (``PERMISSION_DENIED``) and logged, and so is a stream beyond the fourth open one from
 the same peer id (``RESOURCE_EXHAUSTED``: each holds a server thread).  An accepted
 stream's envelopes go into the local peer's inbox ring, which stays the peer's only
@@ -39,7 +40,7 @@ import queue
 import struct
 import threading
 import time
-from typing import Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import grpc
 
@@ -129,7 +130,9 @@ class PeerStreamService:
     ``cluster_id`` addressed to ``my_id`` and puts their envelopes into ``inbox``.
 
     ``known_peers`` is a callable returning the peer ids allowed to connect (read at
-    each new stream, so it may follow membership).  ``on_lost(peer_id)``, if given, is
+    each new stream, so it may follow membership).  ``authorize(context, peer id)``, if
+    given, returns why the caller may not speak for that id (None: it may); with mutual
+    TLS it checks the certificate (:func:`~rsm_shm.cluster.net.tls.peer_identity_problem`).  ``on_lost(peer_id)``, if given, is
     called (from a gRPC server thread: it must be thread-safe and quick) when an
     accepted stream ends other than by this server refusing more: the connection
     broke, the sender's process was killed, or its transport closed (it is stopping).
@@ -144,12 +147,14 @@ class PeerStreamService:
         inbox: Ring,
         known_peers: Callable[[], Set[int]],
         on_lost: Optional[Callable[[int], None]] = None,
+        authorize: Optional[Callable[[Any, int], Optional[str]]] = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.my_id = my_id
         self._inbox = inbox
         self._known = known_peers
         self._on_lost = on_lost
+        self._authorize = authorize
         self.stats = _Counters("streams", "streams_refused", "net_in", "net_bad", "net_inbox_full")
         self._log = _RateLimitedLog()
         self._active: Dict[int, int] = {}
@@ -182,6 +187,10 @@ class PeerStreamService:
             return b""
         if frm == self.my_id or frm not in self._known():
             self._refuse(context, f"peer id {frm} is not a known peer of this cluster")
+            return b""
+        why = self._authorize(context, frm) if self._authorize is not None else None
+        if why is not None:
+            self._refuse(context, f"stream claims peer id {frm} but {why}")
             return b""
         # A peer needs one stream (two while a reconnect overlaps a dying one): more
         # would only tie up the server's worker threads.

@@ -143,9 +143,7 @@ def single_threaded():
 
     from rsm_shm.fsm import timer
 
-    service, timer._default = timer._default, None
-    if service is not None:
-        service.stop()
+    timer.stop_default_timer()
     # tqdm (rsm_shm.pool.progress draws with it) keeps a monitor thread once a bar was
     # shown; it starts a new one with the next bar.
     tqdm = sys.modules.get("tqdm")

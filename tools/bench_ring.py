@@ -490,33 +490,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("# the 'shared' rows pin every process to the first CPU")
     header = f"{'scenario':<26}{'peer':<22}{'msgs/s':>12}{'MB/s':>10}"
     print("\n" + header + "\n" + "-" * len(header))
-    for size in (64, 4096):
-        for nprod in (1, 4):
-            for batched in (False, True):
-                scen = f"{size}B {nprod}->1 {'batched' if batched else 'single'}"
-                for peer in peers:
-                    if batched and not peer.batched:
-                        continue
-                    if nprod > 1 and not peer.multi_producer:
-                        continue
-                    if isinstance(peer, RsmQueuePeer):
-                        continue  # objects: its own scenario below
-                    if isinstance(peer, RingPeer) and peer.mpmc and nprod == 4:
-                        continue  # 4->1 "rsm Ring" already runs the multi-producer path
-                    n = counts(size, peer)
-                    rate = median_of(repeats, lambda: throughput(peer, size, nprod, batched, n))
-                    results[(scen, peer.name)] = rate
-                    print(f"{scen:<26}{peer.name:<22}{rate:>12,.0f}{rate * size / 1e6:>10.1f}", flush=True)
-
-    # The single-call 1->1 rows again with both processes on one CPU (placement matters a
-    # lot for some peers: posix_ipc's 10-deep queue batches well there).
-    for size in (64, 4096):
-        scen = f"{size}B 1->1 single shared"
+    # One table: every (size, producers, batched, placement) scenario; the single-call 1->1
+    # rows are repeated with every process on one CPU ("shared"), since placement matters a
+    # lot for some peers (posix_ipc's 10-deep queue batches well there).
+    scenarios = [
+        (size, nprod, batched, "apart") for size in (64, 4096) for nprod in (1, 4) for batched in (False, True)
+    ]
+    scenarios += [(size, 1, False, "shared") for size in (64, 4096)]
+    for size, nprod, batched, placement in scenarios:
+        scen = f"{size}B {nprod}->1 {'batched' if batched else 'single'}" + (" shared" if placement == "shared" else "")
         for peer in peers:
-            if isinstance(peer, RsmQueuePeer) or (isinstance(peer, RingPeer) and peer.mpmc):
+            if batched and not peer.batched:
                 continue
+            if nprod > 1 and not peer.multi_producer:
+                continue
+            if isinstance(peer, RsmQueuePeer):
+                continue  # objects: its own scenario below
+            if isinstance(peer, RingPeer) and peer.mpmc and (nprod == 4 or placement == "shared"):
+                continue  # 4->1 "rsm Ring" already runs the multi-producer path; "shared" compares defaults
             n = counts(size, peer)
-            rate = median_of(repeats, lambda: throughput(peer, size, 1, False, n, "shared"))
+            rate = median_of(repeats, lambda: throughput(peer, size, nprod, batched, n, placement))
             results[(scen, peer.name)] = rate
             print(f"{scen:<26}{peer.name:<22}{rate:>12,.0f}{rate * size / 1e6:>10.1f}", flush=True)
 

@@ -30,7 +30,7 @@ from .errors import AutomatonShutDown
 if TYPE_CHECKING:
     from .automaton import Automaton
 
-__all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer"]
+__all__ = ["TimerService", "TimerHandle", "TimerStatistics", "default_timer", "stop_default_timer"]
 
 log = logging.getLogger("rsm_shm.fsm")
 
@@ -329,6 +329,17 @@ def default_timer() -> TimerService:
                 _default = TimerService("rsm_shm default timer")
             t = _default
     return t
+
+
+def stop_default_timer() -> None:
+    """Stop this process's shared timer service, if it was started, and forget it (the next
+    default_timer() starts a new one).  For code that must be single-threaded again, e.g.
+    before a fork; pending timers of the old service are dropped with it."""
+    global _default
+    with _default_lock:
+        service, _default = _default, None
+    if service is not None:
+        service.stop()
 
 
 def _reset_after_fork() -> None:

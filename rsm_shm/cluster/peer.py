@@ -29,11 +29,19 @@ it).  Links cut in the control block and the drop rate are applied here, by the 
 whatever the transport.
 Garbage in the inbox is dropped and counted (``msgs_bad``); the peer keeps running.
 
-A transport that sees a peer's connection break tells the loop (:meth:`Peer.peer_lost`,
-thread-safe); when that peer is the leader, the loop forgets it
+Early failover.  A transport that sees a peer's connection break tells the loop
+(:meth:`Peer.peer_lost`, thread-safe); when that peer is the leader, the loop forgets it
 (:meth:`~rsm_shm.raft.core.RawNode.forget_leader`) and campaigns after a few heartbeat
-intervals instead of an election timeout (the gRPC transport does this; rings have no
-connection to lose).
+intervals instead of an election timeout (the gRPC transport does this).  Rings have no
+connection to lose, but peers on one machine see each other's processes: on every tick,
+and when a pre-vote arrives, a follower of a ring cluster checks that its leader's
+process (pid and start time from the leader's status record) still lives
+(:class:`~rsm_shm.cluster.status.LeaderWatch`); if it died, the follower forgets it and
+the first surviving voter by id campaigns at once, the next one two heartbeat
+intervals later, and so on (they do not split the vote).  Checking on a pre-vote's
+arrival is what lets that first campaign win at once: the other followers forget the
+dead leader before they answer, instead of ignoring the pre-vote while they still count
+its lease.
 
 SIGTERM and SIGINT stop the peer cleanly at the end of the current turn (it publishes
 role "stopped" and closes its storage).  It also exits by itself when the process that
@@ -86,7 +94,7 @@ from .layout import (
     read_config,
 )
 from .statemachine import BatchWriter, Sessions, decode_batch, load_state_machine, OP_OVERHEAD
-from .status import StatusRecord, status_segment_name
+from .status import LeaderWatch, StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
 
@@ -194,6 +202,9 @@ class Peer:
         # append and popleft are atomic): read by the loop only (see peer_lost).
         self._lost_peers: Deque[int] = collections.deque()
         self._early_campaign: Optional[Tuple[float, int]] = None  # (monotonic time, term)
+        # Ring peers share this machine: a follower sees its leader's process die.  Not
+        # for other transports, whose peers may be on other hosts (pids mean nothing).
+        self._leader_watch = LeaderWatch(cluster, self.cluster_id) if transport is None else None
         self._status = self.status_rec.new_record()
         self._published: Optional[Tuple[Role, int, int, int]] = None
         self._published_full_ns = 0
@@ -240,6 +251,8 @@ class Peer:
                     next_tick = now + tick
                 if ticks % _OWNER_CHECK_TICKS == 0 and self._orphaned():
                     break
+                if self._leader_watch is not None:
+                    self.check_leader_process()
             if self._proposals:
                 self.flush_proposals()
             if self._reads:
@@ -286,24 +299,40 @@ class Peer:
         lost: Set[int] = set()
         while self._lost_peers:
             lost.add(self._lost_peers.popleft())
-        node = self.node
-        term, role, leader = node.leadership()
+        term, role, leader = self.node.leadership()
         if role != Role.FOLLOWER or leader not in lost:
             return
+        # Not at once: a live leader whose stream was only replaced reaches us within
+        # two heartbeat intervals.
+        self._forget_leader(term, leader, settle_beats=2)
+
+    def check_leader_process(self) -> None:
+        """Ring peers: if our leader's process died, forget the leader and campaign in
+        turn (see the module docstring).  A dead process leads nobody: no waiting for
+        a heartbeat that might still come, unlike a broken connection."""
+        watch = self._leader_watch
+        if watch is None:
+            return
+        term, role, leader = self.node.leadership()
+        if role == Role.FOLLOWER and leader and watch.leader_gone(leader, term):
+            self._forget_leader(term, leader, settle_beats=0)
+
+    def _forget_leader(self, term: int, leader: int, settle_beats: int) -> None:
+        node = self.node
         node.forget_leader()
         if node.leadership().leader != 0:
             return  # refused (lease-based reads)
-        # Not at once: a live leader whose stream was only replaced reaches us within
-        # two heartbeat intervals.  Then the followers take turns by id, two heartbeat
-        # intervals apart (far above a message's round trip, even on a busy host), so
-        # that they do not campaign together and split the vote: the first whose log
-        # is up to date wins.
+        # After settle_beats heartbeat intervals the followers take turns by id, two
+        # heartbeat intervals apart (far above a message's round trip, even on a busy
+        # host), so that they do not campaign together and split the vote: the first
+        # whose log is up to date wins.
         others = sorted(v for v in set(self.conf_state.voters) | set(self.conf_state.voters_outgoing) if v != leader)
         if self.id not in others:
             return  # a learner never campaigns
         t = self.timing
+        beat = t.tick * t.heartbeat_tick
         turn = others.index(self.id)
-        delay = t.tick * t.heartbeat_tick * (2 + 2 * turn + self._rng.random())
+        delay = beat * (settle_beats + 2 * turn + (self._rng.random() if settle_beats else 0.0))
         self._early_campaign = (time.monotonic() + delay, term)
 
     def _campaign_early(self, term: int) -> None:
@@ -317,6 +346,8 @@ class Peer:
             r.close()
         self._reply_rings.clear()
         self.transport.close()
+        if self._leader_watch is not None:
+            self._leader_watch.close()
         self.store.close()
         self.inbox.close()
         self.status_rec.close()
@@ -328,6 +359,7 @@ class Peer:
         c["msgs_in"] += len(batch)
         cid = self.cluster_id
         node = self.node
+        pre_vote = MessageType.PRE_VOTE
         for b in batch:
             try:
                 kind, sender, bcid = ev.decode_header(b)
@@ -338,6 +370,8 @@ class Peer:
                     if m.to != self.id or m.frm != sender:
                         raise ev.EnvelopeError("raft message not addressed to this peer or forged sender")
                     self._last_contact_ns = time.monotonic_ns()
+                    if m.type == pre_vote:
+                        self.check_leader_process()  # grant it at once if our leader died
                     node.step(m)
                 elif kind == ev.KIND_PROPOSE:
                     reply_to, props = ev.decode_propose(b)

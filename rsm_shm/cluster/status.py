@@ -25,7 +25,15 @@ from .. import _proc
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
 
-__all__ = ["PeerStatus", "StatusRecord", "status_segment_name", "ROLE_NAMES", "RECORD_PEER", "RECORD_CONTROL"]
+__all__ = [
+    "PeerStatus",
+    "StatusRecord",
+    "LeaderWatch",
+    "status_segment_name",
+    "ROLE_NAMES",
+    "RECORD_PEER",
+    "RECORD_CONTROL",
+]
 
 RECORD_PEER = lib.RSM_RAFT_REC_PEER
 RECORD_CONTROL = lib.RSM_RAFT_REC_CONTROL
@@ -234,3 +242,59 @@ class StatusRecord:
         if self.closed:
             return f"<rsm_shm.cluster.StatusRecord {self.name!r} closed>"
         return f"<rsm_shm.cluster.StatusRecord {self.name!r}>"
+
+
+class LeaderWatch:
+    """Tells a follower that the process of the leader it follows has died.
+
+    Peers of one machine publish their pid and its start time in their status records,
+    so a follower need not wait out the election timeout to learn that its leader was
+    killed: :meth:`leader_gone` reads the leader's record once per (leader, term) and
+    from then on only asks the kernel whether that process still lives (``kill(pid, 0)``
+    and its start time in ``/proc``, so a reused pid or a zombie counts as dead).  The
+    peer calls it on its ticks and when a pre-vote arrives (see
+    :meth:`rsm_shm.cluster.peer.Peer.check_leader_process`).
+
+    Only ever evidence for forgetting a leader, never for following one: a record that
+    cannot be read, names another peer or cluster, or has no pid says "not gone" (the
+    election timeout still applies).  A restarted leader process is a new process: the
+    leadership of the term died with the old one, which is the one remembered.
+    """
+
+    def __init__(self, cluster: str, cluster_id: int) -> None:
+        self.cluster = cluster
+        self.cluster_id = cluster_id
+        self._records: Dict[int, StatusRecord] = {}
+        self._key: Tuple[int, int] = (0, 0)  # (leader, term) whose process is remembered
+        self._process: Tuple[int, int] = (0, 0)  # (pid, start time) of that leader
+
+    def leader_gone(self, leader: int, term: int) -> bool:
+        """True if the process that led ``term`` as peer ``leader`` is dead."""
+        key = (leader, term)
+        if key != self._key:
+            found = self._process_of(leader)
+            if found is None:
+                return False
+            self._key, self._process = key, found
+        pid, start = self._process
+        return not _proc.process_alive(pid, start)
+
+    def _process_of(self, peer_id: int) -> Optional[Tuple[int, int]]:
+        rec = self._records.get(peer_id)
+        if rec is None:
+            try:
+                rec = self._records[peer_id] = StatusRecord(status_segment_name(self.cluster, peer_id), create=False)
+            except (FileNotFoundError, ValueError, SegmentError):
+                return None
+        raw = rec.load()
+        if raw is None or int(raw.id) != peer_id or int(raw.cluster_id) != self.cluster_id:
+            return None
+        pid = int(raw.pid)
+        if not 0 < pid < 1 << 22:
+            return None
+        return pid, int(raw.start_time)
+
+    def close(self) -> None:
+        for rec in self._records.values():
+            rec.close()
+        self._records.clear()

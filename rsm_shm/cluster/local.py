@@ -121,6 +121,7 @@ class LocalCluster:
         self._admin_client: Optional[Client] = None
         self._records: Dict[int, StatusRecord] = {}
         self._attached = False
+        self._served = False  # attached to peers run by `rsm-shm cluster serve`
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,6 +157,7 @@ class LocalCluster:
         self._admin_client = None
         self._records = {}
         self._attached = True
+        self._served = "served" in cfg
         self._started = True
         return self
 
@@ -525,7 +527,17 @@ class LocalCluster:
         self._check_started().update(lambda rec: set_slot(rec, peer, PEER_KILLED, 0, 0))
 
     def restart(self, peer: int) -> None:
-        """Start peer ``peer`` again from its log (killing it first if it runs)."""
+        """Start peer ``peer`` again from its log (killing it first if it runs).
+
+        Not for served peers (a handle from :meth:`attach` on a cluster whose peers run
+        ``rsm-shm cluster serve``): each has its own command line and data directory,
+        which this handle does not know, so this raises RuntimeError; run the peer's
+        ``serve`` command (or :meth:`rsm_shm.cluster.Peer.start`) again instead."""
+        if self._served:
+            raise RuntimeError(
+                f"cluster {self.name!r}: peer {peer} is a served peer; restart it by running its "
+                "`rsm-shm cluster serve` command (or Peer.start()) again"
+            )
         state, ospid, start = self._peer_slot(peer)
         if ospid and _proc.process_alive(ospid, start):
             self.kill(peer)

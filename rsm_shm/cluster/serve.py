@@ -44,6 +44,7 @@ import argparse
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,11 +55,20 @@ from .. import _proc
 from ..ring import Ring
 from ..segment import validate_name
 from .control import PEER_ABSENT, PEER_RUNNING, PEER_STOPPED, ControlBlock, set_data_dir, set_slot
-from .layout import FORMAT_VERSION, INBOX_CAPACITY, Timing, inbox_name, read_config, remove_segments, write_config
+from .layout import (
+    FORMAT_VERSION,
+    INBOX_CAPACITY,
+    Timing,
+    inbox_name,
+    read_config,
+    remove_segments,
+    reply_ring_prefix,
+    write_config,
+)
 from .statemachine import load_state_machine
 from .status import MAX_PEER_ID, StatusRecord, status_segment_name
 
-__all__ = ["Peer", "derive_cluster_id", "add_service_factory", "main", "add_arguments"]
+__all__ = ["Peer", "derive_cluster_id", "add_service_factory", "reclaim_reply_rings", "main", "add_arguments"]
 
 log = logging.getLogger("rsm_shm.cluster.net")
 
@@ -360,6 +370,7 @@ class ServedPeer:
         self.transport: Any = None
         try:
             self._join_control()
+            reclaim_reply_rings(name)
             # Made by the first run, kept across restarts (as a LocalCluster keeps its
             # peers' segments): clients on this host hold handles to them.
             inbox_ring = Ring(inbox_name(name, me), create=None, capacity=INBOX_CAPACITY)
@@ -560,6 +571,42 @@ class ServedPeer:
         if last and last[0]:
             # The last served peer of NAME here: remove every segment of NAME.
             remove_segments(spec.name)
+
+
+def reclaim_reply_rings(cluster: str) -> List[str]:
+    """Remove the reply rings of ``cluster`` on this host that a dead process left (a
+    SIGKILLed served peer's client service, a killed local client); their names.
+
+    The judgment is ``rsm-shm gc --ignore-unreadable``'s
+    (:func:`rsm_shm.inspect.gc_verdict`): a ring goes only when the creator its header
+    names (pid and start time) is dead and no live process we can see maps it.  A
+    served peer calls this as it starts, so a peer restarted after a SIGKILL takes back
+    what its previous run left."""
+    from .. import inspect as insp
+
+    prefix = reply_ring_prefix(cluster)
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]+\.[0-9a-f]+")
+    records, _procs = insp.collect(prefix=prefix, decode=False)
+    removed = []
+    for rec in records:
+        if not pattern.fullmatch(rec["name"]):
+            continue  # another cluster whose name starts like ours (NAME.cX)
+        # Processes whose memory maps we cannot read (another user's, a container's
+        # init) are disregarded: a reply ring is read by its creator alone, and whoever
+        # else maps it is a peer of ours that wrote answers into it.
+        remove, _why = insp.gc_verdict(rec, ignore_unreadable=True)
+        if not remove:
+            continue
+        try:
+            if os.lstat(rec["path"]).st_ino != rec["inode"]:
+                continue  # replaced by a new ring of the same name meanwhile
+            os.unlink(rec["path"])
+        except FileNotFoundError:
+            continue
+        removed.append(rec["name"])
+    if removed:
+        log.info("removed %d reply ring(s) of %r left by dead processes", len(removed), cluster)
+    return removed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,9 @@ Bodies by kind:
   the session).  ``acked``: the client holds every result up to that sequence number,
   so the peers may forget them.
 * ``READ``: ``reply ring name | count u32 | count x (rid u64 | len u32 | query)``.
-* ``ADMIN``: ``reply ring name | rid u64 | op u8 | arg u64`` (membership, transfer).
+* ``ADMIN``: ``reply ring name | rid u64 | op u8 | arg u64 | context (u16 len + bytes)``
+  (membership, transfer; the context travels with a membership change into the log,
+  e.g. a served peer's address).
 * ``REPLY``: ``count u32 | count x (rid u64 | status u8 | len u32 | payload)``.
 
 Every decoder checks every length against the input and raises :class:`EnvelopeError`
@@ -205,16 +207,24 @@ def decode_read(b: bytes) -> Tuple[str, List[ReadRequest]]:
     return reply_to, out
 
 
-def encode_admin(header: bytes, reply_to: str, rid: int, op: int, arg: int) -> bytes:
-    return header + _name(reply_to) + _ADMIN.pack(rid, op, arg)
+def encode_admin(header: bytes, reply_to: str, rid: int, op: int, arg: int, context: bytes = b"") -> bytes:
+    if len(context) > 0xFFFF:
+        raise ValueError(f"admin context is {len(context)} bytes; the limit is 65535")
+    return header + _name(reply_to) + _ADMIN.pack(rid, op, arg) + _U16.pack(len(context)) + context
 
 
-def decode_admin(b: bytes) -> Tuple[str, int, int, int]:
+def decode_admin(b: bytes) -> Tuple[str, int, int, int, bytes]:
+    """(reply ring, rid, op, arg, context)."""
     reply_to, off = _read_name(b, HEADER_SIZE)
-    if off + _ADMIN.size != len(b):
+    if off + _ADMIN.size + 2 > len(b):
         raise EnvelopeError("malformed admin request")
     rid, op, arg = _ADMIN.unpack_from(b, off)
-    return reply_to, rid, op, arg
+    off += _ADMIN.size
+    (n,) = _U16.unpack_from(b, off)
+    off += 2
+    if off + n != len(b):
+        raise EnvelopeError("malformed admin request context")
+    return reply_to, rid, op, arg, b[off:]
 
 
 def encode_reply(header: bytes, replies: Sequence[Reply]) -> bytes:

@@ -60,7 +60,7 @@ import struct
 import sys
 import time
 from collections import OrderedDict
-from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _proc
 from ..ring import Ring
@@ -174,6 +174,10 @@ class Peer:
         self._reads_waiting: Dict[bytes, List[_Read]] = {}  # read_index ctx -> the reads
         self._reads_ready: List[Tuple[int, List[_Read]]] = []  # (index, the reads)
         self._admin_pending: Dict[int, _Waiter] = {}  # log index of a conf change -> who waits
+        # Called (in this loop) with each applied conf change entry and the configuration
+        # it made, and with (None, configuration) after a snapshot is restored: served
+        # peers learn their peers' addresses from the changes' context.
+        self.on_conf_change: Optional[Callable[[Optional[Entry], ConfState], None]] = None
         self._force_snapshot = False
         # Applied since the last snapshot (restart counts again what it re-applies):
         # client commands and bytes of log entries (see Timing.snapshot_commands).
@@ -457,7 +461,7 @@ class Peer:
             return
         self._reads_waiting[ctx] = reads
 
-    def admin(self, reply_to: str, rid: int, op: int, arg: int) -> None:
+    def admin(self, reply_to: str, rid: int, op: int, arg: int, context: bytes = b"") -> None:
         node = self.node
         if node.leadership().role != Role.LEADER:
             self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
@@ -479,7 +483,7 @@ class Peer:
             if op not in kinds:
                 self._reply(reply_to, rid, ev.BAD_REQUEST, b"unknown admin operation %d" % op)
                 return
-            index = node.propose_conf_change(ConfChange(((kinds[op], arg),)))
+            index = node.propose_conf_change(ConfChange(((kinds[op], arg),), context=context))
             self._admin_pending[index] = (reply_to, rid)
         except NotLeaderError:
             self._reply(reply_to, rid, ev.NOT_LEADER, self._leader_hint())
@@ -527,6 +531,8 @@ class Peer:
     def restore(self, snapshot: Snapshot) -> None:
         self.sessions.restore(snapshot.data)
         self.conf_state = snapshot.meta.conf_state
+        if self.on_conf_change is not None:
+            self.on_conf_change(None, self.conf_state)
         self.applied = snapshot.meta.index
         self._snap_commands = self._snap_bytes = 0
 
@@ -534,6 +540,8 @@ class Peer:
         self.applied = entry.index
         if entry.type == EntryType.CONF_CHANGE:
             if conf_state is not None:
+                if self.on_conf_change is not None:
+                    self.on_conf_change(entry, conf_state)
                 old, self.conf_state = self.conf_state, conf_state
                 if _members(conf_state) - _members(old):
                     # A joining peer has no log and the initial configuration is in no

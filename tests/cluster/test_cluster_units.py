@@ -24,7 +24,9 @@ def test_envelopes_round_trip():
     b = ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 3, 42), [(5, ev.OK, b"res"), (6, ev.ERROR, b"")])
     assert ev.decode_reply(b) == [(5, ev.OK, b"res"), (6, ev.ERROR, b"")]
     b = ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, ev.ADMIN_TRANSFER, 2)
-    assert ev.decode_admin(b) == ("r", 9, ev.ADMIN_TRANSFER, 2)
+    assert ev.decode_admin(b) == ("r", 9, ev.ADMIN_TRANSFER, 2, b"")
+    b = ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, ev.ADMIN_ADD_LEARNER, 4, b"10.0.0.4:7001")
+    assert ev.decode_admin(b) == ("r", 9, ev.ADMIN_ADD_LEARNER, 4, b"10.0.0.4:7001")
 
 
 def test_every_truncation_or_corruption_raises_envelope_error_only():
@@ -35,6 +37,7 @@ def test_every_truncation_or_corruption_raises_envelope_error_only():
         ev.encode_read(ev.encode_header(ev.KIND_READ, 0, 42), "r", [(5, b"q")]),
         ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 3, 42), [(5, ev.OK, b"res")]),
         ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, 1, 2),
+        ev.encode_admin(ev.encode_header(ev.KIND_ADMIN, 0, 42), "r", 9, 2, 4, b"host:7001"),
     ]
     decoders = {
         ev.KIND_PROPOSE: ev.decode_propose,

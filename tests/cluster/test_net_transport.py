@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -237,3 +238,28 @@ def test_one_peer_id_cannot_hold_more_than_four_streams(receiver):
                 f.result(timeout=10)
         # Once they ended, peer 3 may connect again.
         assert call(iter([b""]), metadata=md, timeout=10) == b""
+
+
+def test_a_destination_can_be_added_moved_and_forgotten(receiver):
+    """Membership changes reach the transport: set_address opens a stream to a peer that
+    joined (or moved), forget closes it; close() joins the retired senders too."""
+    server, svc, inbox = receiver
+    t = GrpcTransport(77, 1, {})
+    hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+    threads_before = {th.name for th in threading.enumerate()}
+    try:
+        assert t.send(2, hdr + b"before") is False  # no route yet
+        t.set_address(2, "127.0.0.1:1")  # a wrong address first: never connects
+        t.set_address(2, server.address)  # moved
+        _wait(lambda: t.connected() == {2}, what="the stream to the new address")
+        assert t.send(2, hdr + b"joined")
+        assert inbox.get(timeout=10) == hdr + b"joined"
+        t.forget(2)
+        assert t.connected() == set()
+        assert t.send(2, hdr + b"after") is False
+        _wait(lambda: svc.stats.snapshot()["streams"] == 1 and not svc._active.get(1), what="the stream to end")
+    finally:
+        t.close()
+    left = {th.name for th in threading.enumerate()} - threads_before
+    assert not any(n.startswith("rsm-send-") for n in left), left
+    assert inbox.qsize() == 0

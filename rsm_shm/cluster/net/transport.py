@@ -302,6 +302,8 @@ class _Link:
         self.connected = False
         self.sleeping = False
         self.wake = threading.Event()
+        # Set by the transport's close(), or when the destination leaves the membership.
+        self.closed = threading.Event()
         self.stream_ok = False
         self.call: Optional["grpc.Future"] = None
         self.thread = threading.Thread(target=self._run, name=f"rsm-send-{to}", daemon=True)
@@ -326,7 +328,7 @@ class _Link:
     # -- the sender thread ---------------------------------------------------------
     def _requests(self) -> Iterator[bytes]:
         q = self.q
-        closed = self.owner._closed
+        closed = self.closed
         while not closed.is_set() and self.stream_ok:
             if not q:
                 self.sleeping = True
@@ -352,7 +354,7 @@ class _Link:
 
     def _run(self) -> None:
         owner = self.owner
-        closed = owner._closed
+        closed = self.closed
         options = grpc_options() + [
             ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
             ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),  # = the least connect timeout
@@ -428,7 +430,8 @@ class _Link:
 class GrpcTransport:
     """A :class:`~rsm_shm.cluster.transport.Transport` over gRPC streams (see the module
     docstring).  ``addresses``: ``{peer id: "host:port"}`` of the peers reached over the
-    network; every other destination goes to ``local`` (dropped if there is none)."""
+    network; every other destination goes to ``local`` (dropped if there is none).
+    Membership changes: :meth:`set_address` and :meth:`forget`."""
 
     def __init__(
         self,
@@ -454,12 +457,41 @@ class GrpcTransport:
         self.dropped_no_route = 0
         self.dropped_too_large = 0
         self._links: Dict[int, _Link] = {}
+        self._retired: List[_Link] = []
         for pid, addr in addresses.items():
             if pid == my_id:
                 continue
             self._links[pid] = _Link(self, pid, addr)
         for link in self._links.values():
             link.thread.start()
+
+    def set_address(self, peer_id: int, address: str) -> None:
+        """Reach ``peer_id`` at ``address`` from now on (a peer that joined, or moved):
+        a new stream, the old one (if any) closed.  Called by the peer's thread, as
+        :meth:`send` is."""
+        old = self._links.get(peer_id)
+        if peer_id == self.my_id or self._closed.is_set() or (old is not None and old.address == address):
+            return
+        link = _Link(self, peer_id, address)
+        self._links[peer_id] = link
+        link.thread.start()
+        if old is not None:
+            self._retire(old)
+
+    def forget(self, peer_id: int) -> None:
+        """Stop sending to ``peer_id`` (it left the membership): its stream is closed
+        and later sends go to ``local``, if any (none: dropped)."""
+        old = self._links.pop(peer_id, None)
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, link: _Link) -> None:
+        link.closed.set()
+        link.wake.set()
+        call = link.call
+        if call is not None:
+            call.cancel()
+        self._retired.append(link)  # joined by close()
 
     def send(self, to: int, payload: bytes) -> bool:
         link = self._links.get(to)
@@ -490,7 +522,9 @@ class GrpcTransport:
         if self._closed.is_set():
             return
         self._closed.set()
-        for link in self._links.values():
+        links = list(self._links.values()) + self._retired
+        for link in links:
+            link.closed.set()
             link.wake.set()
             # A stream to a paused or silent peer would not end by itself before the
             # keepalive gives up: cancel it.
@@ -498,7 +532,7 @@ class GrpcTransport:
             if call is not None:
                 call.cancel()
         deadline = time.monotonic() + timeout
-        for link in self._links.values():
+        for link in links:
             link.thread.join(max(0.0, deadline - time.monotonic()))
         if self._local is not None:
             self._local.close()

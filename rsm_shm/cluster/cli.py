@@ -5,6 +5,8 @@
     rsm-shm cluster ls [--json]
     rsm-shm cluster status NAME [--json] [--watch [--interval S] [--count N]]
     rsm-shm cluster status [NAME] --remote HOST:PORT,... [--tls-cert F --tls-key F --tls-ca F]
+    rsm-shm cluster add-peer ID HOST:PORT --remote HOST:PORT,... [--tls-... F] [--timeout S]
+    rsm-shm cluster remove-peer ID --remote HOST:PORT,... [--tls-... F] [--timeout S]
     rsm-shm cluster kill|restart|pause|resume NAME PEER
     rsm-shm cluster partition NAME 1 / 2,3
     rsm-shm cluster heal NAME
@@ -164,6 +166,41 @@ def cmd_start(args: argparse.Namespace) -> int:
             cluster.destroy()  # a temporary directory is the cluster's own: remove it
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def cmd_membership(args: argparse.Namespace) -> int:
+    """``cluster add-peer`` / ``remove-peer``: membership of served peers, over gRPC."""
+    what = f"cluster {args.command_name}"
+    try:
+        from .net.members import add_peer, remove_peer
+        from .net.server import parse_address
+        from .net.tls import TLSConfig
+
+        tls = TLSConfig.from_options(args.tls_cert, args.tls_key, args.tls_ca)
+        addresses = [a.strip() for a in args.remote.split(",") if a.strip()]
+        if not addresses:
+            raise ValueError("--remote needs at least one HOST:PORT")
+        for a in addresses:
+            parse_address(a)
+        if not 1 <= args.id <= 64:
+            raise ValueError(f"peer id must be between 1 and 64, not {args.id}")
+    except ImportError as exc:
+        _err(f"{what}: {exc}")
+        return EXIT_FAILED
+    except (ValueError, TypeError) as exc:
+        _err(f"{what}: {exc}")
+        return EXIT_USAGE
+    try:
+        if args.command_name == "add-peer":
+            add_peer(addresses, args.id, args.address, tls=tls, timeout=args.timeout)
+            print(f"peer {args.id} at {args.address} is a voter")
+        else:
+            remove_peer(addresses, args.id, tls=tls, timeout=args.timeout)
+            print(f"peer {args.id} left the cluster")
+    except (TimeoutError, ConnectionError, PermissionError, ValueError) as exc:
+        _err(f"{what} {args.id}: {exc}")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -537,6 +574,23 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between frames")
     p.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N frames")
     p.set_defaults(func=cmd_status)
+
+    for command, text in (
+        ("add-peer", "admit a served peer started with --join (learner, caught up, then voter)"),
+        ("remove-peer", "remove a served peer from the cluster"),
+    ):
+        p = csub.add_parser(command, help=text)
+        p.add_argument("id", metavar="ID", type=_positive_int, help="the peer's id")
+        if command == "add-peer":
+            p.add_argument("address", metavar="HOST:PORT", help="where the new peer listens (as the others dial it)")
+        p.add_argument("--remote", metavar="HOST:PORT,...", required=True, help="peers of the cluster (one is enough)")
+        p.add_argument(
+            "--timeout", type=_positive_float, default=60.0, metavar="S", help="seconds before giving up (default 60)"
+        )
+        p.add_argument("--tls-cert", metavar="FILE", default=None, help="certificate naming this cluster (mutual TLS)")
+        p.add_argument("--tls-key", metavar="FILE", default=None, help="its private key")
+        p.add_argument("--tls-ca", metavar="FILE", default=None, help="the cluster's CA certificate")
+        p.set_defaults(func=cmd_membership, command_name=command)
 
     for action, text in (
         ("kill", "SIGKILL a peer"),

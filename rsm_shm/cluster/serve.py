@@ -2,13 +2,16 @@
 
     rsm-shm cluster serve NAME --id 2 --listen HOST:PORT --peer 1=HOST:PORT --peer 3=HOST:PORT \\
         --sm pkg.mod:Class --data DIR [--tls-cert F --tls-key F --tls-ca F] [--insecure]
-        [--no-fsync] [--cluster-id N] [--timing KEY=VALUE ...]
+        [--no-fsync] [--cluster-id N] [--join HOST:PORT,...] [--timing KEY=VALUE ...]
 
 runs peer ``--id`` of cluster ``NAME`` in the foreground until SIGTERM or Ctrl-C (or
 ``rsm-shm cluster stop NAME`` on its host).  The other peers are named with ``--peer
 ID=HOST:PORT`` (reached over gRPC, see :mod:`rsm_shm.cluster.net.transport`) or
 ``--peer ID=local`` (another served peer of the same NAME on this host, reached through
 its inbox ring).  The peer ids given (with ``--id``) are the cluster's initial voters.
+A new peer of a running cluster starts with ``--join HOST:PORT,...`` instead and is
+admitted with ``rsm-shm cluster add-peer`` (see :mod:`rsm_shm.cluster.net.members`:
+membership changes carry the peers' addresses).
 
 The **cluster id** (every envelope and every peer stream carries it; a peer refuses
 anything of another id) is derived from NAME unless ``--cluster-id`` is given, so every
@@ -49,7 +52,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .. import _proc
 from ..ring import Ring
@@ -98,7 +101,10 @@ def derive_cluster_id(name: str) -> int:
 class Peer:
     """A peer of cluster ``name`` served on ``listen`` (see the module docstring).
 
-    ``peers``: ``{id: "host:port" or "local"}`` of the other initial peers.  TLS: all
+    ``peers``: ``{id: "host:port" or "local"}`` of the other initial peers.  ``join``:
+    addresses of peers of a running cluster that this new peer joins (it learns the
+    members' addresses from them and waits to be admitted, see
+    :mod:`rsm_shm.cluster.net.members`); then ``peers`` may be empty.  TLS: all
     of ``tls_cert``, ``tls_key``, ``tls_ca`` (PEM file paths) or none.  ``timing``:
     :class:`~rsm_shm.cluster.Timing` options.  Nothing runs until :meth:`run` or
     :meth:`start`; the arguments are checked here (ValueError / TypeError naming them).
@@ -110,7 +116,7 @@ class Peer:
         peer_id: int,
         *,
         listen: str = "127.0.0.1:0",
-        peers: Mapping[int, str],
+        peers: Optional[Mapping[int, str]] = None,
         state_machine: str,
         data_dir: str,
         tls_cert: Optional[str] = None,
@@ -119,6 +125,7 @@ class Peer:
         insecure: bool = False,
         fsync: bool = True,
         cluster_id: Optional[int] = None,
+        join: Sequence[str] = (),
         **timing: Any,
     ) -> None:
         self.name = validate_name(name)
@@ -130,12 +137,18 @@ class Peer:
         self.state_machine = state_machine
         self.listen = listen
         self.peers: Dict[int, str] = {}
-        for pid, addr in dict(peers).items():
+        for pid, addr in dict(peers or {}).items():
             if not isinstance(pid, int) or not 1 <= pid <= MAX_PEER_ID or pid == peer_id:
                 raise ValueError(f"peers: {pid!r} is not another peer's id (1..{MAX_PEER_ID}, not {peer_id})")
             if not isinstance(addr, str) or not (addr == LOCAL or ":" in addr):
                 raise ValueError(f"peers[{pid}] must be 'HOST:PORT' or {LOCAL!r}, not {addr!r}")
             self.peers[pid] = addr
+        if isinstance(join, str):
+            raise TypeError(f"join must be a list of 'HOST:PORT' strings, not the string {join!r}")
+        self.join: List[str] = [str(a) for a in join]
+        for a in self.join:
+            if ":" not in a:
+                raise ValueError(f"join: {a!r} is not HOST:PORT")
         self.data_dir = os.path.abspath(data_dir)
         self.tls_files = (tls_cert, tls_key, tls_ca)
         if any(self.tls_files) and not all(self.tls_files):
@@ -214,6 +227,8 @@ class Peer:
             ]
         if self.insecure:
             out.append("--insecure")
+        if self.join:
+            out += ["--join", ",".join(self.join)]
         if not self.fsync:
             out.append("--no-fsync")
         for k, v in self.timing.as_dict().items():
@@ -348,6 +363,7 @@ class ServedPeer:
         # The [net] extra is needed from here on; the error names it.
         from .net.server import PeerServer
         from .net.tls import TLSConfig, peer_identity_problem, peer_uri
+        from .net.members import AddressBook, MembersService, Membership, discover
         from .net.transport import GrpcTransport, PeerStreamService
         from .net.client_service import serve_clients
         from .peer import Peer as PeerLoop
@@ -362,6 +378,9 @@ class ServedPeer:
                 f"carries the URI subject alternative name {peer_uri(name, me)} (see docs/cluster-net.md)"
             )
         load_state_machine(spec.state_machine)  # a wrong import path fails here, clearly
+        # The peers named at start: on the command line, and (joining) by a running peer.
+        self.given: Dict[int, str] = {**(discover(spec, tls) if spec.join else {}), **spec.peers}
+        self.given.pop(me, None)
         self._prepare_data_dir()
         self.server = PeerServer(spec.listen, tls=tls, insecure=spec.insecure)
         self.ctl: Optional[ControlBlock] = None
@@ -375,21 +394,34 @@ class ServedPeer:
             # peers' segments): clients on this host hold handles to them.
             inbox_ring = Ring(inbox_name(name, me), create=None, capacity=INBOX_CAPACITY)
             StatusRecord(status_segment_name(name, me), create=None).close()
-            remote = {pid: addr for pid, addr in spec.peers.items() if addr != LOCAL}
-            self.transport = GrpcTransport(spec.cluster_id, me, remote, tls=tls, local=RingTransport(name))
+            # Who this peer talks to: the peers given, and those it learned from the log
+            # (membership changes carry their addresses) in earlier runs.
+            self.book = book = AddressBook(spec.data_dir, me)
+            book.merge(self.given)
+            self.transport = GrpcTransport(spec.cluster_id, me, {}, tls=tls, local=RingTransport(name))
             self.node = PeerLoop(name, me, transport=self.transport, data_dir=spec.data_dir)
-            known = set(spec.peers) | {me}
+            cs = self.node.conf_state
+            # A joining peer that is not admitted yet opens its streams when it is (the
+            # others would refuse them until then: Membership.on_conf_change).
+            if any((cs.voters, cs.learners, cs.voters_outgoing, cs.learners_next)):
+                for pid, addr in book.addresses().items():
+                    if addr != LOCAL:
+                        self.transport.set_address(pid, addr)
+            self.membership = Membership(self, book)
+            self.node.on_conf_change = self.membership.on_conf_change
             # A stream from or to the leader that breaks makes the peer loop forget it
             # (faster failover: see Peer.peer_lost).
             self.transport.on_lost = self.node.peer_lost
             # With mutual TLS a stream's peer id must be the one its certificate names.
             authorize = (lambda ctx, frm: peer_identity_problem(ctx, name, frm)) if tls is not None else None
             self.service = PeerStreamService(
-                spec.cluster_id, me, inbox_ring, lambda: known, on_lost=self.node.peer_lost, authorize=authorize
+                spec.cluster_id, me, inbox_ring, book.ids, on_lost=self.node.peer_lost, authorize=authorize
             )
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])
             self.server.add_handlers(serve_clients(self))  # remote clients (Client.connect)
+            self.members_service = MembersService(name, me, spec.cluster_id, tls=tls is not None)
+            self.server.add_handlers([self.members_service.handler()])
             for factory in list(_SERVICE_FACTORIES):
                 self.server.add_handlers(factory(self))
             self._folded: Dict[str, int] = {"net_bad": 0, "net_inbox_full": 0}
@@ -398,11 +430,21 @@ class ServedPeer:
             self.close()
             raise
 
+    def client_addresses(self) -> Dict[int, str]:
+        """The peer map the client service hands to clients: every peer reached over the
+        network, as this peer knows them now, and this peer's own listen address."""
+        book = getattr(self, "book", None)
+        known = book.addresses() if book is not None else dict(self.given)
+        out = {pid: a for pid, a in known.items() if a != LOCAL}
+        out[self.spec.id] = self.server.address
+        return out
+
     def _prepare_data_dir(self) -> None:
         spec = self.spec
         os.makedirs(spec.data_dir, exist_ok=True)
         cfg = read_config(spec.data_dir)
-        initial = sorted(set(spec.peers) | {spec.id})
+        # A joining peer is not among the initial voters: it waits to be admitted.
+        initial = sorted(set(self.given)) if spec.join else sorted(set(spec.peers) | {spec.id})
         if cfg is None:
             cfg = {
                 "format": FORMAT_VERSION,
@@ -423,7 +465,12 @@ class ServedPeer:
         # addresses may change between runs.
         cfg["fsync"] = spec.fsync
         cfg["timing"] = spec.timing.as_dict()
-        cfg["served"] = {"id": spec.id, "listen": spec.listen, "peers": {str(k): v for k, v in spec.peers.items()}}
+        cfg["served"] = {
+            "id": spec.id,
+            "listen": spec.listen,
+            "peers": {str(k): v for k, v in spec.peers.items()},
+            "join": spec.join,
+        }
         write_config(spec.data_dir, cfg)
 
     def _join_control(self) -> None:
@@ -464,11 +511,11 @@ class ServedPeer:
                     rec.cut[i] = 0
                     rec.peers[i].id = 0
                 set_data_dir(rec, spec.data_dir)
-            for other in spec.peers:
+            for other in self.given:
                 if rec.peers[other - 1].id == 0:
                     set_slot(rec, other, PEER_ABSENT)
             set_slot(rec, me, PEER_RUNNING, pid, start)
-            rec.next_peer_id = max(int(rec.next_peer_id), max(list(spec.peers) + [me]) + 1)
+            rec.next_peer_id = max(int(rec.next_peer_id), max(list(self.given) + [me]) + 1)
 
         ctl.update(join)
         if problem:
@@ -545,6 +592,9 @@ class ServedPeer:
         inbox = getattr(self, "_inbox_for_service", None)
         if inbox is not None:
             inbox.close()
+        members = getattr(self, "members_service", None)
+        if members is not None:
+            members.close()
         ctl = self.ctl
         if ctl is None or ctl.closed:
             return
@@ -627,6 +677,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="PEM private key of this peer")
     p.add_argument("--tls-ca", help="PEM CA bundle every peer and client certificate must chain to")
     p.add_argument("--insecure", action="store_true", help="allow plaintext on a non-loopback address")
+    p.add_argument(
+        "--join",
+        default="",
+        metavar="HOST:PORT,...",
+        help="join a running cluster through these peers (then admit it with rsm-shm cluster add-peer)",
+    )
     p.add_argument("--no-fsync", action="store_true", help="never sync the log (NOT durable: tests only)")
     p.add_argument("--cluster-id", type=int, default=None, help="cluster id (default: derived from NAME)")
     p.add_argument(
@@ -671,6 +727,7 @@ def peer_from_args(args: argparse.Namespace) -> Peer:
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         insecure=args.insecure,
+        join=[a.strip() for a in args.join.split(",") if a.strip()],
         fsync=not args.no_fsync,
         cluster_id=args.cluster_id,
         **timing,

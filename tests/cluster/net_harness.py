@@ -65,6 +65,28 @@ class ServedCluster:
                 **timing,
             )
         self._attached = None
+        self._spec = dict(state_machine=state_machine, data_root=data_root, fsync=fsync, timing=timing)
+
+    def start_joining(self, pid: int, tls_files: dict | None = None) -> Peer:
+        """Start a new peer ``pid`` on a fresh port that joins through the running peers
+        (``--join``); it waits to be admitted (``rsm_shm.cluster.net.members.add_peer``)."""
+        spec = self._spec
+        addr = f"127.0.0.1:{free_ports(1)[0]}"
+        peer = Peer(
+            self.name,
+            pid,
+            listen=addr,
+            join=list(self.addresses.values()),
+            state_machine=spec["state_machine"],
+            data_dir=str(spec["data_root"] / f"peer{pid}"),
+            fsync=spec["fsync"],
+            **(tls_files or {}),
+            **spec["timing"],
+        )
+        self.peers[pid] = peer
+        self.addresses[pid] = addr
+        peer.start()
+        return peer
 
     def start(self) -> "ServedCluster":
         try:

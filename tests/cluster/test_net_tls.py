@@ -16,6 +16,7 @@ pytest.importorskip("cryptography", reason="cryptography (part of [test], via tr
 from cluster_harness import KV, wait_until  # noqa: E402
 from net_harness import ServedCluster  # noqa: E402
 
+from rsm_shm.cluster.net.members import METHOD_CHANGE  # noqa: E402
 from rsm_shm.cluster.net.tls import CertificateAuthority  # noqa: E402
 from rsm_shm.cluster.net.transport import STREAM_METHOD  # noqa: E402
 from rsm_shm.cluster import Peer  # noqa: E402
@@ -132,6 +133,17 @@ def test_a_peer_id_must_be_the_one_its_certificate_names(shm_name, tmp_path, clu
         for label, (files, _why) in impostors.items():
             with grpc.secure_channel(target, _credentials(files)) as ch:
                 assert _probe(ch, cid, frm=2) == grpc.StatusCode.PERMISSION_DENIED, label
+        # Membership changes need a certificate that names this cluster (a client's will do).
+        change = b'{"op": "no such op", "id": 4}'
+        for label, want in (("no identity", "PERMISSION_DENIED"), ("other cluster", "PERMISSION_DENIED")):
+            with grpc.secure_channel(target, _credentials(impostors[label][0])) as ch:
+                with pytest.raises(grpc.RpcError) as e:
+                    ch.unary_unary(METHOD_CHANGE)(change, timeout=5)
+                assert e.value.code().name == want, label
+        with grpc.secure_channel(target, _credentials(impostors["client"][0])) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary(METHOD_CHANGE)(change, timeout=5)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # past the identity check
         # The same handshake and metadata pass with the identity the certificate names.
         with grpc.secure_channel(target, _credentials(tls[3])) as ch:
             assert _probe(ch, cid, frm=3) == grpc.StatusCode.OK

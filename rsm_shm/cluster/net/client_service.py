@@ -360,15 +360,15 @@ def _peer_of(context: Any) -> str:
 def serve_clients(served: Any) -> List[Any]:
     """The service factory of served peers (``rsm_shm.cluster.serve``): the client service
     of ``served`` (a ServedPeer), answering at its listen address.  The peer map handed to
-    clients holds the addresses this peer was started with (``--peer ID=HOST:PORT``; peers
-    reached through local rings are left out: a client learns their addresses from them).
+    clients holds the addresses this peer knows now (``--peer ID=HOST:PORT``, and those of
+    peers that joined later; peers reached through local rings are left out: a client
+    learns their addresses from them).
     The service closes (its reply ring removed) when the process exits."""
     import atexit
 
     spec = served.spec
-    addresses = {int(pid): str(a) for pid, a in spec.peers.items() if ":" in str(a)}
-    addresses[int(spec.id)] = served.server.address
-    svc = ClientService(spec.name, spec.id, addresses, cluster_id=spec.cluster_id)
+    # A callable: the map follows membership changes (peers that joined or left).
+    svc = ClientService(spec.name, spec.id, served.client_addresses, cluster_id=spec.cluster_id)
     served.client_service = svc
     atexit.register(svc.close)
     return [svc.handler()]

@@ -1,0 +1,103 @@
+"""Membership of served peers: a peer started with --join is admitted into a loaded
+3-peer cluster (as a learner that catches up from a snapshot, then a voter) with the
+address it listens at carried by the conf change, then the leader and a follower are
+removed; no acknowledged write is lost and every replica agrees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("grpc", reason="grpcio (the [net] extra, part of [test]) is not installed")
+
+from cluster_harness import (  # noqa: E402
+    APPEND_LOG,
+    append_writer,
+    check_exactly_once,
+    finish_clients,
+    logs_of_every_peer,
+    start_clients,
+    wait_caught_up,
+    wait_progress,
+    wait_until,
+)
+from net_harness import ServedCluster  # noqa: E402
+
+from rsm_shm.cluster.net.members import add_peer, remove_peer  # noqa: E402
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
+
+SNAPSHOT_COMMANDS = 50  # a few hundred commands compact the log: the new peer needs a snapshot
+
+
+def _status(cluster, pid):
+    return next(s for s in cluster.status() if s.id == pid)
+
+
+def test_a_served_peer_joins_a_loaded_cluster_then_the_leader_and_a_follower_leave(shm_name, tmp_path, cluster_env):
+    name = shm_name("mem")
+    cluster = ServedCluster(
+        name, APPEND_LOG, 3, tmp_path / "data", snapshot_commands=SNAPSHOT_COMMANDS, snapshot_keep=10
+    ).start()
+    try:
+        procs = None
+        try:
+            leader = cluster.wait_leader(timeout=30)
+            procs, stop, progress, out = start_clients(
+                append_writer, lambda cid, stop, progress, out: (name, cid, stop, progress, out), 2
+            )
+            wait_progress(progress, 4 * SNAPSHOT_COMMANDS, timeout=60)
+            wait_until(lambda: min(s.first_index for s in cluster.status()) > 1, 30, "the logs to compact")
+            original = dict(cluster.addresses)
+            new = cluster.start_joining(4)
+            assert 4 not in _status(cluster, leader).voters + _status(cluster, leader).learners
+            add_peer([original[2]], 4, new.address, timeout=60)
+            lead = cluster.wait_leader(timeout=10)
+            assert 4 in _status(cluster, lead).voters
+            st4 = _status(cluster, 4)
+            assert st4.alive and st4.snapshots_received >= 1, st4
+            wait_progress(progress, 50, timeout=30)
+
+            # The leader leaves: it stops by itself once it applied its removal.
+            gone = cluster.wait_leader(timeout=10)
+            assert gone != 4
+            remove_peer([new.address], gone, timeout=30)
+            lead = cluster.wait_leader(timeout=10)
+            assert lead != gone and gone not in _status(cluster, lead).voters + _status(cluster, lead).learners
+            wait_until(lambda: not cluster.peers[gone].alive, 15, f"removed peer {gone} to stop by itself")
+            assert cluster.peers[gone].stop() == 0
+            wait_progress(progress, 50, timeout=30)
+            # A follower leaves: it seldom learns that its removal committed (the leader stops
+            # talking to it), so its process is stopped by the operator.
+            follower = next(p for p in (1, 2, 3) if p not in (gone, cluster.wait_leader(timeout=10)))
+            # This one through the command line, as an operator would.
+            cli = subprocess.run(
+                [sys.executable, "-m", "rsm_shm", "cluster", "remove-peer", str(follower), "--remote", new.address],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cli.returncode == 0 and f"peer {follower} left the cluster" in cli.stdout, cli
+            lead = cluster.wait_leader(timeout=10)
+            assert follower not in _status(cluster, lead).voters + _status(cluster, lead).learners
+            cluster.peers[follower].stop()
+            wait_progress(progress, 50, timeout=30)
+        finally:
+            if procs is not None:
+                reports = finish_clients(procs, stop, out)
+        running = {p for p, peer in cluster.peers.items() if peer.alive}
+        assert running == {1, 2, 3, 4} - {gone, follower}
+        wait_caught_up(cluster)
+        logs = logs_of_every_peer(cluster)
+        assert set(logs) == running
+        assert check_exactly_once(logs, reports) > 0
+        # What the peers learned from the log survives them: peer 4's address is in the
+        # members file of an original peer, and the removed one is marked removed there.
+        survivor = next(p for p in (1, 2, 3) if p not in (gone, follower))
+        book = json.loads((tmp_path / "data" / f"peer{survivor}" / "members.json").read_text())
+        assert book["addresses"]["4"] == new.address and {gone, follower} <= set(book["removed"]), book
+    finally:
+        cluster.destroy()

@@ -429,7 +429,7 @@ static PyObject *sem_result(FastObj *self, int r)
 }
 
 /* Robust semaphores, between slices: give back the permits of dead holders (Python
- * judges liveness, rsm_shm/sync/semaphore.py; C reclaims each slot in one CAS).
+ * judges liveness, rsm_shm/sync/semaphore.py; C reclaims each cell in one tagged step).
  * Returns how many permits came back, or -1 with an exception set. */
 static long reclaim_dead_holders(FastObj *self)
 {

@@ -1,17 +1,26 @@
-/* sem.c -- counting semaphores over the wait queue; see sem.h. */
+/* sem.c -- counting semaphores over the wait queue; see sem.h (the robust protocol too). */
 #include "sem.h"
 
-#include <string.h>
+/* ---- robust accounting: tags and holder cells (sem.h) --------------------------------- */
+
+enum { OP_INC = 1, OP_DEC = 2, OP_FREE = 3 }; /* take a permit / give one back / reclaim a cell */
+#define TAG_SEQ_MASK 0x1FFFFu                 /* tag: (cell + 1) << 19 | op << 17 | seq (17 bits) */
+
+static inline uint32_t tag_of(uint64_t c) { return (uint32_t)(c >> 32); }
+static inline uint32_t low_of(uint64_t c) { return (uint32_t)c; }
+static inline uint32_t seq_of(uint64_t w) { return (uint32_t)(w >> 32); }
+static inline uint32_t state_of(uint64_t w) { return (uint32_t)w; }
+static inline int held(uint32_t state) { return !(state & RSM_HOLDER_CLAIMING); }
 
 size_t rsm_sem_size(uint32_t nslots, uint32_t flags)
 {
-    size_t holders = (flags & RSM_SEM_ROBUST) ? (size_t)nslots * sizeof(rsm_share) : 0;
-    return offsetof(rsm_sem, wq) + rsm_wq_size(nslots) + holders;
+    size_t cells = (flags & RSM_SEM_ROBUST) ? ((size_t)nslots + 1) * sizeof(rsm_sem_holder) : 0;
+    return offsetof(rsm_sem, wq) + rsm_wq_size(nslots) + cells;
 }
 
-rsm_share *rsm_sem_holders(rsm_sem *s)
+static rsm_sem_holder *cells(rsm_sem *s)
 {
-    return (rsm_share *)((char *)&s->wq + rsm_wq_size(rsm_wq_nslots(&s->wq)));
+    return (rsm_sem_holder *)((char *)&s->wq + rsm_wq_size(rsm_wq_nslots(&s->wq)));
 }
 
 uint32_t rsm_sem_nholders(const rsm_sem *s)
@@ -19,8 +28,12 @@ uint32_t rsm_sem_nholders(const rsm_sem *s)
     /* Python checks nholders against the (CRC-checked) header; walks stay bounded anyway. */
     if (!(s->flags & RSM_SEM_ROBUST))
         return 0;
-    return s->nholders > RSM_WQ_MAX_SLOTS ? RSM_WQ_MAX_SLOTS : s->nholders;
+    uint32_t n = rsm_wq_nslots(&s->wq);
+    return s->nholders < n ? s->nholders : n;
 }
+
+/* The cell counting untracked permits: the one after the holder cells. */
+static uint32_t untracked_cell(const rsm_sem *s) { return rsm_sem_nholders(s); }
 
 void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uint32_t flags, uint32_t nslots)
 {
@@ -30,72 +43,282 @@ void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uin
     s->policy = policy;
     s->flags = flags;
     s->nholders = (flags & RSM_SEM_ROBUST) ? nslots : 0;
-    s->untracked = 0;
-    if (flags & RSM_SEM_ROBUST)
-        memset(rsm_sem_holders(s), 0, (size_t)nslots * sizeof(rsm_share));
-}
-
-static int release_raw(rsm_sem *s, uint32_t n, int saturate);
-
-/* Robust: count a permit this process just took. */
-static void record(rsm_sem *s, uint32_t n)
-{
-    if (!rsm_share_add(rsm_sem_holders(s), rsm_sem_nholders(s), n))
-        atomic_fetch_add(&s->untracked, n);
-}
-
-/* Robust: charge a release of n permits to holdings (see sem.h); returns how many were. */
-static uint32_t charge(rsm_sem *s, uint32_t n)
-{
-    rsm_share *h = rsm_sem_holders(s);
-    uint32_t nh = rsm_sem_nholders(s);
-    uint32_t got = rsm_share_sub_own(h, nh, n);
-    uint32_t u = atomic_load(&s->untracked);
-    while (got < n && u != 0) {
-        uint32_t t = u < n - got ? u : n - got;
-        if (atomic_compare_exchange_weak(&s->untracked, &u, u - t))
-            got += t;
+    if (!(flags & RSM_SEM_ROBUST))
+        return;
+    rsm_sem_holder *h = cells(s);
+    for (uint32_t i = 0; i < nslots; i++) {
+        h[i].word = RSM_HOLDER_FREE;
+        h[i].start = 0;
+        h[i].pid = 0;
+        h[i]._pad = 0;
     }
-    if (got < n)
-        got += rsm_share_sub_any(h, nh, n - got);
-    return got;
+    h[nslots].word = 0; /* the untracked cell: held by nobody in particular, count 0 */
+    h[nslots].start = 0;
+    h[nslots].pid = 0;
+    h[nslots]._pad = 0;
 }
 
-uint32_t rsm_sem_reap_handed(rsm_sem *s)
+/* The word cell word w becomes once operation op is applied to it. */
+static uint64_t applied(uint64_t w, uint32_t op)
 {
-    uint32_t n = rsm_wq_nslots(&s->wq), got = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        rsm_wslot *slot = &s->wq.slots[i];
-        uint32_t st = atomic_load(&slot->state);
-        if (rsm_slot_phase(st) != RSM_SLOT_WOKEN || rsm_slot_kind(st) != RSM_WQ_KIND_KEEPS_TOKEN ||
-            rsm_slot_token(st) != RSM_TOKEN_PERMIT || rsm_pid_alive(atomic_load(&slot->pid)))
-            continue;
-        uint32_t freed = (st & 0xFFFF0000u) | RSM_SLOT_FREE; /* same generation, phase FREE */
-        if (atomic_compare_exchange_strong(&slot->state, &st, freed)) {
-            release_raw(s, 1, 1);
-            got++;
+    uint64_t seq = (uint64_t)(seq_of(w) + 1) << 32;
+    uint32_t st = state_of(w);
+    if (op == OP_INC)
+        return seq | (st + 1);
+    if (op == OP_DEC)
+        return seq | (st - 1);
+    return seq | RSM_HOLDER_FREE;
+}
+
+/* Make sure the operation tagged in count word c is recorded in its cell. */
+static void settle(rsm_sem *s, uint64_t c)
+{
+    uint32_t tag = tag_of(c), i = (tag >> 19) - 1, op = (tag >> 17) & 3u, seq = tag & TAG_SEQ_MASK;
+    if (tag == 0 || i > untracked_cell(s))
+        return;
+    rsm_sem_holder *h = &cells(s)[i];
+    uint64_t w = atomic_load(&h->word);
+    for (;;) {
+        if ((seq_of(w) & TAG_SEQ_MASK) == seq)
+            return; /* recorded */
+        /* Not recorded yet.  If the tag has left the count word, whoever replaced it
+         * recorded it first; a cell out of step with the tag is not ours to touch. */
+        if (tag_of(atomic_load(&s->count)) != tag || ((seq_of(w) + 1) & TAG_SEQ_MASK) != seq)
+            return;
+        if (op != OP_FREE && (!held(state_of(w)) || (op == OP_DEC && state_of(w) == 0)))
+            return; /* cannot happen (sem.h); never turn a count into a state */
+        if (atomic_compare_exchange_strong(&h->word, &w, applied(w, op)))
+            return;
+    }
+}
+
+/* Count word c (its tag settled, cell i read as w after that) becomes `low` with the tag
+ * of operation op on cell i; then the operation is recorded.  0: c changed (c reloaded). */
+static int install(rsm_sem *s, uint64_t *c, uint32_t low, uint32_t i, uint32_t op, uint64_t w)
+{
+    uint32_t tag = (i + 1) << 19 | op << 17 | ((seq_of(w) + 1) & TAG_SEQ_MASK);
+    if (!atomic_compare_exchange_strong(&s->count, c, (uint64_t)tag << 32 | low))
+        return 0;
+    uint64_t expect = w; /* may fail: someone settled it already */
+    atomic_compare_exchange_strong(&cells(s)[i].word, &expect, applied(w, op));
+    return 1;
+}
+
+static uint32_t first_cell(uint32_t pid, uint32_t n)
+{
+    return n ? (pid * 2654435761u) % n : 0;
+}
+
+/* Is cell h (word w) this process's? */
+static int is_mine(rsm_sem_holder *h, uint64_t w, int32_t pid, uint64_t start)
+{
+    return held(state_of(w)) && atomic_load(&h->pid) == pid && atomic_load(&h->start) == start;
+}
+
+/* This process's cell with its word (read now, after the caller settled the count word),
+ * or a free one claimed.  Returns the index, or the untracked cell's when every cell is
+ * busy. */
+static uint32_t my_cell(rsm_sem *s, uint64_t *w)
+{
+    rsm_sem_holder *h = cells(s);
+    uint32_t n = rsm_sem_nholders(s), pid = (uint32_t)rsm_getpid(), first = first_cell(pid, n);
+    uint64_t start = rsm_self_start();
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (first + k) % n;
+        uint64_t v = atomic_load(&h[i].word);
+        if (is_mine(&h[i], v, (int32_t)pid, start)) {
+            *w = v;
+            return i;
+        }
+        if (state_of(v) == RSM_HOLDER_FREE) {
+            /* Claims take the first free cell from `first`, so ours, if any, came before. */
+            if (pid > RSM_HOLDER_PID_MASK)
+                break;
+            uint64_t claiming = (uint64_t)seq_of(v) << 32 | RSM_HOLDER_CLAIMING | pid;
+            if (!atomic_compare_exchange_strong(&h[i].word, &v, claiming)) {
+                k--; /* look at this cell again */
+                continue;
+            }
+            atomic_store(&h[i].pid, (int32_t)pid); /* before the count: whoever sees it sees these */
+            atomic_store(&h[i].start, start);
+            *w = claiming & ~(uint64_t)0xFFFFFFFFu; /* count 0, same seq */
+            atomic_store(&h[i].word, *w);
+            return i;
         }
     }
-    return got;
+    uint32_t u = untracked_cell(s);
+    *w = atomic_load(&h[u].word);
+    return u;
 }
 
-uint32_t rsm_sem_reclaim_holder(rsm_sem *s, uint32_t i, uint64_t seen)
+/* A cell to charge a release to (sem.h): one of ours with permits (usually the first
+ * looked at), else the untracked cell, else any holder's.  UINT32_MAX: none holds any. */
+static uint32_t charge_cell(rsm_sem *s, uint64_t *w)
 {
-    uint32_t n = rsm_share_reclaim(rsm_sem_holders(s), rsm_sem_nholders(s), i, seen);
-    if (n != 0)
-        release_raw(s, n, 1); /* saturating: a bound is never an error for a reclaim */
-    return n;
+    rsm_sem_holder *h = cells(s);
+    uint32_t n = rsm_sem_nholders(s), u = untracked_cell(s), pid = (uint32_t)rsm_getpid();
+    uint32_t first = first_cell(pid, n);
+    uint64_t start = rsm_self_start();
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (first + k) % n;
+        *w = atomic_load(&h[i].word);
+        if (state_of(*w) != 0 && is_mine(&h[i], *w, (int32_t)pid, start))
+            return i;
+    }
+    *w = atomic_load(&h[u].word);
+    if (state_of(*w) != 0)
+        return u;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (first + k) % n;
+        *w = atomic_load(&h[i].word);
+        if (held(state_of(*w)) && state_of(*w) != 0)
+            return i;
+    }
+    return UINT32_MAX;
 }
+
+/* Every cell is busy: free an idle one (a process that holds nothing there; if it is
+ * alive, it claims another cell next time), so that this process gets a cell.  1: freed
+ * (the count word changed), 0: none idle or the count word changed (c reloaded). */
+static int free_idle_cell(rsm_sem *s, uint64_t *c)
+{
+    rsm_sem_holder *h = cells(s);
+    uint32_t n = rsm_sem_nholders(s);
+    for (uint32_t k = 0, first = first_cell((uint32_t)rsm_getpid(), n); k < n; k++) {
+        uint32_t i = (first + k) % n;
+        uint64_t w = atomic_load(&h[i].word);
+        if (state_of(w) == 0)
+            return install(s, c, low_of(*c), i, OP_FREE, w);
+    }
+    return 0;
+}
+
+/* Robust: take one permit out of count word c (value > 0) and record it.  0: c changed. */
+static int take_robust(rsm_sem *s, uint64_t *c)
+{
+    settle(s, *c);
+    uint64_t w;
+    uint32_t i = my_cell(s, &w);
+    if (i == untracked_cell(s) && free_idle_cell(s, c)) {
+        /* Once per take (two processes short of cells must not free each other's forever). */
+        *c = atomic_load(&s->count);
+        if ((*c & RSM_SEM_DISABLED) || (*c & RSM_SEM_VALUE_MAX) == 0)
+            return 0;
+        settle(s, *c);
+        i = my_cell(s, &w);
+    }
+    if (state_of(w) >= RSM_HOLDER_COUNT_MAX) /* a full cell: cannot happen below VALUE_MAX permits */
+        return atomic_compare_exchange_strong(&s->count, c, (uint64_t)(low_of(*c) - 1));
+    return install(s, c, low_of(*c) - 1, i, OP_INC, w);
+}
+
+/* Robust: give one permit back to count word c (charged, see sem.h).  RSM_OK, RSM_SLICE
+ * when c changed (reloaded; try again), RSM_OVERFLOW, RSM_DISABLED. */
+static int give_robust(rsm_sem *s, uint64_t *c)
+{
+    settle(s, *c);
+    if (low_of(*c) & RSM_SEM_DISABLED)
+        return RSM_DISABLED;
+    uint32_t v = low_of(*c) & RSM_SEM_VALUE_MAX, limit = s->max ? s->max : RSM_SEM_VALUE_MAX;
+    if (v >= limit)
+        return RSM_OVERFLOW;
+    uint64_t w;
+    uint32_t i = charge_cell(s, &w);
+    int ok = i == UINT32_MAX ? atomic_compare_exchange_strong(&s->count, c, (uint64_t)(v + 1)) /* a new permit */
+                             : install(s, c, v + 1, i, OP_DEC, w);
+    return ok ? RSM_OK : RSM_SLICE;
+}
+
+int rsm_sem_holder_info(rsm_sem *s, uint32_t i, int32_t *pid, uint64_t *start, uint32_t *count)
+{
+    *pid = 0;
+    *start = 0;
+    *count = 0;
+    if (i >= rsm_sem_nholders(s))
+        return RSM_HOLDER_IS_FREE;
+    rsm_sem_holder *h = &cells(s)[i];
+    uint32_t st = state_of(atomic_load(&h->word));
+    if (st == RSM_HOLDER_FREE)
+        return RSM_HOLDER_IS_FREE;
+    if (!held(st)) {
+        *pid = (int32_t)(st & RSM_HOLDER_PID_MASK);
+        return RSM_HOLDER_IS_CLAIMING;
+    }
+    *pid = atomic_load(&h->pid);
+    *start = atomic_load(&h->start);
+    *count = st;
+    return RSM_HOLDER_IS_HELD;
+}
+
+uint32_t rsm_sem_untracked(rsm_sem *s)
+{
+    if (!(s->flags & RSM_SEM_ROBUST))
+        return 0;
+    settle(s, atomic_load(&s->count)); /* a snapshot that includes the last operation */
+    return state_of(atomic_load(&cells(s)[untracked_cell(s)].word));
+}
+
+uint64_t rsm_sem_held(rsm_sem *s)
+{
+    if (!(s->flags & RSM_SEM_ROBUST))
+        return 0;
+    settle(s, atomic_load(&s->count));
+    uint64_t total = 0;
+    for (uint32_t i = 0; i <= untracked_cell(s); i++) {
+        uint32_t st = state_of(atomic_load(&cells(s)[i].word));
+        if (held(st))
+            total += st;
+    }
+    return total;
+}
+
+static void wake_after_release(rsm_sem *s, uint32_t n);
+
+uint32_t rsm_sem_reclaim_holder(rsm_sem *s, uint32_t i, int32_t pid, uint64_t start)
+{
+    if (i >= rsm_sem_nholders(s))
+        return 0;
+    rsm_sem_holder *h = &cells(s)[i];
+    uint64_t c = atomic_load(&s->count);
+    for (;;) {
+        settle(s, c); /* a take or give of the dead process, in flight, is recorded first */
+        uint64_t w = atomic_load(&h->word);
+        uint32_t st = state_of(w), n = 0;
+        if (st == RSM_HOLDER_FREE)
+            return 0;
+        if (!held(st)) {
+            if ((int32_t)(st & RSM_HOLDER_PID_MASK) != pid)
+                return 0;
+        } else {
+            if (atomic_load(&h->pid) != pid || atomic_load(&h->start) != start)
+                return 0;
+            n = st;
+        }
+        uint64_t v = (uint64_t)(low_of(c) & RSM_SEM_VALUE_MAX) + n;
+        uint64_t limit = s->max ? s->max : RSM_SEM_VALUE_MAX;
+        if (v > limit)
+            v = limit; /* cannot happen with exact accounting; a bound is never an error here */
+        if (install(s, &c, (uint32_t)v | (low_of(c) & RSM_SEM_DISABLED), i, OP_FREE, w)) {
+            if (n != 0)
+                wake_after_release(s, n);
+            return n;
+        }
+    }
+}
+
+/* ---- the semaphore ------------------------------------------------------------------- */
 
 uint32_t rsm_sem_value(rsm_sem *s)
 {
-    return atomic_load(&s->count) & RSM_SEM_VALUE_MAX;
+    return low_of(atomic_load(&s->count)) & RSM_SEM_VALUE_MAX;
 }
 
 static int order(const rsm_sem *s)
 {
     return s->policy == RSM_LOCK_LIFO ? RSM_WAKE_LIFO : RSM_WAKE_FIFO;
 }
+
+static int release_raw(rsm_sem *s, uint32_t n);
 
 /* Leave the queue; returns 1 if a handed permit reached us meanwhile (we keep it). */
 static int leave(rsm_sem *s, rsm_waiter *w)
@@ -112,40 +335,37 @@ static int leave(rsm_sem *s, rsm_waiter *w)
 void rsm_sem_abandon(rsm_sem *s, rsm_waiter *w)
 {
     if (leave(s, w))
-        release_raw(s, 1, 0); /* give back a permit handed to us while Python was raising */
+        release_raw(s, 1); /* give back a permit handed to us while Python was raising */
 }
 
-static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns);
+/* One permit out of count word c (value > 0).  0: c changed (reloaded). */
+static int take(rsm_sem *s, uint64_t *c)
+{
+    if (s->flags & RSM_SEM_ROBUST)
+        return take_robust(s, c);
+    return atomic_compare_exchange_strong(&s->count, c, *c - 1);
+}
 
 int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
 {
-    if (!(s->flags & RSM_SEM_ROBUST))
-        return acquire_raw(s, w, deadline_ns);
-    /* Find our slot first, so that counting the permit is one CAS right after taking it:
-     * a death between the two leaks that permit, so the gap is kept to a few instructions. */
-    rsm_share *mine = rsm_share_own(rsm_sem_holders(s), rsm_sem_nholders(s));
-    int r = acquire_raw(s, w, deadline_ns);
-    if (r == RSM_OK && !(mine && rsm_share_bump(mine, 1)))
-        record(s, 1);
-    return r;
-}
-
-static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
-{
+    int robust = (s->flags & RSM_SEM_ROBUST) != 0;
     for (;;) {
-        uint32_t c = atomic_load(&s->count);
+        uint64_t c = atomic_load(&s->count);
         if (c & RSM_SEM_DISABLED) {
             if (w->slot != RSM_WAITER_NONE && leave(s, w))
                 return RSM_OK;
             return RSM_DISABLED;
         }
-        int may_take = !(s->policy == RSM_LOCK_FIFO && w->slot == RSM_WAITER_NONE &&
+        /* FIFO: newcomers wait behind queued waiters; a robust waiter just woken for a
+         * permit (stage 1) is not a newcomer. */
+        int may_take = !(s->policy == RSM_LOCK_FIFO && w->slot == RSM_WAITER_NONE && !w->stage &&
                          atomic_load(&s->wq.nwaiters) > 0);
         if ((c & RSM_SEM_VALUE_MAX) > 0 && may_take) {
-            if (!atomic_compare_exchange_strong(&s->count, &c, c - 1))
+            if (!take(s, &c))
                 continue;
+            w->stage = 0;
             if (w->slot != RSM_WAITER_NONE && leave(s, w))
-                release_raw(s, 1, 0); /* got two: return the handed one */
+                release_raw(s, 1); /* got two: return the handed one */
             return RSM_OK;
         }
         if (deadline_ns >= 0 && (deadline_ns == 0 || rsm_now_ns() >= deadline_ns)) {
@@ -154,7 +374,8 @@ static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
             return RSM_TIMEOUT;
         }
         if (w->slot == RSM_WAITER_NONE) {
-            rsm_wq_enqueue(&s->wq, w, (s->flags & RSM_SEM_ROBUST) ? RSM_WQ_KIND_KEEPS_TOKEN : 0);
+            w->stage = 0;
+            rsm_wq_enqueue(&s->wq, w, 0);
             continue;
         }
         int r = rsm_wq_wait(&s->wq, w, deadline_ns);
@@ -163,6 +384,7 @@ static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
                 return RSM_OK;
             if (w->token == RSM_TOKEN_ABORT)
                 return RSM_DISABLED;
+            w->stage = robust; /* woken by a robust release: ours to take if still there */
             continue;
         }
         if (r == RSM_TIMEOUT) {
@@ -174,21 +396,46 @@ static int acquire_raw(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
     }
 }
 
+static void wake_after_release(rsm_sem *s, uint32_t n)
+{
+    if (atomic_load(&s->wq.nwaiters) > 0 || atomic_load(&s->wq.noverflow) > 0) {
+        /* Robust: the wake must reach a live waiter, it is what carries the permit on. */
+        int exact = (s->flags & RSM_SEM_ROBUST) ? RSM_WAKE_EXACT : 0;
+        rsm_wq_wake(&s->wq, (int)(n > 0x7FFFFFFF ? 0x7FFFFFFF : n), order(s) | exact, RSM_KIND_ANY, RSM_TOKEN_NONE,
+                    NULL, 0);
+    }
+}
+
 int rsm_sem_release(rsm_sem *s, uint32_t n)
 {
     if (!(s->flags & RSM_SEM_ROBUST))
-        return release_raw(s, n, 0);
-    /* The common case, one permit of our own: one CAS, then the permit goes back at once. */
-    rsm_share *mine = n == 1 ? rsm_share_own(rsm_sem_holders(s), rsm_sem_nholders(s)) : NULL;
-    uint32_t charged = mine && rsm_share_bump(mine, -1) ? 1 : charge(s, n);
-    int r = release_raw(s, n, 0);
-    if (r != RSM_OK && charged)
-        record(s, charged); /* nothing was released: the charge goes back (to the releaser) */
-    return r;
+        return release_raw(s, n);
+    uint64_t c = atomic_load(&s->count);
+    if (c & RSM_SEM_DISABLED)
+        return RSM_DISABLED;
+    uint64_t limit = s->max ? s->max : RSM_SEM_VALUE_MAX;
+    if ((uint64_t)(c & RSM_SEM_VALUE_MAX) + n > limit)
+        return RSM_OVERFLOW; /* the whole n, before any of it is given back */
+    uint32_t done = 0;
+    int r = RSM_OK;
+    while (done < n) {
+        r = give_robust(s, &c);
+        if (r == RSM_OK) {
+            done++;
+            c = atomic_load(&s->count);
+        }
+        else if (r != RSM_SLICE)
+            break; /* a concurrent over-release or disable() between two of the n steps */
+    }
+    if (done)
+        wake_after_release(s, done);
+    return done == n ? RSM_OK : r;
 }
 
-static int release_raw(rsm_sem *s, uint32_t n, int saturate)
+/* Plain semaphores: add n, or hand permits to FIFO waiters. */
+static int release_raw(rsm_sem *s, uint32_t n)
 {
+    int saturate = (s->flags & RSM_SEM_SATURATE) != 0;
     while (n > 0 && s->policy == RSM_LOCK_FIFO && atomic_load(&s->wq.nwaiters) > 0) {
         if (atomic_load(&s->count) & RSM_SEM_DISABLED)
             return RSM_DISABLED;
@@ -199,21 +446,20 @@ static int release_raw(rsm_sem *s, uint32_t n, int saturate)
     if (n == 0)
         return RSM_OK;
     for (;;) {
-        uint32_t c = atomic_load(&s->count);
+        uint64_t c = atomic_load(&s->count);
         if (c & RSM_SEM_DISABLED)
             return RSM_DISABLED;
         uint64_t v = (uint64_t)(c & RSM_SEM_VALUE_MAX) + n;
         uint64_t limit = s->max ? s->max : RSM_SEM_VALUE_MAX;
         if (v > limit) {
-            if (!saturate && !(s->flags & RSM_SEM_SATURATE))
+            if (!saturate)
                 return RSM_OVERFLOW;
             v = limit;
         }
-        if (atomic_compare_exchange_strong(&s->count, &c, (uint32_t)v))
+        if (atomic_compare_exchange_strong(&s->count, &c, (c & ~(uint64_t)RSM_SEM_VALUE_MAX) | v))
             break;
     }
-    if (atomic_load(&s->wq.nwaiters) > 0 || atomic_load(&s->wq.noverflow) > 0)
-        rsm_wq_wake(&s->wq, (int)(n > 0x7FFFFFFF ? 0x7FFFFFFF : n), order(s), RSM_KIND_ANY, RSM_TOKEN_NONE, NULL, 0);
+    wake_after_release(s, n);
     return RSM_OK;
 }
 

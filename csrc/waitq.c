@@ -349,8 +349,6 @@ int rsm_wq_reap(rsm_waitq *q)
          * its waiter.  Only published waiters are judged by their pid. */
         if (phase != RSM_SLOT_WAITING && phase != RSM_SLOT_SLEEPING && phase != RSM_SLOT_WOKEN)
             continue;
-        if (phase == RSM_SLOT_WOKEN && rsm_slot_kind(st) == RSM_WQ_KIND_KEEPS_TOKEN && rsm_slot_token(st) != 0)
-            continue; /* its primitive gives the token back first (see waitq.h) */
         if (rsm_pid_alive(atomic_load(&s->pid)))
             continue;
         uint32_t freed = make_state(rsm_slot_gen(st), 0, 0, RSM_SLOT_FREE);

@@ -41,10 +41,6 @@ enum { RSM_WAKE_FIFO = 0, RSM_WAKE_LIFO = 1 };
 
 #define RSM_WQ_MAX_SLOTS 4096u
 #define RSM_KIND_ANY 0xFFFFu          /* kind mask matching every waiter */
-/* A waiter of this kind owns what a wake hands it (a robust semaphore's permit): if it
- * dies before taking it, rsm_wq_reap leaves the WOKEN slot to the primitive, which gives
- * the token back (rsm_sem_reap_handed). */
-#define RSM_WQ_KIND_KEEPS_TOKEN 15u
 #define RSM_WAITER_NONE (-1)          /* rsm_waiter.slot: not enqueued */
 #define RSM_WAITER_OVERFLOW (-2)      /* rsm_waiter.slot: no free slot; waiting on overflow_seq */
 

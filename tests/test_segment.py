@@ -297,3 +297,24 @@ def test_anonymous_reclaimed_when_a_multiprocessing_child_exits(method, single_t
     p.join(60)
     assert p.exitcode == 0
     assert not os.path.exists(segment.shm_path(name))
+
+
+def test_semaphore_of_an_older_layout_is_refused(shm_name):
+    """Semaphores have their own layout version (header params[5]; 2 since the count word
+    carries the robust tag).  A segment without it -- made by an older rsm_shm -- must be
+    refused with a message that says so, not misread."""
+    name = shm_name()
+    sem = rsm_shm.Semaphore(name, create=True, robust=True)
+    try:
+        with open(segment.shm_path(name), "rb") as f:
+            data = bytearray(f.read())
+    finally:
+        sem.close()
+        sem.unlink()
+    struct.pack_into("<I", data, 44, 5)  # nparams: the five of layout 1
+    struct.pack_into("<Q", data, 48 + 5 * 8, 0)
+    struct.pack_into("<I", data, 240, segment._crc(bytes(data[:HEADER_SIZE])))
+    old = shm_name()
+    _write_file(old, bytes(data))
+    with pytest.raises(SegmentError, match="semaphore layout version 1; this rsm_shm reads version 2"):
+        rsm_shm.Semaphore(old, create=False)

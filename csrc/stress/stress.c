@@ -27,6 +27,9 @@
 #ifndef ITERS
 #define ITERS 200000
 #endif
+#ifndef KILLS
+#define KILLS 300 /* per robust kill phase */
+#endif
 #define NSLOTS 8 /* fewer slots than threads at times: exercises the overflow path too */
 
 static rsm_lock *lock_barging, *lock_fifo, *rlock;
@@ -175,7 +178,36 @@ static uint32_t reclaim_pid(rsm_share *slots, uint32_t n, pid_t dead, uint32_t (
 }
 
 static uint32_t rw_reclaim(void *obj, uint32_t i, uint64_t word) { return rsm_rwlock_reclaim_reader(obj, i, word); }
-static uint32_t sem_reclaim(void *obj, uint32_t i, uint64_t word) { return rsm_sem_reclaim_holder(obj, i, word); }
+
+/* The same for a robust semaphore's holder cells (pid and start time per cell). */
+static uint32_t sem_reclaim_pid(rsm_sem *s, pid_t dead)
+{
+    uint32_t got = 0;
+    for (uint32_t i = 0; i < rsm_sem_nholders(s); i++) {
+        int32_t pid;
+        uint64_t start;
+        uint32_t count;
+        if (rsm_sem_holder_info(s, i, &pid, &start, &count) != RSM_HOLDER_IS_FREE && pid == dead) {
+            got += rsm_sem_reclaim_holder(s, i, pid, start);
+            if (rsm_sem_reclaim_holder(s, i, pid, start) != 0) /* a stale second reclaim must do nothing */
+                return UINT32_MAX;
+        }
+    }
+    return got;
+}
+
+/* Does any holder cell still name this process? */
+static int sem_names(rsm_sem *s, pid_t p)
+{
+    for (uint32_t i = 0; i < rsm_sem_nholders(s); i++) {
+        int32_t pid;
+        uint64_t start;
+        uint32_t count;
+        if (rsm_sem_holder_info(s, i, &pid, &start, &count) != RSM_HOLDER_IS_FREE && pid == p)
+            return 1;
+    }
+    return 0;
+}
 
 static int write_lock(rsm_rwlock *r)
 {
@@ -214,15 +246,19 @@ static int robust_phase(void)
     dead = die_holding(take_two_permits, s);
     CHECK(dead > 0 && rsm_sem_value(s) == 1);
     CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 2);
-    CHECK(rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 1);
-    CHECK(reclaim_pid(rsm_sem_holders(s), rsm_sem_nholders(s), dead, sem_reclaim, s) == 1);
+    CHECK(rsm_sem_held(s) == 1);
+    CHECK(sem_reclaim_pid(s, dead) == 1 && !sem_names(s, dead));
     CHECK(rsm_sem_value(s) == 3 && rsm_sem_release(s, 1) == RSM_OVERFLOW);
     rsm_waiter sw = {.slot = RSM_WAITER_NONE};
-    CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 1);
-    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_share_total(rsm_sem_holders(s), rsm_sem_nholders(s)) == 0);
+    CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_sem_held(s) == 1);
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_held(s) == 0);
+    /* release(n) over the bound fails as a whole: nothing is given back. */
+    CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_sem_release(s, 2) == RSM_OVERFLOW && rsm_sem_held(s) == 1);
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 3);
     munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
 
-    /* Robust FIFO: a permit handed to a waiter that dies before taking it comes back. */
+    /* Robust FIFO: a release wakes the oldest waiter instead of handing it the permit, so
+     * a waiter killed around its wake-up takes nothing with it. */
     s = shared_alloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
     rsm_sem_init(s, 0, 0, RSM_LOCK_FIFO, RSM_SEM_ROBUST, NSLOTS);
     pid_t waiter = fork();
@@ -237,22 +273,23 @@ static int robust_phase(void)
         usleep(1000);
     CHECK(atomic_load(&s->wq.nwaiters) == 1);
     kill(waiter, SIGSTOP);
-    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 0); /* handed, not counted */
+    CHECK(rsm_sem_release(s, 1) == RSM_OK && rsm_sem_value(s) == 1); /* counted, not handed */
     kill(waiter, SIGKILL);
     int status = 0;
     CHECK(waitpid(waiter, &status, 0) == waiter && WIFSIGNALED(status));
-    CHECK(rsm_wq_reap(&s->wq) == 0);         /* the generic reaper leaves the permit alone */
-    CHECK(rsm_sem_reap_handed(s) == 1 && rsm_sem_value(s) == 1 && rsm_sem_reap_handed(s) == 0);
+    CHECK(rsm_wq_reap(&s->wq) == 1 && rsm_sem_value(s) == 1 && sem_reclaim_pid(s, waiter) == 0);
+    CHECK(rsm_sem_acquire(s, &sw, 0) == RSM_OK && rsm_sem_held(s) == 1 && rsm_sem_release(s, 1) == RSM_OK);
     munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
     return 1;
 }
 
 /* ---- robust-semaphore holders SIGKILLed at random points ------------------------------
  * Churners acquire and release in a loop; one at a time is killed at a random moment,
- * reaped, and its holder slots reclaimed (what Python's policy does).  Whatever the kill
- * point, no slot may keep naming the dead process, and permits may only leak (at most one
- * per kill: the documented window between taking a permit and counting it, or between
- * uncounting one and giving it back), never be created. */
+ * reaped, and its holder cells reclaimed (what Python's policy does).  Whatever the kill
+ * point, no cell may keep naming the dead process, and no permit may leak or be created:
+ * at the end, with every churner dead and reclaimed, the value is exactly the initial
+ * one.  Run with plenty of permits (the take/give paths) and with fewer permits than
+ * churners (waiting, wake-ups, FIFO). */
 static void churn_forever(rsm_sem *s)
 {
     for (;;) {
@@ -265,38 +302,40 @@ static void churn_forever(rsm_sem *s)
     }
 }
 
-static int robust_kill_phase(int kills)
+static int robust_kill_phase(int kills, uint32_t permits, uint32_t policy, unsigned seed)
 {
-    enum { CHURNERS = 3, PERMITS = 50 }; /* enough that leaks never stop the churn */
+    enum { CHURNERS = 3 };
     rsm_sem *s = shared_alloc(rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
-    rsm_sem_init(s, PERMITS, 0, RSM_LOCK_BARGING, RSM_SEM_ROBUST, NSLOTS);
-    rsm_share *h = rsm_sem_holders(s);
+    rsm_sem_init(s, permits, permits, policy, RSM_SEM_ROBUST, NSLOTS);
     pid_t kids[CHURNERS];
-    unsigned seed = 12345;
     for (int i = 0; i < CHURNERS; i++)
         if ((kids[i] = fork()) == 0)
             churn_forever(s);
-    int stale = 0;
+    int stale = 0, failed = 0;
     for (int k = 0; k < kills + CHURNERS; k++) {
         int v = k < kills ? (int)(rand_r(&seed) % CHURNERS) : k - kills; /* at the end: all */
         if (k < kills)
             usleep(rand_r(&seed) % 300);
         kill(kids[v], SIGKILL);
-        waitpid(kids[v], NULL, 0);
-        if (reclaim_pid(h, NSLOTS, kids[v], sem_reclaim, s) == UINT32_MAX)
+        int status = 0;
+        waitpid(kids[v], &status, 0);
+        if (!WIFSIGNALED(status))
+            failed++; /* a churner that exited saw an error (exit 3) */
+        rsm_wq_reap(&s->wq);
+        if (sem_reclaim_pid(s, kids[v]) == UINT32_MAX || sem_names(s, kids[v]))
             stale++;
-        for (uint32_t i = 0; i < NSLOTS; i++)
-            if (atomic_load(&h[i].word) != 0 && rsm_share_pid(atomic_load(&h[i].word)) == (uint32_t)kids[v])
-                stale++;
         if (k < kills && (kids[v] = fork()) == 0)
             churn_forever(s);
     }
-    uint64_t held = rsm_share_total(h, NSLOTS) + s->untracked;
+    uint64_t held = rsm_sem_held(s);
     uint32_t value = rsm_sem_value(s);
-    int leaked = PERMITS - (int)value - (int)held;
-    printf("robust kills: %d SIGKILLs, %d permits leaked, %d stale holder slots\n", kills + CHURNERS, leaked, stale);
+    int leaked = (int)permits - (int)value - (int)held;
+    printf("robust kills (%u permits, %s): %d SIGKILLs, %d permits leaked, %llu still held, %d stale holder "
+           "cells, %d churner errors\n",
+           permits, policy == RSM_LOCK_FIFO ? "fifo" : "barging", kills + CHURNERS, leaked, (unsigned long long)held,
+           stale, failed);
     munmap(s, rsm_sem_size(NSLOTS, RSM_SEM_ROBUST));
-    return stale == 0 && held == 0 && leaked >= 0 && leaked <= kills + CHURNERS;
+    return stale == 0 && failed == 0 && held == 0 && leaked == 0;
 }
 
 /* ---- an Event's late wake-up (event.h) ------------------------------------------------
@@ -383,7 +422,7 @@ int main(void)
              counter_rw == want_rw && atomic_load(&peak_sem) <= 2 && rsm_sem_value(sem) == 2 &&
              lock_barging->word == 0 && lock_fifo->word == 0 && rlock->word == 0 &&
              lock_barging->wq.nwaiters == 0 && rsm_rwlock_reader_count(rw) == 0 && rw->writer == 0 &&
-             rsm_share_total(rsm_sem_holders(sem), rsm_sem_nholders(sem)) == 0 && sem->untracked == 0;
+             rsm_sem_held(sem) == 0;
     printf("barging=%ld fifo=%ld rlock=%ld rw=%ld/%ld sem_peak=%d sem=%u failures=%d -> %s\n", counter_barging,
            counter_fifo, counter_rlock, counter_rw, want_rw, atomic_load(&peak_sem), rsm_sem_value(sem), failures,
            ok ? "OK" : "FAIL");
@@ -395,7 +434,10 @@ int main(void)
     fflush(stdout); /* before fork: a child must not inherit (and repeat) buffered output */
     int robust_ok = robust_phase();
     printf("robust: %s\n", robust_ok ? "OK" : "FAIL");
-    int kills_ok = robust_kill_phase(200);
+    fflush(stdout);
+    int kills_ok = robust_kill_phase(KILLS, 50, RSM_LOCK_BARGING, 12345);
+    fflush(stdout);
+    kills_ok = robust_kill_phase(KILLS, 2, RSM_LOCK_FIFO, 54321) && kills_ok;
     int event_ok = event_late_wake_phase();
     return ok && robust_ok && kills_ok && event_ok ? 0 : 1;
 }

@@ -2,7 +2,8 @@
 
 Mechanism in C, policy here: C keeps a count per process in a slot (pid << 32 | count,
 plus the pid's start time) and frees a slot in one CAS; this module decides which
-processes are dead.  Used by RWLock (read locks) and robust semaphores (permits).
+processes are dead.  Used by RWLock (read locks); robust semaphores have holder cells of
+their own (csrc/sem.h, rsm_shm/sync/semaphore.py).
 """
 
 from __future__ import annotations

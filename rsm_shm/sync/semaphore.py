@@ -3,19 +3,22 @@
 Permits are unowned, as with POSIX and threading semaphores: any process may release,
 and a process killed while holding permits does not give them back.  ``robust=True``
 (opt-in, the SysV ``SEM_UNDO`` idea) records every permit taken in the taker's holder
-slot, so the permits of a holder that died are given back: by a waiter that sleeps past a
-slice (~50 ms), or by a non-blocking attempt that would fail.
+cell, in the same atomic step that takes it, so the permits of a holder that died are
+given back exactly: by a waiter that sleeps past a slice (~50 ms), or by a non-blocking
+attempt that would fail.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .. import _proc
 from .._fast import FastSem
 from .._native import ffi, lib
 from ..segment import Kind, Segment, SegmentError, SegmentHeader
-from . import _base, _shares
+from . import _base
 from ._base import Policy, SharedObject, pinned
 
 __all__ = ["Semaphore", "BoundedSemaphore", "AutoResetEvent", "SemaphoreStatistics"]
@@ -29,8 +32,8 @@ class SemaphoreStatistics:
     disabled: bool
     policy: str
     robust: bool = False
-    holders: tuple[tuple[int, int], ...] = ()  # robust: (pid, permits) per holder slot in use
-    untracked: int = 0  # robust: permits held without a slot (every slot was busy): not returned on death
+    holders: tuple[tuple[int, int], ...] = ()  # robust: (pid, permits) per holder cell with permits
+    untracked: int = 0  # robust: permits held without a cell (every cell was busy): not returned on death
 
     def __str__(self) -> str:
         s = f"value={self.value}"
@@ -49,8 +52,30 @@ def _flags(header: SegmentHeader) -> int:
     return header.params[4] if len(header.params) > 4 else 0
 
 
+def _check_layout(header: SegmentHeader) -> None:
+    """The semaphore kinds' own layout version (params[5]; older segments lack it)."""
+    version = header.params[5] if len(header.params) > 5 else 1
+    if version != lib.RSM_SEM_LAYOUT:
+        raise SegmentError(
+            f"segment {header.name!r} has semaphore layout version {version}; this rsm_shm reads version "
+            f"{lib.RSM_SEM_LAYOUT} (it was made by another rsm_shm version: recreate it)"
+        )
+    Policy.from_code(header.params[1])
+
+
 def _body_size(header: SegmentHeader) -> int:
+    _check_layout(header)  # first: an older layout has other sizes, and this error says why
     return int(lib.rsm_sem_size(_base.check_nslots(header), _flags(header)))
+
+
+def _holder_cells(p: Any) -> list[tuple[int, int, int, int]]:
+    """(state, pid, start, permits) of each holder cell of robust semaphore p."""
+    pid, start, count = ffi.new("int32_t *"), ffi.new("uint64_t *"), ffi.new("uint32_t *")
+    cells = []
+    for i in range(lib.rsm_sem_nholders(p)):
+        state = lib.rsm_sem_holder_info(p, i, pid, start, count)
+        cells.append((int(state), int(pid[0]), int(start[0]), int(count[0])))
+    return cells
 
 
 class _SemaphoreBase(FastSem, SharedObject):
@@ -82,18 +107,15 @@ class _SemaphoreBase(FastSem, SharedObject):
         def init(seg: Segment) -> None:
             lib.rsm_sem_init(seg.body("rsm_sem *"), value, max_value, policy.code, flags, nslots)
 
-        def check(header: SegmentHeader) -> None:
-            Policy.from_code(header.params[1])
-
         hdr = self._open_segment(
             name,
             create,
             mode,
             lib.rsm_sem_size(nslots, flags),
-            (nslots, policy.code, value, max_value, flags),
+            (nslots, policy.code, value, max_value, flags, lib.RSM_SEM_LAYOUT),
             init,
             _body_size,
-            check=check,
+            check=_check_layout,
         )
         self._ptr = self._seg.body("rsm_sem *")
         self._check_queues(ffi.addressof(self._ptr, "wq"))
@@ -124,10 +146,18 @@ class _SemaphoreBase(FastSem, SharedObject):
         """Robust semaphores (the C entry points call it between slices): give back the
         permits of holders whose process died; returns how many came back."""
         p = self._ptr
-        # Also the permits a FIFO release handed to a waiter that died before taking them.
-        return int(lib.rsm_sem_reap_handed(p)) + _shares.reclaim_dead(
-            lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p), lambda i, word: lib.rsm_sem_reclaim_holder(p, i, word)
-        )
+        me = os.getpid()
+        total = 0
+        for i, (state, pid, start, _) in enumerate(_holder_cells(p)):
+            if state == lib.RSM_HOLDER_IS_FREE or pid == me:
+                continue
+            # A cell still being claimed may not have its start time yet: judged by pid alone
+            # (C never frees a live claimant's: it checks the pid in the cell's word).
+            if state == lib.RSM_HOLDER_IS_CLAIMING:
+                start = 0
+            if not _proc.task_alive(pid, start):
+                total += lib.rsm_sem_reclaim_holder(p, i, pid, start)
+        return total
 
     @property
     @pinned
@@ -168,8 +198,8 @@ class _SemaphoreBase(FastSem, SharedObject):
             disabled=bool(p.count & lib.RSM_SEM_DISABLED),
             policy=Policy.from_code(p.policy).value,
             robust=bool(p.flags & lib.RSM_SEM_ROBUST),
-            holders=_shares.holders(lib.rsm_sem_holders(p), lib.rsm_sem_nholders(p)),
-            untracked=p.untracked,
+            holders=tuple((pid, n) for state, pid, _, n in _holder_cells(p) if n and state == lib.RSM_HOLDER_IS_HELD),
+            untracked=int(lib.rsm_sem_untracked(p)),
         )
 
 
@@ -183,10 +213,14 @@ class Semaphore(_SemaphoreBase):
 
     By default permits are not owned (as POSIX semaphores): a process killed while holding
     one does not give it back.  With ``robust=True`` each permit taken is recorded in the
-    taking process's holder slot (pid, start time, count), and when a holder dies its
+    taking process's holder cell (pid, start time, count), and when a holder dies its
     permits come back: a waiter that sleeps past a slice (~50 ms), or a non-blocking
-    ``acquire`` that would fail, looks for dead holders.  So does a permit that a FIFO
-    release handed to a waiter which died before it could take it.
+    ``acquire`` that would fail, looks for dead holders.  Taking a permit and recording it
+    are one atomic step (docs/owner-death.md), so a holder killed at any instruction
+    neither leaks a permit nor creates one.  A robust FIFO semaphore does not hand a
+    released permit to the oldest waiter: it wakes that waiter, which then takes the
+    permit ahead of the queue (a queued waiter whose slice ends at that moment may take it
+    first).
 
     Accounting of a robust semaphore.  ``release()`` is legal from any thread of any
     process, as for every semaphore; it is charged first to the releasing process's own
@@ -197,14 +231,11 @@ class Semaphore(_SemaphoreBase):
     Robust semaphores fit resource pools (each user acquires, then releases); in a
     signalling pattern (one side only releases, the other only acquires) the acquirers'
     counts only grow, and a dead acquirer's permits would come back although they were
-    consumed: do not make those robust.  Limits: at most ``max_waiters`` processes are
-    tracked at once (later ones hold their permits untracked, see ``statistics()``), and
-    a process killed within the few instructions between taking a permit and recording it
-    (or between charging a release and returning the permit) loses that one permit: a
-    permit can leak, never be created.  That window is small but not empty: SIGKILLed at
-    random moments of a tight acquire/release loop (3 processes on 2 shared CPUs), about
-    one kill in 20 leaked a permit (5 of 99); a process that holds its permits for longer
-    than a few microseconds is proportionally less exposed.
+    consumed: do not make those robust.  Limits: at most ``max_waiters`` processes hold
+    recorded permits at once (a holder cell whose process holds nothing is freed for a
+    newcomer; past that, permits are held untracked, see ``statistics()``, and are not
+    returned on death); ``release(n)`` checks the bound for the whole ``n`` first, then
+    gives the permits back one by one.
 
     Cost: a recorded acquire and a charged release are one more CAS each on the holder
     slot: an uncontended acquire+release pair took 82 ns instead of 44 ns in

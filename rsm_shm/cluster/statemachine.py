@@ -5,7 +5,9 @@ commands, ``query(query) -> result`` for linearizable reads, ``snapshot()`` /
 ``restore(data)``.  It must be **deterministic**: every peer applies the same commands
 in the same order and must reach the same state and results (no clocks, randomness,
 I/O, or iteration over unordered containers whose order depends on the process).
-Peers build it from an import path ``"package.module:Class"`` with no arguments.
+Peers build it from an import path ``"package.module:Class"`` with no arguments.  Those
+four methods are the contract; ``apply_batch(commands)`` is an optional hook (the new
+commands of one log entry at once) whose default calls ``apply`` for each.
 
 Errors are outcomes, too.  If ``apply`` raises an ``Exception``, the command counts as
 applied with the result ``repr(exception)`` flagged as an error: every peer records the
@@ -36,7 +38,7 @@ import importlib
 import json
 import struct
 from collections import OrderedDict
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 from . import envelope as ev
 
@@ -54,6 +56,30 @@ class StateMachine:
     def apply(self, command: bytes) -> bytes:
         """Apply a committed command; return its result.  Deterministic."""
         raise NotImplementedError
+
+    def apply_batch(self, commands: List[bytes]) -> List[Union[bytes, Exception]]:
+        """Apply committed commands in order; one outcome per command: its result, or
+        the exception that applying it raised (instead of raising it).
+
+        Optional: the peers call this with the commands of one log entry that are new,
+        and the default calls :meth:`apply` for each, so a subclass that only writes
+        ``apply`` is complete.  Override it when a batch can be applied faster than
+        command by command; it must give exactly what calling ``apply`` in order gives
+        (the same state, the same results, and an exception where ``apply`` raises).
+        An exception raised out of ``apply_batch`` itself becomes the outcome of every
+        command of the batch."""
+        out: List[Union[bytes, Exception]] = []
+        append = out.append
+        apply = self.apply
+        for command in commands:
+            try:
+                result = apply(command)
+                if not isinstance(result, bytes):
+                    raise TypeError(f"{type(self).__name__}.apply returned {type(result).__name__}, not bytes")
+                append(result)
+            except Exception as e:  # an outcome, as documented above
+                append(e)
+        return out
 
     def query(self, query: bytes) -> bytes:
         """Answer a read-only query from the current state (no change)."""
@@ -93,13 +119,49 @@ class KVStore(StateMachine):
         return cmd
 
     def apply(self, command: bytes) -> bytes:
-        cmd = self._parse(command)
+        return self._execute(self._parse(command))
+
+    def apply_batch(self, commands: List[bytes]) -> List[Union[bytes, Exception]]:
+        # Every peer parses every command: the common case (compact JSON, a put) is
+        # parsed and applied inline; anything else -- including every malformed
+        # command -- takes the path of apply, so the outcomes are exactly its.
+        out: List[Union[bytes, Exception]] = []
+        append = out.append
+        data = self.data
+        scan = _scan_json
+        execute = self._execute
+        for raw in commands:
+            try:
+                s = raw.decode()
+                cmd, end = scan(s, 0)
+                if end != len(s) or type(cmd) is not dict:
+                    raise ValueError
+                key = cmd.get("key")
+                if type(key) is not str:
+                    raise ValueError
+            except Exception:
+                try:
+                    append(self.apply(raw))
+                except Exception as e:
+                    append(e)
+                continue
+            if cmd.get("op") == "put" and "value" in cmd:
+                data[key] = cmd["value"]
+                append(_PUT_OK)
+                continue
+            try:
+                append(execute(cmd))
+            except Exception as e:
+                append(e)
+        return out
+
+    def _execute(self, cmd: Dict[str, Any]) -> bytes:
         op, key = cmd.get("op"), cmd["key"]
         if op == "put":
             if "value" not in cmd:
                 raise ValueError("put needs a 'value'")
             self.data[key] = cmd["value"]
-            return b'{"ok": true}'
+            return _PUT_OK
         if op == "delete":
             return b'{"deleted": true}' if self.data.pop(key, _MISSING) is not _MISSING else b'{"deleted": false}'
         if op == "cas":
@@ -131,6 +193,7 @@ class KVStore(StateMachine):
 
 
 _MISSING = object()
+_PUT_OK = b'{"ok": true}'
 _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (not in typeshed)
 
 
@@ -279,6 +342,8 @@ class Sessions:
         # commands all carry the same ``acked``).
         if acked > s[4]:
             s[4] = acked
+            if results and next(reversed(results)) <= acked:
+                results.clear()  # the usual case: everything is acknowledged (one C call)
             while results and next(iter(results)) <= acked:
                 results.popitem(last=False)
         last = s[0]
@@ -307,33 +372,69 @@ class Sessions:
     def apply_batch(self, ops: List[Tuple[int, int, int, int, bytes]], index: int) -> List[Tuple[int, bytes]]:
         """:meth:`apply` for every operation of the entry at ``index``, in order; the
         outcomes.  The common case -- the next command of a known session that
-        acknowledges nothing new -- is handled inline (the per-command cost of a loaded
-        cluster); everything else goes through :meth:`apply`, with the same result."""
+        acknowledges nothing new -- is decided inline, and consecutive such commands
+        go to the state machine's ``apply_batch`` together; everything else goes
+        through :meth:`apply` (after the commands before it were applied), with the
+        same outcomes as op by op."""
         out: List[Tuple[int, bytes]] = []
-        append = out.append
         table = self.table
-        sm_apply = self.sm.apply
         command = ev.OP_COMMAND
+        # The run of common-case commands not applied yet: their session entries,
+        # sequence numbers and data.  A session's last_seq moves as each is taken (a
+        # duplicate later in the entry is then no longer the common case).
+        run_s: List[List[Any]] = []
+        run_seq: List[int] = []
+        run_data: List[bytes] = []
         for op, session, seq, acked, data in ops:
             s = table.get(session)
             if op != command or s is None or seq <= s[0] or acked > s[4]:
-                append(self.apply(op, session, seq, acked, data, index))
+                if run_data:
+                    self._apply_run(run_s, run_seq, run_data, out)
+                    run_s, run_seq, run_data = [], [], []
+                out.append(self.apply(op, session, seq, acked, data, index))
                 continue
-            s[1] = index
-            try:
-                result = sm_apply(data)
-                if not isinstance(result, bytes):
-                    raise TypeError(f"{type(self.sm).__name__}.apply returned {type(result).__name__}, not bytes")
-                r = (ev.OK, result)
-            except Exception as e:  # as in apply
-                r = (ev.ERROR, repr(e).encode("utf-8", "replace"))
             s[0] = seq
-            results = s[2]
-            results[seq] = r
-            if len(results) > MAX_RESULTS_PER_SESSION:
-                s[3] = results.popitem(last=False)[0]
-            append(r)
+            s[1] = index
+            run_s.append(s)
+            run_seq.append(seq)
+            run_data.append(data)
+        if run_data:
+            self._apply_run(run_s, run_seq, run_data, out)
         return out
+
+    def _apply_run(
+        self, run_s: List[List[Any]], run_seq: List[int], run_data: List[bytes], out: List[Tuple[int, bytes]]
+    ) -> None:
+        """Apply a run of common-case commands with one ``apply_batch`` call; record and
+        append their outcomes in order (as :meth:`apply` would)."""
+        sm = self.sm
+        try:
+            results = sm.apply_batch(run_data)
+            if type(results) is not list or len(results) != len(run_data):
+                what = f"{len(results)} outcomes" if type(results) is list else type(results).__name__
+                raise TypeError(
+                    f"{type(sm).__name__}.apply_batch returned {what} for {len(run_data)} commands"
+                    " (expected a list of one outcome per command)"
+                )
+        except Exception as e:  # a documented outcome: every command of the run gets it
+            results = [e for _ in run_data]
+        append = out.append
+        ok, error = ev.OK, ev.ERROR
+        for s, seq, result in zip(run_s, run_seq, results):
+            if isinstance(result, bytes):
+                r = (ok, result)
+            elif isinstance(result, Exception):
+                r = (error, repr(result).encode("utf-8", "replace"))
+            else:
+                bad = TypeError(
+                    f"{type(sm).__name__}.apply_batch gave {type(result).__name__}, not bytes or an exception"
+                )
+                r = (error, repr(bad).encode("utf-8", "replace"))
+            results_of = s[2]
+            results_of[seq] = r
+            if len(results_of) > MAX_RESULTS_PER_SESSION:  # as in apply
+                s[3] = results_of.popitem(last=False)[0]
+            append(r)
 
     def query(self, q: bytes) -> Tuple[int, bytes]:
         try:

@@ -155,6 +155,94 @@ def test_sessions_apply_batch_is_apply_in_order():
     assert one.snapshot() == many.snapshot() and one.sm.items == many.sm.items
 
 
+def test_state_machine_apply_batch_default_is_apply_in_order():
+    """The default apply_batch calls apply for each command; an exception apply raises
+    (or a result that is not bytes) becomes that command's outcome, the rest go on."""
+    log = Log()
+    out = log.apply_batch([b"a", b"raise", b"int", b"b"])
+    assert out[0] == b"1" and out[3] == b"2" and log.items == [b"a", b"b"]
+    assert isinstance(out[1], KeyError) and isinstance(out[2], TypeError) and "Log.apply returned int" in str(out[2])
+
+
+class Batched(Log):
+    """Counts apply_batch calls; a batch containing b"boom" raises out of apply_batch,
+    one containing b"short" returns too few outcomes."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def apply_batch(self, commands):
+        self.batches.append(list(commands))
+        if b"boom" in commands:
+            raise RuntimeError("batch failed")
+        out = super().apply_batch(commands)
+        return out[:-1] if b"short" in commands else out
+
+
+def test_sessions_give_a_run_of_new_commands_to_apply_batch_at_once():
+    s = Sessions(Batched())
+    s.apply(ev.OP_REGISTER, 9, 0, 0, b"", 1)
+    s.apply(ev.OP_REGISTER, 8, 0, 0, b"", 1)
+    ops = [(ev.OP_COMMAND, 9, 1, 0, b"a"), (ev.OP_COMMAND, 8, 1, 0, b"b"), (ev.OP_COMMAND, 9, 2, 0, b"c")]
+    ops += [(ev.OP_COMMAND, 9, 2, 0, b"c")]  # a duplicate in the same entry: its recorded result
+    ops += [(ev.OP_COMMAND, 9, 3, 0, b"d")]
+    assert s.apply_batch(ops, 2) == [(ev.OK, b"1"), (ev.OK, b"2"), (ev.OK, b"3"), (ev.OK, b"3"), (ev.OK, b"4")]
+    # The duplicate ends the run: the commands before it are applied first, in one call.
+    assert s.sm.batches == [[b"a", b"b", b"c"], [b"d"]]
+    # An exception out of apply_batch is the outcome of every command of the run.
+    assert (
+        s.apply_batch([(ev.OP_COMMAND, 9, 4, 0, b"e"), (ev.OP_COMMAND, 9, 5, 0, b"boom")], 3)
+        == [(ev.ERROR, b"RuntimeError('batch failed')")] * 2
+    )
+    short = s.apply_batch([(ev.OP_COMMAND, 9, 6, 0, b"f"), (ev.OP_COMMAND, 8, 2, 0, b"short")], 4)
+    assert [st for st, _r in short] == [ev.ERROR, ev.ERROR] and b"returned 1 outcomes for 2 commands" in short[0][1]
+    assert s.apply_batch([(ev.OP_COMMAND, 9, 5, 0, b"boom")], 5) == [(ev.ERROR, b"RuntimeError('batch failed')")]
+    assert s.sm.items == [b"a", b"b", b"c", b"d", b"f", b"short"]  # a raising batch changed nothing
+
+
+def test_kvstore_apply_batch_is_apply_command_by_command():
+    """KVStore's apply_batch (every peer parses every command) gives exactly apply's
+    results, errors included, and the same state: valid and malformed commands mixed."""
+    cmds = [
+        b'{"op":"put","key":"a","value":1}',
+        b'{"op": "put", "key": "b", "value": {"x": [1, 2]}}',
+        b' {"op":"put","key":"c","value":2}',  # leading whitespace
+        b'{"op":"put","key":"d","value":3} ',
+        b'{"op":"put","key":"e","value":4},{"op":"put","key":"f","value":5}',  # two objects
+        b'{"op":"put","key":"g","value":"',  # truncated
+        b'"}',
+        b"\xff\xfe",  # not UTF-8
+        b"[1,2]",
+        b'{"op":"put","key":1,"value":1}',
+        b'{"op":"put","key":"h"}',
+        b'{"op":"zap","key":"a"}',
+        b'{"op":"delete","key":"a"}',
+        b'{"op":"delete","key":"a"}',
+        b'{"op":"cas","key":"b","expected":{"x":[1,2]},"new":7}',
+        b'{"op":"cas","key":"b","expected":0,"new":8}',
+        b'{"op":"cas","key":"b","expected":7}',
+        b'{"op":"cas","key":"b","expected":7,"new":null}',
+        b'{"op":"put","key":"\\u00e9\\u00e9","value":"\\u00e9"}',
+        '{"op":"put","key":"\u00e9","value":"\u00fc"}'.encode(),
+        b"[" * 100_000,  # too deep for the parser
+        b"",
+    ]
+    one, many = KVStore(), KVStore()
+    expect = []
+    for c in cmds:
+        try:
+            expect.append(one.apply(c))
+        except Exception as e:
+            expect.append(e)
+    got = many.apply_batch(cmds)
+    assert [r if isinstance(r, bytes) else repr(r) for r in got] == [
+        r if isinstance(r, bytes) else repr(r) for r in expect
+    ]
+    assert sum(isinstance(r, Exception) for r in got) == 11
+    assert many.data == one.data and many.snapshot() == one.snapshot()
+
+
 def test_kvstore_commands():
     kv = KVStore()
     assert kv.apply(b'{"op":"put","key":"a","value":[1,2]}') == b'{"ok": true}'

@@ -400,15 +400,11 @@ class ServedPeer:
             book.merge(self.given)
             self.transport = GrpcTransport(spec.cluster_id, me, {}, tls=tls, local=RingTransport(name))
             self.node = PeerLoop(name, me, transport=self.transport, data_dir=spec.data_dir)
-            cs = self.node.conf_state
-            # A joining peer that is not admitted yet opens its streams when it is (the
-            # others would refuse them until then: Membership.on_conf_change).
-            if any((cs.voters, cs.learners, cs.voters_outgoing, cs.learners_next)):
-                for pid, addr in book.addresses().items():
-                    if addr != LOCAL:
-                        self.transport.set_address(pid, addr)
             self.membership = Membership(self, book)
             self.node.on_conf_change = self.membership.on_conf_change
+            # Streams to the members of the configuration the log holds now (none for a
+            # joining peer that is not admitted yet: the others would refuse them).
+            self.membership.on_conf_change(None, self.node.conf_state)
             # A stream from or to the leader that breaks makes the peer loop forget it
             # (faster failover: see Peer.peer_lost).
             self.transport.on_lost = self.node.peer_lost
@@ -577,6 +573,9 @@ class ServedPeer:
             os.unlink(_address_file(spec.data_dir, spec.id))
         except FileNotFoundError:
             pass
+        membership = getattr(self, "membership", None)
+        if membership is not None:
+            membership.close()
         if self.transport is not None:
             self.transport.close()
             log.info(

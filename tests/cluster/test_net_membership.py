@@ -101,3 +101,44 @@ def test_a_served_peer_joins_a_loaded_cluster_then_the_leader_and_a_follower_lea
         assert book["addresses"]["4"] == new.address and {gone, follower} <= set(book["removed"]), book
     finally:
         cluster.destroy()
+
+
+def test_a_peer_restored_from_a_snapshot_learns_a_new_peers_address_from_the_others(shm_name, tmp_path, cluster_env):
+    """Peer 3 is down while peer 4 joins, and the logs compact past 4's admission: 3 comes
+    back from a snapshot (ids, no addresses) with its old command line, asks the others
+    where 4 listens, and can then form a majority with 2 and 4 alone."""
+    from cluster_harness import KV
+    from rsm_shm.cluster import KVClient
+
+    name = shm_name("snapjoin")
+    cluster = ServedCluster(name, KV, 3, tmp_path / "data", snapshot_commands=SNAPSHOT_COMMANDS, snapshot_keep=10)
+    cluster.start()
+    try:
+        cluster.wait_leader(timeout=30)
+        cluster.kill(3)
+        new = cluster.start_joining(4)
+        add_peer([cluster.addresses[1]], 4, new.address, timeout=60)
+        admitted = _status(cluster, cluster.wait_leader(timeout=10)).commit
+        with KVClient(name) as kv:
+            i = 0
+            while min(_status(cluster, p).first_index for p in (1, 2, 4)) <= admitted + 1:
+                kv.put(f"k{i}", i)
+                i += 1
+                assert i < 20 * SNAPSHOT_COMMANDS, "the logs never compacted"
+        cluster.peers[3].start()  # its command line names peers 1 and 2 only
+        wait_until(lambda: _status(cluster, 3).snapshots_received >= 1, 30, "peer 3 to install a snapshot")
+        members3 = tmp_path / "data" / "peer3" / "members.json"
+        wait_until(
+            lambda: json.loads(members3.read_text())["addresses"].get("4") == new.address,
+            15,
+            "peer 3 to learn peer 4's address",
+        )
+        # Peer 3 leads, peer 1 dies: only 2, 3 and 4 are left, a bare majority of four.
+        cluster.transfer_leadership(3, timeout=15)
+        cluster.kill(1)
+        with KVClient(name) as kv:
+            kv.put("after", "yes", timeout=30)
+            assert kv.get("after") == "yes"
+            assert kv.get(f"k{i - 1}") == i - 1
+    finally:
+        cluster.destroy()

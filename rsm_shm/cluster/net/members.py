@@ -165,6 +165,18 @@ class Membership:
         self._book = book
         self._me = int(served.spec.id)
         self._warned: Set[int] = set()
+        # Members whose address this peer does not know (it restored a snapshot that
+        # already held their admission: the entry with the address is compacted away).
+        # A thread asks the other peers for them.
+        self._missing: Set[int] = set()
+        self._missing_lock = threading.Lock()
+        self._resolver: Optional[threading.Thread] = None
+        self._closed = threading.Event()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closed.set()
+        if self._resolver is not None:
+            self._resolver.join(timeout)
 
     def on_conf_change(self, entry: Optional[Entry], cs: ConfState) -> None:
         served, book, me = self._served, self._book, self._me
@@ -192,12 +204,41 @@ class Membership:
         for pid in sorted(_members(cs) - {me}):
             if pid in known:
                 self._address_changed(pid, known[pid])
-        missing = _members(cs) - book.ids() - {me} - self._warned
-        for pid in sorted(missing):
-            self._warned.add(pid)
-            log.warning(
-                "peer %d is a member but its address is unknown here: give it with --peer %d=HOST:PORT", pid, pid
-            )
+        missing = _members(cs) - set(known) - {me}
+        if missing:
+            with self._missing_lock:
+                self._missing |= missing
+            if self._resolver is None or not self._resolver.is_alive():
+                self._resolver = threading.Thread(target=self._resolve, name="rsm-members", daemon=True)
+                self._resolver.start()
+
+    def _resolve(self) -> None:
+        """Ask the peers this one knows for the addresses of the members it does not know
+        (their Status answers map every peer they know), until it knows them all."""
+        book, served = self._book, self._served
+        while not self._closed.is_set():
+            with self._missing_lock:
+                want = self._missing - book.ids()
+                self._missing = set(want)
+            if not want:
+                return
+            for addr in sorted({a for a in book.addresses().values() if a != LOCAL}):
+                try:
+                    _c, _cid, found = fetch_addresses([addr], tls=served.server.tls, timeout=1.0)
+                except (ConnectionError, ValueError):
+                    continue
+                for pid in sorted(want & set(found)):
+                    log.info("peer %d is at %s (from the peer at %s)", pid, found[pid], addr)
+                    book.learned(pid, found[pid])
+                    if found[pid] != LOCAL:
+                        served.transport.set_address(pid, found[pid])
+                    want.discard(pid)
+            for pid in sorted(want - self._warned):
+                self._warned.add(pid)
+                log.warning(
+                    "peer %d is a member but no peer told its address yet: give it with --peer %d=HOST:PORT", pid, pid
+                )
+            self._closed.wait(1.0)
 
     def _address_changed(self, pid: int, address: Optional[str]) -> None:
         """Reach ``pid`` at ``address`` (None: it left the cluster), and show it in this

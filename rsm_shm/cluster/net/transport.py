@@ -458,6 +458,7 @@ class GrpcTransport:
         self.dropped_too_large = 0
         self._links: Dict[int, _Link] = {}
         self._retired: List[_Link] = []
+        self._links_lock = threading.Lock()  # set_address/forget/close (send only reads)
         for pid, addr in addresses.items():
             if pid == my_id:
                 continue
@@ -467,23 +468,25 @@ class GrpcTransport:
 
     def set_address(self, peer_id: int, address: str) -> None:
         """Reach ``peer_id`` at ``address`` from now on (a peer that joined, or moved):
-        a new stream, the old one (if any) closed.  Called by the peer's thread, as
-        :meth:`send` is."""
-        old = self._links.get(peer_id)
-        if peer_id == self.my_id or self._closed.is_set() or (old is not None and old.address == address):
-            return
-        link = _Link(self, peer_id, address)
-        self._links[peer_id] = link
-        link.thread.start()
-        if old is not None:
-            self._retire(old)
+        a new stream, the old one (if any) closed.  Thread-safe (:meth:`send` reads the
+        link table without the lock: one dict lookup, atomic)."""
+        with self._links_lock:
+            old = self._links.get(peer_id)
+            if peer_id == self.my_id or self._closed.is_set() or (old is not None and old.address == address):
+                return
+            link = _Link(self, peer_id, address)
+            self._links[peer_id] = link
+            link.thread.start()
+            if old is not None:
+                self._retire(old)
 
     def forget(self, peer_id: int) -> None:
         """Stop sending to ``peer_id`` (it left the membership): its stream is closed
         and later sends go to ``local``, if any (none: dropped)."""
-        old = self._links.pop(peer_id, None)
-        if old is not None:
-            self._retire(old)
+        with self._links_lock:
+            old = self._links.pop(peer_id, None)
+            if old is not None:
+                self._retire(old)
 
     def _retire(self, link: _Link) -> None:
         link.closed.set()
@@ -521,8 +524,9 @@ class GrpcTransport:
     def close(self, timeout: float = 2.0) -> None:
         if self._closed.is_set():
             return
-        self._closed.set()
-        links = list(self._links.values()) + self._retired
+        with self._links_lock:
+            self._closed.set()
+            links = list(self._links.values()) + self._retired
         for link in links:
             link.closed.set()
             link.wake.set()

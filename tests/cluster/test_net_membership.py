@@ -108,7 +108,7 @@ def test_a_peer_restored_from_a_snapshot_learns_a_new_peers_address_from_the_oth
     back from a snapshot (ids, no addresses) with its old command line, asks the others
     where 4 listens, and can then form a majority with 2 and 4 alone."""
     from cluster_harness import KV
-    from rsm_shm.cluster import KVClient
+    from rsm_shm.cluster import Client, KVClient
 
     name = shm_name("snapjoin")
     cluster = ServedCluster(name, KV, 3, tmp_path / "data", snapshot_commands=SNAPSHOT_COMMANDS, snapshot_keep=10)
@@ -117,7 +117,8 @@ def test_a_peer_restored_from_a_snapshot_learns_a_new_peers_address_from_the_oth
         cluster.wait_leader(timeout=30)
         cluster.kill(3)
         new = cluster.start_joining(4)
-        add_peer([cluster.addresses[1]], 4, new.address, timeout=60)
+        with Client.connect([cluster.addresses[1]]) as remote:  # the same, from a remote client
+            remote.add_peer(4, new.address, timeout=60)
         admitted = _status(cluster, cluster.wait_leader(timeout=10)).commit
         with KVClient(name) as kv:
             i = 0

@@ -110,6 +110,7 @@ class RemoteClient(_SessionClient):
             raise TypeError(f"tls must be a rsm_shm.cluster.net.tls.TLSConfig or None, not {type(tls).__name__}")
         timeout = self._check_timeout(timeout)
         self._server_name = server_name
+        self._tls = tls
         self._creds = tls.channel_credentials() if tls is not None else None
         self._channels: Dict[str, Tuple[Any, Any, Any, Any]] = {}
         self._order: List[str] = list(dict.fromkeys(addrs))  # the order to try peers in
@@ -190,6 +191,27 @@ class RemoteClient(_SessionClient):
     def peers(self) -> Dict[int, str]:
         """The peer id -> address map as this client knows it."""
         return dict(self._by_id)
+
+    def add_peer(self, peer_id: int, address: str, timeout: float = 60.0) -> None:
+        """Admit the served peer ``peer_id`` listening at ``address`` (started with
+        ``--join``): a learner, caught up, then a voter.  See
+        :func:`rsm_shm.cluster.net.members.add_peer`."""
+        from .members import add_peer
+
+        self._check_open()
+        add_peer(
+            self._admin_addresses(), peer_id, address, tls=self._tls, timeout=timeout, server_name=self._server_name
+        )
+
+    def remove_peer(self, peer_id: int, timeout: float = 30.0) -> None:
+        """Remove ``peer_id`` from the cluster (:func:`rsm_shm.cluster.net.members.remove_peer`)."""
+        from .members import remove_peer
+
+        self._check_open()
+        remove_peer(self._admin_addresses(), peer_id, tls=self._tls, timeout=timeout, server_name=self._server_name)
+
+    def _admin_addresses(self) -> List[str]:
+        return list(dict.fromkeys(list(self._by_id.values()) + self._order))
 
     def leader(self) -> Optional[int]:
         """The peer this client believes leads (None: unknown), without a round trip."""

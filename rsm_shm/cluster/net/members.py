@@ -383,20 +383,23 @@ def _answer(status: str, **kw: Any) -> bytes:
 class _Peers:
     """Channels to a served cluster's peers for the membership operations."""
 
-    def __init__(self, addresses: Sequence[str], tls: Optional[TLSConfig]) -> None:
+    def __init__(self, addresses: Sequence[str], tls: Optional[TLSConfig], server_name: Optional[str] = None) -> None:
         for a in addresses:
             parse_address(a)
         if not addresses:
             raise ValueError("give at least one HOST:PORT of a peer of the cluster")
         self._given = list(addresses)
         self._creds = tls.channel_credentials() if tls is not None else None
+        self._options: List[Tuple[str, Any]] = list(grpc_options())
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
         self._channels: Dict[str, Any] = {}
         self.addresses: Dict[int, str] = {}
 
     def channel(self, address: str) -> Any:
         ch = self._channels.get(address)
         if ch is None:
-            opts = grpc_options()
+            opts = self._options
             ch = (
                 grpc.secure_channel(address, self._creds, options=opts)
                 if self._creds is not None
@@ -504,7 +507,13 @@ def fetch_addresses(
 
 
 def add_peer(
-    addresses: Sequence[str], peer_id: int, address: str, *, tls: Optional[TLSConfig] = None, timeout: float = 60.0
+    addresses: Sequence[str],
+    peer_id: int,
+    address: str,
+    *,
+    tls: Optional[TLSConfig] = None,
+    timeout: float = 60.0,
+    server_name: Optional[str] = None,
 ) -> None:
     """Admit the served peer ``peer_id`` listening at ``address`` (started with ``--join``)
     into the cluster whose peers listen at ``addresses``: as a learner, then, once it
@@ -513,7 +522,7 @@ def add_peer(
     learner by then: run it again)."""
     parse_address(address)
     deadline = time.monotonic() + timeout
-    peers = _Peers(addresses, tls)
+    peers = _Peers(addresses, tls, server_name)
     try:
         peers.change("add_learner", peer_id, address, deadline)
         _lid, laddr, info = peers.leader(deadline)
@@ -534,13 +543,18 @@ def add_peer(
 
 
 def remove_peer(
-    addresses: Sequence[str], peer_id: int, *, tls: Optional[TLSConfig] = None, timeout: float = 30.0
+    addresses: Sequence[str],
+    peer_id: int,
+    *,
+    tls: Optional[TLSConfig] = None,
+    timeout: float = 30.0,
+    server_name: Optional[str] = None,
 ) -> None:
     """Remove ``peer_id`` from the cluster whose peers listen at ``addresses``; returns once
     a leader other than it no longer counts it.  The removed peer stops by itself when it
     applies its removal (stop its process if it cannot: e.g. it was cut off)."""
     deadline = time.monotonic() + timeout
-    peers = _Peers(addresses, tls)
+    peers = _Peers(addresses, tls, server_name)
     try:
         peers.change("remove", peer_id, None, deadline)
 

@@ -23,7 +23,7 @@
 
 #include "rsm_common.h"
 
-#define RSM_RAFT_STATUS_VERSION 1
+#define RSM_RAFT_STATUS_VERSION 2  /* 2: the control block's restart policy and counts */
 #define RSM_RAFT_MAX_PEER_ID 64      /* peer ids are 1..64: one bit each in a uint64 mask */
 #define RSM_RAFT_MATCH_MAX 16        /* followers whose match index a leader publishes */
 #define RSM_RAFT_DATA_DIR_MAX 1024   /* bytes of the data directory path (NUL-padded UTF-8) */
@@ -43,7 +43,9 @@ enum {
     RSM_RAFT_PEER_STOPPED = 2,  /* stopped cleanly or not started */
     RSM_RAFT_PEER_KILLED = 3,   /* SIGKILLed by fault injection */
     RSM_RAFT_PEER_PAUSED = 4,   /* SIGSTOPped by fault injection */
-    RSM_RAFT_PEER_REMOVED = 5   /* removed from the membership */
+    RSM_RAFT_PEER_REMOVED = 5,  /* removed from the membership */
+    RSM_RAFT_PEER_CRASHED = 6,  /* its process died unasked; the manager restarts it after a backoff */
+    RSM_RAFT_PEER_FAILED = 7    /* crashed more often than the restart policy allows: left dead */
 };
 
 /* A peer's status, published by the peer after every loop turn that changed it. */
@@ -109,12 +111,16 @@ typedef struct rsm_raft_control {
     uint64_t cut[RSM_RAFT_MAX_PEER_ID];             /*   48 bit (to-1) of cut[from-1]: from->to is cut */
     rsm_raft_peer_slot peers[RSM_RAFT_MAX_PEER_ID]; /*  560 */
     char data_dir[RSM_RAFT_DATA_DIR_MAX];           /* 2608 */
-} rsm_raft_control;                                 /* 3632 */
+    uint64_t restart_max;         /* 3632 automatic restarts allowed per window (0: the manager restarts none) */
+    uint64_t restart_window_ms;   /* 3640 that window */
+    uint64_t restarts[RSM_RAFT_MAX_PEER_ID];        /* 3648 automatic restarts of each peer so far */
+} rsm_raft_control;                                 /* 4160 */
 
 RSM_STATIC_ASSERT(offsetof(rsm_raft_control, cut) == 48, "rsm_raft_control.cut");
 RSM_STATIC_ASSERT(offsetof(rsm_raft_control, peers) == 560, "rsm_raft_control.peers");
 RSM_STATIC_ASSERT(offsetof(rsm_raft_control, data_dir) == 2608, "rsm_raft_control.data_dir");
-RSM_STATIC_ASSERT(sizeof(rsm_raft_control) == 3632, "rsm_raft_control size");
+RSM_STATIC_ASSERT(offsetof(rsm_raft_control, restarts) == 3648, "rsm_raft_control.restarts");
+RSM_STATIC_ASSERT(sizeof(rsm_raft_control) == 4160, "rsm_raft_control size");
 
 #define RSM_RAFT_STATUS_WORDS (sizeof(rsm_raft_status) / 8)
 #define RSM_RAFT_CONTROL_WORDS (sizeof(rsm_raft_control) / 8)

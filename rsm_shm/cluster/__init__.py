@@ -4,7 +4,8 @@ The public names (``from rsm_shm.cluster import ...``):
 
 * :class:`StateMachine` -- the base class of a replicated application;
   :class:`KVStore` (``"rsm_shm.cluster:KVStore"``) a ready-made replicated dict.
-* :class:`LocalCluster` -- start, watch, fault-inject and tear down peer processes.
+* :class:`LocalCluster` -- start, watch, fault-inject and tear down peer processes;
+  :class:`RestartPolicy` how it restarts peers that crash (``restart_failed=``).
 * :class:`Peer` -- one peer of a cluster across hosts, served over gRPC
   (``rsm-shm cluster serve``; the ``[net]`` extra).
 * :class:`Client` -- ``propose`` (exactly once) and linearizable ``read`` from any
@@ -15,7 +16,7 @@ The public names (``from rsm_shm.cluster import ...``):
 Modules: ``statemachine`` (StateMachine, KVStore, sessions), ``envelope`` (the wire
 format between peers and clients), ``control`` (the cluster control block), ``status``
 (status records), ``layout`` (names, sizes, timing, cluster.json), ``peer`` (the peer
-process), ``client``, ``local`` (LocalCluster).  See docs/cluster.md.
+process), ``client``, ``local`` (LocalCluster), ``restarts`` (automatic restart).  See docs/cluster.md.
 
 Names are resolved lazily so that ``import rsm_shm.cluster`` stays cheap.
 """
@@ -31,6 +32,7 @@ _EXPORTS = {
     "KVStore": ".statemachine",
     "CommandError": ".statemachine",
     "LocalCluster": ".local",
+    "RestartPolicy": ".restarts",
     "Peer": ".serve",
     "Client": ".client",
     "KVClient": ".client",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # static view for type checkers and IDEs ("X as X": re-export
     from .client import SessionExpiredError as SessionExpiredError
     from .layout import Timing as Timing
     from .local import LocalCluster as LocalCluster
+    from .restarts import RestartPolicy as RestartPolicy
     from .serve import Peer as Peer
     from .statemachine import CommandError as CommandError
     from .statemachine import KVStore as KVStore

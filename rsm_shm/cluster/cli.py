@@ -130,7 +130,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         stop.set()
 
     try:
-        cluster = LocalCluster(args.name, args.sm, peers=args.peers, data_dir=args.data, fsync=not args.no_fsync)
+        cluster = LocalCluster(
+            args.name,
+            args.sm,
+            peers=args.peers,
+            data_dir=args.data,
+            fsync=not args.no_fsync,
+            restart_failed=args.restart_failed,
+        )
     except (ValueError, FileExistsError, ImportError) as exc:
         _err(f"cluster start {args.name}: {exc}")
         return EXIT_FAILED
@@ -269,7 +276,8 @@ def _status_table(name: str, statuses: Sequence[PeerStatus], where: dict[int, st
     lines = [
         f"cluster {name}: leader {_leader_of(statuses) or '-'}",
         f"{'PEER':>4}{addr_head} {'PID':>7} {'ALIVE':>5} {'ROLE':>13} {'TERM':>5} {'COMMIT':>8} {'APPLIED':>8} "
-        f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8}",
+        f"{'FIRST':>7} {'LAST':>8} {'IN':>8} {'OUT':>8} {'DROP':>6} {'BAD':>4} {'FSYNCS':>7} {'CONTACT':>8} "
+        f"{'STATE':>8} {'RESTARTS':>8}",
     ]
     for s in statuses:
         contact = "-" if s.last_contact is None else f"{s.last_contact:.2f}s"
@@ -277,7 +285,8 @@ def _status_table(name: str, statuses: Sequence[PeerStatus], where: dict[int, st
         lines.append(
             f"{s.id:>4}{addr} {s.pid:>7} {'yes' if s.alive else 'no':>5} {s.role:>13} {s.term:>5} "
             f"{s.commit:>8} {s.applied:>8} {s.first_index:>7} {s.last_index:>8} {s.msgs_in:>8} "
-            f"{s.msgs_out:>8} {s.msgs_dropped:>6} {s.msgs_bad:>4} {s.fsyncs:>7} {contact:>8}"
+            f"{s.msgs_out:>8} {s.msgs_dropped:>6} {s.msgs_bad:>4} {s.fsyncs:>7} {contact:>8} "
+            f"{s.state or '-':>8} {s.restarts:>8}"
         )
     return "\n".join(lines)
 
@@ -537,6 +546,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--no-fsync", action="store_true", help="do not fsync the logs (NOT durable: tests only)")
     p.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds to wait for a leader")
+    p.add_argument(
+        "--restart-failed",
+        action="store_true",
+        help="restart a peer whose process dies unasked (backoff; at most 5 times a minute, then it is "
+        "marked failed); 'cluster kill' still leaves a peer dead",
+    )
     p.set_defaults(func=cmd_start)
 
     p = csub.add_parser("serve", help="run one peer of a cluster across hosts (gRPC; needs rsm_shm[net])")

@@ -35,6 +35,8 @@ PEER_STOPPED = lib.RSM_RAFT_PEER_STOPPED
 PEER_KILLED = lib.RSM_RAFT_PEER_KILLED
 PEER_PAUSED = lib.RSM_RAFT_PEER_PAUSED
 PEER_REMOVED = lib.RSM_RAFT_PEER_REMOVED
+PEER_CRASHED = lib.RSM_RAFT_PEER_CRASHED
+PEER_FAILED = lib.RSM_RAFT_PEER_FAILED
 PEER_STATES = {
     PEER_ABSENT: "absent",
     PEER_RUNNING: "running",
@@ -42,6 +44,8 @@ PEER_STATES = {
     PEER_KILLED: "killed",
     PEER_PAUSED: "paused",
     PEER_REMOVED: "removed",
+    PEER_CRASHED: "crashed",  # died unasked; its manager restarts it after a backoff
+    PEER_FAILED: "failed",  # crashed more often than the restart policy allows
 }
 PPM = 1_000_000
 #: A loaded ``rsm_raft_control`` record (a cffi struct: cffi values carry no static type).
@@ -157,6 +161,11 @@ class ControlBlock:
             if s.id and 1 <= s.id <= MAX_PEER_ID:
                 out[int(s.id)] = (int(s.state), int(s.pid), int(s.start_time))
         return out
+
+    @staticmethod
+    def restarts_of(rec: RawControl) -> Dict[int, int]:
+        """{peer id: automatic restarts so far} of the peers restarted at least once."""
+        return {i + 1: int(rec.restarts[i]) for i in range(MAX_PEER_ID) if rec.restarts[i]}
 
     def owner_alive(self, rec: Optional[RawControl] = None) -> bool:
         rec = rec if rec is not None else self.load()

@@ -1,7 +1,7 @@
 """``LocalCluster``: start, watch, fault-inject and tear down a cluster of peer processes.
 
-``LocalCluster(name, state_machine, peers=None, data_dir=None, fsync=True, **timing)``
-describes a cluster (``peers``: 3 unless given, or the data directory records them);
+``LocalCluster(name, state_machine, peers=None, data_dir=None, fsync=True,
+restart_failed=False, **timing)`` describes a cluster (``peers``: 3 unless given, or the data directory records them);
 :meth:`start` (or ``with``) creates its segments (control block,
 one inbox ring and one status record per peer; see :mod:`rsm_shm.cluster.layout`),
 writes ``cluster.json`` into the data directory and starts one process per peer
@@ -22,6 +22,16 @@ Fault injection acts on real processes and the shared control block: :meth:`kill
 snapshot and is then promoted to voter), :meth:`remove_peer`, and
 :meth:`transfer_leadership`.
 
+Automatic restart (off by default): with ``restart_failed=True`` or a
+:class:`~rsm_shm.cluster.restarts.RestartPolicy`, the process that called :meth:`start`
+restarts every peer whose process dies unasked (a crash, an outside ``kill -9``), after a
+backoff, at most ``max_restarts`` times per ``window``; then the peer is marked
+``failed`` and left dead.  :meth:`kill` and ``rsm-shm cluster kill`` are fault
+injection and are *not* undone: a peer killed through the API stays dead until
+:meth:`restart`.  Counts show in :meth:`status` (``PeerStatus.restarts``; state
+``crashed`` while a restart is pending, ``failed`` once given up).  See
+:mod:`rsm_shm.cluster.restarts`.
+
 :meth:`stop` stops the peers gracefully (SIGTERM; SIGKILL after a grace period) and
 removes the segments; the data directory stays, and a later :meth:`start` with the same
 directory carries on from the peers' logs.  :meth:`destroy` stops and removes the data
@@ -39,6 +49,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
@@ -72,6 +83,7 @@ from .layout import (
     remove_segments,
     write_config,
 )
+from .restarts import RestartPolicy, RestartWatcher
 from .statemachine import load_state_machine
 from .storage import NotDurableWarning
 from .status import MAX_PEER_ID, PeerStatus, StatusRecord, status_segment_name
@@ -101,6 +113,7 @@ class LocalCluster:
         peers: Optional[int] = None,
         data_dir: Optional[str] = None,
         fsync: bool = True,
+        restart_failed: Union[bool, RestartPolicy] = False,
         **timing: float,
     ) -> None:
         self.name = validate_name(name)
@@ -108,6 +121,12 @@ class LocalCluster:
             raise TypeError(f"state_machine must be an import path 'package.module:Class', not {state_machine!r}")
         if peers is not None and (not isinstance(peers, int) or not 1 <= peers <= MAX_PEER_ID):
             raise ValueError(f"peers must be an int between 1 and {MAX_PEER_ID}, not {peers!r}")
+        if isinstance(restart_failed, RestartPolicy):
+            self.restart_policy: Optional[RestartPolicy] = restart_failed
+        elif isinstance(restart_failed, bool):
+            self.restart_policy = RestartPolicy() if restart_failed else None
+        else:
+            raise TypeError(f"restart_failed must be a bool or a RestartPolicy, not {restart_failed!r}")
         self.state_machine = state_machine
         self._peers_given = peers is not None
         self.peers = 3 if peers is None else peers
@@ -123,6 +142,10 @@ class LocalCluster:
         self._attached = False
         self._served = False  # attached to peers run by `rsm-shm cluster serve`
         self._started = False
+        # Held by fault injection and by the restart watcher while it decides and acts,
+        # so that kill() in this process never looks like a crash to the watcher.
+        self._lock = threading.RLock()
+        self._watcher: Optional[RestartWatcher] = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -159,6 +182,9 @@ class LocalCluster:
         self._attached = True
         self._served = "served" in cfg
         self._started = True
+        self.restart_policy = None  # only the process that started the cluster restarts peers
+        self._lock = threading.RLock()
+        self._watcher = None
         return self
 
     def start(self) -> "LocalCluster":
@@ -194,6 +220,17 @@ class LocalCluster:
             for pid in cfg["peers"]:
                 self._spawn(pid)
             self._await_started(cfg["peers"], time.monotonic() + _START_TIMEOUT)
+            if self.restart_policy is not None:
+                self._watcher = RestartWatcher(
+                    self.name,
+                    self._check_started(),
+                    self.restart_policy,
+                    self._lock,
+                    self._spawn_process,
+                    self._reap,
+                    self._note,
+                )
+                self._watcher.start()
         except BaseException:
             self.stop()
             raise
@@ -310,6 +347,12 @@ class LocalCluster:
             obj.close()
 
     def _spawn(self, peer_id: int) -> None:
+        proc = self._spawn_process(peer_id)
+        start = _proc.start_time(proc.pid)
+        self._check_started().update(lambda rec: set_slot(rec, peer_id, PEER_RUNNING, proc.pid, start))
+
+    def _spawn_process(self, peer_id: int) -> "subprocess.Popen[bytes]":
+        """Start peer ``peer_id``'s process (the caller records it in the control block)."""
         log = open(os.path.join(self._dir(), f"peer{peer_id}.log"), "ab")
         # The peer imports the state machine with the import path this process checked
         # at start(): give it the same module search path.
@@ -327,14 +370,31 @@ class LocalCluster:
         finally:
             log.close()
         self._procs[peer_id] = proc
-        start = _proc.start_time(proc.pid)
-        self._check_started().update(lambda rec: set_slot(rec, peer_id, PEER_RUNNING, proc.pid, start))
+        return proc
+
+    def _reap(self, peer_id: int) -> None:
+        """Collect the exit status of peer ``peer_id``'s process if it is our child and
+        has died (no zombie is left behind)."""
+        proc = self._procs.get(peer_id)
+        if proc is not None and proc.poll() is not None:
+            self._procs.pop(peer_id, None)
+
+    def _note(self, peer_id: int, text: str) -> None:
+        """Append a line to peer ``peer_id``'s log (what the manager did to it)."""
+        try:
+            with open(os.path.join(self._dir(), f"peer{peer_id}.log"), "a") as f:
+                f.write(text + "\n")
+        except (OSError, RuntimeError):
+            pass
 
     def stop(self) -> None:
         """Stop every peer (SIGTERM, then SIGKILL after a grace period) and remove the
         cluster's segments.  The data directory stays.  Idempotent."""
         if not self._started:
             return
+        if self._watcher is not None:
+            self._watcher.stop()  # first: no restart races the stop
+            self._watcher = None
         self._started = False
         for c in self._clients:
             c.close()
@@ -437,23 +497,27 @@ class LocalCluster:
         return ControlBlock.slots_of(self._check_started().load())
 
     def status(self) -> List[PeerStatus]:
-        """Every peer's :class:`PeerStatus` (removed peers excluded), by id."""
+        """Every peer's :class:`PeerStatus` (removed peers excluded), by id, with what
+        the manager did to it (``state``, ``restarts``)."""
         out = []
         records = self._records
-        for pid, (state, ospid, start) in sorted(self._slots().items()):
+        rec = self._check_started().load()
+        restarts = ControlBlock.restarts_of(rec)
+        for pid, (state, ospid, start) in sorted(ControlBlock.slots_of(rec).items()):
             if state in (PEER_ABSENT, PEER_REMOVED):
                 old = records.pop(pid, None)
                 if old is not None:
                     old.close()
                 continue
-            rec = records.get(pid)
-            if rec is None:
+            sr = records.get(pid)
+            n = restarts.get(pid, 0)
+            if sr is None:
                 try:
-                    rec = records[pid] = StatusRecord(status_segment_name(self.name, pid), create=False)
+                    sr = records[pid] = StatusRecord(status_segment_name(self.name, pid), create=False)
                 except (FileNotFoundError, ValueError):
-                    out.append(PeerStatus(id=pid, state=PEER_STATES.get(state, "?")))
+                    out.append(PeerStatus(id=pid, state=PEER_STATES.get(state, "?"), restarts=n))
                     continue
-            out.append(rec.read(state=PEER_STATES.get(state, "?"), peer_id=pid))
+            out.append(sr.read(state=PEER_STATES.get(state, "?"), peer_id=pid, restarts=n))
         return out
 
     def leader(self) -> Optional[int]:
@@ -519,15 +583,22 @@ class LocalCluster:
         return False
 
     def kill(self, peer: int) -> None:
-        """SIGKILL peer ``peer`` (and reap it)."""
-        state, ospid, start = self._peer_slot(peer)
-        if self._signal(peer, signal.SIGKILL):
-            self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
-        self._procs.pop(peer, None)
-        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_KILLED, 0, 0))
+        """SIGKILL peer ``peer`` (and reap it).  Fault injection: the peer stays dead
+        until :meth:`restart`, also under ``restart_failed`` (the slot is marked killed
+        before the signal, so the owner's restart watcher, in whatever process, never
+        takes the death for a crash)."""
+        with self._lock:
+            state, ospid, start = self._peer_slot(peer)
+            ctl = self._check_started()
+            ctl.update(lambda rec: set_slot(rec, peer, PEER_KILLED, ospid, start))
+            if self._signal(peer, signal.SIGKILL):
+                self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
+            self._procs.pop(peer, None)
+            ctl.update(lambda rec: set_slot(rec, peer, PEER_KILLED, 0, 0))
 
     def restart(self, peer: int) -> None:
-        """Start peer ``peer`` again from its log (killing it first if it runs).
+        """Start peer ``peer`` again from its log (killing it first if it runs).  Also
+        brings back a peer the restart policy gave up on (state ``failed``).
 
         Not for served peers (a handle from :meth:`attach` on a cluster whose peers run
         ``rsm-shm cluster serve``): each has its own command line and data directory,
@@ -538,25 +609,30 @@ class LocalCluster:
                 f"cluster {self.name!r}: peer {peer} is a served peer; restart it by running its "
                 "`rsm-shm cluster serve` command (or Peer.start()) again"
             )
-        state, ospid, start = self._peer_slot(peer)
-        if ospid and _proc.process_alive(ospid, start):
-            self.kill(peer)
-        self._spawn(peer)
-        self._await_started([peer], time.monotonic() + _START_TIMEOUT)
+        with self._lock:
+            state, ospid, start = self._peer_slot(peer)
+            if ospid and _proc.process_alive(ospid, start):
+                self.kill(peer)
+            if self._watcher is not None:
+                self._watcher.forget(peer)
+            self._spawn(peer)
+            self._await_started([peer], time.monotonic() + _START_TIMEOUT)
 
     def pause(self, peer: int) -> None:
         """SIGSTOP peer ``peer``: its clock stops with it."""
-        state, ospid, start = self._peer_slot(peer)
-        if not self._signal(peer, signal.SIGSTOP):
-            raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
-        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_PAUSED, ospid, start))
+        with self._lock:
+            state, ospid, start = self._peer_slot(peer)
+            if not self._signal(peer, signal.SIGSTOP):
+                raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
+            self._check_started().update(lambda rec: set_slot(rec, peer, PEER_PAUSED, ospid, start))
 
     def resume(self, peer: int) -> None:
         """SIGCONT peer ``peer``."""
-        state, ospid, start = self._peer_slot(peer)
-        if not self._signal(peer, signal.SIGCONT):
-            raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
-        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_RUNNING, ospid, start))
+        with self._lock:
+            state, ospid, start = self._peer_slot(peer)
+            if not self._signal(peer, signal.SIGCONT):
+                raise RuntimeError(f"cluster {self.name!r}: peer {peer} is not running")
+            self._check_started().update(lambda rec: set_slot(rec, peer, PEER_RUNNING, ospid, start))
 
     def partition(self, *groups: Union[int, Iterable[int]]) -> None:
         """Cut every link between peers of different groups, both ways.  Peers named in
@@ -620,7 +696,8 @@ class LocalCluster:
         if new > MAX_PEER_ID:
             raise RuntimeError(f"cluster {self.name!r}: no peer ids left (at most {MAX_PEER_ID})")
         self._make_peer_segments(new)
-        self._spawn(new)
+        with self._lock:
+            self._spawn(new)
         # Admit it once it runs: until then the leader would ship the snapshot into its
         # inbox at every heartbeat.
         self._await_started([new], deadline)
@@ -651,12 +728,16 @@ class LocalCluster:
             deadline,
             f"peer {peer} to leave the configuration",
         )
-        if ospid and _proc.process_alive(ospid, start):
-            os.kill(ospid, signal.SIGCONT)
-            os.kill(ospid, signal.SIGTERM)
-            self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
-        self._procs.pop(peer, None)
-        self._check_started().update(lambda rec: set_slot(rec, peer, PEER_REMOVED, 0, 0))
+        with self._lock:
+            # Marked removed before the signal: its exit is no crash to restart.
+            ctl = self._check_started()
+            ctl.update(lambda rec: set_slot(rec, peer, PEER_REMOVED, ospid, start))
+            if ospid and _proc.process_alive(ospid, start):
+                os.kill(ospid, signal.SIGCONT)
+                os.kill(ospid, signal.SIGTERM)
+                self._await_exit(peer, ospid, start, time.monotonic() + _STOP_GRACE)
+            self._procs.pop(peer, None)
+            ctl.update(lambda rec: set_slot(rec, peer, PEER_REMOVED, 0, 0))
         old = self._records.pop(peer, None)
         if old is not None:
             old.close()

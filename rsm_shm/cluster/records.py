@@ -65,6 +65,7 @@ class ClusterRecord:
         if self.record == RECORD_PEER:
             return {"record": "peer", **decode_status(raw, now_ns=time.monotonic_ns()).as_dict()}
         slots = ControlBlock.slots_of(raw)
+        restarts = ControlBlock.restarts_of(raw)
         cuts = []
         for a in range(1, MAX_PEER_ID + 1):
             mask = int(raw.cut[a - 1])
@@ -78,8 +79,14 @@ class ClusterRecord:
             "stopping": bool(raw.stopping),
             "next_peer_id": int(raw.next_peer_id),
             "peers": {
-                str(i): {"state": PEER_STATES.get(st, "unknown"), "pid": pid} for i, (st, pid, _s) in slots.items()
+                str(i): {"state": PEER_STATES.get(st, "unknown"), "pid": pid, "restarts": restarts.get(i, 0)}
+                for i, (st, pid, _s) in slots.items()
             },
+            "restart_policy": (
+                {"max_restarts": int(raw.restart_max), "window_s": int(raw.restart_window_ms) / 1000}
+                if raw.restart_max
+                else None
+            ),
             "cut_links": cuts,
         }
 

@@ -105,6 +105,7 @@ class PeerStatus:
     reads: int = 0
     control_seq: int = 0  # the control block version (links, drop rate) the peer applies
     state: str = ""  # what the cluster's manager last did to it: running, killed, paused...
+    restarts: int = 0  # automatic restarts by the cluster's manager (LocalCluster(restart_failed=...))
 
     @property
     def is_leader(self) -> bool:
@@ -118,7 +119,7 @@ class PeerStatus:
 
 
 def decode_status(
-    raw: RawStatus, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True
+    raw: RawStatus, *, now_ns: Optional[int] = None, state: str = "", check_alive: bool = True, restarts: int = 0
 ) -> PeerStatus:
     """A :class:`PeerStatus` from a loaded ``rsm_raft_status`` (untrusted values)."""
     now_ns = time.monotonic_ns() if now_ns is None else now_ns
@@ -156,6 +157,7 @@ def decode_status(
         reads=int(raw.reads),
         control_seq=int(raw.control_seq),
         state=state,
+        restarts=restarts,
     )
 
 
@@ -225,12 +227,13 @@ class StatusRecord:
             return None
         return out
 
-    def read(self, *, state: str = "", peer_id: int = 0) -> PeerStatus:
-        """The record as a :class:`PeerStatus` (role "unknown" if unreadable)."""
+    def read(self, *, state: str = "", peer_id: int = 0, restarts: int = 0) -> PeerStatus:
+        """The record as a :class:`PeerStatus` (role "unknown" if unreadable); ``state``
+        and ``restarts`` come from the control block."""
         raw = self.load()
         if raw is None:
-            return PeerStatus(id=peer_id, state=state)
-        return decode_status(raw, state=state)
+            return PeerStatus(id=peer_id, state=state, restarts=restarts)
+        return decode_status(raw, state=state, restarts=restarts)
 
     def close(self) -> None:
         self._seg.close()

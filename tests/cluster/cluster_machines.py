@@ -58,3 +58,15 @@ class ApplyCounter(StateMachine):
 
     def restore(self, data: bytes) -> None:
         self.count = struct.unpack("<Q", data)[0] if data else 0
+
+
+class OnlyInTheTestProcess(Counter):
+    """Builds only in the process whose pid is ``RSM_SHM_TEST_MANAGER_PID``: it imports in
+    the manager (which checks the import path at start) and fails in every peer."""
+
+    def __init__(self) -> None:
+        import os
+
+        if str(os.getpid()) != os.environ.get("RSM_SHM_TEST_MANAGER_PID"):
+            raise RuntimeError("OnlyInTheTestProcess refuses to run in a peer process")
+        super().__init__()

@@ -26,7 +26,16 @@ def ours(name):
 @pytest.fixture
 def running(shm_name, tmp_path, cluster_env):
     """A cluster started by ``rsm-shm cluster start`` in the foreground; its name."""
-    name = shm_name("cli")
+    yield from _foreground(shm_name("cli"), tmp_path)
+
+
+@pytest.fixture
+def running_restarting(shm_name, tmp_path, cluster_env):
+    """The same, started with ``--restart-failed``."""
+    yield from _foreground(shm_name("cli"), tmp_path, "--restart-failed")
+
+
+def _foreground(name, tmp_path, *extra):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -42,6 +51,7 @@ def running(shm_name, tmp_path, cluster_env):
             "--data",
             str(tmp_path / "data"),
             "--no-fsync",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -137,6 +147,36 @@ def test_cluster_commands_end_to_end(running):
     assert cli("cluster", "stop", name).returncode == 0
     assert proc.wait(30) == 0
     wait_until(lambda: not ours(name), 10, "the cluster's segments to go")
+
+
+def test_the_foreground_cluster_restarts_crashed_peers_but_not_killed_ones(running_restarting):
+    """``cluster start --restart-failed``: a peer SIGKILLed behind the cluster's back is
+    restarted by the foreground command and counted; one killed with ``cluster kill``
+    (another process) stays dead."""
+    name, proc = running_restarting
+
+    def peers():
+        return {p["id"]: p for p in status(name)["peers"]}
+
+    def restarted(pid, old):
+        p = peers()[pid]
+        return p["alive"] and p["pid"] != old and p["restarts"] == 1 and p["state"] == "running"
+
+    old = peers()[1]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: restarted(1, old), 30, "peer 1 to be restarted")
+    assert cli("cluster", "kill", name, "2").returncode == 0
+    old = peers()[3]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: restarted(3, old), 30, "peer 3 to be restarted")
+    p2 = peers()[2]
+    assert (p2["alive"], p2["state"], p2["restarts"]) == (False, "killed", 0)
+    doc = json.loads(cli("cluster", "status", name, "--json").stdout)
+    assert {p["id"]: p["restarts"] for p in doc["peers"]} == {1: 1, 2: 0, 3: 1}
+    table = cli("cluster", "status", name).stdout.splitlines()
+    assert table[1].split()[-2:] == ["STATE", "RESTARTS"]
+    assert [line.split()[-2:] for line in table[2:]] == [["running", "1"], ["killed", "0"], ["running", "1"]]
+    assert proc.poll() is None
 
 
 def test_ctrl_c_stops_the_foreground_cluster_cleanly(running):

@@ -143,3 +143,34 @@ def test_a_peer_restored_from_a_snapshot_learns_a_new_peers_address_from_the_oth
             assert kv.get(f"k{i - 1}") == i - 1
     finally:
         cluster.destroy()
+
+
+def test_under_mutual_tls_a_peer_joins_with_its_own_identity_and_strangers_cannot_change_members(
+    shm_name, tmp_path, cluster_env
+):
+    pytest.importorskip("cryptography", reason="cryptography (part of [test], via trustme) is not installed")
+    from cluster_harness import KV
+    from rsm_shm.cluster import KVClient
+    from rsm_shm.cluster.net.tls import CertificateAuthority
+
+    ca = CertificateAuthority()
+    name = shm_name("tlsjoin")
+    tls = {p: ca.issue_peer(name, p).write(str(tmp_path / f"pki{p}"), f"peer{p}") for p in (1, 2, 3, 4)}
+    cluster = ServedCluster(name, KV, 3, tmp_path / "data", tls={p: tls[p] for p in (1, 2, 3)}).start()
+    try:
+        cluster.wait_leader(timeout=30)
+        new = cluster.start_joining(4, tls_files=tls[4])
+        anonymous = ca.issue([], ["client.example"], server=False).tls_config()
+        with pytest.raises(PermissionError, match="names no identity of"):
+            add_peer([cluster.addresses[1]], 4, new.address, tls=anonymous, timeout=10)
+        admin = ca.issue_client(name, "admin").tls_config()
+        add_peer([cluster.addresses[1]], 4, new.address, tls=admin, timeout=30)
+        cluster.transfer_leadership(4, timeout=15)  # 4's streams are accepted both ways
+        with KVClient(name) as kv:
+            kv.put("k", "v")
+        remove_peer([cluster.addresses[1]], 4, tls=admin, timeout=30)
+        wait_until(lambda: not new.alive, 15, "removed leader 4 to stop by itself")
+        with KVClient(name) as kv:
+            assert kv.get("k") == "v"
+    finally:
+        cluster.destroy()

@@ -113,6 +113,7 @@ def handle_ready(node: "RawNode", io: ReadyIO) -> Ready:
         io.apply(e, cs)
     io.read_states(rd.read_states)
     node.advance(rd)
-    for peer in sorted(unreachable):
-        node.report_unreachable(peer)
+    if unreachable:
+        for peer in sorted(unreachable):
+            node.report_unreachable(peer)
     return rd

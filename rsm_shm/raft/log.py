@@ -107,13 +107,19 @@ class RaftLog:
         )
 
     # ---------------------------------------------------------------- bounds
+    # first_index and last_index inline Unstable.maybe_first_index/maybe_last_index: a
+    # leader's turn asks for them a few dozen times per command.
     def first_index(self) -> int:
-        i = self.unstable.maybe_first_index()
-        return i if i is not None else self.storage.first_index()
+        snap = self.unstable.snapshot
+        return snap.meta.index + 1 if snap is not None else self.storage.first_index()
 
     def last_index(self) -> int:
-        i = self.unstable.maybe_last_index()
-        return i if i is not None else self.storage.last_index()
+        u = self.unstable
+        if u.entries:
+            return u.offset + len(u.entries) - 1
+        if u.snapshot is not None:
+            return u.snapshot.meta.index
+        return self.storage.last_index()
 
     def term(self, i: int) -> int:
         """Term of entry ``i``; raises CompactedError / UnavailableError out of range.
@@ -208,9 +214,10 @@ class RaftLog:
         return list(self.unstable.entries)
 
     def entries(self, i: int, max_size: Optional[int] = None) -> List[Entry]:
-        if i > self.last_index():
+        last = self.last_index()
+        if i > last:
             return []
-        return self.slice(i, self.last_index() + 1, max_size)
+        return self.slice(i, last + 1, max_size)
 
     def slice(self, lo: int, hi: int, max_size: Optional[int] = None) -> List[Entry]:
         """Entries [lo, hi) limited to ``max_size`` bytes (at least one entry).  Raises
@@ -220,19 +227,23 @@ class RaftLog:
             raise RuntimeError(f"invalid slice {lo} > {hi}")
         if lo < fi:
             raise CompactedError(f"slice({lo}): compacted up to {fi - 1}")
-        if hi > self.last_index() + 1:
-            raise RuntimeError(f"slice[{lo},{hi}) out of bound [{fi},{self.last_index()}]")
+        last = self.last_index()
+        if hi > last + 1:
+            raise RuntimeError(f"slice[{lo},{hi}) out of bound [{fi},{last}]")
         if lo == hi:
             return []
-        ents: List[Entry] = []
-        uoff = self.unstable.offset
-        if lo < uoff:
-            stored = self.storage.entries(lo, min(hi, uoff), max_size)
-            if len(stored) < min(hi, uoff) - lo:
-                return stored  # size-limited by storage
-            ents = list(stored)
+        u = self.unstable
+        uoff = u.offset
+        if lo >= uoff:  # all unstable (a leader sending what it just appended)
+            ents = u.entries[lo - uoff : hi - uoff]
+            return ents if len(ents) <= 1 else limit_size(ents, max_size)
+        ents = []
+        stored = self.storage.entries(lo, min(hi, uoff), max_size)
+        if len(stored) < min(hi, uoff) - lo:
+            return stored  # size-limited by storage
+        ents = list(stored)
         if hi > uoff:
-            ents.extend(self.unstable.slice(max(lo, uoff), hi))
+            ents.extend(u.slice(uoff, hi))
         return limit_size(ents, max_size)
 
     def snapshot(self) -> Snapshot:
@@ -264,19 +275,25 @@ class RaftLog:
         return False
 
     def has_next_committed_ents(self) -> bool:
-        if self.has_pending_snapshot():
+        if self.unstable.snapshot is not None:
             return False
-        return self.committed > max(self.applying, self.first_index() - 1)
+        committed = self.committed
+        return committed > self.applying and committed >= self.storage.first_index()
 
     def next_committed_ents(self, max_size: Optional[int] = None) -> List[Entry]:
         """Committed entries not yet handed to the application.  None while a snapshot
         is pending (the application installs it first)."""
-        if self.has_pending_snapshot():
+        if self.unstable.snapshot is not None:
             return []
-        lo = max(self.applying + 1, self.first_index())
         hi = self.committed + 1
+        lo = self.applying + 1
         if lo >= hi:
             return []
+        fi = self.storage.first_index()
+        if lo < fi:
+            lo = fi
+            if lo >= hi:
+                return []
         return self.slice(lo, hi, max_size)
 
     def accept_applying(self, i: int) -> None:

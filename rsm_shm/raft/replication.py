@@ -177,9 +177,12 @@ class ReplicationMixin(RaftState):
                     self.send_append(m.frm)
             elif old_paused:
                 self.send_append(m.frm)
-            # keep the pipeline full (several AppendEntries in flight)
-            while self.maybe_send_append(m.frm, False):
-                pass
+            # keep the pipeline full (several AppendEntries in flight); nothing to send
+            # when the follower already has everything (the sequential steady state:
+            # pr.state is REPLICATE or PROBE here, neither of which sends an empty append)
+            if pr.next <= self.raft_log.last_index():
+                while self.maybe_send_append(m.frm, False):
+                    pass
             if m.frm == self.lead_transferee and pr.match == self.raft_log.last_index():
                 # the transfer target caught up: tell it to campaign now (thesis §3.10)
                 self.send_timeout_now(m.frm)

@@ -256,6 +256,15 @@ class ProgressTracker:
     def committed(self) -> int:
         """Largest index replicated on a quorum (of both halves when joint)."""
         prs = self.progress
+        cfg = self.config
+        incoming = cfg.incoming
+        if not cfg.outgoing and incoming:
+            # Not joint (the steady state): quorum.majority_committed inlined, as the
+            # leader asks on every acknowledgement.  The element at n - (n//2 + 1) of
+            # the ascending match indexes is held by a majority.
+            n = len(incoming)
+            srt = sorted([prs[v].match if v in prs else 0 for v in incoming])
+            return srt[n - (n // 2 + 1)]
 
         def acked(i: int) -> Optional[int]:
             pr = prs.get(i)

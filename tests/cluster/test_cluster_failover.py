@@ -9,6 +9,7 @@ timeout.  Real processes, real SIGKILL; every wait is bounded.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,10 +67,16 @@ def _publish(rec, cluster_id: int, peer_id: int, pid: int, start: int) -> None:
     rec.publish(raw)
 
 
-def test_leader_watch_tells_a_dead_leader_from_a_live_one(record):
+@pytest.mark.parametrize("how", ["pidfd", "proc"])
+def test_leader_watch_tells_a_dead_leader_from_a_live_one(record, how, monkeypatch):
     """Alive: no.  SIGKILLed but not yet reaped (a zombie): gone.  A live process with
-    another start time (the pid was reused): gone."""
+    another start time (the pid was reused): gone.  With a pidfd, and without (older
+    kernels: kill(pid, 0) and /proc)."""
     cluster, rec = record
+    if how == "proc":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    elif not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open on this platform")
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         _publish(rec, 7, 1, child.pid, _proc.start_time(child.pid))
@@ -84,10 +91,10 @@ def test_leader_watch_tells_a_dead_leader_from_a_live_one(record):
         child.kill()
         child.wait()
         child.stdin.close()
-    me = _proc.start_time(_proc.os.getpid())
-    _publish(rec, 7, 1, _proc.os.getpid(), me + 1)
+    me = _proc.start_time(os.getpid())
+    _publish(rec, 7, 1, os.getpid(), me + 1)
     assert watch.leader_gone(1, 6), "a live pid with another start time is another process"
-    _publish(rec, 7, 1, _proc.os.getpid(), me)
+    _publish(rec, 7, 1, os.getpid(), me)
     assert not watch.leader_gone(1, 7)
     watch.close()
 

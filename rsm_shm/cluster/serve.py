@@ -379,7 +379,10 @@ class ServedPeer:
             )
         load_state_machine(spec.state_machine)  # a wrong import path fails here, clearly
         # The peers named at start: on the command line, and (joining) by a running peer.
-        self.given: Dict[int, str] = {**(discover(spec, tls) if spec.join else {}), **spec.peers}
+        # --join matters at the first start only: later the log and members.json say who
+        # the members are (the peers named by --join may be gone by then).
+        first = read_config(spec.data_dir) is None if os.path.isdir(spec.data_dir) else True
+        self.given: Dict[int, str] = {**(discover(spec, tls) if spec.join and first else {}), **spec.peers}
         self.given.pop(me, None)
         self._prepare_data_dir()
         self.server = PeerServer(spec.listen, tls=tls, insecure=spec.insecure)

@@ -14,6 +14,7 @@ import signal
 import pytest
 
 from cluster_harness import KV, wait_until
+from rsm_shm import _proc
 from rsm_shm.cluster import LocalCluster
 from rsm_shm.cluster.restarts import RestartPolicy
 
@@ -65,6 +66,20 @@ def test_a_crashed_peer_is_restarted_and_a_killed_one_is_not(make_cluster):
     cluster.restart(follower)
     assert peer(cluster, follower).alive
     assert [s.restarts for s in cluster.status()] == [1 if p != follower else 0 for p in (1, 2, 3)]
+
+
+def test_a_removed_peer_is_not_restarted(make_cluster):
+    """remove_peer() stops the peer's process: no crash, no restart (proof that the
+    watcher looked afterwards: it restarts a peer crashed later)."""
+    cluster = make_cluster(KV, fsync=False, restart_failed=FAST)
+    leader = cluster.wait_leader(timeout=30)
+    gone, other = [p for p in (1, 2, 3) if p != leader]
+    gone_pid = peer(cluster, gone).pid
+    cluster.remove_peer(gone)
+    old = crash(cluster, other)
+    restarted(cluster, other, old, 1)
+    assert [s.id for s in cluster.status()] == sorted((leader, other))
+    assert not _proc.process_alive(gone_pid)
 
 
 def test_a_crash_loop_is_given_up_visibly_and_restart_brings_it_back(make_cluster):

@@ -24,11 +24,12 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::rsm_s
 
 
 def test_a_killed_leader_is_replaced_before_any_election_timeout(make_cluster):
-    """With a 1.5-3 s election timeout (and a 1.5 s leader lease that makes followers
-    ignore pre-votes), a new leader is elected well within the lease after a SIGKILL,
+    """With a 3-6 s election timeout (and a 3 s leader lease that makes followers ignore
+    pre-votes), a new leader is elected well within the lease after a SIGKILL (the bound
+    leaves room for a loaded machine; typically it takes some 20 ms),
     in the next term (one election: the survivors did not split the vote), and takes
     writes."""
-    cluster = make_cluster(KV, fsync=False, tick=0.01, heartbeat_tick=2, election_tick=150)
+    cluster = make_cluster(KV, fsync=False, tick=0.01, heartbeat_tick=2, election_tick=300)
     leader = cluster.wait_leader(timeout=30)
     wait_until(
         lambda: all(s.leader == leader for s in cluster.status() if s.alive), 10, f"every peer to follow {leader}"
@@ -45,7 +46,7 @@ def test_a_killed_leader_is_replaced_before_any_election_timeout(make_cluster):
 
     new = wait_until(elected, 15, f"a new leader after peer {leader}")
     elapsed = time.monotonic() - t0
-    assert elapsed < 1.0, f"peer {new.id} was elected {elapsed:.2f} s after the kill: the leader lease ran out"
+    assert elapsed < 2.0, f"peer {new.id} was elected {elapsed:.2f} s after the kill: the leader lease ran out"
     assert new.term == term + 1, f"elected in term {new.term}, {new.term - term} terms after the kill"
     client.propose(b'{"op": "put", "key": "a", "value": 2}', timeout=10)
     assert json.loads(client.read(b'{"op": "get", "key": "a"}', timeout=10)) == {"found": True, "value": 2}

@@ -19,9 +19,11 @@ crash, and every deliberate stop changes the slot before it signals the process.
 The watcher is a daemon thread of the owning process (the one that called ``start()``,
 e.g. the foreground ``rsm-shm cluster start --restart-failed``): it polls the slots every
 ``interval`` seconds (a liveness check of each process in ``/proc``, no round trip to
-any peer) and starts peers the way ``start()`` does, with ``subprocess`` (fork + exec of
-a fresh interpreter: no fork of this threaded process).  An attached handle
-(:meth:`LocalCluster.attach`) never watches.
+any peer) and starts peers the way ``start()`` does, with ``subprocess``: a fresh
+interpreter is exec'ed straight from C (CPython uses vfork where it can), so no Python
+code ever runs in a forked copy of this threaded process.  An attached handle
+(:meth:`LocalCluster.attach`) never watches, and once the owner dies nobody restarts
+anything.
 """
 
 from __future__ import annotations

@@ -171,6 +171,11 @@ def test_under_mutual_tls_a_peer_joins_with_its_own_identity_and_strangers_canno
             add_peer([cluster.addresses[1]], 4, new.address, tls=anonymous, timeout=10)
         admin = ca.issue_client(name, "admin").tls_config()
         add_peer([cluster.addresses[1]], 4, new.address, tls=admin, timeout=30)
+        # Again: nothing to do (re-adding a voter as a learner would demote it), no entry.
+        lead = cluster.wait_leader(timeout=10)
+        before = _status(cluster, lead).last_index
+        add_peer([cluster.addresses[2]], 4, new.address, tls=admin, timeout=10)
+        assert _status(cluster, lead).last_index == before and 4 in _status(cluster, lead).voters
         cluster.transfer_leadership(4, timeout=15)  # 4's streams are accepted both ways
         with KVClient(name) as kv:
             kv.put("k", "v")

@@ -33,7 +33,7 @@ import queue
 import secrets
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import grpc
 
@@ -435,10 +435,17 @@ class _Peers:
                 raise TimeoutError(f"no leader found: {last}")
             time.sleep(0.1)
 
-    def change(self, op: str, pid: int, address: Optional[str], deadline: float) -> None:
+    def change(
+        self, op: str, pid: int, address: Optional[str], deadline: float, done: Callable[[Dict[str, Any]], bool]
+    ) -> None:
+        """Have the leader make the change, unless (or until) ``done(leader status)``:
+        a change resent after an unanswered call, or run again after a timeout, may have
+        been made already."""
         req = json.dumps({"op": op, "id": pid, "address": address}).encode()
-        _lid, target, _info = self.leader(deadline)
+        _lid, target, info = self.leader(deadline)
         while True:
+            if done(info.get("status") or {}):
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"membership change {op} {pid}: no answer in time (it may still be applied)")
@@ -457,12 +464,12 @@ class _Peers:
             if status == "ok":
                 return
             if status == "error":
+                _lid, target, info = self.leader(deadline)
+                if done(info.get("status") or {}):
+                    return
                 raise ValueError(f"membership change {op} {pid} refused: {ans.get('message')}")
-            if status == "not_leader" and ans.get("leader") in self.addresses:
-                target = self.addresses[int(ans["leader"])]
-                continue
             time.sleep(0.1)
-            _lid, target, _info = self.leader(deadline)
+            _lid, target, info = self.leader(deadline)
 
     def wait(self, cond: Any, deadline: float, what: str) -> None:
         while True:
@@ -479,6 +486,10 @@ class _Peers:
         for ch in self._channels.values():
             ch.close()
         self._channels.clear()
+
+
+def _ids(status: Dict[str, Any], *keys: str) -> Set[int]:
+    return {int(i) for k in keys for i in status.get(k) or ()}
 
 
 def fetch_addresses(
@@ -519,12 +530,12 @@ def add_peer(
     into the cluster whose peers listen at ``addresses``: as a learner, then, once it
     applied everything the leader had committed when it was added, as a voter.  Returns
     when the leader counts it among the voters; TimeoutError otherwise (it may be a
-    learner by then: run it again)."""
+    learner by then: run it again -- a step already made is skipped)."""
     parse_address(address)
     deadline = time.monotonic() + timeout
     peers = _Peers(addresses, tls, server_name)
     try:
-        peers.change("add_learner", peer_id, address, deadline)
+        peers.change("add_learner", peer_id, address, deadline, lambda st: peer_id in _ids(st, "voters", "learners"))
         _lid, laddr, info = peers.leader(deadline)
         target = int((info.get("status") or {}).get("commit") or 0)
         peers.wait(
@@ -532,9 +543,9 @@ def add_peer(
             deadline,
             f"peer {peer_id} at {address} to catch up to index {target}",
         )
-        peers.change("promote", peer_id, address, deadline)
+        peers.change("promote", peer_id, address, deadline, lambda st: peer_id in _ids(st, "voters"))
         peers.wait(
-            lambda: peer_id in (peers.leader(deadline)[2].get("status") or {}).get("voters", ()),
+            lambda: peer_id in _ids(peers.leader(deadline)[2].get("status") or {}, "voters"),
             deadline,
             f"peer {peer_id} to be a voter",
         )
@@ -556,7 +567,7 @@ def remove_peer(
     deadline = time.monotonic() + timeout
     peers = _Peers(addresses, tls, server_name)
     try:
-        peers.change("remove", peer_id, None, deadline)
+        peers.change("remove", peer_id, None, deadline, lambda st: peer_id not in _ids(st, "voters", "learners"))
 
         def gone() -> bool:
             lid, _addr, info = peers.leader(deadline)

@@ -419,7 +419,10 @@ class ServedPeer:
             self._inbox_for_service = inbox_ring
             self.server.add_handlers([self.service.handler()])
             self.server.add_handlers(serve_clients(self))  # remote clients (Client.connect)
-            self.members_service = MembersService(name, me, spec.cluster_id, tls=tls is not None)
+            node = self.node
+            self.members_service = MembersService(
+                name, me, spec.cluster_id, tls=tls is not None, conf_state=lambda: node.conf_state
+            )
             self.server.add_handlers([self.members_service.handler()])
             for factory in list(_SERVICE_FACTORIES):
                 self.server.add_handlers(factory(self))

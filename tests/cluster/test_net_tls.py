@@ -5,6 +5,7 @@ random-bytes client are refused, and the peer keeps serving."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -144,6 +145,12 @@ def test_a_peer_id_must_be_the_one_its_certificate_names(shm_name, tmp_path, clu
             with pytest.raises(grpc.RpcError) as e:
                 ch.unary_unary(METHOD_CHANGE)(change, timeout=5)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # past the identity check
+            # Adding a voter as a learner (a demotion) is refused.
+            demote = b'{"op": "add_learner", "id": 2, "address": "127.0.0.1:1"}'
+            assert json.loads(ch.unary_unary(METHOD_CHANGE)(demote, timeout=5)) == {
+                "status": "error",
+                "message": "peer 2 is a voter already",
+            }
         # The same handshake and metadata pass with the identity the certificate names.
         with grpc.secure_channel(target, _credentials(tls[3])) as ch:
             assert _probe(ch, cid, frm=3) == grpc.StatusCode.OK

@@ -284,8 +284,17 @@ def discover(spec: Any, tls: Optional[TLSConfig]) -> Dict[int, str]:
 class MembersService:
     """The Members service of a served peer (see the module docstring)."""
 
-    def __init__(self, cluster: str, peer_id: int, cluster_id: int, *, tls: bool) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        peer_id: int,
+        cluster_id: int,
+        *,
+        tls: bool,
+        conf_state: Optional[Callable[[], ConfState]] = None,
+    ) -> None:
         self.cluster = cluster
+        self._conf_state = conf_state
         self.peer_id = peer_id
         self.cluster_id = cluster_id
         self._tls = tls
@@ -331,6 +340,11 @@ class MembersService:
             raise AssertionError("unreachable") from None
         if self._closed:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"peer {self.peer_id} is stopping")
+        if op == ev.ADMIN_ADD_LEARNER and self._conf_state is not None:
+            cs = self._conf_state()
+            if pid in set(cs.voters) | set(cs.voters_outgoing):
+                # The core would make a voter a learner again (a demotion): never asked for.
+                return _answer("error", message=f"peer {pid} is a voter already")
         ctx = address_context(address) if address is not None else b""
         ring = Ring(
             f"{reply_ring_prefix(self.cluster)}{self._pid:x}.{secrets.token_hex(4)}",

@@ -70,10 +70,10 @@ def test_a_served_peer_joins_a_loaded_cluster_then_the_leader_and_a_follower_lea
             wait_until(lambda: not cluster.peers[gone].alive, 15, f"removed peer {gone} to stop by itself")
             assert cluster.peers[gone].stop() == 0
             wait_progress(progress, 50, timeout=30)
-            # A follower leaves: it seldom learns that its removal committed (the leader stops
-            # talking to it), so its process is stopped by the operator.
+            # A follower leaves (through the command line, as an operator would).  It is cut
+            # off first, so it cannot apply its own removal: the others' status tells it.
             follower = next(p for p in (1, 2, 3) if p not in (gone, cluster.wait_leader(timeout=10)))
-            # This one through the command line, as an operator would.
+            cluster.partition([follower])
             cli = subprocess.run(
                 [sys.executable, "-m", "rsm_shm", "cluster", "remove-peer", str(follower), "--remote", new.address],
                 capture_output=True,
@@ -83,7 +83,9 @@ def test_a_served_peer_joins_a_loaded_cluster_then_the_leader_and_a_follower_lea
             assert cli.returncode == 0 and f"peer {follower} left the cluster" in cli.stdout, cli
             lead = cluster.wait_leader(timeout=10)
             assert follower not in _status(cluster, lead).voters + _status(cluster, lead).learners
-            cluster.peers[follower].stop()
+            wait_until(lambda: not cluster.peers[follower].alive, 15, f"removed peer {follower} to stop by itself")
+            assert cluster.peers[follower].stop() == 0
+            cluster.heal()
             wait_progress(progress, 50, timeout=30)
         finally:
             if procs is not None:

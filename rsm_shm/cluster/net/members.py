@@ -8,7 +8,8 @@ it opens a stream to the new peer and accepts the new peer's streams.  A change 
 removes a peer closes its stream and refuses it from then on.  Each peer keeps what it
 learned in ``DATA/members.json`` (:class:`AddressBook`), so a restart knows the peers
 that joined after its command line was written.  A peer that was removed stops by
-itself once it applies its own removal.
+itself once it applies its own removal or, when it does not learn of it, once another
+peer's status shows it (see ``Membership._watch_removal``).
 
 Joining.  A new peer starts with ``--join HOST:PORT,...`` (``Peer(join=[...])``): it asks
 those peers for the members' addresses (the Status RPC), starts with no configuration
@@ -172,11 +173,50 @@ class Membership:
         self._missing_lock = threading.Lock()
         self._resolver: Optional[threading.Thread] = None
         self._closed = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_removal, name="rsm-members-watch", daemon=True)
+        self._watcher.start()
 
     def close(self, timeout: float = 5.0) -> None:
         self._closed.set()
-        if self._resolver is not None:
-            self._resolver.join(timeout)
+        for thread in (self._resolver, self._watcher):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout)
+
+    def _watch_removal(self) -> None:
+        """Stop this peer once another peer shows that it was removed.
+
+        A removed follower seldom applies its own removal: the leader stops talking to
+        it, so it never learns that the change committed.  When nothing reached it for
+        three election timeouts, it asks the peers it knows for their status; one that
+        applied at least as far as this peer, in a configuration without it, proves the
+        removal (both applied the same log: the configuration that holds this peer at
+        its applied index was followed by one that does not)."""
+        served, me = self._served, self._me
+        node = served.node
+        quiet = max(1.0, 3 * node.timing.tick * node.timing.election_tick)
+        while not self._closed.wait(quiet / 2):
+            if time.monotonic_ns() - node._last_contact_ns < quiet * 1e9:
+                continue
+            applied, cs = node.applied, node.conf_state
+            if me not in _members(cs):
+                continue  # joining: not admitted yet
+            for addr in sorted({a for a in self._book.addresses().values() if a != LOCAL}):
+                try:
+                    info = _status_of(addr, served.server.tls, served.spec.cluster_id)
+                except (grpc.RpcError, ValueError, KeyError):
+                    continue
+                st = info.get("status") or {}
+                members = _ids(st, "voters", "learners")
+                if members and me not in members and int(st.get("applied") or 0) >= applied:
+                    log.warning(
+                        "peer %d was removed from the cluster (peer %s at %s applied index %s without it): stopping",
+                        me,
+                        info.get("id"),
+                        addr,
+                        st.get("applied"),
+                    )
+                    served.stop()
+                    return
 
     def on_conf_change(self, entry: Optional[Entry], cs: ConfState) -> None:
         served, book, me = self._served, self._book, self._me
@@ -502,6 +542,18 @@ class _Peers:
         self._channels.clear()
 
 
+def _status_of(address: str, tls: Optional[TLSConfig], cluster_id: int) -> Dict[str, Any]:
+    """The Status answer of the peer at ``address`` (ValueError: another cluster's)."""
+    peers = _Peers([address], tls)
+    try:
+        info = peers.status(address, timeout=1.0)
+    finally:
+        peers.close()
+    if int(info.get("cluster_id") or 0) != cluster_id:
+        raise ValueError(f"{address} serves another cluster")
+    return info
+
+
 def _ids(status: Dict[str, Any], *keys: str) -> Set[int]:
     return {int(i) for k in keys for i in status.get(k) or ()}
 
@@ -576,8 +628,8 @@ def remove_peer(
     server_name: Optional[str] = None,
 ) -> None:
     """Remove ``peer_id`` from the cluster whose peers listen at ``addresses``; returns once
-    a leader other than it no longer counts it.  The removed peer stops by itself when it
-    applies its removal (stop its process if it cannot: e.g. it was cut off)."""
+    a leader other than it no longer counts it.  The removed peer stops by itself (see
+    the module docstring)."""
     deadline = time.monotonic() + timeout
     peers = _Peers(addresses, tls, server_name)
     try:

@@ -11,7 +11,12 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"]
+# -fno-semantic-interposition and -Bsymbolic-functions: nobody interposes the core's
+# functions, so calls between them (rsm_getpid from sem.c, a helper in its own file) may
+# be inlined or made directly instead of through the PLT; the symbols stay exported (the
+# core's table and cffi use them).
+CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-fno-semantic-interposition"]
+LDFLAGS = ["-Wl,-Bsymbolic-functions"]
 
 # The C core: every C file but the CPython-API ones of rsm_shm._fast (fast*.c).
 SOURCES = sorted(
@@ -32,6 +37,7 @@ ffibuilder.set_source(
     sources=SOURCES,
     include_dirs=["csrc"],
     extra_compile_args=CFLAGS,
+    extra_link_args=LDFLAGS,
 )
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ size_t rsm_sem_size(uint32_t nslots, uint32_t flags)
     return offsetof(rsm_sem, wq) + rsm_wq_size(nslots) + cells;
 }
 
-static rsm_sem_holder *cells(rsm_sem *s)
+static inline rsm_sem_holder *cells(rsm_sem *s)
 {
     return (rsm_sem_holder *)((char *)&s->wq + rsm_wq_size(rsm_wq_nslots(&s->wq)));
 }
@@ -33,7 +33,7 @@ uint32_t rsm_sem_nholders(const rsm_sem *s)
 }
 
 /* The cell counting untracked permits: the one after the holder cells. */
-static uint32_t untracked_cell(const rsm_sem *s) { return rsm_sem_nholders(s); }
+static inline uint32_t untracked_cell(const rsm_sem *s) { return rsm_sem_nholders(s); }
 
 void rsm_sem_init(rsm_sem *s, uint32_t value, uint32_t max, uint32_t policy, uint32_t flags, uint32_t nslots)
 {
@@ -104,9 +104,18 @@ static int install(rsm_sem *s, uint64_t *c, uint32_t low, uint32_t i, uint32_t o
     return 1;
 }
 
-static uint32_t first_cell(uint32_t pid, uint32_t n)
+/* Where this process's search for its cell starts: a hash of the pid scaled to [0, n)
+ * (multiply-shift: no division on every call). */
+static inline uint32_t first_cell(uint32_t pid, uint32_t n)
 {
-    return n ? (pid * 2654435761u) % n : 0;
+    return (uint32_t)(((uint64_t)(pid * 2654435761u) * n) >> 32);
+}
+
+/* The k-th cell of a walk that starts at `first` and wraps around n cells. */
+static inline uint32_t walk(uint32_t first, uint32_t k, uint32_t n)
+{
+    uint32_t i = first + k;
+    return i >= n ? i - n : i;
 }
 
 /* Is cell h (word w) this process's? */
@@ -124,7 +133,7 @@ static uint32_t my_cell(rsm_sem *s, uint64_t *w)
     uint32_t n = rsm_sem_nholders(s), pid = (uint32_t)rsm_getpid(), first = first_cell(pid, n);
     uint64_t start = rsm_self_start();
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = (first + k) % n;
+        uint32_t i = walk(first, k, n);
         uint64_t v = atomic_load(&h[i].word);
         if (is_mine(&h[i], v, (int32_t)pid, start)) {
             *w = v;
@@ -160,7 +169,7 @@ static uint32_t charge_cell(rsm_sem *s, uint64_t *w)
     uint32_t first = first_cell(pid, n);
     uint64_t start = rsm_self_start();
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = (first + k) % n;
+        uint32_t i = walk(first, k, n);
         *w = atomic_load(&h[i].word);
         if (state_of(*w) != 0 && is_mine(&h[i], *w, (int32_t)pid, start))
             return i;
@@ -169,7 +178,7 @@ static uint32_t charge_cell(rsm_sem *s, uint64_t *w)
     if (state_of(*w) != 0)
         return u;
     for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = (first + k) % n;
+        uint32_t i = walk(first, k, n);
         *w = atomic_load(&h[i].word);
         if (held(state_of(*w)) && state_of(*w) != 0)
             return i;
@@ -185,7 +194,7 @@ static int free_idle_cell(rsm_sem *s, uint64_t *c)
     rsm_sem_holder *h = cells(s);
     uint32_t n = rsm_sem_nholders(s);
     for (uint32_t k = 0, first = first_cell((uint32_t)rsm_getpid(), n); k < n; k++) {
-        uint32_t i = (first + k) % n;
+        uint32_t i = walk(first, k, n);
         uint64_t w = atomic_load(&h[i].word);
         if (state_of(w) == 0)
             return install(s, c, low_of(*c), i, OP_FREE, w);

@@ -13,18 +13,6 @@ static inline uint32_t make_state(uint32_t gen, uint32_t token, uint32_t kind, u
     return (gen << 16) | ((token & 0xFFu) << 8) | ((kind & 0xFu) << 4) | (phase & 0xFu);
 }
 
-size_t rsm_wq_size(uint32_t nslots)
-{
-    return sizeof(rsm_waitq) + (size_t)nslots * sizeof(rsm_wslot);
-}
-
-uint32_t rsm_wq_nslots(const rsm_waitq *q)
-{
-    /* nslots is written once at creation, but the segment may come from a dead or hostile
-     * writer: every walk is bounded by the compile-time maximum. */
-    uint32_t n = q->nslots;
-    return n > RSM_WQ_MAX_SLOTS ? RSM_WQ_MAX_SLOTS : n;
-}
 
 void rsm_wq_init(rsm_waitq *q, uint32_t nslots)
 {

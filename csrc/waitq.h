@@ -94,9 +94,21 @@ static inline uint32_t rsm_slot_kind(uint32_t s) { return (s >> 4) & 0xFu; }
 static inline uint32_t rsm_slot_token(uint32_t s) { return (s >> 8) & 0xFFu; }
 static inline uint32_t rsm_slot_gen(uint32_t s) { return s >> 16; }
 
-size_t rsm_wq_size(uint32_t nslots);
+/* Inline: the robust semaphore finds its holder cells after the slots on every call. */
+static inline size_t rsm_wq_size(uint32_t nslots)
+{
+    return sizeof(rsm_waitq) + (size_t)nslots * sizeof(rsm_wslot);
+}
+
+static inline uint32_t rsm_wq_nslots(const rsm_waitq *q)
+{
+    /* nslots is written once at creation, but the segment may come from a dead or hostile
+     * writer: every walk is bounded by the compile-time maximum. */
+    uint32_t n = q->nslots;
+    return n > RSM_WQ_MAX_SLOTS ? RSM_WQ_MAX_SLOTS : n;
+}
+
 void rsm_wq_init(rsm_waitq *q, uint32_t nslots);
-uint32_t rsm_wq_nslots(const rsm_waitq *q);
 
 /* Publish a waiter of the given kind (0-15); sets w->slot (maybe RSM_WAITER_OVERFLOW).
  * The caller must re-check its condition after this and before rsm_wq_wait(). */

@@ -358,8 +358,8 @@ def uncontended_cases() -> Tuple[List[UncontendedCase], List[str]]:
         UncontendedCase("RLock", "threading.RLock", lambda r: _pair(threading.RLock()), threading_ref=True),
         UncontendedCase("RLock", "mp.RLock", lambda r: _pair(CTX.RLock()), reference=True),
         UncontendedCase("Semaphore", "rsm Semaphore", lambda r: _pair(r.rsm(rsm_shm.Semaphore)), rsm=True),
-        # The cost of robust=True: each acquire records the permit in the holder's slot,
-        # each release charges it back (one more CAS each).
+        # The cost of robust=True: each acquire and release also writes the holder's cell
+        # (one more CAS each) after checking the cell the previous operation named.
         UncontendedCase(
             "Semaphore", "rsm Semaphore(robust=True)", lambda r: _pair(r.rsm(rsm_shm.Semaphore, robust=True))
         ),

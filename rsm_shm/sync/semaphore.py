@@ -237,11 +237,13 @@ class Semaphore(_SemaphoreBase):
     returned on death); ``release(n)`` checks the bound for the whole ``n`` first, then
     gives the permits back one by one.
 
-    Cost: a recorded acquire and a charged release are one more CAS each on the holder
-    slot: an uncontended acquire+release pair took 82 ns instead of 44 ns in
-    ``tools/bench_sync.py --only uncontended`` (2 shared cores); the sleeping path is
-    unchanged but for those two CAS; a waiter that sleeps past a slice also reads the
-    holder slots and ``/proc`` for each holder.
+    Cost: a robust acquire or release is a CAS on the count word (which carries the
+    operation's tag) and one on the holder cell, after a look at the cell the previous
+    operation named: an uncontended acquire+release pair took 64 ns instead of 36 ns in
+    ``tools/bench_sync.py --only uncontended --repeat 9`` (2 shared cores, load ~20;
+    callgrind: about 1000 instructions per pair instead of 655, most of both in the
+    interpreter).  The sleeping path is unchanged but for those steps; a waiter that
+    sleeps past a slice also reads the holder cells and ``/proc`` for each holder.
     """
 
     _kind = Kind.SEMAPHORE

@@ -93,7 +93,7 @@ from .layout import (
     inbox_name,
     read_config,
 )
-from .statemachine import BatchWriter, Sessions, decode_batch, load_state_machine, OP_OVERHEAD
+from .statemachine import BatchWriter, Sessions, decode_runs, load_state_machine, OP_OVERHEAD
 from .status import LeaderWatch, StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
@@ -564,21 +564,26 @@ class Peer:
         if not entry.data:
             return  # a new leader's no-op
         try:
-            ops = decode_batch(entry.data)
+            runs = decode_runs(entry.data)
         except ValueError:
             self.c["msgs_bad"] += 1
             return
-        self._snap_commands += len(ops)
+        outcomes = self.sessions.apply_runs(runs, entry.index)
+        self._snap_commands += len(outcomes)
         self._snap_bytes += len(entry.data)
-        outcomes = self.sessions.apply_batch(ops, entry.index)
         pending = self._pending
         if pending:  # a leader answers the clients whose commands it proposed
             command = ev.OP_COMMAND
             reply = self._reply
-            for (op, session, seq, _acked, _data), (status, result) in zip(ops, outcomes):
-                waiter = pending.pop((session, seq if op == command else 0), None)
-                if waiter is not None:
-                    reply(waiter[0], waiter[1], status, result)
+            pos = 0
+            for op, session, seq, _acked, datas in runs:
+                first = seq if op == command else 0  # a REGISTER waits under (session, 0)
+                for i in range(len(datas)):
+                    waiter = pending.pop((session, first + i), None)
+                    if waiter is not None:
+                        status, result = outcomes[pos + i]
+                        reply(waiter[0], waiter[1], status, result)
+                pos += len(datas)
 
     def read_states(self, states: Sequence[ReadState]) -> None:
         for rs in states:

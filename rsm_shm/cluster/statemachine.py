@@ -38,11 +38,30 @@ import importlib
 import json
 import struct
 from collections import OrderedDict
+from itertools import accumulate
 from typing import Any, Dict, List, Tuple, Union
 
 from . import envelope as ev
 
-__all__ = ["StateMachine", "KVStore", "CommandError", "load_state_machine", "Sessions", "encode_batch", "decode_batch"]
+__all__ = [
+    "StateMachine",
+    "KVStore",
+    "CommandError",
+    "load_state_machine",
+    "Sessions",
+    "encode_batch",
+    "decode_batch",
+    "decode_runs",
+]
+
+
+def _outcome_of(sm: "StateMachine", result: object) -> Tuple[int, bytes]:
+    """A state machine's outcome that is not exactly bytes, as a (status, payload)."""
+    if isinstance(result, bytes):  # a subclass of bytes: taken as it is, as from apply
+        return ev.OK, result
+    if not isinstance(result, Exception):
+        result = TypeError(f"{type(sm).__name__}.apply_batch gave {type(result).__name__}, not bytes or an exception")
+    return ev.ERROR, repr(result).encode("utf-8", "replace")
 
 
 class CommandError(RuntimeError):
@@ -230,58 +249,130 @@ def load_state_machine(path: str) -> StateMachine:
 
 
 # -------------------------------------------------------------------- replicated entries
-# A NORMAL entry proposed by the runtime carries a batch of client operations:
-#   version u8 (=1) | count u32 | count x (op u8 | session u64 | seq u64 | acked u64 | len u32 | data)
-# An empty entry is a leader's no-op.  Anything else is applied as "no operation" and
-# counted, identically everywhere (it cannot come from a correct peer).
-BATCH_VERSION = 1
+# A NORMAL entry proposed by the runtime carries a batch of client operations, in runs:
+#   version u8 (=2) | run count u32 | runs
+#   run = op u8 | session u64 | seq u64 | acked u64 | count u32 | count x len u32 | the data
+# A run holds ``count`` operations of one session with the same op and ``acked``, and
+# the sequence numbers seq, seq+1, ... (a REGISTER is a run of one): what a client's
+# pipelined envelope becomes, so a follower decodes and applies a run, not an op, at a
+# time.  Version 1 (one header per op: op u8 | session u64 | seq u64 | acked u64 |
+# len u32 | data) is what earlier releases wrote; it is still read.  An empty entry is a
+# leader's no-op.  Anything else is applied as "no operation" and counted, identically
+# everywhere (it cannot come from a correct peer).
+BATCH_VERSION = 2
 _BATCH_HDR = struct.Struct("<BI")
-_OP = struct.Struct("<BQQQI")
+_OP = struct.Struct("<BQQQI")  # version 1: one op's header
+_RUN = struct.Struct("<BQQQI")  # op, session, seq, acked, count
 #: One client operation of a batch: (op, session, seq, acked, data).
 BatchOp = Tuple[int, int, int, int, bytes]
-OP_OVERHEAD = _OP.size
+#: One run of a batch: (op, session, first seq, acked, the data of each operation).
+BatchRun = Tuple[int, int, int, int, List[bytes]]
+#: The most one operation adds to a batch besides its data (a new run: header + length).
+OP_OVERHEAD = _RUN.size + 4
 
 
 def encode_batch(ops: List[BatchOp]) -> bytes:
     """``ops``: list of (op, session, seq, acked, data)."""
-    parts = [_BATCH_HDR.pack(BATCH_VERSION, len(ops))]
-    pack = _OP.pack
-    for op, session, seq, acked, data in ops:
-        parts.append(pack(op, session, seq, acked, len(data)))
-        parts.append(data)
-    return b"".join(parts)
+    w = BatchWriter()
+    for op in ops:
+        w.add(*op)
+    return w.finish()
 
 
 class BatchWriter:
-    """Builds a batch op by op (what :func:`encode_batch` makes, without a list of op
-    tuples first: a leader's per-command path)."""
+    """Builds a batch op by op (a leader's per-command path): an op that continues the
+    open run (a command of the same session, the next sequence number, the same
+    ``acked``) only adds its length and data to it."""
 
-    __slots__ = ("parts", "count", "size")
-    pack_op = _OP.pack
+    __slots__ = ("runs", "lens", "datas", "session", "next_seq", "acked", "count", "size")
 
     def __init__(self) -> None:
-        self.parts: List[bytes] = [b""]
+        self.runs: List[Tuple[int, int, int, int, List[int], List[bytes]]] = []
+        self.lens: List[int] = []
+        self.datas: List[bytes] = []
+        self.session = self.next_seq = self.acked = -1  # the open run continues with these
         self.count = 0
         self.size = _BATCH_HDR.size  # bytes of the batch so far
 
     def add(self, op: int, session: int, seq: int, acked: int, data: bytes) -> None:
-        self.parts.append(self.pack_op(op, session, seq, acked, len(data)))
-        self.parts.append(data)
+        if seq == self.next_seq and session == self.session and acked == self.acked and op == ev.OP_COMMAND:
+            self.lens.append(len(data))
+            self.datas.append(data)
+            self.next_seq = seq + 1
+            self.size += 4 + len(data)
+        else:
+            self.lens = [len(data)]
+            self.datas = [data]
+            self.runs.append((op, session, seq, acked, self.lens, self.datas))
+            self.session, self.acked = session, acked
+            self.next_seq = seq + 1 if op == ev.OP_COMMAND else -1  # only commands continue a run
+            self.size += OP_OVERHEAD + len(data)
         self.count += 1
-        self.size += OP_OVERHEAD + len(data)
 
     def finish(self) -> bytes:
-        self.parts[0] = _BATCH_HDR.pack(BATCH_VERSION, self.count)
-        return b"".join(self.parts)
+        parts = [_BATCH_HDR.pack(BATCH_VERSION, len(self.runs))]
+        append = parts.append
+        for op, session, seq, acked, lens, datas in self.runs:
+            append(_RUN.pack(op, session, seq, acked, len(lens)))
+            append(struct.pack(f"<{len(lens)}I", *lens))
+            parts += datas
+        return b"".join(parts)
 
 
-def decode_batch(b: bytes) -> List[BatchOp]:
-    """Inverse of :func:`encode_batch`; raises ValueError on malformed input."""
+def decode_runs(b: bytes) -> List[BatchRun]:
+    """The runs of a batch (a version-1 batch: one run per op); raises ValueError on
+    malformed input."""
     if len(b) < _BATCH_HDR.size:
         raise ValueError("truncated batch")
     version, n = _BATCH_HDR.unpack_from(b, 0)
+    if version == 1:
+        return [(op, session, seq, acked, [data]) for op, session, seq, acked, data in _decode_v1(b, n)]
     if version != BATCH_VERSION:
         raise ValueError(f"batch version {version} is not supported")
+    if n == 0:
+        raise ValueError("a batch without operations")  # (a no-op entry is empty)
+    off = _BATCH_HDR.size
+    end = len(b)
+    out: List[BatchRun] = []
+    size = _RUN.size
+    getitem = b.__getitem__
+    for _ in range(n):
+        if off + size > end:
+            raise ValueError("truncated batch run")
+        op, session, seq, acked, count = _RUN.unpack_from(b, off)
+        off += size
+        if count == 0 or (count > 1 and op != ev.OP_COMMAND):
+            raise ValueError(f"a batch run of {count} operations of kind {op}")
+        if off + 4 * count > end:
+            raise ValueError("truncated batch run lengths")
+        lens = struct.unpack_from(f"<{count}I", b, off)
+        off += 4 * count
+        stop = off + sum(lens)
+        if stop > end:
+            raise ValueError("truncated batch run data")
+        if count == 1:
+            datas = [b[off:stop]]
+        else:  # the slices in C loops (a run holds up to thousands of commands)
+            bounds = list(accumulate(lens, initial=off))
+            datas = list(map(getitem, map(slice, bounds, bounds[1:])))
+        out.append((op, session, seq, acked, datas))
+        off = stop
+    if off != end:
+        raise ValueError("trailing bytes after the batch")
+    return out
+
+
+def decode_batch(b: bytes) -> List[BatchOp]:
+    """Every op of a batch, run by run (inverse of :func:`encode_batch`); raises
+    ValueError on malformed input."""
+    return [
+        (op, session, seq + i if op == ev.OP_COMMAND else seq, acked, data)
+        for op, session, seq, acked, datas in decode_runs(b)
+        for i, data in enumerate(datas)
+    ]
+
+
+def _decode_v1(b: bytes, n: int) -> List[BatchOp]:
     off = _BATCH_HDR.size
     out = []
     size = _OP.size
@@ -341,11 +432,7 @@ class Sessions:
         # acknowledged prefix (only when the client acknowledged more: a batch of
         # commands all carry the same ``acked``).
         if acked > s[4]:
-            s[4] = acked
-            if results and next(reversed(results)) <= acked:
-                results.clear()  # the usual case: everything is acknowledged (one C call)
-            while results and next(iter(results)) <= acked:
-                results.popitem(last=False)
+            self._forget_acked(s, acked)
         last = s[0]
         if seq <= last:
             got = results.get(seq)
@@ -369,72 +456,90 @@ class Sessions:
             s[3] = results.popitem(last=False)[0]  # its outcome can no longer be told
         return out
 
-    def apply_batch(self, ops: List[Tuple[int, int, int, int, bytes]], index: int) -> List[Tuple[int, bytes]]:
+    def apply_batch(self, ops: List[BatchOp], index: int) -> List[Tuple[int, bytes]]:
         """:meth:`apply` for every operation of the entry at ``index``, in order; the
-        outcomes.  The common case -- the next command of a known session that
-        acknowledges nothing new -- is decided inline, and consecutive such commands
-        go to the state machine's ``apply_batch`` together; everything else goes
-        through :meth:`apply` (after the commands before it were applied), with the
-        same outcomes as op by op."""
+        outcomes (see :meth:`apply_runs`)."""
+        return self.apply_runs([(op, session, seq, acked, [data]) for op, session, seq, acked, data in ops], index)
+
+    def apply_runs(self, runs: List[BatchRun], index: int) -> List[Tuple[int, bytes]]:
+        """:meth:`apply` for every operation of the runs of the entry at ``index``, in
+        order; the outcomes, one per operation.  The common case -- a run of new
+        commands of a known session -- is decided once per run, and consecutive such
+        runs go to the state machine's ``apply_batch`` together; everything else goes
+        through :meth:`apply` op by op (after the commands before it were applied), with
+        the same outcomes and table as op by op."""
         out: List[Tuple[int, bytes]] = []
         table = self.table
         command = ev.OP_COMMAND
-        # The run of common-case commands not applied yet: their session entries,
-        # sequence numbers and data.  A session's last_seq moves as each is taken (a
-        # duplicate later in the entry is then no longer the common case).
-        run_s: List[List[Any]] = []
-        run_seq: List[int] = []
-        run_data: List[bytes] = []
-        for op, session, seq, acked, data in ops:
+        # Common-case runs not applied yet: (session entry, first seq, count) and all
+        # their data.  A session's last_seq moves as each run is taken (a duplicate
+        # later in the entry is then no longer the common case).
+        todo: List[Tuple[List[Any], int, int]] = []
+        todo_data: List[bytes] = []
+        for op, session, seq, acked, datas in runs:
             s = table.get(session)
-            if op != command or s is None or seq <= s[0] or acked > s[4]:
-                if run_data:
-                    self._apply_run(run_s, run_seq, run_data, out)
-                    run_s, run_seq, run_data = [], [], []
-                out.append(self.apply(op, session, seq, acked, data, index))
-                continue
-            s[0] = seq
-            s[1] = index
-            run_s.append(s)
-            run_seq.append(seq)
-            run_data.append(data)
-        if run_data:
-            self._apply_run(run_s, run_seq, run_data, out)
+            if op == command and s is not None:
+                if acked > s[4]:  # forget acknowledged results first, as apply does
+                    if todo:
+                        self._apply_todo(todo, todo_data, out)
+                        todo, todo_data = [], []
+                    self._forget_acked(s, acked)
+                if seq > s[0]:
+                    s[0] = seq + len(datas) - 1
+                    s[1] = index
+                    todo.append((s, seq, len(datas)))
+                    todo_data += datas
+                    continue
+            if todo:
+                self._apply_todo(todo, todo_data, out)
+                todo, todo_data = [], []
+            for i, data in enumerate(datas):
+                out.append(self.apply(op, session, seq + i, acked, data, index))
+        if todo:
+            self._apply_todo(todo, todo_data, out)
         return out
 
-    def _apply_run(
-        self, run_s: List[List[Any]], run_seq: List[int], run_data: List[bytes], out: List[Tuple[int, bytes]]
+    @staticmethod
+    def _forget_acked(s: List[Any], acked: int) -> None:
+        """The client holds every result up to ``acked``: forget them (results are kept
+        in sequence order)."""
+        s[4] = acked
+        results: OrderedDict[int, Tuple[int, bytes]] = s[2]
+        if results and next(reversed(results)) <= acked:
+            results.clear()  # the usual case: everything is acknowledged (one C call)
+        while results and next(iter(results)) <= acked:
+            results.popitem(last=False)
+
+    def _apply_todo(
+        self, todo: List[Tuple[List[Any], int, int]], data: List[bytes], out: List[Tuple[int, bytes]]
     ) -> None:
-        """Apply a run of common-case commands with one ``apply_batch`` call; record and
-        append their outcomes in order (as :meth:`apply` would)."""
+        """Apply the commands of common-case runs with one ``apply_batch`` call; record
+        their outcomes in their sessions and append them to ``out``, in order (as
+        :meth:`apply` would, command by command)."""
         sm = self.sm
         try:
-            results = sm.apply_batch(run_data)
-            if type(results) is not list or len(results) != len(run_data):
+            results = sm.apply_batch(data)
+            if type(results) is not list or len(results) != len(data):
                 what = f"{len(results)} outcomes" if type(results) is list else type(results).__name__
                 raise TypeError(
-                    f"{type(sm).__name__}.apply_batch returned {what} for {len(run_data)} commands"
+                    f"{type(sm).__name__}.apply_batch returned {what} for {len(data)} commands"
                     " (expected a list of one outcome per command)"
                 )
-        except Exception as e:  # a documented outcome: every command of the run gets it
-            results = [e for _ in run_data]
-        append = out.append
-        ok, error = ev.OK, ev.ERROR
-        for s, seq, result in zip(run_s, run_seq, results):
-            if isinstance(result, bytes):
-                r = (ok, result)
-            elif isinstance(result, Exception):
-                r = (error, repr(result).encode("utf-8", "replace"))
+        except Exception as e:  # a documented outcome: every command of the batch gets it
+            results = [e for _ in data]
+        ok = ev.OK
+        outcomes = [(ok, r) if type(r) is bytes else _outcome_of(sm, r) for r in results]
+        pos = 0
+        for s, seq, n in todo:
+            recorded = s[2]
+            if n == 1:
+                recorded[seq] = outcomes[pos]
             else:
-                bad = TypeError(
-                    f"{type(sm).__name__}.apply_batch gave {type(result).__name__}, not bytes or an exception"
-                )
-                r = (error, repr(bad).encode("utf-8", "replace"))
-            results_of = s[2]
-            results_of[seq] = r
-            if len(results_of) > MAX_RESULTS_PER_SESSION:  # as in apply
-                s[3] = results_of.popitem(last=False)[0]
-            append(r)
+                recorded.update(zip(range(seq, seq + n), outcomes[pos : pos + n]))
+            pos += n
+            while len(recorded) > MAX_RESULTS_PER_SESSION:  # as in apply, one by one
+                s[3] = recorded.popitem(last=False)[0]
+        out += outcomes
 
     def query(self, q: bytes) -> Tuple[int, bytes]:
         try:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 
 import pytest
 
 from rsm_shm.cluster import KVStore, StateMachine
 from rsm_shm.cluster import envelope as ev
-from rsm_shm.cluster.statemachine import BatchWriter, Sessions, decode_batch, encode_batch, load_state_machine
+from rsm_shm.cluster.statemachine import (
+    BatchWriter,
+    Sessions,
+    decode_batch,
+    decode_runs,
+    encode_batch,
+    load_state_machine,
+)
 
 
 def test_envelopes_round_trip():
@@ -76,6 +84,80 @@ def test_batch_round_trip_and_garbage():
     for junk in (b"", b"\x02\0\0\0\0", encode_batch(ops)[:-1], encode_batch(ops) + b"x"):
         with pytest.raises(ValueError):
             decode_batch(junk)
+
+
+def test_batch_groups_a_sessions_consecutive_commands_into_runs():
+    """A leader's batch holds runs (consecutive commands of one session with the same
+    acked); every way a run can end starts a new one, and every op comes back."""
+    c, r = ev.OP_COMMAND, ev.OP_REGISTER
+    ops = [(r, 5, 0, 0, b""), (c, 5, 1, 0, b"a"), (c, 5, 2, 0, b""), (c, 5, 3, 0, b"ccc")]
+    ops += [(c, 6, 4, 0, b"d"), (c, 5, 4, 0, b"e")]  # another session, then back
+    ops += [(c, 5, 6, 0, b"f"), (c, 5, 7, 2, b"g"), (r, 7, 0, 0, b""), (r, 7, 0, 0, b"")]  # gap, new acked, registers
+    b = encode_batch(ops)
+    assert decode_batch(b) == ops
+    runs = decode_runs(b)
+    assert [(op, sid, seq, len(datas)) for op, sid, seq, _a, datas in runs] == [
+        (r, 5, 0, 1),
+        (c, 5, 1, 3),
+        (c, 6, 4, 1),
+        (c, 5, 4, 1),
+        (c, 5, 6, 1),
+        (c, 5, 7, 1),
+        (r, 7, 0, 1),
+        (r, 7, 0, 1),
+    ]
+    assert runs[1][4] == [b"a", b"", b"ccc"]
+    # A batch of version 1 (one header per op, as earlier releases logged) still reads.
+    v1 = struct.pack("<BI", 1, len(ops)) + b"".join(
+        struct.pack("<BQQQI", op, sid, seq, acked, len(d)) + d for op, sid, seq, acked, d in ops
+    )
+    assert decode_batch(v1) == ops and [len(run[4]) for run in decode_runs(v1)] == [1] * len(ops)
+    # Malformed runs: every truncation, an empty or a multi-op REGISTER run, bit flips.
+    for n in range(len(b)):
+        with pytest.raises(ValueError):
+            decode_runs(b[:n])
+    for bad_run in (struct.pack("<BQQQI", c, 5, 1, 0, 0), struct.pack("<BQQQI", r, 5, 0, 0, 2) + bytes(8)):
+        with pytest.raises(ValueError, match="batch run of"):
+            decode_runs(struct.pack("<BI", 2, 1) + bad_run)
+    rng = random.Random(3)
+    for _ in range(300):
+        bad = bytearray(b)
+        bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+        try:
+            decode_runs(bytes(bad))
+        except ValueError:
+            pass
+
+
+def test_sessions_apply_runs_is_apply_op_by_op(monkeypatch):
+    """The peers apply a batch run by run: the outcomes and the session table are what
+    applying op by op gives, on random runs of pipelined commands with retries of
+    whole or partial runs, skips, new acknowledgements, registrations, evictions,
+    unknown sessions and erroring commands, with a small cap on kept results."""
+    from rsm_shm.cluster import statemachine
+
+    monkeypatch.setattr(statemachine, "MAX_RESULTS_PER_SESSION", 5)
+    rng = random.Random(11)
+    one, many = Sessions(Log(), max_sessions=3), Sessions(Log(), max_sessions=3)
+    nxt, acks = {}, {}
+    for index in range(1, 300):
+        w = BatchWriter()
+        for _ in range(rng.randint(1, 4)):
+            sid = rng.randint(1, 4)
+            if rng.random() < 0.1:
+                w.add(ev.OP_REGISTER, sid, 0, 0, b"")
+                continue
+            seq = max(1, nxt.get(sid, 1) + rng.choice((0, 0, 0, 1, -2, -7)))
+            if rng.random() < 0.3:
+                acks[sid] = max(acks.get(sid, 0), seq - rng.randint(1, 8))
+            for k in range(rng.randint(1, 9)):
+                w.add(ev.OP_COMMAND, sid, seq + k, max(0, acks.get(sid, 0)), rng.choice((b"a", b"b", b"raise", b"int")))
+            nxt[sid] = max(nxt.get(sid, 1), seq + rng.randint(1, 9))
+        b = w.finish()
+        expect = [one.apply(*op, index) for op in decode_batch(b)]
+        assert many.apply_runs(decode_runs(b), index) == expect
+    assert one.snapshot() == many.snapshot() and one.sm.items == many.sm.items
+    assert sum(len(s[2]) for s in many.table.values()) > 0 and any(s[3] for s in many.table.values())
 
 
 class Log(StateMachine):

@@ -195,7 +195,7 @@ class Membership:
         node = served.node
         quiet = max(1.0, 3 * node.timing.tick * node.timing.election_tick)
         while not self._closed.wait(quiet / 2):
-            if time.monotonic_ns() - node._last_contact_ns < quiet * 1e9:
+            if time.monotonic_ns() - getattr(node, "_last_contact_ns", 0) < quiet * 1e9:
                 continue
             applied, cs = node.applied, node.conf_state
             if me not in _members(cs):

@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Deque, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Deque, Dict, Optional, Set
 
 from .. import _proc
 from .control import PEER_CRASHED, PEER_FAILED, PEER_RUNNING, ControlBlock, RawControl, set_slot
@@ -110,6 +110,7 @@ class RestartWatcher:
         self._note = note
         self._recent: Dict[int, Deque[float]] = {}  # peer -> times of its restarts in the window
         self._due: Dict[int, float] = {}  # crashed peer -> when to restart it
+        self._given_up: Set[int] = set()  # peers marked failed by this watcher
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[BaseException] = None  # the last unexpected error (the thread goes on)
@@ -135,6 +136,7 @@ class RestartWatcher:
         """The user restarted ``peer`` by hand: its crash history starts again."""
         self._recent.pop(peer, None)
         self._due.pop(peer, None)
+        self._given_up.discard(peer)
 
     def _run(self) -> None:
         while not self._stop.wait(self.policy.interval):
@@ -153,6 +155,8 @@ class RestartWatcher:
                 return
             now = time.monotonic()
             for peer, (state, pid, start) in ControlBlock.slots_of(rec).items():
+                if peer in self._given_up and state != PEER_FAILED:
+                    self.forget(peer)  # restarted by hand, maybe from another process
                 if state == PEER_RUNNING and pid and not _proc.process_alive(pid, start):
                     self._crashed(peer, pid, start, now)
                 elif state == PEER_CRASHED and now >= self._due.get(peer, 0.0):
@@ -178,6 +182,7 @@ class RestartWatcher:
         if not marked:
             return
         if give_up:
+            self._given_up.add(peer)
             w = self.policy.window
             msg = (
                 f"cluster {self.name!r}: peer {peer} died {len(recent) + 1} times within {w:g} s; "

@@ -84,7 +84,8 @@ def test_a_removed_peer_is_not_restarted(make_cluster):
 
 def test_a_crash_loop_is_given_up_visibly_and_restart_brings_it_back(make_cluster):
     """Two restarts allowed per minute: the third crash marks the peer failed (and says
-    so in its log and with a RuntimeWarning); restart() starts it again."""
+    so in its log and with a RuntimeWarning); restart() starts it again, and its crash
+    history with it."""
     cluster = make_cluster(
         KV, fsync=False, restart_failed=RestartPolicy(max_restarts=2, window=60, backoff=0.01, interval=0.01)
     )
@@ -99,9 +100,17 @@ def test_a_crash_loop_is_given_up_visibly_and_restart_brings_it_back(make_cluste
     s = peer(cluster, victim)
     assert (s.alive, s.restarts) == (False, 2)
     assert "not restarted again" in cluster.peer_log(victim)
-    cluster.restart(victim)
+    # Restarted by hand from another process (as `rsm-shm cluster restart` does): its
+    # crash history starts again, so the next crash is restarted, not given up on.
+    other = LocalCluster.attach(cluster.name)
+    try:
+        other.restart(victim)
+    finally:
+        other.close()
     s = peer(cluster, victim)
     assert (s.alive, s.state) == (True, "running")
+    old = crash(cluster, victim)
+    restarted(cluster, victim, old, 3)
 
 
 def test_restart_policy_and_restart_failed_refuse_bad_values(tmp_path):

@@ -176,6 +176,11 @@ def test_the_foreground_cluster_restarts_crashed_peers_but_not_killed_ones(runni
     table = cli("cluster", "status", name).stdout.splitlines()
     assert table[1].split()[-2:] == ["STATE", "RESTARTS"]
     assert [line.split()[-2:] for line in table[2:]] == [["running", "1"], ["killed", "0"], ["running", "1"]]
+    out = cli("inspect", f"{name}.ctl", "--json")
+    assert out.returncode == 0, out.stderr
+    ctl = json.loads(out.stdout)["segment"]["detail"]
+    assert ctl["restart_policy"] == {"max_restarts": 5, "window_s": 60.0}
+    assert {k: v["restarts"] for k, v in ctl["peers"].items()} == {"1": 1, "2": 0, "3": 1}
     assert proc.poll() is None
 
 

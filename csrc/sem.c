@@ -188,7 +188,8 @@ static uint32_t charge_cell(rsm_sem *s, uint64_t *w)
 
 /* Every cell is busy: free an idle one (a process that holds nothing there; if it is
  * alive, it claims another cell next time), so that this process gets a cell.  1: freed
- * (the count word changed), 0: none idle or the count word changed (c reloaded). */
+ * (the count word changed), 0: no cell is idle, -1: the count word changed first (c
+ * reloaded: the caller must start over, c may no longer have a permit). */
 static int free_idle_cell(rsm_sem *s, uint64_t *c)
 {
     rsm_sem_holder *h = cells(s);
@@ -197,24 +198,31 @@ static int free_idle_cell(rsm_sem *s, uint64_t *c)
         uint32_t i = walk(first, k, n);
         uint64_t w = atomic_load(&h[i].word);
         if (state_of(w) == 0)
-            return install(s, c, low_of(*c), i, OP_FREE, w);
+            return install(s, c, low_of(*c), i, OP_FREE, w) ? 1 : -1;
     }
     return 0;
 }
 
+/* rsm_waiter.stage bits of a semaphore acquire. */
+enum { STAGE_WOKEN = 1,  /* woken by a robust release: may take ahead of the FIFO queue */
+       STAGE_FREED = 2 }; /* freed an idle cell already: take untracked now rather than free more */
+
 /* Robust: take one permit out of count word c (value > 0) and record it.  0: c changed. */
-static int take_robust(rsm_sem *s, uint64_t *c)
+static int take_robust(rsm_sem *s, rsm_waiter *wt, uint64_t *c)
 {
     settle(s, *c);
     uint64_t w;
     uint32_t i = my_cell(s, &w);
-    if (i == untracked_cell(s) && free_idle_cell(s, c)) {
-        /* Once per take (two processes short of cells must not free each other's forever). */
-        *c = atomic_load(&s->count);
-        if ((*c & RSM_SEM_DISABLED) || (*c & RSM_SEM_VALUE_MAX) == 0)
+    if (i == untracked_cell(s) && !(wt->stage & STAGE_FREED)) {
+        /* Once per acquire: two processes short of cells must not free each other's
+         * freshly claimed cells forever. */
+        int freed = free_idle_cell(s, c);
+        if (freed < 0)
             return 0;
-        settle(s, *c);
-        i = my_cell(s, &w);
+        if (freed) {
+            wt->stage |= STAGE_FREED;
+            return 0; /* the caller reloads the count word and comes back to claim it */
+        }
     }
     if (state_of(w) >= RSM_HOLDER_COUNT_MAX) /* a full cell: cannot happen below VALUE_MAX permits */
         return atomic_compare_exchange_strong(&s->count, c, (uint64_t)(low_of(*c) - 1));
@@ -348,10 +356,10 @@ void rsm_sem_abandon(rsm_sem *s, rsm_waiter *w)
 }
 
 /* One permit out of count word c (value > 0).  0: c changed (reloaded). */
-static int take(rsm_sem *s, uint64_t *c)
+static int take(rsm_sem *s, rsm_waiter *w, uint64_t *c)
 {
     if (s->flags & RSM_SEM_ROBUST)
-        return take_robust(s, c);
+        return take_robust(s, w, c);
     return atomic_compare_exchange_strong(&s->count, c, *c - 1);
 }
 
@@ -366,11 +374,11 @@ int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
             return RSM_DISABLED;
         }
         /* FIFO: newcomers wait behind queued waiters; a robust waiter just woken for a
-         * permit (stage 1) is not a newcomer. */
-        int may_take = !(s->policy == RSM_LOCK_FIFO && w->slot == RSM_WAITER_NONE && !w->stage &&
+         * permit is not a newcomer. */
+        int may_take = !(s->policy == RSM_LOCK_FIFO && w->slot == RSM_WAITER_NONE && !(w->stage & STAGE_WOKEN) &&
                          atomic_load(&s->wq.nwaiters) > 0);
         if ((c & RSM_SEM_VALUE_MAX) > 0 && may_take) {
-            if (!take(s, &c))
+            if (!take(s, w, &c))
                 continue;
             w->stage = 0;
             if (w->slot != RSM_WAITER_NONE && leave(s, w))
@@ -393,7 +401,8 @@ int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
                 return RSM_OK;
             if (w->token == RSM_TOKEN_ABORT)
                 return RSM_DISABLED;
-            w->stage = robust; /* woken by a robust release: ours to take if still there */
+            if (robust)
+                w->stage |= STAGE_WOKEN; /* woken by a robust release: ours to take if still there */
             continue;
         }
         if (r == RSM_TIMEOUT) {

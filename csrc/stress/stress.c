@@ -338,6 +338,44 @@ static int robust_kill_phase(int kills, uint32_t permits, uint32_t policy, unsig
     return stale == 0 && failed == 0 && held == 0 && leaked == 0;
 }
 
+/* ---- more holders than holder cells -----------------------------------------------------
+ * Four processes share a robust semaphore with two cells (and two wait queue slots): they
+ * free each other's idle cells, claim them, fall back to the untracked cell, and wait on
+ * the overflow word.  Nobody dies here, so every permit must be back at the end, and no
+ * cell may still hold one. */
+static int scarce_cells_phase(void)
+{
+    enum { PROCS = 4, ROUNDS = 3000, CELLS = 2, PERMITS = 2 };
+    rsm_sem *s = shared_alloc(rsm_sem_size(CELLS, RSM_SEM_ROBUST));
+    rsm_sem_init(s, PERMITS, PERMITS, RSM_LOCK_BARGING, RSM_SEM_ROBUST, CELLS);
+    pid_t kids[PROCS];
+    for (int i = 0; i < PROCS; i++) {
+        if ((kids[i] = fork()) == 0) {
+            for (int k = 0; k < ROUNDS; k++) {
+                rsm_waiter w = {.slot = RSM_WAITER_NONE};
+                int r;
+                while ((r = rsm_sem_acquire(s, &w, -1)) == RSM_SLICE)
+                    ;
+                if (r != RSM_OK || rsm_sem_release(s, 1) != RSM_OK)
+                    _exit(3);
+            }
+            _exit(0);
+        }
+    }
+    int failed = 0;
+    for (int i = 0; i < PROCS; i++) {
+        int status = 0;
+        if (waitpid(kids[i], &status, 0) != kids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            failed++;
+    }
+    uint64_t held = rsm_sem_held(s);
+    uint32_t value = rsm_sem_value(s);
+    printf("scarce cells: %d processes x %d rounds on %d cells: value %u/%d, %llu held, %d failed\n", PROCS, ROUNDS,
+           CELLS, value, PERMITS, (unsigned long long)held, failed);
+    munmap(s, rsm_sem_size(CELLS, RSM_SEM_ROBUST));
+    return failed == 0 && held == 0 && value == PERMITS;
+}
+
 /* ---- an Event's late wake-up (event.h) ------------------------------------------------
  * set() changes the word, then wakes the waiters.  If the setter is preempted in between,
  * a waiter can see the word, return, clear() and wait again before the wake-up lands: that
@@ -438,6 +476,8 @@ int main(void)
     int kills_ok = robust_kill_phase(KILLS, 50, RSM_LOCK_BARGING, 12345);
     fflush(stdout);
     kills_ok = robust_kill_phase(KILLS, 2, RSM_LOCK_FIFO, 54321) && kills_ok;
+    fflush(stdout);
+    kills_ok = scarce_cells_phase() && kills_ok;
     int event_ok = event_late_wake_phase();
     return ok && robust_ok && kills_ok && event_ok ? 0 : 1;
 }

@@ -438,7 +438,11 @@ class LocalCluster:
     def close(self) -> None:
         """Release this handle (its control block mapping, status records and clients)
         without stopping anything: for a handle from :meth:`attach`.  The handle that
-        started the cluster should :meth:`stop` it instead.  Idempotent."""
+        started the cluster should :meth:`stop` it instead (closing it also ends its
+        restart watcher: nobody restarts crashed peers afterwards).  Idempotent."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         for c in self._clients:
             c.close()
         self._clients.clear()

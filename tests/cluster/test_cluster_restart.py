@@ -179,3 +179,15 @@ def test_a_peer_whose_data_directory_is_refused_fails_start_with_its_error(shm_n
         assert _segments_of(name) == []
     finally:
         c.destroy()
+
+
+def test_closing_the_owner_handle_ends_its_watcher(make_cluster):
+    """close() on the handle that started the cluster (which should rather stop() it)
+    leaves the peers running but ends the restart watcher thread with the handle."""
+    import threading
+
+    cluster = make_cluster(KV, fsync=False, restart_failed=FAST)
+    watcher = next(t for t in threading.enumerate() if t.name == f"rsm_shm restarts {cluster.name}")
+    cluster.close()
+    assert not watcher.is_alive()
+    LocalCluster.attach(cluster.name).stop()

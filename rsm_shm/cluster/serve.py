@@ -44,6 +44,7 @@ served peer's server with :func:`add_service_factory`.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import os
@@ -362,7 +363,7 @@ class ServedPeer:
     def __init__(self, spec: Peer) -> None:
         # The [net] extra is needed from here on; the error names it.
         from .net.server import PeerServer
-        from .net.tls import TLSConfig, peer_identity_problem, peer_uri
+        from .net.tls import TLSConfig, peer_dns_name, peer_identity_problem, peer_uri
         from .net.members import AddressBook, MembersService, Membership, discover
         from .net.transport import GrpcTransport, PeerStreamService
         from .net.client_service import serve_clients
@@ -401,7 +402,16 @@ class ServedPeer:
             # (membership changes carry their addresses) in earlier runs.
             self.book = book = AddressBook(spec.data_dir, me)
             book.merge(self.given)
-            self.transport = GrpcTransport(spec.cluster_id, me, {}, tls=tls, local=RingTransport(name))
+            # Certificates with DNS identities (CertificateAuthority's, or the recipe's):
+            # dial each peer by its identity, so that an impostor at its address fails
+            # the handshake.  Decided by this peer's own certificate (one CA, one policy).
+            server_name = None
+            if tls is not None and tls.names_dns(peer_dns_name(name, me)):
+                server_name = functools.partial(peer_dns_name, name)
+                log.info("dialing the other peers by their certificate identity (ID.peer.%s.rsm-shm)", name)
+            self.transport = GrpcTransport(
+                spec.cluster_id, me, {}, tls=tls, local=RingTransport(name), server_name=server_name
+            )
             self.node = PeerLoop(name, me, transport=self.transport, data_dir=spec.data_dir)
             self.membership = Membership(self, book)
             self.node.on_conf_change = self.membership.on_conf_change

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -165,6 +166,73 @@ def test_a_peer_id_must_be_the_one_its_certificate_names(shm_name, tmp_path, clu
             kv.put("k", 1)
             assert kv.get("k") == 1
     finally:
+        cluster.destroy()
+
+
+class _FakePeer:
+    """A gRPC server in this process at ``address`` with the certificate ``files``, that
+    records the peer streams opened to it (and ends each at once)."""
+
+    def __init__(self, address, files):
+        from concurrent import futures
+
+        from rsm_shm.cluster.net.tls import TLSConfig
+        from rsm_shm.cluster.net.transport import SERVICE
+
+        self.streams = []
+        self._pool = futures.ThreadPoolExecutor(4)
+        self._server = grpc.server(self._pool)
+        handler = grpc.stream_unary_rpc_method_handler(self._stream)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Stream": handler}),))
+        tls = TLSConfig.from_files(files["tls_cert"], files["tls_key"], files["tls_ca"])
+        assert self._server.add_secure_port(address, tls.server_credentials())
+        self._server.start()
+
+    def _stream(self, requests, context):
+        self.streams.append(dict(context.invocation_metadata()).get("rsm-from"))
+        return b""
+
+    def stop(self):
+        self._server.stop(0).wait()
+        self._server = None
+        self._pool.shutdown(wait=True)
+
+
+def test_a_peer_dials_the_others_by_their_identity(shm_name, tmp_path, cluster_env):
+    """With certificates that carry DNS identities (CertificateAuthority's), a peer checks
+    that the one answering at peer 2's address is peer 2: an impostor there with peer 3's
+    certificate (valid for the address, from the cluster's CA) gets no stream."""
+    from rsm_shm.cluster import KVClient, LocalCluster
+
+    ca = CertificateAuthority()
+    name = shm_name("dial")
+    tls = {pid: _write_identity(ca, tmp_path / "pki" / f"p{pid}", f"peer{pid}", name, pid) for pid in (1, 2, 3)}
+    cluster = ServedCluster(name, KV, 3, tmp_path / "data", tls=tls)
+    impostor = _FakePeer(cluster.addresses[2], tls[3])
+    try:
+        cluster.peers[1].start()
+        cluster.peers[3].start()
+        cluster._attached = LocalCluster.attach(name)
+        cluster.wait_leader(timeout=30)
+        with KVClient(name) as kv:
+            for i in range(10):
+                kv.put(f"k{i}", i)
+        # Both peers dial "peer 2" all along (backoff at most 1 s): two seconds of it.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert impostor.streams == [], impostor.streams
+            time.sleep(0.05)
+        impostor.stop()
+        impostor = None
+        # The control: the same server with peer 2's own certificate gets the streams.
+        genuine = _FakePeer(cluster.addresses[2], tls[2])
+        try:
+            wait_until(lambda: {"1", "3"} <= set(genuine.streams), 10, "the peers to dial the real peer 2")
+        finally:
+            genuine.stop()
+    finally:
+        if impostor is not None:
+            impostor.stop()
         cluster.destroy()
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "CertificateAuthority",
     "IssuedIdentity",
     "peer_uri",
+    "peer_dns_name",
     "client_uri",
     "certificate_uris",
     "peer_identity_problem",
@@ -57,6 +58,10 @@ class TLSConfig:
     def names(self, uri: str) -> bool:
         """Whether this party's certificate carries the URI SAN ``uri`` (see :func:`names_uri`)."""
         return names_uri(self.cert_chain, uri)
+
+    def names_dns(self, name: str) -> bool:
+        """Whether this party's certificate carries the DNS SAN ``name``."""
+        return names_uri(self.cert_chain, name, tag=0x82)
 
     @classmethod
     def from_files(cls, cert: str, key: str, ca: str) -> "TLSConfig":
@@ -112,6 +117,12 @@ def peer_uri(cluster: str, peer_id: int) -> str:
     return f"{URI_SCHEME}{cluster}/peer/{int(peer_id)}"
 
 
+def peer_dns_name(cluster: str, peer_id: int) -> str:
+    """The DNS SAN by which the others can check that whoever answers at peer
+    ``peer_id``'s address is that peer: ``<id>.peer.<cluster>.rsm-shm``."""
+    return f"{int(peer_id)}.peer.{cluster}.rsm-shm"
+
+
 def client_uri(cluster: str, label: str = "") -> str:
     """The URI SAN of a client certificate of ``cluster`` (``label`` names the client)."""
     return f"{URI_SCHEME}{cluster}/client" + (f"/{label}" if label else "")
@@ -153,19 +164,20 @@ def _leaf_der(cert_chain: bytes) -> bytes:
         raise ValueError("the TLS certificate's first PEM block is not valid base64") from None
 
 
-def names_uri(cert_chain: bytes, uri: str) -> bool:
+def names_uri(cert_chain: bytes, uri: str, *, tag: int = 0x86) -> bool:
     """Whether the first certificate of the PEM chain ``cert_chain`` carries ``uri`` as a
-    URI subject alternative name (a DER GeneralName ``[6] IA5String``).  The bytes are
-    looked up, not parsed: this only catches a peer started with another peer's (or a
-    client's) certificate early; the other peers check every stream's certificate."""
+    URI subject alternative name (a DER GeneralName ``[6] IA5String``; ``tag=0x82``: a
+    DNS name, ``[2]``).  The bytes are looked up, not parsed: this only catches a peer
+    started with another peer's (or a client's) certificate early, and tells whether
+    the cluster's certificates carry DNS identities; the TLS handshakes check them."""
     raw = uri.encode()
     if len(raw) < 128:
         length = bytes([len(raw)])
     elif len(raw) < 256:  # DER's long form
         length = bytes([0x81, len(raw)])
     else:
-        raise ValueError(f"identity URI {uri[:40]!r}... is too long")
-    return b"\x86" + length + raw in _leaf_der(cert_chain)
+        raise ValueError(f"identity name {uri[:40]!r}... is too long")
+    return bytes([tag]) + length + raw in _leaf_der(cert_chain)
 
 
 # ---------------------------------------------------------------------------- test PKI
@@ -264,8 +276,10 @@ class CertificateAuthority:
     def issue_peer(
         self, cluster: str, peer_id: int, hosts: Sequence[str] = ("127.0.0.1", "localhost")
     ) -> IssuedIdentity:
-        """Peer ``peer_id`` of ``cluster``, reachable at ``hosts``."""
-        return self.issue([peer_uri(cluster, peer_id)], hosts)
+        """Peer ``peer_id`` of ``cluster``, reachable at ``hosts``, with both identities:
+        the URI (checked by the peers it connects to) and the DNS name (checked by the
+        peers that connect to it)."""
+        return self.issue([peer_uri(cluster, peer_id)], [*hosts, peer_dns_name(cluster, peer_id)])
 
     def issue_client(self, cluster: str, label: str = "") -> IssuedIdentity:
         """A client of ``cluster`` (it can use the client service, never act as a peer)."""

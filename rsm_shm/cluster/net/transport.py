@@ -355,12 +355,16 @@ class _Link:
     def _run(self) -> None:
         owner = self.owner
         closed = self.closed
-        options = grpc_options() + [
+        options: List[Tuple[str, object]] = [*grpc_options()]
+        options += [
             ("grpc.initial_reconnect_backoff_ms", int(_BACKOFF_MIN * 1000)),
             ("grpc.min_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),  # = the least connect timeout
             ("grpc.max_reconnect_backoff_ms", int(_BACKOFF_MAX * 1000)),
         ]
         if owner.tls is not None:
+            if owner.server_name is not None:
+                # Check that the answering certificate is this peer's, not just its host's.
+                options.append(("grpc.ssl_target_name_override", owner.server_name(self.to)))
             channel = grpc.secure_channel(self.address, owner.tls.channel_credentials(), options=options)
         else:
             channel = grpc.insecure_channel(self.address, options=options)
@@ -441,10 +445,14 @@ class GrpcTransport:
         *,
         tls: Optional[TLSConfig] = None,
         local: Optional[Transport] = None,
+        server_name: Optional[Callable[[int], str]] = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.my_id = my_id
         self.tls = tls
+        # With TLS: the name the certificate of peer N must carry (instead of the host
+        # or IP address dialed), e.g. its DNS identity (tls.peer_dns_name).
+        self.server_name = server_name
         self._local = local
         # Called with a destination's id when its established stream fails (from the
         # sender thread: thread-safe and quick), e.g. Peer.peer_lost.

@@ -58,42 +58,12 @@ int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n)
     return 0;
 }
 
-rsm_share *rsm_share_own(rsm_share *slots, uint32_t nslots)
-{
-    uint64_t start = rsm_self_start();
-    uint32_t pid = (uint32_t)rsm_getpid(), h = first_slot(pid, nslots);
-    for (uint32_t k = 0; k < nslots; k++) {
-        rsm_share *s = &slots[(h + k) % nslots];
-        uint64_t v = atomic_load(&s->word);
-        if (v == 0)
-            return NULL; /* claims probe from h and stop at the first free slot */
-        if (is_mine(s, v, pid, start))
-            return s;
-    }
-    return NULL;
-}
-
-int rsm_share_bump(rsm_share *s, int delta)
-{
-    uint64_t start = rsm_self_start();
-    uint32_t pid = (uint32_t)rsm_getpid();
-    uint64_t v = atomic_load(&s->word);
-    while (is_mine(s, v, pid, start)) {
-        uint32_t c = (uint32_t)v;
-        if (delta > 0 ? c >= RSM_SHARE_MAX : c == 0)
-            return 0;
-        if (atomic_compare_exchange_weak(&s->word, &v, delta > 0 ? v + 1 : v - 1))
-            return 1;
-    }
-    return 0;
-}
-
-/* Take up to n units from slot s if it is (pid, start)'s (anyone's when pid == 0).  The
- * slot stays with its process when its count reaches 0 (idle). */
+/* Take up to n units from slot s if it is (pid, start)'s.  The slot stays with its
+ * process when its count reaches 0 (idle). */
 static uint32_t take(rsm_share *s, uint32_t pid, uint64_t start, uint32_t n)
 {
     uint64_t v = atomic_load(&s->word);
-    while (rsm_share_count(v) != 0 && (pid == 0 || is_mine(s, v, pid, start))) {
+    while (rsm_share_count(v) != 0 && is_mine(s, v, pid, start)) {
         uint32_t c = rsm_share_count(v), t = c < n ? c : n;
         if (atomic_compare_exchange_weak(&s->word, &v, v - t))
             return t;
@@ -107,15 +77,6 @@ uint32_t rsm_share_sub_own(rsm_share *slots, uint32_t nslots, uint32_t n)
     uint32_t pid = (uint32_t)rsm_getpid(), h = first_slot(pid, nslots), got = 0;
     for (uint32_t k = 0; k < nslots && got < n; k++)
         got += take(&slots[(h + k) % nslots], pid, start, n - got);
-    return got;
-}
-
-uint32_t rsm_share_sub_any(rsm_share *slots, uint32_t nslots, uint32_t n)
-{
-    /* Start where this process would: spreads concurrent releasers over the slots. */
-    uint32_t h = first_slot((uint32_t)rsm_getpid(), nslots), got = 0;
-    for (uint32_t k = 0; k < nslots && got < n; k++)
-        got += take(&slots[(h + k) % nslots], 0, 0, n - got);
     return got;
 }
 

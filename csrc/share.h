@@ -1,7 +1,8 @@
 /* share.h -- per-process shares of a counted resource, robust to process death.
  *
- * Used for an RWLock's read locks and a robust semaphore's permits: what a process holds
- * is counted in a slot of its own, so when it dies exactly its share can be taken back.
+ * Used for an RWLock's read locks (a robust semaphore's permits have tagged holder cells
+ * of their own, sem.h): what a process holds is counted in a slot of its own, so when it
+ * dies exactly its share can be taken back.
  *
  * Slot (16 bytes):
  *   word   pid << 32 | count    0 = free; count = units this process holds, or CLAIMING
@@ -13,17 +14,14 @@
  *                               an idle slot holds nothing, and q's next CAS on it fails)
  *   (pid, CLAIMING) -> (pid, n) first units
  *   (pid, c) -> (pid, c +- n)   more units / give units back           by the process itself
- *   (pid, c) -> (pid, c - n)    units given back on its behalf         by any process
  *   (pid, c) -> 0               reclaim, only after the caller judged the process dead:
  *                               by (pid, start) when it holds units; by pid alone when it
  *                               is idle or CLAIMING (the start may not be written yet; a
  *                               live claimant is never robbed, so its late store of start
  *                               cannot land in a slot someone else claimed since)
  * A slot stays with its process when the count drops to 0 (idle): the next acquisition
- * is then a single CAS on a slot found at once, and the few instructions between taking a
- * semaphore permit and counting it (the one window in which a death can leak a permit)
- * stay few.  A process may own several slots (two of its threads claimed at once):
- * harmless, its share is their sum.
+ * is then a single CAS on a slot found at once.  A process may own several slots (two of
+ * its threads claimed at once): harmless, its share is their sum.
  */
 #ifndef RSM_SHARE_H
 #define RSM_SHARE_H
@@ -51,15 +49,8 @@ static inline uint32_t rsm_share_count(uint64_t word)
 /* Add n units to this process's share.  0: every slot is busy with other processes' units
  * (the caller counts the units untracked), 1: done. */
 int rsm_share_add(rsm_share *slots, uint32_t nslots, uint32_t n);
-/* This process's slot (found at once, usually), or NULL; for rsm_share_bump. */
-rsm_share *rsm_share_own(rsm_share *slots, uint32_t nslots);
-/* One unit more (delta = 1) or less (delta = -1) in a slot rsm_share_own returned, if it is
- * still this process's; 0 if not (the caller falls back to add / sub_own). */
-int rsm_share_bump(rsm_share *s, int delta);
 /* Take up to n units from this process's own share; returns how many it took. */
 uint32_t rsm_share_sub_own(rsm_share *slots, uint32_t nslots, uint32_t n);
-/* Take up to n units from any process's share (a release on another's behalf). */
-uint32_t rsm_share_sub_any(rsm_share *slots, uint32_t nslots, uint32_t n);
 /* Sum of the counts (a snapshot), and whether any is non-zero. */
 uint64_t rsm_share_total(rsm_share *slots, uint32_t nslots);
 int rsm_share_any(rsm_share *slots, uint32_t nslots);

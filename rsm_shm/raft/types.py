@@ -1,7 +1,10 @@
 """Value types of the Raft core: messages, entries, states, snapshots and the Ready.
 
-Everything here is an immutable value (frozen dataclass) except :class:`Ready`, which is
-a plain record handed to the application.  Node ids are integers >= 1; 0 means "none"
+Everything here is an immutable value except :class:`Ready`, which is a plain record
+handed to the application.  :class:`Entry` and :class:`Message` are named tuples (a
+runtime makes and decodes several of each per command: a frozen dataclass sets each
+field through ``object.__setattr__``, about ten times the cost of building the tuple);
+the others are frozen dataclasses.  Node ids are integers >= 1; 0 means "none"
 (no vote, no known leader).  Nothing in this module does I/O.
 """
 
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 NONE = 0  # "no node": no vote cast, no leader known
 
@@ -72,19 +75,29 @@ class EntryType(enum.IntEnum):
     CONF_CHANGE = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Entry:
+class _EntryFields(NamedTuple):
+    term: int
+    index: int  # type: ignore[assignment]  # the field hides tuple.index, on purpose
+    type: EntryType = EntryType.NORMAL
+    data: bytes = b""
+
+
+class Entry(_EntryFields):
     """One log entry: ``Entry(term=..., index=..., type=EntryType.NORMAL, data=b"")``.
     The fields are keyword-only: two ints side by side invite a swapped term and index,
     which no type check would catch.  ``data`` is opaque to Raft except for CONF_CHANGE
     entries, whose data is a :class:`ConfChange` encoded by
     :func:`rsm_shm.raft.codec.encode_conf_change`.  An entry with empty data proposed by
-    a new leader is the "no-op" of thesis §6.4."""
+    a new leader is the "no-op" of thesis §6.4.  Immutable (a named tuple)."""
 
-    term: int
-    index: int
-    type: EntryType = EntryType.NORMAL
-    data: bytes = b""
+    __slots__ = ()
+
+    def __new__(cls, *, term: int, index: int, type: EntryType = EntryType.NORMAL, data: bytes = b"") -> "Entry":
+        return tuple.__new__(cls, (term, index, type, data))
+
+    def __getnewargs_ex__(self) -> Tuple[Tuple[()], dict[str, object]]:
+        # copy and pickle rebuild through the keyword-only constructor
+        return (), {"term": self.term, "index": self.index, "type": self.type, "data": self.data}
 
 
 def entry_size(e: Entry) -> int:
@@ -176,8 +189,7 @@ class ConfChangeTransition(enum.IntEnum):
     JOINT_EXPLICIT = 2  # joint, leave by an explicit empty ConfChange
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A Raft message.
 
     Field use by kind (as in etcd's raftpb.Message):
@@ -199,6 +211,8 @@ class Message:
     * READ_INDEX/READ_INDEX_RESP: ``context`` is the application's request context;
       ``index`` the read index in the response.
     * TRANSFER_LEADER: ``index`` is the node leadership should go to.
+
+    Immutable (a named tuple).
     """
 
     type: MessageType
@@ -206,7 +220,7 @@ class Message:
     frm: int
     term: int = 0
     log_term: int = 0
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # the field hides tuple.index, on purpose
     entries: Tuple[Entry, ...] = ()
     commit: int = 0
     reject: bool = False

@@ -37,6 +37,8 @@ import queue
 import secrets
 import threading
 import time
+from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .. import _proc
@@ -111,12 +113,14 @@ class _SessionClient:
         """Pipeline several commands (applied in this order, each exactly once); return
         their results in order.  Raises as :meth:`propose` for the first command that
         failed; ``TimeoutError`` if not all were answered within ``timeout``."""
-        cmds = [self._check_bytes(c, "command") for c in commands]
+        cmds: List[bytes] = list(commands)
+        if not _BYTES_ONLY.issuperset(map(type, cmds)):  # (the usual case: no per-command call)
+            cmds = [self._check_bytes(c, "command") for c in cmds]
         if len(cmds) > MAX_RESULTS_PER_SESSION:
             raise ValueError(f"at most {MAX_RESULTS_PER_SESSION} commands per propose_many call, not {len(cmds)}")
-        for c in cmds:
-            if len(c) > MAX_COMMAND_BYTES:
-                raise ValueError(f"a {len(c)}-byte command exceeds the limit of {MAX_COMMAND_BYTES} bytes")
+        if cmds and max(map(len, cmds)) > MAX_COMMAND_BYTES:
+            c = next(c for c in cmds if len(c) > MAX_COMMAND_BYTES)
+            raise ValueError(f"a {len(c)}-byte command exceeds the limit of {MAX_COMMAND_BYTES} bytes")
         with self._lock:
             self._check_open()
             deadline = time.monotonic() + self._check_timeout(timeout)
@@ -128,7 +132,10 @@ class _SessionClient:
                 # Whatever happened, these sequence numbers are settled for us: answered
                 # or given up (a late application can no longer be reported to anyone).
                 self._acked = self._seq
-            if any(status == ev.SESSION_EXPIRED for status, _p in results):
+            statuses = set(map(_first, results))
+            if statuses == _ALL_OK:
+                return list(map(_second, results))
+            if ev.SESSION_EXPIRED in statuses:
                 # The cluster forgot this session: start a new one for the next call.
                 self._session = int.from_bytes(secrets.token_bytes(8), "little") or 1
                 self._registered = False
@@ -206,37 +213,58 @@ class _SessionClient:
         raise RuntimeError(f"unexpected reply status {status}: {payload!r}")
 
     def _run_proposals(self, cmds: List[bytes], first: int, deadline: float) -> List[Outcome]:
-        results: List[Optional[Outcome]] = [None] * len(cmds)
-        todo = {first + i: i for i in range(len(cmds))}  # seq -> position in cmds
+        n = len(cmds)
+        results: List[Optional[Outcome]] = [None] * n
+        todo = dict(zip(range(first, first + n), range(n)))  # seq -> position in cmds
         session = self._session
         base = self._rid_base
+        first_round = True
         while todo:
             acked = self._acked
-            batch = dict(todo)
+            batch = todo
 
             def build(waiting: Set[int], batch: Dict[int, int] = batch) -> List[bytes]:
                 # Envelopes of at most _ENVELOPE_BYTES, in sequence order (the leader
                 # takes an inbox in order, so the commands are applied in this order).
                 hdr = self._hdr[ev.KIND_PROPOSE]
-                out: List[bytes] = []
                 reqs: List[ev.ProposeRequest] = []
-                size = 0
                 if not self._registered:
                     reqs.append((ev.OP_REGISTER, 0, session, 0, acked, b""))
-                for seq, pos in batch.items():
-                    if base + seq not in waiting:
-                        continue
-                    c = cmds[pos]
-                    if reqs and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
-                        out.append(ev.encode_propose(hdr, self.reply_to, reqs))
-                        reqs, size = [], 0
-                    reqs.append((ev.OP_COMMAND, base + seq, session, seq, acked, c))
+                if len(waiting) == len(batch):  # all of them (the first send): in C loops
+                    data = list(map(cmds.__getitem__, batch.values()))
+                    reqs += zip(
+                        repeat(ev.OP_COMMAND), map(base.__add__, batch), repeat(session), batch, repeat(acked), data
+                    )
+                    if sum(map(len, data)) + _REQ_OVERHEAD * len(data) <= _ENVELOPE_BYTES:
+                        return [ev.encode_propose(hdr, self.reply_to, reqs)]
+                else:
+                    reqs += (
+                        (ev.OP_COMMAND, base + seq, session, seq, acked, cmds[pos])
+                        for seq, pos in batch.items()
+                        if base + seq in waiting
+                    )
+                out: List[bytes] = []
+                chunk: List[ev.ProposeRequest] = []
+                size = 0
+                for req in reqs:
+                    c = req[5]
+                    if chunk and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
+                        out.append(ev.encode_propose(hdr, self.reply_to, chunk))
+                        chunk, size = [], 0
+                    chunk.append(req)
                     size += len(c) + _REQ_OVERHEAD
-                out.append(ev.encode_propose(hdr, self.reply_to, reqs))
+                out.append(ev.encode_propose(hdr, self.reply_to, chunk))
                 return out
 
-            got = self._exchange(build, {base + seq for seq in batch}, deadline)
+            got = self._exchange(build, set(map(base.__add__, batch)), deadline)
             self._registered = True
+            if first_round:
+                # The first round (batch is every command, in order): the usual outcome
+                # is no STALE answer at all, taken in C loops.
+                first_round = False
+                outs = list(map(got.__getitem__, map(base.__add__, batch)))
+                if ev.STALE not in set(map(_first, outs)):
+                    return outs
             todo = {}
             for rid, (status, payload) in got.items():
                 seq = rid - base
@@ -248,6 +276,15 @@ class _SessionClient:
                 else:
                     results[batch[seq]] = (status, payload)
         return results  # type: ignore[return-value]
+
+
+# C-level accessors: of an outcome (status, payload) or a reply item (rid, status, payload).
+_first = itemgetter(0)
+_second = itemgetter(1)
+_ALL_OK = {ev.OK}
+_BYTES_ONLY = {bytes}
+_NOT_FINAL = frozenset({ev.NOT_LEADER, ev.RETRY})  # answers that are not a request's outcome
+_STATUS_PAYLOAD = itemgetter(1, 2)
 
 
 class Client(_SessionClient):
@@ -378,6 +415,17 @@ class Client(_SessionClient):
                     kind, _sender, cid = ev.decode_header(data)
                     items = ev.decode_reply(data) if kind == ev.KIND_REPLY and cid == self._cluster_id else ()
                 except ev.EnvelopeError:
+                    items = ()
+                answered = list(map(_first, items))
+                if (
+                    items
+                    and _NOT_FINAL.isdisjoint(map(_second, items))
+                    and waiting.issuperset(answered)
+                    and len(set(answered)) == len(answered)
+                ):
+                    # The usual reply: final outcomes of requests still waiting (C loops).
+                    waiting.difference_update(answered)
+                    done.update(zip(answered, map(_STATUS_PAYLOAD, items)))
                     items = ()
                 for rid, status, payload in items:
                     if rid not in waiting:

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from rsm_shm.cluster import KVStore, StateMachine
+from rsm_shm.cluster import CommandError, KVStore, StateMachine
 from rsm_shm.cluster import envelope as ev
 from rsm_shm.cluster.statemachine import (
     BatchWriter,
@@ -478,3 +478,74 @@ def test_a_control_block_is_made_after_its_lock(shm_name, monkeypatch):
         ctl.close()
     assert not os.path.exists(shm_path(control.control_segment_name(name)))
     assert not os.path.exists(shm_path(control.lock_segment_name(name)))
+
+
+class _ScriptedPeer:
+    """Stands in for the leader behind a Client (no processes): answers each proposal
+    envelope the client sends with one reply envelope; ``answer(seq, data, sent_before)``
+    gives the (status, payload) of one request."""
+
+    def __init__(self, client, answer):
+        self.client, self.answer, self.seen, self.queue = client, answer, set(), []
+
+    def send(self, target, envelopes):
+        hdr = ev.encode_header(ev.KIND_REPLY, 1, 7)
+        for b in envelopes:
+            _reply_to, reqs = ev.decode_propose(b)
+            items = []
+            for op, rid, _session, seq, _acked, data in reqs:
+                if op == ev.OP_COMMAND:
+                    items.append((rid, *self.answer(seq, data, seq in self.seen)))
+                    self.seen.add(seq)
+            self.queue.append(ev.encode_reply(hdr, items))
+        return []
+
+    def get(self, timeout):
+        if not self.queue:
+            raise AssertionError("the client waits for a reply that was never sent")
+        return self.queue.pop(0)
+
+
+def _scripted_client(answer):
+    from rsm_shm.cluster.client import Client
+
+    c = Client.__new__(Client)
+    c.name, c._closed = "scripted", False
+    c._init_session(7, "scripted.reply")
+    c._leader = 1
+    c._discover_once = lambda: 1
+    peer = _ScriptedPeer(c, answer)
+    c._send, c._reply = peer.send, peer
+    return c, peer
+
+
+def test_client_pipeline_maps_outcomes_to_commands_through_stale_resends_and_odd_replies():
+    """propose_many's results are in command order whatever the replies look like: STALE
+    answers (sent again under new sequence numbers), replies in another order, a
+    duplicate answer, an answer to no request, and an error outcome."""
+    cmds = [b"c%d" % i for i in range(50)]
+
+    def echo(seq, data, again):
+        return (ev.STALE, b"") if seq % 7 == 0 and not again else (ev.OK, data)
+
+    c, peer = _scripted_client(echo)
+    assert c.propose_many(cmds) == cmds
+    assert c.propose_many(cmds[:3]) == cmds[:3]
+    assert c._seq > 53 and max(peer.seen) == c._seq  # the STALE ones went again, under new numbers
+
+    # Replies reversed, one duplicated, one for a request id nobody sent.
+    def send_shuffled(target, envelopes):
+        peer.send(target, envelopes)
+        items = ev.decode_reply(peer.queue.pop())
+        items = items[::-1] + [items[0], (12345, ev.OK, b"stray")]
+        peer.queue.append(ev.encode_reply(ev.encode_header(ev.KIND_REPLY, 1, 7), items))
+        return []
+
+    c._send = send_shuffled
+    assert c.propose_many(cmds[:20]) == cmds[:20]
+    c._send = peer.send
+    peer.answer = lambda seq, data, again: (ev.ERROR, b"boom") if data == b"c4" else (ev.OK, data)
+    with pytest.raises(CommandError, match="boom"):
+        c.propose_many(cmds[:10])
+    assert c.propose_many([bytearray(b"c1"), memoryview(b"c2")]) == [b"c1", b"c2"]
+    c._closed = True

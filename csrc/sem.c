@@ -417,8 +417,10 @@ int rsm_sem_acquire(rsm_sem *s, rsm_waiter *w, int64_t deadline_ns)
 static void wake_after_release(rsm_sem *s, uint32_t n)
 {
     if (atomic_load(&s->wq.nwaiters) > 0 || atomic_load(&s->wq.noverflow) > 0) {
-        /* Robust: the wake must reach a live waiter, it is what carries the permit on. */
-        int exact = (s->flags & RSM_SEM_ROBUST) ? RSM_WAKE_EXACT : 0;
+        /* Robust FIFO: the wake stands in for a hand-off, so it must reach a live waiter
+         * (newcomers do not take while anyone is queued).  Elsewhere a wake lost to a dead
+         * waiter only delays the live ones until their next slice, as for every primitive. */
+        int exact = (s->flags & RSM_SEM_ROBUST) && s->policy == RSM_LOCK_FIFO ? RSM_WAKE_EXACT : 0;
         rsm_wq_wake(&s->wq, (int)(n > 0x7FFFFFFF ? 0x7FFFFFFF : n), order(s) | exact, RSM_KIND_ANY, RSM_TOKEN_NONE,
                     NULL, 0);
     }

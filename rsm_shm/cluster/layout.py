@@ -76,7 +76,10 @@ class Timing:
       ``[election_tick, 2*election_tick)`` ticks without a leader).  Defaults: 10 ms
       ticks, heartbeats every 2 ticks (an idle peer costs half the CPU of heartbeats
       every tick, and failover detection moves by at most a tick; reads and appends
-      do not wait for heartbeats), elections after 100-200 ms.
+      do not wait for heartbeats), elections after 100-200 ms.  A leader whose process
+      died is not waited for that long: its followers see it gone at their next tick
+      and elect at once (see :mod:`rsm_shm.cluster.peer`); the election timeout is what
+      a paused, starved or cut-off leader costs.
     * ``snapshot_commands`` / ``snapshot_bytes``: a peer takes a snapshot (and compacts
       its log) once it has applied that many client commands, or that many bytes of
       log entries, since its last snapshot -- whichever comes first.  Counted in

@@ -76,6 +76,41 @@ def test_messages_reach_the_inbox_and_foreign_ones_are_counted(receiver):
         t.close()
 
 
+def test_no_message_is_lost_to_a_failed_earlier_attempt(shm_name):
+    """The peer is not listening yet, so the first stream attempt fails; once it listens,
+    every message sent over the stream that finally connected arrives.  (grpc's thread
+    that fed a failed attempt's requests lives on until it has taken one more message:
+    it once took them from the link's shared queue, and they were lost.)"""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there for now
+    t = GrpcTransport(77, 1, {2: f"127.0.0.1:{port}"})
+    inbox = Ring(shm_name("late"), create=True, capacity=1 << 16)
+    server = None
+    try:
+        deadline = time.monotonic() + 10
+        while t.counters()["attempts"] < 1:  # the first attempt failed (or is failing)
+            assert time.monotonic() < deadline, "no stream attempt in 10 s"
+            time.sleep(0.001)
+        svc = PeerStreamService(77, 2, inbox, lambda: {1, 2})
+        server = PeerServer(f"127.0.0.1:{port}")
+        server.add_handlers([svc.handler()])
+        server.start()
+        _wait(lambda: t.connected() == {2}, what="the stream to connect")
+        hdr = ev.encode_header(ev.KIND_RAFT, 1, 77)
+        for i in range(5):  # one at a time: each would wake a leftover feeder first
+            assert t.send(2, hdr + b"m%d" % i)
+            assert inbox.get(timeout=5) == hdr + b"m%d" % i
+        assert t.counters()["net_lost"] == 0
+    finally:
+        t.close()
+        if server is not None:
+            server.stop(0)
+        inbox.close()
+        inbox.unlink()
+
+
 def test_streams_of_another_cluster_or_unknown_peer_are_refused(receiver):
     server, svc, inbox = receiver
     other = GrpcTransport(99, 1, {2: server.address})  # another cluster id

@@ -289,6 +289,20 @@ class _Refused(Exception):
     """The stream ended before the server accepted it, without an error status."""
 
 
+class _Feed:
+    """What one stream attempt takes its requests from.  grpc's thread that iterates a
+    call's requests outlives the call until it has taken one more item, so every
+    attempt gets its own feed and only the current one takes from the link's queue: a
+    failed attempt's thread must not take (and lose) a message meant for its successor."""
+
+    __slots__ = ("live", "sleeping", "wake")
+
+    def __init__(self) -> None:
+        self.live = True  # False once its attempt ended: its iterator stops, taking nothing
+        self.sleeping = False
+        self.wake = threading.Event()
+
+
 class _Link:
     """One destination: a bounded queue and the thread that streams it."""
 
@@ -300,11 +314,12 @@ class _Link:
         self.enq_bytes = 0  # written by the peer's thread only
         self.deq_bytes = 0  # written by the sender thread only
         self.connected = False
-        self.sleeping = False
-        self.wake = threading.Event()
+        self.feed = _Feed()  # the current attempt's
+        # Held while a feed checks that it is live and takes a batch, and while an ended
+        # attempt's feed is retired: a retired feed never takes another message.
+        self._take_lock = threading.Lock()
         # Set by the transport's close(), or when the destination leaves the membership.
         self.closed = threading.Event()
-        self.stream_ok = False
         self.call: Optional["grpc.Future"] = None
         self.thread = threading.Thread(target=self._run, name=f"rsm-send-{to}", daemon=True)
 
@@ -321,34 +336,45 @@ class _Link:
             return False
         self.q.append(payload)
         self.enq_bytes += 4 + len(payload)
-        if self.sleeping:
-            self.wake.set()
+        feed = self.feed
+        if feed.sleeping:
+            feed.wake.set()
         return True
 
+    @property
+    def wake(self) -> threading.Event:
+        """The current feed's wake-up (set to make it look at ``closed``)."""
+        return self.feed.wake
+
     # -- the sender thread ---------------------------------------------------------
-    def _requests(self) -> Iterator[bytes]:
+    def _requests(self, feed: _Feed) -> Iterator[bytes]:
         q = self.q
         closed = self.closed
-        while not closed.is_set() and self.stream_ok:
+        take_lock = self._take_lock
+        wake = feed.wake
+        while feed.live and not closed.is_set():
             if not q:
-                self.sleeping = True
+                feed.sleeping = True
                 if not q:  # re-check: offer() appends before it looks at `sleeping`
-                    self.wake.wait(_IDLE_WAKE)
-                self.sleeping = False
-                self.wake.clear()
+                    wake.wait(_IDLE_WAKE)
+                feed.sleeping = False
+                wake.clear()
                 continue
             batch: List[bytes] = []
             size = 0
-            # Up to _BATCH_BYTES, and always at least one envelope (each is far below
-            # the gRPC message limit: offer() refused anything larger).
-            while q:
-                p = q[0]
-                if batch and size + 4 + len(p) > _BATCH_BYTES:
-                    break
-                q.popleft()
-                batch.append(p)
-                size += 4 + len(p)
-            self.deq_bytes += size
+            with take_lock:
+                if not feed.live:
+                    return
+                # Up to _BATCH_BYTES, and always at least one envelope (each is far
+                # below the gRPC message limit: offer() refused anything larger).
+                while q:
+                    p = q[0]
+                    if batch and size + 4 + len(p) > _BATCH_BYTES:
+                        break
+                    q.popleft()
+                    batch.append(p)
+                    size += 4 + len(p)
+                self.deq_bytes += size
             self.owner.stats.add("net_out", len(batch))
             yield frame(batch)
 
@@ -374,11 +400,12 @@ class _Link:
         refused_logged = False
         try:
             while not closed.is_set():
-                self.stream_ok = True
+                feed = self.feed = _Feed()
                 # Not wait_for_ready: a call on a channel that cannot connect fails at
                 # once (UNAVAILABLE) and we back off.  (No channel_ready_future: its
                 # polling thread outlives a timeout and trips over channel.close().)
-                call = stream.future(self._requests(), metadata=md, wait_for_ready=False)
+                call = stream.future(self._requests(feed), metadata=md, wait_for_ready=False)
+                owner.stats.add("attempts")
                 self.call = call
                 if closed.is_set():  # close() may have looked before self.call was set
                     call.cancel()
@@ -414,7 +441,9 @@ class _Link:
                 finally:
                     was = self.connected
                     self.connected = False
-                    self.stream_ok = False
+                    with self._take_lock:
+                        feed.live = False
+                    feed.wake.set()  # its iterator, if grpc still runs it, ends now
                     call.cancel()
                     # What waited in the queue is lost with the stream: Raft resends.
                     lost = len(self.q)
@@ -458,7 +487,7 @@ class GrpcTransport:
         # sender thread: thread-safe and quick), e.g. Peer.peer_lost.
         self.on_lost: Optional[Callable[[int], None]] = None
         self._closed = threading.Event()
-        self.stats = _Counters("net_out", "net_lost", "connects", "disconnects")
+        self.stats = _Counters("net_out", "net_lost", "attempts", "connects", "disconnects")
         # Bumped only by the peer's thread (in send): plain ints.
         self.dropped_disconnected = 0
         self.dropped_queue_full = 0

@@ -10,8 +10,11 @@ linearizable read p50, failover), plus a breakdown of where a sequential command
 goes: a bare gRPC round trip (an empty request the client service answers without
 touching the peer), the envelope work per command (encode, the service's decode and
 re-encode, the reply's decode), the same command through a local ``Client(name)``
-(shared-memory rings to the same served peers: Raft + gRPC between peers + apply), and
-the leader's mean fsync.
+(shared-memory rings to the same served peers: Raft + gRPC between peers + apply), a
+round trip between two processes over rsm_shm's own peer streams alone (``GrpcTransport``
+into ``PeerStreamService`` into an inbox ring, and back: what Raft's append and its
+acknowledgement cost in transport; ``tools/bench_grpc_stream.py`` compares it with plain
+grpc and grpc.aio streams), and the leader's mean fsync.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tempfile
 import time
 
 import bench_cluster as bc
+import bench_grpc_stream
 
 KV_SM = bc.KV_SM
 
@@ -231,6 +235,7 @@ def net_round(args) -> dict:
                 out["read"] = c.sequential(args.seq, True)
                 out["local_client_latency"] = bc._run_in(_local_sequential_client, c.name, args.seq, False)
                 out["grpc_round_trip"] = bc._run_in(_grpc_round_trip_client, c.addrs(), args.seq)
+                out["peer_stream_round_trip"] = bench_grpc_stream.run_peers("peer-sync", args.seq)
             else:
                 lead = c.leader()
                 st = c.statuses().get(lead, {})
@@ -276,6 +281,7 @@ def summary_extra(rounds: list) -> dict:
     return {
         "local_client_p50_ms": med(lambda r: r.get("local_client_latency", {}).get("p50_ms")),
         "grpc_round_trip_p50_ms": med(lambda r: r.get("grpc_round_trip", {}).get("p50_ms")),
+        "peer_stream_round_trip_p50_ms": med(lambda r: r.get("peer_stream_round_trip", {}).get("p50_ms")),
         "envelope_us_per_cmd": med(lambda r: r.get("envelope_us_per_cmd")),
         "envelope_us_per_cmd_batched": med(lambda r: r.get("envelope_us_per_cmd_batched")),
         "fsync_mean_ms": med(lambda r: r.get("fsync_mean_ms")),
@@ -293,6 +299,10 @@ def print_targets(summary: dict) -> None:
             "  <- Raft over gRPC between peers + apply"
         )
         print(f"  bare gRPC round trip to the client service       p50 {rsm['grpc_round_trip_p50_ms']:.3f} ms")
+        print(
+            f"  peer stream round trip (transport only)          p50 {rsm['peer_stream_round_trip_p50_ms']:.3f} ms"
+            "  <- a Raft append and its acknowledgement, without Raft"
+        )
         print(
             f"  envelope encode/decode per command: {rsm['envelope_us_per_cmd']:.1f} us alone, "
             f"{rsm['envelope_us_per_cmd_batched']:.2f} us in a batch of 1000"

@@ -44,8 +44,11 @@ class ServedCluster:
         *,
         tls: dict | None = None,
         fsync: bool = False,
+        peer_timing: dict | None = None,
         **timing,
     ):
+        """``peer_timing``: ``{peer id: timing options}`` that override ``timing`` for
+        that peer (e.g. a peer whose election timeout is much longer than the others')."""
         self.name = name
         ports = free_ports(n)
         self.addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
@@ -62,7 +65,7 @@ class ServedCluster:
                 data_dir=str(data_root / f"peer{pid}"),
                 fsync=fsync,
                 **files,
-                **timing,
+                **{**timing, **(peer_timing or {}).get(pid, {})},
             )
         self._attached = None
         self._spec = dict(state_machine=state_machine, data_root=data_root, fsync=fsync, timing=timing)

@@ -59,8 +59,11 @@ import signal
 import struct
 import sys
 import time
+from bisect import bisect_right
 from collections import OrderedDict
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from itertools import accumulate, repeat
+from operator import itemgetter
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 from .. import _proc
 from ..ring import Ring
@@ -93,13 +96,13 @@ from .layout import (
     inbox_name,
     read_config,
 )
-from .statemachine import BatchWriter, Sessions, decode_runs, load_state_machine, OP_OVERHEAD
+from .statemachine import BatchWriter, Sessions, decode_runs, load_state_machine, OP_OVERHEAD, RUN_HEADER
 from .status import LeaderWatch, StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
 
 # What the peer holds for a client between taking a request and answering it.
-_Proposal = Tuple[str, int, int, int, int, int, bytes]  # (reply_to, op, rid, session, seq, acked, data)
+_Proposals = Tuple[str, List[ev.ProposeRequest]]  # (reply_to, requests) of one envelope
 _Read = Tuple[str, int, bytes]  # (reply_to, rid, query)
 _Waiter = Tuple[str, int]  # (reply_to, rid)
 _Meta = Tuple[str, int, int, int]  # (reply_to, rid, session, seq) of a proposed op
@@ -169,7 +172,7 @@ class Peer:
         self.start_time = _proc.start_time(self.pid)
 
         # Proposals and reads collected this turn; pending ones waiting for apply.
-        self._proposals: List[_Proposal] = []
+        self._proposals: List[_Proposals] = []
         self._reads: List[_Read] = []
         self._pending: Dict[Tuple[int, int], _Waiter] = {}  # (session, seq) -> who waits
         self._read_ctx = 0
@@ -396,9 +399,7 @@ class Peer:
                         self.check_leader_process()  # grant it at once if our leader died
                     node.step(m)
                 elif kind == ev.KIND_PROPOSE:
-                    reply_to, props = ev.decode_propose(b)
-                    for op, rid, session, seq, acked, data in props:
-                        self._proposals.append((reply_to, op, rid, session, seq, acked, data))
+                    self._proposals.append(ev.decode_propose(b))
                 elif kind == ev.KIND_READ:
                     reply_to, reqs = ev.decode_read(b)
                     for rid, q in reqs:
@@ -419,30 +420,62 @@ class Peer:
         self._replies.setdefault(reply_to, []).append((rid, status, payload))
 
     def flush_proposals(self) -> None:
-        props, self._proposals = self._proposals, []
+        envelopes, self._proposals = self._proposals, []
         node = self.node
         if node.leadership().role != Role.LEADER:
             hint = self._leader_hint()
-            for p in props:
-                self._reply(p[0], p[2], ev.NOT_LEADER, hint)
+            for reply_to, reqs in envelopes:
+                for req in reqs:
+                    self._reply(reply_to, req[1], ev.NOT_LEADER, hint)
             return
-        # Encoded straight into the batch (no list of op tuples in between): this loop
-        # runs once per command of a pipelined load.
+        # Encoded straight into the batch (no list of op tuples in between): this runs
+        # for every command of a pipelined load.
         batch = BatchWriter()
         meta: List[_Meta] = []
         command = ev.OP_COMMAND
-        for reply_to, op, rid, session, seq, acked, data in props:
-            n = OP_OVERHEAD + len(data)
-            if batch.size + n > MAX_ENTRY_BYTES:
-                if n + 5 > MAX_ENTRY_BYTES:
-                    self._reply(reply_to, rid, ev.BAD_REQUEST, b"command larger than the largest log entry")
+        for reply_to, reqs in envelopes:
+            if _one_run(reqs):
+                batch, meta = self._add_run(batch, meta, reply_to, reqs)
+                continue
+            for op, rid, session, seq, acked, data in reqs:
+                n = OP_OVERHEAD + len(data)
+                if batch.size + n > MAX_ENTRY_BYTES:
+                    if n + 5 > MAX_ENTRY_BYTES:
+                        self._reply(reply_to, rid, ev.BAD_REQUEST, b"command larger than the largest log entry")
+                        continue
+                    self._propose_batch(batch, meta)
+                    batch, meta = BatchWriter(), []
+                batch.add(op, session, seq, acked, data)
+                meta.append((reply_to, rid, session, seq if op == command else 0))
+        if meta:
+            self._propose_batch(batch, meta)
+
+    def _add_run(
+        self, batch: BatchWriter, meta: List[_Meta], reply_to: str, reqs: List[ev.ProposeRequest]
+    ) -> Tuple[BatchWriter, List[_Meta]]:
+        """Add an envelope that is one run (see _one_run) to the batch as runs, in C
+        loops: the same batches, entries and size limits as command by command."""
+        session, acked = reqs[0][2], reqs[0][4]
+        data = list(map(_DATA, reqs))
+        # costs[i]: what requests 0..i add to a run besides its header.
+        costs = list(accumulate(map(_LEN_FIELD.__add__, map(len, data))))
+        start, n = 0, len(reqs)
+        while start < n:
+            done = costs[start - 1] if start else 0
+            k = bisect_right(costs, done + MAX_ENTRY_BYTES - batch.size - RUN_HEADER, start) - start
+            if k == 0:
+                if OP_OVERHEAD + len(data[start]) + 5 > MAX_ENTRY_BYTES:
+                    self._reply(reply_to, reqs[start][1], ev.BAD_REQUEST, b"command larger than the largest log entry")
+                    start += 1
                     continue
                 self._propose_batch(batch, meta)
                 batch, meta = BatchWriter(), []
-            batch.add(op, session, seq, acked, data)
-            meta.append((reply_to, rid, session, seq if op == command else 0))
-        if meta:
-            self._propose_batch(batch, meta)
+                continue
+            part = reqs[start : start + k]
+            batch.add_run(session, part[0][3], acked, data[start : start + k])
+            meta += zip(repeat(reply_to), map(_RID, part), repeat(session), map(_SEQ, part))
+            start += k
+        return batch, meta
 
     def _propose_batch(self, batch: BatchWriter, meta: List[_Meta]) -> None:
         try:
@@ -457,9 +490,8 @@ class Peer:
                 self._reply(reply_to, rid, ev.RETRY, b"proposal dropped (leadership transfer?)")
             return
         self.c["proposals"] += len(meta)
-        pending = self._pending
-        for reply_to, rid, session, seq in meta:
-            pending[(session, seq)] = (reply_to, rid)
+        # pending[(session, seq)] = (reply_to, rid) for each, in C loops
+        self._pending.update(zip(map(_META_KEY, meta), map(_META_WAITER, meta)))
 
     def flush_reads(self) -> None:
         reads, self._reads = self._reads, []
@@ -592,12 +624,21 @@ class Peer:
             pos = 0
             for op, session, seq, _acked, datas in runs:
                 first = seq if op == command else 0  # a REGISTER waits under (session, 0)
-                for i in range(len(datas)):
-                    waiter = pending.pop((session, first + i), None)
+                n = len(datas)
+                waiters = list(map(pending.pop, zip(repeat(session), range(first, first + n)), repeat(None)))
+                outs = outcomes[pos : pos + n]
+                pos += n
+                if n > 1 and None not in waiters:
+                    # The usual run: every command has one waiting client (C loops).
+                    found = cast(List[_Waiter], waiters)
+                    if len(set(map(_FIRST, found))) == 1 and max(map(len, map(_SECOND, outs))) <= MAX_RESULT_BYTES:
+                        self._replies.setdefault(found[0][0], []).extend(
+                            zip(map(_SECOND, found), map(_FIRST, outs), map(_SECOND, outs))
+                        )
+                        continue
+                for waiter, (status, result) in zip(waiters, outs):
                     if waiter is not None:
-                        status, result = outcomes[pos + i]
                         reply(waiter[0], waiter[1], status, result)
-                pos += len(datas)
 
     def read_states(self, states: Sequence[ReadState]) -> None:
         for rs in states:
@@ -657,6 +698,9 @@ class Peer:
                 else:
                     self._reply_rings.move_to_end(reply_to)
                 limit = ring.max_message - ev.HEADER_SIZE - 4
+                if sum(map(len, map(_THIRD, items))) + 13 * len(items) <= limit:  # the usual: one envelope
+                    ring.put_nowait(ev.encode_reply(hdr, items))
+                    continue
                 chunk: List[ev.Reply] = []
                 size = 0
                 for it in items:
@@ -764,6 +808,36 @@ class Peer:
         s.nmatch = n
         s.control_seq = self.links.seq
         self.status_rec.publish(s)
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_THIRD = itemgetter(2)
+_OP = itemgetter(0)  # of a ProposeRequest (op, rid, session, seq, acked, data)
+_RID = itemgetter(1)
+_SESSION = itemgetter(2)
+_SEQ = itemgetter(3)
+_ACKED = itemgetter(4)
+_DATA = itemgetter(5)
+_META_KEY = itemgetter(2, 3)  # of a _Meta: (session, seq)
+_META_WAITER = itemgetter(0, 1)  # (reply_to, rid)
+_LEN_FIELD = 4  # a command's length in a batch run
+_ONLY_COMMAND = {ev.OP_COMMAND}
+
+
+def _one_run(reqs: List[ev.ProposeRequest]) -> bool:
+    """The usual envelope of a pipelined client: commands of one session with
+    consecutive sequence numbers and one ``acked`` (checked in C loops)."""
+    n = len(reqs)
+    if n < 2:
+        return False
+    first = reqs[0][3]
+    return (
+        _ONLY_COMMAND.issuperset(map(_OP, reqs))
+        and len(set(map(_SESSION, reqs))) == 1
+        and len(set(map(_ACKED, reqs))) == 1
+        and list(map(_SEQ, reqs)) == list(range(first, first + n))
+    )
 
 
 def _members(cs: ConfState) -> Set[int]:

@@ -267,8 +267,10 @@ _RUN = struct.Struct("<BQQQI")  # op, session, seq, acked, count
 BatchOp = Tuple[int, int, int, int, bytes]
 #: One run of a batch: (op, session, first seq, acked, the data of each operation).
 BatchRun = Tuple[int, int, int, int, List[bytes]]
+#: What a run adds to a batch besides its commands' lengths and data.
+RUN_HEADER = _RUN.size
 #: The most one operation adds to a batch besides its data (a new run: header + length).
-OP_OVERHEAD = _RUN.size + 4
+OP_OVERHEAD = RUN_HEADER + 4
 
 
 def encode_batch(ops: List[BatchOp]) -> bytes:
@@ -308,6 +310,21 @@ class BatchWriter:
             self.next_seq = seq + 1 if op == ev.OP_COMMAND else -1  # only commands continue a run
             self.size += OP_OVERHEAD + len(data)
         self.count += 1
+
+    def add_run(self, session: int, seq: int, acked: int, data: List[bytes]) -> None:
+        """:meth:`add` of the commands ``seq``, ``seq+1``, ... of ``session`` (in C loops)."""
+        if not (seq == self.next_seq and session == self.session and acked == self.acked):
+            self.lens = []
+            self.datas = []
+            self.runs.append((ev.OP_COMMAND, session, seq, acked, self.lens, self.datas))
+            self.session, self.acked = session, acked
+            self.size += RUN_HEADER
+        lens = list(map(len, data))
+        self.lens += lens
+        self.datas += data
+        self.next_seq = seq + len(data)
+        self.count += len(data)
+        self.size += 4 * len(data) + sum(lens)
 
     def finish(self) -> bytes:
         parts = [_BATCH_HDR.pack(BATCH_VERSION, len(self.runs))]

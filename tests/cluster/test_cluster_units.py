@@ -549,3 +549,71 @@ def test_client_pipeline_maps_outcomes_to_commands_through_stale_resends_and_odd
         c.propose_many(cmds[:10])
     assert c.propose_many([bytearray(b"c1"), memoryview(b"c2")]) == [b"c1", b"c2"]
     c._closed = True
+
+
+def _proposing_peer(monkeypatch, one_run):
+    """A Peer without a process: its leader node records the entries it is given."""
+    from rsm_shm.cluster import peer as peer_mod
+    from rsm_shm.raft.core import Leadership
+    from rsm_shm.raft.types import Role
+
+    class Node:
+        def __init__(self):
+            self.entries = []
+
+        def leadership(self):
+            return Leadership(1, Role.LEADER, 1)
+
+        def propose(self, data):
+            self.entries.append(data)
+
+    if not one_run:
+        monkeypatch.setattr(peer_mod, "_one_run", lambda reqs: False)
+    p = peer_mod.Peer.__new__(peer_mod.Peer)
+    p.node, p.c, p._pending, p._replies, p._proposals = Node(), {"proposals": 0}, {}, {}, []
+    return p
+
+
+def test_leader_batches_a_pipelined_envelope_as_command_by_command(monkeypatch):
+    """A client's pipelined envelope (one session, consecutive sequence numbers) is
+    added to the leader's batches in C loops: the same entries (split at the entry size
+    limit), the same waiting clients and answers as command by command."""
+    from rsm_shm.cluster.layout import MAX_ENTRY_BYTES
+
+    c = ev.OP_COMMAND
+    big = b"y" * (MAX_ENTRY_BYTES - 20)  # larger than any entry can hold with its header
+    envelopes = [
+        ("r1", [(c, 100 + i, 5, 1 + i, 0, b"x%d" % i * 40) for i in range(3000)]),
+        ("r2", [(c, 7 + i, 6, 3 + i, 2, b"z" * (i % 300)) for i in range(2500)]),
+        ("r1", [(c, 3100 + i, 5, 3001 + i, 0, b"w%d" % i * 30) for i in range(2000)]),
+        ("r3", [(c, 1, 8, 1, 0, b"a"), (c, 2, 8, 2, 0, big), (c, 3, 8, 3, 0, b"b")]),
+        ("r4", [(ev.OP_REGISTER, 0, 9, 0, 0, b""), (c, 1, 9, 1, 0, b"q")]),
+        ("r4", [(c, 2, 9, 2, 0, b"q2")]),
+    ]
+    seen = []
+    for one_run in (True, False):
+        p = _proposing_peer(monkeypatch, one_run)
+        p._proposals = list(envelopes)
+        p.flush_proposals()
+        seen.append((p.node.entries, p._pending, p._replies, p.c["proposals"]))
+        monkeypatch.undo()
+    assert seen[0] == seen[1]
+    entries, pending, replies, count = seen[0]
+    assert len(entries) >= 3 and all(len(e) <= MAX_ENTRY_BYTES for e in entries)
+    assert count == 3000 + 2500 + 2000 + 2 + 2 + 1 and len(pending) == count
+    assert replies == {"r3": [(2, ev.BAD_REQUEST, b"command larger than the largest log entry")]}
+    ops = [op for e in entries for op in decode_batch(e)]
+    assert [(op[1], op[2]) for op in ops][:3] == [(5, 1), (5, 2), (5, 3)] and len(ops) == count
+
+
+def test_batch_add_run_is_add_command_by_command():
+    runs = [(5, 1, 0, [b"a", b"bb"]), (5, 3, 0, [b"c"]), (5, 4, 1, [b"d", b""]), (6, 1, 0, [b"e"])]
+    one, many = BatchWriter(), BatchWriter()
+    one.add(ev.OP_REGISTER, 5, 0, 0, b"")
+    many.add(ev.OP_REGISTER, 5, 0, 0, b"")
+    for session, seq, acked, data in runs:
+        many.add_run(session, seq, acked, data)
+        for i, d in enumerate(data):
+            one.add(ev.OP_COMMAND, session, seq + i, acked, d)
+    assert many.finish() == one.finish() and (many.size, many.count) == (one.size, one.count) == (len(one.finish()), 7)
+    assert len(decode_runs(many.finish())) == 4  # register, 5:1-3, 5:4-5 (new acked), 6:1

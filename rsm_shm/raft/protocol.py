@@ -39,6 +39,30 @@ from .types import (
 
 __all__ = ["Raft"]
 
+# Enum members as module constants for the per-message paths below (an attribute
+# lookup on an enum class costs about as much as the comparison it feeds).
+_MT_APP = MessageType.APP
+_MT_APP_RESP = MessageType.APP_RESP
+_MT_BEAT = MessageType.BEAT
+_MT_CHECK_QUORUM = MessageType.CHECK_QUORUM
+_MT_HEARTBEAT = MessageType.HEARTBEAT
+_MT_HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+_MT_HUP = MessageType.HUP
+_MT_PRE_VOTE = MessageType.PRE_VOTE
+_MT_PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
+_MT_READ_INDEX = MessageType.READ_INDEX
+_MT_READ_INDEX_RESP = MessageType.READ_INDEX_RESP
+_MT_SNAP = MessageType.SNAP
+_MT_SNAP_RESP = MessageType.SNAP_RESP
+_MT_SNAP_STATUS = MessageType.SNAP_STATUS
+_MT_TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+_MT_TRANSFER_LEADER = MessageType.TRANSFER_LEADER
+_MT_UNREACHABLE = MessageType.UNREACHABLE
+_MT_VOTE = MessageType.VOTE
+_PS_REPLICATE = ProgressState.REPLICATE
+_R_FOLLOWER = Role.FOLLOWER
+_R_LEADER = Role.LEADER
+
 _TERMLESS = LOCAL_MESSAGES | {MessageType.READ_INDEX, MessageType.TRANSFER_LEADER}
 
 
@@ -228,20 +252,20 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
             if m.type not in _TERMLESS:
                 return
         elif m.term > self.term:
-            if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+            if m.type in (_MT_VOTE, _MT_PRE_VOTE):
                 force = m.context == TRANSFER_CONTEXT
                 if not force and self.in_lease():
                     # Leader stickiness (thesis §4.2.3): we heard from a leader less
                     # than an election timeout ago; a disruptive (pre)candidate is
                     # ignored, without even updating our term.
                     return
-            if m.type == MessageType.PRE_VOTE:
+            if m.type == _MT_PRE_VOTE:
                 pass  # never change our term in response to a pre-vote
-            elif m.type == MessageType.PRE_VOTE_RESP and not m.reject:
+            elif m.type == _MT_PRE_VOTE_RESP and not m.reject:
                 # A granted pre-vote carries the future term; the term is bumped only
                 # once the pre-election is won.
                 pass
-            elif m.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
+            elif m.type in (_MT_APP, _MT_HEARTBEAT, _MT_SNAP):
                 self.become_follower(m.term, m.frm)
             else:
                 # A vote request (which we may well reject) or a response carrying a
@@ -253,43 +277,43 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
                 # off (tests/testdata/raft/vote_reject_timer.txt, the no_prevote profile).
                 elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
                 self.become_follower(m.term, NONE)
-                if self.role == Role.FOLLOWER:
+                if self.role == _R_FOLLOWER:
                     self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
         elif m.term < self.term:
-            if (self.check_quorum or self.pre_vote) and m.type in (MessageType.HEARTBEAT, MessageType.APP):
+            if (self.check_quorum or self.pre_vote) and m.type in (_MT_HEARTBEAT, _MT_APP):
                 # A leader of an older term (maybe we advanced our term while
                 # partitioned; with check-quorum our term cannot be raised by a vote
                 # request): answer with our term so it steps down.
-                self.send(Message(MessageType.APP_RESP, to=m.frm, frm=self.id, term=self.term))
-            elif m.type == MessageType.PRE_VOTE:
+                self.send(Message(_MT_APP_RESP, to=m.frm, frm=self.id, term=self.term))
+            elif m.type == _MT_PRE_VOTE:
                 # Tell a lagging pre-candidate about our term, else it could be stuck
                 # pre-voting forever below a quorum of higher-term nodes.
-                self.send(Message(MessageType.PRE_VOTE_RESP, to=m.frm, frm=self.id, term=self.term, reject=True))
+                self.send(Message(_MT_PRE_VOTE_RESP, to=m.frm, frm=self.id, term=self.term, reject=True))
             return
 
         t = m.type
-        if t == MessageType.HUP:
+        if t == _MT_HUP:
             if self.pre_vote:
                 self.hup(CampaignType.PRE_ELECTION)
             else:
                 self.hup(CampaignType.ELECTION)
-        elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+        elif t in (_MT_VOTE, _MT_PRE_VOTE):
             if m.term == 0:
                 return  # malformed: a vote needs a term
             self.handle_vote_request(m)
-        elif self.role == Role.LEADER:
+        elif self.role == _R_LEADER:
             self.step_leader(m)
-        elif self.role == Role.FOLLOWER:
+        elif self.role == _R_FOLLOWER:
             self.step_follower(m)
         else:
             self.step_candidate(m)
 
     def step_leader(self, m: Message) -> None:
         t = m.type
-        if t == MessageType.BEAT:
+        if t == _MT_BEAT:
             self.bcast_heartbeat()
             return
-        if t == MessageType.CHECK_QUORUM:
+        if t == _MT_CHECK_QUORUM:
             if not self.trk.quorum_active():
                 # thesis §6.2: a leader that cannot reach a quorum steps down
                 self.become_follower(self.term, NONE)
@@ -297,58 +321,58 @@ class Raft(ElectionMixin, ReplicationMixin, MembershipMixin, ReadMixin):
                 if i != self.id:
                     other.recent_active = False
             return
-        if t == MessageType.READ_INDEX:
+        if t == _MT_READ_INDEX:
             self.leader_read_index(m)
             return
-        if t == MessageType.TRANSFER_LEADER:
+        if t == _MT_TRANSFER_LEADER:
             self.handle_transfer_leader(m.index)
             return
         pr = self.trk.progress.get(m.frm)
         if pr is None:
             return
-        if t == MessageType.APP_RESP:
+        if t == _MT_APP_RESP:
             self.handle_append_response(m, pr)
-        elif t == MessageType.HEARTBEAT_RESP:
+        elif t == _MT_HEARTBEAT_RESP:
             self.handle_heartbeat_response(m, pr)
-        elif t == MessageType.SNAP_RESP:
+        elif t == _MT_SNAP_RESP:
             self.handle_snapshot_response(m, pr)
-        elif t == MessageType.SNAP_STATUS:
+        elif t == _MT_SNAP_STATUS:
             self.handle_snapshot_status(m, pr)
-        elif t == MessageType.UNREACHABLE:
+        elif t == _MT_UNREACHABLE:
             # The transport failed: the pipeline assumption no longer holds.
-            if pr.state == ProgressState.REPLICATE:
+            if pr.state == _PS_REPLICATE:
                 pr.become_probe()
 
     def step_follower(self, m: Message) -> None:
         t = m.type
-        if t == MessageType.APP:
+        if t == _MT_APP:
             self.election_elapsed = 0
             self.lead = m.frm
             self.handle_append_entries(m)
-        elif t == MessageType.HEARTBEAT:
+        elif t == _MT_HEARTBEAT:
             self.election_elapsed = 0
             self.lead = m.frm
             self.handle_heartbeat(m)
-        elif t == MessageType.SNAP:
+        elif t == _MT_SNAP:
             self.election_elapsed = 0
             self.lead = m.frm
             self.handle_snapshot_chunk(m)
-        elif t == MessageType.TRANSFER_LEADER:
+        elif t == _MT_TRANSFER_LEADER:
             if self.lead == NONE or m.frm != self.id:
                 return  # only our own requests are forwarded (no forwarding loops)
             # forwarded with ourselves as sender; the target travels in ``index``
-            self.send(Message(MessageType.TRANSFER_LEADER, to=self.lead, frm=self.id, term=self.term, index=m.index))
-        elif t == MessageType.TIMEOUT_NOW:
+            self.send(Message(_MT_TRANSFER_LEADER, to=self.lead, frm=self.id, term=self.term, index=m.index))
+        elif t == _MT_TIMEOUT_NOW:
             # Leadership transfer: campaign at once, without pre-vote (the leader
             # asked us; we are not recovering from a partition).
             self.hup(CampaignType.TRANSFER)
-        elif t == MessageType.READ_INDEX:
+        elif t == _MT_READ_INDEX:
             # Forward our own (local) requests to the leader; a request another node
             # forwarded to a former leader is dropped (its sender will retry).
             if self.lead == NONE or m.frm not in (NONE, self.id):
                 return
-            self.send(Message(MessageType.READ_INDEX, to=self.lead, frm=self.id, context=m.context))
-        elif t == MessageType.READ_INDEX_RESP:
+            self.send(Message(_MT_READ_INDEX, to=self.lead, frm=self.id, context=m.context))
+        elif t == _MT_READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
 
     # ------------------------------------------------------------------ proposals

@@ -14,6 +14,14 @@ from .state import RaftState
 
 __all__ = ["ReplicationMixin", "SNAPSHOT_REFUSED"]
 
+# Enum members as module constants for the per-message paths below (an attribute
+# lookup on an enum class costs about as much as the comparison it feeds).
+_MT_APP = MessageType.APP
+_MT_APP_RESP = MessageType.APP_RESP
+_PS_PROBE = ProgressState.PROBE
+_PS_REPLICATE = ProgressState.REPLICATE
+_PS_SNAPSHOT = ProgressState.SNAPSHOT
+
 # Context of a SNAP_RESP by which a follower refuses a snapshot it cannot install.
 SNAPSHOT_REFUSED = b"refused"
 
@@ -29,7 +37,7 @@ class ReplicationMixin(RaftState):
         pr = self.trk.progress.get(to)
         if pr is None:
             return False
-        if pr.state == ProgressState.SNAPSHOT:
+        if pr.state == _PS_SNAPSHOT:
             return self._send_snapshot_chunks(to, pr)
         if pr.is_paused():
             return False
@@ -49,7 +57,7 @@ class ReplicationMixin(RaftState):
             return False
         self.send(
             Message(
-                MessageType.APP,
+                _MT_APP,
                 to=to,
                 frm=self.id,
                 term=self.term,
@@ -145,7 +153,7 @@ class ReplicationMixin(RaftState):
             if m.log_term > 0:
                 next_probe, _ = self.raft_log.find_conflict_by_term(m.reject_hint, m.log_term)
             if pr.maybe_decr_to(m.index, next_probe):
-                if pr.state == ProgressState.REPLICATE:
+                if pr.state == _PS_REPLICATE:
                     pr.become_probe()
                 self.send_append(m.frm)
             return
@@ -153,15 +161,15 @@ class ReplicationMixin(RaftState):
         updated = pr.maybe_update(m.index)
         if (
             updated
-            or (pr.match == m.index and pr.state == ProgressState.PROBE)
+            or (pr.match == m.index and pr.state == _PS_PROBE)
             # The follower already holds everything the snapshot in transfer covers
             # (e.g. it was installed from elsewhere, or we compacted past an older
             # snapshot we were still sending): stop that transfer.
-            or (pr.state == ProgressState.SNAPSHOT and m.index >= pr.pending_snapshot)
+            or (pr.state == _PS_SNAPSHOT and m.index >= pr.pending_snapshot)
         ):
-            if pr.state == ProgressState.PROBE:
+            if pr.state == _PS_PROBE:
                 pr.become_replicate()
-            elif pr.state == ProgressState.SNAPSHOT:
+            elif pr.state == _PS_SNAPSHOT:
                 # The follower installed the snapshot (or already had it).  Resume
                 # with the log if it is still there, else probe (a new snapshot).
                 pr.become_probe()
@@ -243,13 +251,11 @@ class ReplicationMixin(RaftState):
     def handle_append_entries(self, m: Message) -> None:
         if m.index < self.raft_log.committed:
             # Everything up to our commit index is known to match: say so.
-            self.send(
-                Message(MessageType.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.raft_log.committed)
-            )
+            self.send(Message(_MT_APP_RESP, to=m.frm, frm=self.id, term=self.term, index=self.raft_log.committed))
             return
         mlast, ok = self.raft_log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if ok:
-            self.send(Message(MessageType.APP_RESP, to=m.frm, frm=self.id, term=self.term, index=mlast))
+            self.send(Message(_MT_APP_RESP, to=m.frm, frm=self.id, term=self.term, index=mlast))
             return
         # Reject with a hint: the largest index <= the probe whose term is <= the
         # leader's term there.  The leader can skip everything after it at once
@@ -258,7 +264,7 @@ class ReplicationMixin(RaftState):
         hint_index, hint_term = self.raft_log.find_conflict_by_term(hint_index, m.log_term)
         self.send(
             Message(
-                MessageType.APP_RESP,
+                _MT_APP_RESP,
                 to=m.frm,
                 frm=self.id,
                 term=self.term,

@@ -72,12 +72,27 @@ from .layout import (
 from .statemachine import load_state_machine
 from .status import MAX_PEER_ID, StatusRecord, status_segment_name
 
-__all__ = ["Peer", "derive_cluster_id", "add_service_factory", "reclaim_reply_rings", "main", "add_arguments"]
+__all__ = [
+    "Peer",
+    "derive_cluster_id",
+    "add_service_factory",
+    "reclaim_reply_rings",
+    "main",
+    "add_arguments",
+    "EXIT_WITH_PARENT_ENV",
+    "exit_with_parent_if_asked",
+]
 
 log = logging.getLogger("rsm_shm.cluster.net")
 
 LOCAL = "local"
 _START_TIMEOUT = 60.0
+
+#: When this environment variable holds the pid of the process that starts a served
+#: peer, the peer asks Linux to SIGKILL it as soon as that process ends (see
+#: :func:`exit_with_parent_if_asked`).  Unset (the default), a peer outlives its starter.
+EXIT_WITH_PARENT_ENV = "RSM_SHM_PEER_EXIT_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _STOP_GRACE = 5.0
 _SERVE_MAIN = "import sys; del sys.path[0]; from rsm_shm.cluster.serve import main; sys.exit(main(sys.argv[1:]))"
 
@@ -749,6 +764,43 @@ def peer_from_args(args: argparse.Namespace) -> Peer:
     )
 
 
+def exit_with_parent_if_asked() -> None:
+    """Tie this process's life to its starter's when :data:`EXIT_WITH_PARENT_ENV` asks.
+
+    For harnesses (the test suite sets it): a peer started by a process that is itself
+    SIGKILLed would otherwise serve on, orphaned, for ever.  With the variable set to
+    the starter's pid, this sets Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``) and then checks that the parent is still that pid (it may have died
+    before the request took effect: RuntimeError).  SIGKILL rather than SIGTERM because
+    a SIGSTOPped (paused) peer would never act on SIGTERM; the dead peers' segments are
+    left as after any SIGKILL (``rsm-shm gc`` removes them).  Linux delivers the signal
+    when the *thread* that started the peer ends, so start such peers from a thread that
+    lives as long as they should.  Not Linux: RuntimeError.  Unset or empty: nothing.
+    """
+    value = os.environ.get(EXIT_WITH_PARENT_ENV, "")
+    if not value:
+        return
+    try:
+        parent = int(value)
+    except ValueError:
+        raise ValueError(
+            f"{EXIT_WITH_PARENT_ENV} must be the pid of the process that starts the peer, not {value!r}"
+        ) from None
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"{EXIT_WITH_PARENT_ENV} needs Linux's PR_SET_PDEATHSIG; this is {sys.platform}")
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() != parent:
+        raise RuntimeError(
+            f"{EXIT_WITH_PARENT_ENV}={parent}, but this peer's parent is pid {os.getppid()} "
+            "(the starter is gone, or did not start this peer itself)"
+        )
+
+
 def _setup_logging(peer_id: int) -> None:
     root = logging.getLogger()
     if not root.handlers:
@@ -768,6 +820,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(peer.id)
     try:
+        exit_with_parent_if_asked()  # before the peer makes anything
         peer.run()
     except (ValueError, RuntimeError, OSError, ImportError) as e:
         print(f"rsm-shm: peer {peer.id} of {peer.name!r}: {e}", file=sys.stderr)

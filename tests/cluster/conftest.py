@@ -12,9 +12,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture
 def cluster_env(monkeypatch):
-    """Peers find the test state machines (``cluster_harness:AppendLog``)."""
+    """Peers find the test state machines (``cluster_harness:AppendLog``), and served
+    peers started by this test process die with it: a SIGKILLed pytest leaves no
+    orphaned cluster behind (``rsm_shm.cluster.serve.EXIT_WITH_PARENT_ENV``)."""
     path = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", HERE + (os.pathsep + path if path else ""))
+    monkeypatch.setenv("RSM_SHM_PEER_EXIT_WITH_PARENT", str(os.getpid()))
 
 
 @pytest.fixture

@@ -15,9 +15,15 @@ Message format, version 1 (all integers big-endian)::
     conf state voters, learners, voters_outgoing, learners_next: each u32 count + u64 ids;
                auto_leave u8
 
+A decoded u64 field holds 0..2**63-1 only: terms, indexes and ids are signed 64-bit
+integers where they are kept (the log's index arrays), so a larger value from the
+network would pass the decoder and crash the peer that saves it.  Encoding takes the
+whole u64 range (what the core makes never comes near 2**63; checking it would cost
+the hot path), so only values below 2**63 round-trip.
+
 Decoding checks every length against the remaining input, rejects unknown versions,
-kinds and flags and any trailing byte, and raises :class:`DecodeError` (and nothing else)
-for any malformed input.
+kinds and flags, out-of-range integers and any trailing byte, and raises
+:class:`DecodeError` (and nothing else) for any malformed input.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ _ENT_LEN = struct.Struct(">QQBI")  # an entry header and its data length (the fa
 _SNAPHDR = struct.Struct(">QQ")
 _CHANGE = struct.Struct(">BQ")  # a conf change: type, node id
 _U64_MAX = (1 << 64) - 1
+_DECODE_MAX = (1 << 63) - 1  # the largest value decoded into a u64 field (module docstring)
 _MSG_TYPES = frozenset(int(t) for t in MessageType)
 _ENTRY_TYPES = frozenset(int(t) for t in EntryType)
 _CC_TYPES = frozenset(int(t) for t in ConfChangeType)
@@ -186,6 +193,12 @@ def _encode_checked(m: Message, flags: int) -> List[bytes]:
 # -------------------------------------------------------------------------- decoding
 
 
+def _check_range(what: str, *values: int) -> None:
+    for v in values:
+        if v > _DECODE_MAX:
+            raise DecodeError(f"{what}: {v} is beyond 2**63-1")
+
+
 class _Reader:
     __slots__ = ("buf", "pos")
 
@@ -224,6 +237,7 @@ class _Reader:
         self.need(n * 8, what)
         v = struct.unpack_from(f">{n}Q", self.buf, self.pos) if n else ()
         self.pos += n * 8
+        _check_range(what, *v)
         return tuple(v)
 
     def bool_(self, what: str) -> bool:
@@ -243,6 +257,7 @@ class _Reader:
 
     def entry(self) -> Entry:
         term, index, etype = self.unpack(_ENT, "entry header")
+        _check_range("entry header", term, index)
         if etype not in _ENTRY_TYPES:
             raise DecodeError(f"unknown entry type {etype}")
         return Entry(term=term, index=index, type=EntryType(etype), data=self.bytes_("entry data"))
@@ -301,6 +316,8 @@ def _read_plain_message(b: bytes) -> "Message | None":
     mt = _MSG_TYPE_OF.get(mtype)
     if magic != MAGIC or version != FORMAT_VERSION or mt is None or flags & ~_FLAG_REJECT:
         return None
+    if (to | frm | term | log_term | index | commit | hint | off | total) >> 63:
+        return None
     p = _HDR_SIZE
     clen = _U32.unpack_from(b, p)[0]
     p += 4
@@ -322,7 +339,7 @@ def _read_plain_message(b: bytes) -> "Message | None":
             et, ei, ety, dlen = unpack(b, p)
             p += _ENT_LEN_SIZE
             etype = _ENTRY_TYPE_OF.get(ety)
-            if etype is None or p + dlen > n:
+            if etype is None or p + dlen > n or (et | ei) >> 63:
                 return None
             ents.append(Entry(term=et, index=ei, type=etype, data=b[p : p + dlen]))
             p += dlen
@@ -359,6 +376,7 @@ def _read_message(r: _Reader) -> Message:
         raise DecodeError(f"unknown message type {mtype}")
     if flags & ~_FLAGS_KNOWN:
         raise DecodeError(f"unknown flags {flags:#x}")
+    _check_range("message header", to, frm, term, log_term, index, commit, hint, off, total)
     context = r.bytes_("context")
     n = r.u32("entry count")
     # every entry takes at least 21 bytes: bound the count before looping
@@ -367,6 +385,7 @@ def _read_message(r: _Reader) -> Message:
     snapshot = None
     if flags & _FLAG_SNAPSHOT:
         sidx, sterm = r.unpack(_SNAPHDR, "snapshot header")
+        _check_range("snapshot header", sidx, sterm)
         cs = r.conf_state()
         data = r.bytes_("snapshot data")
         snapshot = Snapshot(SnapshotMeta(sidx, sterm, cs), data)
@@ -426,6 +445,7 @@ def _read_conf_change(r: _Reader) -> ConfChange:
         t, node = r.unpack(_CHANGE, "change")
         if t not in _CC_TYPES:
             raise DecodeError(f"unknown conf change type {t}")
+        _check_range("conf change node id", node)
         changes.append((ConfChangeType(t), node))
     ctx = r.bytes_("context")
     return ConfChange(tuple(changes), ctx, ConfChangeTransition(transition))

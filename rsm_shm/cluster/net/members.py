@@ -370,12 +370,23 @@ class MembersService:
             req = json.loads(request.decode())
             op = _OPS[req["op"]]
             pid = int(req["id"])
+            if not 1 <= pid <= MAX_PEER_ID:
+                raise ValueError(f"peer id {pid} is not in 1..{MAX_PEER_ID}")
             address = req.get("address")
             if address is not None and address != LOCAL:
                 parse_address(str(address))
             if op == ev.ADMIN_ADD_LEARNER and address is None:
                 raise ValueError("add_learner needs the new peer's address")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as e:
+        # OverflowError: an id of 1e400 (JSON's infinity); RecursionError: deeply nested JSON.
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            UnicodeDecodeError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed membership change: {e!r}")
             raise AssertionError("unreachable") from None
         if self._closed:

@@ -193,7 +193,7 @@ def _poll_reads(address, cluster_id, key, stop, seen):
 
 
 def test_a_deposed_leader_that_still_believes_it_leads_never_serves_a_stale_read(served):
-    """Peer 1 leads with a 5 s election timeout (a slow clock, say); the others use
+    """Peer 1 leads with an 8 s election timeout (a slow clock, say); the others use
     100 ms.  Cut off by the transport, peer 1 goes on believing it leads for seconds
     after the others elected a new leader and overwrote ``x`` -- and its client port
     still answers.  Reads sent straight to it in that window must never return the old
@@ -201,7 +201,7 @@ def test_a_deposed_leader_that_still_believes_it_leads_never_serves_a_stale_read
     leave them unanswered or send the client on."""
     from rsm_shm.cluster import envelope as ev
 
-    cluster = served(KV, peer_timing={1: {"election_tick": 500}})
+    cluster = served(KV, peer_timing={1: {"election_tick": 800}})
     cluster.wait_leader(timeout=15)
     if cluster.leader() != 1:
         cluster.transfer_leadership(1)

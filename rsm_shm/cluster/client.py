@@ -114,13 +114,13 @@ class _SessionClient:
         their results in order.  Raises as :meth:`propose` for the first command that
         failed; ``TimeoutError`` if not all were answered within ``timeout``."""
         cmds: List[bytes] = list(commands)
-        if not _BYTES_ONLY.issuperset(map(type, cmds)):  # (the usual case: no per-command call)
+        if len(cmds) < _MANY or not _BYTES_ONLY.issuperset(map(type, cmds)):
             cmds = [self._check_bytes(c, "command") for c in cmds]
         if len(cmds) > MAX_RESULTS_PER_SESSION:
             raise ValueError(f"at most {MAX_RESULTS_PER_SESSION} commands per propose_many call, not {len(cmds)}")
-        if cmds and max(map(len, cmds)) > MAX_COMMAND_BYTES:
-            c = next(c for c in cmds if len(c) > MAX_COMMAND_BYTES)
-            raise ValueError(f"a {len(c)}-byte command exceeds the limit of {MAX_COMMAND_BYTES} bytes")
+        for c in cmds if len(cmds) < _MANY or max(map(len, cmds)) > MAX_COMMAND_BYTES else ():
+            if len(c) > MAX_COMMAND_BYTES:
+                raise ValueError(f"a {len(c)}-byte command exceeds the limit of {MAX_COMMAND_BYTES} bytes")
         with self._lock:
             self._check_open()
             deadline = time.monotonic() + self._check_timeout(timeout)
@@ -132,10 +132,14 @@ class _SessionClient:
                 # Whatever happened, these sequence numbers are settled for us: answered
                 # or given up (a late application can no longer be reported to anyone).
                 self._acked = self._seq
-            statuses = set(map(_first, results))
-            if statuses == _ALL_OK:
-                return list(map(_second, results))
-            if ev.SESSION_EXPIRED in statuses:
+            if len(results) >= _MANY:
+                statuses = set(map(_first, results))
+                if statuses == _ALL_OK:
+                    return list(map(_second, results))
+                expired = ev.SESSION_EXPIRED in statuses
+            else:
+                expired = any(status == ev.SESSION_EXPIRED for status, _p in results)
+            if expired:
                 # The cluster forgot this session: start a new one for the next call.
                 self._session = int.from_bytes(secrets.token_bytes(8), "little") or 1
                 self._registered = False
@@ -215,7 +219,7 @@ class _SessionClient:
     def _run_proposals(self, cmds: List[bytes], first: int, deadline: float) -> List[Outcome]:
         n = len(cmds)
         results: List[Optional[Outcome]] = [None] * n
-        todo = dict(zip(range(first, first + n), range(n)))  # seq -> position in cmds
+        todo = {first + i: i for i in range(n)}  # seq -> position in cmds
         session = self._session
         base = self._rid_base
         first_round = True
@@ -230,41 +234,36 @@ class _SessionClient:
                 reqs: List[ev.ProposeRequest] = []
                 if not self._registered:
                     reqs.append((ev.OP_REGISTER, 0, session, 0, acked, b""))
-                if len(waiting) == len(batch):  # all of them (the first send): in C loops
+                if len(waiting) == len(batch) >= _MANY:  # all of many (the first send): in C loops
                     data = list(map(cmds.__getitem__, batch.values()))
-                    reqs += zip(
-                        repeat(ev.OP_COMMAND), map(base.__add__, batch), repeat(session), batch, repeat(acked), data
-                    )
                     if sum(map(len, data)) + _REQ_OVERHEAD * len(data) <= _ENVELOPE_BYTES:
+                        reqs += zip(
+                            repeat(ev.OP_COMMAND), map(base.__add__, batch), repeat(session), batch, repeat(acked), data
+                        )
                         return [ev.encode_propose(hdr, self.reply_to, reqs)]
-                else:
-                    reqs += (
-                        (ev.OP_COMMAND, base + seq, session, seq, acked, cmds[pos])
-                        for seq, pos in batch.items()
-                        if base + seq in waiting
-                    )
                 out: List[bytes] = []
-                chunk: List[ev.ProposeRequest] = []
                 size = 0
-                for req in reqs:
-                    c = req[5]
-                    if chunk and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
-                        out.append(ev.encode_propose(hdr, self.reply_to, chunk))
-                        chunk, size = [], 0
-                    chunk.append(req)
+                for seq, pos in batch.items():
+                    if base + seq not in waiting:
+                        continue
+                    c = cmds[pos]
+                    if reqs and size + len(c) + _REQ_OVERHEAD > _ENVELOPE_BYTES:
+                        out.append(ev.encode_propose(hdr, self.reply_to, reqs))
+                        reqs, size = [], 0
+                    reqs.append((ev.OP_COMMAND, base + seq, session, seq, acked, c))
                     size += len(c) + _REQ_OVERHEAD
-                out.append(ev.encode_propose(hdr, self.reply_to, chunk))
+                out.append(ev.encode_propose(hdr, self.reply_to, reqs))
                 return out
 
-            got = self._exchange(build, set(map(base.__add__, batch)), deadline)
+            got = self._exchange(build, {base + seq for seq in batch}, deadline)
             self._registered = True
-            if first_round:
+            if first_round and n >= _MANY:
                 # The first round (batch is every command, in order): the usual outcome
                 # is no STALE answer at all, taken in C loops.
-                first_round = False
                 outs = list(map(got.__getitem__, map(base.__add__, batch)))
                 if ev.STALE not in set(map(_first, outs)):
                     return outs
+            first_round = False
             todo = {}
             for rid, (status, payload) in got.items():
                 seq = rid - base
@@ -282,6 +281,8 @@ class _SessionClient:
 _first = itemgetter(0)
 _second = itemgetter(1)
 _ALL_OK = {ev.OK}
+# Below this many commands or replies, plain loops cost less than setting up C loops.
+_MANY = 32
 _BYTES_ONLY = {bytes}
 _NOT_FINAL = frozenset({ev.NOT_LEADER, ev.RETRY})  # answers that are not a request's outcome
 _STATUS_PAYLOAD = itemgetter(1, 2)
@@ -416,9 +417,9 @@ class Client(_SessionClient):
                     items = ev.decode_reply(data) if kind == ev.KIND_REPLY and cid == self._cluster_id else ()
                 except ev.EnvelopeError:
                     items = ()
-                answered = list(map(_first, items))
+                answered = list(map(_first, items)) if len(items) >= _MANY else []
                 if (
-                    items
+                    len(items) >= _MANY
                     and _NOT_FINAL.isdisjoint(map(_second, items))
                     and waiting.issuperset(answered)
                     and len(set(answered)) == len(answered)

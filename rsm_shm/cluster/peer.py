@@ -625,6 +625,13 @@ class Peer:
             for op, session, seq, _acked, datas in runs:
                 first = seq if op == command else 0  # a REGISTER waits under (session, 0)
                 n = len(datas)
+                if n == 1:  # a lone command (no loops to set up)
+                    waiter = pending.pop((session, first), None)
+                    if waiter is not None:
+                        status, result = outcomes[pos]
+                        reply(waiter[0], waiter[1], status, result)
+                    pos += 1
+                    continue
                 waiters = list(map(pending.pop, zip(repeat(session), range(first, first + n)), repeat(None)))
                 outs = outcomes[pos : pos + n]
                 pos += n
@@ -698,7 +705,7 @@ class Peer:
                 else:
                     self._reply_rings.move_to_end(reply_to)
                 limit = ring.max_message - ev.HEADER_SIZE - 4
-                if sum(map(len, map(_THIRD, items))) + 13 * len(items) <= limit:  # the usual: one envelope
+                if len(items) == 1 or sum(map(len, map(_THIRD, items))) + 13 * len(items) <= limit:  # one envelope
                     ring.put_nowait(ev.encode_reply(hdr, items))
                     continue
                 chunk: List[ev.Reply] = []

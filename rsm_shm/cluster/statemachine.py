@@ -263,6 +263,7 @@ BATCH_VERSION = 2
 _BATCH_HDR = struct.Struct("<BI")
 _OP = struct.Struct("<BQQQI")  # version 1: one op's header
 _RUN = struct.Struct("<BQQQI")  # op, session, seq, acked, count
+_U32 = struct.Struct("<I")
 #: One client operation of a batch: (op, session, seq, acked, data).
 BatchOp = Tuple[int, int, int, int, bytes]
 #: One run of a batch: (op, session, first seq, acked, the data of each operation).
@@ -331,7 +332,7 @@ class BatchWriter:
         append = parts.append
         for op, session, seq, acked, lens, datas in self.runs:
             append(_RUN.pack(op, session, seq, acked, len(lens)))
-            append(struct.pack(f"<{len(lens)}I", *lens))
+            append(_U32.pack(lens[0]) if len(lens) == 1 else struct.pack(f"<{len(lens)}I", *lens))
             parts += datas
         return b"".join(parts)
 
@@ -362,17 +363,21 @@ def decode_runs(b: bytes) -> List[BatchRun]:
             raise ValueError(f"a batch run of {count} operations of kind {op}")
         if off + 4 * count > end:
             raise ValueError("truncated batch run lengths")
+        if count == 1:  # a lone command (no loops to set up)
+            stop = off + 4 + _U32.unpack_from(b, off)[0]
+            if stop > end:
+                raise ValueError("truncated batch run data")
+            out.append((op, session, seq, acked, [b[off + 4 : stop]]))
+            off = stop
+            continue
         lens = struct.unpack_from(f"<{count}I", b, off)
         off += 4 * count
         stop = off + sum(lens)
         if stop > end:
             raise ValueError("truncated batch run data")
-        if count == 1:
-            datas = [b[off:stop]]
-        else:  # the slices in C loops (a run holds up to thousands of commands)
-            bounds = list(accumulate(lens, initial=off))
-            datas = list(map(getitem, map(slice, bounds, bounds[1:])))
-        out.append((op, session, seq, acked, datas))
+        # The slices in C loops (a run holds up to thousands of commands).
+        bounds = list(accumulate(lens, initial=off))
+        out.append((op, session, seq, acked, list(map(getitem, map(slice, bounds, bounds[1:])))))
         off = stop
     if off != end:
         raise ValueError("trailing bytes after the batch")
@@ -545,6 +550,16 @@ class Sessions:
         except Exception as e:  # a documented outcome: every command of the batch gets it
             results = [e for _ in data]
         ok = ev.OK
+        if len(results) == 1:  # a lone command (no loops to set up)
+            r = results[0]
+            outcome = (ok, r) if type(r) is bytes else _outcome_of(sm, r)
+            s, seq, _n = todo[0]
+            recorded = s[2]
+            recorded[seq] = outcome
+            if len(recorded) > MAX_RESULTS_PER_SESSION:  # as in apply
+                s[3] = recorded.popitem(last=False)[0]
+            out.append(outcome)
+            return
         outcomes = [(ok, r) if type(r) is bytes else _outcome_of(sm, r) for r in results]
         pos = 0
         for s, seq, n in todo:

@@ -96,7 +96,15 @@ from .layout import (
     inbox_name,
     read_config,
 )
-from .statemachine import BatchWriter, Sessions, decode_runs, load_state_machine, OP_OVERHEAD, RUN_HEADER
+from .statemachine import (
+    BatchWriter,
+    NewerBatchError,
+    Sessions,
+    decode_runs,
+    load_state_machine,
+    OP_OVERHEAD,
+    RUN_HEADER,
+)
 from .status import LeaderWatch, StatusRecord, status_segment_name
 from .storage_factory import open_storage
 from .transport import RingTransport, Transport
@@ -614,6 +622,8 @@ class Peer:
         except ValueError:
             self.c["msgs_bad"] += 1
             return
+        except NewerBatchError as e:  # stop: skipping it would diverge from newer peers
+            raise NewerBatchError(f"peer {self.id}, log entry {entry.index}: {e}") from None
         outcomes = self.sessions.apply_runs(runs, entry.index)
         self._snap_commands += len(outcomes)
         self._snap_bytes += len(entry.data)

@@ -52,6 +52,7 @@ __all__ = [
     "encode_batch",
     "decode_batch",
     "decode_runs",
+    "NewerBatchError",
 ]
 
 
@@ -257,8 +258,10 @@ def load_state_machine(path: str) -> StateMachine:
 # pipelined envelope becomes, so a follower decodes and applies a run, not an op, at a
 # time.  Version 1 (one header per op: op u8 | session u64 | seq u64 | acked u64 |
 # len u32 | data) is what earlier releases wrote; it is still read.  An empty entry is a
-# leader's no-op.  Anything else is applied as "no operation" and counted, identically
-# everywhere (it cannot come from a correct peer).
+# leader's no-op.  A version above BATCH_VERSION is a newer rsm_shm's entry: skipping it
+# would let this peer's state drift from the newer peers', so it stops the peer
+# (NewerBatchError).  Anything else malformed is applied as "no operation" and counted,
+# identically everywhere (it cannot come from a correct peer).
 BATCH_VERSION = 2
 _BATCH_HDR = struct.Struct("<BI")
 _OP = struct.Struct("<BQQQI")  # version 1: one op's header
@@ -337,14 +340,26 @@ class BatchWriter:
         return b"".join(parts)
 
 
+class NewerBatchError(RuntimeError):
+    """A committed entry was written by a newer rsm_shm (a batch format this one cannot
+    read).  Not a ValueError on purpose: a malformed entry is skipped identically by every
+    peer, but this one would be applied by the newer peers, so the reader must stop."""
+
+
 def decode_runs(b: bytes) -> List[BatchRun]:
     """The runs of a batch (a version-1 batch: one run per op); raises ValueError on
-    malformed input."""
+    malformed input and :class:`NewerBatchError` on a batch format above
+    ``BATCH_VERSION``."""
     if len(b) < _BATCH_HDR.size:
         raise ValueError("truncated batch")
     version, n = _BATCH_HDR.unpack_from(b, 0)
     if version == 1:
         return [(op, session, seq, acked, [data]) for op, session, seq, acked, data in _decode_v1(b, n)]
+    if version > BATCH_VERSION:
+        raise NewerBatchError(
+            f"a committed entry has batch format {version}, written by a newer rsm_shm "
+            f"(this one reads formats up to {BATCH_VERSION}): upgrade this peer"
+        )
     if version != BATCH_VERSION:
         raise ValueError(f"batch version {version} is not supported")
     if n == 0:

@@ -71,7 +71,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATA_FORMAT = 1  # of the data directory (META); a newer one is refused
+# The data directory's format (META), raised when an older rsm_shm could misread what this
+# one writes; a newer format is refused, an older one is raised to this one on open (then
+# the older rsm_shm refuses it instead of misreading it).  2: log entries hold batches of
+# runs (statemachine.BATCH_VERSION 2), which a format-1 reader would skip.
+DATA_FORMAT = 2
 META_FILE = "META"
 LOCK_FILE = "LOCK"
 WAL_DIR = "wal"
@@ -223,6 +227,9 @@ class DiskStorage:
             )
         if node_id is not None and meta.get("node_id") != node_id:
             raise DataDirError(f"data directory {self.path} belongs to peer {meta.get('node_id')!r}, not {node_id!r}")
+        if fmt < DATA_FORMAT:
+            meta["format"] = DATA_FORMAT
+            _write_durably(meta_path, json.dumps(meta, indent=1).encode() + b"\n")
         self.meta = meta
 
     def _recover(self) -> None:

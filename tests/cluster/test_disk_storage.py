@@ -5,6 +5,7 @@ The storage contract itself runs against DiskStorage in tests/raft/test_storage.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -325,6 +326,18 @@ def test_newer_format_is_refused(tmp_path):
     (d / "META").write_text("not json")
     with pytest.raises(DataDirError, match="not readable"):
         DiskStorage(d)
+
+
+def test_an_older_format_is_raised_on_open(tmp_path):
+    """A format-1 directory (written before log entries held runs) opens, and its META
+    says DATA_FORMAT afterwards, so an older rsm_shm refuses it rather than skipping the
+    entries it cannot read."""
+    d = tmp_path / "data"
+    DiskStorage(d, cluster="c", node_id=1).close()
+    (d / "META").write_text('{"format": 1, "cluster": "c", "node_id": 1}')
+    DiskStorage(d, cluster="c", node_id=1).close()
+    assert json.loads((d / "META").read_text()) == {"format": DATA_FORMAT, "cluster": "c", "node_id": 1}
+    assert DATA_FORMAT >= 2
 
 
 def test_a_directory_open_in_another_process_is_refused(tmp_path):

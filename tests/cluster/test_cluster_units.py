@@ -6,6 +6,7 @@ import json
 import os
 import random
 import struct
+import time
 
 import pytest
 
@@ -407,6 +408,12 @@ def test_status_seqlock_never_shows_a_torn_record(shm_name):
     t = threading.Thread(target=writer)
     t.start()
     try:
+        # Until the writer's first publication every load is None (a loaded machine once
+        # ran all 20000 loads before the writer thread got its first turn).
+        deadline = time.monotonic() + 10
+        while rec.seq() == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert rec.seq() > 0, "the writer thread never published"
         seen = 0
         for _ in range(20000):
             raw = rec.load()

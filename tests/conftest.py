@@ -61,6 +61,54 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Every process the run starts inherits this (see _run_watchdog.py).
+RUN_ENV = "RSM_SHM_TEST_RUN"
+os.environ[RUN_ENV] = RUN_TOKEN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_watchdog():
+    """If pytest is SIGKILLed, a watchdog process kills what the run started and removes
+    its segments (tests/_run_watchdog.py); a run that ends normally leaves it nothing
+    to do.  Linux only (it reads /proc)."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    import subprocess
+
+    from tests import _run_watchdog
+
+    r, w = os.pipe()  # both ends non-inheritable: no exec'd child keeps the write end
+    # A forked child (no exec) inherits it, though: it must not hold the watchdog off.
+    open_end = [w]
+    os.register_at_fork(after_in_child=lambda: [_close_quietly(fd) for fd in open_end])
+    env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
+    dog = subprocess.Popen(
+        [sys.executable, _run_watchdog.__file__, RUN_ENV, RUN_TOKEN, SHM_DIR, PREFIX],
+        stdin=r,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(r)
+    try:
+        yield
+    finally:
+        try:
+            os.write(w, b"done")
+        except BrokenPipeError:  # the watchdog is gone (it failed to start?): nothing to tell
+            pass
+        open_end.clear()  # a later fork must not close whatever then has that number
+        os.close(w)
+        dog.wait(30)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _dev_shm_is_left_as_found():
     before = _ours()

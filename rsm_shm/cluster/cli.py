@@ -54,6 +54,7 @@ from .._cliargs import positive_int as _positive_int
 
 if TYPE_CHECKING:
     from .local import LocalCluster
+    from .net.tls import TLSConfig
     from .status import PeerStatus
 
 EXIT_OK = 0
@@ -175,20 +176,28 @@ def cmd_start(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old_term)
 
 
+def _remote_options(args: argparse.Namespace) -> "tuple[TLSConfig | None, list[str]]":
+    """``--tls-*`` and ``--remote HOST:PORT,...`` checked: ImportError without the [net]
+    extra, ValueError (a usage error) for a bad option."""
+    from .net.server import parse_address
+    from .net.tls import TLSConfig
+
+    tls = TLSConfig.from_options(args.tls_cert, args.tls_key, args.tls_ca)
+    addresses = [a.strip() for a in args.remote.split(",") if a.strip()]
+    if not addresses:
+        raise ValueError("--remote needs at least one HOST:PORT")
+    for a in addresses:
+        parse_address(a)
+    return tls, addresses
+
+
 def cmd_membership(args: argparse.Namespace) -> int:
     """``cluster add-peer`` / ``remove-peer``: membership of served peers, over gRPC."""
     what = f"cluster {args.command_name}"
     try:
         from .net.members import add_peer, remove_peer
-        from .net.server import parse_address
-        from .net.tls import TLSConfig
 
-        tls = TLSConfig.from_options(args.tls_cert, args.tls_key, args.tls_ca)
-        addresses = [a.strip() for a in args.remote.split(",") if a.strip()]
-        if not addresses:
-            raise ValueError("--remote needs at least one HOST:PORT")
-        for a in addresses:
-            parse_address(a)
+        tls, addresses = _remote_options(args)
         if not 1 <= args.id <= 64:
             raise ValueError(f"peer id must be between 1 and 64, not {args.id}")
     except ImportError as exc:
@@ -299,15 +308,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _local_status(args)
     try:
         from .net.client import fetch_statuses, peer_status_from_dict
-        from .net.server import parse_address
-        from .net.tls import TLSConfig
 
-        tls = TLSConfig.from_options(args.tls_cert, args.tls_key, args.tls_ca)
-        addresses = [a.strip() for a in args.remote.split(",") if a.strip()]
-        if not addresses:
-            raise ValueError("--remote needs at least one HOST:PORT")
-        for a in addresses:
-            parse_address(a)
+        tls, addresses = _remote_options(args)
     except ImportError as exc:
         _err(f"cluster status --remote: {exc}")
         return EXIT_FAILED

@@ -41,6 +41,25 @@ def make_cluster(shm_name, tmp_path, cluster_env):
         c.destroy()
 
 
+@pytest.fixture
+def served(shm_name, tmp_path, cluster_env):
+    """``served(state_machine, n=3, **kw)``: a started ServedCluster (net_harness.py:
+    peers over gRPC, each its own ``cluster serve`` process) named for this test,
+    destroyed afterwards.  Needs the [net] extra; a test file may define its own."""
+    from net_harness import ServedCluster
+
+    made = []
+
+    def make(state_machine, n=3, **kw):
+        c = ServedCluster(shm_name("net"), state_machine, n, tmp_path / f"c{len(made)}", **kw)
+        made.append(c)
+        return c.start()
+
+    yield make
+    for c in made:
+        c.destroy()
+
+
 def _os_threads() -> int:
     try:
         return len(os.listdir("/proc/self/task"))

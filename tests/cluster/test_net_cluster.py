@@ -29,26 +29,12 @@ from cluster_harness import (  # noqa: E402
     wait_progress,
     wait_until,
 )
-from net_harness import ServedCluster, free_ports  # noqa: E402
+from net_harness import free_ports  # noqa: E402
 from test_cluster_faults import fault_schedule, new_leader, other_than  # noqa: E402
 
 from rsm_shm.cluster.linearizability import check_kv  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.filterwarnings("ignore::rsm_shm.cluster.storage.NotDurableWarning")]
-
-
-@pytest.fixture
-def served(shm_name, tmp_path, cluster_env):
-    made = []
-
-    def make(state_machine, n=3, **kw):
-        c = ServedCluster(shm_name("net"), state_machine, n, tmp_path / f"c{len(made)}", **kw)
-        made.append(c)
-        return c.start()
-
-    yield make
-    for c in made:
-        c.destroy()
 
 
 def test_3_served_peers_stay_linearizable_under_faults_over_grpc(served):
